@@ -1,0 +1,15 @@
+//! The CLIP backbone: configs, model, weight import, tokenizer and preprocessing.
+
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+pub mod preprocess;
+pub mod tokenizer;
+pub mod weights;
+
+pub use checkpoint::{load_clip, LoadOptions, LoadedClip};
+pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use model::{Clip, DeepPrompts, PromptSlot, TextOutput, VisionOutput, VisionPrompts};
+pub use preprocess::Preprocess;
+pub use tokenizer::ClipTokenizer;
+pub use weights::{Layout, RandomInit, WeightSource};

@@ -1,0 +1,194 @@
+//! Image preprocessing as CLIP/CoOp do it with PIL + torchvision: convert to RGB, resize the shortest
+//! side with PIL's bicubic (Catmull-Rom, antialiased, uint8 between passes), centre crop, then CLIP
+//! mean/std. The training transform is torchvision's RandomResizedCrop + horizontal flip, seeded.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::RgbImage;
+use rand::Rng;
+
+use crate::error::{Error, Result};
+
+/// OpenAI CLIP's normalization constants.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    pub image_size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// Decodes any supported file and converts to RGB the way PIL's `convert("RGB")` does: grayscale is
+/// replicated, palettes are expanded, alpha is dropped (not composited).
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let img = image::load_from_memory(&bytes)
+        .map_err(|e| Error::Image { path: path.to_path_buf(), reason: e.to_string() })?;
+    Ok(img.to_rgb8())
+}
+
+/// Resizes `src` (optionally only its `crop` box `[left, top, width, height]`) to `w`×`h`.
+fn resize(src: &RgbImage, crop: Option<[u32; 4]>, w: u32, h: u32) -> RgbImage {
+    let src_img = Image::from_vec_u8(src.width(), src.height(), src.as_raw().clone(), PixelType::U8x3)
+        .expect("buffer length matches an RGB image");
+    let mut dst = Image::new(w, h, PixelType::U8x3);
+    let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    if let Some([l, t, cw, ch]) = crop {
+        opts = opts.crop(l as f64, t as f64, cw as f64, ch as f64);
+    }
+    Resizer::new().resize(&src_img, &mut dst, &opts).expect("same pixel type on both sides");
+    RgbImage::from_raw(w, h, dst.into_vec()).expect("buffer length matches")
+}
+
+fn crop(img: &RgbImage, left: u32, top: u32, w: u32, h: u32) -> RgbImage {
+    image::imageops::crop_imm(img, left, top, w, h).to_image()
+}
+
+/// torchvision's RandomResizedCrop box `[left, top, width, height]`: ten tries at a random area and
+/// log-uniform aspect ratio, then a centre crop clamped to the ratio range.
+pub fn random_resized_crop_box(w: u32, h: u32, scale: (f64, f64), ratio: (f64, f64), rng: &mut impl Rng) -> [u32; 4] {
+    let area = (w * h) as f64;
+    let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(scale.0..=scale.1);
+        let aspect = rng.random_range(lr0..=lr1).exp();
+        let cw = (target * aspect).sqrt().round() as i64;
+        let ch = (target / aspect).sqrt().round() as i64;
+        if 0 < cw && cw <= w as i64 && 0 < ch && ch <= h as i64 {
+            let top = rng.random_range(0..=(h as i64 - ch)) as u32;
+            let left = rng.random_range(0..=(w as i64 - cw)) as u32;
+            return [left, top, cw as u32, ch as u32];
+        }
+    }
+    let in_ratio = w as f64 / h as f64;
+    let (cw, ch) = if in_ratio < ratio.0 {
+        (w, ((w as f64) / ratio.0).round() as u32)
+    } else if in_ratio > ratio.1 {
+        (((h as f64) * ratio.1).round() as u32, h)
+    } else {
+        (w, h)
+    };
+    [(w - cw) / 2, (h - ch) / 2, cw, ch]
+}
+
+impl Preprocess {
+    pub fn clip(image_size: usize) -> Self {
+        Self { image_size, mean: CLIP_MEAN, std: CLIP_STD }
+    }
+
+    /// Eval transform up to uint8: shortest side to `image_size` (long side truncated, as
+    /// torchvision computes it), then a centre crop whose offset rounds half to even (Python's round).
+    pub fn eval_u8(&self, img: &RgbImage) -> RgbImage {
+        let s = self.image_size as u32;
+        let (w, h) = img.dimensions();
+        let (nw, nh) = if w <= h {
+            (s, (s as u64 * h as u64 / w as u64) as u32)
+        } else {
+            ((s as u64 * w as u64 / h as u64) as u32, s)
+        };
+        let resized = if (nw, nh) == (w, h) { img.clone() } else { resize(img, None, nw, nh) };
+        let top = ((nh - s) as f64 / 2.0).round_ties_even() as u32;
+        let left = ((nw - s) as f64 / 2.0).round_ties_even() as u32;
+        crop(&resized, left, top, s, s)
+    }
+
+    /// Training transform up to uint8: RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3, bicubic) and a
+    /// horizontal flip with probability 1/2.
+    pub fn train_u8(&self, img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
+        let s = self.image_size as u32;
+        let (w, h) = img.dimensions();
+        let [l, t, cw, ch] = random_resized_crop_box(w, h, (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng);
+        // PIL crops, then resizes the crop: cropping first keeps the filter from reading outside it.
+        let mut out = resize(&crop(img, l, t, cw, ch), None, s, s);
+        if rng.random_bool(0.5) {
+            image::imageops::flip_horizontal_in_place(&mut out);
+        }
+        out
+    }
+
+    /// `[3, size, size]` normalized floats (channel-major) of a uint8 crop.
+    pub fn normalize(&self, crop: &RgbImage) -> Vec<f32> {
+        let (w, h) = crop.dimensions();
+        let n = (w * h) as usize;
+        let mut out = vec![0.0f32; 3 * n];
+        for (i, p) in crop.pixels().enumerate() {
+            for c in 0..3 {
+                out[c * n + i] = (p.0[c] as f32 / 255.0 - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// Stacks normalized crops into `[batch, 3, size, size]`.
+    pub fn batch<B: Backend>(&self, crops: &[RgbImage], device: &B::Device) -> Tensor<B, 4> {
+        let s = self.image_size;
+        let mut data = Vec::with_capacity(crops.len() * 3 * s * s);
+        for c in crops {
+            assert_eq!(c.dimensions(), (s as u32, s as u32), "crop size must equal image_size");
+            data.extend(self.normalize(c));
+        }
+        Tensor::from_data(TensorData::new(data, [crops.len(), 3, s, s]), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]))
+    }
+
+    #[test]
+    fn eval_transform_gives_a_square_of_the_model_size() {
+        let p = Preprocess::clip(32);
+        for (w, h) in [(100, 60), (60, 100), (32, 32), (33, 200)] {
+            assert_eq!(p.eval_u8(&gradient(w, h)).dimensions(), (32, 32));
+        }
+    }
+
+    #[test]
+    fn random_resized_crop_is_seeded_and_in_bounds() {
+        let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut b = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..200 {
+            let ba = random_resized_crop_box(300, 200, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut a);
+            assert_eq!(ba, random_resized_crop_box(300, 200, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut b));
+            let [l, t, w, h] = ba;
+            assert!(w > 0 && h > 0 && l + w <= 300 && t + h <= 200, "{ba:?}");
+            let area = (w * h) as f64 / 60000.0;
+            assert!(area <= 1.0);
+        }
+        // An impossible ratio range falls back to the centre crop clamped to the range.
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(random_resized_crop_box(1000, 10, (0.99, 1.0), (0.75, 1.333), &mut r), [493, 0, 13, 10]);
+    }
+
+    #[test]
+    fn train_transform_flips_about_half_the_time() {
+        let p = Preprocess::clip(16);
+        let img = gradient(40, 40);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let outs: Vec<RgbImage> = (0..40).map(|_| p.train_u8(&img, &mut rng)).collect();
+        assert!(outs.iter().all(|o| o.dimensions() == (16, 16)));
+        // x-gradient in red: a flipped crop has red decreasing left to right.
+        let flipped = outs.iter().filter(|o| o.get_pixel(0, 8).0[0] > o.get_pixel(15, 8).0[0]).count();
+        assert!((8..=32).contains(&flipped), "{flipped} of 40 flipped");
+    }
+
+    #[test]
+    fn normalize_is_channel_major() {
+        let p = Preprocess::clip(1);
+        let img = RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 128]));
+        let v = p.normalize(&img);
+        assert!((v[0] - (1.0 - CLIP_MEAN[0]) / CLIP_STD[0]).abs() < 1e-6);
+        assert!((v[1] + CLIP_MEAN[1] / CLIP_STD[1]).abs() < 1e-6);
+    }
+}

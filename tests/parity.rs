@@ -1,0 +1,127 @@
+//! The burn backbone against the reference implementations (transformers 5.24 / open_clip 3.3), from
+//! fixtures recorded by tests/reference/make_fixtures.py.
+
+mod common;
+
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData};
+use common::*;
+use gram_bench::clip::{load_clip, Clip, LoadOptions, LoadedClip, VisionPrompts};
+use safetensors::Dtype;
+
+const TOL: f32 = 1e-4;
+
+fn load(path: &Path, config: Option<&Path>) -> LoadedClip<B> {
+    let opts = LoadOptions { config: config.map(Path::to_path_buf), tokenizer: None };
+    let opts = if path.is_dir() {
+        opts
+    } else {
+        LoadOptions { tokenizer: Some(fixture("tiny-clip-hf/tokenizer.json")), ..opts }
+    };
+    load_clip::<B>(path, &opts, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn pixels(r: &Reference) -> Tensor<B, 4> {
+    let (shape, data) = r.get("pixel_values");
+    Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), &Default::default())
+}
+
+/// (image embeds, text embeds, logits) of `model` on the recorded inputs; embeds L2-normalized.
+fn outputs(model: &Clip<B>, r: &Reference, ids_name: &str) -> [(Vec<usize>, Vec<f32>); 3] {
+    let ids = r.ids(ids_name);
+    let image = model.encode_image(pixels(r), &VisionPrompts::default());
+    let text = model.text_features(model.text_model.forward_ids(&ids, &Default::default(), false).pooled);
+    let logits = model.logits_per_image(image.clone(), text.clone());
+    [values(Clip::normalize(image)), values(Clip::normalize(text)), values(logits)]
+}
+
+fn check_all_outputs(clip: &LoadedClip<B>, label: &str) {
+    let r = Reference::load();
+    let m = &clip.model;
+    let ids = r.ids("input_ids");
+    let text = m.text_model.forward_ids(&ids, &Default::default(), true);
+    let vision = m.vision_model.forward(pixels(&r), &VisionPrompts::default(), true);
+    let mut worst: Vec<(String, f32)> = Vec::new();
+    let mut cmp = |name: &str, got: (Vec<usize>, Vec<f32>)| {
+        let d = max_diff(name, got, r.get(name));
+        worst.push((name.to_string(), d));
+    };
+    assert_eq!(text.hidden_states.len(), 3);
+    for (i, h) in text.hidden_states.iter().enumerate() {
+        cmp(&format!("text_hidden.{i}"), values(h.clone()));
+    }
+    for (i, h) in vision.hidden_states.iter().enumerate() {
+        cmp(&format!("vision_hidden.{i}"), values(h.clone()));
+    }
+    cmp("text_last_hidden", values(text.last_hidden.clone()));
+    cmp("vision_last_hidden", values(vision.last_hidden.clone()));
+    cmp("text_pooled", values(text.pooled.clone()));
+    cmp("image_pooled", values(vision.pooled.clone()));
+    let [image_embeds, text_embeds, logits] = outputs(m, &r, "input_ids");
+    cmp("image_embeds", image_embeds);
+    cmp("text_embeds", text_embeds);
+    cmp("logits_per_image", logits);
+    for (name, d) in &worst {
+        assert!(*d <= TOL, "{label}: {name} differs from transformers by {d:e} (> {TOL:e})");
+    }
+    eprintln!("{label}: worst diff {:?}", worst.iter().map(|w| w.1).fold(0.0, f32::max));
+}
+
+#[test]
+fn hf_layout_matches_transformers_everywhere() {
+    let clip = load(&fixture("tiny-clip-hf"), None);
+    assert_eq!(clip.config.vision.num_attention_heads, 4, "heads come from config.json, not width/64");
+    check_all_outputs(&clip, "HF layout");
+}
+
+#[test]
+fn openai_layout_matches_transformers_and_open_clip() {
+    // The open_clip model config, and the HF config.json, both describe the OpenAI-layout file.
+    for cfg in [fixture("tiny-clip-openai.json"), fixture("tiny-clip-hf/config.json")] {
+        let clip = load(&fixture("tiny-clip-openai.safetensors"), Some(&cfg));
+        check_all_outputs(&clip, "OpenAI layout");
+        let r = Reference::load();
+        let [image, text, logits] = outputs(&clip.model, &r, "input_ids");
+        assert!(max_diff("openclip image", image, r.get("openclip_image_embeds")) <= TOL);
+        assert!(max_diff("openclip text", text, r.get("openclip_text_embeds")) <= TOL);
+        assert!(max_diff("openclip logits", logits, r.get("openclip_logits_per_image")) <= TOL);
+    }
+}
+
+#[test]
+fn legacy_eos_token_id_two_pools_at_argmax() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_hf_dir(dir.path());
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["text_config"]["eos_token_id"] = serde_json::json!(2);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let clip = load(dir.path(), None);
+    let r = Reference::load();
+    let [_, text, _] = outputs(&clip.model, &r, "input_ids_legacy");
+    let d = max_diff("legacy", text, r.get("legacy_text_embeds"));
+    assert!(d <= TOL, "legacy argmax pooling differs by {d:e}");
+}
+
+#[test]
+fn half_precision_weights_load_in_both_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reference::load();
+    for (dtype, tag) in [(Dtype::F16, "f16"), (Dtype::BF16, "bf16")] {
+        let hf = dir.path().join(format!("hf-{tag}"));
+        copy_hf_dir(&hf);
+        rewrite(&fixture("tiny-clip-hf/model.safetensors"), &hf.join("model.safetensors"), dtype, |n, t| {
+            vec![(n.to_string(), t)]
+        });
+        let oa = dir.path().join(format!("openai-{tag}.safetensors"));
+        rewrite(&fixture("tiny-clip-openai.safetensors"), &oa, dtype, |n, t| vec![(n.to_string(), t)]);
+        for clip in [load(&hf, None), load(&oa, Some(&fixture("tiny-clip-openai.json")))] {
+            let [image, text, logits] = outputs(&clip.model, &r, "input_ids");
+            for (name, got) in [("image_embeds", image), ("text_embeds", text), ("logits_per_image", logits)] {
+                let d = max_diff(name, got, r.get(&format!("{tag}_{name}")));
+                assert!(d <= TOL, "{tag} {name}: {d:e}");
+            }
+        }
+    }
+}
