@@ -130,7 +130,7 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
             (config, Box::new(src))
         }
     };
-    let model = config.init::<B>(source.as_mut(), device)?;
+    let model = config.init::<B>(source.as_mut(), device)?.freeze();
     let context = config.text.max_position_embeddings;
     let tokenizer = match (&opts.tokenizer, dir.map(|d| d.join("tokenizer.json")).filter(|p| p.is_file())) {
         (Some(t), _) => ClipTokenizer::from_file(t, context)?,

@@ -456,6 +456,12 @@ fn l2_normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 impl<B: Backend> Clip<B> {
+    /// Marks every backbone parameter as constant: under autodiff no gradient reaches them, so no
+    /// optimizer can move them. Prompt-tuning methods train only their own tensors.
+    pub fn freeze(self) -> Self {
+        self.no_grad()
+    }
+
     /// Projected (not normalized) image features.
     pub fn image_features(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
         pooled.matmul(self.visual_projection.val())

@@ -310,7 +310,9 @@ def main():
     for fn in sorted(os.listdir(img_dir)):
         im = Image.open(os.path.join(img_dir, fn))
         modes[fn] = im.mode
-        x = eval_tf(im)
+        # Dassl/CoOp (and HF's processor) convert to RGB on read, before any transform; open_clip's own
+        # transform converts after resizing, which for RGBA resamples premultiplied alpha instead.
+        x = eval_tf(im.convert("RGB"))
         u8 = ((x * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
         assert ((u8.float() / 255.0 - mean) / std - x).abs().max() < 1e-5  # the u8 crop is the reference, exactly
         pre[fn] = u8.contiguous()

@@ -1,0 +1,48 @@
+//! Preprocessing against open_clip's eval transform (PIL bicubic resize + torchvision centre crop) on
+//! real JPEG/PNG files: RGB, grayscale, RGBA and palette.
+
+mod common;
+
+use common::{fixture, read_raw};
+use gram_bench::clip::preprocess::{load_rgb, Preprocess};
+
+#[test]
+fn eval_transform_matches_open_clip_on_real_images() {
+    let p = Preprocess::clip(224);
+    let reference = fixture("preprocess.safetensors");
+    let bytes = std::fs::read(&reference).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    assert!(names.len() >= 6);
+    let mut worst = Vec::new();
+    for name in names {
+        let want_u8 = read_raw(&reference, &name); // [3, 224, 224]
+        let img = load_rgb(&fixture(&format!("images/{name}"))).unwrap();
+        let got = p.eval_u8(&img);
+        let want: Vec<f32> = {
+            let n = 224 * 224;
+            (0..3 * n).map(|i| (want_u8[i] as f32 / 255.0 - p.mean[i / n]) / p.std[i / n]).collect()
+        };
+        let ours = p.normalize(&got);
+        let max = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let mean = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum::<f32>() / want.len() as f32;
+        eprintln!("{name}: max |diff| {max:.4}, mean {mean:.5} (normalized units)");
+        assert!(mean <= 0.002, "{name}: mean diff {mean}");
+        worst.push((name.clone(), max));
+    }
+    for (name, max) in worst {
+        assert!(max <= 0.02, "{name}: max diff {max} > 0.02");
+    }
+}
+
+#[test]
+fn unreadable_images_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 this is not a jpeg").unwrap();
+    let e = load_rgb(&bad).unwrap_err().to_string();
+    assert!(e.contains("broken.jpg"), "{e}");
+    let e = load_rgb(&dir.path().join("nope.png")).unwrap_err().to_string();
+    assert!(e.contains("nope.png"), "{e}");
+}
