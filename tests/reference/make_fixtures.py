@@ -318,6 +318,18 @@ def main():
         pre[fn] = u8.contiguous()
     save_file(pre, os.path.join(OUT, "preprocess.safetensors"))
 
+    # ---------------- end to end: what `gram-bench clip embed` must print ----------------
+    cli_images = ["hopper.jpg", "present_palette.png"]
+    cli_texts = ["a photo of a cat.", "a diagram of a present, wrapped in blue!"]
+    px = torch.stack([open_clip.transform.image_transform(IMG, is_train=False)(Image.open(os.path.join(img_dir, f)).convert("RGB")) for f in cli_images])
+    tok_ids = torch.tensor([tiny_tok(t, padding="max_length", max_length=77, truncation=True)["input_ids"] for t in cli_texts])
+    with torch.no_grad():
+        o = model(input_ids=tok_ids, pixel_values=px)
+    cli = {"images": cli_images, "texts": cli_texts, "image_embeds": o.image_embeds.tolist(),
+           "text_embeds": o.text_embeds.tolist(), "logits_per_image": o.logits_per_image.tolist()}
+    with open(os.path.join(OUT, "embed_expected.json"), "w") as f:
+        json.dump(cli, f, indent=1)
+
     with open(os.path.join(OUT, "versions.json"), "w") as f:
         json.dump(
             {
