@@ -134,13 +134,15 @@ impl ClipConfig {
     pub fn from_hf_json(value: serde_json::Value) -> Result<Self> {
         let cfg: HfClipConfig = serde_json::from_value(value)
             .map_err(|e| Error::Config(format!("not an HF CLIP config: {e}")))?;
+        // transformers rebuilds each tower from `*_config_dict` (with its defaults) when present and lets
+        // that override `*_config` entirely, so the legacy key wins here too.
         let t = cfg
-            .text_config
-            .or(cfg.text_config_dict)
+            .text_config_dict
+            .or(cfg.text_config)
             .ok_or_else(|| Error::Config("HF CLIP config has no `text_config`".into()))?;
         let v = cfg
-            .vision_config
-            .or(cfg.vision_config_dict)
+            .vision_config_dict
+            .or(cfg.vision_config)
             .ok_or_else(|| Error::Config("HF CLIP config has no `vision_config`".into()))?;
         let text = ClipTextConfig::new(
             t.vocab_size,
@@ -370,6 +372,22 @@ mod tests {
         assert_eq!(c.text.eos_token_id, 2);
         assert_eq!(c.text.vocab_size, 49408);
         assert_eq!(c.vision.num_hidden_layers, 12);
+    }
+
+    #[test]
+    fn legacy_config_dicts_override_the_configs_as_transformers_does() {
+        // The shape of openai/clip-vit-base-patch32's config.json: both keys, the `_dict` partial.
+        let v = serde_json::json!({
+            "text_config": {"hidden_size": 512, "num_attention_heads": 8, "eos_token_id": 2, "vocab_size": 49408},
+            "text_config_dict": {"hidden_size": 512, "num_attention_heads": 8},
+            "vision_config": {"hidden_size": 768, "num_attention_heads": 12, "patch_size": 32, "image_size": 224},
+            "vision_config_dict": {"hidden_size": 768, "num_attention_heads": 12, "patch_size": 16},
+            "projection_dim": 512
+        });
+        let c = ClipConfig::from_hf_json(v).unwrap();
+        assert_eq!(c.vision.patch_size, 16);
+        // eos_token_id absent from text_config_dict: CLIPTextConfig's default, not text_config's 2.
+        assert_eq!(c.text.eos_token_id, 49407);
     }
 
     #[test]

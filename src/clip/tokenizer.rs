@@ -25,20 +25,13 @@ pub struct ClipTokenizer {
     eot: u32,
 }
 
-/// GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to 256+.
+/// GPT-2's byte-to-unicode table, in OpenAI's vocabulary order: the printable bytes (which map to
+/// themselves) first, then every other byte mapped to 256, 257, ... in byte order.
 fn bytes_to_unicode() -> Vec<char> {
     let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    let mut extra = 0;
-    (0u32..256)
-        .map(|b| {
-            if printable(b) {
-                char::from_u32(b).expect("byte is a valid char")
-            } else {
-                extra += 1;
-                char::from_u32(255 + extra).expect("valid char")
-            }
-        })
-        .collect::<Vec<_>>()
+    let mut order: Vec<char> = (0u32..256).filter(|&b| printable(b)).filter_map(char::from_u32).collect();
+    order.extend((0u32..256).filter(|&b| !printable(b)).enumerate().filter_map(|(i, _)| char::from_u32(256 + i as u32)));
+    order
 }
 
 impl ClipTokenizer {
@@ -201,8 +194,10 @@ mod tests {
         assert_eq!(t.len(), 256);
         let set: std::collections::HashSet<_> = t.iter().collect();
         assert_eq!(set.len(), 256);
-        assert_eq!(t[b'a' as usize], 'a');
-        assert_eq!(t[b' ' as usize], 'Ġ');
+        // OpenAI's vocabulary order: "!" is id 0, "a" is 64; space (byte 32) is the 33rd non-printable.
+        assert_eq!(t[0], '!');
+        assert_eq!(t[64], 'a');
+        assert!(t.contains(&'Ġ'));
     }
 
     #[test]
