@@ -11,7 +11,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
-use super::weights::WeightSource;
+use super::weights::{transpose, WeightSource};
 use crate::error::Result;
 
 fn param<B: Backend, const D: usize>(
@@ -24,7 +24,13 @@ fn param<B: Backend, const D: usize>(
     Ok(Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device)))
 }
 
-/// HF `nn.Linear` weight is [out, in]; burn's is [in, out].
+/// An HF `[out, in]` weight as burn's `[in, out]`, transposed on the host so the stored tensor is
+/// contiguous (a transposed view costs a strided copy in every forward on the CPU backend).
+fn transposed<B: Backend>(src: &mut dyn WeightSource, name: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Tensor<B, 2>> {
+    let w = src.take(name, &[d_out, d_in])?;
+    Ok(Tensor::from_data(TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]), device))
+}
+
 fn linear<B: Backend>(
     src: &mut dyn WeightSource,
     name: &str,
@@ -33,8 +39,7 @@ fn linear<B: Backend>(
     bias: bool,
     device: &B::Device,
 ) -> Result<Linear<B>> {
-    let w = src.take(&format!("{name}.weight"), &[d_out, d_in])?;
-    let weight = Tensor::<B, 2>::from_data(TensorData::new(w, [d_out, d_in]), device).transpose();
+    let weight = transposed(src, &format!("{name}.weight"), d_in, d_out, device)?;
     let bias = if bias { Some(param(src, &format!("{name}.bias"), [d_out], device)?) } else { None };
     Ok(Linear { weight: Param::from_tensor(weight), bias })
 }
@@ -52,6 +57,21 @@ fn layer_norm<B: Backend>(
     Ok(ln)
 }
 
+/// `x @ W + b` over the flattened tokens. A 2-D matmul and a row-broadcast bias take burn-flex's
+/// contiguous SIMD paths; `Linear::forward` on 3-D input was measured to fall into a strided
+/// element-by-element bias add.
+fn dense<B: Backend>(lin: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, l, d] = x.dims();
+    let w = lin.weight.val();
+    let out = w.dims()[1];
+    let y = x.reshape([b * l, d]).matmul(w);
+    let y = match &lin.bias {
+        Some(bias) => y + bias.val().unsqueeze::<2>(),
+        None => y,
+    };
+    y.reshape([b, l, out])
+}
+
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     pub fc1: Linear<B>,
@@ -62,12 +82,12 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.fc1.forward(x);
+        let h = dense(&self.fc1, x);
         let h = match self.act {
             Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
             Activation::Gelu => gelu(h),
         };
-        self.fc2.forward(h)
+        dense(&self.fc2, h)
     }
 }
 
@@ -85,12 +105,12 @@ impl<B: Backend> SelfAttention<B> {
         let [b, l, d] = x.dims();
         let h = self.num_heads;
         let split = |t: Tensor<B, 3>| t.reshape([b, l, h, d / h]).swap_dims(1, 2);
-        let q = split(self.q_proj.forward(x.clone()));
-        let k = split(self.k_proj.forward(x.clone()));
-        let v = split(self.v_proj.forward(x));
+        let q = split(dense(&self.q_proj, x.clone()));
+        let k = split(dense(&self.k_proj, x.clone()));
+        let v = split(dense(&self.v_proj, x));
         let opts = AttentionModuleOptions { is_causal: causal, ..Default::default() };
         let o = attention(q, k, v, None, None, opts);
-        self.out_proj.forward(o.swap_dims(1, 2).reshape([b, l, d]))
+        dense(&self.out_proj, o.swap_dims(1, 2).reshape([b, l, d]))
     }
 }
 
@@ -435,8 +455,7 @@ impl ClipConfig {
         self.check()?;
         let e = self.projection_dim;
         let proj = |src: &mut dyn WeightSource, name: &str, w: usize| -> Result<Param<Tensor<B, 2>>> {
-            let d = src.take(name, &[e, w])?;
-            Ok(Param::from_tensor(Tensor::<B, 2>::from_data(TensorData::new(d, [e, w]), device).transpose()))
+            Ok(Param::from_tensor(transposed(src, name, w, e, device)?))
         };
         let clip = Clip {
             text_model: TextTransformer::init(&self.text, src, device)?,

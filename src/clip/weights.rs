@@ -302,7 +302,8 @@ pub fn infer_openai_config(names: &[&str], shape: impl Fn(&str) -> Option<Vec<us
     })
 }
 
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// Row-major `[rows, cols]` to row-major `[cols, rows]`.
+pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
     for r in 0..rows {
         for c in 0..cols {
