@@ -25,7 +25,10 @@ struct Inputs<B: Backend> {
 
 fn setup<B: Backend>(device: &B::Device) -> (Clip<B>, Inputs<B>) {
     let cfg = ClipConfig::vit_b_16();
-    let model = cfg.init::<B>(&mut RandomInit::new(0), device).expect("random init").freeze();
+    let model = cfg
+        .init::<B>(&mut RandomInit::new(0), device)
+        .expect("random init")
+        .freeze();
     let pixels = Tensor::random([IMAGES, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
     // SOT, the context placeholders, a class name of a few tokens, ".", EOT, padding: CoOp's prompt shape.
     let mut ids = vec![0i64; PROMPTS * 77];
@@ -51,7 +54,11 @@ fn text_forward<B: Backend>(m: &Clip<B>, x: &Inputs<B>, ctx: Option<Tensor<B, 3>
         Some(ctx) => {
             let [n, _, w] = tokens.dims();
             Tensor::cat(
-                vec![tokens.clone().narrow(1, 0, 1), ctx.expand([n, N_CTX, w]), tokens.narrow(1, 1 + N_CTX, 77 - 1 - N_CTX)],
+                vec![
+                    tokens.clone().narrow(1, 0, 1),
+                    ctx.expand([n, N_CTX, w]),
+                    tokens.narrow(1, 1 + N_CTX, 77 - 1 - N_CTX),
+                ],
                 1,
             )
         }
@@ -88,18 +95,36 @@ fn bench_backward<B: Backend>(c: &mut Criterion, name: &str, device: B::Device) 
     g.sample_size(10);
     g.bench_function(BenchmarkId::new("image_forward_backward_vpt", IMAGES), |b| {
         b.iter(|| {
-            let vpt = Tensor::<A<B>, 3>::random([1, N_VPT, 768], Distribution::Normal(0.0, 0.02), &device).require_grad();
-            let f = model.encode_image(inputs.pixels.clone(), &VisionPrompts { shallow: Some(vpt.clone()), deep: vec![] });
+            let vpt =
+                Tensor::<A<B>, 3>::random([1, N_VPT, 768], Distribution::Normal(0.0, 0.02), &device).require_grad();
+            let f = model.encode_image(
+                inputs.pixels.clone(),
+                &VisionPrompts {
+                    shallow: Some(vpt.clone()),
+                    deep: vec![],
+                },
+            );
             let grads = f.powf_scalar(2.0).mean().backward();
-            sync(vpt.grad(&grads).expect("prompt gradient").sum_dim(2).squeeze_dim::<2>(2))
+            sync(
+                vpt.grad(&grads)
+                    .expect("prompt gradient")
+                    .sum_dim(2)
+                    .squeeze_dim::<2>(2),
+            )
         })
     });
     g.bench_function(BenchmarkId::new("text_forward_backward_ctx", PROMPTS), |b| {
         b.iter(|| {
-            let ctx = Tensor::<A<B>, 3>::random([1, N_CTX, 512], Distribution::Normal(0.0, 0.02), &device).require_grad();
+            let ctx =
+                Tensor::<A<B>, 3>::random([1, N_CTX, 512], Distribution::Normal(0.0, 0.02), &device).require_grad();
             let f = text_forward(&model, &inputs, Some(ctx.clone()));
             let grads = f.powf_scalar(2.0).mean().backward();
-            sync(ctx.grad(&grads).expect("prompt gradient").sum_dim(2).squeeze_dim::<2>(2))
+            sync(
+                ctx.grad(&grads)
+                    .expect("prompt gradient")
+                    .sum_dim(2)
+                    .squeeze_dim::<2>(2),
+            )
         })
     });
     g.finish();

@@ -84,7 +84,10 @@ impl WithBackend for Embed<'_> {
     type Output = Result<EmbedOutput>;
     fn run<B: Backend>(self, device: B::Device) -> Result<EmbedOutput> {
         let a = self.0;
-        let opts = LoadOptions { config: a.config.clone(), tokenizer: a.tokenizer.clone() };
+        let opts = LoadOptions {
+            config: a.config.clone(),
+            tokenizer: a.tokenizer.clone(),
+        };
         // Decode every image before the model loads, so a bad file fails fast.
         let pixels = a.images.iter().map(|p| load_rgb(p)).collect::<Result<Vec<_>>>()?;
         let clip = load_clip::<B>(&a.model, &opts, &device)?;
@@ -124,10 +127,15 @@ impl WithBackend for Embed<'_> {
 
 pub fn embed(args: &EmbedArgs) -> Result<EmbedOutput> {
     if args.images.is_empty() && args.texts.is_empty() {
-        return Err(Error::Input("nothing to embed: give at least one --image or --text".into()));
+        return Err(Error::Input(
+            "nothing to embed: give at least one --image or --text".into(),
+        ));
     }
     if let Some(bad) = args.texts.iter().find(|t| t.len() > 1 << 16) {
-        return Err(Error::Input(format!("--text of {} bytes is too long to be a prompt", bad.len())));
+        return Err(Error::Input(format!(
+            "--text of {} bytes is too long to be a prompt",
+            bad.len()
+        )));
     }
     dispatch(args.backend, Embed(args))?
 }

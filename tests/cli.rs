@@ -10,7 +10,10 @@ use common::*;
 use safetensors::Dtype;
 
 fn gram_bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gram-bench")).args(args).output().expect("binary runs")
+    Command::new(env!("CARGO_BIN_EXE_gram-bench"))
+        .args(args)
+        .output()
+        .expect("binary runs")
 }
 
 fn json_ok(out: &Output) -> serde_json::Value {
@@ -22,13 +25,25 @@ fn matrix(v: &serde_json::Value) -> Vec<Vec<f32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect()
 }
 
 fn max_abs(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).flat_map(|(r, s)| { assert_eq!(r.len(), s.len()); r.iter().zip(s).map(|(x, y)| (x - y).abs()) }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .flat_map(|(r, s)| {
+            assert_eq!(r.len(), s.len());
+            r.iter().zip(s).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0.0, f32::max)
 }
 
 fn expected() -> serde_json::Value {
@@ -64,9 +79,18 @@ fn cli_inputs() -> (Vec<String>, Vec<String>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| fixture(&format!("images/{}", f.as_str().unwrap())).display().to_string())
+        .map(|f| {
+            fixture(&format!("images/{}", f.as_str().unwrap()))
+                .display()
+                .to_string()
+        })
         .collect();
-    let texts = want["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    let texts = want["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
     (images, texts)
 }
 
@@ -129,18 +153,30 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     let hf = fixture("tiny-clip-hf").display().to_string();
     let img = fixture("images/hopper.jpg").display().to_string();
 
-    assert_clear_failure(&gram_bench(&["clip", "embed", "--model", "/no/such/model", "--text", "x"]), "/no/such/model");
+    assert_clear_failure(
+        &gram_bench(&["clip", "embed", "--model", "/no/such/model", "--text", "x"]),
+        "/no/such/model",
+    );
     assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &hf]), "nothing to embed");
-    assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &hf, "--image", "/no/such.jpg"]), "/no/such.jpg");
+    assert_clear_failure(
+        &gram_bench(&["clip", "embed", "--model", &hf, "--image", "/no/such.jpg"]),
+        "/no/such.jpg",
+    );
 
     let broken = tmp.path().join("broken.jpg");
     std::fs::write(&broken, b"\xff\xd8\xff\xe0\x00\x10JFIF garbage").unwrap();
     let broken_s = broken.display().to_string();
-    assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &hf, "--image", &broken_s]), "broken.jpg");
+    assert_clear_failure(
+        &gram_bench(&["clip", "embed", "--model", &hf, "--image", &broken_s]),
+        "broken.jpg",
+    );
     let text_file = tmp.path().join("notes.png");
     std::fs::write(&text_file, "just text").unwrap();
     let text_s = text_file.display().to_string();
-    assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &hf, "--image", &text_s]), "notes.png");
+    assert_clear_failure(
+        &gram_bench(&["clip", "embed", "--model", &hf, "--image", &text_s]),
+        "notes.png",
+    );
 
     let bad_cfg = tmp.path().join("config.json");
     std::fs::write(&bad_cfg, "{ this is not json").unwrap();
@@ -149,7 +185,11 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
         &gram_bench(&["clip", "embed", "--model", &hf, "--config", &bad_cfg_s, "--image", &img]),
         "not valid JSON",
     );
-    std::fs::write(&bad_cfg, r#"{"text_config": {"hidden_size": 64, "num_attention_heads": 3}, "vision_config": {}}"#).unwrap();
+    std::fs::write(
+        &bad_cfg,
+        r#"{"text_config": {"hidden_size": 64, "num_attention_heads": 3}, "vision_config": {}}"#,
+    )
+    .unwrap();
     assert_clear_failure(
         &gram_bench(&["clip", "embed", "--model", &hf, "--config", &bad_cfg_s, "--image", &img]),
         "not divisible",
@@ -157,13 +197,18 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
 
     let shaped = tmp.path().join("shaped");
     copy_hf_dir(&shaped);
-    rewrite(&fixture("tiny-clip-hf/model.safetensors"), &shaped.join("model.safetensors"), Dtype::F32, |n, (s, v)| {
-        if n == "visual_projection.weight" {
-            vec![(n.into(), (vec![64, 32], v))]
-        } else {
-            vec![(n.into(), (s, v))]
-        }
-    });
+    rewrite(
+        &fixture("tiny-clip-hf/model.safetensors"),
+        &shaped.join("model.safetensors"),
+        Dtype::F32,
+        |n, (s, v)| {
+            if n == "visual_projection.weight" {
+                vec![(n.into(), (vec![64, 32], v))]
+            } else {
+                vec![(n.into(), (s, v))]
+            }
+        },
+    );
     let shaped_s = shaped.display().to_string();
     assert_clear_failure(
         &gram_bench(&["clip", "embed", "--model", &shaped_s, "--image", &img]),
@@ -171,10 +216,16 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
     );
 
     let openai = fixture("tiny-clip-openai.safetensors").display().to_string();
-    assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &openai, "--text", "x"]), "pass --config");
+    assert_clear_failure(
+        &gram_bench(&["clip", "embed", "--model", &openai, "--text", "x"]),
+        "pass --config",
+    );
 
     #[cfg(not(feature = "wgpu"))]
-    assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &hf, "--text", "x", "--backend", "wgpu"]), "--features wgpu");
+    assert_clear_failure(
+        &gram_bench(&["clip", "embed", "--model", &hf, "--text", "x", "--backend", "wgpu"]),
+        "--features wgpu",
+    );
 }
 
 #[test]
@@ -182,9 +233,15 @@ fn nothing_is_written_next_to_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
     copy_hf_dir(&dir);
-    let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     let model = dir.display().to_string();
     json_ok(&gram_bench(&["clip", "embed", "--model", &model, "--text", "hello"]));
-    let after: Vec<_> = std::fs::read_dir(Path::new(&dir)).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let after: Vec<_> = std::fs::read_dir(Path::new(&dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(before.len(), after.len());
 }

@@ -13,18 +13,27 @@ use safetensors::Dtype;
 const TOL: f32 = 1e-4;
 
 fn load(path: &Path, config: Option<&Path>) -> LoadedClip<B> {
-    let opts = LoadOptions { config: config.map(Path::to_path_buf), tokenizer: None };
+    let opts = LoadOptions {
+        config: config.map(Path::to_path_buf),
+        tokenizer: None,
+    };
     let opts = if path.is_dir() {
         opts
     } else {
-        LoadOptions { tokenizer: Some(fixture("tiny-clip-hf/tokenizer.json")), ..opts }
+        LoadOptions {
+            tokenizer: Some(fixture("tiny-clip-hf/tokenizer.json")),
+            ..opts
+        }
     };
     load_clip::<B>(path, &opts, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn pixels(r: &Reference) -> Tensor<B, 4> {
     let (shape, data) = r.get("pixel_values");
-    Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), &Default::default())
+    Tensor::from_data(
+        TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
+        &Default::default(),
+    )
 }
 
 /// (image embeds, text embeds, logits) of `model` on the recorded inputs; embeds L2-normalized.
@@ -33,7 +42,11 @@ fn outputs(model: &Clip<B>, r: &Reference, ids_name: &str) -> [(Vec<usize>, Vec<
     let image = model.encode_image(pixels(r), &VisionPrompts::default());
     let text = model.text_features(model.text_model.forward_ids(&ids, &Default::default(), false).pooled);
     let logits = model.logits_per_image(image.clone(), text.clone());
-    [values(Clip::normalize(image)), values(Clip::normalize(text)), values(logits)]
+    [
+        values(Clip::normalize(image)),
+        values(Clip::normalize(text)),
+        values(logits),
+    ]
 }
 
 fn check_all_outputs(clip: &LoadedClip<B>, label: &str) {
@@ -63,15 +76,24 @@ fn check_all_outputs(clip: &LoadedClip<B>, label: &str) {
     cmp("text_embeds", text_embeds);
     cmp("logits_per_image", logits);
     for (name, d) in &worst {
-        assert!(*d <= TOL, "{label}: {name} differs from transformers by {d:e} (> {TOL:e})");
+        assert!(
+            *d <= TOL,
+            "{label}: {name} differs from transformers by {d:e} (> {TOL:e})"
+        );
     }
-    eprintln!("{label}: worst diff {:?}", worst.iter().map(|w| w.1).fold(0.0, f32::max));
+    eprintln!(
+        "{label}: worst diff {:?}",
+        worst.iter().map(|w| w.1).fold(0.0, f32::max)
+    );
 }
 
 #[test]
 fn hf_layout_matches_transformers_everywhere() {
     let clip = load(&fixture("tiny-clip-hf"), None);
-    assert_eq!(clip.config.vision.num_attention_heads, 4, "heads come from config.json, not width/64");
+    assert_eq!(
+        clip.config.vision.num_attention_heads, 4,
+        "heads come from config.json, not width/64"
+    );
     check_all_outputs(&clip, "HF layout");
 }
 
@@ -111,14 +133,23 @@ fn half_precision_weights_load_in_both_layouts() {
     for (dtype, tag) in [(Dtype::F16, "f16"), (Dtype::BF16, "bf16")] {
         let hf = dir.path().join(format!("hf-{tag}"));
         copy_hf_dir(&hf);
-        rewrite(&fixture("tiny-clip-hf/model.safetensors"), &hf.join("model.safetensors"), dtype, |n, t| {
+        rewrite(
+            &fixture("tiny-clip-hf/model.safetensors"),
+            &hf.join("model.safetensors"),
+            dtype,
+            |n, t| vec![(n.to_string(), t)],
+        );
+        let oa = dir.path().join(format!("openai-{tag}.safetensors"));
+        rewrite(&fixture("tiny-clip-openai.safetensors"), &oa, dtype, |n, t| {
             vec![(n.to_string(), t)]
         });
-        let oa = dir.path().join(format!("openai-{tag}.safetensors"));
-        rewrite(&fixture("tiny-clip-openai.safetensors"), &oa, dtype, |n, t| vec![(n.to_string(), t)]);
         for clip in [load(&hf, None), load(&oa, Some(&fixture("tiny-clip-openai.json")))] {
             let [image, text, logits] = outputs(&clip.model, &r, "input_ids");
-            for (name, got) in [("image_embeds", image), ("text_embeds", text), ("logits_per_image", logits)] {
+            for (name, got) in [
+                ("image_embeds", image),
+                ("text_embeds", text),
+                ("logits_per_image", logits),
+            ] {
                 let d = max_diff(name, got, r.get(&format!("{tag}_{name}")));
                 assert!(d <= TOL, "{tag} {name}: {d:e}");
             }

@@ -22,7 +22,9 @@ fn eval_transform_matches_open_clip_on_real_images() {
         let got = p.eval_u8(&img);
         let want: Vec<f32> = {
             let n = 224 * 224;
-            (0..3 * n).map(|i| (want_u8[i] as f32 / 255.0 - p.mean[i / n]) / p.std[i / n]).collect()
+            (0..3 * n)
+                .map(|i| (want_u8[i] as f32 / 255.0 - p.mean[i / n]) / p.std[i / n])
+                .collect()
         };
         let ours = p.normalize(&got);
         let max = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);

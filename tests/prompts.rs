@@ -29,17 +29,40 @@ fn deep_text_prompts_replace_the_slot_entering_each_layer() {
     let embeds = tm.embed_tokens(ids_tensor(&ids, &dev));
     let plain = tm.forward_embeds(embeds.clone(), &eos, None, true);
     // No prompt at any layer is the plain forward.
-    let none = DeepPrompts { slot: PromptSlot::At(1), layers: vec![None, None] };
-    assert!(close(tm.forward_embeds(embeds.clone(), &eos, Some(&none), false).pooled, plain.pooled.clone()) == 0.0);
+    let none = DeepPrompts {
+        slot: PromptSlot::At(1),
+        layers: vec![None, None],
+    };
+    assert!(
+        close(
+            tm.forward_embeds(embeds.clone(), &eos, Some(&none), false).pooled,
+            plain.pooled.clone()
+        ) == 0.0
+    );
     let p = Tensor::<B, 3>::random([1, 4, 64], Distribution::Normal(0.0, 1.0), &dev);
-    let deep = DeepPrompts { slot: PromptSlot::At(1), layers: vec![None, Some(p.clone())] };
+    let deep = DeepPrompts {
+        slot: PromptSlot::At(1),
+        layers: vec![None, Some(p.clone())],
+    };
     let out = tm.forward_embeds(embeds, &eos, Some(&deep), true);
     // The input of block 1 holds the prompt at positions 1..5 and is untouched elsewhere.
     let h1 = out.hidden_states[1].clone();
     assert_eq!(close(h1.clone().narrow(1, 1, 4), p), 0.0);
-    assert_eq!(close(h1.clone().narrow(1, 0, 1), plain.hidden_states[1].clone().narrow(1, 0, 1)), 0.0);
-    assert_eq!(close(h1.narrow(1, 5, 72), plain.hidden_states[1].clone().narrow(1, 5, 72)), 0.0);
-    assert!(close(out.pooled, plain.pooled) > 1e-3, "a deep prompt must change the pooled output");
+    assert_eq!(
+        close(
+            h1.clone().narrow(1, 0, 1),
+            plain.hidden_states[1].clone().narrow(1, 0, 1)
+        ),
+        0.0
+    );
+    assert_eq!(
+        close(h1.narrow(1, 5, 72), plain.hidden_states[1].clone().narrow(1, 5, 72)),
+        0.0
+    );
+    assert!(
+        close(out.pooled, plain.pooled) > 1e-3,
+        "a deep prompt must change the pooled output"
+    );
 }
 
 #[test]
@@ -51,13 +74,22 @@ fn vision_prompts_extend_and_replace_the_tail() {
     let plain = vm.forward(px.clone(), &VisionPrompts::default(), true);
     let shallow = Tensor::<B, 3>::random([1, 3, 64], Distribution::Normal(0.0, 1.0), &dev);
     let deep1 = Tensor::<B, 3>::random([1, 3, 64], Distribution::Normal(0.0, 1.0), &dev);
-    let prompts = VisionPrompts { shallow: Some(shallow), deep: vec![None, Some(deep1.clone())] };
+    let prompts = VisionPrompts {
+        shallow: Some(shallow),
+        deep: vec![None, Some(deep1.clone())],
+    };
     let out = vm.forward(px, &prompts, true);
     assert_eq!(out.hidden_states[0].dims(), [2, 17 + 3, 64]);
     assert_eq!(out.last_hidden.dims(), [2, 20, 64]);
-    assert_eq!(close(out.hidden_states[1].clone().narrow(1, 17, 3), deep1.expand([2, 3, 64])), 0.0);
+    assert_eq!(
+        close(out.hidden_states[1].clone().narrow(1, 17, 3), deep1.expand([2, 3, 64])),
+        0.0
+    );
     assert_eq!(out.pooled.dims(), plain.pooled.dims());
-    assert!(close(out.pooled, plain.pooled) > 1e-3, "prompts must reach the class token through attention");
+    assert!(
+        close(out.pooled, plain.pooled) > 1e-3,
+        "prompts must reach the class token through attention"
+    );
 }
 
 /// Counts parameters that have a gradient.
@@ -90,16 +122,34 @@ fn gradients_reach_prompts_and_never_the_frozen_backbone() {
     let deep = Tensor::<AB, 3>::random([1, 4, 64], Distribution::Normal(0.0, 0.02), &dev).require_grad();
     let vpt = Tensor::<AB, 3>::random([1, 2, 64], Distribution::Normal(0.0, 0.02), &dev).require_grad();
     let embeds = Tensor::cat(
-        vec![tokens.clone().narrow(1, 0, 1), ctx.clone().expand([2, 4, 64]), tokens.narrow(1, 5, 72)],
+        vec![
+            tokens.clone().narrow(1, 0, 1),
+            ctx.clone().expand([2, 4, 64]),
+            tokens.narrow(1, 5, 72),
+        ],
         1,
     );
     let text = m.text_features(
         m.text_model
-            .forward_embeds(embeds, &eos, Some(&DeepPrompts { slot: PromptSlot::At(1), layers: vec![None, Some(deep.clone())] }), false)
+            .forward_embeds(
+                embeds,
+                &eos,
+                Some(&DeepPrompts {
+                    slot: PromptSlot::At(1),
+                    layers: vec![None, Some(deep.clone())],
+                }),
+                false,
+            )
             .pooled,
     );
     let px = Tensor::<AB, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
-    let image = m.encode_image(px, &VisionPrompts { shallow: Some(vpt.clone()), deep: vec![] });
+    let image = m.encode_image(
+        px,
+        &VisionPrompts {
+            shallow: Some(vpt.clone()),
+            deep: vec![],
+        },
+    );
     let loss = m.logits_per_image(image, text).powf_scalar(2.0).mean();
     let grads = loss.backward();
     for (name, t) in [("ctx", ctx.grad(&grads)), ("deep", deep.grad(&grads))] {
@@ -108,8 +158,16 @@ fn gradients_reach_prompts_and_never_the_frozen_backbone() {
     }
     let vg = vpt.grad(&grads).expect("visual prompt gradient");
     assert_eq!(vg.dims(), [1, 2, 64]);
-    let mut count = GradCount::<AB> { grads: &grads, with: 0, total: 0 };
+    let mut count = GradCount::<AB> {
+        grads: &grads,
+        with: 0,
+        total: 0,
+    };
     m.visit(&mut count);
     assert!(count.total > 70);
-    assert_eq!(count.with, 0, "{} of {} backbone parameters received a gradient", count.with, count.total);
+    assert_eq!(
+        count.with, 0,
+        "{} of {} backbone parameters received a gradient",
+        count.with, count.total
+    );
 }

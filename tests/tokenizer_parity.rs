@@ -12,7 +12,11 @@ fn cases() -> Vec<serde_json::Value> {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -30,7 +34,11 @@ fn embedded_openai_bpe_matches_hf_and_open_clip() {
         }
     }
     // open_clip differs from HF only on literal special-token strings (HF treats them as specials).
-    assert!(agree_with_open_clip >= cases.len() - 1, "{agree_with_open_clip} of {}", cases.len());
+    assert!(
+        agree_with_open_clip >= cases.len() - 1,
+        "{agree_with_open_clip} of {}",
+        cases.len()
+    );
 }
 
 #[test]
@@ -43,7 +51,11 @@ fn tiny_tokenizer_json_and_its_bpe_derivation_agree_with_hf() {
     for c in cases() {
         let s = c["text"].as_str().unwrap();
         let want = ids(&c["tiny_ids"]);
-        assert_eq!(from_json.encode(s).unwrap(), want, "tokenizer.json ids differ for {s:?}");
+        assert_eq!(
+            from_json.encode(s).unwrap(),
+            want,
+            "tokenizer.json ids differ for {s:?}"
+        );
         assert_eq!(derived.encode(s).unwrap(), want, "derived ids differ for {s:?}");
     }
 }
@@ -59,6 +71,9 @@ fn bad_tokenizer_files_are_clear_errors() {
     std::fs::write(&gz, "plain text").unwrap();
     let e = ClipTokenizer::from_file(&gz, 77).err().unwrap().to_string();
     assert!(e.contains("gzip"), "{e}");
-    let e = ClipTokenizer::from_file(&dir.path().join("missing.json"), 77).err().unwrap().to_string();
+    let e = ClipTokenizer::from_file(&dir.path().join("missing.json"), 77)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("missing.json"), "{e}");
 }

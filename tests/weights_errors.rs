@@ -21,7 +21,12 @@ fn load_err(path: &Path, config: Option<&Path>) -> String {
 
 fn hf_variant(dir: &Path, f: impl FnMut(&str, Tensor32) -> Vec<(String, Tensor32)>) -> std::path::PathBuf {
     copy_hf_dir(dir);
-    rewrite(&fixture("tiny-clip-hf/model.safetensors"), &dir.join("model.safetensors"), Dtype::F32, f);
+    rewrite(
+        &fixture("tiny-clip-hf/model.safetensors"),
+        &dir.join("model.safetensors"),
+        Dtype::F32,
+        f,
+    );
     dir.to_path_buf()
 }
 
@@ -29,10 +34,17 @@ fn hf_variant(dir: &Path, f: impl FnMut(&str, Tensor32) -> Vec<(String, Tensor32
 fn hf_missing_unexpected_and_misshaped_tensors_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = hf_variant(&tmp.path().join("missing"), |n, t| {
-        if n == "vision_model.encoder.layers.1.layer_norm2.bias" { vec![] } else { vec![(n.into(), t)] }
+        if n == "vision_model.encoder.layers.1.layer_norm2.bias" {
+            vec![]
+        } else {
+            vec![(n.into(), t)]
+        }
     });
     let e = load_err(&missing, None);
-    assert!(e.contains("missing tensor `vision_model.encoder.layers.1.layer_norm2.bias`"), "{e}");
+    assert!(
+        e.contains("missing tensor `vision_model.encoder.layers.1.layer_norm2.bias`"),
+        "{e}"
+    );
 
     let extra = hf_variant(&tmp.path().join("extra"), |n, t| {
         let mut v = vec![(n.to_string(), t.clone())];
@@ -42,7 +54,10 @@ fn hf_missing_unexpected_and_misshaped_tensors_are_named() {
         v
     });
     let e = load_err(&extra, None);
-    assert!(e.contains("unexpected") && e.contains("text_model.encoder.layers.2.mlp.fc1.weight"), "{e}");
+    assert!(
+        e.contains("unexpected") && e.contains("text_model.encoder.layers.2.mlp.fc1.weight"),
+        "{e}"
+    );
 
     let shaped = hf_variant(&tmp.path().join("shaped"), |n, (s, v)| {
         if n == "text_model.encoder.layers.0.mlp.fc1.weight" {
@@ -63,18 +78,30 @@ fn openai_errors_name_the_file_tensor_and_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = fixture("tiny-clip-openai.json");
     let path = tmp.path().join("bad.safetensors");
-    rewrite(&fixture("tiny-clip-openai.safetensors"), &path, Dtype::F32, |n, (s, v)| {
-        if n == "transformer.resblocks.1.attn.in_proj_weight" {
-            vec![(n.into(), (vec![64 * 3 - 1, 64], v[..(64 * 3 - 1) * 64].to_vec()))]
-        } else {
-            vec![(n.into(), (s, v))]
-        }
-    });
+    rewrite(
+        &fixture("tiny-clip-openai.safetensors"),
+        &path,
+        Dtype::F32,
+        |n, (s, v)| {
+            if n == "transformer.resblocks.1.attn.in_proj_weight" {
+                vec![(n.into(), (vec![64 * 3 - 1, 64], v[..(64 * 3 - 1) * 64].to_vec()))]
+            } else {
+                vec![(n.into(), (s, v))]
+            }
+        },
+    );
     let e = load_err(&path, Some(&cfg));
-    assert!(e.contains("transformer.resblocks.1.attn.in_proj_weight") && e.contains("[191, 64]") && e.contains("[192, 64]"), "{e}");
+    assert!(
+        e.contains("transformer.resblocks.1.attn.in_proj_weight") && e.contains("[191, 64]") && e.contains("[192, 64]"),
+        "{e}"
+    );
 
     rewrite(&fixture("tiny-clip-openai.safetensors"), &path, Dtype::F32, |n, t| {
-        if n == "visual.ln_post.bias" { vec![] } else { vec![(n.into(), t)] }
+        if n == "visual.ln_post.bias" {
+            vec![]
+        } else {
+            vec![(n.into(), t)]
+        }
     });
     assert!(load_err(&path, Some(&cfg)).contains("missing tensor `visual.ln_post.bias`"));
 
@@ -110,7 +137,10 @@ fn pickles_and_non_checkpoints_are_refused_with_a_way_forward() {
     zip.extend_from_slice(b"....archive/constants.pkl....archive/data.pkl");
     std::fs::write(&pt, zip).unwrap();
     let e = load_err(&pt, None);
-    assert!(e.contains("TorchScript") && e.contains("torch.jit.load") && e.contains("safetensors"), "{e}");
+    assert!(
+        e.contains("TorchScript") && e.contains("torch.jit.load") && e.contains("safetensors"),
+        "{e}"
+    );
     let pkl = tmp.path().join("model.bin");
     std::fs::write(&pkl, b"\x80\x02}q\x00.").unwrap();
     assert!(load_err(&pkl, None).contains("PyTorch pickle"));
@@ -118,9 +148,18 @@ fn pickles_and_non_checkpoints_are_refused_with_a_way_forward() {
     std::fs::write(&junk, b"hello").unwrap();
     assert!(load_err(&junk, None).contains("not a safetensors file"));
     let not_clip = tmp.path().join("other.safetensors");
-    rewrite(&fixture("tiny-clip-openai.safetensors"), &not_clip, Dtype::F32, |n, t| {
-        if n.starts_with("visual.") { vec![] } else { vec![(n.into(), t)] }
-    });
+    rewrite(
+        &fixture("tiny-clip-openai.safetensors"),
+        &not_clip,
+        Dtype::F32,
+        |n, t| {
+            if n.starts_with("visual.") {
+                vec![]
+            } else {
+                vec![(n.into(), t)]
+            }
+        },
+    );
     assert!(load_err(&not_clip, None).contains("not a CLIP checkpoint"));
     let empty_dir = tmp.path().join("empty");
     std::fs::create_dir(&empty_dir).unwrap();

@@ -66,13 +66,17 @@ fn hf_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// CLIP mean/std from `preprocessor_config.json` when the checkpoint ships one.
 fn preprocess_for(dir: Option<&Path>, image_size: usize) -> Result<Preprocess> {
-    let mut p = Preprocess { image_size, mean: CLIP_MEAN, std: CLIP_STD };
+    let mut p = Preprocess {
+        image_size,
+        mean: CLIP_MEAN,
+        std: CLIP_STD,
+    };
     let Some(path) = dir.map(|d| d.join("preprocessor_config.json")).filter(|p| p.is_file()) else {
         return Ok(p);
     };
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", path.display())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", path.display())))?;
     let triple = |key: &str| -> Result<Option<[f32; 3]>> {
         match v.get(key) {
             None => Ok(None),
@@ -98,7 +102,10 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
     let explicit = opts.config.as_deref().map(ClipConfig::from_json_file).transpose()?;
     let dir = path.is_dir().then_some(path);
     let (store, config_json) = match dir {
-        Some(d) => (SafetensorsStore::open(&hf_weight_files(d)?)?, Some(d.join("config.json"))),
+        Some(d) => (
+            SafetensorsStore::open(&hf_weight_files(d)?)?,
+            Some(d.join("config.json")),
+        ),
         None => {
             reject_pickle(path)?;
             (SafetensorsStore::open(&[path.to_path_buf()])?, None)
@@ -110,9 +117,7 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
             let config = match (explicit, config_json) {
                 (Some(c), _) => c,
                 (None, Some(cj)) if cj.is_file() => ClipConfig::from_json_file(&cj)?,
-                (None, Some(cj)) => {
-                    return Err(Error::Config(format!("{} is missing; pass --config", cj.display())))
-                }
+                (None, Some(cj)) => return Err(Error::Config(format!("{} is missing; pass --config", cj.display()))),
                 (None, None) => {
                     return Err(Error::Config(
                         "an HF-layout safetensors file carries no config: pass --config config.json".into(),
@@ -151,5 +156,11 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
         )));
     }
     let preprocess = preprocess_for(dir, config.vision.image_size)?;
-    Ok(LoadedClip { config, model, tokenizer, preprocess, layout })
+    Ok(LoadedClip {
+        config,
+        model,
+        tokenizer,
+        preprocess,
+        layout,
+    })
 }

@@ -73,11 +73,30 @@ impl ClipVisionConfig {
 const OPENAI_EOS: u32 = 49407;
 
 fn openai_text(width: usize, heads: usize) -> ClipTextConfig {
-    ClipTextConfig::new(49408, width, 4 * width, 12, heads, 77, Activation::QuickGelu, 1e-5, OPENAI_EOS)
+    ClipTextConfig::new(
+        49408,
+        width,
+        4 * width,
+        12,
+        heads,
+        77,
+        Activation::QuickGelu,
+        1e-5,
+        OPENAI_EOS,
+    )
 }
 
 fn openai_vision(width: usize, layers: usize, heads: usize, image: usize, patch: usize) -> ClipVisionConfig {
-    ClipVisionConfig::new(width, 4 * width, layers, heads, image, patch, Activation::QuickGelu, 1e-5)
+    ClipVisionConfig::new(
+        width,
+        4 * width,
+        layers,
+        heads,
+        image,
+        patch,
+        Activation::QuickGelu,
+        1e-5,
+    )
 }
 
 impl ClipConfig {
@@ -104,12 +123,18 @@ impl ClipConfig {
             (&["ViT-B/32", "ViT-B-32"][..], Self::vit_b_32()),
             (&["ViT-B/16", "ViT-B-16"][..], Self::vit_b_16()),
             (&["ViT-L/14", "ViT-L-14"][..], Self::vit_l_14()),
-            (&["ViT-L/14@336px", "ViT-L/14@336", "ViT-L-14-336"][..], Self::vit_l_14_336()),
+            (
+                &["ViT-L/14@336px", "ViT-L/14@336", "ViT-L-14-336"][..],
+                Self::vit_l_14_336(),
+            ),
         ]
     }
 
     pub fn by_name(name: &str) -> Option<Self> {
-        Self::named().into_iter().find(|(names, _)| names.contains(&name)).map(|(_, c)| c)
+        Self::named()
+            .into_iter()
+            .find(|(names, _)| names.contains(&name))
+            .map(|(_, c)| c)
     }
 
     /// Reads either an HF `config.json` or an open_clip model config (`embed_dim`, `vision_cfg`,
@@ -132,8 +157,8 @@ impl ClipConfig {
     /// HF `CLIPConfig` JSON. Missing keys take transformers' own `CLIPTextConfig` /
     /// `CLIPVisionConfig` defaults, exactly as `CLIPModel.from_pretrained` would.
     pub fn from_hf_json(value: serde_json::Value) -> Result<Self> {
-        let cfg: HfClipConfig = serde_json::from_value(value)
-            .map_err(|e| Error::Config(format!("not an HF CLIP config: {e}")))?;
+        let cfg: HfClipConfig =
+            serde_json::from_value(value).map_err(|e| Error::Config(format!("not an HF CLIP config: {e}")))?;
         // transformers rebuilds each tower from `*_config_dict` (with its defaults) when present and lets
         // that override `*_config` entirely, so the legacy key wins here too.
         let t = cfg
@@ -173,11 +198,15 @@ impl ClipConfig {
     /// open_clip model config (`ViT-B-16.json` style). open_clip derives the vision head count as
     /// width / head_width; both are explicit here when the file says so.
     pub fn from_open_clip_json(value: serde_json::Value) -> Result<Self> {
-        let cfg: OpenClipConfig = serde_json::from_value(value)
-            .map_err(|e| Error::Config(format!("not an open_clip model config: {e}")))?;
+        let cfg: OpenClipConfig =
+            serde_json::from_value(value).map_err(|e| Error::Config(format!("not an open_clip model config: {e}")))?;
         let v = cfg.vision_cfg;
         let t = cfg.text_cfg;
-        let act = if cfg.quick_gelu { Activation::QuickGelu } else { Activation::Gelu };
+        let act = if cfg.quick_gelu {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        };
         if v.width % v.head_width != 0 {
             return Err(Error::Config(format!(
                 "vision_cfg.width {} is not a multiple of head_width {}",
@@ -219,7 +248,9 @@ impl ClipConfig {
             ("vision", self.vision.hidden_size, self.vision.num_attention_heads),
         ] {
             if width == 0 || heads == 0 || width % heads != 0 {
-                return bad(format!("{tower} hidden_size {width} is not divisible by num_attention_heads {heads}"));
+                return bad(format!(
+                    "{tower} hidden_size {width} is not divisible by num_attention_heads {heads}"
+                ));
             }
         }
         if self.vision.patch_size == 0 || self.vision.image_size % self.vision.patch_size != 0 {
@@ -236,21 +267,51 @@ impl ClipConfig {
 }
 
 // transformers' defaults for CLIPTextConfig / CLIPVisionConfig (used only where config.json is silent).
-fn d_vocab() -> usize { 49408 }
-fn d_text_hidden() -> usize { 512 }
-fn d_text_mlp() -> usize { 2048 }
-fn d_text_heads() -> usize { 8 }
-fn d_vision_hidden() -> usize { 768 }
-fn d_vision_mlp() -> usize { 3072 }
-fn d_vision_heads() -> usize { 12 }
-fn d_layers() -> usize { 12 }
-fn d_max_pos() -> usize { 77 }
-fn d_act() -> String { "quick_gelu".into() }
-fn d_eps() -> f64 { 1e-5 }
-fn d_eos() -> u32 { 49407 }
-fn d_image() -> usize { 224 }
-fn d_patch() -> usize { 32 }
-fn d_proj() -> usize { 512 }
+fn d_vocab() -> usize {
+    49408
+}
+fn d_text_hidden() -> usize {
+    512
+}
+fn d_text_mlp() -> usize {
+    2048
+}
+fn d_text_heads() -> usize {
+    8
+}
+fn d_vision_hidden() -> usize {
+    768
+}
+fn d_vision_mlp() -> usize {
+    3072
+}
+fn d_vision_heads() -> usize {
+    12
+}
+fn d_layers() -> usize {
+    12
+}
+fn d_max_pos() -> usize {
+    77
+}
+fn d_act() -> String {
+    "quick_gelu".into()
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_eos() -> u32 {
+    49407
+}
+fn d_image() -> usize {
+    224
+}
+fn d_patch() -> usize {
+    32
+}
+fn d_proj() -> usize {
+    512
+}
 
 #[derive(Deserialize)]
 struct HfTextConfig {
@@ -306,9 +367,15 @@ struct HfClipConfig {
     projection_dim: usize,
 }
 
-fn d_head_width() -> usize { 64 }
-fn d_mlp_ratio() -> f64 { 4.0 }
-fn d_true() -> bool { true }
+fn d_head_width() -> usize {
+    64
+}
+fn d_mlp_ratio() -> f64 {
+    4.0
+}
+fn d_true() -> bool {
+    true
+}
 
 #[derive(Deserialize)]
 struct OpenClipVision {
@@ -353,7 +420,10 @@ mod tests {
         let l14 = ClipConfig::by_name("ViT-L/14").unwrap();
         assert_eq!(l14.vision.num_attention_heads, 16);
         assert_eq!(l14.text.num_attention_heads, 12);
-        assert_eq!(ClipConfig::by_name("ViT-L/14@336px").unwrap().vision.num_positions(), 577);
+        assert_eq!(
+            ClipConfig::by_name("ViT-L/14@336px").unwrap().vision.num_positions(),
+            577
+        );
         assert_eq!(ClipConfig::vit_b_16().vision.num_positions(), 197);
         assert_eq!(ClipConfig::vit_b_32().vision.num_positions(), 50);
         assert!(ClipConfig::by_name("ViT-H/14").is_none());
@@ -398,6 +468,9 @@ mod tests {
         let v = serde_json::json!({"text_config": {"hidden_act": "relu"}, "vision_config": {}});
         assert!(ClipConfig::from_hf_json(v).unwrap_err().to_string().contains("relu"));
         let v = serde_json::json!({"vision_config": {}});
-        assert!(ClipConfig::from_hf_json(v).unwrap_err().to_string().contains("text_config"));
+        assert!(ClipConfig::from_hf_json(v)
+            .unwrap_err()
+            .to_string()
+            .contains("text_config"));
     }
 }

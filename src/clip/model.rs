@@ -21,14 +21,26 @@ fn param<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Result<Param<Tensor<B, D>>> {
     let data = src.take(name, &shape)?;
-    Ok(Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device)))
+    Ok(Param::from_tensor(Tensor::from_data(
+        TensorData::new(data, shape),
+        device,
+    )))
 }
 
 /// An HF `[out, in]` weight as burn's `[in, out]`, transposed on the host so the stored tensor is
 /// contiguous (a transposed view costs a strided copy in every forward on the CPU backend).
-fn transposed<B: Backend>(src: &mut dyn WeightSource, name: &str, d_in: usize, d_out: usize, device: &B::Device) -> Result<Tensor<B, 2>> {
+fn transposed<B: Backend>(
+    src: &mut dyn WeightSource,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
     let w = src.take(name, &[d_out, d_in])?;
-    Ok(Tensor::from_data(TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(transpose(&w, d_out, d_in), [d_in, d_out]),
+        device,
+    ))
 }
 
 fn linear<B: Backend>(
@@ -40,8 +52,15 @@ fn linear<B: Backend>(
     device: &B::Device,
 ) -> Result<Linear<B>> {
     let weight = transposed(src, &format!("{name}.weight"), d_in, d_out, device)?;
-    let bias = if bias { Some(param(src, &format!("{name}.bias"), [d_out], device)?) } else { None };
-    Ok(Linear { weight: Param::from_tensor(weight), bias })
+    let bias = if bias {
+        Some(param(src, &format!("{name}.bias"), [d_out], device)?)
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight: Param::from_tensor(weight),
+        bias,
+    })
 }
 
 fn layer_norm<B: Backend>(
@@ -108,7 +127,10 @@ impl<B: Backend> SelfAttention<B> {
         let q = split(dense(&self.q_proj, x.clone()));
         let k = split(dense(&self.k_proj, x.clone()));
         let v = split(dense(&self.v_proj, x));
-        let opts = AttentionModuleOptions { is_causal: causal, ..Default::default() };
+        let opts = AttentionModuleOptions {
+            is_causal: causal,
+            ..Default::default()
+        };
         let o = attention(q, k, v, None, None, opts);
         dense(&self.out_proj, o.swap_dims(1, 2).reshape([b, l, d]))
     }
@@ -154,8 +176,15 @@ fn replace_tokens<B: Backend>(x: Tensor<B, 3>, p: &Tensor<B, 3>, slot: PromptSlo
         PromptSlot::At(s) => s,
         PromptSlot::Tail => l - n,
     };
-    assert!(start + n <= l, "deep prompt of {n} tokens at {start} overruns a sequence of {l}");
-    let p = if pb == b { p.clone() } else { p.clone().expand([b, n, d]) };
+    assert!(
+        start + n <= l,
+        "deep prompt of {n} tokens at {start} overruns a sequence of {l}"
+    );
+    let p = if pb == b {
+        p.clone()
+    } else {
+        p.clone().expand([b, n, d])
+    };
     let mut parts = Vec::with_capacity(3);
     if start > 0 {
         parts.push(x.clone().narrow(1, 0, start));
@@ -172,18 +201,26 @@ pub struct Encoder<B: Backend> {
     pub layers: Vec<EncoderLayer<B>>,
 }
 
+/// The per-tower block hyper-parameters, taken from the text or vision config.
+struct BlockShape {
+    width: usize,
+    mlp: usize,
+    layers: usize,
+    heads: usize,
+    act: Activation,
+    eps: f64,
+}
+
 impl<B: Backend> Encoder<B> {
-    fn init(
-        src: &mut dyn WeightSource,
-        prefix: &str,
-        width: usize,
-        mlp: usize,
-        layers: usize,
-        heads: usize,
-        act: Activation,
-        eps: f64,
-        device: &B::Device,
-    ) -> Result<Self> {
+    fn init(src: &mut dyn WeightSource, prefix: &str, shape: BlockShape, device: &B::Device) -> Result<Self> {
+        let BlockShape {
+            width,
+            mlp,
+            layers,
+            heads,
+            act,
+            eps,
+        } = shape;
         let mut out = Vec::with_capacity(layers);
         for i in 0..layers {
             let p = format!("{prefix}.encoder.layers.{i}");
@@ -198,7 +235,11 @@ impl<B: Backend> Encoder<B> {
                     num_heads: heads,
                 },
                 layer_norm2: layer_norm(src, &format!("{p}.layer_norm2"), width, eps, device)?,
-                mlp: Mlp { fc1: lin(src, "mlp.fc1", width, mlp)?, fc2: lin(src, "mlp.fc2", mlp, width)?, act },
+                mlp: Mlp {
+                    fc1: lin(src, "mlp.fc1", width, mlp)?,
+                    fc2: lin(src, "mlp.fc2", mlp, width)?,
+                    act,
+                },
             });
         }
         Ok(Self { layers: out })
@@ -251,7 +292,12 @@ impl<B: Backend> TextTransformer<B> {
     pub fn init(cfg: &ClipTextConfig, src: &mut dyn WeightSource, device: &B::Device) -> Result<Self> {
         let w = cfg.hidden_size;
         Ok(Self {
-            token_embedding: param(src, "text_model.embeddings.token_embedding.weight", [cfg.vocab_size, w], device)?,
+            token_embedding: param(
+                src,
+                "text_model.embeddings.token_embedding.weight",
+                [cfg.vocab_size, w],
+                device,
+            )?,
             position_embedding: param(
                 src,
                 "text_model.embeddings.position_embedding.weight",
@@ -261,12 +307,14 @@ impl<B: Backend> TextTransformer<B> {
             encoder: Encoder::init(
                 src,
                 "text_model",
-                w,
-                cfg.intermediate_size,
-                cfg.num_hidden_layers,
-                cfg.num_attention_heads,
-                cfg.hidden_act,
-                cfg.layer_norm_eps,
+                BlockShape {
+                    width: w,
+                    mlp: cfg.intermediate_size,
+                    layers: cfg.num_hidden_layers,
+                    heads: cfg.num_attention_heads,
+                    act: cfg.hidden_act,
+                    eps: cfg.layer_norm_eps,
+                },
                 device,
             )?,
             final_layer_norm: layer_norm(src, "text_model.final_layer_norm", w, cfg.layer_norm_eps, device)?,
@@ -286,7 +334,10 @@ impl<B: Backend> TextTransformer<B> {
     pub fn embed_tokens(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, l] = ids.dims();
         let w = self.token_embedding.dims()[1];
-        self.token_embedding.val().select(0, ids.reshape([b * l])).reshape([b, l, w])
+        self.token_embedding
+            .val()
+            .select(0, ids.reshape([b * l]))
+            .reshape([b, l, w])
     }
 
     /// The pooling position of each id row: the first `eos_token_id`, or, for legacy configs whose
@@ -298,7 +349,9 @@ impl<B: Backend> TextTransformer<B> {
                     let max = row.iter().copied().max().unwrap_or(0);
                     row.iter().position(|&t| t == max).unwrap_or(0)
                 } else {
-                    row.iter().position(|&t| t == self.eos_token_id).unwrap_or(row.len().saturating_sub(1))
+                    row.iter()
+                        .position(|&t| t == self.eos_token_id)
+                        .unwrap_or(row.len().saturating_sub(1))
                 }
             })
             .collect()
@@ -313,17 +366,31 @@ impl<B: Backend> TextTransformer<B> {
         keep_hidden: bool,
     ) -> TextOutput<B> {
         let [b, l, w] = embeds.dims();
-        assert!(l <= self.context_length(), "sequence of {l} tokens exceeds context {}", self.context_length());
+        assert!(
+            l <= self.context_length(),
+            "sequence of {l} tokens exceeds context {}",
+            self.context_length()
+        );
         assert_eq!(eos_positions.len(), b, "one pooling position per sequence");
         let pos = self.position_embedding.val().narrow(0, 0, l).unsqueeze::<3>();
         let mut hidden = Vec::new();
-        let x = self.encoder.forward(embeds + pos, true, deep, keep_hidden.then_some(&mut hidden));
+        let x = self
+            .encoder
+            .forward(embeds + pos, true, deep, keep_hidden.then_some(&mut hidden));
         let last_hidden = self.final_layer_norm.forward(x);
         let device = last_hidden.device();
-        let rows: Vec<i64> = eos_positions.iter().enumerate().map(|(i, &p)| (i * l + p) as i64).collect();
+        let rows: Vec<i64> = eos_positions
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| (i * l + p) as i64)
+            .collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), &device);
         let pooled = last_hidden.clone().reshape([b * l, w]).select(0, idx);
-        TextOutput { last_hidden, pooled, hidden_states: hidden }
+        TextOutput {
+            last_hidden,
+            pooled,
+            hidden_states: hidden,
+        }
     }
 
     /// Convenience: ids in, pooled features out.
@@ -352,7 +419,10 @@ pub struct VisionPrompts<B: Backend> {
 
 impl<B: Backend> Default for VisionPrompts<B> {
     fn default() -> Self {
-        Self { shallow: None, deep: Vec::new() }
+        Self {
+            shallow: None,
+            deep: Vec::new(),
+        }
     }
 }
 
@@ -382,7 +452,12 @@ impl<B: Backend> VisionTransformer<B> {
         let p = cfg.patch_size;
         Ok(Self {
             class_embedding: param(src, "vision_model.embeddings.class_embedding", [w], device)?,
-            patch_embedding: param(src, "vision_model.embeddings.patch_embedding.weight", [w, 3, p, p], device)?,
+            patch_embedding: param(
+                src,
+                "vision_model.embeddings.patch_embedding.weight",
+                [w, 3, p, p],
+                device,
+            )?,
             position_embedding: param(
                 src,
                 "vision_model.embeddings.position_embedding.weight",
@@ -393,12 +468,14 @@ impl<B: Backend> VisionTransformer<B> {
             encoder: Encoder::init(
                 src,
                 "vision_model",
-                w,
-                cfg.intermediate_size,
-                cfg.num_hidden_layers,
-                cfg.num_attention_heads,
-                cfg.hidden_act,
-                cfg.layer_norm_eps,
+                BlockShape {
+                    width: w,
+                    mlp: cfg.intermediate_size,
+                    layers: cfg.num_hidden_layers,
+                    heads: cfg.num_attention_heads,
+                    act: cfg.hidden_act,
+                    eps: cfg.layer_norm_eps,
+                },
                 device,
             )?,
             post_layernorm: layer_norm(src, "vision_model.post_layernorm", w, cfg.layer_norm_eps, device)?,
@@ -425,16 +502,29 @@ impl<B: Backend> VisionTransformer<B> {
         let mut x = Tensor::cat(vec![cls, patches], 1) + self.position_embedding.val().unsqueeze::<3>();
         if let Some(s) = &prompts.shallow {
             let [pb, n, _] = s.dims();
-            let s = if pb == b { s.clone() } else { s.clone().expand([b, n, w]) };
+            let s = if pb == b {
+                s.clone()
+            } else {
+                s.clone().expand([b, n, w])
+            };
             x = Tensor::cat(vec![x, s], 1);
         }
         let x = self.pre_layrnorm.forward(x);
-        let deep = DeepPrompts { slot: PromptSlot::Tail, layers: prompts.deep.clone() };
+        let deep = DeepPrompts {
+            slot: PromptSlot::Tail,
+            layers: prompts.deep.clone(),
+        };
         let mut hidden = Vec::new();
         let has_deep = prompts.deep.iter().any(Option::is_some);
-        let x = self.encoder.forward(x, false, has_deep.then_some(&deep), keep_hidden.then_some(&mut hidden));
+        let x = self
+            .encoder
+            .forward(x, false, has_deep.then_some(&deep), keep_hidden.then_some(&mut hidden));
         let cls_out = x.clone().narrow(1, 0, 1).reshape([b, w]);
-        VisionOutput { pooled: self.post_layernorm.forward(cls_out), last_hidden: x, hidden_states: hidden }
+        VisionOutput {
+            pooled: self.post_layernorm.forward(cls_out),
+            last_hidden: x,
+            hidden_states: hidden,
+        }
     }
 }
 

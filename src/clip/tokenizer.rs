@@ -29,8 +29,16 @@ pub struct ClipTokenizer {
 /// themselves) first, then every other byte mapped to 256, 257, ... in byte order.
 fn bytes_to_unicode() -> Vec<char> {
     let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    let mut order: Vec<char> = (0u32..256).filter(|&b| printable(b)).filter_map(char::from_u32).collect();
-    order.extend((0u32..256).filter(|&b| !printable(b)).enumerate().filter_map(|(i, _)| char::from_u32(256 + i as u32)));
+    let mut order: Vec<char> = (0u32..256)
+        .filter(|&b| printable(b))
+        .filter_map(char::from_u32)
+        .collect();
+    order.extend(
+        (0u32..256)
+            .filter(|&b| !printable(b))
+            .enumerate()
+            .filter_map(|(i, _)| char::from_u32(256 + i as u32)),
+    );
     order
 }
 
@@ -83,8 +91,11 @@ impl ClipTokenizer {
         vocab.push(SOT.into());
         vocab.push(EOT.into());
         let n = vocab.len();
-        let vocab_map: serde_json::Map<String, serde_json::Value> =
-            vocab.into_iter().enumerate().map(|(i, t)| (t, serde_json::json!(i))).collect();
+        let vocab_map: serde_json::Map<String, serde_json::Value> = vocab
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, serde_json::json!(i)))
+            .collect();
         // The pipeline HF's CLIPTokenizerFast saves: NFC, whitespace collapse, lowercase; CLIP's split
         // regex, then byte-level; BPE with `</w>`; SOT/EOT added around.
         let spec = serde_json::json!({
@@ -133,11 +144,15 @@ impl ClipTokenizer {
                 strategy: TruncationStrategy::LongestFirst,
                 direction: TruncationDirection::Right,
                 stride: 0,
-                ..Default::default()
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(Self { inner, context_length, sot, eot })
+        Ok(Self {
+            inner,
+            context_length,
+            sot,
+            eot,
+        })
     }
 
     pub fn context_length(&self) -> usize {
@@ -205,7 +220,10 @@ mod tests {
         let tok = ClipTokenizer::openai(77).unwrap();
         assert_eq!(tok.vocab_size(), 49408);
         assert_eq!((tok.sot_id(), tok.eot_id()), (49406, 49407));
-        assert_eq!(tok.encode("a photo of a cat.").unwrap(), vec![49406, 320, 1125, 539, 320, 2368, 269, 49407]);
+        assert_eq!(
+            tok.encode("a photo of a cat.").unwrap(),
+            vec![49406, 320, 1125, 539, 320, 2368, 269, 49407]
+        );
     }
 
     #[test]

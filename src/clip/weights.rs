@@ -39,22 +39,29 @@ impl SafetensorsStore {
         let mut index = BTreeMap::new();
         for (i, path) in paths.iter().enumerate() {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let (header, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-                Error::Weights(format!("{}: not a safetensors file ({e})", path.display()))
-            })?;
+            let (header, meta) = SafeTensors::read_metadata(&bytes)
+                .map_err(|e| Error::Weights(format!("{}: not a safetensors file ({e})", path.display())))?;
             let base = 8 + header;
             for (name, info) in meta.tensors() {
                 let (a, b) = info.data_offsets;
                 index.insert(
                     name,
-                    Entry { file: i, dtype: info.dtype, shape: info.shape.clone(), bytes: base + a..base + b },
+                    Entry {
+                        file: i,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        bytes: base + a..base + b,
+                    },
                 );
             }
             files.push((path.clone(), bytes));
         }
         // Checkpoints saved from a DistributedDataParallel wrapper carry a `module.` prefix on every key.
         if !index.is_empty() && index.keys().all(|k| k.starts_with("module.")) {
-            index = index.into_iter().map(|(k, v)| (k["module.".len()..].to_string(), v)).collect();
+            index = index
+                .into_iter()
+                .map(|(k, v)| (k["module.".len()..].to_string(), v))
+                .collect();
         }
         Ok(Self { files, index })
     }
@@ -72,7 +79,11 @@ impl SafetensorsStore {
     }
 
     fn describe(&self) -> String {
-        self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        self.files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Reads a tensor as f32, whatever its stored float type.
@@ -83,7 +94,10 @@ impl SafetensorsStore {
             .ok_or_else(|| Error::Weights(format!("missing tensor `{name}` in {}", self.describe())))?;
         let raw = &self.files[e.file].1[e.bytes.clone()];
         let data: Vec<f32> = match e.dtype {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             Dtype::F16 => raw
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -115,14 +129,27 @@ impl SafetensorsStore {
     }
 }
 
+/// Shapes agree, counting a 0-dim scalar (HF's `logit_scale`) and a `[1]` tensor as the same.
+fn same_shape(found: &[usize], expected: &[usize]) -> bool {
+    found == expected || (found.iter().product::<usize>() == 1 && expected.iter().product::<usize>() == 1)
+}
+
 fn shape_error(name: &str, found: &[usize], expected: &[usize]) -> Error {
     Error::Weights(format!("tensor `{name}` has shape {found:?}, expected {expected:?}"))
 }
 
 fn unexpected_error(left: &[String]) -> Error {
     let shown: Vec<&str> = left.iter().take(8).map(String::as_str).collect();
-    let more = if left.len() > 8 { format!(" (and {} more)", left.len() - 8) } else { String::new() };
-    Error::Weights(format!("{} unexpected tensor(s) the model does not use: {}{more}", left.len(), shown.join(", ")))
+    let more = if left.len() > 8 {
+        format!(" (and {} more)", left.len() - 8)
+    } else {
+        String::new()
+    };
+    Error::Weights(format!(
+        "{} unexpected tensor(s) the model does not use: {}{more}",
+        left.len(),
+        shown.join(", ")
+    ))
 }
 
 /// Buffers some HF checkpoints persist that carry no learned value.
@@ -138,16 +165,17 @@ pub struct HfLayout {
 
 impl HfLayout {
     pub fn new(store: SafetensorsStore) -> Self {
-        Self { store, used: BTreeSet::new() }
+        Self {
+            store,
+            used: BTreeSet::new(),
+        }
     }
 }
 
 impl WeightSource for HfLayout {
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (found, data) = self.store.read(name)?;
-        // HF saves 0-dim `logit_scale` as shape []; a [1] tensor holds the same single value.
-        let same = found == shape || (found.iter().product::<usize>() == 1 && shape.iter().product::<usize>() == 1);
-        if !same {
+        if !same_shape(&found, shape) {
             return Err(shape_error(name, &found, shape));
         }
         self.used.insert(name.to_string());
@@ -161,7 +189,11 @@ impl WeightSource for HfLayout {
             .filter(|n| !self.used.contains(*n) && !is_ignorable_hf_buffer(n))
             .map(str::to_string)
             .collect();
-        if left.is_empty() { Ok(()) } else { Err(unexpected_error(&left)) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(unexpected_error(&left))
+        }
     }
 }
 
@@ -182,7 +214,10 @@ pub struct OpenAiLayout {
 
 impl OpenAiLayout {
     pub fn new(store: SafetensorsStore) -> Self {
-        Self { store, used: BTreeSet::new() }
+        Self {
+            store,
+            used: BTreeSet::new(),
+        }
     }
 
     fn map(name: &str) -> Result<Map> {
@@ -255,7 +290,9 @@ pub fn infer_openai_config(names: &[&str], shape: impl Fn(&str) -> Option<Vec<us
     };
     let v_width = dim("visual.conv1.weight", 0)?;
     let patch = dim("visual.conv1.weight", 3)?;
-    let grid = ((dim("visual.positional_embedding", 0)?.saturating_sub(1)) as f64).sqrt().round() as usize;
+    let grid = ((dim("visual.positional_embedding", 0)?.saturating_sub(1)) as f64)
+        .sqrt()
+        .round() as usize;
     let t_width = dim("ln_final.weight", 0)?;
     let vocab = dim("token_embedding.weight", 0)?;
     let inferred = ClipConfig::new(
@@ -289,17 +326,21 @@ pub fn infer_openai_config(names: &[&str], shape: impl Fn(&str) -> Option<Vec<us
         a.text.eos_token_id = inferred.text.eos_token_id;
         a == inferred
     };
-    ClipConfig::named().into_iter().find(|(_, c)| same_shapes(c)).map(|(_, c)| c).ok_or_else(|| {
-        Error::Config(format!(
-            "this OpenAI-layout checkpoint (text width {}, vision width {}, patch {}, image {}) matches none of \
+    ClipConfig::named()
+        .into_iter()
+        .find(|(_, c)| same_shapes(c))
+        .map(|(_, c)| c)
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "this OpenAI-layout checkpoint (text width {}, vision width {}, patch {}, image {}) matches none of \
              ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336, and attention head counts are not stored in the file: \
              pass --config with an HF config.json or an open_clip model config",
-            inferred.text.hidden_size,
-            inferred.vision.hidden_size,
-            patch,
-            patch * grid
-        ))
-    })
+                inferred.text.hidden_size,
+                inferred.vision.hidden_size,
+                patch,
+                patch * grid
+            ))
+        })
 }
 
 /// Row-major `[rows, cols]` to row-major `[cols, rows]`.
@@ -318,8 +359,7 @@ impl WeightSource for OpenAiLayout {
         let (key, data) = match Self::map(name)? {
             Map::Same(key) => {
                 let (found, data) = self.store.read(&key)?;
-                let scalar = found.iter().product::<usize>() == 1 && shape.iter().product::<usize>() == 1;
-                if found != shape && !scalar {
+                if !same_shape(&found, shape) {
                     return Err(shape_error(&key, &found, shape));
                 }
                 (key, data)
@@ -355,7 +395,11 @@ impl WeightSource for OpenAiLayout {
             .filter(|n| !self.used.contains(*n) && *n != "attn_mask")
             .map(str::to_string)
             .collect();
-        if left.is_empty() { Ok(()) } else { Err(unexpected_error(&left)) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(unexpected_error(&left))
+        }
     }
 }
 
@@ -366,7 +410,9 @@ pub struct RandomInit {
 
 impl RandomInit {
     pub fn new(seed: u64) -> Self {
-        Self { rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed) }
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        }
     }
 }
 
@@ -383,8 +429,16 @@ impl WeightSource for RandomInit {
         if name.ends_with("bias") {
             return Ok(vec![0.0; n]);
         }
-        let fan_in = if shape.len() > 1 { shape[1..].iter().product::<usize>() } else { shape[0] };
-        let std = if name.contains("embedding") { 0.02 } else { (fan_in as f32).powf(-0.5) };
+        let fan_in = if shape.len() > 1 {
+            shape[1..].iter().product::<usize>()
+        } else {
+            shape[0]
+        };
+        let std = if name.contains("embedding") {
+            0.02
+        } else {
+            (fan_in as f32).powf(-0.5)
+        };
         // Box-Muller keeps this free of extra distribution crates.
         Ok((0..n)
             .map(|_| {
@@ -472,15 +526,33 @@ mod tests {
             Map::Transposed(k) => format!("T {k}"),
             Map::Chunk(k, i) => format!("chunk{i} {k}"),
         };
-        assert_eq!(m("text_model.encoder.layers.3.self_attn.k_proj.weight"), "chunk1 transformer.resblocks.3.attn.in_proj_weight");
-        assert_eq!(m("vision_model.encoder.layers.0.self_attn.v_proj.bias"), "chunk2 visual.transformer.resblocks.0.attn.in_proj_bias");
-        assert_eq!(m("vision_model.encoder.layers.0.self_attn.out_proj.bias"), "same visual.transformer.resblocks.0.attn.out_proj.bias");
-        assert_eq!(m("text_model.encoder.layers.11.mlp.fc2.weight"), "same transformer.resblocks.11.mlp.c_proj.weight");
-        assert_eq!(m("text_model.encoder.layers.1.layer_norm2.bias"), "same transformer.resblocks.1.ln_2.bias");
+        assert_eq!(
+            m("text_model.encoder.layers.3.self_attn.k_proj.weight"),
+            "chunk1 transformer.resblocks.3.attn.in_proj_weight"
+        );
+        assert_eq!(
+            m("vision_model.encoder.layers.0.self_attn.v_proj.bias"),
+            "chunk2 visual.transformer.resblocks.0.attn.in_proj_bias"
+        );
+        assert_eq!(
+            m("vision_model.encoder.layers.0.self_attn.out_proj.bias"),
+            "same visual.transformer.resblocks.0.attn.out_proj.bias"
+        );
+        assert_eq!(
+            m("text_model.encoder.layers.11.mlp.fc2.weight"),
+            "same transformer.resblocks.11.mlp.c_proj.weight"
+        );
+        assert_eq!(
+            m("text_model.encoder.layers.1.layer_norm2.bias"),
+            "same transformer.resblocks.1.ln_2.bias"
+        );
         assert_eq!(m("visual_projection.weight"), "T visual.proj");
         assert_eq!(m("text_projection.weight"), "T text_projection");
         assert_eq!(m("vision_model.pre_layrnorm.weight"), "same visual.ln_pre.weight");
-        assert_eq!(m("text_model.embeddings.position_embedding.weight"), "same positional_embedding");
+        assert_eq!(
+            m("text_model.embeddings.position_embedding.weight"),
+            "same positional_embedding"
+        );
         assert!(OpenAiLayout::map("text_model.nonsense").is_err());
     }
 
@@ -498,10 +570,19 @@ mod tests {
             m.insert(n.to_string(), s);
         }
         for i in 0..12 {
-            m.insert(format!("transformer.resblocks.{i}.attn.in_proj_weight"), vec![1536, 512]);
+            m.insert(
+                format!("transformer.resblocks.{i}.attn.in_proj_weight"),
+                vec![1536, 512],
+            );
             m.insert(format!("transformer.resblocks.{i}.mlp.c_fc.weight"), vec![2048, 512]);
-            m.insert(format!("visual.transformer.resblocks.{i}.attn.in_proj_weight"), vec![2304, 768]);
-            m.insert(format!("visual.transformer.resblocks.{i}.mlp.c_fc.weight"), vec![3072, 768]);
+            m.insert(
+                format!("visual.transformer.resblocks.{i}.attn.in_proj_weight"),
+                vec![2304, 768],
+            );
+            m.insert(
+                format!("visual.transformer.resblocks.{i}.mlp.c_fc.weight"),
+                vec![3072, 768],
+            );
         }
         m
     }
@@ -519,11 +600,15 @@ mod tests {
         let mut m = vit_b_16_shapes();
         m.insert("visual.positional_embedding".into(), vec![257, 768]); // 256px: no named config
         let names: Vec<&str> = m.keys().map(String::as_str).collect();
-        let e = infer_openai_config(&names, |n| m.get(n).cloned()).unwrap_err().to_string();
+        let e = infer_openai_config(&names, |n| m.get(n).cloned())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pass --config") && e.contains("image 256"), "{e}");
         m.remove("ln_final.weight");
         let names: Vec<&str> = m.keys().map(String::as_str).collect();
-        let e = infer_openai_config(&names, |n| m.get(n).cloned()).unwrap_err().to_string();
+        let e = infer_openai_config(&names, |n| m.get(n).cloned())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ln_final.weight"), "{e}");
     }
 

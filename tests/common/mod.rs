@@ -29,7 +29,10 @@ impl Reference {
     pub fn ids(&self, name: &str) -> Vec<Vec<u32>> {
         let shape = self.0.shape(name).expect("ids tensor").to_vec();
         let raw = read_raw(&fixture("reference.safetensors"), name);
-        let vals: Vec<u32> = raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
+        let vals: Vec<u32> = raw
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect();
         vals.chunks(shape[1]).map(<[u32]>::to_vec).collect()
     }
     pub fn has(&self, name: &str) -> bool {
@@ -52,7 +55,11 @@ pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> (Vec<usize>, Vec
 /// Max |a - b|, after checking the shapes agree.
 pub fn max_diff(what: &str, got: (Vec<usize>, Vec<f32>), want: (Vec<usize>, Vec<f32>)) -> f32 {
     assert_eq!(got.0, want.0, "{what}: shape");
-    got.1.iter().zip(&want.1).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    got.1
+        .iter()
+        .zip(&want.1)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Rewrites a safetensors file tensor by tensor: `f` may change a tensor's name, dtype or data, or drop it.
@@ -65,8 +72,14 @@ pub fn rewrite(src: &Path, dst: &Path, dtype: Dtype, mut f: impl FnMut(&str, Ten
         for (n, (shape, data)) in f(&name, store.read(&name).unwrap()) {
             let bytes: Vec<u8> = match dtype {
                 Dtype::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                Dtype::F16 => data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
-                Dtype::BF16 => data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                Dtype::F16 => data
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
+                Dtype::BF16 => data
+                    .iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
                 _ => unreachable!(),
             };
             out.insert(n, (shape, bytes));
