@@ -59,6 +59,8 @@ pub struct EmbedArgs {
 pub struct EmbedOutput {
     pub model: String,
     pub layout: &'static str,
+    /// Where the architecture came from (config file, or the named checkpoint the shapes matched).
+    pub config: String,
     pub backend: String,
     pub images: Vec<String>,
     pub texts: Vec<String>,
@@ -91,6 +93,12 @@ impl WithBackend for Embed<'_> {
         // Decode every image before the model loads, so a bad file fails fast.
         let pixels = a.images.iter().map(|p| load_rgb(p)).collect::<Result<Vec<_>>>()?;
         let clip = load_clip::<B>(&a.model, &opts, &device)?;
+        if clip.config_source.starts_with("inferred") {
+            eprintln!(
+                "note: architecture {}; for an open_clip model trained with GELU pass --config",
+                clip.config_source
+            );
+        }
         let model = &clip.model;
         let image_features = (!pixels.is_empty()).then(|| {
             let crops: Vec<_> = pixels.iter().map(|p| clip.preprocess.eval_u8(p)).collect();
@@ -115,6 +123,7 @@ impl WithBackend for Embed<'_> {
                 Layout::HuggingFace => "huggingface",
                 Layout::OpenAi => "openai",
             },
+            config: clip.config_source.clone(),
             backend: a.backend.to_string(),
             images: a.images.iter().map(|p| p.display().to_string()).collect(),
             texts: a.texts.clone(),

@@ -109,6 +109,7 @@ fn embed_an_hf_directory_it_has_never_seen() {
     let model = dir.display().to_string();
     let out = json_ok(&gram_bench(&embed_args(&model, &images, &texts)));
     assert_eq!(out["layout"], "huggingface");
+    assert!(out["config"].as_str().unwrap().ends_with("config.json"));
     check_against_transformers(&out);
 }
 
@@ -122,6 +123,7 @@ fn embed_an_openai_layout_state_dict() {
     args.extend(["--config", &cfg, "--tokenizer", &tok]);
     let out = json_ok(&gram_bench(&args));
     assert_eq!(out["layout"], "openai");
+    assert_eq!(out["config"].as_str().unwrap(), cfg);
     check_against_transformers(&out);
 }
 

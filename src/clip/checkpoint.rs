@@ -26,6 +26,8 @@ pub struct LoadedClip<B: Backend> {
     pub tokenizer: ClipTokenizer,
     pub preprocess: Preprocess,
     pub layout: Layout,
+    /// Where the architecture came from: a config file, or the named checkpoint its shapes matched.
+    pub config_source: String,
 }
 
 fn not_found(path: &Path) -> Error {
@@ -99,7 +101,10 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
     if !path.exists() {
         return Err(not_found(path));
     }
-    let explicit = opts.config.as_deref().map(ClipConfig::from_json_file).transpose()?;
+    let explicit = match opts.config.as_deref() {
+        Some(p) => Some((ClipConfig::from_json_file(p)?, p.display().to_string())),
+        None => None,
+    };
     let dir = path.is_dir().then_some(path);
     let (store, config_json) = match dir {
         Some(d) => (
@@ -112,11 +117,11 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
         }
     };
     let layout = detect_layout(&store)?;
-    let (config, mut source): (ClipConfig, Box<dyn WeightSource>) = match layout {
+    let (config, config_source, mut source): (ClipConfig, String, Box<dyn WeightSource>) = match layout {
         Layout::HuggingFace => {
-            let config = match (explicit, config_json) {
+            let (config, from) = match (explicit, config_json) {
                 (Some(c), _) => c,
-                (None, Some(cj)) if cj.is_file() => ClipConfig::from_json_file(&cj)?,
+                (None, Some(cj)) if cj.is_file() => (ClipConfig::from_json_file(&cj)?, cj.display().to_string()),
                 (None, Some(cj)) => return Err(Error::Config(format!("{} is missing; pass --config", cj.display()))),
                 (None, None) => {
                     return Err(Error::Config(
@@ -124,15 +129,20 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
                     ))
                 }
             };
-            (config, Box::new(HfLayout::new(store)))
+            (config, from, Box::new(HfLayout::new(store)))
         }
         Layout::OpenAi => {
             let src = OpenAiLayout::new(store);
-            let config = match explicit {
+            let (config, from) = match explicit {
                 Some(c) => c,
-                None => src.infer_config()?,
+                None => {
+                    // The weights cannot tell QuickGELU (OpenAI) from GELU (most LAION open_clip
+                    // models); the source string says which was assumed.
+                    let (name, c) = src.infer_config()?;
+                    (c, format!("inferred from tensor shapes: OpenAI {name} (QuickGELU)"))
+                }
             };
-            (config, Box::new(src))
+            (config, from, Box::new(src))
         }
     };
     let model = config.init::<B>(source.as_mut(), device)?.freeze();
@@ -162,5 +172,6 @@ pub fn load_clip<B: Backend>(path: &Path, opts: &LoadOptions, device: &B::Device
         tokenizer,
         preprocess,
         layout,
+        config_source,
     })
 }

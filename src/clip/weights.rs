@@ -267,7 +267,7 @@ impl OpenAiLayout {
     }
 
     /// Infers the architecture from tensor shapes; see [`infer_openai_config`].
-    pub fn infer_config(&self) -> Result<ClipConfig> {
+    pub fn infer_config(&self) -> Result<(&'static str, ClipConfig)> {
         let names: Vec<&str> = self.store.names().collect();
         infer_openai_config(&names, |n| self.store.shape(n).map(<[usize]>::to_vec))
     }
@@ -276,7 +276,11 @@ impl OpenAiLayout {
 /// Infers the architecture from the shapes of an OpenAI-layout state dict, as OpenAI's `build_model`
 /// does, except the head count: that is not in the file, so the shapes must match a named
 /// checkpoint config exactly, or the caller must supply a config.
-pub fn infer_openai_config(names: &[&str], shape: impl Fn(&str) -> Option<Vec<usize>>) -> Result<ClipConfig> {
+/// Returns the matched checkpoint name with its config.
+pub fn infer_openai_config(
+    names: &[&str],
+    shape: impl Fn(&str) -> Option<Vec<usize>>,
+) -> Result<(&'static str, ClipConfig)> {
     let dim = |name: &str, i: usize| -> Result<usize> {
         shape(name)
             .and_then(|sh| sh.get(i).copied())
@@ -329,7 +333,7 @@ pub fn infer_openai_config(names: &[&str], shape: impl Fn(&str) -> Option<Vec<us
     ClipConfig::named()
         .into_iter()
         .find(|(_, c)| same_shapes(c))
-        .map(|(_, c)| c)
+        .map(|(n, c)| (n[0], c))
         .ok_or_else(|| {
             Error::Config(format!(
                 "this OpenAI-layout checkpoint (text width {}, vision width {}, patch {}, image {}) matches none of \
@@ -591,8 +595,8 @@ mod tests {
     fn openai_shapes_of_a_named_checkpoint_give_its_config() {
         let m = vit_b_16_shapes();
         let names: Vec<&str> = m.keys().map(String::as_str).collect();
-        let c = infer_openai_config(&names, |n| m.get(n).cloned()).unwrap();
-        assert_eq!(c, ClipConfig::vit_b_16());
+        let (name, c) = infer_openai_config(&names, |n| m.get(n).cloned()).unwrap();
+        assert_eq!((name, c), ("ViT-B/16", ClipConfig::vit_b_16()));
     }
 
     #[test]
