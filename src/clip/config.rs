@@ -373,9 +373,6 @@ fn d_head_width() -> usize {
 fn d_mlp_ratio() -> f64 {
     4.0
 }
-fn d_true() -> bool {
-    true
-}
 
 #[derive(Deserialize)]
 struct OpenClipVision {
@@ -405,7 +402,9 @@ struct OpenClipText {
 #[derive(Deserialize)]
 struct OpenClipConfig {
     embed_dim: usize,
-    #[serde(default = "d_true")]
+    /// open_clip's own default: GELU unless the config says `"quick_gelu": true` (the `-quickgelu`
+    /// configs that OpenAI's weights need).
+    #[serde(default)]
     quick_gelu: bool,
     vision_cfg: OpenClipVision,
     text_cfg: OpenClipText,
@@ -458,6 +457,26 @@ mod tests {
         assert_eq!(c.vision.patch_size, 16);
         // eos_token_id absent from text_config_dict: CLIPTextConfig's default, not text_config's 2.
         assert_eq!(c.text.eos_token_id, 49407);
+    }
+
+    #[test]
+    fn open_clip_configs_default_to_gelu_as_open_clip_does() {
+        let base = serde_json::json!({
+            "embed_dim": 512,
+            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12}
+        });
+        let c = ClipConfig::from_open_clip_json(base.clone()).unwrap();
+        assert_eq!(c.text.hidden_act, Activation::Gelu);
+        assert_eq!(c.vision.num_attention_heads, 12, "width / head_width (64)");
+        let mut quick = base;
+        quick["quick_gelu"] = serde_json::json!(true);
+        let q = ClipConfig::from_open_clip_json(quick).unwrap();
+        assert_eq!(
+            q,
+            ClipConfig::vit_b_32(),
+            "ViT-B-32-quickgelu.json is OpenAI's ViT-B/32"
+        );
     }
 
     #[test]
