@@ -48,7 +48,8 @@ fn setup<B: Backend>(device: &B::Device) -> (Clip<B>, Inputs<B>) {
     (model, Inputs { pixels, ids, eos })
 }
 
-fn text_forward<B: Backend>(m: &Clip<B>, x: &Inputs<B>, ctx: Option<Tensor<B, 3>>) -> Tensor<B, 2> {
+/// `trim`: pool on the prefix up to the last EOS (`forward_pooled`) instead of all 77 positions.
+fn text_forward<B: Backend>(m: &Clip<B>, x: &Inputs<B>, ctx: Option<Tensor<B, 3>>, trim: bool) -> Tensor<B, 2> {
     let tokens = m.text_model.embed_tokens(x.ids.clone());
     let embeds = match ctx {
         Some(ctx) => {
@@ -64,7 +65,12 @@ fn text_forward<B: Backend>(m: &Clip<B>, x: &Inputs<B>, ctx: Option<Tensor<B, 3>
         }
         None => tokens,
     };
-    m.text_features(m.text_model.forward_embeds(embeds, &x.eos, None, false).pooled)
+    let pooled = if trim {
+        m.text_model.forward_pooled(embeds, &x.eos, None)
+    } else {
+        m.text_model.forward_embeds(embeds, &x.eos, None, false).pooled
+    };
+    m.text_features(pooled)
 }
 
 fn sync<B: Backend>(t: Tensor<B, 2>) {
@@ -80,7 +86,10 @@ fn bench_backend<B: Backend>(c: &mut Criterion, name: &str, device: B::Device, w
         b.iter(|| sync(model.encode_image(inputs.pixels.clone(), &VisionPrompts::default())))
     });
     g.bench_function(BenchmarkId::new("text_forward", PROMPTS), |b| {
-        b.iter(|| sync(text_forward(&model, &inputs, None)))
+        b.iter(|| sync(text_forward(&model, &inputs, None, false)))
+    });
+    g.bench_function(BenchmarkId::new("text_forward_trimmed", PROMPTS), |b| {
+        b.iter(|| sync(text_forward(&model, &inputs, None, true)))
     });
     g.finish();
     if with_backward {
@@ -113,20 +122,25 @@ fn bench_backward<B: Backend>(c: &mut Criterion, name: &str, device: B::Device) 
             )
         })
     });
-    g.bench_function(BenchmarkId::new("text_forward_backward_ctx", PROMPTS), |b| {
-        b.iter(|| {
-            let ctx =
-                Tensor::<A<B>, 3>::random([1, N_CTX, 512], Distribution::Normal(0.0, 0.02), &device).require_grad();
-            let f = text_forward(&model, &inputs, Some(ctx.clone()));
-            let grads = f.powf_scalar(2.0).mean().backward();
-            sync(
-                ctx.grad(&grads)
-                    .expect("prompt gradient")
-                    .sum_dim(2)
-                    .squeeze_dim::<2>(2),
-            )
-        })
-    });
+    for (id, trim) in [
+        ("text_forward_backward_ctx", false),
+        ("text_forward_backward_ctx_trimmed", true),
+    ] {
+        g.bench_function(BenchmarkId::new(id, PROMPTS), |b| {
+            b.iter(|| {
+                let ctx =
+                    Tensor::<A<B>, 3>::random([1, N_CTX, 512], Distribution::Normal(0.0, 0.02), &device).require_grad();
+                let f = text_forward(&model, &inputs, Some(ctx.clone()), trim);
+                let grads = f.powf_scalar(2.0).mean().backward();
+                sync(
+                    ctx.grad(&grads)
+                        .expect("prompt gradient")
+                        .sum_dim(2)
+                        .squeeze_dim::<2>(2),
+                )
+            })
+        });
+    }
     g.finish();
 }
 

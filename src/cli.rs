@@ -110,7 +110,7 @@ impl WithBackend for Embed<'_> {
             let ids = clip.tokenizer.encode_padded(&a.texts)?;
             let eos = model.text_model.eos_positions(&ids);
             let embeds = model.text_model.embed_tokens(ids_tensor(&ids, &device));
-            Some(model.text_features(model.text_model.forward_embeds(embeds, &eos, None, false).pooled))
+            Some(model.text_features(model.text_model.forward_pooled(embeds, &eos, None)))
         };
         let logits = match (&image_features, &text_features) {
             (Some(i), Some(t)) => rows(model.logits_per_image(i.clone(), t.clone()))?,

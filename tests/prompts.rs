@@ -66,6 +66,33 @@ fn deep_text_prompts_replace_the_slot_entering_each_layer() {
 }
 
 #[test]
+fn pooling_on_the_trimmed_prefix_equals_the_full_context() {
+    let clip = tiny::<B>();
+    let tm = &clip.model.text_model;
+    let dev = Default::default();
+    let ids = clip
+        .tokenizer
+        .encode_padded(&[
+            "a photo of a cat.",
+            "x x x x a small purple striped triangle in the corner.",
+            "hi",
+        ])
+        .unwrap();
+    let eos = tm.eos_positions(&ids);
+    let embeds = tm.embed_tokens(ids_tensor(&ids, &dev));
+    let full = tm.forward_embeds(embeds.clone(), &eos, None, false).pooled;
+    assert!(close(tm.forward_pooled(embeds.clone(), &eos, None), full) <= 1e-6);
+    // A deep prompt reaching past the last EOS keeps the prefix long enough to hold it.
+    let p = Tensor::<B, 3>::random([1, 20, 64], Distribution::Normal(0.0, 1.0), &dev);
+    let deep = DeepPrompts {
+        slot: PromptSlot::At(1),
+        layers: vec![None, Some(p)],
+    };
+    let full = tm.forward_embeds(embeds.clone(), &eos, Some(&deep), false).pooled;
+    assert!(close(tm.forward_pooled(embeds, &eos, Some(&deep)), full) <= 1e-6);
+}
+
+#[test]
 fn vision_prompts_extend_and_replace_the_tail() {
     let clip = tiny::<B>();
     let vm = &clip.model.vision_model;

@@ -393,6 +393,30 @@ impl<B: Backend> TextTransformer<B> {
         }
     }
 
+    /// Pooled outputs only, computed on the shortest prefix that holds every pooling position (and
+    /// every deep-prompt slot). Under the causal mask no position attends to a later one, so the
+    /// padding after the last EOS cannot change a pooled row: the result equals `forward_embeds`'s
+    /// (tested), while CLIP's 77-token context usually shrinks several-fold.
+    pub fn forward_pooled(
+        &self,
+        embeds: Tensor<B, 3>,
+        eos_positions: &[usize],
+        deep: Option<&DeepPrompts<B>>,
+    ) -> Tensor<B, 2> {
+        let l = embeds.dims()[1];
+        let mut keep = eos_positions.iter().max().map_or(l, |&m| m + 1);
+        if let Some(d) = deep {
+            let n = d.layers.iter().flatten().map(|p| p.dims()[1]).max().unwrap_or(0);
+            keep = match d.slot {
+                PromptSlot::At(s) => keep.max(s + n),
+                // A tail slot is defined by the full length: keep it.
+                PromptSlot::Tail => l,
+            };
+        }
+        let embeds = if keep < l { embeds.narrow(1, 0, keep) } else { embeds };
+        self.forward_embeds(embeds, eos_positions, deep, false).pooled
+    }
+
     /// Convenience: ids in, pooled features out.
     pub fn forward_ids(&self, ids: &[Vec<u32>], device: &B::Device, keep_hidden: bool) -> TextOutput<B> {
         let eos = self.eos_positions(ids);
