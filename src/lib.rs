@@ -4,5 +4,6 @@ pub mod backend;
 pub mod cli;
 pub mod clip;
 pub mod error;
+pub mod world;
 
 pub use error::{Error, Result};
