@@ -157,7 +157,7 @@ fn bad_input_is_one_clear_line_and_a_non_zero_exit() {
 
     assert_clear_failure(
         &gram_bench(&["clip", "embed", "--model", "/no/such/model", "--text", "x"]),
-        "/no/such/model",
+        "/no/such/model: no such file or directory",
     );
     assert_clear_failure(&gram_bench(&["clip", "embed", "--model", &hf]), "nothing to embed");
     assert_clear_failure(

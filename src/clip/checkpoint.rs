@@ -31,7 +31,10 @@ pub struct LoadedClip<B: Backend> {
 }
 
 fn not_found(path: &Path) -> Error {
-    Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound))
+    Error::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+    )
 }
 
 /// The safetensors files of an HF directory: one file, or the shards its index names.

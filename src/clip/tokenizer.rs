@@ -57,7 +57,10 @@ impl ClipTokenizer {
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())));
         }
         if !path.exists() {
-            return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ));
         }
         let inner = Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("{}: not a tokenizer.json ({e})", path.display())))?;
