@@ -1,7 +1,6 @@
 //! The embedded world's concept space: compositional attributes, visual domains, and the natural
 //! language captions that describe a concept. Everything is deterministic from a seed.
 
-use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +75,11 @@ impl Colour {
     }
 }
 
+/// A uniformly chosen element of a non-empty constant list.
+fn pick<T: Copy>(rng: &mut impl Rng, items: &[T]) -> T {
+    items[rng.random_range(0..items.len())]
+}
+
 /// One object's attributes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Concept {
@@ -112,11 +116,11 @@ impl Concept {
 
     pub fn random(rng: &mut impl Rng) -> Concept {
         Concept {
-            shape: *Shape::ALL.choose(rng).expect("non-empty"),
-            colour: *Colour::ALL.choose(rng).expect("non-empty"),
-            texture: *Texture::ALL.choose(rng).expect("non-empty"),
-            size: *Size::ALL.choose(rng).expect("non-empty"),
-            position: *Position::ALL.choose(rng).expect("non-empty"),
+            shape: pick(rng, Shape::ALL),
+            colour: pick(rng, Colour::ALL),
+            texture: pick(rng, Texture::ALL),
+            size: pick(rng, Size::ALL),
+            position: pick(rng, Position::ALL),
         }
     }
 
@@ -152,18 +156,10 @@ impl Concept {
             String::new()
         };
         let medium = match domain {
-            Domain::Photo => *["a photo of", "a picture of", "an image of"]
-                .choose(rng)
-                .expect("non-empty"),
-            Domain::Sketch => *["a sketch of", "a pencil drawing of", "a line drawing of"]
-                .choose(rng)
-                .expect("non-empty"),
-            Domain::Cartoon => *["a cartoon of", "an illustration of", "a drawing of"]
-                .choose(rng)
-                .expect("non-empty"),
-            Domain::Clutter => *["a cluttered photo of", "a busy photo with", "a photo of"]
-                .choose(rng)
-                .expect("non-empty"),
+            Domain::Photo => pick(rng, &["a photo of", "a picture of", "an image of"]),
+            Domain::Sketch => pick(rng, &["a sketch of", "a pencil drawing of", "a line drawing of"]),
+            Domain::Cartoon => pick(rng, &["a cartoon of", "an illustration of", "a drawing of"]),
+            Domain::Clutter => pick(rng, &["a cluttered photo of", "a busy photo with", "a photo of"]),
         };
         match rng.random_range(0..3) {
             0 => format!("{medium} a {object}{place}."),
