@@ -255,8 +255,8 @@ impl<B: Backend> Encoder<B> {
         mut hidden: Option<&mut Vec<Tensor<B, 3>>>,
     ) -> Tensor<B, 3> {
         for (i, layer) in self.layers.iter().enumerate() {
-            if let Some(p) = deep.and_then(|d| d.layers.get(i)).and_then(Option::as_ref) {
-                x = replace_tokens(x, p, deep.map(|d| d.slot).unwrap_or(PromptSlot::Tail));
+            if let Some((Some(p), slot)) = deep.and_then(|d| d.layers.get(i).map(|p| (p, d.slot))) {
+                x = replace_tokens(x, p, slot);
             }
             if let Some(h) = hidden.as_deref_mut() {
                 h.push(x.clone());

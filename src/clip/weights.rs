@@ -513,9 +513,20 @@ pub fn reject_pickle(path: &Path) -> Result<()> {
 }
 
 fn zip_mentions(path: &Path, needle: &[u8]) -> bool {
-    // The central directory lists member names in plain bytes; a scan of the file's tail finds them.
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    let tail = &bytes[bytes.len().saturating_sub(1 << 20)..];
+    // The central directory lists member names in plain bytes at the end of the archive: read only
+    // the last MiB, not a checkpoint that may be gigabytes.
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if f.seek(SeekFrom::Start(len.saturating_sub(1 << 20))).is_err() {
+        return false;
+    }
+    let mut tail = Vec::new();
+    if f.read_to_end(&mut tail).is_err() {
+        return false;
+    }
     tail.windows(needle.len()).any(|w| w == needle)
 }
 
