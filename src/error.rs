@@ -16,6 +16,8 @@ pub enum Error {
     Image { path: PathBuf, reason: String },
     #[error("{0}")]
     Input(String),
+    #[error("results store: {0}")]
+    Store(String),
 }
 
 impl Error {

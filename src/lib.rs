@@ -3,7 +3,13 @@
 pub mod backend;
 pub mod cli;
 pub mod clip;
+pub mod data;
 pub mod error;
+pub mod methods;
+pub mod report;
+pub mod runner;
+pub mod store;
+pub mod suite;
 pub mod world;
 
 pub use error::{Error, Result};

@@ -2,12 +2,14 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod export;
 pub mod model;
 pub mod preprocess;
 pub mod tokenizer;
 pub mod weights;
 
 pub use checkpoint::{load_clip, LoadOptions, LoadedClip};
+pub use export::save_hf_dir;
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use model::{Clip, DeepPrompts, PromptSlot, TextOutput, VisionOutput, VisionPrompts};
 pub use preprocess::Preprocess;

@@ -128,7 +128,13 @@ impl Concept {
     /// as real alt-text does, but shape and colour always appear (sketches have no colour to name).
     pub fn caption(&self, domain: Domain, rng: &mut impl Rng) -> String {
         let texture = match self.texture {
-            Texture::Plain => "",
+            Texture::Plain => {
+                if rng.random_bool(0.5) {
+                    "plain "
+                } else {
+                    ""
+                }
+            }
             Texture::Striped => "striped ",
             Texture::Dotted => {
                 if rng.random_bool(0.5) {

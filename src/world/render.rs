@@ -185,9 +185,13 @@ pub fn render(concept: &Concept, domain: Domain, size: u32, rng: &mut impl Rng) 
                         let edge = 0.08;
                         c = match domain {
                             Domain::Sketch => {
-                                // Outline only, in graphite; the body stays paper.
+                                // Graphite outline; the pattern is hatched, the body stays paper.
                                 if d.abs() < edge {
                                     [0.2, 0.2, 0.22]
+                                } else if d < 0.0 && texture(layer.texture, u, v) < 1.0 {
+                                    [0.5, 0.5, 0.52]
+                                } else if d < 0.0 {
+                                    [0.97, 0.96, 0.93]
                                 } else {
                                     c
                                 }

@@ -12,6 +12,9 @@ use crate::clip::model::ids_tensor;
 use crate::clip::preprocess::load_rgb;
 use crate::clip::{load_clip, Layout, LoadOptions, VisionPrompts};
 use crate::error::{Error, Result};
+use crate::runner::Overwrite;
+
+mod commands;
 
 #[derive(Parser, Debug)]
 #[command(name = "gram-bench", version, about = "Reproducibility suite for CLIP prompt tuning")]
@@ -22,9 +25,133 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// List the suites in a directory (default: suites/).
+    List(ListArgs),
+    /// Check a suite file: strict schema, references, protocols.
+    Validate(SuiteArg),
+    /// Show a suite's cells: done, missing or failed, and the estimated cost of the rest.
+    Plan(PlanArgs),
+    /// Run a suite's cells (resuming: cells with a record are skipped).
+    Run(RunArgs),
+    /// Aggregate a suite's records and write reports/<suite>/{report.md, aggregate.csv, aggregate.json}.
+    Report(ReportArgs),
+    /// Save or list baselines from our own runs.
+    #[command(subcommand)]
+    Baseline(BaselineCommand),
+    /// Compare a suite's records with a saved baseline; non-zero exit on any regression or missing metric.
+    Check(CheckArgs),
+    /// Build (once) and describe the embedded world and its micro-CLIP.
+    World(WorldArgs),
     /// Work with a CLIP checkpoint directly.
     #[command(subcommand)]
     Clip(ClipCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[arg(default_value = "suites")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SuiteArg {
+    pub suite: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Results store (one folder per suite inside).
+    #[arg(long, default_value = "results")]
+    pub store: PathBuf,
+    /// Cache for built worlds (default: $GRAM_BENCH_CACHE, else ~/.cache/gram-bench).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    pub suite: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only cells matching FIELD=VALUE (fields: method, dataset, target, phase, shots, seed; repeatable).
+    #[arg(long, value_parser = parse_filter)]
+    pub only: Vec<(String, String)>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    pub suite: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// cpu, wgpu or cuda (the last two need the matching cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Only cells matching FIELD=VALUE (fields: method, dataset, target, phase, shots, seed; repeatable).
+    #[arg(long, value_parser = parse_filter)]
+    pub only: Vec<(String, String)>,
+    /// Which existing records to recompute.
+    #[arg(long, value_enum, default_value = "only-missing")]
+    pub overwrite: Overwrite,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    pub suite: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where reports go.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BaselineCommand {
+    /// Save the current aggregate of SUITE as baselines/NAME.json.
+    Save(BaselineSaveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BaselineSaveArgs {
+    pub name: String,
+    pub suite: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, default_value = "baselines")]
+    pub dir: PathBuf,
+    /// Replace an existing baseline of that name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    pub suite: PathBuf,
+    /// A saved baseline name (baselines/NAME.json) or a path to one.
+    #[arg(long)]
+    pub baseline: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, default_value = "baselines")]
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct WorldArgs {
+    /// The suite whose [world] table to build.
+    pub suite: PathBuf,
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
+    if !crate::suite::cells::FILTER_FIELDS.contains(&k) {
+        return Err(format!(
+            "`{k}` is not a cell field (fields: {})",
+            crate::suite::cells::FILTER_FIELDS.join(", ")
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,6 +278,14 @@ pub fn embed(args: &EmbedArgs) -> Result<EmbedOutput> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::List(a) => commands::list(&a.dir),
+        Command::Validate(a) => commands::validate(&a.suite),
+        Command::Plan(a) => commands::plan(&a),
+        Command::Run(a) => commands::run(&a),
+        Command::Report(a) => commands::report(&a),
+        Command::Baseline(BaselineCommand::Save(a)) => commands::baseline_save(&a),
+        Command::Check(a) => commands::check(&a),
+        Command::World(a) => commands::world(&a),
         Command::Clip(ClipCommand::Embed(args)) => {
             let out = embed(&args)?;
             let json = serde_json::to_string(&out).map_err(|e| Error::Input(e.to_string()))?;

@@ -1,0 +1,327 @@
+//! The suite commands: list, validate, plan, run, report, baseline save, check, world.
+
+use std::path::Path;
+
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use super::{BaselineSaveArgs, CheckArgs, PlanArgs, ReportArgs, RunArgs, StoreArgs, WorldArgs};
+use crate::data::{subsample_labels, Subsample};
+use crate::error::{Error, Result};
+use crate::report::baseline::{baseline_path, check as check_rows, load_saved, SavedBaseline, Verdict};
+use crate::report::{gather, published_tables, render_markdown, write_report};
+use crate::runner::{cell_label, default_cache_dir, digests_for, git_commit, now_utc, run_suite, RunOptions};
+use crate::store::{write_atomic, Status, Store};
+use crate::suite::cells::{Phase, Plan};
+use crate::suite::{list_suites, Suite};
+use crate::world::{ensure_world, world_dataset};
+
+fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
+    s.cache.clone().unwrap_or_else(default_cache_dir)
+}
+
+fn md_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut b = Builder::default();
+    b.push_record(header.iter().map(|s| s.to_string()));
+    for r in rows {
+        b.push_record(r);
+    }
+    b.build().with(Style::markdown()).to_string()
+}
+
+pub fn list(dir: &Path) -> Result<()> {
+    let suites = list_suites(dir)?;
+    if suites.is_empty() {
+        println!("no suites in {}", dir.display());
+    }
+    for (path, s) in suites {
+        match s {
+            Ok(s) => println!("{}  {} v{}: {}", path.display(), s.name, s.version, s.description),
+            Err(e) => println!("{}  INVALID: {e}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+pub fn validate(path: &Path) -> Result<()> {
+    let suite = Suite::load(path)?;
+    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    for p in &suite.published {
+        crate::report::baseline::load_published(Path::new(p))?;
+    }
+    println!(
+        "{}: valid (suite {} v{}, {} experiments, {} methods, {} cells)",
+        path.display(),
+        suite.name,
+        suite.version,
+        suite.experiments.len(),
+        suite.methods.len(),
+        plan.cells.len()
+    );
+    Ok(())
+}
+
+/// Rough work of a cell: (training images processed, test images scored), from the embedded
+/// datasets' sizes.
+fn work_of(suite: &Suite, c: &crate::suite::cells::Cell) -> (usize, usize) {
+    let s = &c.spec;
+    let classes = |name: &str, which: Subsample| {
+        world_dataset(name).map_or(0, |d| subsample_labels(d.classes().len(), which).len())
+    };
+    let test_per_class = |name: &str| world_dataset(name).map_or(0, |d| d.per_class[2]);
+    let mc = &suite.methods[&s.method];
+    let train = match (s.phase, mc.training()) {
+        (Phase::Train, Some((_, epochs, _))) => {
+            let per_class = world_dataset(&s.dataset).map_or(0, |d| d.per_class[0].min(s.shots));
+            epochs.for_shots(s.shots).unwrap_or(0) * per_class * classes(&s.dataset, s.train_classes)
+        }
+        _ => 0,
+    };
+    let target = s.target.as_deref().unwrap_or(&s.dataset);
+    (train, test_per_class(target) * classes(target, s.target_classes))
+}
+
+pub fn plan(a: &PlanArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let store = Store::open_read(&a.store.store, &suite.name);
+    let cells = plan.select(&a.only);
+    // Seconds per training image and per test image, measured from this store's records.
+    let (mut train_s, mut train_n, mut eval_s, mut eval_n) = (0.0, 0usize, 0.0, 0usize);
+    let mut statuses = Vec::new();
+    for c in &cells {
+        let r = store.get(&c.key)?;
+        if let Some(r) = &r {
+            if r.status == Status::Ok {
+                if let Some(t) = &r.train {
+                    train_s += r.timings.train_s;
+                    train_n += t.epochs * t.images;
+                }
+                if let Some(m) = &r.metrics {
+                    eval_s += r.timings.eval_s;
+                    eval_n += m.total;
+                }
+            }
+        }
+        statuses.push(r.map(|r| r.status));
+    }
+    let (per_train, per_eval, measured) = if train_n > 0 && eval_n > 0 {
+        (train_s / train_n as f64, eval_s / eval_n as f64, true)
+    } else {
+        // Defaults measured for the micro-CLIP on 2 CPU cores (README, "Performance").
+        (0.004, 0.0015, false)
+    };
+    let mut rows = Vec::new();
+    let (mut done, mut missing, mut failed, mut est) = (0, 0, 0, 0.0);
+    for (c, st) in cells.iter().zip(&statuses) {
+        let (tr, ev) = work_of(&suite, c);
+        let status = match st {
+            Some(Status::Ok) => {
+                done += 1;
+                "done".to_string()
+            }
+            Some(Status::Failed) => {
+                failed += 1;
+                est += tr as f64 * per_train + ev as f64 * per_eval;
+                "FAILED".to_string()
+            }
+            None => {
+                missing += 1;
+                est += tr as f64 * per_train + ev as f64 * per_eval;
+                "missing".to_string()
+            }
+        };
+        rows.push(vec![
+            c.key[..12].to_string(),
+            cell_label(c),
+            format!("{:?}", c.spec.phase).to_lowercase(),
+            status,
+        ]);
+    }
+    println!("{}", md_table(&["Key", "Cell", "Phase", "Status"], rows));
+    println!(
+        "\n{} cells: {done} done, {missing} missing, {failed} failed. Estimated time for the rest: {:.0} s on this machine's CPU \
+         ({}), plus a one-time world build if it is not cached.",
+        cells.len(),
+        est,
+        if measured { "from this store's timings" } else { "default per-image costs; no finished cells to measure yet" }
+    );
+    Ok(())
+}
+
+pub fn run(a: &RunArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let opts = RunOptions {
+        store: a.store.store.clone(),
+        cache: cache_of(&a.store),
+        backend: a.backend,
+        only: a.only.clone(),
+        overwrite: a.overwrite,
+    };
+    let s = run_suite(&suite, &opts)?;
+    eprintln!(
+        "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner",
+        s.ran, s.failed, s.skipped, s.busy
+    );
+    if s.failed > 0 {
+        return Err(Error::Input(format!(
+            "{} cells failed; their records hold the errors (`gram-bench plan {}` lists them)",
+            s.failed,
+            a.suite.display()
+        )));
+    }
+    Ok(())
+}
+
+fn world_note(suite: &Suite, cache: &Path) -> String {
+    let Some(w) = &suite.world else {
+        return String::new();
+    };
+    let dir = cache.join(format!("world-{}", crate::world::build::world_key(w)));
+    match std::fs::read_to_string(dir.join("world.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<crate::world::build::WorldManifest>(&t).ok())
+    {
+        Some(m) => format!(
+            "Embedded world `{}` (micro-CLIP width {}, {} layers, {} px / patch {}, pretrained {} steps): zero-shot accuracy on \
+             colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%).",
+            m.key,
+            w.width,
+            w.layers,
+            w.image_size,
+            w.patch_size,
+            m.pretrain.steps,
+            m.pretrain.held_out_pairs_acc,
+            m.pretrain.seen_pairs_acc
+        ),
+        None => "Embedded world (not built in this cache).".into(),
+    }
+}
+
+pub fn report(a: &ReportArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let store = Store::open_read(&a.store.store, &suite.name);
+    let data = gather(&suite, &plan, &store)?;
+    if data.values.is_empty() {
+        return Err(Error::Input(format!(
+            "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
+            suite.name,
+            a.store.store.display(),
+            a.suite.display()
+        )));
+    }
+    let published = published_tables(&suite)?;
+    let md = render_markdown(&suite, &a.suite, &data, &published, &world_note(&suite, &cache_of(&a.store)));
+    let path = write_report(&a.out, &suite, &md, &data.rows)?;
+    println!("{md}");
+    eprintln!("wrote {} (and aggregate.csv, aggregate.json beside it)", path.display());
+    Ok(())
+}
+
+pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let store = Store::open_read(&a.store.store, &suite.name);
+    let data = gather(&suite, &plan, &store)?;
+    if !data.missing.is_empty() || !data.failed.is_empty() {
+        return Err(Error::Input(format!(
+            "suite `{}` has {} missing and {} failed cells; a baseline needs a complete run",
+            suite.name,
+            data.missing.len(),
+            data.failed.len()
+        )));
+    }
+    let path = baseline_path(&a.dir, &a.name)?;
+    if path.exists() && !a.force {
+        return Err(Error::Input(format!("{} exists; pass --force to replace it", path.display())));
+    }
+    std::fs::create_dir_all(&a.dir).map_err(|e| Error::io(&a.dir, e))?;
+    let b = SavedBaseline {
+        name: a.name.clone(),
+        suite: suite.name.clone(),
+        suite_version: suite.version,
+        created_at: now_utc(),
+        git_commit: git_commit(),
+        rows: data.rows,
+    };
+    let json = serde_json::to_vec_pretty(&b).map_err(|e| Error::Input(e.to_string()))?;
+    write_atomic(&path, &json)?;
+    eprintln!("saved {} metrics to {}", b.rows.len(), path.display());
+    Ok(())
+}
+
+pub fn check(a: &CheckArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let path = if a.baseline.ends_with(".json") {
+        std::path::PathBuf::from(&a.baseline)
+    } else {
+        baseline_path(&a.dir, &a.baseline)?
+    };
+    let base = load_saved(&path)?;
+    if base.suite != suite.name {
+        return Err(Error::Input(format!(
+            "{} is a baseline of suite `{}`, not `{}`",
+            path.display(),
+            base.suite,
+            suite.name
+        )));
+    }
+    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let store = Store::open_read(&a.store.store, &suite.name);
+    let data = gather(&suite, &plan, &store)?;
+    let out = check_rows(&suite.check, &base.rows, &data.rows);
+    let rows = out
+        .iter()
+        .map(|c| {
+            let b = &c.baseline;
+            vec![
+                b.protocol.clone(),
+                b.method.clone(),
+                b.dataset.clone(),
+                b.shots.to_string(),
+                b.metric.clone(),
+                format!("{:.2}", b.mean),
+                c.current.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
+                c.delta.map(|v| format!("{v:+.2}")).unwrap_or_else(|| "—".into()),
+                format!("{:.2}", c.tolerance),
+                c.verdict.as_str().to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        md_table(
+            &["Protocol", "Method", "Dataset", "Shots", "Metric", "Baseline", "Current", "Δ", "Tolerance", "Verdict"],
+            rows
+        )
+    );
+    println!(
+        "\nRule: regressed when current < baseline − max({} pt, {} × baseline seed std); improved when above by as much.",
+        suite.check.abs_tolerance, suite.check.std_factor
+    );
+    let bad = out.iter().filter(|c| matches!(c.verdict, Verdict::Regressed | Verdict::Missing)).count();
+    if bad > 0 {
+        return Err(Error::Input(format!(
+            "check failed: {bad} of {} metrics regressed or missing against baseline `{}`",
+            out.len(),
+            base.name
+        )));
+    }
+    eprintln!("check passed: {} metrics against baseline `{}`", out.len(), base.name);
+    Ok(())
+}
+
+pub fn world(a: &WorldArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let w = suite
+        .world
+        .as_ref()
+        .ok_or_else(|| Error::Input(format!("{}: no [world] table", a.suite.display())))?;
+    let cache = a.cache.clone().unwrap_or_else(default_cache_dir);
+    let art = ensure_world(&cache, w, &mut |m| eprintln!("{m}"))?;
+    let json = serde_json::to_string_pretty(&art.manifest).map_err(|e| Error::Input(e.to_string()))?;
+    println!("{json}");
+    eprintln!("data: {}\nmodel: {}", art.data_root.display(), art.model_dir.display());
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Datasets as CoOp lays them out on disk: an image root and a `split_zhou_*.json` of
+//! `[relpath, label, classname]` entries; few-shot sampling and the base/new class split.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::world::{world_dataset, WORLD_DATASETS};
+
+/// How to find a dataset under a data root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetDef {
+    pub name: String,
+    /// Folder under the data root.
+    pub folder: String,
+    /// Image root inside the folder (entries' paths are relative to it).
+    pub image_dir: String,
+    pub split_file: String,
+    pub template: String,
+    /// ImageNet and its variants (the ensemble adds no dataset template for them).
+    pub imagenet_like: bool,
+    /// Test-only datasets (domain-shift targets).
+    pub test_only: bool,
+}
+
+/// The datasets this build knows by name.
+pub fn catalog() -> Vec<DatasetDef> {
+    WORLD_DATASETS
+        .iter()
+        .map(|d| DatasetDef {
+            name: d.name.to_string(),
+            folder: d.folder.to_string(),
+            image_dir: "images".into(),
+            split_file: format!("split_zhou_{}.json", d.split_name),
+            template: d.template.to_string(),
+            imagenet_like: d.name == "world" || d.variant_of == Some("world"),
+            test_only: d.per_class[0] == 0,
+        })
+        .collect()
+}
+
+pub fn check_dataset_name(name: &str) -> std::result::Result<(), String> {
+    if world_dataset(name).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = WORLD_DATASETS.iter().map(|d| d.name).collect();
+    Err(format!(
+        "unknown dataset `{name}` (this build has the embedded datasets {}; the CoOp datasets come with \
+         real-dataset support)",
+        known.join(", ")
+    ))
+}
+
+pub fn dataset_def(name: &str) -> Result<DatasetDef> {
+    catalog()
+        .into_iter()
+        .find(|d| d.name == name)
+        .ok_or_else(|| Error::Config(check_dataset_name(name).err().unwrap_or_default()))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datum {
+    pub path: PathBuf,
+    pub label: usize,
+    pub classname: String,
+}
+
+/// A dataset read from disk: its splits and its class names by label.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub def: DatasetDef,
+    pub train: Vec<Datum>,
+    pub val: Vec<Datum>,
+    pub test: Vec<Datum>,
+    pub classnames: Vec<String>,
+    /// SHA-256 of the split file: what the cell key pins (the images of the embedded world are a
+    /// pure function of the world key, which the backbone digest already pins).
+    pub split_digest: String,
+}
+
+#[derive(Deserialize)]
+struct SplitFile {
+    train: Vec<(String, usize, String)>,
+    val: Vec<(String, usize, String)>,
+    test: Vec<(String, usize, String)>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Dataset {
+    /// Reads `def` under `root`; every problem is one error naming the file.
+    pub fn load(root: &Path, def: &DatasetDef) -> Result<Dataset> {
+        let dir = root.join(&def.folder);
+        let split_path = dir.join(&def.split_file);
+        let bytes = std::fs::read(&split_path).map_err(|e| Error::io(&split_path, e))?;
+        let split: SplitFile = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Input(format!("{}: not a CoOp split file: {e}", split_path.display())))?;
+        let image_root = dir.join(&def.image_dir);
+        let mut names: BTreeMap<usize, String> = BTreeMap::new();
+        let mut convert = |items: Vec<(String, usize, String)>| -> Result<Vec<Datum>> {
+            items
+                .into_iter()
+                .map(|(rel, label, classname)| {
+                    if let Some(prev) = names.insert(label, classname.clone()) {
+                        if prev != classname {
+                            return Err(Error::Input(format!(
+                                "{}: label {label} is both `{prev}` and `{classname}`",
+                                split_path.display()
+                            )));
+                        }
+                    }
+                    Ok(Datum {
+                        path: image_root.join(rel.trim_start_matches('/')),
+                        label,
+                        classname,
+                    })
+                })
+                .collect()
+        };
+        let train = convert(split.train)?;
+        let val = convert(split.val)?;
+        let test = convert(split.test)?;
+        let n = names.len();
+        if names.keys().copied().ne(0..n) {
+            return Err(Error::Input(format!(
+                "{}: labels are not 0..{n} (found {:?}…)",
+                split_path.display(),
+                names.keys().take(5).collect::<Vec<_>>()
+            )));
+        }
+        if test.is_empty() {
+            return Err(Error::Input(format!("{}: the test split is empty", split_path.display())));
+        }
+        Ok(Dataset {
+            def: def.clone(),
+            train,
+            val,
+            test,
+            classnames: names.into_values().collect(),
+            split_digest: sha256_hex(&bytes),
+        })
+    }
+}
+
+/// Indices of a K-shot subset of `items`: grouped by label in order of appearance, K drawn without
+/// replacement per label (all of them when a label has fewer), as Dassl's
+/// `generate_fewshot_dataset` does; deterministic in `seed`.
+pub fn few_shot_indices(items: &[Datum], k: usize, seed: u64) -> Vec<usize> {
+    let mut by_label: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for (i, d) in items.iter().enumerate() {
+        by_label
+            .entry(d.label)
+            .or_insert_with(|| {
+                order.push(d.label);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for label in order {
+        let group = &by_label[&label];
+        if group.len() <= k {
+            out.extend(group);
+        } else {
+            let mut picked: Vec<usize> = sample(&mut rng, group.len(), k).into_iter().map(|j| group[j]).collect();
+            picked.sort_unstable();
+            out.extend(picked);
+        }
+    }
+    out
+}
+
+/// Which half of a label space a base-to-new phase uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subsample {
+    All,
+    Base,
+    New,
+}
+
+/// Labels kept by `which` out of `n` (sorted labels; base = first ceil(n/2)); each is relabelled by
+/// its position in the returned list.
+pub fn subsample_labels(n: usize, which: Subsample) -> Vec<usize> {
+    let m = n.div_ceil(2);
+    match which {
+        Subsample::All => (0..n).collect(),
+        Subsample::Base => (0..m).collect(),
+        Subsample::New => (m..n).collect(),
+    }
+}
+
+/// `items` restricted to `labels`, relabelled 0.. in that order.
+pub fn relabel(items: &[Datum], labels: &[usize]) -> Vec<Datum> {
+    let map: BTreeMap<usize, usize> = labels.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+    items
+        .iter()
+        .filter_map(|d| {
+            map.get(&d.label).map(|&l| Datum {
+                label: l,
+                ..d.clone()
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(labels: &[usize]) -> Vec<Datum> {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| Datum {
+                path: format!("{i}.png").into(),
+                label: l,
+                classname: format!("c{l}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn few_shot_takes_k_per_label_or_all_and_is_deterministic() {
+        let it = items(&[1, 0, 1, 1, 0, 2, 1]);
+        let a = few_shot_indices(&it, 2, 3);
+        assert_eq!(a, few_shot_indices(&it, 2, 3));
+        let count = |l: usize| a.iter().filter(|&&i| it[i].label == l).count();
+        assert_eq!((count(0), count(1), count(2)), (2, 2, 1));
+        // Groups come in order of first appearance: label 1 first.
+        assert_eq!(it[a[0]].label, 1);
+        let seeds: std::collections::HashSet<Vec<usize>> = (0..20).map(|s| few_shot_indices(&it, 2, s)).collect();
+        assert!(seeds.len() > 1, "different seeds should pick different subsets");
+    }
+
+    #[test]
+    fn base_is_the_first_ceil_half_and_both_halves_are_relabelled() {
+        assert_eq!(subsample_labels(5, Subsample::Base), vec![0, 1, 2]);
+        assert_eq!(subsample_labels(5, Subsample::New), vec![3, 4]);
+        assert_eq!(subsample_labels(37, Subsample::Base).len(), 19);
+        let it = items(&[0, 3, 4, 1]);
+        let new = relabel(&it, &subsample_labels(5, Subsample::New));
+        assert_eq!(new.iter().map(|d| d.label).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(new[0].classname, "c3");
+    }
+}

@@ -1,0 +1,284 @@
+//! CoOp (Zhou et al., IJCV'22) as its reference `PromptLearner` does it: M learnable context vectors
+//! (random N(0, σ²) or the token embeddings of an init phrase such as "a photo of a"), shared by all
+//! classes or one set per class, placed before ("end"), around ("middle") or after ("front") the
+//! class-name tokens of the tokenized string `"X X … X {classname}."`. The EOT feature is pooled and
+//! projected; logits are `exp(logit_scale) · cos(image, text)`.
+
+use burn::module::{Module, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::optim::{Epochs, SgdConfig};
+use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use crate::clip::model::ids_tensor;
+use crate::clip::{Clip, ClipTokenizer};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassTokenPosition {
+    End,
+    Middle,
+    Front,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoOpConfig {
+    /// Number of context vectors M.
+    pub n_ctx: usize,
+    /// Phrase whose token embeddings initialise the context ("" = random N(0, init_std²)).
+    pub ctx_init: String,
+    pub init_std: f64,
+    /// Class-specific context (CSC): one context per class instead of one shared.
+    pub csc: bool,
+    pub class_token_position: ClassTokenPosition,
+    pub batch_size: usize,
+    pub epochs: Epochs,
+    pub optim: SgdConfig,
+}
+
+impl CoOpConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.n_ctx == 0 {
+            return Err("n_ctx must be positive".into());
+        }
+        if self.csc && !self.ctx_init.is_empty() {
+            return Err("csc = true needs ctx_init = \"\" (the reference initialises class-specific context at random)".into());
+        }
+        if self.batch_size == 0 {
+            return Err("batch_size must be positive".into());
+        }
+        self.epochs.validate()?;
+        self.optim.validate()
+    }
+}
+
+/// The learnable context: `[sets, M, width]`, sets = 1 (unified) or the number of classes (CSC).
+#[derive(Module, Debug)]
+pub struct CoOpPrompt<B: Backend> {
+    pub ctx: Param<Tensor<B, 3>>,
+}
+
+/// The frozen pieces of one class set's prompts: the SOS embedding, everything after the context
+/// slots (class tokens, ".", EOT, padding), each class name's token count, and the EOT positions.
+pub struct ClassPrompts<B: Backend> {
+    pub prefix: Tensor<B, 3>,
+    pub suffix: Tensor<B, 3>,
+    pub name_lens: Vec<usize>,
+    pub eos: Vec<usize>,
+}
+
+/// The string CoOp tokenizes for a class: context placeholders (or the init phrase), then the name.
+pub fn prompt_text(placeholder: &str, classname: &str) -> String {
+    format!("{placeholder} {}.", classname.replace('_', " "))
+}
+
+impl<B: Backend> ClassPrompts<B> {
+    pub fn new(clip: &Clip<B>, tok: &ClipTokenizer, placeholder: &str, n_ctx: usize, names: &[String]) -> Result<Self> {
+        let device = clip.logit_scale.val().device();
+        let texts: Vec<String> = names.iter().map(|n| prompt_text(placeholder, n)).collect();
+        let ids = tok.encode_padded(&texts)?;
+        let l = tok.context_length();
+        for t in &texts {
+            // CoOp's tokenizer raises on prompts longer than the context rather than truncating.
+            if tok.tokens(t)?.len() + 2 > l {
+                return Err(Error::Input(format!("prompt {t:?} does not fit the context length {l}")));
+            }
+        }
+        let name_lens = names
+            .iter()
+            .map(|n| tok.tokens(&n.replace('_', " ")).map(|t| t.len()))
+            .collect::<Result<Vec<_>>>()?;
+        let eos = clip.text_model.eos_positions(&ids);
+        let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
+        let [n, _, _] = emb.dims();
+        Ok(Self {
+            prefix: emb.clone().narrow(1, 0, 1),
+            suffix: emb.narrow(1, 1 + n_ctx, l - 1 - n_ctx),
+            name_lens,
+            eos: {
+                debug_assert_eq!(n, names.len());
+                eos
+            },
+        })
+    }
+}
+
+/// Prompt embeddings `[classes, L, width]` from the context and a class set's frozen pieces.
+pub fn assemble<B: Backend>(ctx: Tensor<B, 3>, p: &ClassPrompts<B>, position: ClassTokenPosition) -> Tensor<B, 3> {
+    let [n, _, _] = p.prefix.dims();
+    let [sets, m, w] = ctx.dims();
+    let ctx = if sets == 1 { ctx.expand([n, m, w]) } else { ctx };
+    match position {
+        ClassTokenPosition::End => Tensor::cat(vec![p.prefix.clone(), ctx, p.suffix.clone()], 1),
+        ClassTokenPosition::Middle | ClassTokenPosition::Front => {
+            let rest = p.suffix.dims()[1];
+            let half = m / 2;
+            let rows: Vec<Tensor<B, 3>> = (0..n)
+                .map(|i| {
+                    let k = p.name_lens[i];
+                    let prefix = p.prefix.clone().narrow(0, i, 1);
+                    let ctx_i = ctx.clone().narrow(0, i, 1);
+                    let suffix = p.suffix.clone().narrow(0, i, 1);
+                    let class = suffix.clone().narrow(1, 0, k);
+                    let after = suffix.narrow(1, k, rest - k);
+                    if position == ClassTokenPosition::Middle {
+                        let c1 = ctx_i.clone().narrow(1, 0, half);
+                        let c2 = ctx_i.narrow(1, half, m - half);
+                        Tensor::cat(vec![prefix, c1, class, c2, after], 1)
+                    } else {
+                        Tensor::cat(vec![prefix, class, ctx_i, after], 1)
+                    }
+                })
+                .collect();
+            Tensor::cat(rows, 0)
+        }
+    }
+}
+
+/// Normalized class features from assembled prompts.
+pub fn encode_prompts<B: Backend>(clip: &Clip<B>, ctx: Tensor<B, 3>, p: &ClassPrompts<B>, position: ClassTokenPosition) -> Tensor<B, 2> {
+    let embeds = assemble(ctx, p, position);
+    Clip::normalize(clip.text_features(clip.text_model.forward_pooled(embeds, &p.eos, None)))
+}
+
+/// `n` draws of N(0, std²) (Box–Muller), so the init is the same on every backend.
+fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f64 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random();
+            (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect()
+}
+
+pub struct CoOp<B: AutodiffBackend> {
+    config: CoOpConfig,
+    placeholder: String,
+    prompt: Option<CoOpPrompt<B>>,
+    optim: OptimizerAdaptor<Sgd<B::InnerBackend>, CoOpPrompt<B>, B>,
+    train: ClassPrompts<B>,
+    eval: Option<(ClassPrompts<B::InnerBackend>, Tensor<B::InnerBackend, 2>)>,
+}
+
+impl<B: AutodiffBackend> CoOp<B> {
+    pub fn new(config: CoOpConfig, clip: &Clip<B>, tok: &ClipTokenizer, classnames: &[String], seed: u64) -> Result<Self> {
+        let device = clip.logit_scale.val().device();
+        let width = clip.text_model.token_embedding.dims()[1];
+        let m = config.n_ctx;
+        let (placeholder, ctx) = if config.ctx_init.is_empty() {
+            let sets = if config.csc { classnames.len() } else { 1 };
+            // Seeded on the host so a cell's init does not depend on the backend's RNG.
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let data = TensorData::new(normal(&mut rng, sets * m * width, config.init_std), [sets, m, width]);
+            (vec!["X"; m].join(" "), Tensor::<B, 3>::from_data(data, &device))
+        } else {
+            let init = config.ctx_init.replace('_', " ");
+            let n = tok.tokens(&init)?.len();
+            if n != m {
+                return Err(Error::Config(format!(
+                    "coop: ctx_init {:?} is {n} tokens but n_ctx = {m}; they must match",
+                    config.ctx_init
+                )));
+            }
+            let ids = tok.encode_padded(&[init.as_str()])?;
+            let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
+            (init, emb.narrow(1, 1, m))
+        };
+        let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
+        Ok(Self {
+            optim: config.optim.burn_config().init(),
+            config,
+            placeholder,
+            prompt: Some(CoOpPrompt {
+                ctx: Param::from_tensor(ctx.detach().require_grad()),
+            }),
+            train,
+            eval: None,
+        })
+    }
+
+    fn prompt(&self) -> &CoOpPrompt<B> {
+        self.prompt.as_ref().expect("the prompt is only taken out during a step")
+    }
+}
+
+impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
+    fn trainable(&self) -> bool {
+        true
+    }
+
+    fn train_step(
+        &mut self,
+        clip: &Clip<B>,
+        batch: Batch<B>,
+        lr: f64,
+        transform: Option<&mut dyn GradientTransform<B>>,
+    ) -> Result<f32> {
+        let prompt = self.prompt.take().expect("the prompt is only taken out during a step");
+        let text = encode_prompts(clip, prompt.ctx.val(), &self.train, self.config.class_token_position);
+        let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default()));
+        let logits = clip.logits_per_image(img, text);
+        let n = logits.dims()[1];
+        let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
+        let value: f32 = loss.clone().into_scalar().elem();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &prompt);
+        if let Some(t) = transform {
+            grads = t.transform(grads);
+        }
+        self.prompt = Some(self.optim.step(lr, prompt, grads));
+        Ok(value)
+    }
+
+    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
+        let ctx = self.prompt().ctx.val().inner();
+        if ctx.dims()[0] != 1 && ctx.dims()[0] != classes.names.len() {
+            return Err(Error::Input(format!(
+                "coop: class-specific context was trained for {} classes and cannot score {} others",
+                ctx.dims()[0],
+                classes.names.len()
+            )));
+        }
+        let p = ClassPrompts::new(clip, tok, &self.placeholder, self.config.n_ctx, classes.names)?;
+        let text = encode_prompts(clip, ctx, &p, self.config.class_token_position);
+        self.eval = Some((p, text));
+        Ok(())
+    }
+
+    fn eval_logits(&self, clip: &Clip<B::InnerBackend>, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
+        let (_, text) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
+        let img = Clip::normalize(clip.encode_image(pixels, &Default::default()));
+        clip.logits_per_image(img, text.clone())
+    }
+
+    fn save_artifact(&self) -> PromptArtifact {
+        let ctx = self.prompt().ctx.val().inner().into_data().convert::<f32>();
+        let mut a = PromptArtifact::new();
+        a.insert("ctx".into(), (ctx.shape.to_vec(), ctx.to_vec::<f32>().expect("converted to f32")));
+        a
+    }
+
+    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
+        let (shape, data) = artifact
+            .get("ctx")
+            .ok_or_else(|| Error::Input("coop artifact has no `ctx`".into()))?;
+        let cur = self.prompt().ctx.dims();
+        if shape.as_slice() != cur {
+            return Err(Error::Input(format!("coop artifact ctx has shape {shape:?}, this prompt needs {cur:?}")));
+        }
+        let device = self.prompt().ctx.val().device();
+        let t = Tensor::<B, 3>::from_data(TensorData::new(data.clone(), [cur[0], cur[1], cur[2]]), &device);
+        self.prompt = Some(CoOpPrompt {
+            ctx: Param::from_tensor(t.require_grad()),
+        });
+        Ok(())
+    }
+}

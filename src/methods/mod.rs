@@ -1,0 +1,119 @@
+//! Prompt-tuning methods. The backbone is frozen and knows no method; each method owns its
+//! parameters and its training step behind [`PromptMethod`], and injects prompts only through the
+//! backbone's explicit inputs (token embeddings, deep prompts, visual prompt tokens).
+//!
+//! Wrappers (GRAM) plug in through two seams: [`PromptMethod::load_artifact`] initialises a
+//! method's prompt parameters from a saved artifact, and the [`GradientTransform`] passed to
+//! [`PromptMethod::train_step`] rewrites the gradients between backward and the optimizer step.
+
+pub mod coop;
+pub mod optim;
+pub mod zeroshot;
+
+use std::collections::BTreeMap;
+
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+pub use coop::{ClassTokenPosition, CoOp, CoOpConfig};
+pub use optim::{Epochs, SgdConfig};
+pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};
+
+use crate::clip::{Clip, ClipTokenizer};
+use crate::error::Result;
+
+/// A method entry of a suite (`[methods.NAME]`), tagged by `kind`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MethodConfig {
+    Zeroshot(ZeroShotConfig),
+    Coop(CoOpConfig),
+}
+
+impl MethodConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MethodConfig::Zeroshot(_) => "zeroshot",
+            MethodConfig::Coop(_) => "coop",
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            MethodConfig::Zeroshot(_) => Ok(()),
+            MethodConfig::Coop(c) => c.validate(),
+        }
+    }
+
+    /// Training schedule, or None for methods that do not train.
+    pub fn training(&self) -> Option<(&SgdConfig, &Epochs, usize)> {
+        match self {
+            MethodConfig::Zeroshot(_) => None,
+            MethodConfig::Coop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+        }
+    }
+
+    /// Instantiates the method for `classnames` (the training label space).
+    pub fn build<B: AutodiffBackend>(
+        &self,
+        clip: &Clip<B>,
+        tok: &ClipTokenizer,
+        classnames: &[String],
+        imagenet_like: bool,
+        seed: u64,
+    ) -> Result<Box<dyn PromptMethod<B>>> {
+        Ok(match self {
+            MethodConfig::Zeroshot(c) => Box::new(ZeroShot::new(c.clone(), imagenet_like)),
+            MethodConfig::Coop(c) => Box::new(CoOp::new(c.clone(), clip, tok, classnames, seed)?),
+        })
+    }
+}
+
+/// A training batch: normalized pixels and labels in the training label space.
+pub struct Batch<B: Backend> {
+    pub pixels: Tensor<B, 4>,
+    pub labels: Tensor<B, 1, Int>,
+}
+
+/// Rewrites gradients between backward and the optimizer step (GRAM's gradient regulation).
+pub trait GradientTransform<B: AutodiffBackend> {
+    fn transform(&mut self, grads: GradientsParams) -> GradientsParams;
+}
+
+/// A method's learned prompt parameters, by name, on the host: what a cell saves and a wrapper loads.
+pub type PromptArtifact = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The class set an evaluation scores against.
+pub struct ClassSet<'a> {
+    pub names: &'a [String],
+    /// The dataset's hand-crafted template.
+    pub template: &'a str,
+}
+
+pub trait PromptMethod<B: AutodiffBackend> {
+    /// Whether the method has parameters to train (zero-shot CLIP has none).
+    fn trainable(&self) -> bool;
+
+    /// One optimizer step on `batch` at learning rate `lr`; returns the loss.
+    fn train_step(
+        &mut self,
+        clip: &Clip<B>,
+        batch: Batch<B>,
+        lr: f64,
+        transform: Option<&mut dyn GradientTransform<B>>,
+    ) -> Result<f32>;
+
+    /// Prepares scoring against `classes` (for example, encodes the class prompts once).
+    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()>;
+
+    /// Logits `[batch, classes]` of normalized pixels against the classes of `begin_eval`.
+    fn eval_logits(&self, clip: &Clip<B::InnerBackend>, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2>;
+
+    /// The learned parameters (empty for methods without any).
+    fn save_artifact(&self) -> PromptArtifact;
+
+    /// Replaces the learned parameters with saved ones (shapes must match).
+    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()>;
+}

@@ -1,0 +1,151 @@
+//! Zero-shot CLIP: class prompts from hand-crafted templates, nothing trained. `dataset` uses the
+//! dataset's own template (CoOp's `ZeroshotCLIP`); `ensemble` averages the normalized features of
+//! the seven `IMAGENET_TEMPLATES_SELECT` plus the dataset's template for non-ImageNet datasets, and
+//! re-normalizes (`ZeroshotCLIP2`).
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use crate::clip::model::ids_tensor;
+use crate::clip::{Clip, ClipTokenizer};
+use crate::error::{Error, Result};
+
+/// CoOp's `IMAGENET_TEMPLATES_SELECT`.
+pub const ENSEMBLE_TEMPLATES: [&str; 7] = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TemplateSet {
+    Dataset,
+    Ensemble,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroShotConfig {
+    pub templates: TemplateSet,
+}
+
+/// `template` with the class name filled in (`_` read as a space, as CoOp does).
+pub fn fill(template: &str, classname: &str) -> String {
+    template.replacen("{}", &classname.replace('_', " "), 1)
+}
+
+/// The templates a class set is scored with.
+pub fn templates_for(set: TemplateSet, dataset_template: &str, imagenet_like: bool) -> Vec<String> {
+    match set {
+        TemplateSet::Dataset => vec![dataset_template.to_string()],
+        TemplateSet::Ensemble => {
+            let mut t: Vec<String> = ENSEMBLE_TEMPLATES.iter().map(|s| s.to_string()).collect();
+            if !imagenet_like {
+                t.push(dataset_template.to_string());
+            }
+            t
+        }
+    }
+}
+
+/// Normalized text features of `names` averaged over `templates` and re-normalized: `[classes, e]`.
+pub fn class_features<B: Backend>(
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    templates: &[String],
+    names: &[String],
+) -> Result<Tensor<B, 2>> {
+    let device = clip.logit_scale.val().device();
+    let mut sum: Option<Tensor<B, 2>> = None;
+    for t in templates {
+        let texts: Vec<String> = names.iter().map(|n| fill(t, n)).collect();
+        let ids = tok.encode_padded(&texts)?;
+        let eos = clip.text_model.eos_positions(&ids);
+        let pooled = clip
+            .text_model
+            .forward_pooled(clip.text_model.embed_tokens(ids_tensor(&ids, &device)), &eos, None);
+        let f = Clip::normalize(clip.text_features(pooled));
+        sum = Some(match sum {
+            Some(s) => s + f,
+            None => f,
+        });
+    }
+    let sum = sum.ok_or_else(|| Error::Input("no templates to score classes with".into()))?;
+    Ok(Clip::normalize(sum))
+}
+
+pub struct ZeroShot<B: AutodiffBackend> {
+    config: ZeroShotConfig,
+    imagenet_like: bool,
+    text: Option<Tensor<B::InnerBackend, 2>>,
+}
+
+impl<B: AutodiffBackend> ZeroShot<B> {
+    pub fn new(config: ZeroShotConfig, imagenet_like: bool) -> Self {
+        Self {
+            config,
+            imagenet_like,
+            text: None,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
+    fn trainable(&self) -> bool {
+        false
+    }
+
+    fn train_step(
+        &mut self,
+        _clip: &Clip<B>,
+        _batch: Batch<B>,
+        _lr: f64,
+        _transform: Option<&mut dyn GradientTransform<B>>,
+    ) -> Result<f32> {
+        Err(Error::Input("zero-shot CLIP has nothing to train".into()))
+    }
+
+    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
+        let templates = templates_for(self.config.templates, classes.template, self.imagenet_like);
+        self.text = Some(class_features(clip, tok, &templates, classes.names)?);
+        Ok(())
+    }
+
+    fn eval_logits(&self, clip: &Clip<B::InnerBackend>, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
+        let text = self.text.clone().expect("begin_eval runs before eval_logits");
+        let img = Clip::normalize(clip.encode_image(pixels, &Default::default()));
+        clip.logits_per_image(img, text)
+    }
+
+    fn save_artifact(&self) -> PromptArtifact {
+        PromptArtifact::new()
+    }
+
+    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
+        if artifact.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Input("zero-shot CLIP has no prompt parameters to load".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ensemble_adds_the_dataset_template_except_for_imagenet() {
+        assert_eq!(templates_for(TemplateSet::Ensemble, "{} texture.", false).len(), 8);
+        assert_eq!(templates_for(TemplateSet::Ensemble, "a photo of a {}.", true).len(), 7);
+        assert_eq!(templates_for(TemplateSet::Dataset, "{} texture.", false), vec!["{} texture."]);
+        assert_eq!(fill("a photo of a {}, a type of pet.", "great_pyrenees"), "a photo of a great pyrenees, a type of pet.");
+    }
+}

@@ -1,0 +1,317 @@
+//! From records to numbers: every slot of a suite's plan becomes one row of a polars DataFrame
+//! (protocol, method, dataset, source, shots, seed, metric, value); aggregation groups by
+//! everything but the seed. Spreads are sample standard deviations (ddof = 1; Dassl's
+//! `parse_test_res.py` prints numpy's ddof = 0) and CI95 = 1.96 · std / √n. Base-to-new harmonic
+//! means and averages over datasets are computed here from the per-dataset means, never copied.
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::{Status, Store};
+use crate::suite::cells::Plan;
+
+fn pe(e: PolarsError) -> Error {
+    Error::Input(format!("aggregation: {e}"))
+}
+
+/// One number of one seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedValue {
+    pub protocol: String,
+    pub method: String,
+    pub dataset: String,
+    pub source: String,
+    pub shots: usize,
+    pub seed: u64,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Mean, spread and count of one metric over seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggRow {
+    pub protocol: String,
+    pub method: String,
+    /// A dataset name, or `average` for the mean over the table's datasets.
+    pub dataset: String,
+    /// Source dataset of transfer rows ("" otherwise).
+    pub source: String,
+    pub shots: usize,
+    /// `accuracy`, `base`, `new` or `hm`.
+    pub metric: String,
+    pub n: usize,
+    pub mean: f64,
+    /// Sample std over seeds (ddof = 1); 0 when n = 1. None for derived rows (HM, averages).
+    pub std: Option<f64>,
+    pub ci95: Option<f64>,
+}
+
+impl AggRow {
+    /// The identity a baseline is matched on.
+    pub fn id(&self) -> (String, String, String, String, usize, String) {
+        (
+            self.protocol.clone(),
+            self.method.clone(),
+            self.dataset.clone(),
+            self.source.clone(),
+            self.shots,
+            self.metric.clone(),
+        )
+    }
+}
+
+/// Status of the plan's slots in the store: (values, missing slots, failed slots).
+pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<SeedValue>, Vec<String>, Vec<String>)> {
+    let mut values = Vec::new();
+    let (mut missing, mut failed) = (Vec::new(), Vec::new());
+    for s in &plan.slots {
+        let label = format!(
+            "{} {} {} {}-shot seed {} {}",
+            s.protocol.as_str(),
+            s.method,
+            s.dataset,
+            s.shots,
+            s.seed,
+            s.metric
+        );
+        match store.get(&s.key)? {
+            Some(r) if r.status == Status::Ok => {
+                let m = r
+                    .metrics
+                    .ok_or_else(|| Error::Store(format!("record {} is ok but has no metrics", s.key)))?;
+                values.push(SeedValue {
+                    protocol: s.protocol.as_str().to_string(),
+                    method: s.method.clone(),
+                    dataset: s.dataset.clone(),
+                    source: s.source.clone().unwrap_or_default(),
+                    shots: s.shots,
+                    seed: s.seed,
+                    metric: s.metric.clone(),
+                    value: m.accuracy,
+                });
+            }
+            Some(_) => failed.push(label),
+            None => missing.push(label),
+        }
+    }
+    Ok((values, missing, failed))
+}
+
+pub fn to_frame(values: &[SeedValue]) -> Result<DataFrame> {
+    df!(
+        "protocol" => values.iter().map(|v| v.protocol.as_str()).collect::<Vec<_>>(),
+        "method" => values.iter().map(|v| v.method.as_str()).collect::<Vec<_>>(),
+        "dataset" => values.iter().map(|v| v.dataset.as_str()).collect::<Vec<_>>(),
+        "source" => values.iter().map(|v| v.source.as_str()).collect::<Vec<_>>(),
+        "shots" => values.iter().map(|v| v.shots as i64).collect::<Vec<_>>(),
+        "seed" => values.iter().map(|v| v.seed as i64).collect::<Vec<_>>(),
+        "metric" => values.iter().map(|v| v.metric.as_str()).collect::<Vec<_>>(),
+        "value" => values.iter().map(|v| v.value).collect::<Vec<_>>(),
+    )
+    .map_err(pe)
+}
+
+const KEYS: [&str; 6] = ["protocol", "method", "dataset", "source", "shots", "metric"];
+
+fn rows_of(df: &DataFrame, derived: bool) -> Result<Vec<AggRow>> {
+    let s = |name: &str| -> Result<Vec<String>> {
+        Ok(df
+            .column(name)
+            .map_err(pe)?
+            .str()
+            .map_err(pe)?
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect())
+    };
+    let f = |name: &str| -> Result<Vec<Option<f64>>> {
+        let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
+        Ok(c.f64().map_err(pe)?.iter().collect())
+    };
+    let (protocol, method, dataset, source, metric) = (s("protocol")?, s("method")?, s("dataset")?, s("source")?, s("metric")?);
+    let (shots, n, mean, std) = (f("shots")?, f("n")?, f("mean")?, f("std")?);
+    Ok((0..df.height())
+        .map(|i| {
+            let n_i = n[i].unwrap_or(0.0) as usize;
+            let sd = if derived { None } else { Some(std[i].unwrap_or(0.0)) };
+            AggRow {
+                protocol: protocol[i].clone(),
+                method: method[i].clone(),
+                dataset: dataset[i].clone(),
+                source: source[i].clone(),
+                shots: shots[i].unwrap_or(0.0) as usize,
+                metric: metric[i].clone(),
+                n: n_i,
+                mean: mean[i].unwrap_or(f64::NAN),
+                std: sd,
+                ci95: sd.map(|s| 1.96 * s / (n_i.max(1) as f64).sqrt()),
+            }
+        })
+        .collect())
+}
+
+pub fn harmonic_mean(base: f64, new: f64) -> f64 {
+    if base + new == 0.0 {
+        0.0
+    } else {
+        2.0 * base * new / (base + new)
+    }
+}
+
+/// Per-dataset rows over seeds, plus derived rows: base-to-new HM per dataset, and per table the
+/// average over datasets of every metric (HM of the averages for base-to-new, as the papers do).
+pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let df = to_frame(values)?;
+    let by: Vec<Expr> = KEYS.iter().map(|k| col(*k)).collect();
+    let per_dataset = df
+        .clone()
+        .lazy()
+        .group_by(by.clone())
+        .agg([
+            col("value").count().alias("n"),
+            col("value").mean().alias("mean"),
+            // polars gives null for n = 1; a single seed has no spread to report.
+            col("value").std(1).fill_null(lit(0.0)).alias("std"),
+        ])
+        .sort(KEYS.to_vec(), SortMultipleOptions::default())
+        .collect()
+        .map_err(pe)?;
+    let mut rows = rows_of(&per_dataset, false)?;
+
+    // Averages over the datasets of each (protocol, method, source, shots, metric).
+    let avg = per_dataset
+        .lazy()
+        .group_by([col("protocol"), col("method"), col("source"), col("shots"), col("metric")])
+        .agg([col("mean").mean().alias("mean"), col("n").min().alias("n"), col("dataset").n_unique().alias("k")])
+        .with_column(lit("average").alias("dataset"))
+        .with_column(lit(NULL).cast(DataType::Float64).alias("std"))
+        .sort(["protocol", "method", "source", "shots", "metric"], SortMultipleOptions::default())
+        .collect()
+        .map_err(pe)?;
+    let mut averages = rows_of(&avg, true)?;
+    // Transfer tables average the targets only (the source row is reported on its own).
+    averages.retain(|r| !(r.source.is_empty() && (r.protocol == "cross-dataset" || r.protocol == "cross-domain")));
+    rows.extend(averages);
+
+    let mut hms = Vec::new();
+    for b in rows.iter().filter(|r| r.protocol == "base-to-new" && r.metric == "base") {
+        if let Some(n) = rows.iter().find(|r| r.metric == "new" && r.id().0 == b.protocol && r.method == b.method && r.dataset == b.dataset && r.shots == b.shots) {
+            hms.push(AggRow {
+                metric: "hm".into(),
+                n: b.n.min(n.n),
+                mean: harmonic_mean(b.mean, n.mean),
+                std: None,
+                ci95: None,
+                ..b.clone()
+            });
+        }
+    }
+    rows.extend(hms);
+    Ok(rows)
+}
+
+/// The aggregate as CSV (no polars csv feature: it pulls a network stack).
+pub fn to_csv(rows: &[AggRow]) -> String {
+    let q = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let opt = |v: Option<f64>| v.map(|x| format!("{x}")).unwrap_or_default();
+    let mut out = String::from("protocol,method,dataset,source,shots,metric,n,mean,std_ddof1,ci95\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            q(&r.protocol),
+            q(&r.method),
+            q(&r.dataset),
+            q(&r.source),
+            r.shots,
+            q(&r.metric),
+            r.n,
+            r.mean,
+            opt(r.std),
+            opt(r.ci95)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(protocol: &str, dataset: &str, metric: &str, seed: u64, value: f64) -> SeedValue {
+        SeedValue {
+            protocol: protocol.into(),
+            method: "coop".into(),
+            dataset: dataset.into(),
+            source: String::new(),
+            shots: 16,
+            seed,
+            metric: metric.into(),
+            value,
+        }
+    }
+
+    fn find<'a>(rows: &'a [AggRow], dataset: &str, metric: &str) -> &'a AggRow {
+        rows.iter().find(|r| r.dataset == dataset && r.metric == metric).unwrap()
+    }
+
+    #[test]
+    fn mean_sample_std_and_ci95_over_seeds() {
+        let rows = aggregate(&[
+            v("few-shot", "a", "accuracy", 1, 70.0),
+            v("few-shot", "a", "accuracy", 2, 72.0),
+            v("few-shot", "a", "accuracy", 3, 77.0),
+        ])
+        .unwrap();
+        let r = find(&rows, "a", "accuracy");
+        assert_eq!(r.n, 3);
+        assert!((r.mean - 73.0).abs() < 1e-12);
+        // Deviations -3, -1, 4: sum of squares 26, ddof 1 → sqrt(13).
+        assert!((r.std.unwrap() - 13f64.sqrt()).abs() < 1e-12);
+        assert!((r.ci95.unwrap() - 1.96 * 13f64.sqrt() / 3f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn base_to_new_hm_is_of_the_means_and_the_average_hm_of_the_averages() {
+        let rows = aggregate(&[
+            v("base-to-new", "a", "base", 1, 80.0),
+            v("base-to-new", "a", "base", 2, 90.0),
+            v("base-to-new", "a", "new", 1, 60.0),
+            v("base-to-new", "a", "new", 2, 70.0),
+            v("base-to-new", "b", "base", 1, 50.0),
+            v("base-to-new", "b", "new", 1, 100.0),
+        ])
+        .unwrap();
+        assert!((find(&rows, "a", "hm").mean - harmonic_mean(85.0, 65.0)).abs() < 1e-12);
+        assert!((find(&rows, "b", "hm").mean - 2.0 * 50.0 * 100.0 / 150.0).abs() < 1e-12);
+        let (ab, an) = (find(&rows, "average", "base").mean, find(&rows, "average", "new").mean);
+        assert!((ab - 67.5).abs() < 1e-12 && (an - 82.5).abs() < 1e-12);
+        assert!((find(&rows, "average", "hm").mean - harmonic_mean(67.5, 82.5)).abs() < 1e-12);
+        // The published CoOp average row: HM(82.69, 63.22) = 71.66.
+        assert!((harmonic_mean(82.69, 63.22) - 71.66).abs() < 0.005);
+        assert_eq!(find(&rows, "b", "base").std, Some(0.0));
+    }
+
+    #[test]
+    fn transfer_averages_cover_targets_not_the_source() {
+        let mut src = v("cross-domain", "world", "accuracy", 1, 90.0);
+        src.source = String::new();
+        let mut t1 = v("cross-domain", "sketch", "accuracy", 1, 40.0);
+        t1.source = "world".into();
+        let mut t2 = v("cross-domain", "clutter", "accuracy", 1, 60.0);
+        t2.source = "world".into();
+        let rows = aggregate(&[src, t1, t2]).unwrap();
+        let avgs: Vec<&AggRow> = rows.iter().filter(|r| r.dataset == "average").collect();
+        assert_eq!(avgs.len(), 1);
+        assert!((avgs[0].mean - 50.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,187 @@
+//! Baselines: published tables transcribed under `baselines/published/`, and baselines saved from
+//! our own runs (`gram-bench baseline save NAME SUITE` → `baselines/NAME.json`), against which
+//! `gram-bench check` gives every metric a verdict.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::AggRow;
+use crate::error::{Error, Result};
+use crate::suite::CheckConfig;
+
+/// One published number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedRow {
+    /// Method as the paper names it (CLIP, CoOp, CoCoOp, ...).
+    pub method: String,
+    pub dataset: String,
+    /// `accuracy`, `base`, `new` or `hm`.
+    pub metric: String,
+    pub shots: usize,
+    pub value: f64,
+    /// Confirmed in several independent copies of the table ([C]) or not ([U]).
+    pub confirmed: bool,
+}
+
+/// A published table (`baselines/published/*.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedTable {
+    pub table: String,
+    pub protocol: String,
+    pub backbone: String,
+    pub source: String,
+    pub rows: Vec<PublishedRow>,
+}
+
+pub fn load_published(path: &Path) -> Result<PublishedTable> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: not a published table: {e}", path.display())))
+}
+
+/// The name papers give a method kind.
+pub fn published_method_name(kind: &str) -> &'static str {
+    match kind {
+        "zeroshot" => "CLIP",
+        "coop" => "CoOp",
+        _ => "",
+    }
+}
+
+/// A baseline saved from our own runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedBaseline {
+    pub name: String,
+    pub suite: String,
+    pub suite_version: u32,
+    pub created_at: String,
+    pub git_commit: String,
+    pub rows: Vec<AggRow>,
+}
+
+pub fn baseline_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || name.starts_with('.') {
+        return Err(Error::Input(format!("baseline name `{name}`: use letters, digits, '-', '_' or '.'")));
+    }
+    Ok(dir.join(format!("{name}.json")))
+}
+
+pub fn load_saved(path: &Path) -> Result<SavedBaseline> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: not a saved baseline: {e}", path.display())))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Improved,
+    WithinTolerance,
+    Regressed,
+    Missing,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Improved => "improved",
+            Verdict::WithinTolerance => "within tolerance",
+            Verdict::Regressed => "REGRESSED",
+            Verdict::Missing => "MISSING",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckRow {
+    pub baseline: AggRow,
+    pub current: Option<f64>,
+    pub delta: Option<f64>,
+    pub tolerance: f64,
+    pub verdict: Verdict,
+}
+
+/// Tolerance of one baseline metric: `max(abs_tolerance, std_factor × std)`, where std is the
+/// baseline's seed std (derived rows, such as HM and averages, use the absolute bound alone).
+pub fn tolerance(rule: &CheckConfig, row: &AggRow) -> f64 {
+    rule.abs_tolerance.max(rule.std_factor * row.std.unwrap_or(0.0))
+}
+
+/// Compares `current` with every metric of `baseline`.
+pub fn check(rule: &CheckConfig, baseline: &[AggRow], current: &[AggRow]) -> Vec<CheckRow> {
+    baseline
+        .iter()
+        .map(|b| {
+            let tol = tolerance(rule, b);
+            let cur = current.iter().find(|c| c.id() == b.id()).map(|c| c.mean);
+            let (delta, verdict) = match cur {
+                None => (None, Verdict::Missing),
+                Some(c) => {
+                    let d = c - b.mean;
+                    let v = if d < -tol {
+                        Verdict::Regressed
+                    } else if d > tol {
+                        Verdict::Improved
+                    } else {
+                        Verdict::WithinTolerance
+                    };
+                    (Some(d), v)
+                }
+            };
+            CheckRow {
+                baseline: b.clone(),
+                current: cur,
+                delta,
+                tolerance: tol,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(metric: &str, mean: f64, std: Option<f64>) -> AggRow {
+        AggRow {
+            protocol: "few-shot".into(),
+            method: "coop".into(),
+            dataset: "world".into(),
+            source: String::new(),
+            shots: 4,
+            metric: metric.into(),
+            n: 3,
+            mean,
+            std,
+            ci95: None,
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_stated_tolerance_rule() {
+        let rule = CheckConfig {
+            abs_tolerance: 1.0,
+            std_factor: 2.0,
+        };
+        // std 2 → tolerance max(1, 4) = 4.
+        let base = vec![row("accuracy", 80.0, Some(2.0)), row("base", 50.0, None), row("new", 40.0, Some(0.1))];
+        let cur = vec![row("accuracy", 76.5, Some(1.0)), row("base", 51.5, None)];
+        let out = check(&rule, &base, &cur);
+        assert_eq!(out[0].verdict, Verdict::WithinTolerance);
+        assert_eq!(out[0].tolerance, 4.0);
+        assert_eq!(out[1].verdict, Verdict::Improved);
+        assert_eq!(out[2].verdict, Verdict::Missing);
+        let worse = vec![row("accuracy", 75.9, None)];
+        assert_eq!(check(&rule, &base[..1], &worse)[0].verdict, Verdict::Regressed);
+    }
+
+    #[test]
+    fn baseline_names_cannot_escape_the_directory() {
+        assert!(baseline_path(Path::new("b"), "../x").is_err());
+        assert!(baseline_path(Path::new("b"), "").is_err());
+        assert_eq!(baseline_path(Path::new("b"), "nightly-1").unwrap(), Path::new("b/nightly-1.json"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Reports: the aggregate of a suite's records (CSV and JSON) and a markdown report with, per
+//! table, the reproduced mean ± std (n) beside the published number, Δ and a verdict, the per-seed
+//! detail, and the commands that reproduce it.
+
+pub mod aggregate;
+pub mod baseline;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tabled::builder::Builder;
+use tabled::settings::Style;
+
+use self::aggregate::{aggregate, collect, to_csv, AggRow, SeedValue};
+use self::baseline::{load_published, published_method_name, tolerance, PublishedRow, PublishedTable};
+use crate::error::{Error, Result};
+use crate::store::{write_atomic, Store};
+use crate::suite::cells::Plan;
+use crate::suite::Suite;
+
+/// Everything a report is made from.
+pub struct ReportData {
+    pub values: Vec<SeedValue>,
+    pub rows: Vec<AggRow>,
+    pub missing: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+pub fn gather(suite: &Suite, plan: &Plan, store: &Store) -> Result<ReportData> {
+    let (values, missing, failed) = collect(plan, store)?;
+    let rows = aggregate(&values)?;
+    let _ = suite;
+    Ok(ReportData {
+        values,
+        rows,
+        missing,
+        failed,
+    })
+}
+
+fn fmt_row(r: &AggRow) -> String {
+    match r.std {
+        Some(s) => format!("{:.2} ± {:.2} ({})", r.mean, s, r.n),
+        None => format!("{:.2} ({})", r.mean, r.n),
+    }
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut b = Builder::default();
+    b.push_record(header.iter().map(|s| s.to_string()));
+    for r in rows {
+        b.push_record(r);
+    }
+    b.build().with(Style::markdown()).to_string()
+}
+
+fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
+    let kind = suite.methods.get(&r.method)?.kind();
+    let name = published_method_name(kind);
+    tables
+        .iter()
+        .filter(|t| t.protocol == r.protocol)
+        .flat_map(|t| &t.rows)
+        .find(|p| p.method == name && p.dataset == r.dataset && p.metric == r.metric && p.shots == r.shots)
+}
+
+/// Renders the markdown report.
+pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, published: &[PublishedTable], world_note: &str) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("# {} (suite v{}, schema {})\n\n", suite.name, suite.version, suite.schema));
+    out.push_str(&format!("{}\n\n", suite.description));
+    out.push_str(&format!(
+        "Backbone: `{}`. {world_note}\nRecords: {} values; {} missing, {} failed. Generated {} by gram-bench {} (commit {}).\n\n",
+        suite.backbone.name,
+        data.values.len(),
+        data.missing.len(),
+        data.failed.len(),
+        crate::runner::now_utc(),
+        env!("CARGO_PKG_VERSION"),
+        crate::runner::git_commit(),
+    ));
+    out.push_str(&format!(
+        "Reproduce:\n\n```sh\ncargo run --release -- run {p}\ncargo run --release -- report {p}\n```\n\n",
+        p = suite_path.display()
+    ));
+    out.push_str(&format!(
+        "Mean ± sample std (ddof = 1) over seeds, (n) = seeds. Accuracy is micro top-1 in %. HM = 2·B·N/(B+N) of the mean \
+         base and new accuracies; `average` rows are means over the table's datasets (targets only for transfer), with \
+         the HM of the averages. Verdict against a published number: |Δ| ≤ max({} pt, {} × std) is `reproduced`.\n\n",
+        suite.check.abs_tolerance, suite.check.std_factor
+    ));
+    if !suite.published.is_empty() {
+        out.push_str(&format!("Published numbers: {}.\n\n", suite.published.join(", ")));
+    }
+    let mut by_protocol: BTreeMap<&str, Vec<&AggRow>> = BTreeMap::new();
+    for r in &data.rows {
+        by_protocol.entry(r.protocol.as_str()).or_default().push(r);
+    }
+    for x in &suite.experiments {
+        let Some(rows) = by_protocol.remove(x.protocol.as_str()) else {
+            continue;
+        };
+        out.push_str(&format!("## {}\n\n", x.protocol.as_str()));
+        let mut body = Vec::new();
+        let mut rows = rows;
+        rows.sort_by(|a, b| {
+            (a.dataset == "average", &a.source, a.shots, &a.method, &a.dataset, metric_order(&a.metric)).cmp(&(
+                b.dataset == "average",
+                &b.source,
+                b.shots,
+                &b.method,
+                &b.dataset,
+                metric_order(&b.metric),
+            ))
+        });
+        for r in rows {
+            let p = published_for(published, suite, r);
+            let (pub_s, delta, verdict) = match p {
+                Some(p) => {
+                    let d = r.mean - p.value;
+                    let tol = tolerance(&suite.check, r);
+                    let v = if d.abs() <= tol {
+                        "reproduced"
+                    } else if d > 0.0 {
+                        "above published"
+                    } else {
+                        "below published"
+                    };
+                    (
+                        format!("{:.2}{}", p.value, if p.confirmed { "" } else { " [U]" }),
+                        format!("{d:+.2}"),
+                        v.to_string(),
+                    )
+                }
+                None => ("—".into(), "—".into(), "no published number".into()),
+            };
+            body.push(vec![
+                r.method.clone(),
+                r.dataset.clone(),
+                if r.source.is_empty() { "—".into() } else { r.source.clone() },
+                r.shots.to_string(),
+                r.metric.clone(),
+                fmt_row(r),
+                pub_s,
+                delta,
+                verdict,
+            ]);
+        }
+        out.push_str(&table(
+            &["Method", "Dataset", "Source", "Shots", "Metric", "Reproduced", "Published", "Δ", "Verdict"],
+            body,
+        ));
+        out.push_str("\n\n");
+    }
+    // Per-seed detail.
+    let mut seeds: Vec<u64> = data.values.iter().map(|v| v.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let mut detail: BTreeMap<(String, String, String, String, usize, String), BTreeMap<u64, f64>> = BTreeMap::new();
+    for v in &data.values {
+        detail
+            .entry((v.protocol.clone(), v.method.clone(), v.dataset.clone(), v.source.clone(), v.shots, v.metric.clone()))
+            .or_default()
+            .insert(v.seed, v.value);
+    }
+    out.push_str("## Per-seed detail\n\n");
+    let mut header = vec!["Protocol", "Method", "Dataset", "Source", "Shots", "Metric"];
+    let seed_names: Vec<String> = seeds.iter().map(|s| format!("seed {s}")).collect();
+    header.extend(seed_names.iter().map(String::as_str));
+    let body = detail
+        .into_iter()
+        .map(|((p, m, d, s, k, met), vals)| {
+            let mut row = vec![p, m, d, if s.is_empty() { "—".into() } else { s }, k.to_string(), met];
+            row.extend(seeds.iter().map(|s| vals.get(s).map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into())));
+            row
+        })
+        .collect();
+    out.push_str(&table(&header, body));
+    out.push('\n');
+    if !data.missing.is_empty() || !data.failed.is_empty() {
+        out.push_str("\n## Not in this report\n\n");
+        for m in &data.missing {
+            out.push_str(&format!("- missing: {m}\n"));
+        }
+        for f in &data.failed {
+            out.push_str(&format!("- failed: {f}\n"));
+        }
+    }
+    out
+}
+
+fn metric_order(m: &str) -> u8 {
+    match m {
+        "accuracy" => 0,
+        "base" => 1,
+        "new" => 2,
+        _ => 3,
+    }
+}
+
+/// Loads the published tables a suite names (paths relative to the working directory).
+pub fn published_tables(suite: &Suite) -> Result<Vec<PublishedTable>> {
+    suite.published.iter().map(|p| load_published(Path::new(p))).collect()
+}
+
+/// Writes `report.md`, `aggregate.csv` and `aggregate.json` under `out/<suite>/`.
+pub fn write_report(out: &Path, suite: &Suite, markdown: &str, rows: &[AggRow]) -> Result<PathBuf> {
+    let dir = out.join(&suite.name);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    write_atomic(&dir.join("aggregate.csv"), to_csv(rows).as_bytes())?;
+    let json = serde_json::to_vec_pretty(rows).map_err(|e| Error::Input(format!("aggregate: {e}")))?;
+    write_atomic(&dir.join("aggregate.json"), &json)?;
+    let md = dir.join("report.md");
+    write_atomic(&md, markdown.as_bytes())?;
+    Ok(md)
+}

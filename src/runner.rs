@@ -1,0 +1,566 @@
+//! Running a suite's cells: resolve the backbone and data, skip what the store already holds (per
+//! the overwrite policy), lock, compute and record each cell. A cell that fails (an error or a
+//! panic) records its error and the run goes on; a cell killed mid-way leaves no record and runs
+//! again next time.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::clip::preprocess::load_rgb;
+use crate::clip::{load_clip, Clip, ClipTokenizer, LoadOptions, Preprocess};
+use crate::data::{dataset_def, few_shot_indices, relabel, subsample_labels, Dataset, Datum};
+use crate::error::{Error, Result};
+use crate::methods::{Batch, ClassSet, PromptMethod};
+use crate::store::{ClassAccuracy, Environment, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA};
+use crate::suite::cells::{Cell, Digests, Phase, Plan};
+use crate::suite::Suite;
+use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
+
+/// What to do with cells that already have a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Overwrite {
+    /// Run cells with no record or a failed one.
+    OnlyMissing,
+    /// Run every selected cell again.
+    Always,
+    /// Run only cells with no record at all (failed ones stay failed).
+    Never,
+}
+
+/// Pins for the embedded world: its key decides every image and the micro-CLIP's weights.
+pub struct WorldDigests {
+    pub key: String,
+}
+
+impl Digests for WorldDigests {
+    fn backbone(&self) -> String {
+        format!("{BACKBONE}@world-{}", self.key)
+    }
+    fn dataset(&self, name: &str) -> String {
+        format!("world-{}/{name}", self.key)
+    }
+}
+
+/// The digests a suite's cell keys use (no building needed: they are known from the config).
+pub fn digests_for(suite: &Suite) -> Result<WorldDigests> {
+    let world = suite
+        .world
+        .as_ref()
+        .ok_or_else(|| Error::Config(format!("suite `{}` has no [world] table", suite.name)))?;
+    Ok(WorldDigests {
+        key: crate::world::build::world_key(world),
+    })
+}
+
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("GRAM_BENCH_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("gram-bench");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache").join("gram-bench"),
+        None => PathBuf::from(".gram-bench-cache"),
+    }
+}
+
+pub struct RunOptions {
+    pub store: PathBuf,
+    pub cache: PathBuf,
+    pub backend: BackendKind,
+    pub only: Vec<(String, String)>,
+    pub overwrite: Overwrite,
+}
+
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub ran: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub busy: usize,
+}
+
+/// UTC timestamp, RFC 3339, from the system clock.
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn git_commit() -> String {
+    option_env!("GRAM_BENCH_GIT_COMMIT").unwrap_or("unknown").to_string()
+}
+
+/// Human-readable cell label for progress lines.
+pub fn cell_label(c: &Cell) -> String {
+    let s = &c.spec;
+    let target = match (&s.target, s.phase) {
+        (Some(t), Phase::Eval) => format!(" → {t} ({:?})", s.target_classes).to_lowercase(),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} [{:?}] {}-shot seed {}{target}",
+        s.method, s.dataset, s.train_classes, s.shots, s.seed
+    )
+    .replace("[All]", "[all]")
+    .replace("[Base]", "[base]")
+}
+
+/// Runs the selected cells of `suite`; `log` gets one line per event when there is no terminal.
+pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
+    let store = Store::open(&opts.store, &suite.name)?;
+    let digests = digests_for(suite)?;
+    let plan = Plan::new(suite, &digests);
+    let selected: Vec<Cell> = plan.select(&opts.only).into_iter().cloned().collect();
+    if selected.is_empty() {
+        return Err(Error::Input(format!(
+            "--only {:?} selects no cell of suite `{}`",
+            opts.only, suite.name
+        )));
+    }
+    // Decide what to run before building anything.
+    let mut todo = Vec::new();
+    let mut summary = RunSummary::default();
+    for c in &selected {
+        let existing = store.get(&c.key)?;
+        let run = match (opts.overwrite, existing.as_ref().map(|r| r.status)) {
+            (_, None) => true,
+            (Overwrite::Always, _) => true,
+            (Overwrite::OnlyMissing, Some(Status::Failed)) => true,
+            _ => false,
+        };
+        if run {
+            todo.push(c.clone());
+        } else {
+            summary.skipped += 1;
+        }
+    }
+    let tty = std::io::stderr().is_terminal();
+    let say = |msg: &str| eprintln!("{msg}");
+    say(&format!(
+        "suite {} v{}: {} cells selected, {} to run, {} already recorded",
+        suite.name,
+        suite.version,
+        selected.len(),
+        todo.len(),
+        summary.skipped
+    ));
+    if todo.is_empty() {
+        return Ok(summary);
+    }
+    let world_cfg = suite
+        .world
+        .as_ref()
+        .ok_or_else(|| Error::Config(format!("suite `{}` has no [world] table", suite.name)))?;
+    let world = ensure_world(&opts.cache, world_cfg, &mut |m| say(m))?;
+    let work = RunWork {
+        suite,
+        world: &world,
+        store: &store,
+        todo: &todo,
+        tty,
+        backend: opts.backend,
+    };
+    let s = dispatch(opts.backend, work)??;
+    summary.ran = s.ran;
+    summary.failed = s.failed;
+    summary.busy = s.busy;
+    Ok(summary)
+}
+
+struct RunWork<'a> {
+    suite: &'a Suite,
+    world: &'a WorldArtifacts,
+    store: &'a Store,
+    todo: &'a [Cell],
+    tty: bool,
+    backend: BackendKind,
+}
+
+impl WithBackend for RunWork<'_> {
+    type Output = Result<RunSummary>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
+        let mut ctx = CellContext::<B>::new(self.suite, self.world, device, self.backend)?;
+        let mut summary = RunSummary::default();
+        let bar = if self.tty {
+            let b = ProgressBar::new(self.todo.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} cells, ETA {eta} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        for (i, cell) in self.todo.iter().enumerate() {
+            let label = cell_label(cell);
+            if let Some(b) = &bar {
+                b.set_message(label.clone());
+            }
+            let Some(_lock) = self.store.try_lock(&cell.key)? else {
+                summary.busy += 1;
+                let msg = format!("[{}/{}] {label}: another runner is computing it; skipped", i + 1, self.todo.len());
+                match &bar {
+                    Some(b) => b.println(msg),
+                    None => eprintln!("{msg}"),
+                }
+                continue;
+            };
+            let record = ctx.run_cell(self.store, cell);
+            self.store.put(&record)?;
+            let outcome = match (&record.status, &record.metrics) {
+                (Status::Ok, Some(m)) => format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s),
+                _ => {
+                    summary.failed += 1;
+                    format!("FAILED: {}", record.error.as_deref().unwrap_or("unknown error"))
+                }
+            };
+            summary.ran += 1;
+            let msg = format!("[{}/{}] {label}: {outcome}", i + 1, self.todo.len());
+            match &bar {
+                Some(b) => {
+                    b.println(msg);
+                    b.inc(1);
+                }
+                None => eprintln!("{msg}"),
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        Ok(summary)
+    }
+}
+
+type Ad<B> = Autodiff<B>;
+
+/// What all cells of a run share: the backbone, tokenizer, datasets and decoded images.
+struct CellContext<'a, B: Backend> {
+    suite: &'a Suite,
+    world: &'a WorldArtifacts,
+    device: B::Device,
+    backend: BackendKind,
+    clip: Clip<Ad<B>>,
+    clip_eval: Clip<B>,
+    tok: ClipTokenizer,
+    pre: Preprocess,
+    weights_digest: String,
+    datasets: HashMap<String, Dataset>,
+    images: HashMap<PathBuf, RgbImage>,
+}
+
+impl<'a, B: Backend> CellContext<'a, B> {
+    fn new(suite: &'a Suite, world: &'a WorldArtifacts, device: B::Device, backend: BackendKind) -> Result<Self> {
+        let loaded = load_clip::<Ad<B>>(&world.model_dir, &LoadOptions::default(), &device)?;
+        let wpath = world.model_dir.join("model.safetensors");
+        let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+        let clip_eval = loaded.model.valid();
+        Ok(Self {
+            suite,
+            world,
+            device,
+            backend,
+            clip: loaded.model,
+            clip_eval,
+            tok: loaded.tokenizer,
+            pre: loaded.preprocess,
+            weights_digest: crate::data::sha256_hex(&bytes),
+            datasets: HashMap::new(),
+            images: HashMap::new(),
+        })
+    }
+
+    fn dataset(&mut self, name: &str) -> Result<Dataset> {
+        if let Some(d) = self.datasets.get(name) {
+            return Ok(d.clone());
+        }
+        let d = Dataset::load(&self.world.data_root, &dataset_def(name)?)?;
+        self.datasets.insert(name.to_string(), d.clone());
+        Ok(d)
+    }
+
+    fn image(&mut self, path: &Path) -> Result<RgbImage> {
+        if let Some(i) = self.images.get(path) {
+            return Ok(i.clone());
+        }
+        let img = load_rgb(path)?;
+        // Small worlds fit in memory; real datasets are streamed.
+        if self.images.len() < 50_000 {
+            self.images.insert(path.to_path_buf(), img.clone());
+        }
+        Ok(img)
+    }
+
+    fn run_cell(&mut self, store: &Store, cell: &Cell) -> Record {
+        let started_at = now_utc();
+        let t0 = Instant::now();
+        let mut record = Record {
+            schema: RECORD_SCHEMA,
+            key: cell.key.clone(),
+            status: Status::Failed,
+            suite: self.suite.name.clone(),
+            suite_version: self.suite.version,
+            cell: cell.spec.clone(),
+            depends_on: cell.depends_on.clone(),
+            config: json!({
+                "method": self.suite.methods.get(&cell.spec.method),
+                "eval": self.suite.eval,
+                "backbone": self.suite.backbone,
+                "world": self.suite.world,
+            }),
+            digests: json!({}),
+            metrics: None,
+            per_class: Vec::new(),
+            fewshot: None,
+            train: None,
+            timings: Timings::default(),
+            environment: Environment {
+                crate_version: env!("CARGO_PKG_VERSION").to_string(),
+                git_commit: git_commit(),
+                backend: self.backend.to_string(),
+                device: format!("{:?}", self.device),
+                os: std::env::consts::OS.to_string(),
+                threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            },
+            started_at,
+            finished_at: String::new(),
+            error: None,
+        };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(store, cell, &mut record)));
+        match result {
+            Ok(Ok(())) => record.status = Status::Ok,
+            Ok(Err(e)) => record.error = Some(e.to_string()),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                record.error = Some(format!("panicked: {msg}"));
+            }
+        }
+        record.timings.total_s = t0.elapsed().as_secs_f64();
+        record.finished_at = now_utc();
+        record
+    }
+
+    fn compute(&mut self, store: &Store, cell: &Cell, record: &mut Record) -> Result<()> {
+        let s = &cell.spec;
+        let mc = self
+            .suite
+            .methods
+            .get(&s.method)
+            .ok_or_else(|| Error::Config(format!("unknown method `{}`", s.method)))?
+            .clone();
+        let t_load = Instant::now();
+        let ds = self.dataset(&s.dataset)?;
+        let labels = subsample_labels(ds.classnames.len(), s.train_classes);
+        let classnames: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
+        let train_idx = few_shot_indices(&ds.train, s.shots, s.seed);
+        let val_idx = few_shot_indices(&ds.val, s.shots.min(4), s.seed);
+        let train_items = relabel(&train_idx.iter().map(|&i| ds.train[i].clone()).collect::<Vec<_>>(), &labels);
+        let mut digests = json!({
+            "backbone": format!("{BACKBONE}@world-{}", self.world.manifest.key),
+            "weights_sha256": self.weights_digest,
+            "data": { s.dataset.clone(): ds.split_digest.clone() },
+        });
+        record.fewshot = Some(json!({ "train": train_idx, "val": val_idx }));
+        let mut method = mc.build(&self.clip, &self.tok, &classnames, ds.def.imagenet_like, s.seed)?;
+        record.timings.load_s = t_load.elapsed().as_secs_f64();
+
+        let (eval_ds, eval_labels) = match s.phase {
+            Phase::Train => {
+                if method.trainable() {
+                    if train_items.is_empty() {
+                        return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
+                    }
+                    let t = Instant::now();
+                    record.train = Some(self.train(method.as_mut(), &mc, &train_items, s.shots, s.seed)?);
+                    record.timings.train_s = t.elapsed().as_secs_f64();
+                    store.put_artifact(&cell.key, &method.save_artifact())?;
+                }
+                (ds.clone(), labels)
+            }
+            Phase::Eval => {
+                let dep = cell
+                    .depends_on
+                    .as_ref()
+                    .ok_or_else(|| Error::Input("an eval cell without a train cell".into()))?;
+                match store.get(dep)? {
+                    Some(r) if r.status == Status::Ok => {}
+                    Some(_) => return Err(Error::Input(format!("its train cell {dep} failed"))),
+                    None => return Err(Error::Input(format!("its train cell {dep} has not run"))),
+                }
+                if method.trainable() {
+                    method.load_artifact(&store.get_artifact(dep)?)?;
+                }
+                let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());
+                let tds = self.dataset(&target)?;
+                digests["data"][target.as_str()] = json!(tds.split_digest);
+                let tl = subsample_labels(tds.classnames.len(), s.target_classes);
+                (tds, tl)
+            }
+        };
+        record.digests = digests;
+        let t = Instant::now();
+        let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels)?;
+        record.timings.eval_s = t.elapsed().as_secs_f64();
+        record.metrics = Some(metrics);
+        record.per_class = per_class;
+        Ok(())
+    }
+
+    fn train(
+        &mut self,
+        method: &mut dyn PromptMethod<Ad<B>>,
+        mc: &crate::methods::MethodConfig,
+        items: &[Datum],
+        shots: usize,
+        seed: u64,
+    ) -> Result<TrainSummary> {
+        let (optim, epochs, batch_size) = mc
+            .training()
+            .ok_or_else(|| Error::Input("this method does not train".into()))?;
+        let epochs = epochs.for_shots(shots).map_err(Error::Config)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa09_5eed);
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        // Dassl drops the last incomplete batch when the data hold at least one full batch.
+        let drop_last = items.len() >= batch_size;
+        let mut steps = 0;
+        let mut epoch_loss = Vec::with_capacity(epochs);
+        for epoch in 0..epochs {
+            order.shuffle(&mut rng);
+            let lr = optim.lr_at(epoch, epochs);
+            let (mut sum, mut n) = (0.0f32, 0usize);
+            for chunk in order.chunks(batch_size) {
+                if drop_last && chunk.len() < batch_size {
+                    continue;
+                }
+                let mut crops = Vec::with_capacity(chunk.len());
+                for &i in chunk {
+                    let img = self.image(&items[i].path)?;
+                    crops.push(self.pre.train_u8(&img, &mut rng));
+                }
+                let labels: Vec<i64> = chunk.iter().map(|&i| items[i].label as i64).collect();
+                let batch = Batch {
+                    pixels: self.pre.batch::<Ad<B>>(&crops, &self.device),
+                    labels: Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(labels, [chunk.len()]), &self.device),
+                };
+                let loss = method.train_step(&self.clip, batch, lr, None)?;
+                if !loss.is_finite() {
+                    return Err(Error::Input(format!("training diverged: loss {loss} at epoch {epoch}")));
+                }
+                sum += loss;
+                n += 1;
+                steps += 1;
+            }
+            if n > 0 {
+                epoch_loss.push(sum / n as f32);
+            }
+        }
+        Ok(TrainSummary {
+            epochs,
+            steps,
+            images: items.len(),
+            epoch_loss,
+        })
+    }
+
+    fn evaluate(
+        &mut self,
+        method: &mut dyn PromptMethod<Ad<B>>,
+        ds: &Dataset,
+        labels: &[usize],
+    ) -> Result<(Metrics, Vec<ClassAccuracy>)> {
+        let names: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
+        let items = relabel(&ds.test, labels);
+        if items.is_empty() {
+            return Err(Error::Input(format!("{}: no test images in the selected classes", ds.def.name)));
+        }
+        method.begin_eval(
+            &self.clip_eval,
+            &self.tok,
+            &ClassSet {
+                names: &names,
+                template: &ds.def.template,
+            },
+        )?;
+        let mut correct = vec![0usize; names.len()];
+        let mut total = vec![0usize; names.len()];
+        for chunk in items.chunks(self.suite.eval.batch_size) {
+            let mut crops = Vec::with_capacity(chunk.len());
+            for d in chunk {
+                let img = self.image(&d.path)?;
+                crops.push(self.pre.eval_u8(&img));
+            }
+            let pixels = self.pre.batch::<B>(&crops, &self.device);
+            let logits = method.eval_logits(&self.clip_eval, pixels);
+            let pred = logits.argmax(1).into_data().convert::<i64>();
+            let pred = pred.to_vec::<i64>().expect("converted to i64 above");
+            for (d, p) in chunk.iter().zip(pred) {
+                total[d.label] += 1;
+                if p as usize == d.label {
+                    correct[d.label] += 1;
+                }
+            }
+        }
+        let (c, t): (usize, usize) = (correct.iter().sum(), total.iter().sum());
+        // Classes with no test image have no accuracy; they are left out.
+        let per_class: Vec<ClassAccuracy> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| total[*i] > 0)
+            .map(|(i, n)| ClassAccuracy {
+                class: n.clone(),
+                n: total[i],
+                correct: correct[i],
+                accuracy: 100.0 * correct[i] as f64 / total[i] as f64,
+            })
+            .collect();
+        let present: Vec<f64> = per_class.iter().map(|p| p.accuracy).collect();
+        Ok((
+            Metrics {
+                accuracy: 100.0 * c as f64 / t as f64,
+                correct: c,
+                total: t,
+                macro_accuracy: present.iter().sum::<f64>() / present.len() as f64,
+            },
+            per_class,
+        ))
+    }
+}

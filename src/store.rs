@@ -1,0 +1,238 @@
+//! The results store: one JSON record per finished cell, `<store>/<suite>/records/<key>.json`,
+//! written to a temporary file and renamed into place, so a reader sees a whole record or none.
+//! A runner holds an exclusive lock on `<store>/<suite>/locks/<key>.lock` while it computes a cell,
+//! so two runners on one store never compute (or write) the same cell at once. Prompt artifacts
+//! of train cells sit beside the records.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::methods::PromptArtifact;
+use crate::suite::cells::CellSpec;
+
+/// Record format.
+pub const RECORD_SCHEMA: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassAccuracy {
+    pub class: String,
+    pub n: usize,
+    pub correct: usize,
+    pub accuracy: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Top-1 accuracy in percent over all test images (micro average, as Dassl reports).
+    pub accuracy: f64,
+    pub correct: usize,
+    pub total: usize,
+    /// Mean of the per-class accuracies (macro average).
+    pub macro_accuracy: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub load_s: f64,
+    pub train_s: f64,
+    pub eval_s: f64,
+    pub total_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub epochs: usize,
+    pub steps: usize,
+    pub images: usize,
+    /// Mean loss of each epoch.
+    pub epoch_loss: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub crate_version: String,
+    pub git_commit: String,
+    pub backend: String,
+    pub device: String,
+    pub os: String,
+    pub threads: usize,
+}
+
+/// Everything a finished (or failed) cell leaves behind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    pub key: String,
+    pub status: Status,
+    pub suite: String,
+    pub suite_version: u32,
+    pub cell: CellSpec,
+    pub depends_on: Option<String>,
+    /// The method's resolved config and the evaluation config.
+    pub config: serde_json::Value,
+    /// Digests of the data and weights the cell read.
+    pub digests: serde_json::Value,
+    pub metrics: Option<Metrics>,
+    pub per_class: Vec<ClassAccuracy>,
+    /// Indices into the train and val splits of the few-shot subset.
+    pub fewshot: Option<serde_json::Value>,
+    pub train: Option<TrainSummary>,
+    pub timings: Timings,
+    pub environment: Environment,
+    pub started_at: String,
+    pub finished_at: String,
+    pub error: Option<String>,
+}
+
+pub struct Store {
+    pub root: PathBuf,
+}
+
+/// Held while a cell is computed; released on drop.
+pub struct CellLock {
+    _file: File,
+}
+
+impl Store {
+    /// Opens (creating) the store directory of `suite` under `root`.
+    pub fn open(root: &Path, suite: &str) -> Result<Store> {
+        let dir = root.join(suite);
+        for sub in ["records", "locks", "artifacts"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(|e| Error::Store(format!("cannot create {}: {e}", p.display())))?;
+        }
+        // Fail now, not after an hour of training, when the store cannot be written.
+        let probe = dir.join("records").join(format!(".probe-{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| Error::Store(format!("{} is not writable: {e}", dir.display())))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Store { root: dir })
+    }
+
+    /// Opens an existing store for reading only.
+    pub fn open_read(root: &Path, suite: &str) -> Store {
+        Store { root: root.join(suite) }
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        self.root.join("records").join(format!("{key}.json"))
+    }
+
+    pub fn artifact_path(&self, key: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{key}.json"))
+    }
+
+    /// The record of `key`, if one was written. A record that cannot be read is an error: it is
+    /// never silently treated as missing (and overwritten).
+    pub fn get(&self, key: &str) -> Result<Option<Record>> {
+        let p = self.record_path(key);
+        match std::fs::read(&p) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Store(format!("{}: unreadable record ({e}); move it away to rerun the cell", p.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&p, e)),
+        }
+    }
+
+    /// Every record in the store (unreadable files are errors).
+    pub fn all(&self) -> Result<Vec<Record>> {
+        let dir = self.root.join("records");
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(out);
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for p in paths {
+            let key = p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            if let Some(r) = self.get(&key)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `record` atomically (temp file in the same directory, fsync, rename).
+    pub fn put(&self, record: &Record) -> Result<()> {
+        let path = self.record_path(&record.key);
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::Store(format!("record: {e}")))?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// Tries to take the lock of `key`; None when another runner holds it.
+    pub fn try_lock(&self, key: &str) -> Result<Option<CellLock>> {
+        let p = self.root.join("locks").join(format!("{key}.lock"));
+        let f = File::create(&p).map_err(|e| Error::io(&p, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(CellLock { _file: f })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&p, e)),
+        }
+    }
+
+    pub fn put_artifact(&self, key: &str, artifact: &PromptArtifact) -> Result<()> {
+        let bytes = serde_json::to_vec(artifact).map_err(|e| Error::Store(format!("artifact: {e}")))?;
+        write_atomic(&self.artifact_path(key), &bytes)
+    }
+
+    pub fn get_artifact(&self, key: &str) -> Result<PromptArtifact> {
+        let p = self.artifact_path(key);
+        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Store(format!("{}: unreadable artifact ({e})", p.display())))
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_cell_is_refused_until_the_first_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "s").unwrap();
+        let a = store.try_lock("k").unwrap();
+        assert!(a.is_some());
+        // A second handle on the same file behaves like a second process (flock is per open file).
+        assert!(store.try_lock("k").unwrap().is_none());
+        drop(a);
+        assert!(store.try_lock("k").unwrap().is_some());
+    }
+
+    #[test]
+    fn an_unreadable_record_is_an_error_not_a_missing_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "s").unwrap();
+        std::fs::write(store.root.join("records/abc.json"), b"{ truncated").unwrap();
+        let e = store.get("abc").unwrap_err().to_string();
+        assert!(e.contains("unreadable record"), "{e}");
+        assert!(store.get("missing").unwrap().is_none());
+    }
+}

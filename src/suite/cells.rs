@@ -1,0 +1,238 @@
+//! Expanding a suite into cells, and each cell's key: the hash of what decides its result (the
+//! method's resolved config, the data and weights digests, the phase, shots, seed, and the suite's
+//! name and version), computed from the parsed values, so reformatting a suite changes no key.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Protocol, Suite};
+use crate::data::Subsample;
+use crate::methods::MethodConfig;
+
+/// Bumped when what a cell computes changes for the same inputs (so old records stop matching).
+pub const CELL_FORMAT: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Train on `dataset` (its `subsample` half) and test on the same label space.
+    Train,
+    /// Test a trained cell's prompt on `target` (another half, dataset or domain).
+    Eval,
+}
+
+/// What one cell computes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub method: String,
+    pub phase: Phase,
+    /// The dataset trained on.
+    pub dataset: String,
+    pub train_classes: Subsample,
+    pub shots: usize,
+    pub seed: u64,
+    /// Eval cells: the dataset and classes tested.
+    pub target: Option<String>,
+    pub target_classes: Subsample,
+}
+
+/// A cell with its key and the key of the train cell it depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    pub key: String,
+    pub spec: CellSpec,
+    pub depends_on: Option<String>,
+}
+
+/// Where a cell's number goes in a report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    pub protocol: Protocol,
+    pub method: String,
+    /// The dataset the number is about (the target for transfer cells).
+    pub dataset: String,
+    pub shots: usize,
+    pub seed: u64,
+    /// `accuracy`, or `base` / `new` in base-to-new.
+    pub metric: String,
+    /// For transfer rows: the source dataset.
+    pub source: Option<String>,
+    pub key: String,
+}
+
+/// The digests that pin a suite's inputs: the backbone weights and each dataset.
+pub trait Digests {
+    fn backbone(&self) -> String;
+    fn dataset(&self, name: &str) -> String;
+}
+
+/// The plan of a suite: unique cells in run order (train before eval), and report slots.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub cells: Vec<Cell>,
+    pub slots: Vec<Slot>,
+}
+
+fn hash(value: &serde_json::Value) -> String {
+    // serde_json's Value keeps object keys sorted (BTreeMap), so this is a canonical form.
+    let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key of a cell.
+pub fn cell_key(
+    suite: &Suite,
+    method: &MethodConfig,
+    spec: &CellSpec,
+    depends_on: Option<&str>,
+    digests: &dyn Digests,
+) -> String {
+    let mut data = BTreeMap::new();
+    data.insert(spec.dataset.clone(), digests.dataset(&spec.dataset));
+    if let Some(t) = &spec.target {
+        data.insert(t.clone(), digests.dataset(t));
+    }
+    let v = json!({
+        "cell_format": CELL_FORMAT,
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "method": method,
+        "phase": spec.phase,
+        "dataset": spec.dataset,
+        "train_classes": spec.train_classes,
+        "shots": spec.shots,
+        // Zero-shot results do not depend on the sampled shots, but the seed stays in the key so
+        // every (method, seed) slot has its own record.
+        "seed": spec.seed,
+        "target": spec.target,
+        "target_classes": spec.target_classes,
+        "eval": suite.eval,
+        "backbone": digests.backbone(),
+        "data": data,
+        "depends_on": depends_on,
+    });
+    hash(&v)
+}
+
+impl Plan {
+    pub fn new(suite: &Suite, digests: &dyn Digests) -> Plan {
+        let mut cells: Vec<Cell> = Vec::new();
+        let mut slots = Vec::new();
+        let push = |cells: &mut Vec<Cell>, cell: Cell| {
+            if !cells.iter().any(|c| c.key == cell.key) {
+                cells.push(cell);
+            }
+        };
+        for x in &suite.experiments {
+            for m in &x.methods {
+                let mc = &suite.methods[m];
+                for d in &x.datasets {
+                    for &shots in &x.shots {
+                        for &seed in &x.seeds {
+                            let train_classes = match x.protocol {
+                                Protocol::BaseToNew => Subsample::Base,
+                                _ => Subsample::All,
+                            };
+                            let spec = CellSpec {
+                                method: m.clone(),
+                                phase: Phase::Train,
+                                dataset: d.clone(),
+                                train_classes,
+                                shots,
+                                seed,
+                                target: None,
+                                target_classes: train_classes,
+                            };
+                            let key = cell_key(suite, mc, &spec, None, digests);
+                            push(
+                                &mut cells,
+                                Cell {
+                                    key: key.clone(),
+                                    spec: spec.clone(),
+                                    depends_on: None,
+                                },
+                            );
+                            let slot = |dataset: &str, metric: &str, source: Option<&str>, key: &str| Slot {
+                                protocol: x.protocol,
+                                method: m.clone(),
+                                dataset: dataset.to_string(),
+                                shots,
+                                seed,
+                                metric: metric.to_string(),
+                                source: source.map(str::to_string),
+                                key: key.to_string(),
+                            };
+                            let mut eval = |target: &str, classes: Subsample| -> String {
+                                let espec = CellSpec {
+                                    phase: Phase::Eval,
+                                    target: Some(target.to_string()),
+                                    target_classes: classes,
+                                    ..spec.clone()
+                                };
+                                let ekey = cell_key(suite, mc, &espec, Some(&key), digests);
+                                push(
+                                    &mut cells,
+                                    Cell {
+                                        key: ekey.clone(),
+                                        spec: espec,
+                                        depends_on: Some(key.clone()),
+                                    },
+                                );
+                                ekey
+                            };
+                            match x.protocol {
+                                Protocol::FewShot => slots.push(slot(d, "accuracy", None, &key)),
+                                Protocol::BaseToNew => {
+                                    slots.push(slot(d, "base", None, &key));
+                                    let ekey = eval(d, Subsample::New);
+                                    slots.push(slot(d, "new", None, &ekey));
+                                }
+                                Protocol::CrossDataset | Protocol::CrossDomain => {
+                                    slots.push(slot(d, "accuracy", None, &key));
+                                    for t in &x.targets {
+                                        let ekey = eval(t, Subsample::All);
+                                        slots.push(slot(t, "accuracy", Some(d), &ekey));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Plan { cells, slots }
+    }
+
+    /// Cells whose spec matches every `field=value` filter (`method`, `dataset`, `target`, `phase`,
+    /// `shots`, `seed`); an eval cell also pulls in the train cell it needs.
+    pub fn select(&self, filters: &[(String, String)]) -> Vec<&Cell> {
+        let matches = |c: &Cell| {
+            filters.iter().all(|(k, v)| {
+                let s = &c.spec;
+                match k.as_str() {
+                    "method" => &s.method == v,
+                    "dataset" => &s.dataset == v,
+                    "target" => s.target.as_deref() == Some(v.as_str()),
+                    "phase" => (s.phase == Phase::Train && v == "train") || (s.phase == Phase::Eval && v == "eval"),
+                    "shots" => s.shots.to_string() == *v,
+                    "seed" => s.seed.to_string() == *v,
+                    _ => false,
+                }
+            })
+        };
+        let mut keys: Vec<&str> = Vec::new();
+        for c in self.cells.iter().filter(|c| matches(c)) {
+            if let Some(d) = &c.depends_on {
+                keys.push(d);
+            }
+            keys.push(&c.key);
+        }
+        self.cells.iter().filter(|c| keys.contains(&c.key.as_str())).collect()
+    }
+}
+
+/// The fields `--only` accepts.
+pub const FILTER_FIELDS: &[&str] = &["method", "dataset", "target", "phase", "shots", "seed"];

@@ -1,0 +1,207 @@
+//! Suite files: one declarative TOML file per paper table. Every hyper-parameter is written out
+//! (nothing falls back to a code default), unknown keys are errors with file:line, and the file
+//! carries its own version, which is part of every cell's key.
+
+pub mod cells;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::methods::MethodConfig;
+use crate::world::WorldConfig;
+
+/// The suite file format this build reads.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// Suite file format (`SCHEMA`).
+    pub schema: u32,
+    pub name: String,
+    /// The suite's own version: bump it to invalidate every cell it produced.
+    pub version: u32,
+    pub description: String,
+    pub backbone: BackboneSpec,
+    /// The embedded world; required when the backbone is `micro-clip`.
+    #[serde(default)]
+    pub world: Option<WorldConfig>,
+    pub eval: EvalConfig,
+    /// Methods by the name cells and reports use.
+    pub methods: BTreeMap<String, MethodConfig>,
+    #[serde(rename = "experiment")]
+    pub experiments: Vec<Experiment>,
+    /// Published tables (files under `baselines/`) the report compares against.
+    #[serde(default)]
+    pub published: Vec<String>,
+    pub check: CheckConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSpec {
+    /// `micro-clip` (the embedded world's model) or a backbone key in `datasets.lock`.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    pub batch_size: usize,
+}
+
+/// Regression rule of `gram-bench check`: a metric regresses when it falls below the baseline by
+/// more than `max(abs_tolerance, std_factor × baseline std over seeds)` points.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    pub abs_tolerance: f64,
+    pub std_factor: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Train and test on all classes of each dataset with K shots per class.
+    FewShot,
+    /// Train on the base half of the classes, test on base and on new.
+    BaseToNew,
+    /// Train on a source dataset, test on other datasets' label spaces.
+    CrossDataset,
+    /// Train on a source dataset, test on its domain-shifted variants.
+    CrossDomain,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::FewShot => "few-shot",
+            Protocol::BaseToNew => "base-to-new",
+            Protocol::CrossDataset => "cross-dataset",
+            Protocol::CrossDomain => "cross-domain",
+        }
+    }
+}
+
+/// One table's worth of cells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub protocol: Protocol,
+    pub methods: Vec<String>,
+    /// Datasets trained (and tested) on; for cross-dataset/-domain, the single source.
+    pub datasets: Vec<String>,
+    /// Test-only targets (cross-dataset, cross-domain).
+    #[serde(default)]
+    pub targets: Vec<String>,
+    pub shots: Vec<usize>,
+    pub seeds: Vec<u64>,
+}
+
+/// Where a line/column error points: `file:line:col: message`.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    let msg = e.message().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            Error::Input(format!("{}:{line}:{col}: {msg}", path.display()))
+        }
+        None => Error::Input(format!("{}: {msg}", path.display())),
+    }
+}
+
+impl Suite {
+    /// Reads and validates a suite file.
+    pub fn load(path: &Path) -> Result<Suite> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Suite> {
+        let suite: Suite = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        suite
+            .validate()
+            .map_err(|m| Error::Input(format!("{}: {m}", path.display())))?;
+        Ok(suite)
+    }
+
+    /// Checks what the types cannot: references resolve, lists are non-empty, protocols get the
+    /// fields they need.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.schema != SCHEMA {
+            return Err(format!("schema {} is not supported (this build reads schema {SCHEMA})", self.schema));
+        }
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("name `{}` must be non-empty ASCII letters, digits, - or _", self.name));
+        }
+        if self.backbone.name == crate::world::BACKBONE && self.world.is_none() {
+            return Err(format!("backbone `{}` needs a [world] table", crate::world::BACKBONE));
+        }
+        if self.backbone.name != crate::world::BACKBONE {
+            return Err(format!(
+                "backbone `{}`: only the embedded `{}` is available in this build (real checkpoints from \
+                 datasets.lock come with real-dataset support)",
+                self.backbone.name,
+                crate::world::BACKBONE
+            ));
+        }
+        if self.eval.batch_size == 0 {
+            return Err("eval.batch_size must be positive".into());
+        }
+        for (name, m) in &self.methods {
+            m.validate().map_err(|e| format!("methods.{name}: {e}"))?;
+        }
+        if self.experiments.is_empty() {
+            return Err("no [[experiment]]".into());
+        }
+        for (i, x) in self.experiments.iter().enumerate() {
+            let at = format!("experiment #{} ({})", i + 1, x.protocol.as_str());
+            for m in &x.methods {
+                if !self.methods.contains_key(m) {
+                    let known: Vec<_> = self.methods.keys().cloned().collect();
+                    return Err(format!("{at}: unknown method `{m}` (defined: {})", known.join(", ")));
+                }
+            }
+            for d in x.datasets.iter().chain(&x.targets) {
+                crate::data::check_dataset_name(d).map_err(|e| format!("{at}: {e}"))?;
+            }
+            if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
+                return Err(format!("{at}: methods, datasets, shots and seeds must each list at least one"));
+            }
+            if x.shots.contains(&0) {
+                return Err(format!("{at}: shots must be positive"));
+            }
+            match x.protocol {
+                Protocol::FewShot | Protocol::BaseToNew if !x.targets.is_empty() => {
+                    return Err(format!("{at}: `targets` belongs to cross-dataset and cross-domain only"));
+                }
+                Protocol::CrossDataset | Protocol::CrossDomain if x.datasets.len() != 1 || x.targets.is_empty() => {
+                    return Err(format!("{at}: needs exactly one source in `datasets` and at least one `targets`"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Suites shipped in `suites/`, for `gram-bench list`.
+pub fn list_suites(dir: &Path) -> Result<Vec<(PathBuf, Result<Suite>)>> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let s = Suite::load(&p);
+        out.push((p, s));
+    }
+    Ok(out)
+}

@@ -1,0 +1,114 @@
+//! Building the embedded world once: datasets on disk and the pretrained micro-CLIP, cached under a
+//! directory named by the hash of everything that decides them. A build goes to a temporary
+//! directory and is renamed into place, under a lock, so a crash leaves no half-built world and two
+//! runners never build the same one at once.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::datasets::{write_dataset, WORLD_DATASETS};
+use super::pretrain::{pretrain, PretrainReport};
+use super::{WorldConfig, WORLD_VERSION};
+use crate::clip::save_hf_dir;
+use crate::error::{Error, Result};
+
+/// Where a built world lives.
+#[derive(Clone, Debug)]
+pub struct WorldArtifacts {
+    /// The data root holding one folder per world dataset.
+    pub data_root: PathBuf,
+    /// The micro-CLIP as an HF directory.
+    pub model_dir: PathBuf,
+    pub manifest: WorldManifest,
+}
+
+/// `world.json` in a built world: what it is and how the micro-CLIP did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorldManifest {
+    pub world_version: u32,
+    pub key: String,
+    pub config: WorldConfig,
+    pub pretrain: PretrainReport,
+    pub build_seconds: f64,
+}
+
+/// The cache key of a world: its version and full config.
+pub fn world_key(cfg: &WorldConfig) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("gram-bench world v{WORLD_VERSION}\n"));
+    h.update(serde_json::to_vec(cfg).expect("world config serializes"));
+    let d = h.finalize();
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_manifest(dir: &Path) -> Option<WorldManifest> {
+    let text = std::fs::read_to_string(dir.join("world.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Returns the world for `cfg` under `cache`, building it first if it is not there.
+/// `log` receives human-readable progress lines.
+pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) -> Result<WorldArtifacts> {
+    let key = world_key(cfg);
+    let dir = cache.join(format!("world-{key}"));
+    let artifacts = |m: WorldManifest| WorldArtifacts {
+        data_root: dir.join("data"),
+        model_dir: dir.join("micro-clip"),
+        manifest: m,
+    };
+    if let Some(m) = read_manifest(&dir) {
+        return Ok(artifacts(m));
+    }
+    std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+    let lock_path = cache.join(format!("world-{key}.lock"));
+    let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    // Another runner may have finished it while this one waited for the lock.
+    if let Some(m) = read_manifest(&dir) {
+        return Ok(artifacts(m));
+    }
+    let t0 = std::time::Instant::now();
+    let tmp = cache.join(format!("world-{key}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    log(&format!("building the embedded world {key} (once; cached in {})", dir.display()));
+    for ds in WORLD_DATASETS {
+        write_dataset(&tmp.join("data"), ds, cfg.seed, cfg.image_size as u32)?;
+    }
+    log(&format!("  datasets written in {:.1} s", t0.elapsed().as_secs_f64()));
+    let device = Default::default();
+    let mut last_print = std::time::Instant::now();
+    let (clip_cfg, model, report) =
+        pretrain::<burn::backend::Autodiff<crate::backend::Cpu>>(cfg, &device, &mut |step, total, loss| {
+            if last_print.elapsed().as_secs_f64() > 10.0 || step == total {
+                last_print = std::time::Instant::now();
+                log(&format!("  micro-CLIP pretraining: step {step}/{total}, loss {loss:.3}"));
+            }
+        })?;
+    save_hf_dir(&tmp.join("micro-clip"), &clip_cfg, &model)?;
+    let manifest = WorldManifest {
+        world_version: WORLD_VERSION,
+        key: key.clone(),
+        config: cfg.clone(),
+        pretrain: report,
+        build_seconds: t0.elapsed().as_secs_f64(),
+    };
+    let mpath = tmp.join("world.json");
+    std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).expect("manifest serializes"))
+        .map_err(|e| Error::io(&mpath, e))?;
+    if dir.exists() {
+        // A stale, incomplete world (no manifest) from an older crash.
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    let p = &manifest.pretrain;
+    log(&format!(
+        "  micro-CLIP zero-shot: held-out colour-shape pairs {:.1}% (seen {:.1}%, chance 1.6%); built in {:.0} s",
+        p.held_out_pairs_acc, p.seen_pairs_acc, manifest.build_seconds
+    ));
+    Ok(artifacts(manifest))
+}

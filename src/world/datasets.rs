@@ -1,0 +1,277 @@
+//! The embedded world's downstream datasets: each has its own label space, template and visual
+//! domain, and is written to disk in CoOp's layout (an image folder plus `split_zhou_<Name>.json`
+//! with `[relpath, label, classname]` entries) so that what runs on it is the real dataset loader.
+
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::concepts::{Colour, Concept, Domain, Shape, Texture};
+use super::render::render;
+use crate::error::{Error, Result};
+
+/// Which attributes make up a class; the others vary freely inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    Colour,
+    Texture,
+    Shape,
+}
+
+/// One world dataset, described the way the CoOp datasets are: folder, split file, template.
+#[derive(Clone, Debug)]
+pub struct WorldDataset {
+    /// Name used in suites.
+    pub name: &'static str,
+    /// Folder under the world's data root, and the `split_zhou_<split_name>.json` inside it.
+    pub folder: &'static str,
+    pub split_name: &'static str,
+    /// The hand-crafted zero-shot template (`{}` is the class name), as `CUSTOM_TEMPLATES` gives.
+    pub template: &'static str,
+    /// Class attributes in caption order (colour, texture, shape).
+    pub axes: &'static [Axis],
+    pub domain: Domain,
+    /// Images per class in train / val / test (test-only datasets have no train or val).
+    pub per_class: [usize; 3],
+    /// The dataset whose label space and trained prompts this one evaluates (domain shift targets).
+    pub variant_of: Option<&'static str>,
+}
+
+/// The embedded datasets. `world` plays ImageNet (source of cross-dataset and cross-domain
+/// transfer); its domain variants play ImageNet-Sketch/-R/-A; the others are downstream targets
+/// with their own label spaces.
+pub const WORLD_DATASETS: &[WorldDataset] = &[
+    WorldDataset {
+        name: "world",
+        folder: "world",
+        split_name: "World",
+        template: "a photo of a {}.",
+        axes: &[Axis::Texture, Axis::Shape],
+        domain: Domain::Photo,
+        per_class: [16, 4, 10],
+        variant_of: None,
+    },
+    WorldDataset {
+        name: "world_sketch",
+        folder: "world_sketch",
+        split_name: "WorldSketch",
+        template: "a photo of a {}.",
+        axes: &[Axis::Texture, Axis::Shape],
+        domain: Domain::Sketch,
+        per_class: [0, 0, 10],
+        variant_of: Some("world"),
+    },
+    WorldDataset {
+        name: "world_cartoon",
+        folder: "world_cartoon",
+        split_name: "WorldCartoon",
+        template: "a photo of a {}.",
+        axes: &[Axis::Texture, Axis::Shape],
+        domain: Domain::Cartoon,
+        per_class: [0, 0, 10],
+        variant_of: Some("world"),
+    },
+    WorldDataset {
+        name: "world_clutter",
+        folder: "world_clutter",
+        split_name: "WorldClutter",
+        template: "a photo of a {}.",
+        axes: &[Axis::Texture, Axis::Shape],
+        domain: Domain::Clutter,
+        per_class: [0, 0, 10],
+        variant_of: Some("world"),
+    },
+    WorldDataset {
+        name: "colours",
+        folder: "colours",
+        split_name: "Colours",
+        template: "a photo of a {}, a type of coloured shape.",
+        axes: &[Axis::Colour, Axis::Shape],
+        domain: Domain::Photo,
+        per_class: [16, 4, 8],
+        variant_of: None,
+    },
+    WorldDataset {
+        name: "shapes",
+        folder: "shapes",
+        split_name: "Shapes",
+        template: "a drawing of a {}, a type of shape.",
+        axes: &[Axis::Shape],
+        domain: Domain::Cartoon,
+        per_class: [16, 4, 30],
+        variant_of: None,
+    },
+    WorldDataset {
+        name: "patterns",
+        folder: "patterns",
+        split_name: "Patterns",
+        template: "{} texture.",
+        axes: &[Axis::Colour, Axis::Texture],
+        domain: Domain::Clutter,
+        per_class: [16, 4, 8],
+        variant_of: None,
+    },
+];
+
+pub fn world_dataset(name: &str) -> Option<&'static WorldDataset> {
+    WORLD_DATASETS.iter().find(|d| d.name == name)
+}
+
+/// A class: the fixed attribute values (None = free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassSpec {
+    pub colour: Option<Colour>,
+    pub texture: Option<Texture>,
+    pub shape: Option<Shape>,
+}
+
+impl ClassSpec {
+    pub fn name(&self) -> String {
+        let mut words = Vec::new();
+        if let Some(c) = self.colour {
+            words.push(c.word());
+        }
+        if let Some(t) = self.texture {
+            words.push(t.word());
+        }
+        if let Some(s) = self.shape {
+            words.push(s.word());
+        }
+        words.join(" ")
+    }
+
+    /// A concept of this class, its free attributes drawn at random.
+    pub fn sample(&self, rng: &mut impl Rng) -> Concept {
+        let mut c = Concept::random(rng);
+        if let Some(v) = self.colour {
+            c.colour = v;
+        }
+        if let Some(v) = self.texture {
+            c.texture = v;
+        }
+        if let Some(v) = self.shape {
+            c.shape = v;
+        }
+        c
+    }
+}
+
+impl WorldDataset {
+    /// Classes in label order: the product of the axes, first axis slowest.
+    pub fn classes(&self) -> Vec<ClassSpec> {
+        let mut out = vec![ClassSpec {
+            colour: None,
+            texture: None,
+            shape: None,
+        }];
+        for axis in self.axes {
+            out = out
+                .into_iter()
+                .flat_map(|c| -> Vec<ClassSpec> {
+                    match axis {
+                        Axis::Colour => Colour::ALL.iter().map(|&v| ClassSpec { colour: Some(v), ..c }).collect(),
+                        Axis::Texture => Texture::ALL.iter().map(|&v| ClassSpec { texture: Some(v), ..c }).collect(),
+                        Axis::Shape => Shape::ALL.iter().map(|&v| ClassSpec { shape: Some(v), ..c }).collect(),
+                    }
+                })
+                .collect();
+        }
+        out
+    }
+}
+
+#[derive(Serialize)]
+struct Split {
+    train: Vec<(String, usize, String)>,
+    val: Vec<(String, usize, String)>,
+    test: Vec<(String, usize, String)>,
+}
+
+/// Renders `ds` under `root/<folder>/` (images in `images/<class>/`, PNG) and writes its split file.
+/// Every image is a pure function of (`seed`, dataset, split, class, index).
+pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32) -> Result<()> {
+    let dir = root.join(ds.folder);
+    let classes = ds.classes();
+    let mut split = Split {
+        train: Vec::new(),
+        val: Vec::new(),
+        test: Vec::new(),
+    };
+    for (label, class) in classes.iter().enumerate() {
+        let name = class.name();
+        let folder = name.replace(' ', "_");
+        let class_dir = dir.join("images").join(&folder);
+        std::fs::create_dir_all(&class_dir).map_err(|e| Error::io(&class_dir, e))?;
+        for (s, (part, n)) in [("train", ds.per_class[0]), ("val", ds.per_class[1]), ("test", ds.per_class[2])]
+            .into_iter()
+            .enumerate()
+        {
+            for i in 0..n {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                // Independent streams per image: the dataset name, split, label and index select one.
+                rng.set_stream(stream_id(ds.name, s, label, i));
+                let concept = class.sample(&mut rng);
+                let img = render(&concept, ds.domain, image_size, &mut rng);
+                let rel = format!("{folder}/{part}_{i:03}.png");
+                let path = dir.join("images").join(&rel);
+                img.save(&path).map_err(|e| Error::Image {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let entry = (rel, label, name.clone());
+                match s {
+                    0 => split.train.push(entry),
+                    1 => split.val.push(entry),
+                    _ => split.test.push(entry),
+                }
+            }
+        }
+    }
+    let path = dir.join(format!("split_zhou_{}.json", ds.split_name));
+    let text = serde_json::to_string(&split).expect("split entries always serialize");
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}
+
+fn stream_id(name: &str, split: usize, label: usize, index: usize) -> u64 {
+    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    h ^ ((split as u64) << 56) ^ ((label as u64) << 24) ^ index as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_spaces_are_products_of_their_axes() {
+        let world = world_dataset("world").unwrap().classes();
+        assert_eq!(world.len(), 32);
+        assert_eq!(world[0].name(), "plain circle");
+        assert_eq!(world[1].name(), "plain square");
+        assert_eq!(world_dataset("colours").unwrap().classes()[9].name(), "orange square");
+        assert_eq!(world_dataset("shapes").unwrap().classes().len(), 8);
+    }
+
+    #[test]
+    fn a_written_dataset_has_the_coop_layout_and_is_deterministic() {
+        let ds = WorldDataset {
+            per_class: [2, 1, 1],
+            ..world_dataset("shapes").unwrap().clone()
+        };
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        write_dataset(a.path(), &ds, 7, 16).unwrap();
+        write_dataset(b.path(), &ds, 7, 16).unwrap();
+        let split: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(a.path().join("shapes/split_zhou_Shapes.json")).unwrap())
+                .unwrap();
+        assert_eq!(split["train"].as_array().unwrap().len(), 16);
+        assert_eq!(split["test"][0], serde_json::json!(["circle/test_000.png", 0, "circle"]));
+        let rel = "shapes/images/star/train_001.png";
+        assert_eq!(
+            std::fs::read(a.path().join(rel)).unwrap(),
+            std::fs::read(b.path().join(rel)).unwrap()
+        );
+    }
+}
