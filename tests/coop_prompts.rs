@@ -1,0 +1,46 @@
+//! CoOp's prompt assembly against a re-implementation of the reference `PromptLearner`
+//! (tests/reference/coop_prompts.py) on the tiny HF fixture: the assembled embeddings and the
+//! resulting text features, for every class-token position and for class-specific context.
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use common::{fixture, max_diff, values, B};
+use gram_bench::clip::weights::SafetensorsStore;
+use gram_bench::clip::{load_clip, LoadOptions};
+use gram_bench::methods::coop::{assemble, encode_prompts, ClassPrompts};
+use gram_bench::methods::ClassTokenPosition;
+
+#[test]
+fn coop_prompts_match_the_reference_prompt_learner() {
+    let dev = Default::default();
+    let clip = load_clip::<B>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("coop_prompts.json")).unwrap()).unwrap();
+    let names: Vec<String> = meta["classnames"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let n_ctx = meta["n_ctx"].as_u64().unwrap() as usize;
+    let refs = SafetensorsStore::open(&[fixture("coop_prompts.safetensors")]).unwrap();
+    let get = |n: &str| refs.read(n).unwrap();
+    let tensor = |n: &str| {
+        let (shape, data) = get(n);
+        Tensor::<B, 3>::from_data(TensorData::new(data, [shape[0], shape[1], shape[2]]), &dev)
+    };
+    let p = ClassPrompts::new(&clip.model, &clip.tokenizer, &vec!["X"; n_ctx].join(" "), n_ctx, &names).unwrap();
+    let want_lens: Vec<usize> = meta["name_lens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(p.name_lens, want_lens);
+    let want_eos: Vec<usize> = meta["eos"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(p.eos, want_eos);
+    for (case, ctx, pos) in [
+        ("end", "ctx_generic", ClassTokenPosition::End),
+        ("middle", "ctx_generic", ClassTokenPosition::Middle),
+        ("front", "ctx_generic", ClassTokenPosition::Front),
+        ("csc_end", "ctx_csc", ClassTokenPosition::End),
+        ("csc_middle", "ctx_csc", ClassTokenPosition::Middle),
+    ] {
+        let embeds = assemble(tensor(ctx), &p, pos);
+        let d = max_diff(case, values(embeds), get(&format!("embeds_{case}")));
+        assert!(d == 0.0, "{case}: assembled embeddings differ by {d}");
+        let feats = encode_prompts(&clip.model, tensor(ctx), &p, pos);
+        let d = max_diff(case, values(feats), get(&format!("features_{case}")));
+        assert!(d < 1e-5, "{case}: text features differ by {d}");
+    }
+}

@@ -1,0 +1,284 @@
+//! The suite engine as a user drives it: strict suite files with file:line errors, stable cell
+//! keys, resume after a kill, failed cells, reports, baselines and the regression check, on a tiny
+//! embedded world (a micro-CLIP trained for two steps: the numbers are not the point here).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use gram_bench::runner::digests_for;
+use gram_bench::suite::cells::Plan;
+use gram_bench::suite::Suite;
+
+const TINY: &str = r#"
+schema = 1
+name = "tiny"
+version = 1
+description = "test suite"
+published = []
+
+[backbone]
+name = "micro-clip"
+
+[world]
+seed = 3
+image_size = 16
+patch_size = 8
+width = 32
+layers = 1
+context_length = 32
+corpus_size = 64
+steps = 2
+batch_size = 16
+lr = 0.001
+weight_decay = 0.1
+warmup_steps = 1
+
+[eval]
+batch_size = 64
+
+[check]
+abs_tolerance = 1.0
+std_factor = 2.0
+
+[methods.zs]
+kind = "zeroshot"
+templates = "dataset"
+
+[methods.coop]
+kind = "coop"
+n_ctx = 4
+ctx_init = "a photo of a"
+init_std = 0.02
+csc = false
+class_token_position = "end"
+batch_size = 8
+epochs = 2
+optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 1, warmup_lr = 1e-5 }
+
+[[experiment]]
+protocol = "few-shot"
+methods = ["zs", "coop"]
+datasets = ["shapes"]
+shots = [1]
+seeds = [1, 2]
+
+[[experiment]]
+protocol = "base-to-new"
+methods = ["coop"]
+datasets = ["shapes"]
+shots = [1]
+seeds = [1]
+"#;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    fn write_suite(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_gram-bench"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("GRAM_BENCH_CACHE", self.path("cache"))
+            .output()
+            .expect("binary runs")
+    }
+    fn records(&self, suite: &str) -> BTreeMap<String, Vec<u8>> {
+        let dir = self.path(&format!("results/{suite}/records"));
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn parse(text: &str) -> Result<Suite, String> {
+    Suite::parse(Path::new("suites/x.toml"), text).map_err(|e| e.to_string())
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
+    let e = parse(&TINY.replace("templates = \"dataset\"", "templates = \"dataset\"\ntemperature = 2")).unwrap_err();
+    assert!(e.starts_with("suites/x.toml:"), "{e}");
+    assert!(e.contains("temperature"), "{e}");
+    let e = parse(&TINY.replace("[eval]\nbatch_size = 64", "[eval]\nbatch_size = 64\nbatchsize = 3")).unwrap_err();
+    let line = TINY.lines().position(|l| l.starts_with("[eval]")).unwrap() + 3;
+    assert!(e.starts_with(&format!("suites/x.toml:{line}:")), "{e}");
+    assert!(e.contains("batchsize"), "{e}");
+    let e = parse("schema = 1\nname = \n").unwrap_err();
+    assert!(e.starts_with("suites/x.toml:2:"), "{e}");
+    let e = parse(&TINY.replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\", \"cocoop\"]")).unwrap_err();
+    assert!(e.contains("unknown method `cocoop`"), "{e}");
+    let e = parse(&TINY.replace("datasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]", "datasets = [\"imagenet\"]\nshots = [1]\nseeds = [1, 2]")).unwrap_err();
+    assert!(e.contains("unknown dataset `imagenet`"), "{e}");
+    let e = parse(&TINY.replace("schema = 1", "schema = 9")).unwrap_err();
+    assert!(e.contains("schema 9 is not supported"), "{e}");
+    let e = parse(&TINY.replace("kind = \"zeroshot\"", "kind = \"linear-probe\"")).unwrap_err();
+    assert!(e.contains("linear-probe"), "{e}");
+    let e = parse(&TINY.replace("epochs = 2", "epochs = 0")).unwrap_err();
+    assert!(e.contains("methods.coop: epochs"), "{e}");
+    assert!(parse(TINY).is_ok());
+}
+
+fn keys(text: &str) -> Vec<String> {
+    let s = parse(text).unwrap();
+    Plan::new(&s, &digests_for(&s).unwrap()).cells.into_iter().map(|c| c.key).collect()
+}
+
+#[test]
+fn cell_keys_ignore_formatting_and_follow_what_decides_a_result() {
+    let base = keys(TINY);
+    // 2 seeds × (zs + coop) few-shot, plus base-to-new coop: a train and an eval cell.
+    assert_eq!(base.len(), 6);
+    let unique: std::collections::HashSet<_> = base.iter().collect();
+    assert_eq!(unique.len(), base.len());
+    // Comments, blank lines, key order and inline-vs-dotted tables do not matter.
+    let reformatted = TINY
+        .replace("[eval]\nbatch_size = 64", "# evaluation\n[eval]\n\nbatch_size   =   64 # images")
+        .replace(
+            "optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 1, warmup_lr = 1e-5 }",
+            "optim.warmup_lr = 0.00001\noptim.lr = 2e-3\noptim.momentum = 0.9\noptim.weight_decay = 0.0005\noptim.warmup_epochs = 1",
+        );
+    assert_eq!(keys(&reformatted), base);
+    // A CoOp hyper-parameter changes the CoOp cells only.
+    let lr = keys(&TINY.replace("lr = 0.002,", "lr = 0.003,"));
+    let changed: Vec<bool> = lr.iter().zip(&base).map(|(a, b)| a != b).collect();
+    let s = parse(TINY).unwrap();
+    let plan = Plan::new(&s, &digests_for(&s).unwrap());
+    for (c, ch) in plan.cells.iter().zip(changed) {
+        assert_eq!(ch, c.spec.method == "coop", "{:?}", c.spec);
+    }
+    // The suite version and the world change every key.
+    assert!(keys(&TINY.replace("version = 1", "version = 2")).iter().all(|k| !base.contains(k)));
+    assert!(keys(&TINY.replace("seed = 3", "seed = 4")).iter().all(|k| !base.contains(k)));
+}
+
+#[test]
+fn a_run_resumes_only_missing_cells_and_leaves_finished_ones_identical() {
+    let env = Env::new();
+    let suite = env.write_suite("tiny.toml", TINY);
+    let s = suite.to_str().unwrap();
+    let out = env.run(&["run", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = env.records("tiny");
+    assert_eq!(first.len(), 6);
+    for (name, bytes) in &first {
+        let r: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(r["status"], "ok", "{name}");
+        assert!(r["metrics"]["accuracy"].as_f64().unwrap() >= 0.0);
+        assert!(!r["per_class"].as_array().unwrap().is_empty());
+        assert_eq!(r["environment"]["backend"], "cpu");
+    }
+
+    // A run killed mid-way: two records never written, one temp file and a lock left behind.
+    let victims: Vec<String> = first.keys().take(2).cloned().collect();
+    for v in &victims {
+        std::fs::remove_file(env.path(&format!("results/tiny/records/{v}"))).unwrap();
+    }
+    std::fs::write(env.path("results/tiny/records/.half-written.json.tmp-1"), b"{").unwrap();
+    let out = env.run(&["plan", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 done, 2 missing"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = env.run(&["run", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ran 2 cells"), "{}", stderr(&out));
+    let second = env.records("tiny");
+    assert_eq!(second.len(), 6);
+    for (name, bytes) in &first {
+        if !victims.contains(name) {
+            assert_eq!(&second[name], bytes, "{name} was rewritten");
+        }
+    }
+    // Nothing left to do; `never` and `only-missing` both skip; `always` recomputes the selection.
+    let out = env.run(&["run", s, "--overwrite", "never"]);
+    assert!(stderr(&out).contains("0 to run"), "{}", stderr(&out));
+    let out = env.run(&["run", s, "--only", "method=zs", "--only", "seed=1", "--overwrite", "always"]);
+    assert!(stderr(&out).contains("1 to run"), "{}", stderr(&out));
+
+    // Report, baseline and check.
+    let out = env.run(&["report", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = std::fs::read_to_string(env.path("reports/tiny/report.md")).unwrap();
+    assert!(md.contains("## few-shot") && md.contains("## base-to-new") && md.contains("| hm "), "{md}");
+    assert!(env.path("reports/tiny/aggregate.csv").is_file());
+    let out = env.run(&["baseline", "save", "nightly", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["check", s, "--baseline", "nightly"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A baseline 50 points better than reality is a regression; a missing cell is too.
+    let path = env.path("baselines/nightly.json");
+    let mut b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let rows = b["rows"].as_array_mut().unwrap();
+    let m = rows[0]["mean"].as_f64().unwrap();
+    rows[0]["mean"] = serde_json::json!(m + 50.0);
+    std::fs::write(&path, serde_json::to_vec(&b).unwrap()).unwrap();
+    let out = env.run(&["check", s, "--baseline", "nightly"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REGRESSED"));
+    assert!(stderr(&out).contains("check failed"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_failing_cell_records_its_error_and_runs_again_next_time() {
+    let env = Env::new();
+    // "a photo of a" is four tokens: n_ctx = 3 cannot hold it, which only tokenizing shows.
+    let text = TINY.replace("n_ctx = 4", "n_ctx = 3").replace("methods = [\"coop\"]\ndatasets", "methods = [\"zs\"]\ndatasets");
+    let suite = env.write_suite("tiny.toml", &text);
+    let s = suite.to_str().unwrap();
+    let out = env.run(&["run", s]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("2 cells failed"), "{}", stderr(&out));
+    let failed: Vec<serde_json::Value> = env
+        .records("tiny")
+        .values()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .filter(|r: &serde_json::Value| r["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert!(failed[0]["error"].as_str().unwrap().contains("n_ctx = 3"), "{}", failed[0]["error"]);
+    let out = env.run(&["run", s]);
+    assert!(stderr(&out).contains("2 to run"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_non_zero_exit() {
+    let env = Env::new();
+    let out = env.run(&["validate", "missing.toml"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).starts_with("error: missing.toml:"), "{}", stderr(&out));
+    let bad = env.write_suite("bad.toml", &TINY.replace("[eval]", "[eval\n"));
+    let out = env.run(&["validate", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).trim().lines().count(), 1, "{}", stderr(&out));
+    // An unwritable store fails before anything runs.
+    let suite = env.write_suite("tiny.toml", TINY);
+    std::fs::write(env.path("not-a-dir"), b"").unwrap();
+    let out = env.run(&["run", suite.to_str().unwrap(), "--store", "not-a-dir"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("results store"), "{}", stderr(&out));
+    let out = env.run(&["run", suite.to_str().unwrap(), "--only", "colour=red"]);
+    assert!(!out.status.success());
+    let out = env.run(&["check", suite.to_str().unwrap(), "--baseline", "nope"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
+}
