@@ -157,12 +157,10 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let mut summary = RunSummary::default();
     for c in &selected {
         let existing = store.get(&c.key)?;
-        let run = match (opts.overwrite, existing.as_ref().map(|r| r.status)) {
-            (_, None) => true,
-            (Overwrite::Always, _) => true,
-            (Overwrite::OnlyMissing, Some(Status::Failed)) => true,
-            _ => false,
-        };
+        let run = matches!(
+            (opts.overwrite, existing.as_ref().map(|r| r.status)),
+            (_, None) | (Overwrite::Always, _) | (Overwrite::OnlyMissing, Some(Status::Failed))
+        );
         if run {
             todo.push(c.clone());
         } else {
@@ -234,7 +232,11 @@ impl WithBackend for RunWork<'_> {
             }
             let Some(_lock) = self.store.try_lock(&cell.key)? else {
                 summary.busy += 1;
-                let msg = format!("[{}/{}] {label}: another runner is computing it; skipped", i + 1, self.todo.len());
+                let msg = format!(
+                    "[{}/{}] {label}: another runner is computing it; skipped",
+                    i + 1,
+                    self.todo.len()
+                );
                 match &bar {
                     Some(b) => b.println(msg),
                     None => eprintln!("{msg}"),
@@ -393,7 +395,10 @@ impl<'a, B: Backend> CellContext<'a, B> {
         let classnames: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
         let train_idx = few_shot_indices(&ds.train, s.shots, s.seed);
         let val_idx = few_shot_indices(&ds.val, s.shots.min(4), s.seed);
-        let train_items = relabel(&train_idx.iter().map(|&i| ds.train[i].clone()).collect::<Vec<_>>(), &labels);
+        let train_items = relabel(
+            &train_idx.iter().map(|&i| ds.train[i].clone()).collect::<Vec<_>>(),
+            &labels,
+        );
         let mut digests = json!({
             "backbone": format!("{BACKBONE}@world-{}", self.world.manifest.key),
             "weights_sha256": self.weights_digest,
@@ -510,7 +515,10 @@ impl<'a, B: Backend> CellContext<'a, B> {
         let names: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
         let items = relabel(&ds.test, labels);
         if items.is_empty() {
-            return Err(Error::Input(format!("{}: no test images in the selected classes", ds.def.name)));
+            return Err(Error::Input(format!(
+                "{}: no test images in the selected classes",
+                ds.def.name
+            )));
         }
         method.begin_eval(
             &self.clip_eval,

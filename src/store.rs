@@ -136,9 +136,12 @@ impl Store {
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
         let p = self.record_path(key);
         match std::fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Store(format!("{}: unreadable record ({e}); move it away to rerun the cell", p.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::Store(format!(
+                    "{}: unreadable record ({e}); move it away to rerun the cell",
+                    p.display()
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }

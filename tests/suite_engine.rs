@@ -103,7 +103,12 @@ impl Env {
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
             .collect()
     }
 }
@@ -129,7 +134,11 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(e.starts_with("suites/x.toml:2:"), "{e}");
     let e = parse(&TINY.replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\", \"cocoop\"]")).unwrap_err();
     assert!(e.contains("unknown method `cocoop`"), "{e}");
-    let e = parse(&TINY.replace("datasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]", "datasets = [\"imagenet\"]\nshots = [1]\nseeds = [1, 2]")).unwrap_err();
+    let e = parse(&TINY.replace(
+        "datasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]",
+        "datasets = [\"imagenet\"]\nshots = [1]\nseeds = [1, 2]",
+    ))
+    .unwrap_err();
     assert!(e.contains("unknown dataset `imagenet`"), "{e}");
     let e = parse(&TINY.replace("schema = 1", "schema = 9")).unwrap_err();
     assert!(e.contains("schema 9 is not supported"), "{e}");
@@ -142,7 +151,11 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
 
 fn keys(text: &str) -> Vec<String> {
     let s = parse(text).unwrap();
-    Plan::new(&s, &digests_for(&s).unwrap()).cells.into_iter().map(|c| c.key).collect()
+    Plan::new(&s, &digests_for(&s).unwrap())
+        .cells
+        .into_iter()
+        .map(|c| c.key)
+        .collect()
 }
 
 #[test]
@@ -169,8 +182,12 @@ fn cell_keys_ignore_formatting_and_follow_what_decides_a_result() {
         assert_eq!(ch, c.spec.method == "coop", "{:?}", c.spec);
     }
     // The suite version and the world change every key.
-    assert!(keys(&TINY.replace("version = 1", "version = 2")).iter().all(|k| !base.contains(k)));
-    assert!(keys(&TINY.replace("seed = 3", "seed = 4")).iter().all(|k| !base.contains(k)));
+    assert!(keys(&TINY.replace("version = 1", "version = 2"))
+        .iter()
+        .all(|k| !base.contains(k)));
+    assert!(keys(&TINY.replace("seed = 3", "seed = 4"))
+        .iter()
+        .all(|k| !base.contains(k)));
 }
 
 #[test]
@@ -198,7 +215,11 @@ fn a_run_resumes_only_missing_cells_and_leaves_finished_ones_identical() {
     std::fs::write(env.path("results/tiny/records/.half-written.json.tmp-1"), b"{").unwrap();
     let out = env.run(&["plan", s]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 done, 2 missing"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("4 done, 2 missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = env.run(&["run", s]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("ran 2 cells"), "{}", stderr(&out));
@@ -212,14 +233,26 @@ fn a_run_resumes_only_missing_cells_and_leaves_finished_ones_identical() {
     // Nothing left to do; `never` and `only-missing` both skip; `always` recomputes the selection.
     let out = env.run(&["run", s, "--overwrite", "never"]);
     assert!(stderr(&out).contains("0 to run"), "{}", stderr(&out));
-    let out = env.run(&["run", s, "--only", "method=zs", "--only", "seed=1", "--overwrite", "always"]);
+    let out = env.run(&[
+        "run",
+        s,
+        "--only",
+        "method=zs",
+        "--only",
+        "seed=1",
+        "--overwrite",
+        "always",
+    ]);
     assert!(stderr(&out).contains("1 to run"), "{}", stderr(&out));
 
     // Report, baseline and check.
     let out = env.run(&["report", s]);
     assert!(out.status.success(), "{}", stderr(&out));
     let md = std::fs::read_to_string(env.path("reports/tiny/report.md")).unwrap();
-    assert!(md.contains("## few-shot") && md.contains("## base-to-new") && md.contains("| hm "), "{md}");
+    assert!(
+        md.contains("## few-shot") && md.contains("## base-to-new") && md.contains("| hm "),
+        "{md}"
+    );
     assert!(env.path("reports/tiny/aggregate.csv").is_file());
     let out = env.run(&["baseline", "save", "nightly", s]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -242,7 +275,9 @@ fn a_run_resumes_only_missing_cells_and_leaves_finished_ones_identical() {
 fn a_failing_cell_records_its_error_and_runs_again_next_time() {
     let env = Env::new();
     // "a photo of a" is four tokens: n_ctx = 3 cannot hold it, which only tokenizing shows.
-    let text = TINY.replace("n_ctx = 4", "n_ctx = 3").replace("methods = [\"coop\"]\ndatasets", "methods = [\"zs\"]\ndatasets");
+    let text = TINY
+        .replace("n_ctx = 4", "n_ctx = 3")
+        .replace("methods = [\"coop\"]\ndatasets", "methods = [\"zs\"]\ndatasets");
     let suite = env.write_suite("tiny.toml", &text);
     let s = suite.to_str().unwrap();
     let out = env.run(&["run", s]);
@@ -255,7 +290,11 @@ fn a_failing_cell_records_its_error_and_runs_again_next_time() {
         .filter(|r: &serde_json::Value| r["status"] == "failed")
         .collect();
     assert_eq!(failed.len(), 2);
-    assert!(failed[0]["error"].as_str().unwrap().contains("n_ctx = 3"), "{}", failed[0]["error"]);
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("n_ctx = 3"),
+        "{}",
+        failed[0]["error"]
+    );
     let out = env.run(&["run", s]);
     assert!(stderr(&out).contains("2 to run"), "{}", stderr(&out));
 }

@@ -163,6 +163,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner",
         s.ran, s.failed, s.skipped, s.busy
     );
+    if !a.no_report && s.failed == 0 {
+        write_suite_report(&suite, &a.suite, &a.store, &a.out, false)?;
+    }
     if s.failed > 0 {
         return Err(Error::Input(format!(
             "{} cells failed; their records hold the errors (`gram-bench plan {}` lists them)",
@@ -200,21 +203,33 @@ fn world_note(suite: &Suite, cache: &Path) -> String {
 
 pub fn report(a: &ReportArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests_for(&suite)?);
-    let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&suite, &plan, &store)?;
+    write_suite_report(&suite, &a.suite, &a.store, &a.out, true)
+}
+
+fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: &Path, print: bool) -> Result<()> {
+    let plan = Plan::new(suite, &digests_for(suite)?);
+    let records = Store::open_read(&store.store, &suite.name);
+    let data = gather(suite, &plan, &records)?;
     if data.values.is_empty() {
         return Err(Error::Input(format!(
             "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
             suite.name,
-            a.store.store.display(),
-            a.suite.display()
+            store.store.display(),
+            suite_path.display()
         )));
     }
-    let published = published_tables(&suite)?;
-    let md = render_markdown(&suite, &a.suite, &data, &published, &world_note(&suite, &cache_of(&a.store)));
-    let path = write_report(&a.out, &suite, &md, &data.rows)?;
-    println!("{md}");
+    let published = published_tables(suite)?;
+    let md = render_markdown(
+        suite,
+        suite_path,
+        &data,
+        &published,
+        &world_note(suite, &cache_of(store)),
+    );
+    let path = write_report(out, suite, &md, &data.rows)?;
+    if print {
+        println!("{md}");
+    }
     eprintln!("wrote {} (and aggregate.csv, aggregate.json beside it)", path.display());
     Ok(())
 }
@@ -234,7 +249,10 @@ pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     }
     let path = baseline_path(&a.dir, &a.name)?;
     if path.exists() && !a.force {
-        return Err(Error::Input(format!("{} exists; pass --force to replace it", path.display())));
+        return Err(Error::Input(format!(
+            "{} exists; pass --force to replace it",
+            path.display()
+        )));
     }
     std::fs::create_dir_all(&a.dir).map_err(|e| Error::io(&a.dir, e))?;
     let b = SavedBaseline {
@@ -292,7 +310,18 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     println!(
         "{}",
         md_table(
-            &["Protocol", "Method", "Dataset", "Shots", "Metric", "Baseline", "Current", "Δ", "Tolerance", "Verdict"],
+            &[
+                "Protocol",
+                "Method",
+                "Dataset",
+                "Shots",
+                "Metric",
+                "Baseline",
+                "Current",
+                "Δ",
+                "Tolerance",
+                "Verdict"
+            ],
             rows
         )
     );
@@ -300,7 +329,10 @@ pub fn check(a: &CheckArgs) -> Result<()> {
         "\nRule: regressed when current < baseline − max({} pt, {} × baseline seed std); improved when above by as much.",
         suite.check.abs_tolerance, suite.check.std_factor
     );
-    let bad = out.iter().filter(|c| matches!(c.verdict, Verdict::Regressed | Verdict::Missing)).count();
+    let bad = out
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Regressed | Verdict::Missing))
+        .count();
     if bad > 0 {
         return Err(Error::Input(format!(
             "check failed: {bad} of {} metrics regressed or missing against baseline `{}`",

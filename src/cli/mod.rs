@@ -92,6 +92,12 @@ pub struct RunArgs {
     /// Which existing records to recompute.
     #[arg(long, value_enum, default_value = "only-missing")]
     pub overwrite: Overwrite,
+    /// Where the report written after the run goes.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Do not write the report after the run.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 #[derive(Args, Debug)]
@@ -144,7 +150,9 @@ pub struct WorldArgs {
 }
 
 fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
     if !crate::suite::cells::FILTER_FIELDS.contains(&k) {
         return Err(format!(
             "`{k}` is not a cell field (fields: {})",

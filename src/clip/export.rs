@@ -20,7 +20,10 @@ pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
     let data = t.to_data().convert::<f32>();
-    (data.shape.to_vec(), data.to_vec::<f32>().expect("converted to f32 above"))
+    (
+        data.shape.to_vec(),
+        data.to_vec::<f32>().expect("converted to f32 above"),
+    )
 }
 
 fn put<B: Backend, const D: usize>(out: &mut NamedTensors, name: String, p: &Param<Tensor<B, D>>) {
@@ -70,14 +73,34 @@ impl<B: Backend> Clip<B> {
     pub fn to_hf_tensors(&self) -> NamedTensors {
         let mut out = NamedTensors::new();
         let t = &self.text_model;
-        put(&mut out, "text_model.embeddings.token_embedding.weight".into(), &t.token_embedding);
-        put(&mut out, "text_model.embeddings.position_embedding.weight".into(), &t.position_embedding);
+        put(
+            &mut out,
+            "text_model.embeddings.token_embedding.weight".into(),
+            &t.token_embedding,
+        );
+        put(
+            &mut out,
+            "text_model.embeddings.position_embedding.weight".into(),
+            &t.position_embedding,
+        );
         put_encoder(&mut out, "text_model", &t.encoder);
         put_ln(&mut out, "text_model.final_layer_norm", &t.final_layer_norm);
         let v = &self.vision_model;
-        put(&mut out, "vision_model.embeddings.class_embedding".into(), &v.class_embedding);
-        put(&mut out, "vision_model.embeddings.patch_embedding.weight".into(), &v.patch_embedding);
-        put(&mut out, "vision_model.embeddings.position_embedding.weight".into(), &v.position_embedding);
+        put(
+            &mut out,
+            "vision_model.embeddings.class_embedding".into(),
+            &v.class_embedding,
+        );
+        put(
+            &mut out,
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            &v.patch_embedding,
+        );
+        put(
+            &mut out,
+            "vision_model.embeddings.position_embedding.weight".into(),
+            &v.position_embedding,
+        );
         put_ln(&mut out, "vision_model.pre_layrnorm", &v.pre_layrnorm);
         put_encoder(&mut out, "vision_model", &v.encoder);
         put_ln(&mut out, "vision_model.post_layernorm", &v.post_layernorm);

@@ -9,8 +9,8 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use checkpoint::{load_clip, LoadOptions, LoadedClip};
-pub use export::save_hf_dir;
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use export::save_hf_dir;
 pub use model::{Clip, DeepPrompts, PromptSlot, TextOutput, VisionOutput, VisionPrompts};
 pub use preprocess::Preprocess;
 pub use tokenizer::ClipTokenizer;

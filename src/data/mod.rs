@@ -137,7 +137,10 @@ impl Dataset {
             )));
         }
         if test.is_empty() {
-            return Err(Error::Input(format!("{}: the test split is empty", split_path.display())));
+            return Err(Error::Input(format!(
+                "{}: the test split is empty",
+                split_path.display()
+            )));
         }
         Ok(Dataset {
             def: def.clone(),
@@ -205,12 +208,7 @@ pub fn relabel(items: &[Datum], labels: &[usize]) -> Vec<Datum> {
     let map: BTreeMap<usize, usize> = labels.iter().enumerate().map(|(i, &l)| (l, i)).collect();
     items
         .iter()
-        .filter_map(|d| {
-            map.get(&d.label).map(|&l| Datum {
-                label: l,
-                ..d.clone()
-            })
-        })
+        .filter_map(|d| map.get(&d.label).map(|&l| Datum { label: l, ..d.clone() }))
         .collect()
 }
 

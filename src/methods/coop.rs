@@ -50,7 +50,9 @@ impl CoOpConfig {
             return Err("n_ctx must be positive".into());
         }
         if self.csc && !self.ctx_init.is_empty() {
-            return Err("csc = true needs ctx_init = \"\" (the reference initialises class-specific context at random)".into());
+            return Err(
+                "csc = true needs ctx_init = \"\" (the reference initialises class-specific context at random)".into(),
+            );
         }
         if self.batch_size == 0 {
             return Err("batch_size must be positive".into());
@@ -89,7 +91,9 @@ impl<B: Backend> ClassPrompts<B> {
         for t in &texts {
             // CoOp's tokenizer raises on prompts longer than the context rather than truncating.
             if tok.tokens(t)?.len() + 2 > l {
-                return Err(Error::Input(format!("prompt {t:?} does not fit the context length {l}")));
+                return Err(Error::Input(format!(
+                    "prompt {t:?} does not fit the context length {l}"
+                )));
             }
         }
         let name_lens = names
@@ -144,7 +148,12 @@ pub fn assemble<B: Backend>(ctx: Tensor<B, 3>, p: &ClassPrompts<B>, position: Cl
 }
 
 /// Normalized class features from assembled prompts.
-pub fn encode_prompts<B: Backend>(clip: &Clip<B>, ctx: Tensor<B, 3>, p: &ClassPrompts<B>, position: ClassTokenPosition) -> Tensor<B, 2> {
+pub fn encode_prompts<B: Backend>(
+    clip: &Clip<B>,
+    ctx: Tensor<B, 3>,
+    p: &ClassPrompts<B>,
+    position: ClassTokenPosition,
+) -> Tensor<B, 2> {
     let embeds = assemble(ctx, p, position);
     Clip::normalize(clip.text_features(clip.text_model.forward_pooled(embeds, &p.eos, None)))
 }
@@ -166,11 +175,18 @@ pub struct CoOp<B: AutodiffBackend> {
     prompt: Option<CoOpPrompt<B>>,
     optim: OptimizerAdaptor<Sgd<B::InnerBackend>, CoOpPrompt<B>, B>,
     train: ClassPrompts<B>,
-    eval: Option<(ClassPrompts<B::InnerBackend>, Tensor<B::InnerBackend, 2>)>,
+    /// Normalized class features of the class set under evaluation.
+    eval: Option<Tensor<B::InnerBackend, 2>>,
 }
 
 impl<B: AutodiffBackend> CoOp<B> {
-    pub fn new(config: CoOpConfig, clip: &Clip<B>, tok: &ClipTokenizer, classnames: &[String], seed: u64) -> Result<Self> {
+    pub fn new(
+        config: CoOpConfig,
+        clip: &Clip<B>,
+        tok: &ClipTokenizer,
+        classnames: &[String],
+        seed: u64,
+    ) -> Result<Self> {
         let device = clip.logit_scale.val().device();
         let width = clip.text_model.token_embedding.dims()[1];
         let m = config.n_ctx;
@@ -207,7 +223,9 @@ impl<B: AutodiffBackend> CoOp<B> {
     }
 
     fn prompt(&self) -> &CoOpPrompt<B> {
-        self.prompt.as_ref().expect("the prompt is only taken out during a step")
+        self.prompt
+            .as_ref()
+            .expect("the prompt is only taken out during a step")
     }
 }
 
@@ -249,12 +267,16 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         }
         let p = ClassPrompts::new(clip, tok, &self.placeholder, self.config.n_ctx, classes.names)?;
         let text = encode_prompts(clip, ctx, &p, self.config.class_token_position);
-        self.eval = Some((p, text));
+        self.eval = Some(text);
         Ok(())
     }
 
-    fn eval_logits(&self, clip: &Clip<B::InnerBackend>, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
-        let (_, text) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
+    fn eval_logits(
+        &self,
+        clip: &Clip<B::InnerBackend>,
+        pixels: Tensor<B::InnerBackend, 4>,
+    ) -> Tensor<B::InnerBackend, 2> {
+        let text = self.eval.as_ref().expect("begin_eval runs before eval_logits");
         let img = Clip::normalize(clip.encode_image(pixels, &Default::default()));
         clip.logits_per_image(img, text.clone())
     }
@@ -262,7 +284,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
     fn save_artifact(&self) -> PromptArtifact {
         let ctx = self.prompt().ctx.val().inner().into_data().convert::<f32>();
         let mut a = PromptArtifact::new();
-        a.insert("ctx".into(), (ctx.shape.to_vec(), ctx.to_vec::<f32>().expect("converted to f32")));
+        a.insert(
+            "ctx".into(),
+            (ctx.shape.to_vec(), ctx.to_vec::<f32>().expect("converted to f32")),
+        );
         a
     }
 
@@ -272,7 +297,9 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
             .ok_or_else(|| Error::Input("coop artifact has no `ctx`".into()))?;
         let cur = self.prompt().ctx.dims();
         if shape.as_slice() != cur {
-            return Err(Error::Input(format!("coop artifact ctx has shape {shape:?}, this prompt needs {cur:?}")));
+            return Err(Error::Input(format!(
+                "coop artifact ctx has shape {shape:?}, this prompt needs {cur:?}"
+            )));
         }
         let device = self.prompt().ctx.val().device();
         let t = Tensor::<B, 3>::from_data(TensorData::new(data.clone(), [cur[0], cur[1], cur[2]]), &device);

@@ -109,7 +109,11 @@ pub trait PromptMethod<B: AutodiffBackend> {
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()>;
 
     /// Logits `[batch, classes]` of normalized pixels against the classes of `begin_eval`.
-    fn eval_logits(&self, clip: &Clip<B::InnerBackend>, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2>;
+    fn eval_logits(
+        &self,
+        clip: &Clip<B::InnerBackend>,
+        pixels: Tensor<B::InnerBackend, 4>,
+    ) -> Tensor<B::InnerBackend, 2>;
 
     /// The learned parameters (empty for methods without any).
     fn save_artifact(&self) -> PromptArtifact;

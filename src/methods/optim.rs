@@ -21,7 +21,8 @@ pub struct SgdConfig {
 
 impl SgdConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.lr > 0.0 && self.warmup_lr >= 0.0 && self.weight_decay >= 0.0 && (0.0..1.0).contains(&self.momentum)) {
+        if !(self.lr > 0.0 && self.warmup_lr >= 0.0 && self.weight_decay >= 0.0 && (0.0..1.0).contains(&self.momentum))
+        {
             return Err("optim: lr > 0, warmup_lr >= 0, weight_decay >= 0 and 0 <= momentum < 1 are required".into());
         }
         Ok(())

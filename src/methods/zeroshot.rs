@@ -68,9 +68,9 @@ pub fn class_features<B: Backend>(
         let texts: Vec<String> = names.iter().map(|n| fill(t, n)).collect();
         let ids = tok.encode_padded(&texts)?;
         let eos = clip.text_model.eos_positions(&ids);
-        let pooled = clip
-            .text_model
-            .forward_pooled(clip.text_model.embed_tokens(ids_tensor(&ids, &device)), &eos, None);
+        let pooled =
+            clip.text_model
+                .forward_pooled(clip.text_model.embed_tokens(ids_tensor(&ids, &device)), &eos, None);
         let f = Clip::normalize(clip.text_features(pooled));
         sum = Some(match sum {
             Some(s) => s + f,
@@ -118,7 +118,11 @@ impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
         Ok(())
     }
 
-    fn eval_logits(&self, clip: &Clip<B::InnerBackend>, pixels: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
+    fn eval_logits(
+        &self,
+        clip: &Clip<B::InnerBackend>,
+        pixels: Tensor<B::InnerBackend, 4>,
+    ) -> Tensor<B::InnerBackend, 2> {
         let text = self.text.clone().expect("begin_eval runs before eval_logits");
         let img = Clip::normalize(clip.encode_image(pixels, &Default::default()));
         clip.logits_per_image(img, text)
@@ -145,7 +149,13 @@ mod tests {
     fn ensemble_adds_the_dataset_template_except_for_imagenet() {
         assert_eq!(templates_for(TemplateSet::Ensemble, "{} texture.", false).len(), 8);
         assert_eq!(templates_for(TemplateSet::Ensemble, "a photo of a {}.", true).len(), 7);
-        assert_eq!(templates_for(TemplateSet::Dataset, "{} texture.", false), vec!["{} texture."]);
-        assert_eq!(fill("a photo of a {}, a type of pet.", "great_pyrenees"), "a photo of a great pyrenees, a type of pet.");
+        assert_eq!(
+            templates_for(TemplateSet::Dataset, "{} texture.", false),
+            vec!["{} texture."]
+        );
+        assert_eq!(
+            fill("a photo of a {}, a type of pet.", "great_pyrenees"),
+            "a photo of a great pyrenees, a type of pet."
+        );
     }
 }

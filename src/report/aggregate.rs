@@ -129,7 +129,8 @@ fn rows_of(df: &DataFrame, derived: bool) -> Result<Vec<AggRow>> {
         let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
         Ok(c.f64().map_err(pe)?.iter().collect())
     };
-    let (protocol, method, dataset, source, metric) = (s("protocol")?, s("method")?, s("dataset")?, s("source")?, s("metric")?);
+    let (protocol, method, dataset, source, metric) =
+        (s("protocol")?, s("method")?, s("dataset")?, s("source")?, s("metric")?);
     let (shots, n, mean, std) = (f("shots")?, f("n")?, f("mean")?, f("std")?);
     Ok((0..df.height())
         .map(|i| {
@@ -185,11 +186,24 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
     // Averages over the datasets of each (protocol, method, source, shots, metric).
     let avg = per_dataset
         .lazy()
-        .group_by([col("protocol"), col("method"), col("source"), col("shots"), col("metric")])
-        .agg([col("mean").mean().alias("mean"), col("n").min().alias("n"), col("dataset").n_unique().alias("k")])
+        .group_by([
+            col("protocol"),
+            col("method"),
+            col("source"),
+            col("shots"),
+            col("metric"),
+        ])
+        .agg([
+            col("mean").mean().alias("mean"),
+            col("n").min().alias("n"),
+            col("dataset").n_unique().alias("k"),
+        ])
         .with_column(lit("average").alias("dataset"))
         .with_column(lit(NULL).cast(DataType::Float64).alias("std"))
-        .sort(["protocol", "method", "source", "shots", "metric"], SortMultipleOptions::default())
+        .sort(
+            ["protocol", "method", "source", "shots", "metric"],
+            SortMultipleOptions::default(),
+        )
         .collect()
         .map_err(pe)?;
     let mut averages = rows_of(&avg, true)?;
@@ -198,8 +212,17 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
     rows.extend(averages);
 
     let mut hms = Vec::new();
-    for b in rows.iter().filter(|r| r.protocol == "base-to-new" && r.metric == "base") {
-        if let Some(n) = rows.iter().find(|r| r.metric == "new" && r.id().0 == b.protocol && r.method == b.method && r.dataset == b.dataset && r.shots == b.shots) {
+    for b in rows
+        .iter()
+        .filter(|r| r.protocol == "base-to-new" && r.metric == "base")
+    {
+        if let Some(n) = rows.iter().find(|r| {
+            r.metric == "new"
+                && r.id().0 == b.protocol
+                && r.method == b.method
+                && r.dataset == b.dataset
+                && r.shots == b.shots
+        }) {
             hms.push(AggRow {
                 metric: "hm".into(),
                 n: b.n.min(n.n),
@@ -261,7 +284,9 @@ mod tests {
     }
 
     fn find<'a>(rows: &'a [AggRow], dataset: &str, metric: &str) -> &'a AggRow {
-        rows.iter().find(|r| r.dataset == dataset && r.metric == metric).unwrap()
+        rows.iter()
+            .find(|r| r.dataset == dataset && r.metric == metric)
+            .unwrap()
     }
 
     #[test]

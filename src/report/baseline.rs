@@ -63,8 +63,15 @@ pub struct SavedBaseline {
 }
 
 pub fn baseline_path(dir: &Path, name: &str) -> Result<PathBuf> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || name.starts_with('.') {
-        return Err(Error::Input(format!("baseline name `{name}`: use letters, digits, '-', '_' or '.'")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || name.starts_with('.')
+    {
+        return Err(Error::Input(format!(
+            "baseline name `{name}`: use letters, digits, '-', '_' or '.'"
+        )));
     }
     Ok(dir.join(format!("{name}.json")))
 }
@@ -167,7 +174,11 @@ mod tests {
             std_factor: 2.0,
         };
         // std 2 → tolerance max(1, 4) = 4.
-        let base = vec![row("accuracy", 80.0, Some(2.0)), row("base", 50.0, None), row("new", 40.0, Some(0.1))];
+        let base = vec![
+            row("accuracy", 80.0, Some(2.0)),
+            row("base", 50.0, None),
+            row("new", 40.0, Some(0.1)),
+        ];
         let cur = vec![row("accuracy", 76.5, Some(1.0)), row("base", 51.5, None)];
         let out = check(&rule, &base, &cur);
         assert_eq!(out[0].verdict, Verdict::WithinTolerance);
@@ -182,6 +193,9 @@ mod tests {
     fn baseline_names_cannot_escape_the_directory() {
         assert!(baseline_path(Path::new("b"), "../x").is_err());
         assert!(baseline_path(Path::new("b"), "").is_err());
-        assert_eq!(baseline_path(Path::new("b"), "nightly-1").unwrap(), Path::new("b/nightly-1.json"));
+        assert_eq!(
+            baseline_path(Path::new("b"), "nightly-1").unwrap(),
+            Path::new("b/nightly-1.json")
+        );
     }
 }

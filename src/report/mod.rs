@@ -61,13 +61,28 @@ fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) ->
         .iter()
         .filter(|t| t.protocol == r.protocol)
         .flat_map(|t| &t.rows)
-        .find(|p| p.method == name && p.dataset == r.dataset && p.metric == r.metric && p.shots == r.shots)
+        // Zero-shot numbers do not depend on the shots a table was run with.
+        .find(|p| {
+            p.method == name
+                && p.dataset == r.dataset
+                && p.metric == r.metric
+                && (p.shots == r.shots || kind == "zeroshot")
+        })
 }
 
 /// Renders the markdown report.
-pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, published: &[PublishedTable], world_note: &str) -> String {
+pub fn render_markdown(
+    suite: &Suite,
+    suite_path: &Path,
+    data: &ReportData,
+    published: &[PublishedTable],
+    world_note: &str,
+) -> String {
     let mut out = String::new();
-    out.push_str(&format!("# {} (suite v{}, schema {})\n\n", suite.name, suite.version, suite.schema));
+    out.push_str(&format!(
+        "# {} (suite v{}, schema {})\n\n",
+        suite.name, suite.version, suite.schema
+    ));
     out.push_str(&format!("{}\n\n", suite.description));
     out.push_str(&format!(
         "Backbone: `{}`. {world_note}\nRecords: {} values; {} missing, {} failed. Generated {} by gram-bench {} (commit {}).\n\n",
@@ -104,14 +119,22 @@ pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, publ
         let mut body = Vec::new();
         let mut rows = rows;
         rows.sort_by(|a, b| {
-            (a.dataset == "average", &a.source, a.shots, &a.method, &a.dataset, metric_order(&a.metric)).cmp(&(
-                b.dataset == "average",
-                &b.source,
-                b.shots,
-                &b.method,
-                &b.dataset,
-                metric_order(&b.metric),
-            ))
+            (
+                a.dataset == "average",
+                &a.source,
+                a.shots,
+                &a.method,
+                &a.dataset,
+                metric_order(&a.metric),
+            )
+                .cmp(&(
+                    b.dataset == "average",
+                    &b.source,
+                    b.shots,
+                    &b.method,
+                    &b.dataset,
+                    metric_order(&b.metric),
+                ))
         });
         for r in rows {
             let p = published_for(published, suite, r);
@@ -137,7 +160,11 @@ pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, publ
             body.push(vec![
                 r.method.clone(),
                 r.dataset.clone(),
-                if r.source.is_empty() { "—".into() } else { r.source.clone() },
+                if r.source.is_empty() {
+                    "—".into()
+                } else {
+                    r.source.clone()
+                },
                 r.shots.to_string(),
                 r.metric.clone(),
                 fmt_row(r),
@@ -147,7 +174,17 @@ pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, publ
             ]);
         }
         out.push_str(&table(
-            &["Method", "Dataset", "Source", "Shots", "Metric", "Reproduced", "Published", "Δ", "Verdict"],
+            &[
+                "Method",
+                "Dataset",
+                "Source",
+                "Shots",
+                "Metric",
+                "Reproduced",
+                "Published",
+                "Δ",
+                "Verdict",
+            ],
             body,
         ));
         out.push_str("\n\n");
@@ -156,10 +193,18 @@ pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, publ
     let mut seeds: Vec<u64> = data.values.iter().map(|v| v.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
-    let mut detail: BTreeMap<(String, String, String, String, usize, String), BTreeMap<u64, f64>> = BTreeMap::new();
+    type RowId = (String, String, String, String, usize, String);
+    let mut detail: BTreeMap<RowId, BTreeMap<u64, f64>> = BTreeMap::new();
     for v in &data.values {
         detail
-            .entry((v.protocol.clone(), v.method.clone(), v.dataset.clone(), v.source.clone(), v.shots, v.metric.clone()))
+            .entry((
+                v.protocol.clone(),
+                v.method.clone(),
+                v.dataset.clone(),
+                v.source.clone(),
+                v.shots,
+                v.metric.clone(),
+            ))
             .or_default()
             .insert(v.seed, v.value);
     }
@@ -171,7 +216,11 @@ pub fn render_markdown(suite: &Suite, suite_path: &Path, data: &ReportData, publ
         .into_iter()
         .map(|((p, m, d, s, k, met), vals)| {
             let mut row = vec![p, m, d, if s.is_empty() { "—".into() } else { s }, k.to_string(), met];
-            row.extend(seeds.iter().map(|s| vals.get(s).map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into())));
+            row.extend(
+                seeds
+                    .iter()
+                    .map(|s| vals.get(s).map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into())),
+            );
             row
         })
         .collect();

@@ -79,7 +79,11 @@ pub struct Plan {
 fn hash(value: &serde_json::Value) -> String {
     // serde_json's Value keeps object keys sorted (BTreeMap), so this is a canonical form.
     let bytes = serde_json::to_vec(value).expect("JSON values serialize");
-    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The key of a cell.

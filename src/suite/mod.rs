@@ -134,10 +134,21 @@ impl Suite {
     /// fields they need.
     fn validate(&self) -> std::result::Result<(), String> {
         if self.schema != SCHEMA {
-            return Err(format!("schema {} is not supported (this build reads schema {SCHEMA})", self.schema));
+            return Err(format!(
+                "schema {} is not supported (this build reads schema {SCHEMA})",
+                self.schema
+            ));
         }
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("name `{}` must be non-empty ASCII letters, digits, - or _", self.name));
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "name `{}` must be non-empty ASCII letters, digits, - or _",
+                self.name
+            ));
         }
         if self.backbone.name == crate::world::BACKBONE && self.world.is_none() {
             return Err(format!("backbone `{}` needs a [world] table", crate::world::BACKBONE));
@@ -171,17 +182,23 @@ impl Suite {
                 crate::data::check_dataset_name(d).map_err(|e| format!("{at}: {e}"))?;
             }
             if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
-                return Err(format!("{at}: methods, datasets, shots and seeds must each list at least one"));
+                return Err(format!(
+                    "{at}: methods, datasets, shots and seeds must each list at least one"
+                ));
             }
             if x.shots.contains(&0) {
                 return Err(format!("{at}: shots must be positive"));
             }
             match x.protocol {
                 Protocol::FewShot | Protocol::BaseToNew if !x.targets.is_empty() => {
-                    return Err(format!("{at}: `targets` belongs to cross-dataset and cross-domain only"));
+                    return Err(format!(
+                        "{at}: `targets` belongs to cross-dataset and cross-domain only"
+                    ));
                 }
                 Protocol::CrossDataset | Protocol::CrossDomain if x.datasets.len() != 1 || x.targets.is_empty() => {
-                    return Err(format!("{at}: needs exactly one source in `datasets` and at least one `targets`"));
+                    return Err(format!(
+                        "{at}: needs exactly one source in `datasets` and at least one `targets`"
+                    ));
                 }
                 _ => {}
             }

@@ -75,7 +75,10 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     }
-    log(&format!("building the embedded world {key} (once; cached in {})", dir.display()));
+    log(&format!(
+        "building the embedded world {key} (once; cached in {})",
+        dir.display()
+    ));
     for ds in WORLD_DATASETS {
         write_dataset(&tmp.join("data"), ds, cfg.seed, cfg.image_size as u32)?;
     }
@@ -86,7 +89,9 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
         pretrain::<burn::backend::Autodiff<crate::backend::Cpu>>(cfg, &device, &mut |step, total, loss| {
             if last_print.elapsed().as_secs_f64() > 10.0 || step == total {
                 last_print = std::time::Instant::now();
-                log(&format!("  micro-CLIP pretraining: step {step}/{total}, loss {loss:.3}"));
+                log(&format!(
+                    "  micro-CLIP pretraining: step {step}/{total}, loss {loss:.3}"
+                ));
             }
         })?;
     save_hf_dir(&tmp.join("micro-clip"), &clip_cfg, &model)?;
@@ -98,8 +103,11 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
         build_seconds: t0.elapsed().as_secs_f64(),
     };
     let mpath = tmp.join("world.json");
-    std::fs::write(&mpath, serde_json::to_string_pretty(&manifest).expect("manifest serializes"))
-        .map_err(|e| Error::io(&mpath, e))?;
+    std::fs::write(
+        &mpath,
+        serde_json::to_string_pretty(&manifest).expect("manifest serializes"),
+    )
+    .map_err(|e| Error::io(&mpath, e))?;
     if dir.exists() {
         // A stale, incomplete world (no manifest) from an older crash.
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

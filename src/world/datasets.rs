@@ -171,8 +171,14 @@ impl WorldDataset {
                 .into_iter()
                 .flat_map(|c| -> Vec<ClassSpec> {
                     match axis {
-                        Axis::Colour => Colour::ALL.iter().map(|&v| ClassSpec { colour: Some(v), ..c }).collect(),
-                        Axis::Texture => Texture::ALL.iter().map(|&v| ClassSpec { texture: Some(v), ..c }).collect(),
+                        Axis::Colour => Colour::ALL
+                            .iter()
+                            .map(|&v| ClassSpec { colour: Some(v), ..c })
+                            .collect(),
+                        Axis::Texture => Texture::ALL
+                            .iter()
+                            .map(|&v| ClassSpec { texture: Some(v), ..c })
+                            .collect(),
                         Axis::Shape => Shape::ALL.iter().map(|&v| ClassSpec { shape: Some(v), ..c }).collect(),
                     }
                 })
@@ -204,9 +210,13 @@ pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32)
         let folder = name.replace(' ', "_");
         let class_dir = dir.join("images").join(&folder);
         std::fs::create_dir_all(&class_dir).map_err(|e| Error::io(&class_dir, e))?;
-        for (s, (part, n)) in [("train", ds.per_class[0]), ("val", ds.per_class[1]), ("test", ds.per_class[2])]
-            .into_iter()
-            .enumerate()
+        for (s, (part, n)) in [
+            ("train", ds.per_class[0]),
+            ("val", ds.per_class[1]),
+            ("test", ds.per_class[2]),
+        ]
+        .into_iter()
+        .enumerate()
         {
             for i in 0..n {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -235,7 +245,9 @@ pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32)
 }
 
 fn stream_id(name: &str, split: usize, label: usize, index: usize) -> u64 {
-    let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let h = name
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     h ^ ((split as u64) << 56) ^ ((label as u64) << 24) ^ index as u64
 }
 
@@ -267,7 +279,10 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(a.path().join("shapes/split_zhou_Shapes.json")).unwrap())
                 .unwrap();
         assert_eq!(split["train"].as_array().unwrap().len(), 16);
-        assert_eq!(split["test"][0], serde_json::json!(["circle/test_000.png", 0, "circle"]));
+        assert_eq!(
+            split["test"][0],
+            serde_json::json!(["circle/test_000.png", 0, "circle"])
+        );
         let rel = "shapes/images/star/train_001.png";
         assert_eq!(
             std::fs::read(a.path().join(rel)).unwrap(),

@@ -17,7 +17,9 @@ use super::concepts::{Colour, Concept, Domain, Shape, Texture};
 use super::render::render;
 use super::WorldConfig;
 use crate::clip::model::ids_tensor;
-use crate::clip::{Activation, Clip, ClipConfig, ClipTextConfig, ClipTokenizer, ClipVisionConfig, Preprocess, RandomInit};
+use crate::clip::{
+    Activation, Clip, ClipConfig, ClipTextConfig, ClipTokenizer, ClipVisionConfig, Preprocess, RandomInit,
+};
 use crate::error::Result;
 
 /// Colour–shape pairs that never appear in the pretraining corpus (two colours per shape, two
@@ -85,7 +87,12 @@ fn pixels<B: Backend>(pre: &Preprocess, imgs: &[RgbImage], device: &B::Device) -
 }
 
 /// Normalized text features of `texts` (no gradient needed).
-fn encode_texts<B: Backend>(model: &Clip<B>, tok: &ClipTokenizer, texts: &[String], device: &B::Device) -> Result<Tensor<B, 2>> {
+fn encode_texts<B: Backend>(
+    model: &Clip<B>,
+    tok: &ClipTokenizer,
+    texts: &[String],
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
     let ids = tok.encode_padded(texts)?;
     let eos = model.text_model.eos_positions(&ids);
     let embeds = model.text_model.embed_tokens(ids_tensor(&ids, device));
@@ -107,7 +114,11 @@ fn zero_shot_acc<B: Backend>(
     let mut correct = 0usize;
     for (chunk, lab) in images.chunks(256).zip(labels.chunks(256)) {
         let img = Clip::normalize(model.encode_image(pixels(pre, chunk, device), &Default::default()));
-        let pred = img.matmul(text.clone().transpose()).argmax(1).into_data().convert::<i64>();
+        let pred = img
+            .matmul(text.clone().transpose())
+            .argmax(1)
+            .into_data()
+            .convert::<i64>();
         let pred = pred.to_vec::<i64>().expect("converted to i64 above");
         correct += pred.iter().zip(lab).filter(|(p, l)| **p as usize == **l).count();
     }
@@ -148,7 +159,10 @@ pub fn pretrain<B: AutodiffBackend>(
     for step in 0..w.steps {
         let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..corpus.len())).collect();
         let imgs: Vec<RgbImage> = idx.iter().map(|&i| corpus[i].2.clone()).collect();
-        let caps: Vec<String> = idx.iter().map(|&i| corpus[i].0.caption(corpus[i].1, &mut rng)).collect();
+        let caps: Vec<String> = idx
+            .iter()
+            .map(|&i| corpus[i].0.caption(corpus[i].1, &mut rng))
+            .collect();
         let ids = tok.encode_padded(&caps)?;
         let eos = model.text_model.eos_positions(&ids);
         let im = Clip::normalize(model.encode_image(pixels(&pre, &imgs, device), &Default::default()));
@@ -175,7 +189,11 @@ pub fn pretrain<B: AutodiffBackend>(
     let mut erng = ChaCha8Rng::seed_from_u64(w.seed ^ 0xe7a1);
     let pair_prompts: Vec<String> = Colour::ALL
         .iter()
-        .flat_map(|c| Shape::ALL.iter().map(move |s| format!("a photo of a {} {}.", c.word(), s.word())))
+        .flat_map(|c| {
+            Shape::ALL
+                .iter()
+                .map(move |s| format!("a photo of a {} {}.", c.word(), s.word()))
+        })
         .collect();
     let (mut held, mut seen) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for (ci, &colour) in Colour::ALL.iter().enumerate() {
@@ -196,7 +214,11 @@ pub fn pretrain<B: AutodiffBackend>(
     let seen_acc = zero_shot_acc(&model_eval, &tok, &pre, &pair_prompts, &seen.0, &seen.1, &dev)?;
     let ts_prompts: Vec<String> = Texture::ALL
         .iter()
-        .flat_map(|t| Shape::ALL.iter().map(move |s| format!("a photo of a {} {}.", t.word(), s.word())))
+        .flat_map(|t| {
+            Shape::ALL
+                .iter()
+                .map(move |s| format!("a photo of a {} {}.", t.word(), s.word()))
+        })
         .collect();
     let mut per_domain = Vec::new();
     for domain in [Domain::Photo, Domain::Sketch, Domain::Cartoon, Domain::Clutter] {
