@@ -109,7 +109,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
         (train_s / train_n as f64, eval_s / eval_n as f64, true)
     } else {
         // Defaults measured for the micro-CLIP on 2 CPU cores (README, "Performance").
-        (0.004, 0.0015, false)
+        (0.0006, 0.0004, false)
     };
     let mut rows = Vec::new();
     let (mut done, mut missing, mut failed, mut est) = (0, 0, 0, 0.0);

@@ -39,18 +39,18 @@ pub struct WorldDataset {
     pub variant_of: Option<&'static str>,
 }
 
-/// The embedded datasets. `world` plays ImageNet (source of cross-dataset and cross-domain
-/// transfer); its domain variants play ImageNet-Sketch/-R/-A; the others are downstream targets
-/// with their own label spaces.
+/// The embedded datasets. `world` (colour × shape) plays ImageNet: the source of cross-dataset and
+/// cross-domain transfer, with domain variants in the roles of ImageNet-Sketch/-R/-A; the others are
+/// downstream targets with their own label spaces and templates.
 pub const WORLD_DATASETS: &[WorldDataset] = &[
     WorldDataset {
         name: "world",
         folder: "world",
         split_name: "World",
         template: "a photo of a {}.",
-        axes: &[Axis::Texture, Axis::Shape],
+        axes: &[Axis::Colour, Axis::Shape],
         domain: Domain::Photo,
-        per_class: [16, 4, 10],
+        per_class: [16, 4, 8],
         variant_of: None,
     },
     WorldDataset {
@@ -58,9 +58,9 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         folder: "world_sketch",
         split_name: "WorldSketch",
         template: "a photo of a {}.",
-        axes: &[Axis::Texture, Axis::Shape],
+        axes: &[Axis::Colour, Axis::Shape],
         domain: Domain::Sketch,
-        per_class: [0, 0, 10],
+        per_class: [0, 0, 8],
         variant_of: Some("world"),
     },
     WorldDataset {
@@ -68,9 +68,9 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         folder: "world_cartoon",
         split_name: "WorldCartoon",
         template: "a photo of a {}.",
-        axes: &[Axis::Texture, Axis::Shape],
+        axes: &[Axis::Colour, Axis::Shape],
         domain: Domain::Cartoon,
-        per_class: [0, 0, 10],
+        per_class: [0, 0, 8],
         variant_of: Some("world"),
     },
     WorldDataset {
@@ -78,20 +78,10 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         folder: "world_clutter",
         split_name: "WorldClutter",
         template: "a photo of a {}.",
-        axes: &[Axis::Texture, Axis::Shape],
-        domain: Domain::Clutter,
-        per_class: [0, 0, 10],
-        variant_of: Some("world"),
-    },
-    WorldDataset {
-        name: "colours",
-        folder: "colours",
-        split_name: "Colours",
-        template: "a photo of a {}, a type of coloured shape.",
         axes: &[Axis::Colour, Axis::Shape],
-        domain: Domain::Photo,
-        per_class: [16, 4, 8],
-        variant_of: None,
+        domain: Domain::Clutter,
+        per_class: [0, 0, 8],
+        variant_of: Some("world"),
     },
     WorldDataset {
         name: "shapes",
@@ -258,10 +248,10 @@ mod tests {
     #[test]
     fn label_spaces_are_products_of_their_axes() {
         let world = world_dataset("world").unwrap().classes();
-        assert_eq!(world.len(), 32);
-        assert_eq!(world[0].name(), "plain circle");
-        assert_eq!(world[1].name(), "plain square");
-        assert_eq!(world_dataset("colours").unwrap().classes()[9].name(), "orange square");
+        assert_eq!(world.len(), 64);
+        assert_eq!(world[0].name(), "red circle");
+        assert_eq!(world[9].name(), "orange square");
+        assert_eq!(world_dataset("patterns").unwrap().classes()[1].name(), "red striped");
         assert_eq!(world_dataset("shapes").unwrap().classes().len(), 8);
     }
 

@@ -114,10 +114,6 @@ fn jitter(rgb: [f32; 3], amount: f32, rng: &mut impl Rng) -> [f32; 3] {
     rgb.map(|v| (v + rng.random_range(-amount..amount)).clamp(0.0, 1.0))
 }
 
-fn luma(rgb: [f32; 3]) -> f32 {
-    0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-}
-
 struct Layer {
     shape: Shape,
     pose: Pose,
@@ -185,11 +181,11 @@ pub fn render(concept: &Concept, domain: Domain, size: u32, rng: &mut impl Rng) 
                         let edge = 0.08;
                         c = match domain {
                             Domain::Sketch => {
-                                // Graphite outline; the pattern is hatched, the body stays paper.
+                                // Coloured-pencil outline and hatching on paper: no fill, no shading.
                                 if d.abs() < edge {
-                                    [0.2, 0.2, 0.22]
+                                    layer.colour.map(|v| v * 0.8)
                                 } else if d < 0.0 && texture(layer.texture, u, v) < 1.0 {
-                                    [0.5, 0.5, 0.52]
+                                    layer.colour.map(|v| 0.45 * v + 0.5)
                                 } else if d < 0.0 {
                                     [0.97, 0.96, 0.93]
                                 } else {
@@ -232,10 +228,6 @@ pub fn render(concept: &Concept, domain: Domain, size: u32, rng: &mut impl Rng) 
             let mut rgb = acc.map(|v| v / s);
             if noise > 0.0 {
                 rgb = jitter(rgb, noise, rng);
-            }
-            if domain == Domain::Sketch {
-                let l = luma(rgb);
-                rgb = [l, l, l];
             }
             img.put_pixel(px, py, Rgb(rgb.map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)));
         }
@@ -293,10 +285,13 @@ mod tests {
     }
 
     #[test]
-    fn sketches_are_grey_and_colours_show_elsewhere() {
+    fn sketches_keep_the_colour_in_strokes_only_and_photos_fill_the_body() {
         let c = concept(Shape::Square, Colour::Red, Size::Large);
         let sketch = render(&c, Domain::Sketch, 32, &mut rng(1));
-        assert!(sketch.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]));
+        // Paper inside the body, red strokes somewhere.
+        let centre = sketch.get_pixel(16, 16).0;
+        assert!(centre.iter().all(|&v| v > 200), "paper at the centre: {centre:?}");
+        assert!(sketch.pixels().any(|p| p.0[0] as i32 - p.0[2] as i32 > 80), "no red stroke");
         let photo = render(&c, Domain::Photo, 32, &mut rng(1));
         let centre = photo.get_pixel(16, 16).0;
         assert!(
