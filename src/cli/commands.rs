@@ -2,14 +2,11 @@
 
 use std::path::Path;
 
-use tabled::builder::Builder;
-use tabled::settings::Style;
-
 use super::{BaselineSaveArgs, CheckArgs, PlanArgs, ReportArgs, RunArgs, StoreArgs, WorldArgs};
 use crate::data::{subsample_labels, Subsample};
 use crate::error::{Error, Result};
 use crate::report::baseline::{baseline_path, check as check_rows, load_saved, SavedBaseline, Verdict};
-use crate::report::{gather, published_tables, render_markdown, write_report};
+use crate::report::{gather, markdown_table, published_tables, render_markdown, write_report};
 use crate::runner::{cell_label, default_cache_dir, digests_for, git_commit, now_utc, run_suite, RunOptions};
 use crate::store::{write_atomic, Status, Store};
 use crate::suite::cells::{Phase, Plan};
@@ -18,15 +15,6 @@ use crate::world::{ensure_world, world_dataset};
 
 fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
     s.cache.clone().unwrap_or_else(default_cache_dir)
-}
-
-fn md_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut b = Builder::default();
-    b.push_record(header.iter().map(|s| s.to_string()));
-    for r in rows {
-        b.push_record(r);
-    }
-    b.build().with(Style::markdown()).to_string()
 }
 
 pub fn list(dir: &Path) -> Result<()> {
@@ -138,7 +126,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
             status,
         ]);
     }
-    println!("{}", md_table(&["Key", "Cell", "Phase", "Status"], rows));
+    println!("{}", markdown_table(&["Key", "Cell", "Phase", "Status"], rows));
     println!(
         "\n{} cells: {done} done, {missing} missing, {failed} failed. Estimated time for the rest: {:.0} s on this machine's CPU \
          ({}), plus a one-time world build if it is not cached.",
@@ -309,7 +297,7 @@ pub fn check(a: &CheckArgs) -> Result<()> {
         .collect();
     println!(
         "{}",
-        md_table(
+        markdown_table(
             &[
                 "Protocol",
                 "Method",

@@ -207,7 +207,7 @@ impl ClipConfig {
         } else {
             Activation::Gelu
         };
-        if v.width % v.head_width != 0 {
+        if !v.width.is_multiple_of(v.head_width) {
             return Err(Error::Config(format!(
                 "vision_cfg.width {} is not a multiple of head_width {}",
                 v.width, v.head_width
@@ -253,7 +253,7 @@ impl ClipConfig {
                 ));
             }
         }
-        if self.vision.patch_size == 0 || self.vision.image_size % self.vision.patch_size != 0 {
+        if self.vision.patch_size == 0 || !self.vision.image_size.is_multiple_of(self.vision.patch_size) {
             return bad(format!(
                 "vision image_size {} is not a multiple of patch_size {}",
                 self.vision.image_size, self.vision.patch_size

@@ -45,7 +45,8 @@ fn fmt_row(r: &AggRow) -> String {
     }
 }
 
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+/// A markdown table (tabled) of string cells under `header`.
+pub fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
     b.push_record(header.iter().map(|s| s.to_string()));
     for r in rows {
@@ -116,6 +117,7 @@ pub fn render_markdown(
             continue;
         };
         out.push_str(&format!("## {}\n\n", x.protocol.as_str()));
+        out.push_str(&pivots(&rows));
         let mut body = Vec::new();
         let mut rows = rows;
         rows.sort_by(|a, b| {
@@ -173,7 +175,7 @@ pub fn render_markdown(
                 verdict,
             ]);
         }
-        out.push_str(&table(
+        out.push_str(&markdown_table(
             &[
                 "Method",
                 "Dataset",
@@ -224,7 +226,7 @@ pub fn render_markdown(
             row
         })
         .collect();
-    out.push_str(&table(&header, body));
+    out.push_str(&markdown_table(&header, body));
     out.push('\n');
     if !data.missing.is_empty() || !data.failed.is_empty() {
         out.push_str("\n## Not in this report\n\n");
@@ -234,6 +236,52 @@ pub fn render_markdown(
         for f in &data.failed {
             out.push_str(&format!("- failed: {f}\n"));
         }
+    }
+    out
+}
+
+/// Compact views of one protocol's rows: per (shots, metric), methods × datasets (average last).
+fn pivots(rows: &[&AggRow]) -> String {
+    let mut out = String::new();
+    let mut keys: Vec<(usize, &str)> = rows.iter().map(|r| (r.shots, r.metric.as_str())).collect();
+    keys.sort_by_key(|(k, m)| (*k, metric_order(m)));
+    keys.dedup();
+    for (shots, metric) in keys {
+        let sel: Vec<&&AggRow> = rows.iter().filter(|r| r.shots == shots && r.metric == metric).collect();
+        let mut datasets: Vec<&str> = sel
+            .iter()
+            .map(|r| r.dataset.as_str())
+            .filter(|d| *d != "average")
+            .collect();
+        datasets.sort_unstable();
+        datasets.dedup();
+        if sel.iter().any(|r| r.dataset == "average") {
+            datasets.push("average");
+        }
+        let mut methods: Vec<&str> = sel.iter().map(|r| r.method.as_str()).collect();
+        methods.sort_unstable();
+        methods.dedup();
+        let body = methods
+            .iter()
+            .map(|m| {
+                let mut row = vec![m.to_string()];
+                row.extend(datasets.iter().map(|d| {
+                    sel.iter()
+                        .find(|r| r.method == *m && r.dataset == *d)
+                        .map(|r| match r.std {
+                            Some(s) => format!("{:.2} ± {:.2}", r.mean, s),
+                            None => format!("{:.2}", r.mean),
+                        })
+                        .unwrap_or_else(|| "—".into())
+                }));
+                row
+            })
+            .collect();
+        let mut header = vec!["Method"];
+        header.extend(datasets.iter().copied());
+        out.push_str(&format!("**{metric}, {shots} shots**\n\n"));
+        out.push_str(&markdown_table(&header, body));
+        out.push_str("\n\n");
     }
     out
 }

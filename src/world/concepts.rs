@@ -159,7 +159,10 @@ impl Concept {
         };
         let medium = match domain {
             Domain::Photo => pick(rng, &["a photo of", "a picture of", "an image of"]),
-            Domain::Sketch => pick(rng, &["a sketch of", "a coloured pencil drawing of", "a line drawing of"]),
+            Domain::Sketch => pick(
+                rng,
+                &["a sketch of", "a coloured pencil drawing of", "a line drawing of"],
+            ),
             Domain::Cartoon => pick(rng, &["a cartoon of", "an illustration of", "a drawing of"]),
             Domain::Clutter => pick(rng, &["a cluttered photo of", "a busy photo with", "a photo of"]),
         };

@@ -291,7 +291,10 @@ mod tests {
         // Paper inside the body, red strokes somewhere.
         let centre = sketch.get_pixel(16, 16).0;
         assert!(centre.iter().all(|&v| v > 200), "paper at the centre: {centre:?}");
-        assert!(sketch.pixels().any(|p| p.0[0] as i32 - p.0[2] as i32 > 80), "no red stroke");
+        assert!(
+            sketch.pixels().any(|p| p.0[0] as i32 - p.0[2] as i32 > 80),
+            "no red stroke"
+        );
         let photo = render(&c, Domain::Photo, 32, &mut rng(1));
         let centre = photo.get_pixel(16, 16).0;
         assert!(
