@@ -25,6 +25,7 @@ use crate::clip::preprocess::load_rgb;
 use crate::clip::{load_clip, Clip, ClipTokenizer, LoadOptions, Preprocess};
 use crate::data::{dataset_def, few_shot_indices, relabel, subsample_labels, Dataset, Datum};
 use crate::error::{Error, Result};
+use crate::lock::{weights_digest, Lock};
 use crate::methods::{Batch, ClassSet, PromptMethod};
 use crate::store::{ClassAccuracy, Environment, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA};
 use crate::suite::cells::{Cell, Digests, Phase, Plan};
@@ -42,29 +43,40 @@ pub enum Overwrite {
     Never,
 }
 
-/// Pins for the embedded world: its key decides every image and the micro-CLIP's weights.
-pub struct WorldDigests {
-    pub key: String,
+/// The pins of a suite's inputs: the world's key (it decides every embedded image and the
+/// micro-CLIP) and the backbone's identity.
+pub struct SuiteDigests {
+    pub world_key: String,
+    /// `micro-clip@world-<key>`, or `<lock name>@sha256:<pinned digest>`.
+    pub backbone: String,
 }
 
-impl Digests for WorldDigests {
+impl Digests for SuiteDigests {
     fn backbone(&self) -> String {
-        format!("{BACKBONE}@world-{}", self.key)
+        self.backbone.clone()
     }
     fn dataset(&self, name: &str) -> String {
-        format!("world-{}/{name}", self.key)
+        format!("world-{}/{name}", self.world_key)
     }
 }
 
-/// The digests a suite's cell keys use (no building needed: they are known from the config).
-pub fn digests_for(suite: &Suite) -> Result<WorldDigests> {
+/// The digests a suite's cell keys use: known from the suite and the lock, before anything is built.
+pub fn digests_for(suite: &Suite, lock: &Lock) -> Result<SuiteDigests> {
     let world = suite
         .world
         .as_ref()
         .ok_or_else(|| Error::Config(format!("suite `{}` has no [world] table", suite.name)))?;
-    Ok(WorldDigests {
-        key: crate::world::build::world_key(world),
-    })
+    let world_key = crate::world::build::world_key(world);
+    let backbone = if suite.backbone.name == BACKBONE {
+        format!("{BACKBONE}@world-{world_key}")
+    } else {
+        format!(
+            "{}@sha256:{}",
+            suite.backbone.name,
+            lock.backbone(&suite.backbone.name)?.sha256
+        )
+    };
+    Ok(SuiteDigests { world_key, backbone })
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -82,6 +94,7 @@ pub fn default_cache_dir() -> PathBuf {
 
 pub struct RunOptions {
     pub store: PathBuf,
+    pub lock: Lock,
     pub cache: PathBuf,
     pub backend: BackendKind,
     pub only: Vec<(String, String)>,
@@ -143,7 +156,7 @@ pub fn cell_label(c: &Cell) -> String {
 /// Runs the selected cells of `suite`; `log` gets one line per event when there is no terminal.
 pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let store = Store::open(&opts.store, &suite.name)?;
-    let digests = digests_for(suite)?;
+    let digests = digests_for(suite, &opts.lock)?;
     let plan = Plan::new(suite, &digests);
     let selected: Vec<Cell> = plan.select(&opts.only).into_iter().cloned().collect();
     if selected.is_empty() {
@@ -185,8 +198,10 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
         .as_ref()
         .ok_or_else(|| Error::Config(format!("suite `{}` has no [world] table", suite.name)))?;
     let world = ensure_world(&opts.cache, world_cfg, &mut |m| say(m))?;
+    let model = resolve_backbone(suite, &opts.lock, &world)?;
     let work = RunWork {
         suite,
+        model: &model,
         world: &world,
         store: &store,
         todo: &todo,
@@ -200,8 +215,41 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     Ok(summary)
 }
 
+/// Where the backbone's checkpoint is and what it must hash to.
+pub struct BackboneSource {
+    pub path: PathBuf,
+    pub options: LoadOptions,
+    /// The pinned digest (lock backbones), verified before the first cell.
+    pub sha256: Option<String>,
+    /// The digest as cell keys spell it.
+    pub id: String,
+}
+
+fn resolve_backbone(suite: &Suite, lock: &Lock, world: &WorldArtifacts) -> Result<BackboneSource> {
+    if suite.backbone.name == BACKBONE {
+        return Ok(BackboneSource {
+            path: world.model_dir.clone(),
+            options: LoadOptions::default(),
+            sha256: None,
+            id: format!("{BACKBONE}@world-{}", world.manifest.key),
+        });
+    }
+    let e = lock.backbone(&suite.backbone.name)?;
+    let opt = |p: &Option<String>| p.as_deref().map(|p| lock.resolve(p)).transpose();
+    Ok(BackboneSource {
+        path: lock.resolve(&e.path)?,
+        options: LoadOptions {
+            config: opt(&e.config)?,
+            tokenizer: opt(&e.tokenizer)?,
+        },
+        sha256: Some(e.sha256.clone()),
+        id: format!("{}@sha256:{}", suite.backbone.name, e.sha256),
+    })
+}
+
 struct RunWork<'a> {
     suite: &'a Suite,
+    model: &'a BackboneSource,
     world: &'a WorldArtifacts,
     store: &'a Store,
     todo: &'a [Cell],
@@ -212,7 +260,7 @@ struct RunWork<'a> {
 impl WithBackend for RunWork<'_> {
     type Output = Result<RunSummary>;
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
-        let mut ctx = CellContext::<B>::new(self.suite, self.world, device, self.backend)?;
+        let mut ctx = CellContext::<B>::new(self.suite, self.model, self.world, device, self.backend)?;
         let mut summary = RunSummary::default();
         let bar = if self.tty {
             let b = ProgressBar::new(self.todo.len() as u64);
@@ -274,6 +322,7 @@ type Ad<B> = Autodiff<B>;
 /// What all cells of a run share: the backbone, tokenizer, datasets and decoded images.
 struct CellContext<'a, B: Backend> {
     suite: &'a Suite,
+    model: &'a BackboneSource,
     world: &'a WorldArtifacts,
     device: B::Device,
     backend: BackendKind,
@@ -287,13 +336,28 @@ struct CellContext<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> CellContext<'a, B> {
-    fn new(suite: &'a Suite, world: &'a WorldArtifacts, device: B::Device, backend: BackendKind) -> Result<Self> {
-        let loaded = load_clip::<Ad<B>>(&world.model_dir, &LoadOptions::default(), &device)?;
-        let wpath = world.model_dir.join("model.safetensors");
-        let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    fn new(
+        suite: &'a Suite,
+        model: &'a BackboneSource,
+        world: &'a WorldArtifacts,
+        device: B::Device,
+        backend: BackendKind,
+    ) -> Result<Self> {
+        let digest = weights_digest(&model.path)?;
+        if let Some(pinned) = &model.sha256 {
+            if &digest != pinned {
+                return Err(Error::Weights(format!(
+                    "{}: SHA-256 {digest} does not match the {pinned} datasets.lock pins for backbone `{}`",
+                    model.path.display(),
+                    suite.backbone.name
+                )));
+            }
+        }
+        let loaded = load_clip::<Ad<B>>(&model.path, &model.options, &device)?;
         let clip_eval = loaded.model.valid();
         Ok(Self {
             suite,
+            model,
             world,
             device,
             backend,
@@ -301,7 +365,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             clip_eval,
             tok: loaded.tokenizer,
             pre: loaded.preprocess,
-            weights_digest: crate::data::sha256_hex(&bytes),
+            weights_digest: digest,
             datasets: HashMap::new(),
             images: HashMap::new(),
         })
@@ -400,7 +464,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             &labels,
         );
         let mut digests = json!({
-            "backbone": format!("{BACKBONE}@world-{}", self.world.manifest.key),
+            "backbone": self.model.id,
             "weights_sha256": self.weights_digest,
             "data": { s.dataset.clone(): ds.split_digest.clone() },
         });

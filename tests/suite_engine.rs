@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use gram_bench::lock::Lock;
 use gram_bench::runner::digests_for;
 use gram_bench::suite::cells::Plan;
 use gram_bench::suite::Suite;
@@ -151,7 +152,7 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
 
 fn keys(text: &str) -> Vec<String> {
     let s = parse(text).unwrap();
-    Plan::new(&s, &digests_for(&s).unwrap())
+    Plan::new(&s, &digests_for(&s, &Lock::default()).unwrap())
         .cells
         .into_iter()
         .map(|c| c.key)
@@ -177,7 +178,7 @@ fn cell_keys_ignore_formatting_and_follow_what_decides_a_result() {
     let lr = keys(&TINY.replace("lr = 0.002,", "lr = 0.003,"));
     let changed: Vec<bool> = lr.iter().zip(&base).map(|(a, b)| a != b).collect();
     let s = parse(TINY).unwrap();
-    let plan = Plan::new(&s, &digests_for(&s).unwrap());
+    let plan = Plan::new(&s, &digests_for(&s, &Lock::default()).unwrap());
     for (c, ch) in plan.cells.iter().zip(changed) {
         assert_eq!(ch, c.spec.method == "coop", "{:?}", c.spec);
     }
@@ -320,4 +321,43 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
     let out = env.run(&["check", suite.to_str().unwrap(), "--baseline", "nope"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_backbone_from_the_lock_runs_on_the_world_and_a_wrong_digest_stops_the_run() {
+    let env = Env::new();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
+    let out = env.run(&["lock", "digest", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(digest.len(), 64);
+    let lock = |sha: &str| {
+        format!(
+            "version = 1\n[backbones.tiny]\npath = \"{}\"\nsha256 = \"{sha}\"\n",
+            model.display()
+        )
+    };
+    std::fs::write(env.path("datasets.lock"), lock(&digest)).unwrap();
+    let text = TINY
+        .replace("name = \"micro-clip\"", "name = \"tiny\"")
+        .replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\"]")
+        .replace("methods = [\"coop\"]\ndatasets", "methods = [\"zs\"]\ndatasets");
+    let suite = env.write_suite("tiny.toml", &text);
+    let s = suite.to_str().unwrap();
+    let out = env.run(&["run", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec: serde_json::Value = serde_json::from_slice(env.records("tiny").values().next().unwrap()).unwrap();
+    assert_eq!(rec["digests"]["weights_sha256"], digest.as_str());
+    assert!(rec["digests"]["backbone"].as_str().unwrap().starts_with("tiny@sha256:"));
+    // Another digest is another backbone: new keys, and a run that refuses the file.
+    std::fs::write(env.path("datasets.lock"), lock(&"0".repeat(64))).unwrap();
+    let out = env.run(&["run", s]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    let out = env.run(&["validate", s]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::remove_file(env.path("datasets.lock")).unwrap();
+    let out = env.run(&["validate", s]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("backbone `tiny`"), "{}", stderr(&out));
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use super::{BaselineSaveArgs, CheckArgs, PlanArgs, ReportArgs, RunArgs, StoreArgs, WorldArgs};
 use crate::data::{subsample_labels, Subsample};
 use crate::error::{Error, Result};
+use crate::lock::Lock;
 use crate::report::baseline::{baseline_path, check as check_rows, load_saved, SavedBaseline, Verdict};
 use crate::report::{gather, markdown_table, published_tables, render_markdown, write_report};
 use crate::runner::{cell_label, default_cache_dir, digests_for, git_commit, now_utc, run_suite, RunOptions};
@@ -31,9 +32,9 @@ pub fn list(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn validate(path: &Path) -> Result<()> {
+pub fn validate(path: &Path, lock: &Path) -> Result<()> {
     let suite = Suite::load(path)?;
-    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(lock)?)?);
     for p in &suite.published {
         crate::report::baseline::load_published(Path::new(p))?;
     }
@@ -71,7 +72,7 @@ fn work_of(suite: &Suite, c: &crate::suite::cells::Cell) -> (usize, usize) {
 
 pub fn plan(a: &PlanArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(&a.store.lock)?)?);
     let store = Store::open_read(&a.store.store, &suite.name);
     let cells = plan.select(&a.only);
     // Seconds per training image and per test image, measured from this store's records.
@@ -141,6 +142,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
     let opts = RunOptions {
         store: a.store.store.clone(),
+        lock: Lock::load(&a.store.lock)?,
         cache: cache_of(&a.store),
         backend: a.backend,
         only: a.only.clone(),
@@ -175,7 +177,7 @@ fn world_note(suite: &Suite, cache: &Path) -> String {
     {
         Some(m) => format!(
             "Embedded world `{}` (micro-CLIP width {}, {} layers, {} px / patch {}, pretrained {} steps): zero-shot accuracy on \
-             colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%).",
+             colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%); all pairs by domain: {}.",
             m.key,
             w.width,
             w.layers,
@@ -183,7 +185,13 @@ fn world_note(suite: &Suite, cache: &Path) -> String {
             w.patch_size,
             m.pretrain.steps,
             m.pretrain.held_out_pairs_acc,
-            m.pretrain.seen_pairs_acc
+            m.pretrain.seen_pairs_acc,
+            m.pretrain
+                .domain_acc
+                .iter()
+                .map(|(d, a)| format!("{d} {a:.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         None => "Embedded world (not built in this cache).".into(),
     }
@@ -195,7 +203,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
 }
 
 fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: &Path, print: bool) -> Result<()> {
-    let plan = Plan::new(suite, &digests_for(suite)?);
+    let plan = Plan::new(suite, &digests_for(suite, &Lock::load(&store.lock)?)?);
     let records = Store::open_read(&store.store, &suite.name);
     let data = gather(suite, &plan, &records)?;
     if data.values.is_empty() {
@@ -224,7 +232,7 @@ fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: 
 
 pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(&a.store.lock)?)?);
     let store = Store::open_read(&a.store.store, &suite.name);
     let data = gather(&suite, &plan, &store)?;
     if !data.missing.is_empty() || !data.failed.is_empty() {
@@ -273,7 +281,7 @@ pub fn check(a: &CheckArgs) -> Result<()> {
             suite.name
         )));
     }
-    let plan = Plan::new(&suite, &digests_for(&suite)?);
+    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(&a.store.lock)?)?);
     let store = Store::open_read(&a.store.store, &suite.name);
     let data = gather(&suite, &plan, &store)?;
     let out = check_rows(&suite.check, &base.rows, &data.rows);

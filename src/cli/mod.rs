@@ -42,6 +42,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Build (once) and describe the embedded world and its micro-CLIP.
     World(WorldArgs),
+    /// datasets.lock helpers.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Work with a CLIP checkpoint directly.
     #[command(subcommand)]
     Clip(ClipCommand),
@@ -56,6 +59,9 @@ pub struct ListArgs {
 #[derive(Args, Debug)]
 pub struct SuiteArg {
     pub suite: PathBuf,
+    /// The lock file that pins backbones.
+    #[arg(long, default_value = "datasets.lock")]
+    pub lock: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -66,6 +72,9 @@ pub struct StoreArgs {
     /// Cache for built worlds (default: $GRAM_BENCH_CACHE, else ~/.cache/gram-bench).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// The lock file that pins backbones.
+    #[arg(long, default_value = "datasets.lock")]
+    pub lock: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +156,12 @@ pub struct WorldArgs {
     pub suite: PathBuf,
     #[arg(long)]
     pub cache: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LockCommand {
+    /// Print the SHA-256 that datasets.lock pins for a checkpoint (HF directory or .safetensors).
+    Digest { path: PathBuf },
 }
 
 fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
@@ -287,7 +302,11 @@ pub fn embed(args: &EmbedArgs) -> Result<EmbedOutput> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::List(a) => commands::list(&a.dir),
-        Command::Validate(a) => commands::validate(&a.suite),
+        Command::Validate(a) => commands::validate(&a.suite, &a.lock),
+        Command::Lock(LockCommand::Digest { path }) => {
+            println!("{}", crate::lock::weights_digest(&path)?);
+            Ok(())
+        }
         Command::Plan(a) => commands::plan(&a),
         Command::Run(a) => commands::run(&a),
         Command::Report(a) => commands::report(&a),

@@ -96,7 +96,7 @@ pub fn render_markdown(
         crate::runner::git_commit(),
     ));
     out.push_str(&format!(
-        "Reproduce:\n\n```sh\ncargo run --release -- run {p}\ncargo run --release -- report {p}\n```\n\n",
+        "Reproduce (from the repository root; `run` skips finished cells and writes this report):\n\n```sh\ncargo run --locked -- run {p}\ncargo run --locked -- report {p}\n```\n\n",
         p = suite_path.display()
     ));
     out.push_str(&format!(

@@ -1,0 +1,198 @@
+//! `datasets.lock`: the backbones (and, with real-dataset support, the datasets) a suite may name,
+//! each with where it is and the SHA-256 of its files, so every number pins exactly what it read.
+//! A backbone's digest is part of every cell key that uses it, and is verified before a run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+pub const LOCK_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneEntry {
+    /// HF checkpoint directory or OpenAI-layout `.safetensors`; `${VAR}` expands from the
+    /// environment and a relative path is read from the lock file's directory.
+    pub path: String,
+    /// SHA-256 of the weights (for sharded or multi-file checkpoints: of the files' digests, one
+    /// per line, in name order), as `gram-bench lock digest PATH` prints it.
+    pub sha256: String,
+    /// Config overriding the checkpoint's own (as `clip embed --config`).
+    #[serde(default)]
+    pub config: Option<String>,
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    #[serde(default)]
+    pub backbones: BTreeMap<String, BackboneEntry>,
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+fn expand(s: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::Config(format!("`{s}`: unclosed ${{")))?;
+        let var = &after[..end];
+        let val = std::env::var(var)
+            .map_err(|_| Error::Config(format!("`{s}` uses ${{{var}}}, which is not set in the environment")))?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+impl Lock {
+    /// Reads a lock file; a missing file is an empty lock (only embedded backbones then).
+    pub fn load(path: &Path) -> Result<Lock> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Lock {
+                    version: LOCK_VERSION,
+                    dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    ..Default::default()
+                })
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut lock: Lock = toml::from_str(&text).map_err(|e| crate::suite::toml_error(path, &text, &e))?;
+        if lock.version != LOCK_VERSION {
+            return Err(Error::Input(format!(
+                "{}: lock version {} is not supported (this build reads {LOCK_VERSION})",
+                path.display(),
+                lock.version
+            )));
+        }
+        lock.dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Ok(lock)
+    }
+
+    pub fn backbone(&self, name: &str) -> Result<&BackboneEntry> {
+        self.backbones.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.backbones.keys().map(String::as_str).collect();
+            Error::Config(format!(
+                "backbone `{name}` is neither `{}` nor in datasets.lock (which has: {})",
+                crate::world::BACKBONE,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// A path of an entry, expanded and made absolute against the lock's directory.
+    pub fn resolve(&self, p: &str) -> Result<PathBuf> {
+        let p = PathBuf::from(expand(p)?);
+        Ok(if p.is_absolute() { p } else { self.dir.join(p) })
+    }
+}
+
+/// The weight files of a checkpoint path: the `.safetensors` file itself, or those in a directory.
+fn weight_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Weights(format!("{}: no .safetensors files", path.display())));
+    }
+    Ok(files)
+}
+
+fn file_sha256(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The digest `datasets.lock` pins for a checkpoint: the file's SHA-256, or for several files the
+/// SHA-256 of their digests, one per line, in name order.
+pub fn weights_digest(path: &Path) -> Result<String> {
+    let files = weight_files(path)?;
+    if files.len() == 1 {
+        return file_sha256(&files[0]);
+    }
+    let mut lines = String::new();
+    for f in &files {
+        lines.push_str(&file_sha256(f)?);
+        lines.push('\n');
+    }
+    Ok(Sha256::digest(lines.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_lock_is_empty_and_unknown_backbones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = Lock::load(&dir.path().join("datasets.lock")).unwrap();
+        let e = lock.backbone("vit-b16").unwrap_err().to_string();
+        assert!(e.contains("vit-b16") && e.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_lock_are_errors_with_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("datasets.lock");
+        std::fs::write(
+            &p,
+            "version = 1\n[backbones.a]\npath = \"x\"\nsha256 = \"y\"\nsha = 1\n",
+        )
+        .unwrap();
+        let e = Lock::load(&p).unwrap_err().to_string();
+        assert!(e.contains("datasets.lock:5:"), "{e}");
+    }
+
+    #[test]
+    fn paths_expand_variables_and_resolve_against_the_lock() {
+        std::env::set_var("GRAM_BENCH_TEST_WEIGHTS", "/models");
+        let lock = Lock {
+            version: 1,
+            dir: PathBuf::from("/repo"),
+            ..Default::default()
+        };
+        assert_eq!(
+            lock.resolve("${GRAM_BENCH_TEST_WEIGHTS}/vit").unwrap(),
+            PathBuf::from("/models/vit")
+        );
+        assert_eq!(lock.resolve("tests/m").unwrap(), PathBuf::from("/repo/tests/m"));
+        assert!(lock.resolve("${GRAM_BENCH_UNSET_VAR_X}/a").is_err());
+    }
+}
