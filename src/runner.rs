@@ -200,6 +200,7 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let world = ensure_world(&opts.cache, world_cfg, &mut |m| say(m))?;
     let model = resolve_backbone(suite, &opts.lock, &world)?;
     let work = RunWork {
+        overwrite: opts.overwrite,
         suite,
         model: &model,
         world: &world,
@@ -212,6 +213,7 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     summary.ran = s.ran;
     summary.failed = s.failed;
     summary.busy = s.busy;
+    summary.skipped += s.skipped;
     Ok(summary)
 }
 
@@ -248,6 +250,7 @@ fn resolve_backbone(suite: &Suite, lock: &Lock, world: &WorldArtifacts) -> Resul
 }
 
 struct RunWork<'a> {
+    overwrite: Overwrite,
     suite: &'a Suite,
     model: &'a BackboneSource,
     world: &'a WorldArtifacts,
@@ -278,19 +281,42 @@ impl WithBackend for RunWork<'_> {
             if let Some(b) = &bar {
                 b.set_message(label.clone());
             }
+            let say = |msg: String| match &bar {
+                Some(b) => b.println(msg),
+                None => eprintln!("{msg}"),
+            };
             let Some(_lock) = self.store.try_lock(&cell.key)? else {
                 summary.busy += 1;
-                let msg = format!(
+                say(format!(
                     "[{}/{}] {label}: another runner is computing it; skipped",
                     i + 1,
                     self.todo.len()
-                );
-                match &bar {
-                    Some(b) => b.println(msg),
-                    None => eprintln!("{msg}"),
-                }
+                ));
                 continue;
             };
+            // Another runner may have finished it since this run made its list.
+            if self.overwrite != Overwrite::Always && self.store.get(&cell.key)?.is_some_and(|r| r.status == Status::Ok)
+            {
+                summary.skipped += 1;
+                say(format!(
+                    "[{}/{}] {label}: recorded by another runner",
+                    i + 1,
+                    self.todo.len()
+                ));
+                continue;
+            }
+            // Its train cell is being computed elsewhere: leave this one to that runner's turn.
+            if let Some(dep) = &cell.depends_on {
+                if self.store.get(dep)?.is_none() && self.store.try_lock(dep)?.is_none() {
+                    summary.busy += 1;
+                    say(format!(
+                        "[{}/{}] {label}: its train cell is being computed by another runner; skipped",
+                        i + 1,
+                        self.todo.len()
+                    ));
+                    continue;
+                }
+            }
             let record = ctx.run_cell(self.store, cell);
             self.store.put(&record)?;
             let outcome = match (&record.status, &record.metrics) {

@@ -361,3 +361,38 @@ fn a_backbone_from_the_lock_runs_on_the_world_and_a_wrong_digest_stops_the_run()
     assert!(!out.status.success());
     assert!(stderr(&out).contains("backbone `tiny`"), "{}", stderr(&out));
 }
+
+#[test]
+fn two_runners_on_one_store_share_the_cells_and_compute_each_once() {
+    let env = Env::new();
+    let suite = env.write_suite("tiny.toml", TINY);
+    let s = suite.to_str().unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_gram-bench"))
+            .args(["run", s, "--no-report"])
+            .current_dir(env.dir.path())
+            .env("GRAM_BENCH_CACHE", env.path("cache"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(b.status.success(), "{}", stderr(&b));
+    let ran = |o: &Output| -> usize {
+        let e = stderr(o);
+        let line = e
+            .lines()
+            .find(|l| l.starts_with("ran "))
+            .unwrap_or_else(|| panic!("{e}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(ran(&a) + ran(&b), 6, "A:\n{}\nB:\n{}", stderr(&a), stderr(&b));
+    let records = env.records("tiny");
+    assert_eq!(records.len(), 6);
+    for bytes in records.values() {
+        let r: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(r["status"], "ok");
+    }
+}
