@@ -35,7 +35,7 @@ pub enum Command {
     Run(RunArgs),
     /// Aggregate a suite's records and write reports/<suite>/{report.md, aggregate.csv, aggregate.json}.
     Report(ReportArgs),
-    /// Save or list baselines from our own runs.
+    /// Save baselines from our own runs (baselines/NAME.json).
     #[command(subcommand)]
     Baseline(BaselineCommand),
     /// Compare a suite's records with a saved baseline; non-zero exit on any regression or missing metric.
