@@ -3,7 +3,7 @@
 //! panic) records its error and the run goes on; a cell killed mid-way leaves no record and runs
 //! again next time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -44,11 +44,12 @@ pub enum Overwrite {
 }
 
 /// The pins of a suite's inputs: the world's key (it decides every embedded image and the
-/// micro-CLIP) and the backbone's identity.
+/// micro-CLIP), the backbone's identity, and the digest of each CoOp dataset's split definition.
 pub struct SuiteDigests {
-    pub world_key: String,
+    pub world_key: Option<String>,
     /// `micro-clip@world-<key>`, or `<lock name>@sha256:<pinned digest>`.
     pub backbone: String,
+    pub datasets: BTreeMap<String, String>,
 }
 
 impl Digests for SuiteDigests {
@@ -56,19 +57,36 @@ impl Digests for SuiteDigests {
         self.backbone.clone()
     }
     fn dataset(&self, name: &str) -> String {
-        format!("world-{}/{name}", self.world_key)
+        match (self.datasets.get(name), &self.world_key) {
+            (Some(d), _) => format!("{name}@sha256:{d}"),
+            (None, Some(k)) => format!("world-{k}/{name}"),
+            (None, None) => format!("{name}@unpinned"),
+        }
     }
 }
 
-/// The digests a suite's cell keys use: known from the suite and the lock, before anything is built.
-pub fn digests_for(suite: &Suite, lock: &Lock) -> Result<SuiteDigests> {
-    let world = suite
-        .world
-        .as_ref()
-        .ok_or_else(|| Error::Config(format!("suite `{}` has no [world] table", suite.name)))?;
-    let world_key = crate::world::build::world_key(world);
+/// The datasets a suite names.
+fn suite_datasets(suite: &Suite) -> Vec<String> {
+    let mut names: Vec<String> = suite
+        .experiments
+        .iter()
+        .flat_map(|x| x.datasets.iter().chain(&x.targets).cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The digests a suite's cell keys use: the world's from its config (nothing is built), the
+/// backbone's from the lock, and each CoOp dataset's from its split file or folder listing under
+/// `data_root` (read now, so a key always reflects the data on disk).
+pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Result<SuiteDigests> {
+    let world_key = suite.world.as_ref().map(crate::world::build::world_key);
     let backbone = if suite.backbone.name == BACKBONE {
-        format!("{BACKBONE}@world-{world_key}")
+        let key = world_key
+            .as_ref()
+            .ok_or_else(|| Error::Config(format!("suite `{}`: micro-clip needs a [world] table", suite.name)))?;
+        format!("{BACKBONE}@world-{key}")
     } else {
         format!(
             "{}@sha256:{}",
@@ -76,7 +94,32 @@ pub fn digests_for(suite: &Suite, lock: &Lock) -> Result<SuiteDigests> {
             lock.backbone(&suite.backbone.name)?.sha256
         )
     };
-    Ok(SuiteDigests { world_key, backbone })
+    let mut datasets = BTreeMap::new();
+    for name in suite_datasets(suite) {
+        let def = dataset_def(&name)?;
+        if def.embedded {
+            continue;
+        }
+        let root = data_root.ok_or_else(|| {
+            Error::Input(format!(
+                "dataset `{name}` needs CoOp's data folder: pass --data-root DIR (or set GRAM_BENCH_DATA)"
+            ))
+        })?;
+        datasets.insert(name.clone(), Dataset::load(root, &def)?.split_digest);
+    }
+    Ok(SuiteDigests {
+        world_key,
+        backbone,
+        datasets,
+    })
+}
+
+/// Whether a suite needs the embedded world built (its backbone or one of its datasets).
+pub fn needs_world(suite: &Suite) -> bool {
+    suite.backbone.name == BACKBONE
+        || suite_datasets(suite)
+            .iter()
+            .any(|d| dataset_def(d).map(|d| d.embedded).unwrap_or(false))
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -95,6 +138,7 @@ pub fn default_cache_dir() -> PathBuf {
 pub struct RunOptions {
     pub store: PathBuf,
     pub lock: Lock,
+    pub data_root: Option<PathBuf>,
     pub cache: PathBuf,
     pub backend: BackendKind,
     pub only: Vec<(String, String)>,
@@ -156,7 +200,7 @@ pub fn cell_label(c: &Cell) -> String {
 /// Runs the selected cells of `suite`; `log` gets one line per event when there is no terminal.
 pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let store = Store::open(&opts.store, &suite.name)?;
-    let digests = digests_for(suite, &opts.lock)?;
+    let digests = digests_for(suite, &opts.lock, opts.data_root.as_deref())?;
     let plan = Plan::new(suite, &digests);
     let selected: Vec<Cell> = plan.select(&opts.only).into_iter().cloned().collect();
     if selected.is_empty() {
@@ -193,17 +237,18 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     if todo.is_empty() {
         return Ok(summary);
     }
-    let world_cfg = suite
-        .world
-        .as_ref()
-        .ok_or_else(|| Error::Config(format!("suite `{}` has no [world] table", suite.name)))?;
-    let world = ensure_world(&opts.cache, world_cfg, &mut |m| say(m))?;
-    let model = resolve_backbone(suite, &opts.lock, &world)?;
+    let world = match (&suite.world, needs_world(suite)) {
+        (Some(w), true) => Some(ensure_world(&opts.cache, w, &mut |m| say(m))?),
+        (None, true) => return Err(Error::Config(format!("suite `{}` has no [world] table", suite.name))),
+        (_, false) => None,
+    };
+    let model = resolve_backbone(suite, &opts.lock, world.as_ref())?;
     let work = RunWork {
         overwrite: opts.overwrite,
         suite,
         model: &model,
-        world: &world,
+        world: world.as_ref(),
+        data_root: opts.data_root.as_deref(),
         store: &store,
         todo: &todo,
         tty,
@@ -227,8 +272,9 @@ pub struct BackboneSource {
     pub id: String,
 }
 
-fn resolve_backbone(suite: &Suite, lock: &Lock, world: &WorldArtifacts) -> Result<BackboneSource> {
+fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) -> Result<BackboneSource> {
     if suite.backbone.name == BACKBONE {
+        let world = world.ok_or_else(|| Error::Config("micro-clip needs the embedded world".into()))?;
         return Ok(BackboneSource {
             path: world.model_dir.clone(),
             options: LoadOptions::default(),
@@ -253,7 +299,8 @@ struct RunWork<'a> {
     overwrite: Overwrite,
     suite: &'a Suite,
     model: &'a BackboneSource,
-    world: &'a WorldArtifacts,
+    world: Option<&'a WorldArtifacts>,
+    data_root: Option<&'a Path>,
     store: &'a Store,
     todo: &'a [Cell],
     tty: bool,
@@ -263,7 +310,7 @@ struct RunWork<'a> {
 impl WithBackend for RunWork<'_> {
     type Output = Result<RunSummary>;
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
-        let mut ctx = CellContext::<B>::new(self.suite, self.model, self.world, device, self.backend)?;
+        let mut ctx = CellContext::<B>::new(self.suite, self.model, self.world, self.data_root, device, self.backend)?;
         let mut summary = RunSummary::default();
         let bar = if self.tty {
             let b = ProgressBar::new(self.todo.len() as u64);
@@ -349,7 +396,8 @@ type Ad<B> = Autodiff<B>;
 struct CellContext<'a, B: Backend> {
     suite: &'a Suite,
     model: &'a BackboneSource,
-    world: &'a WorldArtifacts,
+    world: Option<&'a WorldArtifacts>,
+    data_root: Option<&'a Path>,
     device: B::Device,
     backend: BackendKind,
     clip: Clip<Ad<B>>,
@@ -365,7 +413,8 @@ impl<'a, B: Backend> CellContext<'a, B> {
     fn new(
         suite: &'a Suite,
         model: &'a BackboneSource,
-        world: &'a WorldArtifacts,
+        world: Option<&'a WorldArtifacts>,
+        data_root: Option<&'a Path>,
         device: B::Device,
         backend: BackendKind,
     ) -> Result<Self> {
@@ -385,6 +434,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             suite,
             model,
             world,
+            data_root,
             device,
             backend,
             clip: loaded.model,
@@ -401,7 +451,14 @@ impl<'a, B: Backend> CellContext<'a, B> {
         if let Some(d) = self.datasets.get(name) {
             return Ok(d.clone());
         }
-        let d = Dataset::load(&self.world.data_root, &dataset_def(name)?)?;
+        let def = dataset_def(name)?;
+        let root = if def.embedded {
+            self.world.map(|w| w.data_root.clone())
+        } else {
+            self.data_root.map(Path::to_path_buf)
+        }
+        .ok_or_else(|| Error::Input(format!("no data root for dataset `{name}`")))?;
+        let d = Dataset::load(&root, &def)?;
         self.datasets.insert(name.to_string(), d.clone());
         Ok(d)
     }

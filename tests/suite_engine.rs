@@ -137,10 +137,10 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(e.contains("unknown method `cocoop`"), "{e}");
     let e = parse(&TINY.replace(
         "datasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]",
-        "datasets = [\"imagenet\"]\nshots = [1]\nseeds = [1, 2]",
+        "datasets = [\"cifar10\"]\nshots = [1]\nseeds = [1, 2]",
     ))
     .unwrap_err();
-    assert!(e.contains("unknown dataset `imagenet`"), "{e}");
+    assert!(e.contains("unknown dataset `cifar10`"), "{e}");
     let e = parse(&TINY.replace("schema = 1", "schema = 9")).unwrap_err();
     assert!(e.contains("schema 9 is not supported"), "{e}");
     let e = parse(&TINY.replace("kind = \"zeroshot\"", "kind = \"linear-probe\"")).unwrap_err();
@@ -152,7 +152,7 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
 
 fn keys(text: &str) -> Vec<String> {
     let s = parse(text).unwrap();
-    Plan::new(&s, &digests_for(&s, &Lock::default()).unwrap())
+    Plan::new(&s, &digests_for(&s, &Lock::default(), None).unwrap())
         .cells
         .into_iter()
         .map(|c| c.key)
@@ -178,7 +178,7 @@ fn cell_keys_ignore_formatting_and_follow_what_decides_a_result() {
     let lr = keys(&TINY.replace("lr = 0.002,", "lr = 0.003,"));
     let changed: Vec<bool> = lr.iter().zip(&base).map(|(a, b)| a != b).collect();
     let s = parse(TINY).unwrap();
-    let plan = Plan::new(&s, &digests_for(&s, &Lock::default()).unwrap());
+    let plan = Plan::new(&s, &digests_for(&s, &Lock::default(), None).unwrap());
     for (c, ch) in plan.cells.iter().zip(changed) {
         assert_eq!(ch, c.spec.method == "coop", "{:?}", c.spec);
     }
@@ -395,4 +395,100 @@ fn two_runners_on_one_store_share_the_cells_and_compute_each_once() {
         let r: serde_json::Value = serde_json::from_slice(bytes).unwrap();
         assert_eq!(r["status"], "ok");
     }
+}
+
+/// A miniature EuroSAT in CoOp's layout: `eurosat/2750/<Class>/<Class>_<i>.png` + split file.
+fn eurosat_replica(root: &Path) {
+    let classes = ["AnnualCrop", "Forest", "Highway", "River"];
+    let names = ["Annual Crop Land", "Forest", "Highway or Road", "River"];
+    let dir = root.join("eurosat");
+    let mut split = serde_json::json!({"train": [], "val": [], "test": []});
+    for (label, (c, n)) in classes.iter().zip(names).enumerate() {
+        std::fs::create_dir_all(dir.join("2750").join(c)).unwrap();
+        for i in 0..5 {
+            let rel = format!("{c}/{c}_{i}.png");
+            let img = image::RgbImage::from_fn(40, 36, |x, y| {
+                image::Rgb([(label * 60) as u8, (x * 6) as u8, (y * 7 + i * 20) as u8])
+            });
+            img.save(dir.join("2750").join(&rel)).unwrap();
+            let part = match i {
+                0 | 1 => "train",
+                2 => "val",
+                _ => "test",
+            };
+            split[part]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!([rel, label, n]));
+        }
+    }
+    std::fs::write(dir.join("split_zhou_EuroSAT.json"), serde_json::to_vec(&split).unwrap()).unwrap();
+}
+
+#[test]
+fn a_coop_dataset_runs_end_to_end_with_the_committed_tiny_model() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
+    let out = env.run(&["lock", "digest", model.to_str().unwrap()]);
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::fs::write(
+        env.path("datasets.lock"),
+        format!(
+            "version = 1\n[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let world = TINY.find("[world]").unwrap();
+    let eval = TINY.find("[eval]").unwrap();
+    let text = format!("{}{}", &TINY[..world], &TINY[eval..])
+        .replace("name = \"micro-clip\"", "name = \"tiny\"")
+        .replace("datasets = [\"shapes\"]", "datasets = [\"eurosat\"]")
+        // The fixture's 1000-token vocabulary splits "a photo of a" into 5 tokens: random context.
+        .replace("ctx_init = \"a photo of a\"", "ctx_init = \"\"");
+    let suite = env.write_suite("real.toml", &text);
+    let s = suite.to_str().unwrap();
+    // Without a data root the suite cannot be keyed, and says how to give one.
+    let out = env.run(&["plan", s]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--data-root"), "{}", stderr(&out));
+    let out = env.run(&["run", s, "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("building the embedded world"),
+        "{}",
+        stderr(&out)
+    );
+    let records = env.records("tiny");
+    assert_eq!(records.len(), 6);
+    let mut saw_new = false;
+    for bytes in records.values() {
+        let r: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(r["status"], "ok", "{}", r["error"]);
+        if r["cell"]["target_classes"] == "new" {
+            saw_new = true;
+            // EuroSAT's 4 classes: base = the first 2, new = the last 2, each relabelled.
+            let names: Vec<&str> = r["per_class"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["class"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, vec!["Highway or Road", "River"]);
+            assert_eq!(r["metrics"]["total"], 4);
+        }
+    }
+    assert!(saw_new);
+    // Changing the split file changes the keys: the old records no longer match.
+    let split = env.path("DATA/eurosat/split_zhou_EuroSAT.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&split).unwrap()).unwrap();
+    v["test"].as_array_mut().unwrap().pop();
+    std::fs::write(&split, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = env.run(&["plan", s, "--data-root", "DATA"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("0 done, 6 missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

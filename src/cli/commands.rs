@@ -14,6 +14,16 @@ use crate::suite::cells::{Phase, Plan};
 use crate::suite::{list_suites, Suite};
 use crate::world::{ensure_world, world_dataset};
 
+use crate::data::coop::data_root as data_root_or_env;
+
+fn digests(suite: &Suite, s: &StoreArgs) -> Result<crate::runner::SuiteDigests> {
+    digests_for(
+        suite,
+        &Lock::load(&s.lock)?,
+        data_root_or_env(s.data_root.clone()).as_deref(),
+    )
+}
+
 fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
     s.cache.clone().unwrap_or_else(default_cache_dir)
 }
@@ -32,9 +42,10 @@ pub fn list(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn validate(path: &Path, lock: &Path) -> Result<()> {
+pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>) -> Result<()> {
     let suite = Suite::load(path)?;
-    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(lock)?)?);
+    let root = data_root_or_env(data_root);
+    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(lock)?, root.as_deref())?);
     for p in &suite.published {
         crate::report::baseline::load_published(Path::new(p))?;
     }
@@ -72,7 +83,7 @@ fn work_of(suite: &Suite, c: &crate::suite::cells::Cell) -> (usize, usize) {
 
 pub fn plan(a: &PlanArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(&a.store.lock)?)?);
+    let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
     let store = Store::open_read(&a.store.store, &suite.name);
     let cells = plan.select(&a.only);
     // Seconds per training image and per test image, measured from this store's records.
@@ -143,6 +154,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let opts = RunOptions {
         store: a.store.store.clone(),
         lock: Lock::load(&a.store.lock)?,
+        data_root: data_root_or_env(a.store.data_root.clone()),
         cache: cache_of(&a.store),
         backend: a.backend,
         only: a.only.clone(),
@@ -203,7 +215,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
 }
 
 fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: &Path, print: bool) -> Result<()> {
-    let plan = Plan::new(suite, &digests_for(suite, &Lock::load(&store.lock)?)?);
+    let plan = Plan::new(suite, &digests(suite, store)?);
     let records = Store::open_read(&store.store, &suite.name);
     let data = gather(suite, &plan, &records)?;
     if data.values.is_empty() {
@@ -232,7 +244,7 @@ fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: 
 
 pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(&a.store.lock)?)?);
+    let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
     let store = Store::open_read(&a.store.store, &suite.name);
     let data = gather(&suite, &plan, &store)?;
     if !data.missing.is_empty() || !data.failed.is_empty() {
@@ -281,7 +293,7 @@ pub fn check(a: &CheckArgs) -> Result<()> {
             suite.name
         )));
     }
-    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(&a.store.lock)?)?);
+    let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
     let store = Store::open_read(&a.store.store, &suite.name);
     let data = gather(&suite, &plan, &store)?;
     let out = check_rows(&suite.check, &base.rows, &data.rows);

@@ -62,6 +62,9 @@ pub struct SuiteArg {
     /// The lock file that pins backbones.
     #[arg(long, default_value = "datasets.lock")]
     pub lock: PathBuf,
+    /// CoOp's data folder (default: $GRAM_BENCH_DATA, else $DATA).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -75,6 +78,9 @@ pub struct StoreArgs {
     /// The lock file that pins backbones.
     #[arg(long, default_value = "datasets.lock")]
     pub lock: PathBuf,
+    /// CoOp's data folder (default: $GRAM_BENCH_DATA, else $DATA).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -302,7 +308,7 @@ pub fn embed(args: &EmbedArgs) -> Result<EmbedOutput> {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::List(a) => commands::list(&a.dir),
-        Command::Validate(a) => commands::validate(&a.suite, &a.lock),
+        Command::Validate(a) => commands::validate(&a.suite, &a.lock, a.data_root),
         Command::Lock(LockCommand::Digest { path }) => {
             println!("{}", crate::lock::weights_digest(&path)?);
             Ok(())

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::world::{world_dataset, WORLD_DATASETS};
+use crate::world::WORLD_DATASETS;
 
 pub mod coop;
 
@@ -72,15 +72,12 @@ pub fn catalog() -> Vec<DatasetDef> {
 }
 
 pub fn check_dataset_name(name: &str) -> std::result::Result<(), String> {
-    if world_dataset(name).is_some() {
+    let all = catalog();
+    if all.iter().any(|d| d.name == name) {
         return Ok(());
     }
-    let known: Vec<&str> = WORLD_DATASETS.iter().map(|d| d.name).collect();
-    Err(format!(
-        "unknown dataset `{name}` (suites can use the embedded datasets {}; the CoOp datasets load, but \
-         running them from a suite comes with their datasets.lock entries)",
-        known.join(", ")
-    ))
+    let known: Vec<String> = all.into_iter().map(|d| d.name).collect();
+    Err(format!("unknown dataset `{name}` (known: {})", known.join(", ")))
 }
 
 pub fn dataset_def(name: &str) -> Result<DatasetDef> {

@@ -151,9 +151,13 @@ impl Suite {
                 self.name
             ));
         }
-        if self.world.is_none() {
-            // Every dataset this build knows is embedded, and the micro-CLIP lives in the world too.
-            return Err("the embedded datasets (and the micro-clip backbone) need a [world] table".into());
+        let embedded = self
+            .experiments
+            .iter()
+            .flat_map(|x| x.datasets.iter().chain(&x.targets))
+            .any(|d| crate::data::dataset_def(d).map(|d| d.embedded).unwrap_or(false));
+        if self.world.is_none() && (embedded || self.backbone.name == crate::world::BACKBONE) {
+            return Err("the embedded datasets and the micro-clip backbone need a [world] table".into());
         }
         if self.backbone.name.is_empty() {
             return Err("backbone.name is empty".into());
