@@ -407,6 +407,8 @@ struct CellContext<'a, B: Backend> {
     weights_digest: String,
     datasets: HashMap<String, Dataset>,
     images: HashMap<PathBuf, RgbImage>,
+    /// Bytes of decoded pixels held in `images`.
+    image_bytes: usize,
 }
 
 impl<'a, B: Backend> CellContext<'a, B> {
@@ -444,6 +446,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             weights_digest: digest,
             datasets: HashMap::new(),
             images: HashMap::new(),
+            image_bytes: 0,
         })
     }
 
@@ -468,8 +471,12 @@ impl<'a, B: Backend> CellContext<'a, B> {
             return Ok(i.clone());
         }
         let img = load_rgb(path)?;
-        // Small worlds fit in memory; real datasets are streamed.
-        if self.images.len() < 50_000 {
+        // Decoded images are kept while they fit a fixed budget (the embedded world fits whole);
+        // beyond it, real datasets are decoded again when a cell needs them.
+        const BUDGET: usize = 2 << 30;
+        let bytes = img.as_raw().len();
+        if self.image_bytes + bytes <= BUDGET {
+            self.image_bytes += bytes;
             self.images.insert(path.to_path_buf(), img.clone());
         }
         Ok(img)
