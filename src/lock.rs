@@ -28,12 +28,25 @@ pub struct BackboneEntry {
     pub tokenizer: Option<String>,
 }
 
+/// What a dataset is pinned to: the digest of its split definition (split file, or the listing of
+/// class folders and lists that defines the splits) and the counts it must have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetEntry {
+    pub split_sha256: String,
+    pub classes: usize,
+    /// Images in train, val and test.
+    pub counts: [usize; 3],
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
     pub version: u32,
     #[serde(default)]
     pub backbones: BTreeMap<String, BackboneEntry>,
+    #[serde(default)]
+    pub datasets: BTreeMap<String, DatasetEntry>,
     #[serde(skip)]
     pub dir: PathBuf,
 }
@@ -102,6 +115,20 @@ impl Lock {
     pub fn resolve(&self, p: &str) -> Result<PathBuf> {
         let p = PathBuf::from(expand(p)?);
         Ok(if p.is_absolute() { p } else { self.dir.join(p) })
+    }
+}
+
+const HEADER: &str = "# gram-bench lock file: every backbone and dataset a suite may name, with the SHA-256 of what it
+# reads. Digests are part of every cell key that uses an entry and are checked before a run.
+# `gram-bench lock digest PATH` prints a checkpoint's digest; `gram-bench datasets lock` writes the
+# [datasets.*] entries for the data under --data-root, and `gram-bench datasets verify` checks them.
+";
+
+impl Lock {
+    /// Writes the lock back (entries sorted; a fixed header replaces free comments).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let body = toml::to_string_pretty(self).map_err(|e| Error::Input(format!("datasets.lock: {e}")))?;
+        crate::store::write_atomic(path, format!("{HEADER}{body}").as_bytes())
     }
 }
 

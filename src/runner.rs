@@ -139,6 +139,8 @@ pub struct RunOptions {
     pub store: PathBuf,
     pub lock: Lock,
     pub data_root: Option<PathBuf>,
+    /// Run although a dataset's split definition differs from its pin.
+    pub allow_changed_data: bool,
     pub cache: PathBuf,
     pub backend: BackendKind,
     pub only: Vec<(String, String)>,
@@ -201,6 +203,17 @@ pub fn cell_label(c: &Cell) -> String {
 pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let store = Store::open(&opts.store, &suite.name)?;
     let digests = digests_for(suite, &opts.lock, opts.data_root.as_deref())?;
+    for (name, digest) in &digests.datasets {
+        if let Some(pin) = opts.lock.datasets.get(name) {
+            if &pin.split_sha256 != digest && !opts.allow_changed_data {
+                return Err(Error::Input(format!(
+                    "dataset `{name}`: its split definition on disk (SHA-256 {digest}) differs from the one datasets.lock \
+                     pins ({}); `gram-bench datasets verify {name}` says more; --allow-changed-data runs anyway",
+                    pin.split_sha256
+                )));
+            }
+        }
+    }
     let plan = Plan::new(suite, &digests);
     let selected: Vec<Cell> = plan.select(&opts.only).into_iter().cloned().collect();
     if selected.is_empty() {

@@ -492,3 +492,100 @@ fn a_coop_dataset_runs_end_to_end_with_the_committed_tiny_model() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn datasets_lock_pins_what_is_there_and_verify_names_each_problem_and_its_fix() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    std::fs::write(
+        env.path("datasets.lock"),
+        "version = 1\n[backbones.x]\npath = \"m\"\nsha256 = \"00\"\n",
+    )
+    .unwrap();
+    let stdout = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let out = env.run(&["datasets", "verify", "--data-root", "DATA"]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("FAIL  eurosat: not pinned"), "{}", stdout(&out));
+    let out = env.run(&["datasets", "lock", "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock = std::fs::read_to_string(env.path("datasets.lock")).unwrap();
+    assert!(
+        lock.contains("[datasets.eurosat]") && lock.contains("[backbones.x]"),
+        "{lock}"
+    );
+    let out = env.run(&["datasets", "verify", "--data-root", "DATA", "--deep"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("ok    eurosat: 4 classes, train/val/test [8, 4, 8]"),
+        "{}",
+        stdout(&out)
+    );
+
+    // An image gone: only --deep looks at the image files.
+    std::fs::remove_file(env.path("DATA/eurosat/2750/River/River_4.png")).unwrap();
+    assert!(env
+        .run(&["datasets", "verify", "eurosat", "--data-root", "DATA"])
+        .status
+        .success());
+    let out = env.run(&["datasets", "verify", "eurosat", "--data-root", "DATA", "--deep"]);
+    assert!(
+        stdout(&out).contains("1 images the split lists are absent"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A changed split file: verify says so, and a run refuses it unless told otherwise.
+    let split = env.path("DATA/eurosat/split_zhou_EuroSAT.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&split).unwrap()).unwrap();
+    v["test"].as_array_mut().unwrap().pop();
+    std::fs::write(&split, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = env.run(&["datasets", "verify", "eurosat", "--data-root", "DATA"]);
+    assert!(stdout(&out).contains("split definition changed"), "{}", stdout(&out));
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
+    let digest = String::from_utf8_lossy(&env.run(&["lock", "digest", model.to_str().unwrap()]).stdout)
+        .trim()
+        .to_string();
+    let lock = std::fs::read_to_string(env.path("datasets.lock")).unwrap().replace(
+        "[backbones.x]\npath = \"m\"\nsha256 = \"00\"",
+        &format!(
+            "[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"",
+            model.display()
+        ),
+    );
+    std::fs::write(env.path("datasets.lock"), lock).unwrap();
+    let world = TINY.find("[world]").unwrap();
+    let eval = TINY.find("[eval]").unwrap();
+    let text = format!("{}{}", &TINY[..world], &TINY[eval..])
+        .replace("name = \"micro-clip\"", "name = \"tiny\"")
+        .replace("datasets = [\"shapes\"]", "datasets = [\"eurosat\"]")
+        .replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\"]")
+        .replace("methods = [\"coop\"]\ndatasets", "methods = [\"zs\"]\ndatasets");
+    let suite = env.write_suite("real.toml", &text);
+    let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("differs from the one datasets.lock pins"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&[
+        "run",
+        suite.to_str().unwrap(),
+        "--data-root",
+        "DATA",
+        "--allow-changed-data",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // ImageNet laid out wrong: loose validation JPEGs, and a variant without classnames.txt.
+    let inet = env.path("DATA/imagenet");
+    std::fs::create_dir_all(inet.join("images/train/n01440764")).unwrap();
+    std::fs::create_dir_all(inet.join("images/val")).unwrap();
+    std::fs::write(inet.join("images/val/ILSVRC2012_val_00000001.JPEG"), b"x").unwrap();
+    std::fs::write(inet.join("classnames.txt"), "n01440764 tench\n").unwrap();
+    let out = env.run(&["datasets", "verify", "imagenet", "--data-root", "DATA"]);
+    assert!(stdout(&out).contains("1 loose JPEGs"), "{}", stdout(&out));
+    std::fs::create_dir_all(env.path("DATA/imagenet-rendition/imagenet-r/n01440764")).unwrap();
+    let out = env.run(&["datasets", "verify", "imagenet_r", "--data-root", "DATA"]);
+    assert!(stdout(&out).contains("no classnames.txt"), "{}", stdout(&out));
+}

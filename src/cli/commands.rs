@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{BaselineSaveArgs, CheckArgs, PlanArgs, ReportArgs, RunArgs, StoreArgs, WorldArgs};
+use super::{BaselineSaveArgs, CheckArgs, DatasetsArgs, PlanArgs, ReportArgs, RunArgs, StoreArgs, WorldArgs};
 use crate::data::{subsample_labels, Subsample};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
@@ -155,6 +155,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         store: a.store.store.clone(),
         lock: Lock::load(&a.store.lock)?,
         data_root: data_root_or_env(a.store.data_root.clone()),
+        allow_changed_data: a.allow_changed_data,
         cache: cache_of(&a.store),
         backend: a.backend,
         only: a.only.clone(),
@@ -363,5 +364,79 @@ pub fn world(a: &WorldArgs) -> Result<()> {
     let json = serde_json::to_string_pretty(&art.manifest).map_err(|e| Error::Input(e.to_string()))?;
     println!("{json}");
     eprintln!("data: {}\nmodel: {}", art.data_root.display(), art.model_dir.display());
+    Ok(())
+}
+
+fn need_root(flag: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
+    data_root_or_env(flag.clone())
+        .ok_or_else(|| Error::Input("no data root: pass --data-root DIR (or set GRAM_BENCH_DATA)".into()))
+}
+
+pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
+    let root = need_root(&a.data_root)?;
+    let mut lock = Lock::load(&a.lock)?;
+    let explicit = !a.names.is_empty();
+    let mut pinned = 0;
+    for def in crate::data::verify::selected(&a.names)? {
+        match crate::data::Dataset::load(&root, &def) {
+            Ok(ds) => {
+                let e = crate::data::verify::entry_of(&ds);
+                println!(
+                    "{}: {} classes, train/val/test {:?}, split {}",
+                    def.name, e.classes, e.counts, e.split_sha256
+                );
+                lock.datasets.insert(def.name.clone(), e);
+                pinned += 1;
+            }
+            // Named datasets must load; when pinning "everything found", absent ones are skipped.
+            Err(e) if explicit => return Err(e),
+            Err(_) => {}
+        }
+    }
+    if pinned == 0 {
+        return Err(Error::Input(format!("no CoOp dataset found under {}", root.display())));
+    }
+    lock.save(&a.lock)?;
+    eprintln!("pinned {pinned} datasets in {}", a.lock.display());
+    Ok(())
+}
+
+pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
+    let root = need_root(&a.data_root)?;
+    let lock = Lock::load(&a.lock)?;
+    let defs = crate::data::verify::selected(&a.names)?;
+    let mut bad = 0;
+    let mut checked = 0;
+    for def in defs {
+        // Without names, only datasets that are there or pinned are checked.
+        if a.names.is_empty() && !root.join(&def.folder).exists() && !lock.datasets.contains_key(&def.name) {
+            continue;
+        }
+        checked += 1;
+        let (problems, now) = crate::data::verify::verify_one(&root, &def, &lock, a.deep);
+        match (problems.is_empty(), now) {
+            (true, Some(e)) => println!(
+                "ok    {}: {} classes, train/val/test {:?}",
+                def.name, e.classes, e.counts
+            ),
+            _ => {
+                bad += 1;
+                for p in problems {
+                    println!("FAIL  {}: {p}", def.name);
+                }
+            }
+        }
+    }
+    if checked == 0 {
+        return Err(Error::Input(format!(
+            "no CoOp dataset found under {} or pinned in the lock",
+            root.display()
+        )));
+    }
+    if bad > 0 {
+        return Err(Error::Input(format!(
+            "{bad} of {checked} datasets have problems (listed above)"
+        )));
+    }
     Ok(())
 }

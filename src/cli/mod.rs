@@ -45,6 +45,9 @@ pub enum Command {
     /// datasets.lock helpers.
     #[command(subcommand)]
     Lock(LockCommand),
+    /// Pin and check the CoOp datasets under a data root.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
     /// Work with a CLIP checkpoint directly.
     #[command(subcommand)]
     Clip(ClipCommand),
@@ -113,6 +116,9 @@ pub struct RunArgs {
     /// Do not write the report after the run.
     #[arg(long)]
     pub no_report: bool,
+    /// Run even when a dataset's split definition differs from its datasets.lock pin.
+    #[arg(long)]
+    pub allow_changed_data: bool,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +174,27 @@ pub struct WorldArgs {
 pub enum LockCommand {
     /// Print the SHA-256 that datasets.lock pins for a checkpoint (HF directory or .safetensors).
     Digest { path: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatasetsCommand {
+    /// Pin the named datasets (default: every CoOp dataset found) in datasets.lock.
+    Lock(DatasetsArgs),
+    /// Check datasets against datasets.lock and for layout problems; non-zero exit on any finding.
+    Verify(DatasetsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DatasetsArgs {
+    pub names: Vec<String>,
+    /// CoOp's data folder (default: $GRAM_BENCH_DATA, else $DATA).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    #[arg(long, default_value = "datasets.lock")]
+    pub lock: PathBuf,
+    /// Also check that every image a split lists exists.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
@@ -309,6 +336,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::List(a) => commands::list(&a.dir),
         Command::Validate(a) => commands::validate(&a.suite, &a.lock, a.data_root),
+        Command::Datasets(DatasetsCommand::Lock(a)) => commands::datasets_lock(&a),
+        Command::Datasets(DatasetsCommand::Verify(a)) => commands::datasets_verify(&a),
         Command::Lock(LockCommand::Digest { path }) => {
             println!("{}", crate::lock::weights_digest(&path)?);
             Ok(())

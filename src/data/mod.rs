@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::world::WORLD_DATASETS;
 
 pub mod coop;
+pub mod verify;
 
 /// How a dataset's files are laid out under its folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
