@@ -39,6 +39,21 @@ pub struct DatasetEntry {
     pub counts: [usize; 3],
 }
 
+/// A dataset the user declares without touching code: CoOp's split-file layout under a folder of
+/// the data root.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDataset {
+    /// Folder under the data root.
+    pub folder: String,
+    /// `split_zhou`-format JSON inside the folder.
+    pub split_file: String,
+    /// Image root the split's paths are relative to ("" = the folder itself).
+    pub image_dir: String,
+    /// Zero-shot template, `{}` = the class name.
+    pub template: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
@@ -47,6 +62,8 @@ pub struct Lock {
     pub backbones: BTreeMap<String, BackboneEntry>,
     #[serde(default)]
     pub datasets: BTreeMap<String, DatasetEntry>,
+    #[serde(default)]
+    pub user_datasets: BTreeMap<String, UserDataset>,
     #[serde(skip)]
     pub dir: PathBuf,
 }
@@ -93,6 +110,21 @@ impl Lock {
             )));
         }
         lock.dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for (name, u) in &lock.user_datasets {
+            if crate::data::catalog().iter().any(|d| &d.name == name) {
+                return Err(Error::Input(format!(
+                    "{}: user dataset `{name}` has the name of a built-in dataset; pick another",
+                    path.display()
+                )));
+            }
+            if !u.template.contains("{}") {
+                return Err(Error::Input(format!(
+                    "{}: user dataset `{name}`: template {:?} has no {{}} for the class name",
+                    path.display(),
+                    u.template
+                )));
+            }
+        }
         Ok(lock)
     }
 

@@ -96,7 +96,7 @@ pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Resu
     };
     let mut datasets = BTreeMap::new();
     for name in suite_datasets(suite) {
-        let def = dataset_def(&name)?;
+        let def = dataset_def(&name, lock).map_err(|e| Error::Input(format!("suite `{}`: {}", suite.name, e)))?;
         if def.embedded {
             continue;
         }
@@ -119,7 +119,7 @@ pub fn needs_world(suite: &Suite) -> bool {
     suite.backbone.name == BACKBONE
         || suite_datasets(suite)
             .iter()
-            .any(|d| dataset_def(d).map(|d| d.embedded).unwrap_or(false))
+            .any(|d| crate::world::world_dataset(d).is_some())
 }
 
 pub fn default_cache_dir() -> PathBuf {
@@ -258,6 +258,7 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let model = resolve_backbone(suite, &opts.lock, world.as_ref())?;
     let work = RunWork {
         overwrite: opts.overwrite,
+        lock: &opts.lock,
         suite,
         model: &model,
         world: world.as_ref(),
@@ -310,6 +311,7 @@ fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) 
 
 struct RunWork<'a> {
     overwrite: Overwrite,
+    lock: &'a Lock,
     suite: &'a Suite,
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
@@ -323,7 +325,14 @@ struct RunWork<'a> {
 impl WithBackend for RunWork<'_> {
     type Output = Result<RunSummary>;
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
-        let mut ctx = CellContext::<B>::new(self.suite, self.model, self.world, self.data_root, device, self.backend)?;
+        let sources = Sources {
+            suite: self.suite,
+            lock: self.lock,
+            model: self.model,
+            world: self.world,
+            data_root: self.data_root,
+        };
+        let mut ctx = CellContext::<B>::new(sources, device, self.backend)?;
         let mut summary = RunSummary::default();
         let bar = if self.tty {
             let b = ProgressBar::new(self.todo.len() as u64);
@@ -405,9 +414,19 @@ impl WithBackend for RunWork<'_> {
 
 type Ad<B> = Autodiff<B>;
 
+/// Where a run's inputs come from.
+struct Sources<'a> {
+    suite: &'a Suite,
+    lock: &'a Lock,
+    model: &'a BackboneSource,
+    world: Option<&'a WorldArtifacts>,
+    data_root: Option<&'a Path>,
+}
+
 /// What all cells of a run share: the backbone, tokenizer, datasets and decoded images.
 struct CellContext<'a, B: Backend> {
     suite: &'a Suite,
+    lock: &'a Lock,
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
     data_root: Option<&'a Path>,
@@ -425,14 +444,14 @@ struct CellContext<'a, B: Backend> {
 }
 
 impl<'a, B: Backend> CellContext<'a, B> {
-    fn new(
-        suite: &'a Suite,
-        model: &'a BackboneSource,
-        world: Option<&'a WorldArtifacts>,
-        data_root: Option<&'a Path>,
-        device: B::Device,
-        backend: BackendKind,
-    ) -> Result<Self> {
+    fn new(sources: Sources<'a>, device: B::Device, backend: BackendKind) -> Result<Self> {
+        let Sources {
+            suite,
+            lock,
+            model,
+            world,
+            data_root,
+        } = sources;
         let digest = weights_digest(&model.path)?;
         if let Some(pinned) = &model.sha256 {
             if &digest != pinned {
@@ -447,6 +466,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         let clip_eval = loaded.model.valid();
         Ok(Self {
             suite,
+            lock,
             model,
             world,
             data_root,
@@ -467,7 +487,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         if let Some(d) = self.datasets.get(name) {
             return Ok(d.clone());
         }
-        let def = dataset_def(name)?;
+        let def = dataset_def(name, self.lock)?;
         let root = if def.embedded {
             self.world.map(|w| w.data_root.clone())
         } else {

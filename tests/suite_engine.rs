@@ -135,11 +135,13 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(e.starts_with("suites/x.toml:2:"), "{e}");
     let e = parse(&TINY.replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\", \"cocoop\"]")).unwrap_err();
     assert!(e.contains("unknown method `cocoop`"), "{e}");
-    let e = parse(&TINY.replace(
+    // Dataset names resolve against the catalog and datasets.lock (which may declare user datasets).
+    let s = parse(&TINY.replace(
         "datasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]",
         "datasets = [\"cifar10\"]\nshots = [1]\nseeds = [1, 2]",
     ))
-    .unwrap_err();
+    .unwrap();
+    let e = digests_for(&s, &Lock::default(), None).err().unwrap().to_string();
     assert!(e.contains("unknown dataset `cifar10`"), "{e}");
     let e = parse(&TINY.replace("schema = 1", "schema = 9")).unwrap_err();
     assert!(e.contains("schema 9 is not supported"), "{e}");
@@ -588,4 +590,44 @@ fn datasets_lock_pins_what_is_there_and_verify_names_each_problem_and_its_fix() 
     std::fs::create_dir_all(env.path("DATA/imagenet-rendition/imagenet-r/n01440764")).unwrap();
     let out = env.run(&["datasets", "verify", "imagenet_r", "--data-root", "DATA"]);
     assert!(stdout(&out).contains("no classnames.txt"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_user_dataset_declared_in_the_lock_runs_without_code() {
+    let env = Env::new();
+    // A EuroSAT-shaped dataset under another name, folder and template.
+    eurosat_replica(&env.path("DATA"));
+    std::fs::rename(env.path("DATA/eurosat"), env.path("DATA/my-fields")).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
+    let digest = String::from_utf8_lossy(&env.run(&["lock", "digest", model.to_str().unwrap()]).stdout)
+        .trim()
+        .to_string();
+    let lock = format!(
+        "version = 1\n[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"\n\n[user_datasets.fields]\nfolder = \"my-fields\"\n\
+         split_file = \"split_zhou_EuroSAT.json\"\nimage_dir = \"2750\"\ntemplate = \"an aerial photo of {{}}.\"\n",
+        model.display()
+    );
+    std::fs::write(env.path("datasets.lock"), &lock).unwrap();
+    let world = TINY.find("[world]").unwrap();
+    let eval = TINY.find("[eval]").unwrap();
+    let text = format!("{}{}", &TINY[..world], &TINY[eval..])
+        .replace("name = \"micro-clip\"", "name = \"tiny\"")
+        .replace("datasets = [\"shapes\"]", "datasets = [\"fields\"]")
+        .replace("ctx_init = \"a photo of a\"", "ctx_init = \"\"");
+    let suite = env.write_suite("user.toml", &text);
+    let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.records("tiny").len(), 6);
+    let out = env.run(&["datasets", "lock", "fields", "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["datasets", "verify", "fields", "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // A user dataset may not shadow a built-in one.
+    std::fs::write(
+        env.path("datasets.lock"),
+        lock.replace("[user_datasets.fields]", "[user_datasets.eurosat]"),
+    )
+    .unwrap();
+    let out = env.run(&["validate", suite.to_str().unwrap()]);
+    assert!(stderr(&out).contains("name of a built-in dataset"), "{}", stderr(&out));
 }

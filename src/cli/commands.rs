@@ -377,7 +377,7 @@ pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
     let mut lock = Lock::load(&a.lock)?;
     let explicit = !a.names.is_empty();
     let mut pinned = 0;
-    for def in crate::data::verify::selected(&a.names)? {
+    for def in crate::data::verify::selected(&a.names, &lock)? {
         match crate::data::Dataset::load(&root, &def) {
             Ok(ds) => {
                 let e = crate::data::verify::entry_of(&ds);
@@ -404,7 +404,7 @@ pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
 pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
     let lock = Lock::load(&a.lock)?;
-    let defs = crate::data::verify::selected(&a.names)?;
+    let defs = crate::data::verify::selected(&a.names, &lock)?;
     let mut bad = 0;
     let mut checked = 0;
     for def in defs {

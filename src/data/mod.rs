@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::lock::Lock;
 use crate::world::WORLD_DATASETS;
 
 pub mod coop;
@@ -72,20 +73,41 @@ pub fn catalog() -> Vec<DatasetDef> {
     out
 }
 
-pub fn check_dataset_name(name: &str) -> std::result::Result<(), String> {
-    let all = catalog();
+/// The built-in datasets plus the user datasets `lock` declares.
+pub fn catalog_with(lock: &Lock) -> Vec<DatasetDef> {
+    let mut out = catalog();
+    out.extend(lock.user_datasets.iter().map(|(name, u)| DatasetDef {
+        name: name.clone(),
+        folder: u.folder.clone(),
+        layout: Layout::SplitZhou {
+            split_file: u.split_file.clone(),
+            image_dir: u.image_dir.clone(),
+        },
+        template: u.template.clone(),
+        imagenet_like: false,
+        test_only: false,
+        embedded: false,
+    }));
+    out
+}
+
+pub fn check_dataset_name(name: &str, lock: &Lock) -> std::result::Result<(), String> {
+    let all = catalog_with(lock);
     if all.iter().any(|d| d.name == name) {
         return Ok(());
     }
     let known: Vec<String> = all.into_iter().map(|d| d.name).collect();
-    Err(format!("unknown dataset `{name}` (known: {})", known.join(", ")))
+    Err(format!(
+        "unknown dataset `{name}` (known: {}; declare your own under [user_datasets] in datasets.lock)",
+        known.join(", ")
+    ))
 }
 
-pub fn dataset_def(name: &str) -> Result<DatasetDef> {
-    catalog()
+pub fn dataset_def(name: &str, lock: &Lock) -> Result<DatasetDef> {
+    catalog_with(lock)
         .into_iter()
         .find(|d| d.name == name)
-        .ok_or_else(|| Error::Config(check_dataset_name(name).err().unwrap_or_default()))
+        .ok_or_else(|| Error::Config(check_dataset_name(name, lock).err().unwrap_or_default()))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

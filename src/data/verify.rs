@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{catalog, Dataset, DatasetDef, Layout};
+use super::{catalog_with, Dataset, DatasetDef, Layout};
 use crate::error::Result;
 use crate::lock::{DatasetEntry, Lock};
 
@@ -103,9 +103,9 @@ pub fn verify_one(root: &Path, def: &DatasetDef, lock: &Lock, deep: bool) -> (Ve
     (problems, Some(now))
 }
 
-/// The names of the CoOp datasets (not the embedded ones), or the given ones.
-pub fn selected(names: &[String]) -> Result<Vec<DatasetDef>> {
-    let all: Vec<DatasetDef> = catalog().into_iter().filter(|d| !d.embedded).collect();
+/// The CoOp and user datasets (not the embedded ones), or the given ones.
+pub fn selected(names: &[String], lock: &Lock) -> Result<Vec<DatasetDef>> {
+    let all: Vec<DatasetDef> = catalog_with(lock).into_iter().filter(|d| !d.embedded).collect();
     if names.is_empty() {
         return Ok(all);
     }
@@ -114,7 +114,7 @@ pub fn selected(names: &[String]) -> Result<Vec<DatasetDef>> {
         .map(|n| {
             all.iter().find(|d| &d.name == n).cloned().ok_or_else(|| {
                 crate::error::Error::Input(
-                    super::check_dataset_name(n)
+                    super::check_dataset_name(n, lock)
                         .err()
                         .unwrap_or_else(|| format!("`{n}` is an embedded dataset")),
                 )

@@ -155,7 +155,7 @@ impl Suite {
             .experiments
             .iter()
             .flat_map(|x| x.datasets.iter().chain(&x.targets))
-            .any(|d| crate::data::dataset_def(d).map(|d| d.embedded).unwrap_or(false));
+            .any(|d| crate::world::world_dataset(d).is_some());
         if self.world.is_none() && (embedded || self.backbone.name == crate::world::BACKBONE) {
             return Err("the embedded datasets and the micro-clip backbone need a [world] table".into());
         }
@@ -179,9 +179,8 @@ impl Suite {
                     return Err(format!("{at}: unknown method `{m}` (defined: {})", known.join(", ")));
                 }
             }
-            for d in x.datasets.iter().chain(&x.targets) {
-                crate::data::check_dataset_name(d).map_err(|e| format!("{at}: {e}"))?;
-            }
+            // Dataset names are resolved against the catalog and datasets.lock when the suite is
+            // planned (`runner::digests_for`), since the lock may declare user datasets.
             if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
                 return Err(format!(
                     "{at}: methods, datasets, shots and seeds must each list at least one"
