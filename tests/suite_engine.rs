@@ -427,28 +427,39 @@ fn eurosat_replica(root: &Path) {
     std::fs::write(dir.join("split_zhou_EuroSAT.json"), serde_json::to_vec(&split).unwrap()).unwrap();
 }
 
+/// `[backbones.tiny]`: the committed fixture model, pinned with the digest `lock digest` prints.
+fn tiny_backbone(env: &Env) -> String {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
+    let out = env.run(&["lock", "digest", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    format!(
+        "[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"\n",
+        model.display()
+    )
+}
+
+/// TINY on the fixture backbone and a dataset from the data root, without a world. The fixture's
+/// 1000-token vocabulary splits "a photo of a" into 5 tokens, so CoOp's context starts random.
+fn real_data_suite(dataset: &str) -> String {
+    let world = TINY.find("[world]").unwrap();
+    let eval = TINY.find("[eval]").unwrap();
+    format!("{}{}", &TINY[..world], &TINY[eval..])
+        .replace("name = \"micro-clip\"", "name = \"tiny\"")
+        .replace("datasets = [\"shapes\"]", &format!("datasets = [\"{dataset}\"]"))
+        .replace("ctx_init = \"a photo of a\"", "ctx_init = \"\"")
+}
+
 #[test]
 fn a_coop_dataset_runs_end_to_end_with_the_committed_tiny_model() {
     let env = Env::new();
     eurosat_replica(&env.path("DATA"));
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
-    let out = env.run(&["lock", "digest", model.to_str().unwrap()]);
-    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
     std::fs::write(
         env.path("datasets.lock"),
-        format!(
-            "version = 1\n[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"\n",
-            model.display()
-        ),
+        format!("version = 1\n{}", tiny_backbone(&env)),
     )
     .unwrap();
-    let world = TINY.find("[world]").unwrap();
-    let eval = TINY.find("[eval]").unwrap();
-    let text = format!("{}{}", &TINY[..world], &TINY[eval..])
-        .replace("name = \"micro-clip\"", "name = \"tiny\"")
-        .replace("datasets = [\"shapes\"]", "datasets = [\"eurosat\"]")
-        // The fixture's 1000-token vocabulary splits "a photo of a" into 5 tokens: random context.
-        .replace("ctx_init = \"a photo of a\"", "ctx_init = \"\"");
+    let text = real_data_suite("eurosat");
     let suite = env.write_suite("real.toml", &text);
     let s = suite.to_str().unwrap();
     // Without a data root the suite cannot be keyed, and says how to give one.
@@ -543,23 +554,11 @@ fn datasets_lock_pins_what_is_there_and_verify_names_each_problem_and_its_fix() 
     std::fs::write(&split, serde_json::to_vec(&v).unwrap()).unwrap();
     let out = env.run(&["datasets", "verify", "eurosat", "--data-root", "DATA"]);
     assert!(stdout(&out).contains("split definition changed"), "{}", stdout(&out));
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
-    let digest = String::from_utf8_lossy(&env.run(&["lock", "digest", model.to_str().unwrap()]).stdout)
-        .trim()
-        .to_string();
-    let lock = std::fs::read_to_string(env.path("datasets.lock")).unwrap().replace(
-        "[backbones.x]\npath = \"m\"\nsha256 = \"00\"",
-        &format!(
-            "[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"",
-            model.display()
-        ),
-    );
+    let lock = std::fs::read_to_string(env.path("datasets.lock"))
+        .unwrap()
+        .replace("[backbones.x]\npath = \"m\"\nsha256 = \"00\"\n", &tiny_backbone(&env));
     std::fs::write(env.path("datasets.lock"), lock).unwrap();
-    let world = TINY.find("[world]").unwrap();
-    let eval = TINY.find("[eval]").unwrap();
-    let text = format!("{}{}", &TINY[..world], &TINY[eval..])
-        .replace("name = \"micro-clip\"", "name = \"tiny\"")
-        .replace("datasets = [\"shapes\"]", "datasets = [\"eurosat\"]")
+    let text = real_data_suite("eurosat")
         .replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\"]")
         .replace("methods = [\"coop\"]\ndatasets", "methods = [\"zs\"]\ndatasets");
     let suite = env.write_suite("real.toml", &text);
@@ -598,22 +597,13 @@ fn a_user_dataset_declared_in_the_lock_runs_without_code() {
     // A EuroSAT-shaped dataset under another name, folder and template.
     eurosat_replica(&env.path("DATA"));
     std::fs::rename(env.path("DATA/eurosat"), env.path("DATA/my-fields")).unwrap();
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf");
-    let digest = String::from_utf8_lossy(&env.run(&["lock", "digest", model.to_str().unwrap()]).stdout)
-        .trim()
-        .to_string();
     let lock = format!(
-        "version = 1\n[backbones.tiny]\npath = \"{}\"\nsha256 = \"{digest}\"\n\n[user_datasets.fields]\nfolder = \"my-fields\"\n\
-         split_file = \"split_zhou_EuroSAT.json\"\nimage_dir = \"2750\"\ntemplate = \"an aerial photo of {{}}.\"\n",
-        model.display()
+        "version = 1\n{}\n[user_datasets.fields]\nfolder = \"my-fields\"\nsplit_file = \"split_zhou_EuroSAT.json\"\n\
+         image_dir = \"2750\"\ntemplate = \"an aerial photo of {{}}.\"\n",
+        tiny_backbone(&env)
     );
     std::fs::write(env.path("datasets.lock"), &lock).unwrap();
-    let world = TINY.find("[world]").unwrap();
-    let eval = TINY.find("[eval]").unwrap();
-    let text = format!("{}{}", &TINY[..world], &TINY[eval..])
-        .replace("name = \"micro-clip\"", "name = \"tiny\"")
-        .replace("datasets = [\"shapes\"]", "datasets = [\"fields\"]")
-        .replace("ctx_init = \"a photo of a\"", "ctx_init = \"\"");
+    let text = real_data_suite("fields");
     let suite = env.write_suite("user.toml", &text);
     let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
     assert!(out.status.success(), "{}", stderr(&out));
