@@ -534,6 +534,17 @@ fn datasets_lock_pins_what_is_there_and_verify_names_each_problem_and_its_fix() 
         stdout(&out)
     );
 
+    let out = env.run(&["datasets", "describe", "eurosat", "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = stdout(&out);
+    assert!(
+        d.contains("a centered satellite photo of {}.") && d.contains("base / new  2 / 2"),
+        "{d}"
+    );
+    assert!(
+        d.contains("classes     Annual Crop Land, Forest, Highway or Road, River"),
+        "{d}"
+    );
     // An image gone: only --deep looks at the image files.
     std::fs::remove_file(env.path("DATA/eurosat/2750/River/River_4.png")).unwrap();
     assert!(env

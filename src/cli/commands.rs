@@ -440,3 +440,50 @@ pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn datasets_describe(a: &DatasetsArgs) -> Result<()> {
+    let [name] = a.names.as_slice() else {
+        return Err(Error::Input("describe takes one dataset name".into()));
+    };
+    let lock = Lock::load(&a.lock)?;
+    let def = crate::data::dataset_def(name, &lock)?;
+    if def.embedded {
+        return Err(Error::Input(format!(
+            "`{name}` is an embedded dataset: `gram-bench world SUITE` builds and describes the world"
+        )));
+    }
+    let root = need_root(&a.data_root)?;
+    println!("dataset     {}", def.name);
+    println!("folder      {}", root.join(&def.folder).display());
+    println!("layout      {:?}", def.layout);
+    println!("template    {}", def.template);
+    println!("test only   {}", def.test_only);
+    match lock.datasets.get(name) {
+        Some(p) => println!(
+            "pinned      split {} ({} classes, train/val/test {:?})",
+            p.split_sha256, p.classes, p.counts
+        ),
+        None => println!("pinned      no"),
+    }
+    let ds = crate::data::Dataset::load(&root, &def)?;
+    println!(
+        "on disk     split {} ({} classes, train/val/test {:?})",
+        ds.split_digest,
+        ds.classnames.len(),
+        [ds.train.len(), ds.val.len(), ds.test.len()]
+    );
+    let base = crate::data::subsample_labels(ds.classnames.len(), crate::data::Subsample::Base).len();
+    println!("base / new  {base} / {}", ds.classnames.len() - base);
+    let shown: Vec<&str> = ds.classnames.iter().take(8).map(String::as_str).collect();
+    let more = ds.classnames.len().saturating_sub(shown.len());
+    println!(
+        "classes     {}{}",
+        shown.join(", "),
+        if more > 0 {
+            format!(", … ({more} more)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -182,6 +182,8 @@ pub enum DatasetsCommand {
     Lock(DatasetsArgs),
     /// Check datasets against datasets.lock and for layout problems; non-zero exit on any finding.
     Verify(DatasetsArgs),
+    /// Describe one dataset: where it is read from, its template, classes, splits and pin.
+    Describe(DatasetsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -338,6 +340,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Validate(a) => commands::validate(&a.suite, &a.lock, a.data_root),
         Command::Datasets(DatasetsCommand::Lock(a)) => commands::datasets_lock(&a),
         Command::Datasets(DatasetsCommand::Verify(a)) => commands::datasets_verify(&a),
+        Command::Datasets(DatasetsCommand::Describe(a)) => commands::datasets_describe(&a),
         Command::Lock(LockCommand::Digest { path }) => {
             println!("{}", crate::lock::weights_digest(&path)?);
             Ok(())
