@@ -49,7 +49,9 @@ pub struct SuiteDigests {
     pub world_key: Option<String>,
     /// `micro-clip@world-<key>`, or `<lock name>@sha256:<pinned digest>`.
     pub backbone: String,
-    pub datasets: BTreeMap<String, String>,
+    /// The CoOp (and user) datasets the suite names, read once to digest their split definitions;
+    /// a run reuses them rather than reading them again.
+    pub datasets: BTreeMap<String, Dataset>,
 }
 
 impl Digests for SuiteDigests {
@@ -58,7 +60,7 @@ impl Digests for SuiteDigests {
     }
     fn dataset(&self, name: &str) -> String {
         match (self.datasets.get(name), &self.world_key) {
-            (Some(d), _) => format!("{name}@sha256:{d}"),
+            (Some(d), _) => format!("{name}@sha256:{}", d.split_digest),
             (None, Some(k)) => format!("world-{k}/{name}"),
             (None, None) => format!("{name}@unpinned"),
         }
@@ -105,7 +107,7 @@ pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Resu
                 "dataset `{name}` needs CoOp's data folder: pass --data-root DIR (or set GRAM_BENCH_DATA)"
             ))
         })?;
-        datasets.insert(name.clone(), Dataset::load(root, &def)?.split_digest);
+        datasets.insert(name.clone(), Dataset::load(root, &def)?);
     }
     Ok(SuiteDigests {
         world_key,
@@ -188,22 +190,25 @@ pub fn git_commit() -> String {
 pub fn cell_label(c: &Cell) -> String {
     let s = &c.spec;
     let target = match (&s.target, s.phase) {
-        (Some(t), Phase::Eval) => format!(" → {t} ({:?})", s.target_classes).to_lowercase(),
+        (Some(t), Phase::Eval) => format!(" → {t} ({})", s.target_classes.as_str()),
         _ => String::new(),
     };
     format!(
-        "{} {} [{:?}] {}-shot seed {}{target}",
-        s.method, s.dataset, s.train_classes, s.shots, s.seed
+        "{} {} [{}] {}-shot seed {}{target}",
+        s.method,
+        s.dataset,
+        s.train_classes.as_str(),
+        s.shots,
+        s.seed
     )
-    .replace("[All]", "[all]")
-    .replace("[Base]", "[base]")
 }
 
 /// Runs the selected cells of `suite`; `log` gets one line per event when there is no terminal.
 pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let store = Store::open(&opts.store, &suite.name)?;
     let digests = digests_for(suite, &opts.lock, opts.data_root.as_deref())?;
-    for (name, digest) in &digests.datasets {
+    for (name, ds) in &digests.datasets {
+        let digest = &ds.split_digest;
         if let Some(pin) = opts.lock.datasets.get(name) {
             if &pin.split_sha256 != digest && !opts.allow_changed_data {
                 return Err(Error::Input(format!(
@@ -263,6 +268,7 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
         model: &model,
         world: world.as_ref(),
         data_root: opts.data_root.as_deref(),
+        datasets: digests.datasets,
         store: &store,
         todo: &todo,
         tty,
@@ -316,6 +322,8 @@ struct RunWork<'a> {
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
     data_root: Option<&'a Path>,
+    /// Datasets already read (to key the cells).
+    datasets: BTreeMap<String, Dataset>,
     store: &'a Store,
     todo: &'a [Cell],
     tty: bool,
@@ -331,6 +339,7 @@ impl WithBackend for RunWork<'_> {
             model: self.model,
             world: self.world,
             data_root: self.data_root,
+            datasets: self.datasets,
         };
         let mut ctx = CellContext::<B>::new(sources, device, self.backend)?;
         let mut summary = RunSummary::default();
@@ -350,59 +359,49 @@ impl WithBackend for RunWork<'_> {
             if let Some(b) = &bar {
                 b.set_message(label.clone());
             }
-            let say = |msg: String| match &bar {
-                Some(b) => b.println(msg),
-                None => eprintln!("{msg}"),
+            // One line per cell, whatever became of it; the bar counts every cell dealt with.
+            let done = |outcome: &str| {
+                let msg = format!("[{}/{}] {label}: {outcome}", i + 1, self.todo.len());
+                match &bar {
+                    Some(b) => {
+                        b.println(msg);
+                        b.inc(1);
+                    }
+                    None => eprintln!("{msg}"),
+                }
             };
             let Some(_lock) = self.store.try_lock(&cell.key)? else {
                 summary.busy += 1;
-                say(format!(
-                    "[{}/{}] {label}: another runner is computing it; skipped",
-                    i + 1,
-                    self.todo.len()
-                ));
+                done("another runner is computing it; skipped");
                 continue;
             };
             // Another runner may have finished it since this run made its list.
             if self.overwrite != Overwrite::Always && self.store.get(&cell.key)?.is_some_and(|r| r.status == Status::Ok)
             {
                 summary.skipped += 1;
-                say(format!(
-                    "[{}/{}] {label}: recorded by another runner",
-                    i + 1,
-                    self.todo.len()
-                ));
+                done("recorded by another runner");
                 continue;
             }
             // Its train cell is being computed elsewhere: leave this one to that runner's turn.
             if let Some(dep) = &cell.depends_on {
                 if self.store.get(dep)?.is_none() && self.store.try_lock(dep)?.is_none() {
                     summary.busy += 1;
-                    say(format!(
-                        "[{}/{}] {label}: its train cell is being computed by another runner; skipped",
-                        i + 1,
-                        self.todo.len()
-                    ));
+                    done("its train cell is being computed by another runner; skipped");
                     continue;
                 }
             }
             let record = ctx.run_cell(self.store, cell);
             self.store.put(&record)?;
-            let outcome = match (&record.status, &record.metrics) {
-                (Status::Ok, Some(m)) => format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s),
+            summary.ran += 1;
+            match (&record.status, &record.metrics) {
+                (Status::Ok, Some(m)) => done(&format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s)),
                 _ => {
                     summary.failed += 1;
-                    format!("FAILED: {}", record.error.as_deref().unwrap_or("unknown error"))
+                    done(&format!(
+                        "FAILED: {}",
+                        record.error.as_deref().unwrap_or("unknown error")
+                    ));
                 }
-            };
-            summary.ran += 1;
-            let msg = format!("[{}/{}] {label}: {outcome}", i + 1, self.todo.len());
-            match &bar {
-                Some(b) => {
-                    b.println(msg);
-                    b.inc(1);
-                }
-                None => eprintln!("{msg}"),
             }
         }
         if let Some(b) = bar {
@@ -421,6 +420,7 @@ struct Sources<'a> {
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
     data_root: Option<&'a Path>,
+    datasets: BTreeMap<String, Dataset>,
 }
 
 /// What all cells of a run share: the backbone, tokenizer, datasets and decoded images.
@@ -451,6 +451,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             model,
             world,
             data_root,
+            datasets,
         } = sources;
         let digest = weights_digest(&model.path)?;
         if let Some(pinned) = &model.sha256 {
@@ -477,7 +478,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             tok: loaded.tokenizer,
             pre: loaded.preprocess,
             weights_digest: digest,
-            datasets: HashMap::new(),
+            datasets: datasets.into_iter().collect(),
             images: HashMap::new(),
             image_bytes: 0,
         })

@@ -134,7 +134,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
         rows.push(vec![
             c.key[..12].to_string(),
             cell_label(c),
-            format!("{:?}", c.spec.phase).to_lowercase(),
+            c.spec.phase.as_str().to_string(),
             status,
         ]);
     }
@@ -183,11 +183,7 @@ fn world_note(suite: &Suite, cache: &Path) -> String {
     let Some(w) = &suite.world else {
         return String::new();
     };
-    let dir = cache.join(format!("world-{}", crate::world::build::world_key(w)));
-    match std::fs::read_to_string(dir.join("world.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<crate::world::build::WorldManifest>(&t).ok())
-    {
+    match crate::world::build::cached_world(cache, w).map(|a| a.manifest) {
         Some(m) => format!(
             "Embedded world `{}` (micro-CLIP width {}, {} layers, {} px / patch {}, pretrained {} steps): zero-shot accuracy on \
              colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%); all pairs by domain: {}.",
@@ -218,7 +214,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
 fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: &Path, print: bool) -> Result<()> {
     let plan = Plan::new(suite, &digests(suite, store)?);
     let records = Store::open_read(&store.store, &suite.name);
-    let data = gather(suite, &plan, &records)?;
+    let data = gather(&plan, &records)?;
     if data.values.is_empty() {
         return Err(Error::Input(format!(
             "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
@@ -247,7 +243,7 @@ pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
     let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
     let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&suite, &plan, &store)?;
+    let data = gather(&plan, &store)?;
     if !data.missing.is_empty() || !data.failed.is_empty() {
         return Err(Error::Input(format!(
             "suite `{}` has {} missing and {} failed cells; a baseline needs a complete run",
@@ -296,7 +292,7 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     }
     let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
     let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&suite, &plan, &store)?;
+    let data = gather(&plan, &store)?;
     let out = check_rows(&suite.check, &base.rows, &data.rows);
     let rows = out
         .iter()

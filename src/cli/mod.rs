@@ -8,7 +8,6 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::backend::{dispatch, BackendKind, WithBackend};
-use crate::clip::model::ids_tensor;
 use crate::clip::preprocess::load_rgb;
 use crate::clip::{load_clip, Layout, LoadOptions, VisionPrompts};
 use crate::error::{Error, Result};
@@ -292,10 +291,7 @@ impl WithBackend for Embed<'_> {
         let text_features = if a.texts.is_empty() {
             None
         } else {
-            let ids = clip.tokenizer.encode_padded(&a.texts)?;
-            let eos = model.text_model.eos_positions(&ids);
-            let embeds = model.text_model.embed_tokens(ids_tensor(&ids, &device));
-            Some(model.text_features(model.text_model.forward_pooled(embeds, &eos, None)))
+            Some(model.encode_text(&clip.tokenizer, &a.texts)?)
         };
         let logits = match (&image_features, &text_features) {
             (Some(i), Some(t)) => rows(model.logits_per_image(i.clone(), t.clone()))?,

@@ -11,6 +11,7 @@ use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
+use super::tokenizer::ClipTokenizer;
 use super::weights::{transpose, WeightSource};
 use crate::error::Result;
 
@@ -601,6 +602,16 @@ impl<B: Backend> Clip<B> {
     }
 
     /// Projected (not normalized) text features.
+    /// Projected (not normalized) features of `texts`: tokenized by `tok`, run only up to the last
+    /// EOS (`TextTransformer::forward_pooled`), pooled and projected.
+    pub fn encode_text(&self, tok: &ClipTokenizer, texts: &[impl AsRef<str>]) -> Result<Tensor<B, 2>> {
+        let device = self.logit_scale.val().device();
+        let ids = tok.encode_padded(texts)?;
+        let eos = self.text_model.eos_positions(&ids);
+        let embeds = self.text_model.embed_tokens(ids_tensor(&ids, &device));
+        Ok(self.text_features(self.text_model.forward_pooled(embeds, &eos, None)))
+    }
+
     pub fn text_features(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
         pooled.matmul(self.text_projection.val())
     }

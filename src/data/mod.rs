@@ -58,7 +58,7 @@ pub fn catalog() -> Vec<DatasetDef> {
         .iter()
         .map(|d| DatasetDef {
             name: d.name.to_string(),
-            folder: d.folder.to_string(),
+            folder: d.name.to_string(),
             layout: Layout::SplitZhou {
                 split_file: format!("split_zhou_{}.json", d.split_name),
                 image_dir: "images".into(),
@@ -249,6 +249,16 @@ pub enum Subsample {
     All,
     Base,
     New,
+}
+
+impl Subsample {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subsample::All => "all",
+            Subsample::Base => "base",
+            Subsample::New => "new",
+        }
+    }
 }
 
 /// Labels kept by `which` out of `n` (sorted labels; base = first ceil(n/2)); each is relabelled by

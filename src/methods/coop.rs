@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -102,15 +102,11 @@ impl<B: Backend> ClassPrompts<B> {
             .collect::<Result<Vec<_>>>()?;
         let eos = clip.text_model.eos_positions(&ids);
         let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
-        let [n, _, _] = emb.dims();
         Ok(Self {
             prefix: emb.clone().narrow(1, 0, 1),
             suffix: emb.narrow(1, 1 + n_ctx, l - 1 - n_ctx),
             name_lens,
-            eos: {
-                debug_assert_eq!(n, names.len());
-                eos
-            },
+            eos,
         })
     }
 }
@@ -276,9 +272,8 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         clip: &Clip<B::InnerBackend>,
         pixels: Tensor<B::InnerBackend, 4>,
     ) -> Tensor<B::InnerBackend, 2> {
-        let text = self.eval.as_ref().expect("begin_eval runs before eval_logits");
-        let img = Clip::normalize(clip.encode_image(pixels, &Default::default()));
-        clip.logits_per_image(img, text.clone())
+        let text = self.eval.clone().expect("begin_eval runs before eval_logits");
+        image_logits(clip, pixels, text)
     }
 
     fn save_artifact(&self) -> PromptArtifact {

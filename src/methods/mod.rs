@@ -71,6 +71,12 @@ impl MethodConfig {
     }
 }
 
+/// Logits `[images, classes]` of normalized pixels against class features, for methods that leave
+/// the image encoder as it is (`logits_per_image` normalizes both sides).
+pub fn image_logits<B: Backend>(clip: &Clip<B>, pixels: Tensor<B, 4>, classes: Tensor<B, 2>) -> Tensor<B, 2> {
+    clip.logits_per_image(clip.encode_image(pixels, &Default::default()), classes)
+}
+
 /// A training batch: normalized pixels and labels in the training label space.
 pub struct Batch<B: Backend> {
     pub pixels: Tensor<B, 4>,

@@ -7,8 +7,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
-use crate::clip::model::ids_tensor;
+use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -62,16 +61,10 @@ pub fn class_features<B: Backend>(
     templates: &[String],
     names: &[String],
 ) -> Result<Tensor<B, 2>> {
-    let device = clip.logit_scale.val().device();
     let mut sum: Option<Tensor<B, 2>> = None;
     for t in templates {
         let texts: Vec<String> = names.iter().map(|n| fill(t, n)).collect();
-        let ids = tok.encode_padded(&texts)?;
-        let eos = clip.text_model.eos_positions(&ids);
-        let pooled =
-            clip.text_model
-                .forward_pooled(clip.text_model.embed_tokens(ids_tensor(&ids, &device)), &eos, None);
-        let f = Clip::normalize(clip.text_features(pooled));
+        let f = Clip::normalize(clip.encode_text(tok, &texts)?);
         sum = Some(match sum {
             Some(s) => s + f,
             None => f,
@@ -124,8 +117,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
         pixels: Tensor<B::InnerBackend, 4>,
     ) -> Tensor<B::InnerBackend, 2> {
         let text = self.text.clone().expect("begin_eval runs before eval_logits");
-        let img = Clip::normalize(clip.encode_image(pixels, &Default::default()));
-        clip.logits_per_image(img, text)
+        image_logits(clip, pixels, text)
     }
 
     fn save_artifact(&self) -> PromptArtifact {

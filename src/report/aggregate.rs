@@ -216,13 +216,13 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
         .iter()
         .filter(|r| r.protocol == "base-to-new" && r.metric == "base")
     {
-        if let Some(n) = rows.iter().find(|r| {
-            r.metric == "new"
-                && r.id().0 == b.protocol
-                && r.method == b.method
-                && r.dataset == b.dataset
-                && r.shots == b.shots
-        }) {
+        // The row that differs from this one in its metric only.
+        let new_id = AggRow {
+            metric: "new".into(),
+            ..b.clone()
+        }
+        .id();
+        if let Some(n) = rows.iter().find(|r| r.id() == new_id) {
             hms.push(AggRow {
                 metric: "hm".into(),
                 n: b.n.min(n.n),

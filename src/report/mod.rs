@@ -26,10 +26,9 @@ pub struct ReportData {
     pub failed: Vec<String>,
 }
 
-pub fn gather(suite: &Suite, plan: &Plan, store: &Store) -> Result<ReportData> {
+pub fn gather(plan: &Plan, store: &Store) -> Result<ReportData> {
     let (values, missing, failed) = collect(plan, store)?;
     let rows = aggregate(&values)?;
-    let _ = suite;
     Ok(ReportData {
         values,
         rows,

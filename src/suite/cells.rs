@@ -24,6 +24,15 @@ pub enum Phase {
     Eval,
 }
 
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Train => "train",
+            Phase::Eval => "eval",
+        }
+    }
+}
+
 /// What one cell computes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellSpec {
@@ -220,7 +229,7 @@ impl Plan {
                     "method" => &s.method == v,
                     "dataset" => &s.dataset == v,
                     "target" => s.target.as_deref() == Some(v.as_str()),
-                    "phase" => (s.phase == Phase::Train && v == "train") || (s.phase == Phase::Eval && v == "eval"),
+                    "phase" => s.phase.as_str() == v,
                     "shots" => s.shots.to_string() == *v,
                     "seed" => s.seed.to_string() == *v,
                     _ => false,

@@ -44,9 +44,18 @@ pub fn world_key(cfg: &WorldConfig) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn read_manifest(dir: &Path) -> Option<WorldManifest> {
+/// The world for `cfg` in `cache` if it is complete there (its manifest, data and weights); a
+/// world with any of them missing counts as not built, and building replaces it.
+pub fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtifacts> {
+    let dir = cache.join(format!("world-{}", world_key(cfg)));
     let text = std::fs::read_to_string(dir.join("world.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    let manifest: WorldManifest = serde_json::from_str(&text).ok()?;
+    let world = WorldArtifacts {
+        data_root: dir.join("data"),
+        model_dir: dir.join("micro-clip"),
+        manifest,
+    };
+    (world.data_root.is_dir() && world.model_dir.join("model.safetensors").is_file()).then_some(world)
 }
 
 /// Returns the world for `cfg` under `cache`, building it first if it is not there.
@@ -54,21 +63,16 @@ fn read_manifest(dir: &Path) -> Option<WorldManifest> {
 pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) -> Result<WorldArtifacts> {
     let key = world_key(cfg);
     let dir = cache.join(format!("world-{key}"));
-    let artifacts = |m: WorldManifest| WorldArtifacts {
-        data_root: dir.join("data"),
-        model_dir: dir.join("micro-clip"),
-        manifest: m,
-    };
-    if let Some(m) = read_manifest(&dir) {
-        return Ok(artifacts(m));
+    if let Some(w) = cached_world(cache, cfg) {
+        return Ok(w);
     }
     std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
     let lock_path = cache.join(format!("world-{key}.lock"));
     let lock = File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
     // Another runner may have finished it while this one waited for the lock.
-    if let Some(m) = read_manifest(&dir) {
-        return Ok(artifacts(m));
+    if let Some(w) = cached_world(cache, cfg) {
+        return Ok(w);
     }
     let t0 = std::time::Instant::now();
     let tmp = cache.join(format!("world-{key}.tmp-{}", std::process::id()));
@@ -109,7 +113,7 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
     )
     .map_err(|e| Error::io(&mpath, e))?;
     if dir.exists() {
-        // A stale, incomplete world (no manifest) from an older crash.
+        // An incomplete world (see `cached_world`): replaced whole.
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
@@ -118,5 +122,9 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
         "  micro-CLIP zero-shot: held-out colour-shape pairs {:.1}% (seen {:.1}%, chance 1.6%); built in {:.0} s",
         p.held_out_pairs_acc, p.seen_pairs_acc, manifest.build_seconds
     ));
-    Ok(artifacts(manifest))
+    Ok(WorldArtifacts {
+        data_root: dir.join("data"),
+        model_dir: dir.join("micro-clip"),
+        manifest,
+    })
 }

@@ -23,10 +23,9 @@ pub enum Axis {
 /// One world dataset, described the way the CoOp datasets are: folder, split file, template.
 #[derive(Clone, Debug)]
 pub struct WorldDataset {
-    /// Name used in suites.
+    /// Name used in suites, and its folder under the world's data root.
     pub name: &'static str,
-    /// Folder under the world's data root, and the `split_zhou_<split_name>.json` inside it.
-    pub folder: &'static str,
+    /// The split file inside the folder is `split_zhou_<split_name>.json`.
     pub split_name: &'static str,
     /// The hand-crafted zero-shot template (`{}` is the class name), as `CUSTOM_TEMPLATES` gives.
     pub template: &'static str,
@@ -45,7 +44,6 @@ pub struct WorldDataset {
 pub const WORLD_DATASETS: &[WorldDataset] = &[
     WorldDataset {
         name: "world",
-        folder: "world",
         split_name: "World",
         template: "a photo of a {}.",
         axes: &[Axis::Colour, Axis::Shape],
@@ -53,39 +51,11 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         per_class: [16, 4, 8],
         variant_of: None,
     },
-    WorldDataset {
-        name: "world_sketch",
-        folder: "world_sketch",
-        split_name: "WorldSketch",
-        template: "a photo of a {}.",
-        axes: &[Axis::Colour, Axis::Shape],
-        domain: Domain::Sketch,
-        per_class: [0, 0, 8],
-        variant_of: Some("world"),
-    },
-    WorldDataset {
-        name: "world_cartoon",
-        folder: "world_cartoon",
-        split_name: "WorldCartoon",
-        template: "a photo of a {}.",
-        axes: &[Axis::Colour, Axis::Shape],
-        domain: Domain::Cartoon,
-        per_class: [0, 0, 8],
-        variant_of: Some("world"),
-    },
-    WorldDataset {
-        name: "world_clutter",
-        folder: "world_clutter",
-        split_name: "WorldClutter",
-        template: "a photo of a {}.",
-        axes: &[Axis::Colour, Axis::Shape],
-        domain: Domain::Clutter,
-        per_class: [0, 0, 8],
-        variant_of: Some("world"),
-    },
+    world_variant("world_sketch", "WorldSketch", Domain::Sketch),
+    world_variant("world_cartoon", "WorldCartoon", Domain::Cartoon),
+    world_variant("world_clutter", "WorldClutter", Domain::Clutter),
     WorldDataset {
         name: "shapes",
-        folder: "shapes",
         split_name: "Shapes",
         template: "a drawing of a {}, a type of shape.",
         axes: &[Axis::Shape],
@@ -95,7 +65,6 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
     },
     WorldDataset {
         name: "patterns",
-        folder: "patterns",
         split_name: "Patterns",
         template: "{} texture.",
         axes: &[Axis::Colour, Axis::Texture],
@@ -104,6 +73,19 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         variant_of: None,
     },
 ];
+
+/// A test-only domain shift of `world`: its label space and template, another domain.
+const fn world_variant(name: &'static str, split_name: &'static str, domain: Domain) -> WorldDataset {
+    WorldDataset {
+        name,
+        split_name,
+        template: "a photo of a {}.",
+        axes: &[Axis::Colour, Axis::Shape],
+        domain,
+        per_class: [0, 0, 8],
+        variant_of: Some("world"),
+    }
+}
 
 pub fn world_dataset(name: &str) -> Option<&'static WorldDataset> {
     WORLD_DATASETS.iter().find(|d| d.name == name)
@@ -185,10 +167,10 @@ struct Split {
     test: Vec<(String, usize, String)>,
 }
 
-/// Renders `ds` under `root/<folder>/` (images in `images/<class>/`, PNG) and writes its split file.
+/// Renders `ds` under `root/<name>/` (images in `images/<class>/`, PNG) and writes its split file.
 /// Every image is a pure function of (`seed`, dataset, split, class, index).
 pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32) -> Result<()> {
-    let dir = root.join(ds.folder);
+    let dir = root.join(ds.name);
     let classes = ds.classes();
     let mut split = Split {
         train: Vec::new(),

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::concepts::{Colour, Concept, Domain, Shape};
 use super::render::render;
 use super::WorldConfig;
-use crate::clip::model::ids_tensor;
 use crate::clip::{
     Activation, Clip, ClipConfig, ClipTextConfig, ClipTokenizer, ClipVisionConfig, Preprocess, RandomInit,
 };
@@ -82,24 +81,6 @@ fn domain_of(r: f64) -> Domain {
     }
 }
 
-fn pixels<B: Backend>(pre: &Preprocess, imgs: &[RgbImage], device: &B::Device) -> Tensor<B, 4> {
-    pre.batch(imgs, device)
-}
-
-/// Normalized text features of `texts` (no gradient needed).
-fn encode_texts<B: Backend>(
-    model: &Clip<B>,
-    tok: &ClipTokenizer,
-    texts: &[String],
-    device: &B::Device,
-) -> Result<Tensor<B, 2>> {
-    let ids = tok.encode_padded(texts)?;
-    let eos = model.text_model.eos_positions(&ids);
-    let embeds = model.text_model.embed_tokens(ids_tensor(&ids, device));
-    let pooled = model.text_model.forward_pooled(embeds, &eos, None);
-    Ok(Clip::normalize(model.text_features(pooled)))
-}
-
 /// Top-1 accuracy (%) of classifying `images` (true labels `labels`) among `prompts`.
 fn zero_shot_acc<B: Backend>(
     model: &Clip<B>,
@@ -110,10 +91,10 @@ fn zero_shot_acc<B: Backend>(
     labels: &[usize],
     device: &B::Device,
 ) -> Result<f64> {
-    let text = encode_texts(model, tok, prompts, device)?;
+    let text = Clip::normalize(model.encode_text(tok, prompts)?);
     let mut correct = 0usize;
     for (chunk, lab) in images.chunks(256).zip(labels.chunks(256)) {
-        let img = Clip::normalize(model.encode_image(pixels(pre, chunk, device), &Default::default()));
+        let img = Clip::normalize(model.encode_image(pre.batch(chunk, device), &Default::default()));
         let pred = img
             .matmul(text.clone().transpose())
             .argmax(1)
@@ -163,11 +144,8 @@ pub fn pretrain<B: AutodiffBackend>(
             .iter()
             .map(|&i| corpus[i].0.caption(corpus[i].1, &mut rng))
             .collect();
-        let ids = tok.encode_padded(&caps)?;
-        let eos = model.text_model.eos_positions(&ids);
-        let im = Clip::normalize(model.encode_image(pixels(&pre, &imgs, device), &Default::default()));
-        let embeds = model.text_model.embed_tokens(ids_tensor(&ids, device));
-        let tx = Clip::normalize(model.text_features(model.text_model.forward_pooled(embeds, &eos, None)));
+        let im = Clip::normalize(model.encode_image(pre.batch(&imgs, device), &Default::default()));
+        let tx = Clip::normalize(model.encode_text(&tok, &caps)?);
         let logits = model.logits_per_image(im, tx);
         let loss = (cross_entropy_with_logits(logits.clone(), labels.clone())
             + cross_entropy_with_logits(logits.transpose(), labels.clone()))
