@@ -75,10 +75,15 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
         return Ok(w);
     }
     let t0 = std::time::Instant::now();
-    let tmp = cache.join(format!("world-{key}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // Holding the lock, no other builder is at work: half-built worlds of killed builders go.
+    let prefix = format!("world-{key}.tmp-");
+    for entry in std::fs::read_dir(cache).map_err(|e| Error::io(cache, e))?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let p = entry.path();
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
     }
+    let tmp = cache.join(format!("{prefix}{}", std::process::id()));
     log(&format!(
         "building the embedded world {key} (once; cached in {})",
         dir.display()
