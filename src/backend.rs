@@ -46,7 +46,26 @@ pub trait WithBackend {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 
+impl BackendKind {
+    /// An error naming the cargo feature when this binary was built without the backend.
+    pub fn ensure_compiled(self) -> Result<()> {
+        let compiled = match self {
+            Self::Cpu => true,
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        };
+        if compiled {
+            Ok(())
+        } else {
+            Err(Error::Input(format!(
+                "backend `{self}` is not compiled into this binary; rebuild with `cargo build --release --features {self}`"
+            )))
+        }
+    }
+}
+
 pub fn dispatch<W: WithBackend>(kind: BackendKind, work: W) -> Result<W::Output> {
+    kind.ensure_compiled()?;
     match kind {
         BackendKind::Cpu => Ok(work.run::<Cpu>(Default::default())),
         #[cfg(feature = "wgpu")]
@@ -55,7 +74,7 @@ pub fn dispatch<W: WithBackend>(kind: BackendKind, work: W) -> Result<W::Output>
         BackendKind::Cuda => Ok(work.run::<burn::backend::Cuda>(Default::default())),
         #[allow(unreachable_patterns)]
         other => Err(Error::Input(format!(
-            "backend `{other}` is not compiled into this binary; rebuild with `cargo build --release --features {other}`"
+            "backend `{other}` is not compiled into this binary"
         ))),
     }
 }

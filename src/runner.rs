@@ -205,6 +205,8 @@ pub fn cell_label(c: &Cell) -> String {
 
 /// Runs the selected cells of `suite`; `log` gets one line per event when there is no terminal.
 pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
+    // Say so before anything runs, even when every selected cell is already recorded.
+    opts.backend.ensure_compiled()?;
     let store = Store::open(&opts.store, &suite.name)?;
     let digests = digests_for(suite, &opts.lock, opts.data_root.as_deref())?;
     for (name, ds) in &digests.datasets {
@@ -222,9 +224,11 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     let plan = Plan::new(suite, &digests);
     let selected: Vec<Cell> = plan.select(&opts.only).into_iter().cloned().collect();
     if selected.is_empty() {
+        let only: Vec<String> = opts.only.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return Err(Error::Input(format!(
-            "--only {:?} selects no cell of suite `{}`",
-            opts.only, suite.name
+            "--only {} selects no cell of suite `{}`",
+            only.join(" --only "),
+            suite.name
         )));
     }
     // Decide what to run before building anything.

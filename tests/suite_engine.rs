@@ -320,6 +320,13 @@ fn bad_input_gets_one_line_and_a_non_zero_exit() {
     assert!(stderr(&out).contains("results store"), "{}", stderr(&out));
     let out = env.run(&["run", suite.to_str().unwrap(), "--only", "colour=red"]);
     assert!(!out.status.success());
+    if !cfg!(feature = "cuda") {
+        // Said before anything runs, whether or not there is work to do.
+        let out = env.run(&["run", suite.to_str().unwrap(), "--backend", "cuda"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("--features cuda"), "{}", stderr(&out));
+        assert!(!env.path("results/tiny").exists(), "nothing should have been created");
+    }
     let out = env.run(&["check", suite.to_str().unwrap(), "--baseline", "nope"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("nope.json"), "{}", stderr(&out));
