@@ -33,10 +33,20 @@ pub struct BackboneEntry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetEntry {
+    /// Where the split definition is read, relative to the data root (informative).
+    #[serde(default)]
+    pub split_source: String,
     pub split_sha256: String,
+    /// SHA-256 of `classnames.txt` (ImageNet and its variants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classnames_sha256: Option<String>,
     pub classes: usize,
     /// Images in train, val and test.
     pub counts: [usize; 3],
+    /// SHA-256 over every image the splits list (relative path and content digest, sorted), as
+    /// `datasets lock --deep` computes it; checked by `datasets verify --deep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_sha256: Option<String>,
 }
 
 /// A dataset the user declares without touching code: CoOp's split-file layout under a folder of
@@ -87,7 +97,39 @@ fn expand(s: &str) -> Result<String> {
     Ok(out)
 }
 
+/// What a user dataset may not be: a built-in's name, a template without `{}`.
+pub fn check_user_dataset(name: &str, u: &UserDataset) -> std::result::Result<(), String> {
+    if crate::data::catalog().iter().any(|d| d.name == name) {
+        return Err(format!("`{name}` is the name of a built-in dataset; pick another"));
+    }
+    if !u.template.contains("{}") {
+        return Err(format!("template {:?} has no {{}} for the class name", u.template));
+    }
+    Ok(())
+}
+
 impl Lock {
+    /// This lock with the datasets `suite` declares added to its user datasets; a name both
+    /// declare must be declared identically.
+    pub fn with_suite(&self, suite: &crate::suite::Suite) -> Result<Lock> {
+        let mut out = self.clone();
+        for (name, u) in &suite.datasets {
+            match out.user_datasets.get(name) {
+                Some(existing) if existing != u => {
+                    return Err(Error::Input(format!(
+                        "suite `{}` declares dataset `{name}` differently from datasets.lock's [user_datasets.{name}]; \
+                         keep one declaration",
+                        suite.name
+                    )))
+                }
+                _ => {
+                    out.user_datasets.insert(name.clone(), u.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a lock file; a missing file is an empty lock (only embedded backbones then).
     pub fn load(path: &Path) -> Result<Lock> {
         let text = match std::fs::read_to_string(path) {
@@ -111,19 +153,7 @@ impl Lock {
         }
         lock.dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         for (name, u) in &lock.user_datasets {
-            if crate::data::catalog().iter().any(|d| &d.name == name) {
-                return Err(Error::Input(format!(
-                    "{}: user dataset `{name}` has the name of a built-in dataset; pick another",
-                    path.display()
-                )));
-            }
-            if !u.template.contains("{}") {
-                return Err(Error::Input(format!(
-                    "{}: user dataset `{name}`: template {:?} has no {{}} for the class name",
-                    path.display(),
-                    u.template
-                )));
-            }
+            check_user_dataset(name, u).map_err(|e| Error::Input(format!("{}: user dataset `{name}`: {e}", path.display())))?;
         }
         Ok(lock)
     }
@@ -181,7 +211,7 @@ fn weight_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn file_sha256(path: &Path) -> Result<String> {
+pub fn file_sha256(path: &Path) -> Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();

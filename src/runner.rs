@@ -7,29 +7,31 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::backend::{dispatch, BackendKind, WithBackend};
-use crate::clip::preprocess::load_rgb;
+use crate::data::images::{check_decodable, stream, BadImage, ImageCache, Transform};
+use crate::features::{FeatureCache, FeatureSet, FeatureSource};
 use crate::clip::{load_clip, Clip, ClipTokenizer, LoadOptions, Preprocess};
 use crate::data::{dataset_def, few_shot_indices, relabel, subsample_labels, Dataset, Datum};
 use crate::error::{Error, Result};
 use crate::lock::{weights_digest, Lock};
 use crate::methods::{Batch, ClassSet, PromptMethod};
-use crate::store::{ClassAccuracy, Environment, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA};
+use crate::store::{ClassAccuracy, Environment, FeatureOrigin, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA};
 use crate::suite::cells::{Cell, Digests, Phase, Plan};
-use crate::suite::Suite;
+use crate::suite::{FewShotSource, OnCorrupt, Suite};
 use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
 
 /// What to do with cells that already have a record.
@@ -52,15 +54,49 @@ pub struct SuiteDigests {
     /// The CoOp (and user) datasets the suite names, read once to digest their split definitions;
     /// a run reuses them rather than reading them again.
     pub datasets: BTreeMap<String, Dataset>,
+    pub data_root: Option<PathBuf>,
+    pub fewshot_source: FewShotSource,
+}
+
+/// Where a cell's K-shot subset comes from, decided from the suite's policy and the files on disk.
+pub enum FewShotFrom {
+    Sampled,
+    /// CoOp's cached file (present or, under `fewshot = "coop"`, required but absent).
+    Coop(PathBuf),
+}
+
+impl SuiteDigests {
+    pub fn fewshot_from(&self, dataset: &str, shots: usize, seed: u64) -> FewShotFrom {
+        let (Some(ds), Some(root)) = (self.datasets.get(dataset), &self.data_root) else {
+            return FewShotFrom::Sampled;
+        };
+        let path = crate::data::fewshot_pkl::pkl_path(&root.join(&ds.def.folder), shots, seed);
+        match self.fewshot_source {
+            FewShotSource::Sample => FewShotFrom::Sampled,
+            FewShotSource::Coop => FewShotFrom::Coop(path),
+            FewShotSource::CoopIfPresent if path.is_file() => FewShotFrom::Coop(path),
+            FewShotSource::CoopIfPresent => FewShotFrom::Sampled,
+        }
+    }
 }
 
 impl Digests for SuiteDigests {
+    fn fewshot(&self, dataset: &str, shots: usize, seed: u64) -> String {
+        match self.fewshot_from(dataset, shots, seed) {
+            FewShotFrom::Sampled => "sampled".into(),
+            FewShotFrom::Coop(p) => match crate::lock::file_sha256(&p) {
+                Ok(d) => format!("coop-pkl@sha256:{d}"),
+                // The cell fails when it runs, saying which file it needs.
+                Err(_) => "coop-pkl@missing".into(),
+            },
+        }
+    }
     fn backbone(&self) -> String {
         self.backbone.clone()
     }
     fn dataset(&self, name: &str) -> String {
         match (self.datasets.get(name), &self.world_key) {
-            (Some(d), _) => format!("{name}@sha256:{}", d.split_digest),
+            (Some(d), _) => format!("{name}@sha256:{}", d.digest()),
             (None, Some(k)) => format!("world-{k}/{name}"),
             (None, None) => format!("{name}@unpinned"),
         }
@@ -83,6 +119,7 @@ fn suite_datasets(suite: &Suite) -> Vec<String> {
 /// backbone's from the lock, and each CoOp dataset's from its split file or folder listing under
 /// `data_root` (read now, so a key always reflects the data on disk).
 pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Result<SuiteDigests> {
+    let lock = &lock.with_suite(suite)?;
     let world_key = suite.world.as_ref().map(crate::world::build::world_key);
     let backbone = if suite.backbone.name == BACKBONE {
         let key = world_key
@@ -113,6 +150,8 @@ pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Resu
         world_key,
         backbone,
         datasets,
+        data_root: data_root.map(Path::to_path_buf),
+        fewshot_source: suite.data.fewshot,
     })
 }
 
@@ -147,6 +186,8 @@ pub struct RunOptions {
     pub backend: BackendKind,
     pub only: Vec<(String, String)>,
     pub overwrite: Overwrite,
+    /// Reuse test-split image features of frozen encoders across cells and runs.
+    pub feature_cache: bool,
 }
 
 #[derive(Debug, Default)]
@@ -208,15 +249,16 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     // Say so before anything runs, even when every selected cell is already recorded.
     opts.backend.ensure_compiled()?;
     let store = Store::open(&opts.store, &suite.name)?;
-    let digests = digests_for(suite, &opts.lock, opts.data_root.as_deref())?;
+    let lock = opts.lock.with_suite(suite)?;
+    let digests = digests_for(suite, &lock, opts.data_root.as_deref())?;
     for (name, ds) in &digests.datasets {
-        let digest = &ds.split_digest;
-        if let Some(pin) = opts.lock.datasets.get(name) {
-            if &pin.split_sha256 != digest && !opts.allow_changed_data {
+        if let Some(pin) = lock.datasets.get(name) {
+            let diff = crate::data::verify::pin_mismatches(name, pin, ds);
+            if !diff.is_empty() && !opts.allow_changed_data {
                 return Err(Error::Input(format!(
-                    "dataset `{name}`: its split definition on disk (SHA-256 {digest}) differs from the one datasets.lock \
-                     pins ({}); `gram-bench datasets verify {name}` says more; --allow-changed-data runs anyway",
-                    pin.split_sha256
+                    "dataset `{name}` differs from what datasets.lock pins: {}; `gram-bench datasets verify {name}` \
+                     says more; --allow-changed-data runs anyway",
+                    diff.join("; ")
                 )));
             }
         }
@@ -264,15 +306,16 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
         (None, true) => return Err(Error::Config(format!("suite `{}` has no [world] table", suite.name))),
         (_, false) => None,
     };
-    let model = resolve_backbone(suite, &opts.lock, world.as_ref())?;
+    let model = resolve_backbone(suite, &lock, world.as_ref())?;
     let work = RunWork {
         overwrite: opts.overwrite,
-        lock: &opts.lock,
+        lock: &lock,
         suite,
         model: &model,
         world: world.as_ref(),
         data_root: opts.data_root.as_deref(),
-        datasets: digests.datasets,
+        digests,
+        features: opts.feature_cache.then(|| opts.cache.join("features")),
         store: &store,
         todo: &todo,
         tty,
@@ -326,8 +369,10 @@ struct RunWork<'a> {
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
     data_root: Option<&'a Path>,
-    /// Datasets already read (to key the cells).
-    datasets: BTreeMap<String, Dataset>,
+    /// Datasets already read (to key the cells), and where few-shot subsets come from.
+    digests: SuiteDigests,
+    /// The feature cache's directory (None: off).
+    features: Option<PathBuf>,
     store: &'a Store,
     todo: &'a [Cell],
     tty: bool,
@@ -343,7 +388,8 @@ impl WithBackend for RunWork<'_> {
             model: self.model,
             world: self.world,
             data_root: self.data_root,
-            datasets: self.datasets,
+            digests: self.digests,
+            features: self.features,
         };
         let mut ctx = CellContext::<B>::new(sources, device, self.backend)?;
         let mut summary = RunSummary::default();
@@ -424,7 +470,8 @@ struct Sources<'a> {
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
     data_root: Option<&'a Path>,
-    datasets: BTreeMap<String, Dataset>,
+    digests: SuiteDigests,
+    features: Option<PathBuf>,
 }
 
 /// What all cells of a run share: the backbone, tokenizer, datasets and decoded images.
@@ -442,10 +489,15 @@ struct CellContext<'a, B: Backend> {
     pre: Preprocess,
     weights_digest: String,
     datasets: HashMap<String, Dataset>,
-    images: HashMap<PathBuf, RgbImage>,
-    /// Bytes of decoded pixels held in `images`.
-    image_bytes: usize,
+    digests: SuiteDigests,
+    images: ImageCache,
+    features: FeatureCache,
+    /// Whether the feature cache is used at all (off: every evaluation encodes its images).
+    use_features: bool,
 }
+
+/// Decoded images kept across cells (the embedded world fits whole).
+const IMAGE_CACHE_BYTES: usize = 2 << 30;
 
 impl<'a, B: Backend> CellContext<'a, B> {
     fn new(sources: Sources<'a>, device: B::Device, backend: BackendKind) -> Result<Self> {
@@ -455,7 +507,8 @@ impl<'a, B: Backend> CellContext<'a, B> {
             model,
             world,
             data_root,
-            datasets,
+            digests,
+            features,
         } = sources;
         let digest = weights_digest(&model.path)?;
         if let Some(pinned) = &model.sha256 {
@@ -482,9 +535,11 @@ impl<'a, B: Backend> CellContext<'a, B> {
             tok: loaded.tokenizer,
             pre: loaded.preprocess,
             weights_digest: digest,
-            datasets: datasets.into_iter().collect(),
-            images: HashMap::new(),
-            image_bytes: 0,
+            datasets: digests.datasets.clone().into_iter().collect(),
+            digests,
+            images: ImageCache::new(IMAGE_CACHE_BYTES),
+            use_features: features.is_some(),
+            features: FeatureCache::new(features),
         })
     }
 
@@ -504,22 +559,6 @@ impl<'a, B: Backend> CellContext<'a, B> {
         Ok(d)
     }
 
-    fn image(&mut self, path: &Path) -> Result<RgbImage> {
-        if let Some(i) = self.images.get(path) {
-            return Ok(i.clone());
-        }
-        let img = load_rgb(path)?;
-        // Decoded images are kept while they fit a fixed budget (the embedded world fits whole);
-        // beyond it, real datasets are decoded again when a cell needs them.
-        const BUDGET: usize = 2 << 30;
-        let bytes = img.as_raw().len();
-        if self.image_bytes + bytes <= BUDGET {
-            self.image_bytes += bytes;
-            self.images.insert(path.to_path_buf(), img.clone());
-        }
-        Ok(img)
-    }
-
     fn run_cell(&mut self, store: &Store, cell: &Cell) -> Record {
         let started_at = now_utc();
         let t0 = Instant::now();
@@ -536,12 +575,15 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 "eval": self.suite.eval,
                 "backbone": self.suite.backbone,
                 "world": self.suite.world,
+                "data": self.suite.data,
             }),
             digests: json!({}),
             metrics: None,
             per_class: Vec::new(),
             fewshot: None,
             train: None,
+            skipped_images: Vec::new(),
+            features: None,
             timings: Timings::default(),
             environment: Environment {
                 crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -573,6 +615,60 @@ impl<'a, B: Backend> CellContext<'a, B> {
         record
     }
 
+    /// The K-shot subset of a train cell: CoOp's cached file when the suite says so, else sampled.
+    fn fewshot(&self, ds: &Dataset, shots: usize, seed: u64) -> Result<(Vec<usize>, Vec<usize>, serde_json::Value)> {
+        let sampled_val = || few_shot_indices(&ds.val, shots.min(4), seed);
+        match self.digests.fewshot_from(&ds.def.name, shots, seed) {
+            FewShotFrom::Sampled => Ok((
+                few_shot_indices(&ds.train, shots, seed),
+                sampled_val(),
+                json!({ "source": "sampled" }),
+            )),
+            FewShotFrom::Coop(path) => {
+                if !path.is_file() {
+                    return Err(Error::Input(format!(
+                        "{}: CoOp's few-shot file is not there, and the suite's [data] fewshot = \"coop\" requires \
+                         it (\"coop-if-present\" samples instead)",
+                        path.display()
+                    )));
+                }
+                let root = self
+                    .data_root
+                    .ok_or_else(|| Error::Input("CoOp few-shot files need a data root".into()))?;
+                let c = crate::data::fewshot_pkl::read(&path, root, ds)?;
+                let val_source = if c.val.is_some() { "file" } else { "sampled" };
+                Ok((
+                    c.train,
+                    c.val.unwrap_or_else(sampled_val),
+                    json!({ "source": "coop-pkl", "file": path, "sha256": c.sha256, "val": val_source }),
+                ))
+            }
+        }
+    }
+
+    /// Applies the suite's `on_corrupt` policy to images that did not decode.
+    fn corrupt(&self, bad: Vec<BadImage>, record: &mut Record) -> Result<()> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        match self.suite.data.on_corrupt {
+            OnCorrupt::Fail => Err(Error::Input(format!(
+                "{} (and {} more images that do not decode); `on_corrupt = \"skip\"` in the suite's [data] leaves \
+                 such images out",
+                bad[0].error,
+                bad.len() - 1
+            ))),
+            OnCorrupt::Skip => {
+                for b in bad {
+                    if !record.skipped_images.contains(&b) {
+                        record.skipped_images.push(b);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn compute(&mut self, store: &Store, cell: &Cell, record: &mut Record) -> Result<()> {
         let s = &cell.spec;
         let mc = self
@@ -585,24 +681,31 @@ impl<'a, B: Backend> CellContext<'a, B> {
         let ds = self.dataset(&s.dataset)?;
         let labels = subsample_labels(ds.classnames.len(), s.train_classes);
         let classnames: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
-        let train_idx = few_shot_indices(&ds.train, s.shots, s.seed);
-        let val_idx = few_shot_indices(&ds.val, s.shots.min(4), s.seed);
-        let train_items = relabel(
-            &train_idx.iter().map(|&i| ds.train[i].clone()).collect::<Vec<_>>(),
-            &labels,
-        );
         let mut digests = json!({
             "backbone": self.model.id,
             "weights_sha256": self.weights_digest,
-            "data": { s.dataset.clone(): ds.split_digest.clone() },
+            "data": { s.dataset.clone(): ds.digest() },
         });
-        record.fewshot = Some(json!({ "train": train_idx, "val": val_idx }));
         let mut method = mc.build(&self.clip, &self.tok, &classnames, ds.def.imagenet_like, s.seed)?;
         record.timings.load_s = t_load.elapsed().as_secs_f64();
 
         let (eval_ds, eval_labels) = match s.phase {
             Phase::Train => {
                 if method.trainable() {
+                    let (train_idx, val_idx, source) = self.fewshot(&ds, s.shots, s.seed)?;
+                    let mut fewshot = json!({ "train": train_idx, "val": val_idx });
+                    if let (Some(f), Some(src)) = (fewshot.as_object_mut(), source.as_object()) {
+                        f.extend(src.clone());
+                    }
+                    record.fewshot = Some(fewshot);
+                    let picked: Vec<Datum> = train_idx.iter().map(|&i| ds.train[i].clone()).collect();
+                    let mut train_items = relabel(&picked, &labels);
+                    // Decode the subset once up front: corrupt images are dealt with before any
+                    // batch is drawn, and the decoded images stay cached for every epoch.
+                    let paths: Vec<&Path> = train_items.iter().map(|d| d.path.as_path()).collect();
+                    let bad = check_decodable(&self.images, &paths);
+                    train_items.retain(|d| !bad.iter().any(|b| b.path == d.path));
+                    self.corrupt(bad, record)?;
                     if train_items.is_empty() {
                         return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
                     }
@@ -628,14 +731,14 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 }
                 let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());
                 let tds = self.dataset(&target)?;
-                digests["data"][target.as_str()] = json!(tds.split_digest);
+                digests["data"][target.as_str()] = json!(tds.digest());
                 let tl = subsample_labels(tds.classnames.len(), s.target_classes);
                 (tds, tl)
             }
         };
         record.digests = digests;
         let t = Instant::now();
-        let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels)?;
+        let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels, record)?;
         record.timings.eval_s = t.elapsed().as_secs_f64();
         record.metrics = Some(metrics);
         record.per_class = per_class;
@@ -658,44 +761,123 @@ impl<'a, B: Backend> CellContext<'a, B> {
         let mut order: Vec<usize> = (0..items.len()).collect();
         // Dassl drops the last incomplete batch when the data hold at least one full batch.
         let drop_last = items.len() >= batch_size;
-        let mut steps = 0;
-        let mut epoch_loss = Vec::with_capacity(epochs);
+        // The whole schedule is drawn first (it depends only on the seed), so the pipeline can
+        // prepare batches ahead; each crop has its own seed.
+        let mut batches = Vec::new();
+        let mut batch_epoch = Vec::new();
+        let mut batch_labels = Vec::new();
         for epoch in 0..epochs {
             order.shuffle(&mut rng);
-            let lr = optim.lr_at(epoch, epochs);
-            let (mut sum, mut n) = (0.0f32, 0usize);
             for chunk in order.chunks(batch_size) {
                 if drop_last && chunk.len() < batch_size {
                     continue;
                 }
-                let mut crops = Vec::with_capacity(chunk.len());
-                for &i in chunk {
-                    let img = self.image(&items[i].path)?;
-                    crops.push(self.pre.train_u8(&img, &mut rng));
-                }
-                let labels: Vec<i64> = chunk.iter().map(|&i| items[i].label as i64).collect();
-                let batch = Batch {
-                    pixels: self.pre.batch::<Ad<B>>(&crops, &self.device),
-                    labels: Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(labels, [chunk.len()]), &self.device),
-                };
-                let loss = method.train_step(&self.clip, batch, lr, None)?;
-                if !loss.is_finite() {
-                    return Err(Error::Input(format!("training diverged: loss {loss} at epoch {epoch}")));
-                }
-                sum += loss;
-                n += 1;
-                steps += 1;
-            }
-            if n > 0 {
-                epoch_loss.push(sum / n as f32);
+                batches.push(
+                    chunk
+                        .iter()
+                        .map(|&i| (items[i].path.clone(), Transform::Train { seed: rng.random() }))
+                        .collect::<Vec<_>>(),
+                );
+                batch_labels.push(chunk.iter().map(|&i| items[i].label as i64).collect::<Vec<_>>());
+                batch_epoch.push(epoch);
             }
         }
+        let mut sums = vec![(0.0f32, 0usize); epochs];
+        let s = self.pre.image_size;
+        let (clip, device) = (&self.clip, &self.device);
+        stream(&self.images, &self.pre, batches, |b, prepared| {
+            if let Some(bad) = prepared.bad.first() {
+                // Checked before training: an image that decoded then and not now is an I/O fault.
+                return Err(Error::Input(bad.error.clone()));
+            }
+            let n = prepared.kept.len();
+            let batch = Batch {
+                pixels: Tensor::<Ad<B>, 4>::from_data(TensorData::new(prepared.pixels, [n, 3, s, s]), device),
+                labels: Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch_labels[b].clone(), [n]), device),
+            };
+            let epoch = batch_epoch[b];
+            let lr = optim.lr_at(epoch, epochs);
+            let loss = method.train_step(clip, batch, lr, None)?;
+            if !loss.is_finite() {
+                return Err(Error::Input(format!("training diverged: loss {loss} at epoch {epoch}")));
+            }
+            sums[epoch].0 += loss;
+            sums[epoch].1 += 1;
+            Ok(())
+        })?;
+        let steps = sums.iter().map(|x| x.1).sum();
         Ok(TrainSummary {
             epochs,
             steps,
             images: items.len(),
-            epoch_loss,
+            epoch_loss: sums.iter().filter(|x| x.1 > 0).map(|(l, n)| l / *n as f32).collect(),
         })
+    }
+
+    /// The image features of `ds`'s whole test split, from the feature cache or computed now.
+    fn test_features(&mut self, ds: &Dataset, record: &mut Record) -> Result<Arc<FeatureSet>> {
+        let source = FeatureSource {
+            weights_sha256: self.weights_digest.clone(),
+            dataset: ds.def.name.clone(),
+            split: "test".into(),
+            split_digest: ds.digest(),
+            transform: self.pre.clone(),
+            backend: self.backend.to_string(),
+        };
+        if let Some(f) = self.features.get(&source) {
+            record.features = Some(FeatureOrigin::Cached);
+            return Ok(f);
+        }
+        let t = Instant::now();
+        let batches: Vec<Vec<(PathBuf, Transform)>> = ds
+            .test
+            .chunks(self.suite.eval.batch_size)
+            .map(|c| c.iter().map(|d| (d.path.clone(), Transform::Eval)).collect())
+            .collect();
+        let n = ds.test.len();
+        let (mut feats, mut ok, mut bad, mut dim) = (Vec::new(), vec![false; n], Vec::new(), 0);
+        let (s, bs) = (self.pre.image_size, self.suite.eval.batch_size);
+        let (clip, device) = (&self.clip_eval, &self.device);
+        stream(&self.images, &self.pre, batches, |b, prepared| {
+            bad.extend(prepared.bad);
+            let k = prepared.kept.len();
+            let rows: Vec<f32> = if k == 0 {
+                Vec::new()
+            } else {
+                let pixels = Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [k, 3, s, s]), device);
+                let f = clip.encode_image(pixels, &Default::default());
+                dim = f.dims()[1];
+                f.into_data().convert::<f32>().to_vec::<f32>().expect("converted to f32 above")
+            };
+            // Rows in split order; images that did not decode get zero rows.
+            let mut j = 0;
+            for i in 0..(bs.min(n - b * bs)) {
+                if prepared.kept.get(j) == Some(&i) {
+                    feats.push(rows[j * dim..(j + 1) * dim].to_vec());
+                    ok[b * bs + i] = true;
+                    j += 1;
+                } else {
+                    feats.push(Vec::new());
+                }
+            }
+            Ok(())
+        })?;
+        let features: Vec<f32> = feats
+            .into_iter()
+            .flat_map(|r| if r.is_empty() { vec![0.0; dim] } else { r })
+            .collect();
+        record.timings.features_s = t.elapsed().as_secs_f64();
+        record.features = Some(FeatureOrigin::Computed);
+        self.features.put(
+            &source,
+            FeatureSet {
+                dim,
+                features,
+                ok,
+                bad,
+                compute_s: record.timings.features_s,
+            },
+        )
     }
 
     fn evaluate(
@@ -703,9 +885,17 @@ impl<'a, B: Backend> CellContext<'a, B> {
         method: &mut dyn PromptMethod<Ad<B>>,
         ds: &Dataset,
         labels: &[usize],
+        record: &mut Record,
     ) -> Result<(Metrics, Vec<ClassAccuracy>)> {
         let names: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
-        let items = relabel(&ds.test, labels);
+        let map: BTreeMap<usize, usize> = labels.iter().enumerate().map(|(i, &l)| (l, i)).collect();
+        // (position in the test split, label in the evaluated label space)
+        let items: Vec<(usize, usize)> = ds
+            .test
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| map.get(&d.label).map(|&l| (i, l)))
+            .collect();
         if items.is_empty() {
             return Err(Error::Input(format!(
                 "{}: no test images in the selected classes",
@@ -722,24 +912,61 @@ impl<'a, B: Backend> CellContext<'a, B> {
         )?;
         let mut correct = vec![0usize; names.len()];
         let mut total = vec![0usize; names.len()];
-        for chunk in items.chunks(self.suite.eval.batch_size) {
-            let mut crops = Vec::with_capacity(chunk.len());
-            for d in chunk {
-                let img = self.image(&d.path)?;
-                crops.push(self.pre.eval_u8(&img));
-            }
-            let pixels = self.pre.batch::<B>(&crops, &self.device);
-            let logits = method.eval_logits(&self.clip_eval, pixels);
+        let mut tally = |batch: &[(usize, usize)], logits: Tensor<B, 2>| {
             let pred = logits.argmax(1).into_data().convert::<i64>();
             let pred = pred.to_vec::<i64>().expect("converted to i64 above");
-            for (d, p) in chunk.iter().zip(pred) {
-                total[d.label] += 1;
-                if p as usize == d.label {
-                    correct[d.label] += 1;
+            for (&(_, label), p) in batch.iter().zip(pred) {
+                total[label] += 1;
+                if p as usize == label {
+                    correct[label] += 1;
                 }
             }
+        };
+        let bs = self.suite.eval.batch_size;
+        if self.use_features && method.image_encoder_frozen() {
+            let feats = self.test_features(ds, record)?;
+            let bad: Vec<BadImage> = feats
+                .bad
+                .iter()
+                .filter(|b| items.iter().any(|&(i, _)| ds.test[i].path == b.path))
+                .cloned()
+                .collect();
+            self.corrupt(bad, record)?;
+            let kept: Vec<(usize, usize)> = items.iter().copied().filter(|&(i, _)| feats.ok[i]).collect();
+            for chunk in kept.chunks(bs) {
+                let rows: Vec<f32> = chunk.iter().flat_map(|&(i, _)| feats.row(i).to_vec()).collect();
+                let f = Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), feats.dim]), &self.device);
+                let logits = method
+                    .eval_logits_from_features(&self.clip_eval, f)
+                    .ok_or_else(|| Error::Input("the method scores image features but gave no logits".into()))?;
+                tally(chunk, logits);
+            }
+        } else {
+            record.features = Some(FeatureOrigin::Encoded);
+            let batches: Vec<Vec<(PathBuf, Transform)>> = items
+                .chunks(bs)
+                .map(|c| c.iter().map(|&(i, _)| (ds.test[i].path.clone(), Transform::Eval)).collect())
+                .collect();
+            let s = self.pre.image_size;
+            let mut bad_all = Vec::new();
+            let (clip, device) = (&self.clip_eval, &self.device);
+            stream(&self.images, &self.pre, batches, |b, prepared| {
+                bad_all.extend(prepared.bad);
+                let chunk = &items[b * bs..(b * bs + bs).min(items.len())];
+                let kept: Vec<(usize, usize)> = prepared.kept.iter().map(|&k| chunk[k]).collect();
+                if !kept.is_empty() {
+                    let pixels =
+                        Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [kept.len(), 3, s, s]), device);
+                    tally(&kept, method.eval_logits(clip, pixels));
+                }
+                Ok(())
+            })?;
+            self.corrupt(bad_all, record)?;
         }
         let (c, t): (usize, usize) = (correct.iter().sum(), total.iter().sum());
+        if t == 0 {
+            return Err(Error::Input(format!("{}: no test image decoded", ds.def.name)));
+        }
         // Classes with no test image have no accuracy; they are left out.
         let per_class: Vec<ClassAccuracy> = names
             .iter()

@@ -47,6 +47,21 @@ pub struct Timings {
     pub train_s: f64,
     pub eval_s: f64,
     pub total_s: f64,
+    /// Of `eval_s`: computing the test split's image features (0 when the feature cache had them).
+    #[serde(default)]
+    pub features_s: f64,
+}
+
+/// Where an evaluation's image features came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureOrigin {
+    /// The method changes the image encoder, or the cache is off: images encoded for this cell.
+    Encoded,
+    /// Computed by this cell and stored in the feature cache.
+    Computed,
+    /// Read from the feature cache.
+    Cached,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +102,11 @@ pub struct Record {
     /// Indices into the train and val splits of the few-shot subset.
     pub fewshot: Option<serde_json::Value>,
     pub train: Option<TrainSummary>,
+    /// Images left out because they did not decode (`on_corrupt = "skip"`), by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_images: Vec<crate::data::images::BadImage>,
+    #[serde(default)]
+    pub features: Option<FeatureOrigin>,
     pub timings: Timings,
     pub environment: Environment,
     pub started_at: String,

@@ -38,6 +38,10 @@ warmup_steps = 1
 [eval]
 batch_size = 64
 
+[data]
+fewshot = "sample"
+on_corrupt = "fail"
+
 [check]
 abs_tolerance = 1.0
 std_factor = 2.0
@@ -583,7 +587,7 @@ fn datasets_lock_pins_what_is_there_and_verify_names_each_problem_and_its_fix() 
     let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("differs from the one datasets.lock pins"),
+        stderr(&out).contains("differs from what datasets.lock pins"),
         "{}",
         stderr(&out)
     );

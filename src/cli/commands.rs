@@ -160,6 +160,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         backend: a.backend,
         only: a.only.clone(),
         overwrite: a.overwrite,
+        feature_cache: !a.no_feature_cache,
     };
     let s = run_suite(&suite, &opts)?;
     eprintln!(
@@ -371,12 +372,19 @@ fn need_root(flag: &Option<std::path::PathBuf>) -> Result<std::path::PathBuf> {
 pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
     let mut lock = Lock::load(&a.lock)?;
+    let view = lock_with_suite(&lock, a)?;
     let explicit = !a.names.is_empty();
     let mut pinned = 0;
-    for def in crate::data::verify::selected(&a.names, &lock)? {
+    for def in crate::data::verify::selected(&a.names, &view)? {
         match crate::data::Dataset::load(&root, &def) {
             Ok(ds) => {
-                let e = crate::data::verify::entry_of(&ds);
+                let images = if a.deep {
+                    eprintln!("{}: hashing every image the splits list…", def.name);
+                    Some(crate::data::verify::image_tree_digest(&root, &ds)?)
+                } else {
+                    None
+                };
+                let e = crate::data::verify::entry_of(&ds, images);
                 println!(
                     "{}: {} classes, train/val/test {:?}, split {}",
                     def.name, e.classes, e.counts, e.split_sha256
@@ -397,9 +405,17 @@ pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
     Ok(())
 }
 
+/// The lock plus the datasets `--suite` declares.
+fn lock_with_suite(lock: &Lock, a: &DatasetsArgs) -> Result<Lock> {
+    match &a.suite {
+        Some(p) => lock.with_suite(&Suite::load(p)?),
+        None => Ok(lock.clone()),
+    }
+}
+
 pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
-    let lock = Lock::load(&a.lock)?;
+    let lock = lock_with_suite(&Lock::load(&a.lock)?, a)?;
     let defs = crate::data::verify::selected(&a.names, &lock)?;
     let mut bad = 0;
     let mut checked = 0;
@@ -441,7 +457,7 @@ pub fn datasets_describe(a: &DatasetsArgs) -> Result<()> {
     let [name] = a.names.as_slice() else {
         return Err(Error::Input("describe takes one dataset name".into()));
     };
-    let lock = Lock::load(&a.lock)?;
+    let lock = lock_with_suite(&Lock::load(&a.lock)?, a)?;
     let def = crate::data::dataset_def(name, &lock)?;
     if def.embedded {
         return Err(Error::Input(format!(
@@ -451,23 +467,44 @@ pub fn datasets_describe(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
     println!("dataset     {}", def.name);
     println!("folder      {}", root.join(&def.folder).display());
+    let fewshot = root.join(&def.folder).join("split_fewshot");
+    if fewshot.is_dir() {
+        let n = std::fs::read_dir(&fewshot)
+            .map_err(|e| Error::io(&fewshot, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pkl"))
+            .count();
+        println!("few-shot    {n} CoOp caches in {}", fewshot.display());
+    }
     println!("layout      {:?}", def.layout);
     println!("template    {}", def.template);
     println!("test only   {}", def.test_only);
     match lock.datasets.get(name) {
-        Some(p) => println!(
-            "pinned      split {} ({} classes, train/val/test {:?})",
-            p.split_sha256, p.classes, p.counts
-        ),
+        Some(p) => {
+            println!(
+                "pinned      split {} ({} classes, train/val/test {:?})",
+                p.split_sha256, p.classes, p.counts
+            );
+            if let Some(n) = &p.classnames_sha256 {
+                println!("            classnames.txt {n}");
+            }
+            if let Some(i) = &p.images_sha256 {
+                println!("            images {i}");
+            }
+        }
         None => println!("pinned      no"),
     }
     let ds = crate::data::Dataset::load(&root, &def)?;
     println!(
-        "on disk     split {} ({} classes, train/val/test {:?})",
+        "on disk     split {} ({} classes, train/val/test {:?}) from {}",
         ds.split_digest,
         ds.classnames.len(),
-        [ds.train.len(), ds.val.len(), ds.test.len()]
+        [ds.train.len(), ds.val.len(), ds.test.len()],
+        ds.split_source()
     );
+    if let Some(n) = &ds.classnames_digest {
+        println!("            classnames.txt {n}");
+    }
     let base = crate::data::subsample_labels(ds.classnames.len(), crate::data::Subsample::Base).len();
     println!("base / new  {base} / {}", ds.classnames.len() - base);
     let shown: Vec<&str> = ds.classnames.iter().take(8).map(String::as_str).collect();

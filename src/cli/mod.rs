@@ -118,6 +118,10 @@ pub struct RunArgs {
     /// Run even when a dataset's split definition differs from its datasets.lock pin.
     #[arg(long)]
     pub allow_changed_data: bool,
+    /// Encode test images in every cell instead of reusing cached image features of the frozen
+    /// encoder (same numbers, slower; for timing the cache's saving).
+    #[arg(long)]
+    pub no_feature_cache: bool,
 }
 
 #[derive(Args, Debug)]
@@ -193,9 +197,13 @@ pub struct DatasetsArgs {
     pub data_root: Option<PathBuf>,
     #[arg(long, default_value = "datasets.lock")]
     pub lock: PathBuf,
-    /// Also check that every image a split lists exists.
+    /// Also read every image a split lists: verify checks each exists, decodes and matches the
+    /// pinned image digest; lock pins that digest.
     #[arg(long)]
     pub deep: bool,
+    /// Include the datasets this suite file declares in its [datasets] table.
+    #[arg(long)]
+    pub suite: Option<PathBuf>,
 }
 
 fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {

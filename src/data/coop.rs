@@ -134,7 +134,14 @@ pub fn catalog() -> Vec<DatasetDef> {
     ]
 }
 
-type Splits = (Vec<Datum>, Vec<Datum>, Vec<Datum>, String);
+/// train, val, test, the digest of the split definition, and of `classnames.txt` where the
+/// layout names its classes from one.
+type Splits = (Vec<Datum>, Vec<Datum>, Vec<Datum>, String, Option<String>);
+
+/// SHA-256 of a class-name file, read for the digest only.
+fn names_digest(path: &Path) -> Result<String> {
+    Ok(sha256_hex(&std::fs::read(path).map_err(|e| Error::io(path, e))?))
+}
 
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
@@ -245,7 +252,7 @@ pub fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
                     .collect()
             };
             let (train, val, test) = (split("train")?, split("val")?, split("test")?);
-            Ok((train, val, test, sha256_hex(listing.as_bytes())))
+            Ok((train, val, test, sha256_hex(listing.as_bytes()), None))
         }
         Layout::ImageNet => {
             let names_file = dir.join("classnames.txt");
@@ -256,7 +263,13 @@ pub fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
             let train = folder_items(&train_root, &folders, &mut listing)?;
             listing.push_str("val\n");
             let test = folder_items(&dir.join("images").join("val"), &folders, &mut listing)?;
-            Ok((train, test.clone(), test, sha256_hex(listing.as_bytes())))
+            Ok((
+                train,
+                test.clone(),
+                test,
+                sha256_hex(listing.as_bytes()),
+                Some(names_digest(&names_file)?),
+            ))
         }
         Layout::WnidFolders { image_dir } => {
             let names_file = dir.join("classnames.txt");
@@ -264,7 +277,13 @@ pub fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
             let root = dir.join(image_dir);
             let folders = wnid_folders(&root, &names, &names_file)?;
             let test = folder_items(&root, &folders, &mut listing)?;
-            Ok((Vec::new(), Vec::new(), test, sha256_hex(listing.as_bytes())))
+            Ok((
+                Vec::new(),
+                Vec::new(),
+                test,
+                sha256_hex(listing.as_bytes()),
+                Some(names_digest(&names_file)?),
+            ))
         }
         Layout::IndexFolders { image_dir } => {
             let names_file = dir.join("classnames.txt");
@@ -277,7 +296,13 @@ pub fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
                 .filter(|(f, _, _)| root.join(f).is_dir())
                 .collect();
             let test = folder_items(&root, &folders, &mut listing)?;
-            Ok((Vec::new(), Vec::new(), test, sha256_hex(listing.as_bytes())))
+            Ok((
+                Vec::new(),
+                Vec::new(),
+                test,
+                sha256_hex(listing.as_bytes()),
+                Some(names_digest(&names_file)?),
+            ))
         }
         Layout::SplitZhou { .. } => unreachable!("split files are read by Dataset::load"),
     }

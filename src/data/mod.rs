@@ -15,6 +15,8 @@ use crate::lock::Lock;
 use crate::world::WORLD_DATASETS;
 
 pub mod coop;
+pub mod fewshot_pkl;
+pub mod images;
 pub mod verify;
 
 /// How a dataset's files are laid out under its folder.
@@ -127,6 +129,9 @@ pub struct Dataset {
     pub classnames: Vec<String>,
     /// SHA-256 of the split file (or, for folder layouts, of the listing that defines the splits).
     pub split_digest: String,
+    /// SHA-256 of `classnames.txt` for the layouts whose class names come from it (ImageNet and
+    /// its variants); the split file holds the names otherwise.
+    pub classnames_digest: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -152,7 +157,7 @@ impl Dataset {
                 def.folder
             )));
         }
-        let (train, val, test, digest) = match &def.layout {
+        let (train, val, test, digest, names_digest) = match &def.layout {
             Layout::SplitZhou { split_file, image_dir } => {
                 let split_path = dir.join(split_file);
                 let bytes = std::fs::read(&split_path).map_err(|e| Error::io(&split_path, e))?;
@@ -173,7 +178,13 @@ impl Dataset {
                         })
                         .collect()
                 };
-                (conv(split.train), conv(split.val), conv(split.test), sha256_hex(&bytes))
+                (
+                    conv(split.train),
+                    conv(split.val),
+                    conv(split.test),
+                    sha256_hex(&bytes),
+                    None,
+                )
             }
             other => coop::load_layout(&dir, other)?,
         };
@@ -208,7 +219,27 @@ impl Dataset {
             test,
             classnames: names.into_values().collect(),
             split_digest: digest,
+            classnames_digest: names_digest,
         })
+    }
+
+    /// The digest cell keys use: the split definition, and the class-name file when there is one.
+    pub fn digest(&self) -> String {
+        match &self.classnames_digest {
+            Some(n) => format!("{}+names:{n}", self.split_digest),
+            None => self.split_digest.clone(),
+        }
+    }
+
+    /// Where the split definition is read from, relative to the data root.
+    pub fn split_source(&self) -> String {
+        match &self.def.layout {
+            Layout::SplitZhou { split_file, .. } => format!("{}/{split_file}", self.def.folder),
+            Layout::Fgvc => format!("{}/images_variant_{{train,val,test}}.txt", self.def.folder),
+            Layout::ImageNet => format!("{}/images/{{train,val}}/<wnid>/", self.def.folder),
+            Layout::WnidFolders { image_dir } => format!("{}/{image_dir}/<wnid>/", self.def.folder),
+            Layout::IndexFolders { image_dir } => format!("{}/{image_dir}/<index>/", self.def.folder),
+        }
     }
 }
 

@@ -276,6 +276,19 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         image_logits(clip, pixels, text)
     }
 
+    fn image_encoder_frozen(&self) -> bool {
+        true
+    }
+
+    fn eval_logits_from_features(
+        &self,
+        clip: &Clip<B::InnerBackend>,
+        image_features: Tensor<B::InnerBackend, 2>,
+    ) -> Option<Tensor<B::InnerBackend, 2>> {
+        let text = self.eval.clone().expect("begin_eval runs before eval_logits");
+        Some(clip.logits_per_image(image_features, text))
+    }
+
     fn save_artifact(&self) -> PromptArtifact {
         let ctx = self.prompt().ctx.val().inner().into_data().convert::<f32>();
         let mut a = PromptArtifact::new();

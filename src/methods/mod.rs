@@ -121,6 +121,24 @@ pub trait PromptMethod<B: AutodiffBackend> {
         pixels: Tensor<B::InnerBackend, 4>,
     ) -> Tensor<B::InnerBackend, 2>;
 
+    /// Whether evaluation reads only the frozen image encoder's features (then
+    /// `eval_logits_from_features` gives its logits and the feature cache serves it).
+    fn image_encoder_frozen(&self) -> bool {
+        false
+    }
+
+    /// Logits from image features of the frozen encoder (`Clip::encode_image` of normalized
+    /// pixels), for methods that leave the image encoder as it is, so the runner can compute a test
+    /// split's features once and reuse them (the feature cache). `None`: the method changes the
+    /// image encoder (visual prompts), and is evaluated through `eval_logits`.
+    fn eval_logits_from_features(
+        &self,
+        _clip: &Clip<B::InnerBackend>,
+        _image_features: Tensor<B::InnerBackend, 2>,
+    ) -> Option<Tensor<B::InnerBackend, 2>> {
+        None
+    }
+
     /// The learned parameters (empty for methods without any).
     fn save_artifact(&self) -> PromptArtifact;
 

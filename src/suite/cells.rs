@@ -76,6 +76,9 @@ pub struct Slot {
 pub trait Digests {
     fn backbone(&self) -> String;
     fn dataset(&self, name: &str) -> String;
+    /// Where a train cell's K-shot subset comes from: `sampled`, or CoOp's cached file and its
+    /// digest (so a cell trained on the reference's images never shares a key with a sampled one).
+    fn fewshot(&self, dataset: &str, shots: usize, seed: u64) -> String;
 }
 
 /// The plan of a suite: unique cells in run order (train before eval), and report slots.
@@ -123,6 +126,8 @@ pub fn cell_key(
         "target": spec.target,
         "target_classes": spec.target_classes,
         "eval": suite.eval,
+        "data_policy": suite.data,
+        "fewshot": digests.fewshot(&spec.dataset, spec.shots, spec.seed),
         "backbone": digests.backbone(),
         "data": data,
         "depends_on": depends_on,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::lock::UserDataset;
 use crate::methods::MethodConfig;
 use crate::world::WorldConfig;
 
@@ -30,6 +31,12 @@ pub struct Suite {
     #[serde(default)]
     pub world: Option<WorldConfig>,
     pub eval: EvalConfig,
+    /// How data are read: where few-shot subsets come from, what a corrupt image does.
+    pub data: DataConfig,
+    /// Datasets in CoOp's split-file layout this suite declares itself (as `[user_datasets]` in
+    /// datasets.lock does), so a suite file alone can name a new dataset.
+    #[serde(default)]
+    pub datasets: BTreeMap<String, UserDataset>,
     /// Methods by the name cells and reports use.
     pub methods: BTreeMap<String, MethodConfig>,
     #[serde(rename = "experiment")]
@@ -46,6 +53,35 @@ pub struct BackboneSpec {
     /// `micro-clip` (the embedded world's model) or a backbone key in `datasets.lock` (checked when
     /// the suite is planned or run, against the lock file given there).
     pub name: String,
+}
+
+/// Where a train cell's K-shot subset comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FewShotSource {
+    /// gram-bench's seeded sampler (Dassl's grouping; not bit-identical to Python's `random`).
+    Sample,
+    /// CoOp's cached `split_fewshot/shot_K-seed_S.pkl`, required: a cell without one fails.
+    Coop,
+    /// CoOp's cached file when the dataset has one, else the sampler.
+    CoopIfPresent,
+}
+
+/// What an image that cannot be decoded does to its cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCorrupt {
+    /// The cell fails, naming the image.
+    Fail,
+    /// The image is left out; the record counts and names what was skipped.
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub fewshot: FewShotSource,
+    pub on_corrupt: OnCorrupt,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +197,9 @@ impl Suite {
         }
         if self.backbone.name.is_empty() {
             return Err("backbone.name is empty".into());
+        }
+        for (name, u) in &self.datasets {
+            crate::lock::check_user_dataset(name, u).map_err(|e| format!("datasets.{name}: {e}"))?;
         }
         if self.eval.batch_size == 0 {
             return Err("eval.batch_size must be positive".into());

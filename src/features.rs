@@ -1,0 +1,209 @@
+//! The feature cache for frozen image encoders: the image features of a dataset's test split under
+//! one backbone and one transform are computed once and reused by every method that leaves the image
+//! encoder as it is (zero-shot, CoOp, and cross-dataset evaluations of them), in memory within a
+//! run and on disk across runs. The key is the SHA-256 of the weights digest, the split's digest,
+//! the transform and the backend (backends round differently), so a changed input never reads a
+//! stale entry.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::clip::Preprocess;
+use crate::data::images::BadImage;
+use crate::error::{Error, Result};
+
+/// Bumped when how features are computed changes.
+const FORMAT: u32 = 1;
+
+/// What a cached entry was computed from (kept in the file, for a reader's inspection).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSource {
+    pub weights_sha256: String,
+    pub dataset: String,
+    pub split: String,
+    pub split_digest: String,
+    pub transform: Preprocess,
+    pub backend: String,
+}
+
+impl FeatureSource {
+    pub fn key(&self) -> String {
+        let v = json!({ "format": FORMAT, "source": self });
+        crate::data::sha256_hex(&serde_json::to_vec(&v).expect("JSON values serialize"))
+    }
+}
+
+/// The features of every image of a split, in split order; rows of images that did not decode are
+/// zero and flagged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureSet {
+    pub dim: usize,
+    /// `[n, dim]`, row-major.
+    pub features: Vec<f32>,
+    pub ok: Vec<bool>,
+    pub bad: Vec<BadImage>,
+    /// Seconds it took to compute (on the run that computed it).
+    pub compute_s: f64,
+}
+
+impl FeatureSet {
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Info {
+    source: FeatureSource,
+    bad: Vec<BadImage>,
+    compute_s: f64,
+}
+
+/// Where features are kept: `<dir>/<key>.safetensors`, or nowhere on disk (`dir = None`).
+pub struct FeatureCache {
+    dir: Option<PathBuf>,
+    mem: HashMap<String, Arc<FeatureSet>>,
+}
+
+impl FeatureCache {
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir, mem: HashMap::new() }
+    }
+
+    fn path(dir: &Path, key: &str) -> PathBuf {
+        dir.join(format!("{key}.safetensors"))
+    }
+
+    /// The cached features of `source`, from memory or disk. A file that does not read back is
+    /// treated as absent (it is recomputed and replaced), never trusted.
+    pub fn get(&mut self, source: &FeatureSource) -> Option<Arc<FeatureSet>> {
+        let key = source.key();
+        if let Some(s) = self.mem.get(&key) {
+            return Some(s.clone());
+        }
+        let path = Self::path(self.dir.as_ref()?, &key);
+        let set = Arc::new(read(&path, source).ok()?);
+        self.mem.insert(key, set.clone());
+        Some(set)
+    }
+
+    pub fn put(&mut self, source: &FeatureSource, set: FeatureSet) -> Result<Arc<FeatureSet>> {
+        let key = source.key();
+        if let Some(dir) = &self.dir {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            write(&Self::path(dir, &key), source, &set)?;
+        }
+        let set = Arc::new(set);
+        self.mem.insert(key, set.clone());
+        Ok(set)
+    }
+}
+
+fn write(path: &Path, source: &FeatureSource, set: &FeatureSet) -> Result<()> {
+    let n = set.ok.len();
+    let feats: Vec<u8> = set.features.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let ok: Vec<u8> = set.ok.iter().map(|&b| u8::from(b)).collect();
+    let err = |e: safetensors::SafeTensorError| Error::Store(format!("{}: {e}", path.display()));
+    let views = vec![
+        ("features", TensorView::new(Dtype::F32, vec![n, set.dim], &feats).map_err(err)?),
+        ("ok", TensorView::new(Dtype::U8, vec![n], &ok).map_err(err)?),
+    ];
+    let info = Info {
+        source: source.clone(),
+        bad: set.bad.clone(),
+        compute_s: set.compute_s,
+    };
+    let meta = HashMap::from([(
+        "gram_bench".to_string(),
+        serde_json::to_string(&info).expect("JSON values serialize"),
+    )]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(err)?;
+    crate::store::write_atomic(path, &bytes)
+}
+
+fn read(path: &Path, source: &FeatureSource) -> Result<FeatureSet> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |m: String| Error::Store(format!("{}: {m}", path.display()));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let info: Info = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("gram_bench"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("no gram_bench metadata".into()))?;
+    if &info.source != source {
+        return Err(bad("computed from other inputs".into()));
+    }
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let f = st.tensor("features").map_err(|e| bad(e.to_string()))?;
+    let ok = st.tensor("ok").map_err(|e| bad(e.to_string()))?;
+    let (&[n, dim], Dtype::F32, Dtype::U8) = (f.shape(), f.dtype(), ok.dtype()) else {
+        return Err(bad("unexpected tensors".into()));
+    };
+    if ok.shape() != [n] {
+        return Err(bad("unexpected tensors".into()));
+    }
+    Ok(FeatureSet {
+        dim,
+        features: f
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        ok: ok.data().iter().map(|&b| b != 0).collect(),
+        bad: info.bad,
+        compute_s: info.compute_s,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(split_digest: &str) -> FeatureSource {
+        FeatureSource {
+            weights_sha256: "w".into(),
+            dataset: "d".into(),
+            split: "test".into(),
+            split_digest: split_digest.into(),
+            transform: Preprocess::clip(8),
+            backend: "cpu".into(),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_on_disk_and_other_inputs_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = FeatureSet {
+            dim: 2,
+            features: vec![1.0, -2.5, 0.0, 0.0, 3.25, 4.0],
+            ok: vec![true, false, true],
+            bad: vec![BadImage {
+                path: "x.jpg".into(),
+                error: "truncated".into(),
+            }],
+            compute_s: 1.5,
+        };
+        let mut c = FeatureCache::new(Some(dir.path().to_path_buf()));
+        c.put(&source("a"), set.clone()).unwrap();
+        // A fresh cache reads it back from disk.
+        let mut c2 = FeatureCache::new(Some(dir.path().to_path_buf()));
+        assert_eq!(*c2.get(&source("a")).unwrap(), set);
+        assert!(c2.get(&source("b")).is_none());
+        // A damaged file is a miss, not an error.
+        let p = FeatureCache::path(dir.path(), &source("a").key());
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(FeatureCache::new(Some(dir.path().to_path_buf())).get(&source("a")).is_none());
+        // Without a directory, only memory.
+        let mut m = FeatureCache::new(None);
+        assert!(m.get(&source("a")).is_none());
+        m.put(&source("a"), set.clone()).unwrap();
+        assert_eq!(m.get(&source("a")).unwrap().row(2), &[3.25, 4.0]);
+    }
+}
