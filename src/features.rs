@@ -14,8 +14,13 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::clip::Preprocess;
-use crate::data::images::BadImage;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::clip::{Clip, Preprocess};
+use crate::data::images::{stream, BadImage, ImageCache, Transform};
 use crate::error::{Error, Result};
 
 /// Bumped when how features are computed changes.
@@ -58,6 +63,60 @@ impl FeatureSet {
     }
 }
 
+/// The frozen encoder's features (`Clip::encode_image` of the eval transform) of `paths`, in
+/// order, through the parallel image pipeline in batches of `batch_size`; images that do not
+/// decode get zero rows and are listed.
+pub fn encode_images<B: Backend>(
+    clip: &Clip<B>,
+    pre: &Preprocess,
+    images: &ImageCache,
+    paths: &[PathBuf],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<FeatureSet> {
+    let t = Instant::now();
+    let batches: Vec<Vec<(PathBuf, Transform)>> = paths
+        .chunks(batch_size)
+        .map(|c| c.iter().map(|p| (p.clone(), Transform::Eval)).collect())
+        .collect();
+    let n = paths.len();
+    let s = pre.image_size;
+    let mut rows: Vec<Option<Vec<f32>>> = vec![None; n];
+    let mut bad = Vec::new();
+    let mut dim = 0;
+    stream(images, pre, batches, |b, prepared| {
+        bad.extend(prepared.bad);
+        let k = prepared.kept.len();
+        if k == 0 {
+            return Ok(());
+        }
+        let pixels = Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [k, 3, s, s]), device);
+        let f = clip.encode_image(pixels, &Default::default());
+        dim = f.dims()[1];
+        let data = f
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("converted to f32 above");
+        for (j, &i) in prepared.kept.iter().enumerate() {
+            rows[b * batch_size + i] = Some(data[j * dim..(j + 1) * dim].to_vec());
+        }
+        Ok(())
+    })?;
+    let ok: Vec<bool> = rows.iter().map(Option::is_some).collect();
+    let features = rows
+        .into_iter()
+        .flat_map(|r| r.unwrap_or_else(|| vec![0.0; dim]))
+        .collect();
+    Ok(FeatureSet {
+        dim,
+        features,
+        ok,
+        bad,
+        compute_s: t.elapsed().as_secs_f64(),
+    })
+}
+
 #[derive(Serialize, Deserialize)]
 struct Info {
     source: FeatureSource,
@@ -73,7 +132,10 @@ pub struct FeatureCache {
 
 impl FeatureCache {
     pub fn new(dir: Option<PathBuf>) -> Self {
-        Self { dir, mem: HashMap::new() }
+        Self {
+            dir,
+            mem: HashMap::new(),
+        }
     }
 
     fn path(dir: &Path, key: &str) -> PathBuf {
@@ -111,7 +173,10 @@ fn write(path: &Path, source: &FeatureSource, set: &FeatureSet) -> Result<()> {
     let ok: Vec<u8> = set.ok.iter().map(|&b| u8::from(b)).collect();
     let err = |e: safetensors::SafeTensorError| Error::Store(format!("{}: {e}", path.display()));
     let views = vec![
-        ("features", TensorView::new(Dtype::F32, vec![n, set.dim], &feats).map_err(err)?),
+        (
+            "features",
+            TensorView::new(Dtype::F32, vec![n, set.dim], &feats).map_err(err)?,
+        ),
         ("ok", TensorView::new(Dtype::U8, vec![n], &ok).map_err(err)?),
     ];
     let info = Info {
@@ -199,7 +264,9 @@ mod tests {
         // A damaged file is a miss, not an error.
         let p = FeatureCache::path(dir.path(), &source("a").key());
         std::fs::write(&p, b"garbage").unwrap();
-        assert!(FeatureCache::new(Some(dir.path().to_path_buf())).get(&source("a")).is_none());
+        assert!(FeatureCache::new(Some(dir.path().to_path_buf()))
+            .get(&source("a"))
+            .is_none());
         // Without a directory, only memory.
         let mut m = FeatureCache::new(None);
         assert!(m.get(&source("a")).is_none());

@@ -153,7 +153,8 @@ impl Lock {
         }
         lock.dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         for (name, u) in &lock.user_datasets {
-            check_user_dataset(name, u).map_err(|e| Error::Input(format!("{}: user dataset `{name}`: {e}", path.display())))?;
+            check_user_dataset(name, u)
+                .map_err(|e| Error::Input(format!("{}: user dataset `{name}`: {e}", path.display())))?;
         }
         Ok(lock)
     }

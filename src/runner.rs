@@ -22,14 +22,16 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::backend::{dispatch, BackendKind, WithBackend};
-use crate::data::images::{check_decodable, stream, BadImage, ImageCache, Transform};
-use crate::features::{FeatureCache, FeatureSet, FeatureSource};
 use crate::clip::{load_clip, Clip, ClipTokenizer, LoadOptions, Preprocess};
+use crate::data::images::{check_decodable, stream, BadImage, ImageCache, Transform};
 use crate::data::{dataset_def, few_shot_indices, relabel, subsample_labels, Dataset, Datum};
 use crate::error::{Error, Result};
+use crate::features::{encode_images, FeatureCache, FeatureSet, FeatureSource};
 use crate::lock::{weights_digest, Lock};
 use crate::methods::{Batch, ClassSet, PromptMethod};
-use crate::store::{ClassAccuracy, Environment, FeatureOrigin, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA};
+use crate::store::{
+    ClassAccuracy, Environment, FeatureOrigin, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA,
+};
 use crate::suite::cells::{Cell, Digests, Phase, Plan};
 use crate::suite::{FewShotSource, OnCorrupt, Suite};
 use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
@@ -640,7 +642,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 Ok((
                     c.train,
                     c.val.unwrap_or_else(sampled_val),
-                    json!({ "source": "coop-pkl", "file": path, "sha256": c.sha256, "val": val_source }),
+                    json!({ "source": "coop-pkl", "file": path, "sha256": c.sha256, "val_source": val_source }),
                 ))
             }
         }
@@ -828,56 +830,18 @@ impl<'a, B: Backend> CellContext<'a, B> {
             record.features = Some(FeatureOrigin::Cached);
             return Ok(f);
         }
-        let t = Instant::now();
-        let batches: Vec<Vec<(PathBuf, Transform)>> = ds
-            .test
-            .chunks(self.suite.eval.batch_size)
-            .map(|c| c.iter().map(|d| (d.path.clone(), Transform::Eval)).collect())
-            .collect();
-        let n = ds.test.len();
-        let (mut feats, mut ok, mut bad, mut dim) = (Vec::new(), vec![false; n], Vec::new(), 0);
-        let (s, bs) = (self.pre.image_size, self.suite.eval.batch_size);
-        let (clip, device) = (&self.clip_eval, &self.device);
-        stream(&self.images, &self.pre, batches, |b, prepared| {
-            bad.extend(prepared.bad);
-            let k = prepared.kept.len();
-            let rows: Vec<f32> = if k == 0 {
-                Vec::new()
-            } else {
-                let pixels = Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [k, 3, s, s]), device);
-                let f = clip.encode_image(pixels, &Default::default());
-                dim = f.dims()[1];
-                f.into_data().convert::<f32>().to_vec::<f32>().expect("converted to f32 above")
-            };
-            // Rows in split order; images that did not decode get zero rows.
-            let mut j = 0;
-            for i in 0..(bs.min(n - b * bs)) {
-                if prepared.kept.get(j) == Some(&i) {
-                    feats.push(rows[j * dim..(j + 1) * dim].to_vec());
-                    ok[b * bs + i] = true;
-                    j += 1;
-                } else {
-                    feats.push(Vec::new());
-                }
-            }
-            Ok(())
-        })?;
-        let features: Vec<f32> = feats
-            .into_iter()
-            .flat_map(|r| if r.is_empty() { vec![0.0; dim] } else { r })
-            .collect();
-        record.timings.features_s = t.elapsed().as_secs_f64();
+        let paths: Vec<PathBuf> = ds.test.iter().map(|d| d.path.clone()).collect();
+        let set = encode_images(
+            &self.clip_eval,
+            &self.pre,
+            &self.images,
+            &paths,
+            self.suite.eval.batch_size,
+            &self.device,
+        )?;
+        record.timings.features_s = set.compute_s;
         record.features = Some(FeatureOrigin::Computed);
-        self.features.put(
-            &source,
-            FeatureSet {
-                dim,
-                features,
-                ok,
-                bad,
-                compute_s: record.timings.features_s,
-            },
-        )
+        self.features.put(&source, set)
     }
 
     fn evaluate(
@@ -945,7 +909,11 @@ impl<'a, B: Backend> CellContext<'a, B> {
             record.features = Some(FeatureOrigin::Encoded);
             let batches: Vec<Vec<(PathBuf, Transform)>> = items
                 .chunks(bs)
-                .map(|c| c.iter().map(|&(i, _)| (ds.test[i].path.clone(), Transform::Eval)).collect())
+                .map(|c| {
+                    c.iter()
+                        .map(|&(i, _)| (ds.test[i].path.clone(), Transform::Eval))
+                        .collect()
+                })
                 .collect();
             let s = self.pre.image_size;
             let mut bad_all = Vec::new();

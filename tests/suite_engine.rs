@@ -643,3 +643,255 @@ fn a_user_dataset_declared_in_the_lock_runs_without_code() {
     let out = env.run(&["validate", suite.to_str().unwrap()]);
     assert!(stderr(&out).contains("name of a built-in dataset"), "{}", stderr(&out));
 }
+
+/// The records of a store as JSON values.
+fn record_values(env: &Env, suite: &str) -> Vec<serde_json::Value> {
+    env.records(suite)
+        .values()
+        .map(|b| serde_json::from_slice(b).unwrap())
+        .collect()
+}
+
+/// A few-shot CoOp suite on the EuroSAT replica with the given `[data]` policy and seeds.
+fn eurosat_fewshot_suite(fewshot: &str, on_corrupt: &str, methods: &str, seeds: &str) -> String {
+    let text = real_data_suite("eurosat");
+    let b2n = text.find("[[experiment]]\nprotocol = \"base-to-new\"").unwrap();
+    text[..b2n]
+        .replace("fewshot = \"sample\"", &format!("fewshot = \"{fewshot}\""))
+        .replace("on_corrupt = \"fail\"", &format!("on_corrupt = \"{on_corrupt}\""))
+        .replace("methods = [\"zs\", \"coop\"]", &format!("methods = {methods}"))
+        .replace("seeds = [1, 2]", &format!("seeds = {seeds}"))
+}
+
+fn tiny_lock(env: &Env) {
+    std::fs::write(
+        env.path("datasets.lock"),
+        format!("version = 1\n{}", tiny_backbone(env)),
+    )
+    .unwrap();
+}
+
+#[test]
+fn coop_few_shot_files_pick_the_reference_images_and_bad_ones_fail_their_cell() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    tiny_lock(&env);
+    let cache = env.path("DATA/eurosat/split_fewshot");
+    std::fs::create_dir_all(&cache).unwrap();
+    for f in ["shot_1-seed_1.pkl", "shot_1-seed_2.pkl", "shot_1-seed_3.pkl"] {
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/coop_fewshot")
+                .join(f),
+            cache.join(f),
+        )
+        .unwrap();
+    }
+    let suite = env.write_suite(
+        "pkl.toml",
+        &eurosat_fewshot_suite("coop", "fail", "[\"coop\"]", "[1, 2, 3, 4]"),
+    );
+    let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
+    assert!(!out.status.success(), "seeds 3 and 4 must fail");
+    let by_seed = |seed: u64| {
+        record_values(&env, "tiny")
+            .into_iter()
+            .find(|r| r["cell"]["seed"] == seed)
+            .unwrap()
+    };
+    // The replica's train split is images 0 and 1 of each class in class order; the file picks
+    // AnnualCrop_1, Forest_0, Highway_1, River_0, and its val holds image 2 of each class.
+    let r = by_seed(1);
+    assert_eq!(r["status"], "ok", "{}", r["error"]);
+    assert_eq!(r["fewshot"]["source"], "coop-pkl");
+    assert_eq!(r["fewshot"]["train"], serde_json::json!([1, 2, 5, 6]));
+    assert_eq!(r["fewshot"]["val"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(r["fewshot"]["sha256"].as_str().unwrap().len(), 64);
+    // ImageNet-style files hold no val: that half is sampled.
+    let r = by_seed(2);
+    assert_eq!(r["fewshot"]["train"], serde_json::json!([0, 3, 4, 7]));
+    assert_eq!(r["fewshot"]["val_source"], "sampled");
+    let r = by_seed(3);
+    assert_eq!(r["status"], "failed");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("has label 3 but the split file says 1"),
+        "{}",
+        r["error"]
+    );
+    let r = by_seed(4);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("shot_1-seed_4.pkl: CoOp's few-shot file is not there"),
+        "{}",
+        r["error"]
+    );
+    // "coop-if-present" samples where there is no file; the file's cells keep their own keys.
+    let suite = env.write_suite(
+        "pkl.toml",
+        &eurosat_fewshot_suite("coop-if-present", "fail", "[\"coop\"]", "[1, 4]"),
+    );
+    let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sampled: Vec<serde_json::Value> = record_values(&env, "tiny")
+        .into_iter()
+        .filter(|r| r["fewshot"]["source"] == "sampled")
+        .collect();
+    assert_eq!(sampled.len(), 1);
+    assert_eq!(sampled[0]["cell"]["seed"], 4);
+}
+
+#[test]
+fn a_corrupt_image_fails_its_cell_or_is_skipped_and_counted_as_the_suite_says() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    tiny_lock(&env);
+    let bad = env.path("DATA/eurosat/2750/River/River_4.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\ntruncated").unwrap();
+    let suite = env.write_suite("c.toml", &eurosat_fewshot_suite("sample", "fail", "[\"zs\"]", "[1]"));
+    let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
+    assert!(!out.status.success());
+    let r = &record_values(&env, "tiny")[0];
+    assert!(r["error"].as_str().unwrap().contains("River_4.png"), "{}", r["error"]);
+    let suite = env.write_suite(
+        "c.toml",
+        &eurosat_fewshot_suite("sample", "skip", "[\"zs\", \"coop\"]", "[1]"),
+    );
+    let out = env.run(&["run", suite.to_str().unwrap(), "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for r in record_values(&env, "tiny").iter().filter(|r| r["status"] == "ok") {
+        assert_eq!(r["metrics"]["total"], 7, "8 test images, one corrupt");
+        assert_eq!(r["skipped_images"].as_array().unwrap().len(), 1);
+        assert!(r["skipped_images"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("River_4.png"));
+    }
+    // --deep verify names it too.
+    let out = env.run(&["datasets", "verify", "eurosat", "--data-root", "DATA", "--deep"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 images do not decode"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn the_feature_cache_serves_frozen_encoders_with_the_numbers_of_encoding_every_time() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    tiny_lock(&env);
+    let text = real_data_suite("eurosat");
+    let suite = env.write_suite("f.toml", &text);
+    let s = suite.to_str().unwrap();
+    let out = env.run(&["run", s, "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&[
+        "run",
+        s,
+        "--data-root",
+        "DATA",
+        "--store",
+        "plain",
+        "--no-feature-cache",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cached = record_values(&env, "tiny");
+    let origins: Vec<&str> = cached.iter().map(|r| r["features"].as_str().unwrap()).collect();
+    // One computation of EuroSAT's test features; every other evaluation reads them.
+    assert_eq!(origins.iter().filter(|&&o| o == "computed").count(), 1, "{origins:?}");
+    assert_eq!(origins.iter().filter(|&&o| o == "cached").count(), cached.len() - 1);
+    let plain_dir = env.path("plain/tiny/records");
+    for r in &cached {
+        let key = r["key"].as_str().unwrap();
+        let p: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(plain_dir.join(format!("{key}.json"))).unwrap()).unwrap();
+        assert_eq!(p["features"], "encoded");
+        assert_eq!(p["metrics"]["correct"], r["metrics"]["correct"], "cell {key}");
+        assert_eq!(p["per_class"], r["per_class"], "cell {key}");
+    }
+    let files: Vec<_> = std::fs::read_dir(env.path("cache/features")).unwrap().collect();
+    assert_eq!(files.len(), 1);
+}
+
+#[test]
+fn a_dataset_declared_in_the_suite_runs_and_verifies_without_the_lock_knowing_it() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    std::fs::rename(env.path("DATA/eurosat"), env.path("DATA/my-fields")).unwrap();
+    tiny_lock(&env);
+    let decl = "[datasets.fields]\nfolder = \"my-fields\"\nsplit_file = \"split_zhou_EuroSAT.json\"\n\
+                image_dir = \"2750\"\ntemplate = \"an aerial photo of {}.\"\n\n[check]";
+    let text = real_data_suite("fields").replacen("[check]", decl, 1);
+    let suite = env.write_suite("own.toml", &text);
+    let s = suite.to_str().unwrap();
+    let out = env.run(&["run", s, "--data-root", "DATA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.records("tiny").len(), 6);
+    let out = env.run(&["datasets", "describe", "fields", "--suite", s, "--data-root", "DATA"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("an aerial photo of {}."),
+        "{}",
+        stderr(&out)
+    );
+    // Without --suite the lock does not know it.
+    let out = env.run(&["datasets", "describe", "fields", "--data-root", "DATA"]);
+    assert!(stderr(&out).contains("unknown dataset `fields`"), "{}", stderr(&out));
+    // A declaration that disagrees with the lock's is refused.
+    let lock = std::fs::read_to_string(env.path("datasets.lock")).unwrap()
+        + "[user_datasets.fields]\nfolder = \"other\"\nsplit_file = \"s.json\"\nimage_dir = \"\"\ntemplate = \"{}\"\n";
+    std::fs::write(env.path("datasets.lock"), lock).unwrap();
+    let out = env.run(&["plan", s, "--data-root", "DATA"]);
+    assert!(
+        stderr(&out).contains("declares dataset `fields` differently"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn verify_names_changed_class_names_and_changed_image_files() {
+    let env = Env::new();
+    // A miniature ImageNet-Sketch: wnid folders + classnames.txt.
+    let sk = env.path("DATA/imagenet-sketch");
+    for (k, wnid) in ["n01440764", "n01443537"].iter().enumerate() {
+        std::fs::create_dir_all(sk.join("images").join(wnid)).unwrap();
+        for i in 0..2 {
+            image::RgbImage::from_pixel(9, 9, image::Rgb([k as u8 * 90, i * 50, 7]))
+                .save(sk.join("images").join(wnid).join(format!("sketch_{i}.JPEG.png")))
+                .unwrap();
+        }
+    }
+    std::fs::write(sk.join("classnames.txt"), "n01440764 tench\nn01443537 goldfish\n").unwrap();
+    std::fs::write(env.path("datasets.lock"), "version = 1\n").unwrap();
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["datasets", "verify", "imagenet_sketch", "--data-root", "DATA"];
+        args.extend(extra);
+        let out = env.run(&args);
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let out = env.run(&["datasets", "lock", "imagenet_sketch", "--data-root", "DATA", "--deep"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lock = std::fs::read_to_string(env.path("datasets.lock")).unwrap();
+    assert!(
+        lock.contains("classnames_sha256") && lock.contains("images_sha256"),
+        "{lock}"
+    );
+    assert!(verify(&["--deep"]).0);
+    // Same folders, another name for a class: the prompts change, so the pin must say so.
+    std::fs::write(sk.join("classnames.txt"), "n01440764 tench fish\nn01443537 goldfish\n").unwrap();
+    let (ok, text) = verify(&[]);
+    assert!(!ok && text.contains("classnames.txt changed"), "{text}");
+    std::fs::write(sk.join("classnames.txt"), "n01440764 tench\nn01443537 goldfish\n").unwrap();
+    // An image rewritten in place: only --deep reads the files.
+    image::RgbImage::from_pixel(9, 9, image::Rgb([1, 2, 3]))
+        .save(sk.join("images/n01440764/sketch_0.JPEG.png"))
+        .unwrap();
+    assert!(verify(&[]).0);
+    let (ok, text) = verify(&["--deep"]);
+    assert!(!ok && text.contains("image files changed"), "{text}");
+}

@@ -61,29 +61,42 @@ pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>)
     Ok(())
 }
 
-/// Rough work of a cell: (training images processed, test images scored), from the embedded
-/// datasets' sizes.
-fn work_of(suite: &Suite, c: &crate::suite::cells::Cell) -> (usize, usize) {
+/// Rough work of a cell: (training images processed, test images scored), from the datasets'
+/// sizes (the embedded ones by definition, the others as read to key the cells).
+fn work_of(suite: &Suite, digests: &crate::runner::SuiteDigests, c: &crate::suite::cells::Cell) -> (usize, usize) {
     let s = &c.spec;
-    let classes = |name: &str, which: Subsample| {
-        world_dataset(name).map_or(0, |d| subsample_labels(d.classes().len(), which).len())
+    let count = |items: &[crate::data::Datum], labels: &[usize], cap: usize| -> usize {
+        labels
+            .iter()
+            .map(|l| items.iter().filter(|d| d.label == *l).count().min(cap))
+            .sum()
     };
-    let test_per_class = |name: &str| world_dataset(name).map_or(0, |d| d.per_class[2]);
+    // (training images per epoch at `shots`, test images) of a dataset's `which` half.
+    let sizes = |name: &str, which: Subsample, shots: usize| -> (usize, usize) {
+        if let Some(d) = digests.datasets.get(name) {
+            let labels = subsample_labels(d.classnames.len(), which);
+            return (count(&d.train, &labels, shots), count(&d.test, &labels, usize::MAX));
+        }
+        world_dataset(name).map_or((0, 0), |d| {
+            let n = subsample_labels(d.classes().len(), which).len();
+            (n * d.per_class[0].min(shots), n * d.per_class[2])
+        })
+    };
     let mc = &suite.methods[&s.method];
     let train = match (s.phase, mc.training()) {
         (Phase::Train, Some((_, epochs, _))) => {
-            let per_class = world_dataset(&s.dataset).map_or(0, |d| d.per_class[0].min(s.shots));
-            epochs.for_shots(s.shots).unwrap_or(0) * per_class * classes(&s.dataset, s.train_classes)
+            epochs.for_shots(s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
         }
         _ => 0,
     };
     let target = s.target.as_deref().unwrap_or(&s.dataset);
-    (train, test_per_class(target) * classes(target, s.target_classes))
+    (train, sizes(target, s.target_classes, 0).1)
 }
 
 pub fn plan(a: &PlanArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
+    let digests = digests(&suite, &a.store)?;
+    let plan = Plan::new(&suite, &digests);
     let store = Store::open_read(&a.store.store, &suite.name);
     let cells = plan.select(&a.only);
     // Seconds per training image and per test image, measured from this store's records.
@@ -114,7 +127,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
     let mut rows = Vec::new();
     let (mut done, mut missing, mut failed, mut est) = (0, 0, 0, 0.0);
     for (c, st) in cells.iter().zip(&statuses) {
-        let (tr, ev) = work_of(&suite, c);
+        let (tr, ev) = work_of(&suite, &digests, c);
         let status = match st {
             Some(Status::Ok) => {
                 done += 1;
@@ -242,7 +255,8 @@ fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: 
 
 pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     let suite = Suite::load(&a.suite)?;
-    let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
+    let digests = digests(&suite, &a.store)?;
+    let plan = Plan::new(&suite, &digests);
     let store = Store::open_read(&a.store.store, &suite.name);
     let data = gather(&plan, &store)?;
     if !data.missing.is_empty() || !data.failed.is_empty() {

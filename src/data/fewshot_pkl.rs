@@ -58,7 +58,11 @@ fn datum(path: &Path, split: &str, i: usize, v: &Value) -> Result<PklDatum> {
     Ok(PklDatum { impath, label })
 }
 
-fn split_of(path: &Path, top: &std::collections::BTreeMap<HashableValue, Value>, key: &str) -> Result<Option<Vec<PklDatum>>> {
+fn split_of(
+    path: &Path,
+    top: &std::collections::BTreeMap<HashableValue, Value>,
+    key: &str,
+) -> Result<Option<Vec<PklDatum>>> {
     match top.get(&HashableValue::String(key.into())) {
         None => Ok(None),
         Some(Value::List(items)) => items
@@ -82,7 +86,10 @@ fn match_items(path: &Path, split: &str, root: &Path, items: &[Datum], pkl: &[Pk
     let mut by_rel: HashMap<String, usize> = HashMap::with_capacity(items.len());
     for (i, d) in items.iter().enumerate() {
         let rel = d.path.strip_prefix(root).unwrap_or(&d.path);
-        let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let rel: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         by_rel.insert(rel.join("/"), i);
     }
     pkl.iter()

@@ -160,9 +160,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let p = dir.join(format!("{i}.png"));
-                RgbImage::from_fn(20 + i as u32, 16, |x, y| image::Rgb([x as u8 * 9, y as u8 * 11, i as u8 * 40]))
-                    .save(&p)
-                    .unwrap();
+                RgbImage::from_fn(20 + i as u32, 16, |x, y| {
+                    image::Rgb([x as u8 * 9, y as u8 * 11, i as u8 * 40])
+                })
+                .save(&p)
+                .unwrap();
                 p
             })
             .collect()

@@ -26,7 +26,13 @@ pub fn entry_of(ds: &Dataset, images_sha256: Option<String>) -> DatasetEntry {
 
 /// Every distinct image the splits list, sorted.
 fn images_of(ds: &Dataset) -> Vec<PathBuf> {
-    let set: BTreeSet<&PathBuf> = ds.train.iter().chain(&ds.val).chain(&ds.test).map(|d| &d.path).collect();
+    let set: BTreeSet<&PathBuf> = ds
+        .train
+        .iter()
+        .chain(&ds.val)
+        .chain(&ds.test)
+        .map(|d| &d.path)
+        .collect();
     set.into_iter().cloned().collect()
 }
 
@@ -132,7 +138,12 @@ pub fn verify_one(root: &Path, def: &DatasetDef, lock: &Lock, deep: bool) -> (Ve
     }
     let mut images_sha256 = None;
     if deep {
-        problems.extend(deep_findings(root, &ds, lock.datasets.get(&def.name), &mut images_sha256));
+        problems.extend(deep_findings(
+            root,
+            &ds,
+            lock.datasets.get(&def.name),
+            &mut images_sha256,
+        ));
     }
     (problems, Some(entry_of(&ds, images_sha256)))
 }
@@ -152,7 +163,11 @@ fn deep_findings(root: &Path, ds: &Dataset, pin: Option<&DatasetEntry>, digest: 
     }
     let corrupt: Vec<(PathBuf, String)> = files
         .par_iter()
-        .filter_map(|p| crate::clip::preprocess::load_rgb(p).err().map(|e| (p.clone(), e.to_string())))
+        .filter_map(|p| {
+            crate::clip::preprocess::load_rgb(p)
+                .err()
+                .map(|e| (p.clone(), e.to_string()))
+        })
         .collect();
     if let Some((_, first)) = corrupt.first() {
         out.push(format!(
