@@ -688,7 +688,14 @@ impl<'a, B: Backend> CellContext<'a, B> {
             "weights_sha256": self.weights_digest,
             "data": { s.dataset.clone(): ds.digest() },
         });
-        let mut method = mc.build(&self.clip, &self.tok, &classnames, ds.def.imagenet_like, s.seed)?;
+        let mut method = mc.build(
+            &self.clip,
+            &self.tok,
+            &classnames,
+            &ds.def.template,
+            ds.def.imagenet_like,
+            s.seed,
+        )?;
         record.timings.load_s = t_load.elapsed().as_secs_f64();
 
         let (eval_ds, eval_labels) = match s.phase {
@@ -805,6 +812,9 @@ impl<'a, B: Backend> CellContext<'a, B> {
             }
             sums[epoch].0 += loss;
             sums[epoch].1 += 1;
+            if batch_epoch.get(b + 1) != Some(&epoch) {
+                method.end_epoch(epoch, epochs)?;
+            }
             Ok(())
         })?;
         let steps = sums.iter().map(|x| x.1).sum();

@@ -86,7 +86,9 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
         },
     });
     let names: Vec<String> = ["dog", "cat", "sea lion"].iter().map(|s| s.to_string()).collect();
-    let mut m: Box<dyn PromptMethod<AB>> = cfg.build(&clip.model, &clip.tokenizer, &names, false, 7).unwrap();
+    let mut m: Box<dyn PromptMethod<AB>> = cfg
+        .build(&clip.model, &clip.tokenizer, &names, "a photo of a {}.", false, 7)
+        .unwrap();
     let ctx0 = m.save_artifact()["ctx"].clone();
     let size = 32; // the fixture's image size
     for step in 0..3 {
@@ -102,7 +104,9 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
     assert!(ctx0.1 != ctx1.1, "the context did not move");
     assert!(clip.model.to_hf_tensors() == before, "a backbone tensor changed");
     // The artifact round-trips into a fresh instance (GRAM's initialisation seam).
-    let mut m2 = cfg.build(&clip.model, &clip.tokenizer, &names, false, 8).unwrap();
+    let mut m2 = cfg
+        .build(&clip.model, &clip.tokenizer, &names, "a photo of a {}.", false, 8)
+        .unwrap();
     m2.load_artifact(&m.save_artifact()).unwrap();
     assert_eq!(m2.save_artifact(), m.save_artifact());
 }

@@ -7,6 +7,7 @@
 use burn::module::{Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
@@ -15,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
+use super::zeroshot::class_features;
 use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer};
@@ -154,8 +156,49 @@ pub fn encode_prompts<B: Backend>(
     Clip::normalize(clip.text_features(clip.text_model.forward_pooled(embeds, &p.eos, None)))
 }
 
+/// ProGrad's update direction: `g − λ (g · ĝ_kd) ĝ_kd` when `g · g_kd < 0`, else `g` unchanged.
+pub fn project_conflict<B: Backend, const D: usize>(g: Tensor<B, D>, g_kd: Tensor<B, D>, lambda: f64) -> Tensor<B, D> {
+    let dot: f32 = (g.clone() * g_kd.clone()).sum().into_scalar().elem();
+    let kd_sq: f32 = g_kd.clone().powi_scalar(2).sum().into_scalar().elem();
+    if dot >= 0.0 || kd_sq <= 0.0 {
+        return g;
+    }
+    g - g_kd.mul_scalar(lambda * dot as f64 / kd_sq as f64)
+}
+
+/// The initial context `[sets, M, width]` and the placeholder string its prompts are tokenized with:
+/// the token embeddings of `ctx_init` (which must be M tokens), or N(0, std²) drawn on the host
+/// (seeded, so a cell's init does not depend on the backend's RNG) with "X X … X".
+pub fn init_context<B: Backend>(
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    ctx_init: &str,
+    m: usize,
+    sets: usize,
+    init_std: f64,
+    seed: u64,
+) -> Result<(String, Tensor<B, 3>)> {
+    let device = clip.logit_scale.val().device();
+    let width = clip.text_model.token_embedding.dims()[1];
+    if ctx_init.is_empty() {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let data = TensorData::new(normal(&mut rng, sets * m * width, init_std), [sets, m, width]);
+        return Ok((vec!["X"; m].join(" "), Tensor::<B, 3>::from_data(data, &device)));
+    }
+    let init = ctx_init.replace('_', " ");
+    let n = tok.tokens(&init)?.len();
+    if n != m {
+        return Err(Error::Config(format!(
+            "ctx_init {ctx_init:?} is {n} tokens but n_ctx = {m}; they must match"
+        )));
+    }
+    let ids = tok.encode_padded(&[init.as_str()])?;
+    let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
+    Ok((init, emb.narrow(1, 1, m)))
+}
+
 /// `n` draws of N(0, std²) (Box–Muller), so the init is the same on every backend.
-fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
+pub fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let u1: f64 = 1.0 - rng.random::<f64>();
@@ -165,8 +208,25 @@ fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
         .collect()
 }
 
+/// What a CoOp-family method adds to CoOp's cross-entropy step, against the zero-shot prior (the
+/// frozen CLIP's features of the dataset's hand-crafted template for the training classes).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prior {
+    /// CoOp: cross-entropy alone.
+    None,
+    /// KgCoOp (Yao et al., CVPR'23): `CE + weight · (1 − mean_c cos(w_c, w_c^clip))`.
+    KnowledgeGuided { weight: f64 },
+    /// ProGrad (Zhu et al., ICCV'23): the CE gradient `g` and the gradient `g_kd` of the
+    /// distillation loss `−Σ softmax(z_clip/T) · log_softmax(z/T) · T²` (batch mean); when they
+    /// conflict (`g · g_kd < 0`), `g ← g − λ (g · ĝ_kd) ĝ_kd` before the optimizer step.
+    Projected { lambda: f64, temperature: f64 },
+}
+
 pub struct CoOp<B: AutodiffBackend> {
     config: CoOpConfig,
+    prior: Prior,
+    /// Normalized hand-crafted text features of the training classes (KgCoOp, ProGrad).
+    zs_text: Option<Tensor<B, 2>>,
     placeholder: String,
     prompt: Option<CoOpPrompt<B>>,
     optim: OptimizerAdaptor<Sgd<B::InnerBackend>, CoOpPrompt<B>, B>,
@@ -183,32 +243,33 @@ impl<B: AutodiffBackend> CoOp<B> {
         classnames: &[String],
         seed: u64,
     ) -> Result<Self> {
-        let device = clip.logit_scale.val().device();
-        let width = clip.text_model.token_embedding.dims()[1];
+        Self::with_prior(config, Prior::None, clip, tok, classnames, "", seed)
+    }
+
+    /// A CoOp-family method: CoOp's prompt learner with `prior`, whose zero-shot features use the
+    /// training dataset's hand-crafted `template`.
+    pub fn with_prior(
+        config: CoOpConfig,
+        prior: Prior,
+        clip: &Clip<B>,
+        tok: &ClipTokenizer,
+        classnames: &[String],
+        template: &str,
+        seed: u64,
+    ) -> Result<Self> {
+        let sets = if config.csc { classnames.len() } else { 1 };
         let m = config.n_ctx;
-        let (placeholder, ctx) = if config.ctx_init.is_empty() {
-            let sets = if config.csc { classnames.len() } else { 1 };
-            // Seeded on the host so a cell's init does not depend on the backend's RNG.
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let data = TensorData::new(normal(&mut rng, sets * m * width, config.init_std), [sets, m, width]);
-            (vec!["X"; m].join(" "), Tensor::<B, 3>::from_data(data, &device))
-        } else {
-            let init = config.ctx_init.replace('_', " ");
-            let n = tok.tokens(&init)?.len();
-            if n != m {
-                return Err(Error::Config(format!(
-                    "coop: ctx_init {:?} is {n} tokens but n_ctx = {m}; they must match",
-                    config.ctx_init
-                )));
-            }
-            let ids = tok.encode_padded(&[init.as_str()])?;
-            let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
-            (init, emb.narrow(1, 1, m))
-        };
+        let (placeholder, ctx) = init_context(clip, tok, &config.ctx_init, m, sets, config.init_std, seed)?;
         let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
+        let zs_text = match prior {
+            Prior::None => None,
+            _ => Some(class_features(clip, tok, &[template.to_string()], classnames)?.detach()),
+        };
         Ok(Self {
             optim: config.optim.burn_config().init(),
             config,
+            prior,
+            zs_text,
             placeholder,
             prompt: Some(CoOpPrompt {
                 ctx: Param::from_tensor(ctx.detach().require_grad()),
@@ -238,13 +299,48 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         transform: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32> {
         let prompt = self.prompt.take().expect("the prompt is only taken out during a step");
-        let text = encode_prompts(clip, prompt.ctx.val(), &self.train, self.config.class_token_position);
-        let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default()));
-        let logits = clip.logits_per_image(img, text);
-        let n = logits.dims()[1];
-        let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let value: f32 = loss.clone().into_scalar().elem();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &prompt);
+        let pos = self.config.class_token_position;
+        let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
+        let n = self.train.eos.len();
+        let target = batch.labels.one_hot(n).float();
+        let ce_of =
+            |text: Tensor<B, 2>| cross_entropy_with_logits(clip.logits_per_image(img.clone(), text), target.clone());
+        let (value, mut grads) = match (&self.prior, &self.zs_text) {
+            (Prior::KnowledgeGuided { weight }, Some(zs)) => {
+                let text = encode_prompts(clip, prompt.ctx.val(), &self.train, pos);
+                // Both sides are unit vectors: the row sums are the cosines.
+                let cos = (text.clone() * zs.clone()).sum_dim(1).mean();
+                let loss = ce_of(text) + cos.neg().add_scalar(1.0).mul_scalar(*weight);
+                let value: f32 = loss.clone().into_scalar().elem();
+                (value, GradientsParams::from_grads(loss.backward(), &prompt))
+            }
+            (Prior::Projected { lambda, temperature }, Some(zs)) => {
+                // burn's backward consumes the graph, so each loss gets its own text forward.
+                let t = *temperature;
+                let teacher = softmax(clip.logits_per_image(img.clone(), zs.clone()).div_scalar(t), 1).detach();
+                let student =
+                    clip.logits_per_image(img.clone(), encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
+                let kd = (teacher * log_softmax(student.div_scalar(t), 1))
+                    .sum_dim(1)
+                    .mean()
+                    .neg()
+                    .mul_scalar(t * t);
+                let g_kd = GradientsParams::from_grads(kd.backward(), &prompt);
+                let ce = ce_of(encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
+                let value: f32 = ce.clone().into_scalar().elem();
+                let mut g = GradientsParams::from_grads(ce.backward(), &prompt);
+                let id = prompt.ctx.id;
+                if let (Some(ga), Some(gb)) = (g.get::<B::InnerBackend, 3>(id), g_kd.get::<B::InnerBackend, 3>(id)) {
+                    g.register(id, project_conflict(ga, gb, *lambda));
+                }
+                (value, g)
+            }
+            _ => {
+                let loss = ce_of(encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
+                let value: f32 = loss.clone().into_scalar().elem();
+                (value, GradientsParams::from_grads(loss.backward(), &prompt))
+            }
+        };
         if let Some(t) = transform {
             grads = t.transform(grads);
         }

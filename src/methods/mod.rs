@@ -6,8 +6,12 @@
 //! method's prompt parameters from a saved artifact, and the [`GradientTransform`] passed to
 //! [`PromptMethod::train_step`] rewrites the gradients between backward and the optimizer step.
 
+pub mod cocoop;
 pub mod coop;
+pub mod coop_family;
+pub mod multimodal;
 pub mod optim;
+pub mod vpt;
 pub mod zeroshot;
 
 use std::collections::BTreeMap;
@@ -17,8 +21,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-pub use coop::{ClassTokenPosition, CoOp, CoOpConfig};
+pub use cocoop::{CoCoOp, CoCoOpConfig};
+pub use coop::{ClassTokenPosition, CoOp, CoOpConfig, Prior};
+pub use coop_family::{KgCoOpConfig, ProGradConfig};
+pub use multimodal::{IvlpConfig, MapleConfig, MultiModal, PromptSrcConfig};
 pub use optim::{Epochs, SgdConfig};
+pub use vpt::{Vpt, VptConfig};
 pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};
 
 use crate::clip::{Clip, ClipTokenizer};
@@ -30,6 +38,13 @@ use crate::error::Result;
 pub enum MethodConfig {
     Zeroshot(ZeroShotConfig),
     Coop(CoOpConfig),
+    Kgcoop(KgCoOpConfig),
+    Prograd(ProGradConfig),
+    Cocoop(CoCoOpConfig),
+    Vpt(VptConfig),
+    Maple(MapleConfig),
+    Ivlp(IvlpConfig),
+    Promptsrc(PromptSrcConfig),
 }
 
 impl MethodConfig {
@@ -37,6 +52,13 @@ impl MethodConfig {
         match self {
             MethodConfig::Zeroshot(_) => "zeroshot",
             MethodConfig::Coop(_) => "coop",
+            MethodConfig::Kgcoop(_) => "kgcoop",
+            MethodConfig::Prograd(_) => "prograd",
+            MethodConfig::Cocoop(_) => "cocoop",
+            MethodConfig::Vpt(_) => "vpt",
+            MethodConfig::Maple(_) => "maple",
+            MethodConfig::Ivlp(_) => "ivlp",
+            MethodConfig::Promptsrc(_) => "promptsrc",
         }
     }
 
@@ -44,6 +66,13 @@ impl MethodConfig {
         match self {
             MethodConfig::Zeroshot(_) => Ok(()),
             MethodConfig::Coop(c) => c.validate(),
+            MethodConfig::Kgcoop(c) => c.validate(),
+            MethodConfig::Prograd(c) => c.validate(),
+            MethodConfig::Cocoop(c) => c.validate(),
+            MethodConfig::Vpt(c) => c.validate(),
+            MethodConfig::Maple(c) => c.validate(),
+            MethodConfig::Ivlp(c) => c.validate(),
+            MethodConfig::Promptsrc(c) => c.validate(),
         }
     }
 
@@ -52,21 +81,53 @@ impl MethodConfig {
         match self {
             MethodConfig::Zeroshot(_) => None,
             MethodConfig::Coop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Kgcoop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Prograd(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Cocoop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Vpt(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Maple(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Ivlp(c) => Some((&c.optim, &c.epochs, c.batch_size)),
+            MethodConfig::Promptsrc(c) => Some((&c.optim, &c.epochs, c.batch_size)),
         }
     }
 
-    /// Instantiates the method for `classnames` (the training label space).
+    /// Instantiates the method for `classnames` (the training label space) of a dataset whose
+    /// hand-crafted template is `template`.
     pub fn build<B: AutodiffBackend>(
         &self,
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
+        template: &str,
         imagenet_like: bool,
         seed: u64,
     ) -> Result<Box<dyn PromptMethod<B>>> {
         Ok(match self {
             MethodConfig::Zeroshot(c) => Box::new(ZeroShot::new(c.clone(), imagenet_like)),
             MethodConfig::Coop(c) => Box::new(CoOp::new(c.clone(), clip, tok, classnames, seed)?),
+            MethodConfig::Kgcoop(c) => Box::new(CoOp::with_prior(
+                c.coop(),
+                c.prior(),
+                clip,
+                tok,
+                classnames,
+                template,
+                seed,
+            )?),
+            MethodConfig::Prograd(c) => Box::new(CoOp::with_prior(
+                c.coop(),
+                c.prior(),
+                clip,
+                tok,
+                classnames,
+                template,
+                seed,
+            )?),
+            MethodConfig::Cocoop(c) => Box::new(CoCoOp::new(c.clone(), clip, tok, classnames, seed)?),
+            MethodConfig::Vpt(c) => Box::new(Vpt::new(c.clone(), clip, tok, classnames, seed)?),
+            MethodConfig::Maple(c) => Box::new(MultiModal::maple(c, clip, tok, classnames, seed)?),
+            MethodConfig::Ivlp(c) => Box::new(MultiModal::ivlp(c, clip, tok, classnames, seed)?),
+            MethodConfig::Promptsrc(c) => Box::new(MultiModal::promptsrc(c, clip, tok, classnames, seed)?),
         })
     }
 }
@@ -110,6 +171,12 @@ pub trait PromptMethod<B: AutodiffBackend> {
         lr: f64,
         transform: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32>;
+
+    /// Called after the last step of each epoch (`epoch` 0-based of `epochs`); PromptSRC's Gaussian
+    /// prompt aggregation happens here.
+    fn end_epoch(&mut self, _epoch: usize, _epochs: usize) -> Result<()> {
+        Ok(())
+    }
 
     /// Prepares scoring against `classes` (for example, encodes the class prompts once).
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()>;

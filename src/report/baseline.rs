@@ -46,6 +46,13 @@ pub fn published_method_name(kind: &str) -> &'static str {
     match kind {
         "zeroshot" => "CLIP",
         "coop" => "CoOp",
+        "kgcoop" => "KgCoOp",
+        "prograd" => "ProGrad",
+        "cocoop" => "CoCoOp",
+        "vpt" => "VPT",
+        "maple" => "MaPLe",
+        "ivlp" => "IVLP",
+        "promptsrc" => "PromptSRC",
         _ => "",
     }
 }

@@ -1,0 +1,212 @@
+//! VPT (Jia et al., ECCV'22) as the MaPLe repository runs it on CLIP: `n_ctx` learnable visual
+//! tokens N(0, σ²) appended after the patch tokens at the input (shallow, `depth = 1`), and for
+//! `depth > 1` each block `1 … depth−1` replaces those tokens with its own learnable ones (deep).
+//! The text side is CLIP's, frozen, on a fixed hand-crafted prompt.
+
+use burn::module::{AutodiffModule, Module, Param};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::loss::cross_entropy_with_logits;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::coop::normal;
+use super::optim::{Epochs, SgdConfig};
+use super::zeroshot::class_features;
+use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VptConfig {
+    /// Visual prompt tokens per layer.
+    pub n_ctx: usize,
+    /// Layers with prompts: 1 = shallow; up to the vision encoder's depth (12 for ViT-B/16) = deep.
+    pub depth: usize,
+    pub init_std: f64,
+    /// The frozen text prompt, `{}` = the class name (the reference: "a photo of a {}.").
+    pub text_template: String,
+    pub batch_size: usize,
+    pub epochs: Epochs,
+    pub optim: SgdConfig,
+}
+
+impl VptConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.n_ctx == 0 || self.depth == 0 || self.batch_size == 0 {
+            return Err("n_ctx, depth and batch_size must be positive".into());
+        }
+        if !self.text_template.contains("{}") {
+            return Err(format!(
+                "text_template {:?} has no {{}} for the class name",
+                self.text_template
+            ));
+        }
+        self.epochs.validate()?;
+        self.optim.validate()
+    }
+}
+
+/// `layers[0]` is the input (shallow) prompt, `layers[i]` the one entering block `i`; each `[1, n, width]`.
+#[derive(Module, Debug)]
+pub struct VisualPrompts<B: Backend> {
+    pub layers: Vec<Param<Tensor<B, 3>>>,
+}
+
+impl<B: Backend> VisualPrompts<B> {
+    pub fn inputs(&self) -> VisionPrompts<B> {
+        VisionPrompts {
+            shallow: self.layers.first().map(|p| p.val()),
+            deep: (0..self.layers.len())
+                .map(|i| (i > 0).then(|| self.layers[i].val()))
+                .collect(),
+        }
+    }
+}
+
+/// Artifact name of layer `i`'s prompt (the MaPLe repository's parameter names).
+fn layer_name(i: usize) -> String {
+    if i == 0 {
+        "image_encoder.VPT".into()
+    } else {
+        format!("image_encoder.transformer.resblocks.{i}.VPT_shallow")
+    }
+}
+
+pub struct Vpt<B: AutodiffBackend> {
+    config: VptConfig,
+    prompts: Option<VisualPrompts<B>>,
+    optim: OptimizerAdaptor<Sgd<B::InnerBackend>, VisualPrompts<B>, B>,
+    /// Normalized text features of the training classes (frozen).
+    train_text: Tensor<B, 2>,
+    eval: Option<(VisualPrompts<B::InnerBackend>, Tensor<B::InnerBackend, 2>)>,
+}
+
+impl<B: AutodiffBackend> Vpt<B> {
+    pub fn new(
+        config: VptConfig,
+        clip: &Clip<B>,
+        tok: &ClipTokenizer,
+        classnames: &[String],
+        seed: u64,
+    ) -> Result<Self> {
+        let layers = clip.vision_model.encoder.layers.len();
+        if config.depth > layers {
+            return Err(Error::Config(format!(
+                "vpt: depth {} exceeds the vision encoder's {layers} layers",
+                config.depth
+            )));
+        }
+        let device = clip.logit_scale.val().device();
+        let width = clip.vision_model.class_embedding.dims()[0];
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let layers = (0..config.depth)
+            .map(|_| {
+                let data = TensorData::new(
+                    normal(&mut rng, config.n_ctx * width, config.init_std),
+                    [1, config.n_ctx, width],
+                );
+                Param::from_tensor(Tensor::<B, 3>::from_data(data, &device).require_grad())
+            })
+            .collect();
+        let train_text = class_features(clip, tok, &[config.text_template.clone()], classnames)?.detach();
+        Ok(Self {
+            optim: config.optim.burn_config().init(),
+            config,
+            prompts: Some(VisualPrompts { layers }),
+            train_text,
+            eval: None,
+        })
+    }
+
+    fn prompts(&self) -> &VisualPrompts<B> {
+        self.prompts
+            .as_ref()
+            .expect("the prompts are only taken out during a step")
+    }
+}
+
+impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
+    fn trainable(&self) -> bool {
+        true
+    }
+
+    fn train_step(
+        &mut self,
+        clip: &Clip<B>,
+        batch: Batch<B>,
+        lr: f64,
+        transform: Option<&mut dyn GradientTransform<B>>,
+    ) -> Result<f32> {
+        let prompts = self
+            .prompts
+            .take()
+            .expect("the prompts are only taken out during a step");
+        let img = clip.encode_image(batch.pixels, &prompts.inputs());
+        let logits = clip.logits_per_image(img, self.train_text.clone());
+        let n = logits.dims()[1];
+        let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
+        let value: f32 = loss.clone().into_scalar().elem();
+        let mut grads = GradientsParams::from_grads(loss.backward(), &prompts);
+        if let Some(t) = transform {
+            grads = t.transform(grads);
+        }
+        self.prompts = Some(self.optim.step(lr, prompts, grads));
+        Ok(value)
+    }
+
+    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
+        let text = class_features(clip, tok, &[self.config.text_template.clone()], classes.names)?;
+        self.eval = Some((self.prompts().valid(), text));
+        Ok(())
+    }
+
+    fn eval_logits(
+        &self,
+        clip: &Clip<B::InnerBackend>,
+        pixels: Tensor<B::InnerBackend, 4>,
+    ) -> Tensor<B::InnerBackend, 2> {
+        let (prompts, text) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
+        clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs()), text.clone())
+    }
+
+    fn save_artifact(&self) -> PromptArtifact {
+        self.prompts()
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let d = p.val().inner().into_data().convert::<f32>();
+                (
+                    layer_name(i),
+                    (d.shape.to_vec(), d.to_vec::<f32>().expect("converted to f32")),
+                )
+            })
+            .collect()
+    }
+
+    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
+        let device = self.train_text.device();
+        let mut layers = Vec::new();
+        for (i, p) in self.prompts().layers.iter().enumerate() {
+            let name = layer_name(i);
+            let (shape, data) = artifact
+                .get(&name)
+                .ok_or_else(|| Error::Input(format!("vpt artifact has no `{name}`")))?;
+            let cur = p.dims();
+            if shape.as_slice() != cur {
+                return Err(Error::Input(format!(
+                    "vpt artifact `{name}` has shape {shape:?}, this prompt needs {cur:?}"
+                )));
+            }
+            let t = Tensor::<B, 3>::from_data(TensorData::new(data.clone(), cur), &device);
+            layers.push(Param::from_tensor(t.require_grad()));
+        }
+        self.prompts = Some(VisualPrompts { layers });
+        Ok(())
+    }
+}
