@@ -78,7 +78,8 @@ pub struct Lock {
     pub dir: PathBuf,
 }
 
-fn expand(s: &str) -> Result<String> {
+/// `${VAR}` expanded from the environment.
+pub fn expand(s: &str) -> Result<String> {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find("${") {

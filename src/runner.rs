@@ -234,6 +234,7 @@ pub fn cell_label(c: &Cell) -> String {
     let s = &c.spec;
     let target = match (&s.target, s.phase) {
         (Some(t), Phase::Eval) => format!(" → {t} ({})", s.target_classes.as_str()),
+        (_, Phase::Checkpoint) => " (released checkpoint)".to_string(),
         _ => String::new(),
     };
     format!(
@@ -719,10 +720,24 @@ impl<'a, B: Backend> CellContext<'a, B> {
                         return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
                     }
                     let t = Instant::now();
-                    record.train = Some(self.train(method.as_mut(), &mc, &train_items, s.shots, s.seed)?);
+                    record.train = Some(self.train(method.as_mut(), &mc, &train_items, &s.dataset, s.shots, s.seed)?);
                     record.timings.train_s = t.elapsed().as_secs_f64();
                     store.put_artifact(&cell.key, &method.save_artifact())?;
                 }
+                (ds.clone(), labels)
+            }
+            Phase::Checkpoint => {
+                let path = s
+                    .checkpoint
+                    .as_deref()
+                    .ok_or_else(|| Error::Input("a checkpoint cell without a checkpoint".into()))?;
+                let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
+                method.load_artifact(&loaded)?;
+                store.put_artifact(&cell.key, &method.save_artifact())?;
+                digests["checkpoint"] = json!({
+                    "path": path,
+                    "sha256": crate::lock::file_sha256(Path::new(path))?,
+                });
                 (ds.clone(), labels)
             }
             Phase::Eval => {
@@ -759,13 +774,14 @@ impl<'a, B: Backend> CellContext<'a, B> {
         method: &mut dyn PromptMethod<Ad<B>>,
         mc: &crate::methods::MethodConfig,
         items: &[Datum],
+        dataset: &str,
         shots: usize,
         seed: u64,
     ) -> Result<TrainSummary> {
         let (optim, epochs, batch_size) = mc
             .training()
             .ok_or_else(|| Error::Input("this method does not train".into()))?;
-        let epochs = epochs.for_shots(shots).map_err(Error::Config)?;
+        let epochs = epochs.resolve(dataset, shots).map_err(Error::Config)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa09_5eed);
         let mut order: Vec<usize> = (0..items.len()).collect();
         // Dassl drops the last incomplete batch when the data hold at least one full batch.

@@ -247,3 +247,29 @@ fn nothing_is_written_next_to_the_model() {
         .collect();
     assert_eq!(before.len(), after.len());
 }
+
+#[test]
+fn every_committed_suite_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let out = Command::new(env!("CARGO_BIN_EXE_gram-bench"))
+                .args(["validate", p.to_str().unwrap()])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .env_remove("GRAM_BENCH_DATA")
+                .env_remove("DATA")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "the smoke suite and the four paper tables");
+}

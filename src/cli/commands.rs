@@ -24,6 +24,21 @@ fn digests(suite: &Suite, s: &StoreArgs) -> Result<crate::runner::SuiteDigests> 
     )
 }
 
+/// Digests for counting cells when the real ones cannot be read (no data root, backbone not pinned).
+struct Unresolved;
+
+impl crate::suite::cells::Digests for Unresolved {
+    fn backbone(&self) -> String {
+        "unresolved".into()
+    }
+    fn dataset(&self, name: &str) -> String {
+        format!("{name}@unresolved")
+    }
+    fn fewshot(&self, _: &str, _: usize, _: u64) -> String {
+        "unresolved".into()
+    }
+}
+
 fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
     s.cache.clone().unwrap_or_else(default_cache_dir)
 }
@@ -45,7 +60,19 @@ pub fn list(dir: &Path) -> Result<()> {
 pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>) -> Result<()> {
     let suite = Suite::load(path)?;
     let root = data_root_or_env(data_root);
-    let plan = Plan::new(&suite, &digests_for(&suite, &Lock::load(lock)?, root.as_deref())?);
+    // Keys need the data and the pinned backbone; without them the suite is still checked and its
+    // cells counted, and the output says what is missing.
+    let lock = Lock::load(lock)?;
+    let known = lock.with_suite(&suite)?;
+    for x in &suite.experiments {
+        for d in x.datasets.iter().chain(&x.targets) {
+            crate::data::check_dataset_name(d, &known).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        }
+    }
+    let (plan, unresolved) = match digests_for(&suite, &lock, root.as_deref()) {
+        Ok(d) => (Plan::new(&suite, &d), None),
+        Err(e) => (Plan::new(&suite, &Unresolved), Some(e)),
+    };
     for p in &suite.published {
         crate::report::baseline::load_published(Path::new(p))?;
     }
@@ -58,6 +85,9 @@ pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>)
         suite.methods.len(),
         plan.cells.len()
     );
+    if let Some(e) = unresolved {
+        println!("  cell keys not computed here: {e}");
+    }
     Ok(())
 }
 
@@ -85,7 +115,7 @@ fn work_of(suite: &Suite, digests: &crate::runner::SuiteDigests, c: &crate::suit
     let mc = &suite.methods[&s.method];
     let train = match (s.phase, mc.training()) {
         (Phase::Train, Some((_, epochs, _))) => {
-            epochs.for_shots(s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
+            epochs.resolve(&s.dataset, s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
         }
         _ => 0,
     };

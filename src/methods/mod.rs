@@ -11,6 +11,7 @@ pub mod coop;
 pub mod coop_family;
 pub mod multimodal;
 pub mod optim;
+pub mod released;
 pub mod vpt;
 pub mod zeroshot;
 

@@ -59,29 +59,34 @@ impl SgdConfig {
 #[serde(untagged)]
 pub enum Epochs {
     Fixed(usize),
-    PerShots(BTreeMap<String, usize>),
+    /// Keyed by dataset name, shot count or `default`, looked up in that order; values may be
+    /// tables themselves: `{ imagenet = 50, 1 = 50, 2 = 100, 4 = 100, 8 = 200, 16 = 200 }`.
+    Table(BTreeMap<String, Epochs>),
 }
 
 impl Epochs {
-    pub fn for_shots(&self, shots: usize) -> Result<usize, String> {
+    /// Epochs of a cell training on `dataset` with `shots` per class.
+    pub fn resolve(&self, dataset: &str, shots: usize) -> Result<usize, String> {
         match self {
             Epochs::Fixed(n) => Ok(*n),
-            Epochs::PerShots(m) => m
-                .get(&shots.to_string())
-                .copied()
-                .ok_or_else(|| format!("epochs has no entry for {shots} shots")),
+            Epochs::Table(m) => m
+                .get(dataset)
+                .or_else(|| m.get(&shots.to_string()))
+                .or_else(|| m.get("default"))
+                .ok_or_else(|| format!("epochs has no entry for dataset `{dataset}`, {shots} shots or `default`"))?
+                .resolve(dataset, shots),
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
         let ok = match self {
             Epochs::Fixed(n) => *n > 0,
-            Epochs::PerShots(m) => !m.is_empty() && m.iter().all(|(k, v)| k.parse::<usize>().is_ok() && *v > 0),
+            Epochs::Table(m) => !m.is_empty() && m.values().all(|v| v.validate().is_ok()),
         };
         if ok {
             Ok(())
         } else {
-            Err("epochs must be a positive number or a table { shots = epochs } of them".into())
+            Err("epochs must be a positive number or a table of them keyed by dataset, shot count or `default`".into())
         }
     }
 }
@@ -107,10 +112,18 @@ mod tests {
     }
 
     #[test]
-    fn epochs_per_shot_count() {
-        let e: Epochs = toml::from_str::<BTreeMap<String, Epochs>>("e = { 1 = 50, 16 = 200 }").unwrap()["e"].clone();
-        assert_eq!(e.for_shots(16), Ok(200));
-        assert!(e.for_shots(4).is_err());
-        assert_eq!(Epochs::Fixed(3).for_shots(4), Ok(3));
+    fn epochs_by_dataset_then_shot_count_then_default() {
+        let parse = |t: &str| toml::from_str::<BTreeMap<String, Epochs>>(t).unwrap()["e"].clone();
+        let e = parse("e = { 1 = 50, 16 = 200 }");
+        assert_eq!(e.resolve("dtd", 16), Ok(200));
+        assert!(e.resolve("dtd", 4).is_err());
+        assert_eq!(Epochs::Fixed(3).resolve("dtd", 4), Ok(3));
+        // CoOp's few-shot schedule: ImageNet always 50.
+        let e = parse("e = { imagenet = 50, 1 = 50, 2 = 100, 4 = 100, 8 = 200, 16 = 200 }");
+        assert_eq!(e.resolve("imagenet", 16), Ok(50));
+        assert_eq!(e.resolve("food101", 2), Ok(100));
+        let e = parse("e = { imagenet = 50, default = 200 }");
+        assert_eq!(e.resolve("eurosat", 16), Ok(200));
+        assert!(parse("e = { imagenet = 0 }").validate().is_err());
     }
 }

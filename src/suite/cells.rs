@@ -22,6 +22,8 @@ pub enum Phase {
     Train,
     /// Test a trained cell's prompt on `target` (another half, dataset or domain).
     Eval,
+    /// Load a released prompt checkpoint (no training) and test it like a train cell.
+    Checkpoint,
 }
 
 impl Phase {
@@ -29,6 +31,7 @@ impl Phase {
         match self {
             Phase::Train => "train",
             Phase::Eval => "eval",
+            Phase::Checkpoint => "checkpoint",
         }
     }
 }
@@ -46,6 +49,9 @@ pub struct CellSpec {
     /// Eval cells: the dataset and classes tested.
     pub target: Option<String>,
     pub target_classes: Subsample,
+    /// Checkpoint cells (and cells evaluating them): the released checkpoint's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// A cell with its key and the key of the train cell it depends on.
@@ -79,6 +85,13 @@ pub trait Digests {
     /// Where a train cell's K-shot subset comes from: `sampled`, or CoOp's cached file and its
     /// digest (so a cell trained on the reference's images never shares a key with a sampled one).
     fn fewshot(&self, dataset: &str, shots: usize, seed: u64) -> String;
+    /// A file's digest (`sha256:…`, or `missing`), for released checkpoints.
+    fn file(&self, path: &str) -> String {
+        match crate::lock::file_sha256(std::path::Path::new(path)) {
+            Ok(d) => format!("sha256:{d}"),
+            Err(_) => "missing".into(),
+        }
+    }
 }
 
 /// The plan of a suite: unique cells in run order (train before eval), and report slots.
@@ -132,6 +145,11 @@ pub fn cell_key(
         "data": data,
         "depends_on": depends_on,
     });
+    let mut v = v;
+    // Only checkpoint cells carry the field, so every other key stays as it was.
+    if let Some(p) = &spec.checkpoint {
+        v["checkpoint"] = json!(digests.file(p));
+    }
     hash(&v)
 }
 
@@ -154,9 +172,15 @@ impl Plan {
                                 Protocol::BaseToNew => Subsample::Base,
                                 _ => Subsample::All,
                             };
+                            let checkpoint = x.checkpoint_path(m, d, shots, seed);
                             let spec = CellSpec {
                                 method: m.clone(),
-                                phase: Phase::Train,
+                                phase: if checkpoint.is_some() {
+                                    Phase::Checkpoint
+                                } else {
+                                    Phase::Train
+                                },
+                                checkpoint,
                                 dataset: d.clone(),
                                 train_classes,
                                 shots,

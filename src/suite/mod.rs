@@ -136,6 +136,26 @@ pub struct Experiment {
     pub targets: Vec<String>,
     pub shots: Vec<usize>,
     pub seeds: Vec<u64>,
+    /// Released prompt checkpoints to evaluate instead of training: a path template with
+    /// `{method}`, `{dataset}`, `{shots}` and `{seed}` (and `${VAR}`), e.g.
+    /// `"${RELEASED}/coop/{dataset}/seed{seed}/prompt_learner/model.pth.tar-50"`. Its cells are
+    /// `checkpoint` cells: the file's tensors are loaded into the method and evaluated.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+}
+
+impl Experiment {
+    /// The checkpoint path of one cell, placeholders filled and variables expanded.
+    pub fn checkpoint_path(&self, method: &str, dataset: &str, shots: usize, seed: u64) -> Option<String> {
+        self.checkpoint.as_ref().map(|t| {
+            let filled = t
+                .replace("{method}", method)
+                .replace("{dataset}", dataset)
+                .replace("{shots}", &shots.to_string())
+                .replace("{seed}", &seed.to_string());
+            crate::lock::expand(&filled).unwrap_or(filled)
+        })
+    }
 }
 
 /// Where a line/column error points: `file:line:col: message`.
@@ -227,6 +247,21 @@ impl Suite {
             }
             if x.shots.contains(&0) {
                 return Err(format!("{at}: shots must be positive"));
+            }
+            if x.checkpoint.is_some() {
+                if let Some(m) = x.methods.iter().find(|m| self.methods[*m].training().is_none()) {
+                    return Err(format!("{at}: `{m}` has no parameters to load from a checkpoint"));
+                }
+            }
+            // A schedule that has no epoch count for a cell is an error now, not mid-run.
+            for m in &x.methods {
+                if let Some((_, epochs, _)) = self.methods[m].training() {
+                    for d in &x.datasets {
+                        for &k in &x.shots {
+                            epochs.resolve(d, k).map_err(|e| format!("{at}: methods.{m}: {e}"))?;
+                        }
+                    }
+                }
             }
             match x.protocol {
                 Protocol::FewShot | Protocol::BaseToNew if !x.targets.is_empty() => {

@@ -1,0 +1,65 @@
+//! Released prompt checkpoints: the PyTorch pickles the CoOp, CoCoOp and MaPLe repositories publish
+//! (`prompt_learner/model.pth.tar-N`, Dassl's `{"state_dict": …, "epoch": …, "optimizer": …}`), read
+//! with burn's PyTorch reader and mapped onto a method's parameters by name: a parameter `ctx` is the
+//! state-dict entry `ctx` or the one entry ending in `.ctx` (whole-model checkpoints prefix
+//! `prompt_learner.`); buffers such as `token_prefix` are ignored, and shapes must match (up to unit
+//! dimensions).
+
+use std::path::Path;
+
+use burn_store::pytorch::PytorchReader;
+
+use super::PromptArtifact;
+use crate::error::{Error, Result};
+
+/// The tensors of `path` that `expected` (a method's current artifact: names and shapes) needs.
+pub fn read(path: &Path, expected: &PromptArtifact) -> Result<PromptArtifact> {
+    let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
+    if !path.is_file() {
+        return Err(bad("the released checkpoint is not there".into()));
+    }
+    let reader = PytorchReader::with_top_level_key(path, "state_dict")
+        .or_else(|_| PytorchReader::new(path))
+        .map_err(|e| bad(format!("not a PyTorch checkpoint: {e}")))?;
+    let keys = reader.keys();
+    let mut out = PromptArtifact::new();
+    for (name, (shape, _)) in expected {
+        let suffix = format!(".{name}");
+        let hits: Vec<&String> = keys.iter().filter(|k| *k == name || k.ends_with(&suffix)).collect();
+        let key = match hits.as_slice() {
+            [k] => *k,
+            [] => {
+                let mut shown: Vec<&String> = keys.iter().collect();
+                shown.sort();
+                return Err(bad(format!(
+                    "no `{name}` for this method (the checkpoint has: {})",
+                    shown.iter().take(12).map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            many => {
+                // An exact name wins over suffix matches.
+                match many.iter().find(|k| **k == name) {
+                    Some(k) => *k,
+                    None => return Err(bad(format!("`{name}` is ambiguous: {many:?}"))),
+                }
+            }
+        };
+        let snap = reader.get(key).expect("listed key");
+        let data = snap
+            .to_data()
+            .map_err(|e| bad(format!("`{key}`: {e:?}")))?
+            .convert::<f32>();
+        // The references keep some prompts without the leading unit dimension ours have (CoOp's
+        // unified `ctx` is [M, width]; ours [1, M, width]): compare without unit dimensions.
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+        if squeeze(&data.shape) != squeeze(shape) {
+            return Err(bad(format!(
+                "`{key}` has shape {:?}, the method's `{name}` needs {shape:?} (another backbone or n_ctx?)",
+                data.shape
+            )));
+        }
+        let values = data.to_vec::<f32>().map_err(|e| bad(format!("`{key}`: {e:?}")))?;
+        out.insert(name.clone(), (shape.clone(), values));
+    }
+    Ok(out)
+}
