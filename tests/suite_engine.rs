@@ -369,8 +369,17 @@ fn a_backbone_from_the_lock_runs_on_the_world_and_a_wrong_digest_stops_the_run()
     assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
     let out = env.run(&["validate", s]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Without the pin the suite still validates (a paper suite before its backbone is pinned) and
+    // says why its keys cannot be computed; `run` refuses it.
     std::fs::remove_file(env.path("datasets.lock")).unwrap();
     let out = env.run(&["validate", s]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cell keys not computed here") && text.contains("backbone `tiny`"),
+        "{text}"
+    );
+    let out = env.run(&["run", s]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("backbone `tiny`"), "{}", stderr(&out));
 }
