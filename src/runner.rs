@@ -28,6 +28,7 @@ use crate::data::{dataset_def, few_shot_indices, relabel, subsample_labels, Data
 use crate::error::{Error, Result};
 use crate::features::{encode_images, FeatureCache, FeatureSet, FeatureSource};
 use crate::lock::{weights_digest, Lock};
+use crate::methods::linear_probe::Labelled;
 use crate::methods::{Batch, ClassSet, PromptMethod};
 use crate::store::{
     ClassAccuracy, Environment, FeatureOrigin, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA,
@@ -720,7 +721,14 @@ impl<'a, B: Backend> CellContext<'a, B> {
                         return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
                     }
                     let t = Instant::now();
-                    record.train = Some(self.train(method.as_mut(), &mc, &train_items, &s.dataset, s.shots, s.seed)?);
+                    if method.fits_features() {
+                        let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
+                        let val_items = relabel(&picked, &labels);
+                        record.train = Some(self.fit(method.as_mut(), &train_items, &val_items, record)?);
+                    } else {
+                        record.train =
+                            Some(self.train(method.as_mut(), &mc, &train_items, &s.dataset, s.shots, s.seed)?);
+                    }
                     record.timings.train_s = t.elapsed().as_secs_f64();
                     store.put_artifact(&cell.key, &method.save_artifact())?;
                 }
@@ -839,6 +847,47 @@ impl<'a, B: Backend> CellContext<'a, B> {
             steps,
             images: items.len(),
             epoch_loss: sums.iter().filter(|x| x.1 > 0).map(|(l, n)| l / *n as f32).collect(),
+            fit: None,
+        })
+    }
+
+    /// Fits a feature-fitted method on the frozen features (eval transform) of its training and
+    /// validation images.
+    fn fit(
+        &mut self,
+        method: &mut dyn PromptMethod<Ad<B>>,
+        train: &[Datum],
+        val: &[Datum],
+        record: &mut Record,
+    ) -> Result<TrainSummary> {
+        let labelled = |items: &[Datum], record: &mut Record| -> Result<Labelled> {
+            let paths: Vec<PathBuf> = items.iter().map(|d| d.path.clone()).collect();
+            let set = encode_images(
+                &self.clip_eval,
+                &self.pre,
+                &self.images,
+                &paths,
+                self.suite.eval.batch_size,
+                &self.device,
+            )?;
+            self.corrupt(set.bad.clone(), record)?;
+            let keep: Vec<usize> = (0..items.len()).filter(|&i| set.ok[i]).collect();
+            Ok(Labelled {
+                x: keep.iter().flat_map(|&i| set.row(i).to_vec()).collect(),
+                y: keep.iter().map(|&i| items[i].label).collect(),
+                dim: set.dim,
+            })
+        };
+        let tr = labelled(train, record)?;
+        let va = labelled(val, record)?;
+        let images = tr.y.len();
+        let fit = method.fit_features(tr, va, &self.device)?;
+        Ok(TrainSummary {
+            epochs: 0,
+            steps: 0,
+            images,
+            epoch_loss: Vec::new(),
+            fit: Some(fit),
         })
     }
 

@@ -71,6 +71,9 @@ pub struct TrainSummary {
     pub images: usize,
     /// Mean loss of each epoch.
     pub epoch_loss: Vec<f32>,
+    /// Methods fitted on features: what the fit chose (the linear probe's C).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

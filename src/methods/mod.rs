@@ -9,6 +9,7 @@
 pub mod cocoop;
 pub mod coop;
 pub mod coop_family;
+pub mod linear_probe;
 pub mod multimodal;
 pub mod optim;
 pub mod released;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use cocoop::{CoCoOp, CoCoOpConfig};
 pub use coop::{ClassTokenPosition, CoOp, CoOpConfig, Prior};
 pub use coop_family::{KgCoOpConfig, ProGradConfig};
+pub use linear_probe::{LinearProbe, LinearProbeConfig};
 pub use multimodal::{IvlpConfig, MapleConfig, MultiModal, PromptSrcConfig};
 pub use optim::{Epochs, SgdConfig};
 pub use vpt::{Vpt, VptConfig};
@@ -46,6 +48,8 @@ pub enum MethodConfig {
     Maple(MapleConfig),
     Ivlp(IvlpConfig),
     Promptsrc(PromptSrcConfig),
+    #[serde(rename = "linear-probe")]
+    LinearProbe(LinearProbeConfig),
 }
 
 impl MethodConfig {
@@ -60,6 +64,7 @@ impl MethodConfig {
             MethodConfig::Maple(_) => "maple",
             MethodConfig::Ivlp(_) => "ivlp",
             MethodConfig::Promptsrc(_) => "promptsrc",
+            MethodConfig::LinearProbe(_) => "linear-probe",
         }
     }
 
@@ -74,13 +79,14 @@ impl MethodConfig {
             MethodConfig::Maple(c) => c.validate(),
             MethodConfig::Ivlp(c) => c.validate(),
             MethodConfig::Promptsrc(c) => c.validate(),
+            MethodConfig::LinearProbe(c) => c.validate(),
         }
     }
 
-    /// Training schedule, or None for methods that do not train.
+    /// SGD training schedule, or None for methods that do not train by SGD.
     pub fn training(&self) -> Option<(&SgdConfig, &Epochs, usize)> {
         match self {
-            MethodConfig::Zeroshot(_) => None,
+            MethodConfig::Zeroshot(_) | MethodConfig::LinearProbe(_) => None,
             MethodConfig::Coop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
             MethodConfig::Kgcoop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
             MethodConfig::Prograd(c) => Some((&c.optim, &c.epochs, c.batch_size)),
@@ -129,6 +135,7 @@ impl MethodConfig {
             MethodConfig::Maple(c) => Box::new(MultiModal::maple(c, clip, tok, classnames, seed)?),
             MethodConfig::Ivlp(c) => Box::new(MultiModal::ivlp(c, clip, tok, classnames, seed)?),
             MethodConfig::Promptsrc(c) => Box::new(MultiModal::promptsrc(c, clip, tok, classnames, seed)?),
+            MethodConfig::LinearProbe(c) => Box::new(LinearProbe::new(c.clone(), classnames)),
         })
     }
 }
@@ -172,6 +179,25 @@ pub trait PromptMethod<B: AutodiffBackend> {
         lr: f64,
         transform: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32>;
+
+    /// Methods fitted in closed form on frozen image features of the training and validation
+    /// images (the linear probe) instead of by SGD steps.
+    fn fits_features(&self) -> bool {
+        false
+    }
+
+    /// Fits on features (`[n × dim]`, labels in the training label space); returns what the record
+    /// should keep about the fit (e.g. the chosen regularization).
+    fn fit_features(
+        &mut self,
+        _train: linear_probe::Labelled,
+        _val: linear_probe::Labelled,
+        _device: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Result<serde_json::Value> {
+        Err(crate::error::Error::Input(
+            "this method trains by SGD, not on features".into(),
+        ))
+    }
 
     /// Called after the last step of each epoch (`epoch` 0-based of `epochs`); PromptSRC's Gaussian
     /// prompt aggregation happens here.

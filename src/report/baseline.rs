@@ -53,6 +53,7 @@ pub fn published_method_name(kind: &str) -> &'static str {
         "maple" => "MaPLe",
         "ivlp" => "IVLP",
         "promptsrc" => "PromptSRC",
+        "linear-probe" => "LinearProbe",
         _ => "",
     }
 }

@@ -248,6 +248,13 @@ impl Suite {
             if x.shots.contains(&0) {
                 return Err(format!("{at}: shots must be positive"));
             }
+            if x.protocol != Protocol::FewShot {
+                if let Some(m) = x.methods.iter().find(|m| self.methods[*m].kind() == "linear-probe") {
+                    return Err(format!(
+                        "{at}: `{m}` is a linear probe, which scores only its training classes (few-shot only)"
+                    ));
+                }
+            }
             if x.checkpoint.is_some() {
                 if let Some(m) = x.methods.iter().find(|m| self.methods[*m].training().is_none()) {
                     return Err(format!("{at}: `{m}` has no parameters to load from a checkpoint"));
