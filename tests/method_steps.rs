@@ -290,7 +290,7 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
 }
 
 #[test]
-fn training_moves_only_the_methods_parameters() {
+fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let before = clip.model.to_hf_tensors();
@@ -300,10 +300,14 @@ fn training_moves_only_the_methods_parameters() {
             .build(&clip.model, &clip.tokenizer, &f.names, "a photo of a {}.", false, 3)
             .unwrap();
         let p0 = m.save_artifact();
-        for _ in 0..2 {
-            m.train_step(&clip.model, batch(&f, &f.labels(&["labels"]), &dev), 0.05, None)
-                .unwrap();
-        }
+        let losses: Vec<f32> = (0..6)
+            .map(|_| {
+                m.train_step(&clip.model, batch(&f, &f.labels(&["labels"]), &dev), 0.05, None)
+                    .unwrap()
+            })
+            .collect();
+        // Six steps on one batch: the loss must go down.
+        assert!(losses[5] < losses[0], "{name}: loss did not decrease: {losses:?}");
         let p1 = m.save_artifact();
         assert_eq!(p0.keys().collect::<Vec<_>>(), p1.keys().collect::<Vec<_>>(), "{name}");
         assert!(p0.iter().any(|(k, v)| v.1 != p1[k].1), "{name}: no parameter moved");

@@ -59,6 +59,35 @@ pub struct CoCoOpParams<B: Backend> {
     pub b2: Param<Tensor<B, 1>>,
 }
 
+impl<B: Backend> CoCoOpParams<B> {
+    /// Random parameters (context N(0, σ²), the meta-net as `nn.Linear` initialises it); used by
+    /// benchmarks, where no init phrase is needed.
+    pub fn random(c: &CoCoOpConfig, clip: &Clip<B>, seed: u64) -> Self {
+        let device = clip.logit_scale.val().device();
+        let width = clip.text_model.token_embedding.dims()[1];
+        let d = clip.text_projection.dims()[1];
+        let hidden = (d / c.meta_net_reduction).max(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let ctx = super::coop::normal(&mut rng, c.n_ctx * width, c.init_std);
+        let (w1, b1) = linear_init(&mut rng, d, hidden);
+        let (w2, b2) = linear_init(&mut rng, hidden, width);
+        let p2 = |v: Vec<f32>, s: [usize; 2]| {
+            Param::from_tensor(Tensor::<B, 2>::from_data(TensorData::new(v, s), &device).require_grad())
+        };
+        let p1 = |v: Vec<f32>| {
+            let n = v.len();
+            Param::from_tensor(Tensor::<B, 1>::from_data(TensorData::new(v, [n]), &device).require_grad())
+        };
+        Self {
+            ctx: p2(ctx, [c.n_ctx, width]),
+            w1: p2(w1, [d, hidden]),
+            b1: p1(b1),
+            w2: p2(w2, [hidden, width]),
+            b2: p1(b2),
+        }
+    }
+}
+
 /// PyTorch's `nn.Linear` default init (kaiming-uniform with a = √5): weight and bias uniform in
 /// ±1/√fan_in, drawn on the host so the init is the same on every backend. Weight `[in, out]`.
 fn linear_init(rng: &mut impl Rng, fan_in: usize, fan_out: usize) -> (Vec<f32>, Vec<f32>) {
