@@ -6,6 +6,7 @@ pub mod clip;
 pub mod data;
 pub mod error;
 pub mod features;
+pub mod gram;
 pub mod lock;
 pub mod methods;
 pub mod report;

@@ -1,0 +1,8 @@
+//! GRAM (Li et al., ICCV'23) as a declared reconstruction: every choice the paper leaves open is a
+//! suite parameter with its provenance (shared/reference/gram.md). This module holds its parts;
+//! the meta-training loop, the clustering of the corpus and the plug-in for host methods build on
+//! them.
+
+pub mod regulator;
+
+pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
