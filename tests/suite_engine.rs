@@ -149,8 +149,11 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(e.contains("unknown dataset `cifar10`"), "{e}");
     let e = parse(&TINY.replace("schema = 1", "schema = 9")).unwrap_err();
     assert!(e.contains("schema 9 is not supported"), "{e}");
+    let e = parse(&TINY.replace("kind = \"zeroshot\"", "kind = \"tip-adapter\"")).unwrap_err();
+    assert!(e.contains("unknown variant `tip-adapter`"), "{e}");
+    // A kind's own fields are checked too.
     let e = parse(&TINY.replace("kind = \"zeroshot\"", "kind = \"linear-probe\"")).unwrap_err();
-    assert!(e.contains("linear-probe"), "{e}");
+    assert!(e.contains("unknown field `templates`") && e.contains("c_grid"), "{e}");
     let e = parse(&TINY.replace("epochs = 2", "epochs = 0")).unwrap_err();
     assert!(e.contains("methods.coop: epochs"), "{e}");
     assert!(parse(TINY).is_ok());
