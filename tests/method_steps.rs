@@ -323,3 +323,70 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
         assert_eq!(m2.save_artifact(), p1, "{name}");
     }
 }
+
+/// GRAM on a host with φ = identity and θ₀ = the host's own init trains exactly like the host
+/// alone; a learned-looking (non-identity) ψ_φ changes the trajectory.
+#[test]
+fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
+    use gram_bench::gram::{RegulatedGradients, RegulatorConfig, RegulatorInit, WithGram};
+    let dev = Default::default();
+    let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
+    let f = Fixture::load();
+    let labels = f.labels(&["labels"]);
+    let rc = RegulatorConfig {
+        rank: 4,
+        hidden_layers: 0,
+        coef_hidden: 6,
+        init: RegulatorInit::Xavier,
+    };
+    for (name, cfg) in configs(&f.meta, 0.05) {
+        let build = || {
+            cfg.build(&clip.model, &clip.tokenizer, &f.names, "a photo of a {}.", false, 5)
+                .unwrap()
+        };
+        let mut alone = build();
+        let host = build();
+        let theta0: PromptArtifact = host
+            .prompt_params()
+            .iter()
+            .map(|p| (p.name.clone(), host.save_artifact()[&p.name].clone()))
+            .collect();
+        let widths: Vec<usize> = {
+            let mut w: Vec<usize> = host.prompt_params().iter().map(|p| *p.shape.last().unwrap()).collect();
+            w.sort();
+            w.dedup();
+            w
+        };
+        let regulate = |identity: bool| RegulatedGradients::<AB> {
+            regulators: widths
+                .iter()
+                .map(|&w| {
+                    let r = rc.init::<B>(w, 3, 11, &dev);
+                    (w, if identity { r.into_identity() } else { r })
+                })
+                .collect(),
+            task: Tensor::<B, 1>::from_data(TensorData::new(vec![0.3f32, -1.0, 0.5], [3]), &dev),
+            params: Vec::new(),
+        };
+        let mut with = WithGram::new(host, Some(&theta0), Some(regulate(true))).unwrap();
+        let mut other = WithGram::new(build(), Some(&theta0), Some(regulate(false))).unwrap();
+        for _ in 0..3 {
+            let a = alone
+                .train_step(&clip.model, batch(&f, &labels, &dev), 0.05, None)
+                .unwrap();
+            let b = with
+                .train_step(&clip.model, batch(&f, &labels, &dev), 0.05, None)
+                .unwrap();
+            other
+                .train_step(&clip.model, batch(&f, &labels, &dev), 0.05, None)
+                .unwrap();
+            assert_eq!(a, b, "{name}: the loss differs");
+        }
+        assert_eq!(alone.save_artifact(), with.save_artifact(), "{name}: parameters differ");
+        let (a, o) = (alone.save_artifact(), other.save_artifact());
+        assert!(
+            other.prompt_params().iter().any(|p| a[&p.name] != o[&p.name]),
+            "{name}: a non-identity regulator changed nothing"
+        );
+    }
+}

@@ -3,6 +3,8 @@
 //! the meta-training loop, the clustering of the corpus and the plug-in for host methods build on
 //! them.
 
+pub mod plugin;
 pub mod regulator;
 
+pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};

@@ -113,6 +113,19 @@ fn row_norms<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 impl<B: Backend> Regulator<B> {
+    /// This regulator made the identity: the coefficient net's output weight is zeroed and its bias
+    /// set to 50, so `c = σ(50)`, which is 1 in f32, and `ψ(g) = 0·x + 1·g = g` exactly (the
+    /// ablation "regulator off" and the equivalence test with the host alone).
+    pub fn into_identity(self) -> Self {
+        let device = self.c2.val().device();
+        let [h, _] = self.w2.dims();
+        Self {
+            w2: Param::from_tensor(Tensor::zeros([h, 1], &device)),
+            c2: Param::from_tensor(Tensor::from_data(TensorData::new(vec![50.0f32], [1]), &device)),
+            ..self
+        }
+    }
+
     /// The mixing coefficient `c ∈ (0, 1)` of a task embedding `[e]`, as `[1]`.
     pub fn coefficient(&self, task: Tensor<B, 1>) -> Tensor<B, 1> {
         let h = relu(task.unsqueeze::<2>().matmul(self.w1.val()) + self.c1.val().unsqueeze::<2>());

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::coop::{init_context, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -272,6 +272,15 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
         ))
     }
 
+    fn prompt_params(&self) -> Vec<PromptParam> {
+        let c = &self.params().ctx;
+        vec![PromptParam {
+            id: c.id,
+            name: "ctx".into(),
+            shape: c.dims().to_vec(),
+        }]
+    }
+
     /// Saved under the reference `PromptLearner`'s state-dict names, weights as torch stores them
     /// (`[out, in]`), so released CoCoOp checkpoints map onto it.
     fn save_artifact(&self) -> PromptArtifact {
@@ -302,8 +311,12 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
         };
         let t2 = |name: &str, transpose: bool| -> Result<Param<Tensor<B, 2>>> {
             let s = &cur[name].0;
-            let t = Tensor::<B, 2>::from_data(TensorData::new(get(name)?, [s[0], s[1]]), &device);
-            let t = if transpose { t.transpose() } else { t };
+            let t = if transpose {
+                let data = super::coop::transposed(&get(name)?, s[0], s[1]);
+                Tensor::<B, 2>::from_data(TensorData::new(data, [s[1], s[0]]), &device)
+            } else {
+                Tensor::<B, 2>::from_data(TensorData::new(get(name)?, [s[0], s[1]]), &device)
+            };
             Ok(Param::from_tensor(t.require_grad()))
         };
         let t1 = |name: &str| -> Result<Param<Tensor<B, 1>>> {

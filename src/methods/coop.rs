@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
-use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -195,6 +195,14 @@ pub fn init_context<B: Backend>(
     let ids = tok.encode_padded(&[init.as_str()])?;
     let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
     Ok((init, emb.narrow(1, 1, m)))
+}
+
+/// A row-major `[rows, cols]` matrix transposed on the host, so a reloaded weight is laid out as a
+/// freshly built one (a transposed view multiplies with another summation order, 1 ulp apart).
+pub fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| data[r * cols + c]))
+        .collect()
 }
 
 /// `n` draws of N(0, std²) (Box–Muller), so the init is the same on every backend.
@@ -383,6 +391,15 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
     ) -> Option<Tensor<B::InnerBackend, 2>> {
         let text = self.eval.clone().expect("begin_eval runs before eval_logits");
         Some(clip.logits_per_image(image_features, text))
+    }
+
+    fn prompt_params(&self) -> Vec<PromptParam> {
+        let c = &self.prompt().ctx;
+        vec![PromptParam {
+            id: c.id,
+            name: "ctx".into(),
+            shape: c.dims().to_vec(),
+        }]
     }
 
     fn save_artifact(&self) -> PromptArtifact {

@@ -157,6 +157,16 @@ pub trait GradientTransform<B: AutodiffBackend> {
     fn transform(&mut self, grads: GradientsParams) -> GradientsParams;
 }
 
+/// A prompt tensor of a method (not a meta-net or projection): what GRAM initialises from θ₀ and
+/// whose gradient it regulates. `name` is its artifact name; the last dimension of `shape` is the
+/// token width.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptParam {
+    pub id: burn::module::ParamId,
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
 /// A method's learned prompt parameters, by name, on the host: what a cell saves and a wrapper loads.
 pub type PromptArtifact = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
@@ -231,6 +241,11 @@ pub trait PromptMethod<B: AutodiffBackend> {
         _image_features: Tensor<B::InnerBackend, 2>,
     ) -> Option<Tensor<B::InnerBackend, 2>> {
         None
+    }
+
+    /// The method's prompt tensors (empty for methods without prompts).
+    fn prompt_params(&self) -> Vec<PromptParam> {
+        Vec::new()
     }
 
     /// The learned parameters (empty for methods without any).

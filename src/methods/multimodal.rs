@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::coop::{normal, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
@@ -530,6 +530,22 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
         clip.logits_per_image(p.image_features(clip, pixels), text.clone())
     }
 
+    /// The text context, the deep text prompts and (IVLP, PromptSRC) the visual prompts; MaPLe's
+    /// visual prompts are projections, not prompt tensors.
+    fn prompt_params(&self) -> Vec<PromptParam> {
+        let p = self.prompts();
+        let names = names(p);
+        let tensors = std::iter::once(&p.ctx).chain(&p.text_deep).chain(&p.vision);
+        tensors
+            .zip(names)
+            .map(|(t, name)| PromptParam {
+                id: t.id,
+                name,
+                shape: t.dims().to_vec(),
+            })
+            .collect()
+    }
+
     fn save_artifact(&self) -> PromptArtifact {
         let p = self.prompts();
         names(p).into_iter().zip(tensors(&p.valid())).collect()
@@ -552,8 +568,13 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
         let device = self.prompts().ctx.val().device();
         let t2 = |k: &str, transpose: bool| {
             let (s, d) = &artifact[k];
-            let t = Tensor::<B, 2>::from_data(TensorData::new(d.clone(), [s[0], s[1]]), &device);
-            Param::from_tensor(if transpose { t.transpose() } else { t }.require_grad())
+            let t = if transpose {
+                let data = super::coop::transposed(d, s[0], s[1]);
+                Tensor::<B, 2>::from_data(TensorData::new(data, [s[1], s[0]]), &device)
+            } else {
+                Tensor::<B, 2>::from_data(TensorData::new(d.clone(), [s[0], s[1]]), &device)
+            };
+            Param::from_tensor(t.require_grad())
         };
         let t1 = |k: &str| {
             let (s, d) = &artifact[k];

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::coop::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
 use crate::error::{Error, Result};
 
@@ -172,6 +172,19 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
     ) -> Tensor<B::InnerBackend, 2> {
         let (prompts, text) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
         clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs()), text.clone())
+    }
+
+    fn prompt_params(&self) -> Vec<PromptParam> {
+        self.prompts()
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PromptParam {
+                id: p.id,
+                name: layer_name(i),
+                shape: p.dims().to_vec(),
+            })
+            .collect()
     }
 
     fn save_artifact(&self) -> PromptArtifact {
