@@ -3,8 +3,10 @@
 //! the meta-training loop, the clustering of the corpus and the plug-in for host methods build on
 //! them.
 
+pub mod cluster;
 pub mod plugin;
 pub mod regulator;
 
+pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, Hierarchy};
 pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
