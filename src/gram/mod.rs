@@ -4,9 +4,11 @@
 //! them.
 
 pub mod cluster;
+pub mod meta;
 pub mod plugin;
 pub mod regulator;
 
 pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, Hierarchy};
+pub use meta::{EpisodeSet, MetaLearner, MetaPrompt, MetaStep};
 pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
