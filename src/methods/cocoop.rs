@@ -7,18 +7,18 @@
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::optim::Sgd;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::coop::{init_context, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{apply_step, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -228,12 +228,8 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
         let logits = cocoop_logits(clip, &params, &self.train, img, usize::MAX);
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let value: f32 = loss.clone().into_scalar().elem();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &params);
-        if let Some(t) = transform {
-            grads = t.transform(grads);
-        }
-        self.params = Some(self.optim.step(lr, params, grads));
+        let (value, grads) = loss_grads(loss, &params);
+        self.params = Some(apply_step(&mut self.optim, params, grads, lr, transform));
         Ok(value)
     }
 

@@ -6,7 +6,7 @@
 
 use burn::module::{Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::optim::{GradientsParams, Sgd};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
-use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{
+    apply_step, image_logits, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam,
+};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -313,14 +315,13 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         let target = batch.labels.one_hot(n).float();
         let ce_of =
             |text: Tensor<B, 2>| cross_entropy_with_logits(clip.logits_per_image(img.clone(), text), target.clone());
-        let (value, mut grads) = match (&self.prior, &self.zs_text) {
+        let (value, grads) = match (&self.prior, &self.zs_text) {
             (Prior::KnowledgeGuided { weight }, Some(zs)) => {
                 let text = encode_prompts(clip, prompt.ctx.val(), &self.train, pos);
                 // Both sides are unit vectors: the row sums are the cosines.
                 let cos = (text.clone() * zs.clone()).sum_dim(1).mean();
                 let loss = ce_of(text) + cos.neg().add_scalar(1.0).mul_scalar(*weight);
-                let value: f32 = loss.clone().into_scalar().elem();
-                (value, GradientsParams::from_grads(loss.backward(), &prompt))
+                loss_grads(loss, &prompt)
             }
             (Prior::Projected { lambda, temperature }, Some(zs)) => {
                 // burn's backward consumes the graph, so each loss gets its own text forward.
@@ -345,14 +346,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
             }
             _ => {
                 let loss = ce_of(encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
-                let value: f32 = loss.clone().into_scalar().elem();
-                (value, GradientsParams::from_grads(loss.backward(), &prompt))
+                loss_grads(loss, &prompt)
             }
         };
-        if let Some(t) = transform {
-            grads = t.transform(grads);
-        }
-        self.prompt = Some(self.optim.step(lr, prompt, grads));
+        self.prompt = Some(apply_step(&mut self.optim, prompt, grads, lr, transform));
         Ok(value)
     }
 

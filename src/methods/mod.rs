@@ -152,6 +152,37 @@ pub struct Batch<B: Backend> {
     pub labels: Tensor<B, 1, Int>,
 }
 
+/// A loss's value and its gradients for `module`'s parameters.
+pub fn loss_grads<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
+    loss: Tensor<B, 1>,
+    module: &M,
+) -> (f32, GradientsParams) {
+    use burn::tensor::ElementConversion;
+    let value: f32 = loss.clone().into_scalar().elem();
+    (value, GradientsParams::from_grads(loss.backward(), module))
+}
+
+/// The tail of every SGD method's step: the optional gradient transform (GRAM), then the
+/// optimizer step; returns the updated module.
+pub fn apply_step<B, M, O>(
+    optim: &mut O,
+    module: M,
+    grads: GradientsParams,
+    lr: f64,
+    transform: Option<&mut dyn GradientTransform<B>>,
+) -> M
+where
+    B: AutodiffBackend,
+    M: burn::module::AutodiffModule<B>,
+    O: burn::optim::Optimizer<M, B>,
+{
+    let grads = match transform {
+        Some(t) => t.transform(grads),
+        None => grads,
+    };
+    optim.step(lr, module, grads)
+}
+
 /// Rewrites gradients between backward and the optimizer step (GRAM's gradient regulation).
 pub trait GradientTransform<B: AutodiffBackend> {
     fn transform(&mut self, grads: GradientsParams) -> GradientsParams;

@@ -12,18 +12,18 @@
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::optim::Sgd;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::coop::{normal, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{apply_step, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
@@ -472,12 +472,8 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             let kl = (log_zs.clone().exp() * (log_zs - log_p)).sum().div_scalar(numel);
             loss = loss + kl + l_text + l_img;
         }
-        let value: f32 = loss.clone().into_scalar().elem();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &p);
-        if let Some(t) = transform {
-            grads = t.transform(grads);
-        }
-        self.prompts = Some(self.optim.step(lr, p, grads));
+        let (value, grads) = loss_grads(loss, &p);
+        self.prompts = Some(apply_step(&mut self.optim, p, grads, lr, transform));
         Ok(value)
     }
 

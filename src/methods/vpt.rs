@@ -5,10 +5,10 @@
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::optim::Sgd;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::coop::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{apply_step, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
 use crate::error::{Error, Result};
 
@@ -150,12 +150,8 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
         let logits = clip.logits_per_image(img, self.train_text.clone());
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let value: f32 = loss.clone().into_scalar().elem();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &prompts);
-        if let Some(t) = transform {
-            grads = t.transform(grads);
-        }
-        self.prompts = Some(self.optim.step(lr, prompts, grads));
+        let (value, grads) = loss_grads(loss, &prompts);
+        self.prompts = Some(apply_step(&mut self.optim, prompts, grads, lr, transform));
         Ok(value)
     }
 
