@@ -8,9 +8,11 @@ pub mod episodes;
 pub mod meta;
 pub mod plugin;
 pub mod regulator;
+pub mod train;
 
 pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, Hierarchy};
 pub use episodes::{sample_episode, Episode, EpisodeConfig, QueryRule};
 pub use meta::{EpisodeSet, MetaLearner, MetaPrompt, MetaStep};
 pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
+pub use train::{meta_train, Corpus, MetaArtifact, MetaTrainConfig};

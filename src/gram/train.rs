@@ -1,0 +1,273 @@
+//! Meta-training GRAM's textual prompt initialisation and regulator on an image–text corpus:
+//! frozen features of every image and caption, the cross-modal hierarchy, then first-order meta
+//! steps on seeded episodes. The result is one artifact (θ₀, φ, the config and the corpus digest).
+
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{cross_modal_hierarchy, sample_episode, ClusterConfig, EpisodeConfig, EpisodeSet, MetaLearner};
+use super::{Regulator, RegulatorConfig};
+use crate::clip::{Clip, ClipTokenizer, Preprocess};
+use crate::error::{Error, Result};
+use crate::methods::coop::{normal, ClassPrompts};
+use crate::methods::PromptArtifact;
+
+/// Image–caption pairs, images decoded in memory.
+pub struct Corpus {
+    pub images: Vec<RgbImage>,
+    pub captions: Vec<String>,
+}
+
+impl Corpus {
+    /// open_clip's CSV convention: a header naming the columns, one pair per line, fields split at
+    /// `sep` (`\t` for TSV); image paths relative to the file's folder.
+    pub fn from_csv(path: &Path, image_col: &str, caption_col: &str, sep: char) -> Result<Corpus> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let (_, header) = lines
+            .next()
+            .ok_or_else(|| Error::Input(format!("{}: empty corpus file", path.display())))?;
+        let cols: Vec<&str> = header.split(sep).map(str::trim).collect();
+        let find = |name: &str| {
+            cols.iter().position(|c| *c == name).ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: no column `{name}` (columns: {})",
+                    path.display(),
+                    cols.join(", ")
+                ))
+            })
+        };
+        let (ic, cc) = (find(image_col)?, find(caption_col)?);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut out = Corpus {
+            images: Vec::new(),
+            captions: Vec::new(),
+        };
+        for (i, line) in lines {
+            let f: Vec<&str> = line.split(sep).collect();
+            let (Some(img), Some(cap)) = (f.get(ic), f.get(cc)) else {
+                return Err(Error::Input(format!(
+                    "{}:{}: expected {} fields",
+                    path.display(),
+                    i + 1,
+                    cols.len()
+                )));
+            };
+            out.images
+                .push(crate::clip::preprocess::load_rgb(&base.join(img.trim()))?);
+            out.captions.push(cap.trim().to_string());
+        }
+        if out.captions.is_empty() {
+            return Err(Error::Input(format!("{}: no image–caption pairs", path.display())));
+        }
+        Ok(out)
+    }
+
+    /// SHA-256 over every caption and image's pixels, in order.
+    pub fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        for (img, cap) in self.images.iter().zip(&self.captions) {
+            h.update(cap.as_bytes());
+            h.update([0]);
+            h.update(img.dimensions().0.to_le_bytes());
+            h.update(img.as_raw());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Every meta-training choice (suite-visible).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaTrainConfig {
+    pub cluster: ClusterConfig,
+    pub episode: EpisodeConfig,
+    pub regulator: RegulatorConfig,
+    /// Context tokens of the meta-learned textual prompt (the host's `n_ctx` must match).
+    pub n_ctx: usize,
+    pub init_std: f64,
+    /// α of the regulated inner step.
+    pub inner_lr: f64,
+    /// AdamW learning rate of θ₀ and φ.
+    pub outer_lr: f64,
+    pub weight_decay: f64,
+    /// Gradient-norm clip of θ₀'s and φ's updates.
+    pub clip_norm: f64,
+    pub steps: usize,
+}
+
+/// What meta-training produces.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaArtifact {
+    pub config: MetaTrainConfig,
+    pub corpus_digest: String,
+    /// θ₀ under the hosts' name (`ctx`, `[1, n_ctx, width]`).
+    pub theta0: PromptArtifact,
+    /// φ's tensors in module order.
+    pub regulator: Vec<(Vec<usize>, Vec<f32>)>,
+    /// The image-feature width the task embedding has.
+    pub task_dim: usize,
+    /// (support loss, query loss, coefficient) of every step.
+    pub trace: Vec<(f32, f32, f32)>,
+}
+
+/// φ's tensors in module order.
+pub fn regulator_tensors<B: Backend>(r: &Regulator<B>) -> Vec<(Vec<usize>, Vec<f32>)> {
+    struct V(Vec<(Vec<usize>, Vec<f32>)>);
+    impl<B: Backend> ModuleVisitor<B> for V {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let d = p.val().into_data().convert::<f32>();
+            self.0.push((d.shape.to_vec(), d.to_vec::<f32>().expect("f32")));
+        }
+    }
+    let mut v = V(Vec::new());
+    r.visit(&mut v);
+    v.0
+}
+
+/// φ rebuilt from its tensors (a regulator of the same config supplies the structure).
+pub fn regulator_from<B: Backend>(
+    cfg: &RegulatorConfig,
+    width: usize,
+    task_dim: usize,
+    tensors: &[(Vec<usize>, Vec<f32>)],
+    device: &B::Device,
+) -> Result<Regulator<B>> {
+    struct M<'a, B: Backend> {
+        t: &'a [(Vec<usize>, Vec<f32>)],
+        i: usize,
+        ok: bool,
+        device: B::Device,
+    }
+    impl<B: Backend> ModuleMapper<B> for M<'_, B> {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            match self.t.get(self.i) {
+                Some((shape, data)) if shape.as_slice() == p.dims() => {
+                    self.i += 1;
+                    let dims: [usize; D] = p.dims();
+                    Param::from_tensor(Tensor::from_data(TensorData::new(data.clone(), dims), &self.device))
+                }
+                _ => {
+                    self.ok = false;
+                    p
+                }
+            }
+        }
+    }
+    let base = cfg.init::<B>(width, task_dim, 0, device);
+    let mut m = M::<B> {
+        t: tensors,
+        i: 0,
+        ok: true,
+        device: device.clone(),
+    };
+    let r = base.map(&mut m);
+    if !m.ok || m.i != tensors.len() {
+        return Err(Error::Input("gram: the saved regulator does not fit its config".into()));
+    }
+    Ok(r)
+}
+
+fn rows<B: Backend>(x: &Tensor<B, 2>, idx: &[usize]) -> Tensor<B, 2> {
+    let i = Tensor::<B, 1, Int>::from_data(
+        TensorData::new(idx.iter().map(|&v| v as i64).collect::<Vec<_>>(), [idx.len()]),
+        &x.device(),
+    );
+    x.clone().select(0, i)
+}
+
+/// Meta-trains θ₀ and φ on `corpus`; `log` gets (step, query loss).
+pub fn meta_train<B: AutodiffBackend>(
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    pre: &Preprocess,
+    corpus: &Corpus,
+    cfg: &MetaTrainConfig,
+    seed: u64,
+    log: &mut dyn FnMut(usize, f32),
+) -> Result<MetaArtifact> {
+    let device = clip.logit_scale.val().device();
+    let n = corpus.captions.len();
+    // Frozen features of every image and caption.
+    let mut img = Vec::new();
+    let mut txt = Vec::new();
+    for start in (0..n).step_by(256) {
+        let end = (start + 256).min(n);
+        let crops: Vec<RgbImage> = corpus.images[start..end].iter().map(|i| pre.eval_u8(i)).collect();
+        img.push(
+            clip.encode_image(pre.batch::<B>(&crops, &device), &Default::default())
+                .detach(),
+        );
+        txt.push(clip.encode_text(tok, &corpus.captions[start..end])?.detach());
+    }
+    let (img, txt) = (Tensor::cat(img, 0), Tensor::cat(txt, 0));
+    let h = cross_modal_hierarchy(txt.clone().inner(), img.clone().inner(), &cfg.cluster, seed);
+    let class_text: Vec<Vec<f32>> = h
+        .class_caption
+        .iter()
+        .map(|&i| {
+            txt.clone()
+                .inner()
+                .narrow(0, i, 1)
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("f32")
+        })
+        .collect();
+    let width = clip.text_model.token_embedding.dims()[1];
+    let task_dim = img.dims()[1];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6a7a);
+    let ctx = Tensor::<B, 3>::from_data(
+        TensorData::new(normal(&mut rng, cfg.n_ctx * width, cfg.init_std), [1, cfg.n_ctx, width]),
+        &device,
+    );
+    let reg = cfg.regulator.init::<B>(width, task_dim, seed, &device);
+    let mut meta = MetaLearner::new(ctx, reg, cfg.inner_lr, cfg.clip_norm, cfg.weight_decay as f32);
+    let placeholder = vec!["X"; cfg.n_ctx].join(" ");
+    let mut trace = Vec::with_capacity(cfg.steps);
+    for step in 0..cfg.steps {
+        let e = sample_episode(&h, &class_text, &cfg.episode, &mut rng).ok_or_else(|| {
+            Error::Input(format!(
+                "gram: the corpus has no domain with {} classes of {} items (fewer ways or shots, or more data)",
+                cfg.episode.ways, cfg.episode.shots
+            ))
+        })?;
+        let names: Vec<String> = e
+            .classes
+            .iter()
+            .map(|&c| corpus.captions[h.class_caption[c]].clone())
+            .collect();
+        let prompts = ClassPrompts::new(clip, tok, &placeholder, cfg.n_ctx, &names)?;
+        let set = |items: &[(usize, usize)]| EpisodeSet {
+            features: rows(&img, &items.iter().map(|p| p.0).collect::<Vec<_>>()),
+            labels: Tensor::<B, 1, Int>::from_data(
+                TensorData::new(items.iter().map(|p| p.1 as i64).collect::<Vec<_>>(), [items.len()]),
+                &device,
+            ),
+            prompts: &prompts,
+        };
+        let s = meta.step(clip, &set(&e.support), &set(&e.query), cfg.outer_lr);
+        log(step, s.query_loss);
+        trace.push((s.support_loss, s.query_loss, s.coefficient));
+    }
+    let ctx = meta.prompt.ctx.val().inner().into_data().convert::<f32>();
+    let mut theta0 = PromptArtifact::new();
+    theta0.insert("ctx".into(), (ctx.shape.to_vec(), ctx.to_vec::<f32>().expect("f32")));
+    Ok(MetaArtifact {
+        config: cfg.clone(),
+        corpus_digest: corpus.digest(),
+        theta0,
+        regulator: regulator_tensors(&meta.regulator.valid()),
+        task_dim,
+        trace,
+    })
+}
