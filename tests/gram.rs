@@ -184,3 +184,14 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     .unwrap();
     assert_eq!(again, art);
 }
+
+#[test]
+fn the_embedded_worlds_corpus_is_seeded_and_captioned() {
+    use gram_bench::gram::Corpus;
+    let a = Corpus::world(40, 16, 3);
+    assert_eq!((a.images.len(), a.captions.len()), (40, 40));
+    assert_eq!(a.digest(), Corpus::world(40, 16, 3).digest());
+    assert_ne!(a.digest(), Corpus::world(40, 16, 4).digest());
+    assert!(a.images.iter().all(|i| i.dimensions() == (16, 16)));
+    assert!(a.captions.iter().all(|c| !c.is_empty()));
+}

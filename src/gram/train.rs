@@ -71,6 +71,30 @@ impl Corpus {
         Ok(out)
     }
 
+    /// The embedded world's corpus, the default meta-training input: `n` seeded concepts (the
+    /// colour–shape pairs held out of pretraining excluded, as there) rendered in a domain drawn
+    /// uniformly from photo / sketch / cartoon / clutter, each with one caption.
+    pub fn world(n: usize, image_size: u32, seed: u64) -> Corpus {
+        use crate::world::{render, Concept, Domain};
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3e7a_c0de);
+        let domains = [Domain::Photo, Domain::Sketch, Domain::Cartoon, Domain::Clutter];
+        let mut out = Corpus {
+            images: Vec::with_capacity(n),
+            captions: Vec::with_capacity(n),
+        };
+        while out.captions.len() < n {
+            let c = Concept::random(&mut rng);
+            if crate::world::pretrain::held_out(c.shape, c.colour) {
+                continue;
+            }
+            let d = domains[rng.random_range(0..domains.len())];
+            out.images.push(render(&c, d, image_size, &mut rng));
+            out.captions.push(c.caption(d, &mut rng));
+        }
+        out
+    }
+
     /// SHA-256 over every caption and image's pixels, in order.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
