@@ -159,6 +159,23 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(parse(TINY).is_ok());
 }
 
+#[test]
+fn an_experiment_repeating_anothers_cells_adds_no_slot() {
+    let base = parse(TINY).unwrap();
+    let text = format!(
+        "{TINY}\n[[experiment]]\nprotocol = \"few-shot\"\nmethods = [\"zs\"]\ndatasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]\n"
+    );
+    let twice = parse(&text).unwrap();
+    let digests = |s: &Suite| digests_for(s, &Lock::default(), None).unwrap();
+    let (a, b) = (Plan::new(&base, &digests(&base)), Plan::new(&twice, &digests(&twice)));
+    assert_eq!(a.cells.len(), b.cells.len());
+    assert_eq!(
+        a.slots.len(),
+        b.slots.len(),
+        "a repeated slot would count its seeds twice"
+    );
+}
+
 fn keys(text: &str) -> Vec<String> {
     let s = parse(text).unwrap();
     Plan::new(&s, &digests_for(&s, &Lock::default(), None).unwrap())

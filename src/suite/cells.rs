@@ -245,7 +245,15 @@ impl Plan {
                 }
             }
         }
-        Plan { cells, slots }
+        // Two experiments naming the same cell (a table that repeats another's row) give one slot:
+        // a duplicate would count its seeds twice in the aggregates.
+        let mut unique: Vec<Slot> = Vec::with_capacity(slots.len());
+        for s in slots {
+            if !unique.contains(&s) {
+                unique.push(s);
+            }
+        }
+        Plan { cells, slots: unique }
     }
 
     /// Cells whose spec matches every `field=value` filter (`method`, `dataset`, `target`, `phase`,
