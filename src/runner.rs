@@ -27,8 +27,10 @@ use crate::data::images::{check_decodable, stream, BadImage, ImageCache, Transfo
 use crate::data::{dataset_def, few_shot_indices, relabel, subsample_labels, Dataset, Datum};
 use crate::error::{Error, Result};
 use crate::features::{encode_images, FeatureCache, FeatureSet, FeatureSource};
+use crate::gram::{meta_train, Corpus, CorpusSpec, RegulatedGradients, WithGram};
 use crate::lock::{weights_digest, Lock};
 use crate::methods::linear_probe::Labelled;
+use crate::methods::MethodConfig;
 use crate::methods::{Batch, ClassSet, PromptMethod};
 use crate::store::{
     ClassAccuracy, Environment, FeatureOrigin, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA,
@@ -236,6 +238,7 @@ pub fn cell_label(c: &Cell) -> String {
     let target = match (&s.target, s.phase) {
         (Some(t), Phase::Eval) => format!(" → {t} ({})", s.target_classes.as_str()),
         (_, Phase::Checkpoint) => " (released checkpoint)".to_string(),
+        (_, Phase::Meta) => return format!("gram meta-training `{}`", s.method),
         _ => String::new(),
     };
     format!(
@@ -449,6 +452,7 @@ impl WithBackend for RunWork<'_> {
             summary.ran += 1;
             match (&record.status, &record.metrics) {
                 (Status::Ok, Some(m)) => done(&format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s)),
+                (Status::Ok, None) => done(&format!("done ({:.1} s)", record.timings.total_s)),
                 _ => {
                     summary.failed += 1;
                     done(&format!(
@@ -673,7 +677,127 @@ impl<'a, B: Backend> CellContext<'a, B> {
         }
     }
 
+    /// A meta-training cell: the corpus, `meta_train`, the artifact beside the records.
+    fn meta(&mut self, store: &Store, cell: &Cell, record: &mut Record) -> Result<()> {
+        let name = &cell.spec.method;
+        let spec = self
+            .suite
+            .gram
+            .get(name)
+            .ok_or_else(|| Error::Config(format!("no [gram.{name}]")))?
+            .clone();
+        let t = Instant::now();
+        let corpus = match &spec.corpus {
+            CorpusSpec::World { size } => Corpus::world(*size, self.pre.image_size as u32, spec.seed),
+            CorpusSpec::Csv {
+                path,
+                image_column,
+                caption_column,
+                separator,
+            } => {
+                let sep = separator.chars().next().unwrap_or('\t');
+                Corpus::from_csv(
+                    &crate::lock::expand(path).map(PathBuf::from)?,
+                    image_column,
+                    caption_column,
+                    sep,
+                )?
+            }
+        };
+        record.timings.load_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let art = meta_train(
+            &self.clip,
+            &self.tok,
+            &self.pre,
+            &corpus,
+            &spec.train,
+            spec.seed,
+            &mut |_, _| {},
+        )?;
+        record.timings.train_s = t.elapsed().as_secs_f64();
+        record.digests = json!({
+            "backbone": self.model.id,
+            "weights_sha256": self.weights_digest,
+            "corpus_sha256": art.corpus_digest,
+        });
+        let last = art.trace.last().copied().unwrap_or((f32::NAN, f32::NAN, f32::NAN));
+        record.train = Some(TrainSummary {
+            epochs: 0,
+            steps: art.trace.len(),
+            images: corpus.captions.len(),
+            epoch_loss: art.trace.iter().map(|t| t.1).collect(),
+            fit: Some(json!({ "final_query_loss": last.1, "final_coefficient": last.2 })),
+        });
+        store.put_meta(&cell.key, &art)
+    }
+
+    /// Wraps a gram method's host with θ₀ and ψ_φ from its meta-training cell.
+    fn with_gram(
+        &mut self,
+        store: &Store,
+        cell: &Cell,
+        g: &crate::gram::GramConfig,
+        host: Box<dyn PromptMethod<Ad<B>>>,
+        train_items: &[Datum],
+        record: &mut Record,
+    ) -> Result<Box<dyn PromptMethod<Ad<B>>>> {
+        let dep = cell
+            .depends_on
+            .as_ref()
+            .ok_or_else(|| Error::Input("a gram cell without its meta-training cell".into()))?;
+        match store.get(dep)? {
+            Some(r) if r.status == Status::Ok => {}
+            _ => return Err(Error::Input(format!("its meta-training cell {dep} has not succeeded"))),
+        }
+        let art = store.get_meta(dep)?;
+        let spec = &self.suite.gram[&g.meta];
+        let regulate = if g.regulate {
+            // The task embedding downstream: the mean normalized image feature of the cell's
+            // training images (meta-training used the support images' the same way).
+            let paths: Vec<PathBuf> = train_items.iter().map(|d| d.path.clone()).collect();
+            let f = encode_images(
+                &self.clip_eval,
+                &self.pre,
+                &self.images,
+                &paths,
+                self.suite.eval.batch_size,
+                &self.device,
+            )?;
+            self.corrupt(f.bad.clone(), record)?;
+            let rows: Vec<usize> = (0..paths.len()).filter(|&i| f.ok[i]).collect();
+            let mut task = vec![0f32; f.dim];
+            for &i in &rows {
+                let r = f.row(i);
+                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                for (t, v) in task.iter_mut().zip(r) {
+                    *t += v / n / rows.len() as f32;
+                }
+            }
+            let width = self.clip.text_model.token_embedding.dims()[1];
+            let reg = crate::gram::train::regulator_from::<B>(
+                &spec.train.regulator,
+                width,
+                art.task_dim,
+                &art.regulator,
+                &self.device,
+            )?;
+            Some(RegulatedGradients::<Ad<B>> {
+                regulators: vec![(width, reg)],
+                task: Tensor::<B, 1>::from_data(TensorData::new(task, [f.dim]), &self.device),
+                params: Vec::new(),
+            })
+        } else {
+            None
+        };
+        record.digests["meta"] = json!({ "cell": dep, "corpus_sha256": art.corpus_digest });
+        Ok(Box::new(WithGram::new(host, g.init.then_some(&art.theta0), regulate)?))
+    }
+
     fn compute(&mut self, store: &Store, cell: &Cell, record: &mut Record) -> Result<()> {
+        if cell.spec.phase == Phase::Meta {
+            return self.meta(store, cell, record);
+        }
         let s = &cell.spec;
         let mc = self
             .suite
@@ -690,6 +814,11 @@ impl<'a, B: Backend> CellContext<'a, B> {
             "weights_sha256": self.weights_digest,
             "data": { s.dataset.clone(): ds.digest() },
         });
+        let gram = match &mc {
+            MethodConfig::Gram(g) => Some(g.clone()),
+            _ => None,
+        };
+        let mc = self.suite.trained_as(&mc).clone();
         let mut method = mc.build(
             &self.clip,
             &self.tok,
@@ -720,6 +849,9 @@ impl<'a, B: Backend> CellContext<'a, B> {
                     if train_items.is_empty() {
                         return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
                     }
+                    if let Some(g) = &gram {
+                        method = self.with_gram(store, cell, g, method, &train_items, record)?;
+                    }
                     let t = Instant::now();
                     if method.fits_features() {
                         let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
@@ -748,6 +880,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 });
                 (ds.clone(), labels)
             }
+            Phase::Meta => unreachable!("meta cells are computed by `meta`"),
             Phase::Eval => {
                 let dep = cell
                     .depends_on
@@ -768,7 +901,12 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 (tds, tl)
             }
         };
+        // A gram train cell noted its meta-training cell while building the method.
+        let meta = record.digests.get("meta").cloned();
         record.digests = digests;
+        if let Some(m) = meta {
+            record.digests["meta"] = m;
+        }
         let t = Instant::now();
         let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels, record)?;
         record.timings.eval_s = t.elapsed().as_secs_f64();

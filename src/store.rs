@@ -221,6 +221,25 @@ impl Store {
     }
 }
 
+impl Store {
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{key}.meta.json"))
+    }
+
+    /// A GRAM meta-training artifact, beside the prompt artifacts.
+    pub fn put_meta(&self, key: &str, art: &crate::gram::MetaArtifact) -> Result<()> {
+        let bytes = serde_json::to_vec(art).map_err(|e| Error::Store(format!("meta artifact: {e}")))?;
+        write_atomic(&self.meta_path(key), &bytes)
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<crate::gram::MetaArtifact> {
+        let p = self.meta_path(key);
+        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(format!("{}: unreadable meta artifact ({e})", p.display())))
+    }
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));

@@ -1008,3 +1008,72 @@ fn released_checkpoints_are_evaluated_as_their_own_cells() {
         stderr(&out)
     );
 }
+
+#[test]
+fn gram_meta_trains_once_and_its_ablation_without_either_part_is_the_host() {
+    let env = Env::new();
+    let gram = r#"
+[gram.meta]
+seed = 1
+corpus = { world = { size = 60 } }
+
+[gram.meta.train]
+n_ctx = 4
+init_std = 0.02
+inner_lr = 1.0
+outer_lr = 1e-3
+weight_decay = 0.0
+clip_norm = 1.0
+steps = 3
+cluster = { domains = 2, classes_per_domain = 2, iterations = 5 }
+episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
+regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
+
+[methods.gram-c]
+kind = "gram"
+host = "coop"
+meta = "meta"
+init = true
+regulate = true
+
+[methods.gram-none]
+kind = "gram"
+host = "coop"
+meta = "meta"
+init = false
+regulate = false
+
+[[experiment]]
+protocol = "few-shot"
+methods = ["coop", "gram-c", "gram-none"]
+datasets = ["shapes"]
+shots = [1]
+seeds = [1]
+"#;
+    let b2n = TINY.find("[[experiment]]").unwrap();
+    let text = format!("{}{gram}", &TINY[..b2n]);
+    let suite = env.write_suite("gram.toml", &text);
+    let out = env.run(&["run", suite.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = record_values(&env, "tiny");
+    let meta: Vec<&serde_json::Value> = records.iter().filter(|r| r["cell"]["phase"] == "meta").collect();
+    assert_eq!(meta.len(), 1, "one meta-training cell serves both gram methods");
+    assert_eq!(meta[0]["status"], "ok", "{}", meta[0]["error"]);
+    assert_eq!(meta[0]["train"]["steps"], 3);
+    let by = |m: &str| records.iter().find(|r| r["cell"]["method"] == m).unwrap();
+    assert_eq!(by("gram-c")["status"], "ok", "{}", by("gram-c")["error"]);
+    assert_eq!(by("gram-c")["digests"]["meta"]["cell"], meta[0]["key"]);
+    // Neither θ₀ nor ψ_φ: exactly the host.
+    assert_eq!(by("gram-none")["metrics"], by("coop")["metrics"]);
+    assert_eq!(
+        by("gram-none")["train"]["epoch_loss"],
+        by("coop")["train"]["epoch_loss"]
+    );
+    // A host of another shape is refused when the suite is read.
+    let bad = text.replace(
+        "n_ctx = 4\ninit_std = 0.02\ninner_lr",
+        "n_ctx = 2\ninit_std = 0.02\ninner_lr",
+    );
+    let e = parse(&bad).unwrap_err();
+    assert!(e.contains("meta-learns 2 context vectors"), "{e}");
+}

@@ -112,8 +112,11 @@ fn work_of(suite: &Suite, digests: &crate::runner::SuiteDigests, c: &crate::suit
             (n * d.per_class[0].min(shots), n * d.per_class[2])
         })
     };
-    let mc = &suite.methods[&s.method];
-    let train = match (s.phase, mc.training()) {
+    let Some(mc) = suite.methods.get(&s.method) else {
+        // A meta-training cell: its cost is not in images of a dataset.
+        return (0, 0);
+    };
+    let train = match (s.phase, suite.trained_as(mc).training()) {
         (Phase::Train, Some((_, epochs, _))) => {
             epochs.resolve(&s.dataset, s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
         }

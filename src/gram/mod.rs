@@ -10,9 +10,11 @@ pub mod plugin;
 pub mod regulator;
 pub mod train;
 
+pub mod spec;
 pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, Hierarchy};
 pub use episodes::{sample_episode, Episode, EpisodeConfig, QueryRule};
 pub use meta::{EpisodeSet, MetaLearner, MetaPrompt, MetaStep};
 pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
+pub use spec::{CorpusSpec, GramConfig, GramSpec};
 pub use train::{meta_train, Corpus, MetaArtifact, MetaTrainConfig};

@@ -50,6 +50,8 @@ pub enum MethodConfig {
     Promptsrc(PromptSrcConfig),
     #[serde(rename = "linear-probe")]
     LinearProbe(LinearProbeConfig),
+    /// A host method with GRAM; resolved against the suite (its host and meta-training run).
+    Gram(crate::gram::GramConfig),
 }
 
 impl MethodConfig {
@@ -65,6 +67,7 @@ impl MethodConfig {
             MethodConfig::Ivlp(_) => "ivlp",
             MethodConfig::Promptsrc(_) => "promptsrc",
             MethodConfig::LinearProbe(_) => "linear-probe",
+            MethodConfig::Gram(_) => "gram",
         }
     }
 
@@ -80,13 +83,14 @@ impl MethodConfig {
             MethodConfig::Ivlp(c) => c.validate(),
             MethodConfig::Promptsrc(c) => c.validate(),
             MethodConfig::LinearProbe(c) => c.validate(),
+            MethodConfig::Gram(_) => Ok(()),
         }
     }
 
     /// SGD training schedule, or None for methods that do not train by SGD.
     pub fn training(&self) -> Option<(&SgdConfig, &Epochs, usize)> {
         match self {
-            MethodConfig::Zeroshot(_) | MethodConfig::LinearProbe(_) => None,
+            MethodConfig::Zeroshot(_) | MethodConfig::LinearProbe(_) | MethodConfig::Gram(_) => None,
             MethodConfig::Coop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
             MethodConfig::Kgcoop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
             MethodConfig::Prograd(c) => Some((&c.optim, &c.epochs, c.batch_size)),
@@ -136,6 +140,11 @@ impl MethodConfig {
             MethodConfig::Ivlp(c) => Box::new(MultiModal::ivlp(c, clip, tok, classnames, seed)?),
             MethodConfig::Promptsrc(c) => Box::new(MultiModal::promptsrc(c, clip, tok, classnames, seed)?),
             MethodConfig::LinearProbe(c) => Box::new(LinearProbe::new(c.clone(), classnames)),
+            MethodConfig::Gram(_) => {
+                return Err(crate::error::Error::Config(
+                    "a gram method is built by the runner from its host and meta-training run".into(),
+                ))
+            }
         })
     }
 }

@@ -24,6 +24,9 @@ pub enum Phase {
     Eval,
     /// Load a released prompt checkpoint (no training) and test it like a train cell.
     Checkpoint,
+    /// GRAM meta-training on a corpus (`method` = the `[gram.NAME]` run); gram train cells depend
+    /// on it.
+    Meta,
 }
 
 impl Phase {
@@ -32,6 +35,7 @@ impl Phase {
             Phase::Train => "train",
             Phase::Eval => "eval",
             Phase::Checkpoint => "checkpoint",
+            Phase::Meta => "meta",
         }
     }
 }
@@ -146,11 +150,50 @@ pub fn cell_key(
         "depends_on": depends_on,
     });
     let mut v = v;
+    // A gram method's result depends on its host's whole config.
+    if let MethodConfig::Gram(g) = method {
+        v["host"] = json!(suite.methods.get(&g.host));
+    }
     // Only checkpoint cells carry the field, so every other key stays as it was.
     if let Some(p) = &spec.checkpoint {
         v["checkpoint"] = json!(digests.file(p));
     }
     hash(&v)
+}
+
+/// The key and spec of the meta-training cell of `[gram.NAME]`.
+pub fn meta_cell(suite: &Suite, name: &str, digests: &dyn Digests) -> Option<Cell> {
+    let spec = suite.gram.get(name)?;
+    let corpus = match &spec.corpus {
+        crate::gram::CorpusSpec::World { .. } => json!({ "world": suite.world }),
+        crate::gram::CorpusSpec::Csv { path, .. } => {
+            let p = crate::lock::expand(path).unwrap_or_else(|_| path.clone());
+            json!({ "csv": digests.file(&p) })
+        }
+    };
+    let v = json!({
+        "cell_format": CELL_FORMAT,
+        "suite": suite.name,
+        "suite_version": suite.version,
+        "gram": spec,
+        "corpus": corpus,
+        "backbone": digests.backbone(),
+    });
+    Some(Cell {
+        key: hash(&v),
+        spec: CellSpec {
+            method: name.to_string(),
+            phase: Phase::Meta,
+            dataset: "corpus".into(),
+            train_classes: Subsample::All,
+            shots: 0,
+            seed: spec.seed,
+            target: None,
+            target_classes: Subsample::All,
+            checkpoint: None,
+        },
+        depends_on: None,
+    })
 }
 
 impl Plan {
@@ -188,13 +231,22 @@ impl Plan {
                                 target: None,
                                 target_classes: train_classes,
                             };
-                            let key = cell_key(suite, mc, &spec, None, digests);
+                            // A gram method's train cell needs its meta-training cell first.
+                            let meta = match mc {
+                                MethodConfig::Gram(g) => meta_cell(suite, &g.meta, digests),
+                                _ => None,
+                            };
+                            let dep = meta.as_ref().map(|c| c.key.clone());
+                            if let Some(c) = meta {
+                                push(&mut cells, c);
+                            }
+                            let key = cell_key(suite, mc, &spec, dep.as_deref(), digests);
                             push(
                                 &mut cells,
                                 Cell {
                                     key: key.clone(),
                                     spec: spec.clone(),
-                                    depends_on: None,
+                                    depends_on: dep,
                                 },
                             );
                             let slot = |dataset: &str, metric: &str, source: Option<&str>, key: &str| Slot {

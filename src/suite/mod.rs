@@ -39,6 +39,9 @@ pub struct Suite {
     pub datasets: BTreeMap<String, UserDataset>,
     /// Methods by the name cells and reports use.
     pub methods: BTreeMap<String, MethodConfig>,
+    /// GRAM meta-training runs, by the name `kind = "gram"` methods refer to.
+    #[serde(default)]
+    pub gram: BTreeMap<String, crate::gram::GramSpec>,
     #[serde(rename = "experiment")]
     pub experiments: Vec<Experiment>,
     /// Published tables (files under `baselines/`) the report compares against.
@@ -172,7 +175,25 @@ pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error 
     }
 }
 
+/// A CoOp-family host's (n_ctx, unified context).
+fn host_prompt(m: &MethodConfig) -> Option<(usize, bool)> {
+    match m {
+        MethodConfig::Coop(c) => Some((c.n_ctx, !c.csc)),
+        MethodConfig::Kgcoop(c) => Some((c.n_ctx, !c.csc)),
+        MethodConfig::Prograd(c) => Some((c.n_ctx, !c.csc)),
+        _ => None,
+    }
+}
+
 impl Suite {
+    /// The config that trains a method: a gram method's host, else the method itself.
+    pub fn trained_as<'a>(&'a self, m: &'a MethodConfig) -> &'a MethodConfig {
+        match m {
+            MethodConfig::Gram(g) => self.methods.get(&g.host).unwrap_or(m),
+            _ => m,
+        }
+    }
+
     /// Reads and validates a suite file.
     pub fn load(path: &Path) -> Result<Suite> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -226,6 +247,38 @@ impl Suite {
         }
         for (name, m) in &self.methods {
             m.validate().map_err(|e| format!("methods.{name}: {e}"))?;
+            if let MethodConfig::Gram(g) = m {
+                let host = self
+                    .methods
+                    .get(&g.host)
+                    .ok_or_else(|| format!("methods.{name}: unknown host `{}`", g.host))?;
+                if !matches!(
+                    host,
+                    MethodConfig::Coop(_) | MethodConfig::Kgcoop(_) | MethodConfig::Prograd(_)
+                ) {
+                    return Err(format!(
+                        "methods.{name}: host `{}` is a {}; GRAM meta-learns textual CoOp-shaped prompts for now \
+                         (coop, kgcoop, prograd)",
+                        g.host,
+                        host.kind()
+                    ));
+                }
+                let spec = self
+                    .gram
+                    .get(&g.meta)
+                    .ok_or_else(|| format!("methods.{name}: no [gram.{}] meta-training run", g.meta))?;
+                if let Some((c, _)) = host_prompt(host) {
+                    if c != spec.train.n_ctx {
+                        return Err(format!(
+                            "methods.{name}: host `{}` has n_ctx {c} but [gram.{}] meta-learns {} context vectors",
+                            g.host, g.meta, spec.train.n_ctx
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, g) in &self.gram {
+            g.validate().map_err(|e| format!("gram.{name}: {e}"))?;
         }
         if self.experiments.is_empty() {
             return Err("no [[experiment]]".into());
@@ -256,13 +309,17 @@ impl Suite {
                 }
             }
             if x.checkpoint.is_some() {
-                if let Some(m) = x.methods.iter().find(|m| self.methods[*m].training().is_none()) {
+                if let Some(m) = x
+                    .methods
+                    .iter()
+                    .find(|m| self.trained_as(&self.methods[*m]).training().is_none())
+                {
                     return Err(format!("{at}: `{m}` has no parameters to load from a checkpoint"));
                 }
             }
             // A schedule that has no epoch count for a cell is an error now, not mid-run.
             for m in &x.methods {
-                if let Some((_, epochs, _)) = self.methods[m].training() {
+                if let Some((_, epochs, _)) = self.trained_as(&self.methods[m]).training() {
                     for d in &x.datasets {
                         for &k in &x.shots {
                             epochs.resolve(d, k).map_err(|e| format!("{at}: methods.{m}: {e}"))?;
