@@ -755,17 +755,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         let regulate = if g.regulate {
             // The task embedding downstream: the mean normalized image feature of the cell's
             // training images (meta-training used the support images' the same way).
-            let paths: Vec<PathBuf> = train_items.iter().map(|d| d.path.clone()).collect();
-            let f = encode_images(
-                &self.clip_eval,
-                &self.pre,
-                &self.images,
-                &paths,
-                self.suite.eval.batch_size,
-                &self.device,
-            )?;
-            self.corrupt(f.bad.clone(), record)?;
-            let rows: Vec<usize> = (0..paths.len()).filter(|&i| f.ok[i]).collect();
+            let (f, rows) = self.frozen_features(train_items, record)?;
             let mut task = vec![0f32; f.dim];
             for &i in &rows {
                 let r = f.row(i);
@@ -989,6 +979,23 @@ impl<'a, B: Backend> CellContext<'a, B> {
         })
     }
 
+    /// The frozen encoder's features (eval transform) of `items`, and which of them decoded (the
+    /// others go through the suite's corrupt-image policy).
+    fn frozen_features(&self, items: &[Datum], record: &mut Record) -> Result<(FeatureSet, Vec<usize>)> {
+        let paths: Vec<PathBuf> = items.iter().map(|d| d.path.clone()).collect();
+        let set = encode_images(
+            &self.clip_eval,
+            &self.pre,
+            &self.images,
+            &paths,
+            self.suite.eval.batch_size,
+            &self.device,
+        )?;
+        self.corrupt(set.bad.clone(), record)?;
+        let keep = (0..items.len()).filter(|&i| set.ok[i]).collect();
+        Ok((set, keep))
+    }
+
     /// Fits a feature-fitted method on the frozen features (eval transform) of its training and
     /// validation images.
     fn fit(
@@ -999,17 +1006,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         record: &mut Record,
     ) -> Result<TrainSummary> {
         let labelled = |items: &[Datum], record: &mut Record| -> Result<Labelled> {
-            let paths: Vec<PathBuf> = items.iter().map(|d| d.path.clone()).collect();
-            let set = encode_images(
-                &self.clip_eval,
-                &self.pre,
-                &self.images,
-                &paths,
-                self.suite.eval.batch_size,
-                &self.device,
-            )?;
-            self.corrupt(set.bad.clone(), record)?;
-            let keep: Vec<usize> = (0..items.len()).filter(|&i| set.ok[i]).collect();
+            let (set, keep) = self.frozen_features(items, record)?;
             Ok(Labelled {
                 x: keep.iter().flat_map(|&i| set.row(i).to_vec()).collect(),
                 y: keep.iter().map(|&i| items[i].label).collect(),
