@@ -148,8 +148,7 @@ pub fn regulator_tensors<B: Backend>(r: &Regulator<B>) -> Vec<(Vec<usize>, Vec<f
     struct V(Vec<(Vec<usize>, Vec<f32>)>);
     impl<B: Backend> ModuleVisitor<B> for V {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
-            let d = p.val().into_data().convert::<f32>();
-            self.0.push((d.shape.to_vec(), d.to_vec::<f32>().expect("f32")));
+            self.0.push(crate::methods::host_tensor(p.val()));
         }
     }
     let mut v = V(Vec::new());

@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use super::coop::{init_context, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::{apply_step, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{
+    apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
+    PromptParam,
+};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -201,11 +204,6 @@ impl<B: AutodiffBackend> CoCoOp<B> {
             .as_ref()
             .expect("the parameters are only taken out during a step")
     }
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
-    let d = t.into_data().convert::<f32>();
-    (d.shape.to_vec(), d.to_vec::<f32>().expect("converted to f32"))
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {

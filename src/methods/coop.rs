@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
 use super::{
-    apply_step, image_logits, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam,
+    apply_step, host_tensor, image_logits, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact,
+    PromptMethod, PromptParam,
 };
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer};
@@ -400,12 +401,8 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
     }
 
     fn save_artifact(&self) -> PromptArtifact {
-        let ctx = self.prompt().ctx.val().inner().into_data().convert::<f32>();
         let mut a = PromptArtifact::new();
-        a.insert(
-            "ctx".into(),
-            (ctx.shape.to_vec(), ctx.to_vec::<f32>().expect("converted to f32")),
-        );
+        a.insert("ctx".into(), host_tensor(self.prompt().ctx.val().inner()));
         a
     }
 

@@ -161,6 +161,12 @@ pub struct Batch<B: Backend> {
     pub labels: Tensor<B, 1, Int>,
 }
 
+/// A tensor's shape and values on the host, as artifacts store them.
+pub fn host_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    let d = t.into_data().convert::<f32>();
+    (d.shape.to_vec(), d.to_vec::<f32>().expect("converted to f32"))
+}
+
 /// A loss's value and its gradients for `module`'s parameters.
 pub fn loss_grads<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
     loss: Tensor<B, 1>,

@@ -23,7 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use super::coop::{normal, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::{apply_step, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{
+    apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
+    PromptParam,
+};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
@@ -256,11 +259,6 @@ fn names(p: &MultiModalPrompts<impl Backend>) -> Vec<String> {
         }
     }
     out
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
-    let d = t.into_data().convert::<f32>();
-    (d.shape.to_vec(), d.to_vec::<f32>().expect("converted to f32"))
 }
 
 /// Every tensor in artifact order (torch layout for the projections).

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::coop::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
-use super::{apply_step, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use super::{
+    apply_step, host_tensor, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam,
+};
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
 use crate::error::{Error, Result};
 
@@ -188,13 +190,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
             .layers
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let d = p.val().inner().into_data().convert::<f32>();
-                (
-                    layer_name(i),
-                    (d.shape.to_vec(), d.to_vec::<f32>().expect("converted to f32")),
-                )
-            })
+            .map(|(i, p)| (layer_name(i), host_tensor(p.val().inner())))
             .collect()
     }
 
