@@ -1,7 +1,8 @@
 //! GRAM meta-training steps per second on the CPU backend: one first-order meta step (support
-//! gradient, regulated inner step, query loss, AdamW on θ₀ and φ) for a 5-way 4-shot episode with
-//! 8 query images per class, on frozen image features, at the embedded world's micro-CLIP shapes
-//! and at ViT-B/16 shapes (random weights). Figures: README.
+//! gradient, regulated inner step, query loss, AdamW on θ₀ and φ) for an N-way episode, with
+//! textual prompts (4 context tokens; images as frozen features), visual prompts (4 tokens at the
+//! input; images through the prompted vision tower, forward and backward) and both (UNIGRAM), at
+//! the embedded world's micro-CLIP shapes and at ViT-B/16 shapes (random weights). Figures: README.
 //!
 //!     cargo bench --profile dev --bench gram_meta
 use std::time::Instant;
@@ -9,58 +10,89 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use gram_bench::clip::{Clip, ClipConfig, ClipTokenizer, RandomInit};
-use gram_bench::gram::{EpisodeSet, MetaLearner, RegulatorConfig, RegulatorInit};
+use gram_bench::gram::{ClassText, EpisodeSet, MetaLearner, MetaRegulators, RegulatorConfig, RegulatorInit};
 use gram_bench::methods::coop::ClassPrompts;
 
 type B = Autodiff<gram_bench::backend::Cpu>;
 
-fn bench(label: &str, clip: &Clip<B>, tok: &ClipTokenizer) {
+/// Times `runs` meta steps after one warm-up: `ways`-way, `shots` support and `queries` query
+/// images per class.
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    label: &str,
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    image_size: usize,
+    (text, vision): (bool, bool),
+    (ways, shots, queries): (usize, usize, usize),
+    runs: usize,
+) {
     let device = Default::default();
-    let names: Vec<String> = [
-        "a photo of a red circle",
-        "a sketch of a blue square",
-        "a cartoon green star",
-        "a photo of a striped yellow triangle",
-        "a small purple heart",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let names: Vec<String> = (0..ways).map(|i| format!("a photo of a thing number {i}")).collect();
     let prompts = ClassPrompts::new(clip, tok, "X X X X", 4, &names).expect("prompts");
+    let frozen = clip.encode_text(tok, &names).expect("text").detach();
     let e = clip.text_projection.dims()[1];
-    let w = clip.text_model.token_embedding.dims()[1];
+    let tw = clip.text_model.token_embedding.dims()[1];
+    let vw = clip.vision_model.class_embedding.dims()[0];
     let set = |n: usize| EpisodeSet {
-        features: Tensor::<B, 2>::random([5 * n, e], Distribution::Normal(0.0, 1.0), &device),
+        features: Tensor::<B, 2>::random([ways * n, e], Distribution::Normal(0.0, 1.0), &device),
+        pixels: vision.then(|| {
+            Tensor::<B, 4>::random(
+                [ways * n, 3, image_size, image_size],
+                Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+        }),
         labels: Tensor::<B, 1, Int>::from_data(
-            TensorData::new((0..5 * n).map(|i| (i % 5) as i64).collect::<Vec<_>>(), [5 * n]),
+            TensorData::new((0..ways * n).map(|i| (i % ways) as i64).collect::<Vec<_>>(), [ways * n]),
             &device,
         ),
-        prompts: &prompts,
+        classes: if text {
+            ClassText::Prompts(&prompts)
+        } else {
+            ClassText::Frozen(frozen.clone())
+        },
     };
-    let (support, query) = (set(4), set(8));
-    let reg = RegulatorConfig {
+    let (support, query) = (set(shots), set(queries));
+    let rc = RegulatorConfig {
         rank: 16,
         hidden_layers: 1,
         coef_hidden: 24,
         init: RegulatorInit::Xavier,
-    }
-    .init::<B>(w, e, 1, &device);
-    let ctx = Tensor::<B, 3>::random([1, 4, w], Distribution::Normal(0.0, 0.02), &device);
-    let mut meta = MetaLearner::new(ctx, reg, 1e-2, 1.0, 0.0);
+    };
+    let prompt = |on: bool, w: usize| -> Vec<Tensor<B, 2>> {
+        if on {
+            vec![Tensor::<B, 2>::random([4, w], Distribution::Normal(0.0, 0.02), &device)]
+        } else {
+            Vec::new()
+        }
+    };
+    let regs = MetaRegulators {
+        text: text.then(|| rc.init::<B>(tw, e, 1, &device)),
+        vision: vision.then(|| rc.init::<B>(vw, e, 2, &device)),
+    };
+    let mut meta = MetaLearner::new(prompt(text, tw), prompt(vision, vw), regs, 1e-2, 1.0, 0.0);
     meta.step(clip, &support, &query, 1e-3);
-    let n = 5;
     let t = Instant::now();
-    for _ in 0..n {
+    for _ in 0..runs {
         meta.step(clip, &support, &query, 1e-3);
     }
-    let s = t.elapsed().as_secs_f64() / n as f64;
-    println!("| {label} | {:.3} s | {:.2} steps/s |", s, 1.0 / s);
+    let s = t.elapsed().as_secs_f64() / runs as f64;
+    let prompts = match (text, vision) {
+        (true, false) => "text",
+        (false, true) => "vision",
+        _ => "text + vision (UNIGRAM)",
+    };
+    println!(
+        "| {label} | {prompts} | {ways}-way {shots}-shot, {queries} queries/class | {s:.3} s | {:.2} |",
+        1.0 / s
+    );
 }
 
 fn main() {
     let device = Default::default();
-    println!("| shapes | s / meta step | steps / s |");
-    println!("| --- | --- | --- |");
+    println!("| shapes | prompts | episode | s / meta step | steps / s |");
+    println!("| --- | --- | --- | --- | --- |");
     let world = gram_bench::world::pretrain::micro_clip_config(&gram_bench::world::WorldConfig {
         seed: 1,
         image_size: 32,
@@ -79,18 +111,18 @@ fn main() {
         .init::<B>(&mut RandomInit::new(0), &device)
         .expect("init")
         .freeze();
-    bench(
-        "micro-CLIP (smoke world: width 64, 2 layers)",
-        &micro,
-        &ClipTokenizer::openai(32).expect("bpe"),
-    );
+    let micro_tok = ClipTokenizer::openai(32).expect("bpe");
+    for modes in [(true, false), (false, true), (true, true)] {
+        bench("micro-CLIP (smoke world: width 64, 2 layers, 32 px)", &micro, &micro_tok, 32, modes, (5, 4, 8), 5);
+    }
     let vit = ClipConfig::vit_b_16()
         .init::<B>(&mut RandomInit::new(0), &device)
         .expect("init")
         .freeze();
-    bench(
-        "ViT-B/16 text tower (width 512, 12 layers)",
-        &vit,
-        &ClipTokenizer::openai(77).expect("bpe"),
-    );
+    let vit_tok = ClipTokenizer::openai(77).expect("bpe");
+    let vit_label = "ViT-B/16 (width 512 / 768, 12 layers, 224 px)";
+    bench(vit_label, &vit, &vit_tok, 224, (true, false), (5, 4, 8), 3);
+    for modes in [(false, true), (true, true)] {
+        bench(vit_label, &vit, &vit_tok, 224, modes, (5, 1, 1), 1);
+    }
 }

@@ -721,13 +721,17 @@ impl<'a, B: Backend> CellContext<'a, B> {
             "weights_sha256": self.weights_digest,
             "corpus_sha256": art.corpus_digest,
         });
-        let last = art.trace.last().copied().unwrap_or((f32::NAN, f32::NAN, f32::NAN));
+        let last = art.trace.last();
         record.train = Some(TrainSummary {
             epochs: 0,
             steps: art.trace.len(),
             images: corpus.captions.len(),
-            epoch_loss: art.trace.iter().map(|t| t.1).collect(),
-            fit: Some(json!({ "final_query_loss": last.1, "final_coefficient": last.2 })),
+            epoch_loss: art.trace.iter().map(|t| t.query_loss).collect(),
+            fit: Some(json!({
+                "final_query_loss": last.map(|t| t.query_loss),
+                "final_text_coefficient": last.and_then(|t| t.text_coefficient),
+                "final_vision_coefficient": last.and_then(|t| t.vision_coefficient),
+            })),
         });
         store.put_meta(&cell.key, &art)
     }
@@ -751,7 +755,6 @@ impl<'a, B: Backend> CellContext<'a, B> {
             _ => return Err(Error::Input(format!("its meta-training cell {dep} has not succeeded"))),
         }
         let art = store.get_meta(dep)?;
-        let spec = &self.suite.gram[&g.meta];
         let regulate = if g.regulate {
             // The task embedding downstream: the mean normalized image feature of the cell's
             // training images (meta-training used the support images' the same way).
@@ -764,16 +767,9 @@ impl<'a, B: Backend> CellContext<'a, B> {
                     *t += v / n / rows.len() as f32;
                 }
             }
-            let width = self.clip.text_model.token_embedding.dims()[1];
-            let reg = crate::gram::train::regulator_from::<B>(
-                &spec.train.regulator,
-                width,
-                art.task_dim,
-                &art.regulator,
-                &self.device,
-            )?;
             Some(RegulatedGradients::<Ad<B>> {
-                regulators: vec![(width, reg)],
+                text: art.regulator::<B>(true, &self.device)?,
+                vision: art.regulator::<B>(false, &self.device)?,
                 task: Tensor::<B, 1>::from_data(TensorData::new(task, [f.dim]), &self.device),
                 params: Vec::new(),
             })

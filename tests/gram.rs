@@ -1,5 +1,6 @@
-//! GRAM's meta-training step on the tiny fixture CLIP: one first-order step moves both the prompt
-//! initialisation θ₀ and the regulator φ, and repeated steps on one task lower its query loss.
+//! GRAM's meta-training on the tiny fixture CLIP: one first-order step moves both the prompt
+//! initialisation θ₀ and the regulators φ (textual, visual, UNIGRAM), repeated steps on one task
+//! lower its query loss, and meta-training on a TSV corpus gives a seeded artifact.
 mod common;
 
 use burn::backend::Autodiff;
@@ -7,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use common::{fixture, B};
 use gram_bench::clip::{load_clip, LoadOptions};
-use gram_bench::gram::{EpisodeSet, MetaLearner, RegulatorConfig, RegulatorInit};
+use gram_bench::gram::{ClassText, EpisodeSet, MetaLearner, MetaRegulators, Regulator, RegulatorConfig, RegulatorInit};
 use gram_bench::methods::coop::ClassPrompts;
 
 type AB = Autodiff<B>;
@@ -26,8 +27,20 @@ fn flat<M: Module<AB>>(m: &M) -> Vec<f32> {
     v.0
 }
 
+fn regulator(width: usize, seed: u64, dev: &burn::tensor::Device<AB>) -> Regulator<AB> {
+    RegulatorConfig {
+        rank: 4,
+        hidden_layers: 0,
+        coef_hidden: 8,
+        init: RegulatorInit::Xavier,
+    }
+    .init::<AB>(width, 32, seed, dev)
+}
+
+/// Meta steps on one task with textual prompts, visual prompts, or both (UNIGRAM): every learned
+/// tensor of θ₀ and each modality's φ move, and repeated steps lower the query loss.
 #[test]
-fn a_meta_step_moves_the_initialisation_and_the_regulator_and_lowers_the_query_loss() {
+fn a_meta_step_moves_the_initialisation_and_the_regulators_and_lowers_the_query_loss() {
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let m = clip.model;
@@ -36,40 +49,69 @@ fn a_meta_step_moves_the_initialisation_and_the_regulator_and_lowers_the_query_l
         .map(|s| s.to_string())
         .collect();
     let prompts = ClassPrompts::new(&m, &clip.tokenizer, "X X X X", 4, &names).unwrap();
-    let set = |seed: u64| {
-        let pixels = Tensor::<AB, 4>::random([6, 3, 32, 32], Distribution::Normal(seed as f64 * 0.1, 1.0), &dev);
-        EpisodeSet {
-            features: m.encode_image(pixels, &Default::default()).detach(),
-            labels: Tensor::<AB, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1, 2], [6]), &dev),
-            prompts: &prompts,
+    let frozen_text = m.encode_text(&clip.tokenizer, &names).unwrap().detach();
+    let text_w = m.text_model.token_embedding.dims()[1];
+    let vision_w = m.vision_model.class_embedding.dims()[0];
+    for (label, text_layers, vision_layers) in [("text", 1, 0), ("vision (deep)", 0, 2), ("unigram", 2, 1)] {
+        let set = |seed: u64| {
+            let pixels = Tensor::<AB, 4>::random([6, 3, 32, 32], Distribution::Normal(seed as f64 * 0.1, 1.0), &dev);
+            EpisodeSet {
+                features: m.encode_image(pixels.clone(), &Default::default()).detach(),
+                pixels: (vision_layers > 0).then_some(pixels),
+                labels: Tensor::<AB, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1, 2], [6]), &dev),
+                classes: if text_layers > 0 {
+                    ClassText::Prompts(&prompts)
+                } else {
+                    ClassText::Frozen(frozen_text.clone())
+                },
+            }
+        };
+        let (support, query) = (set(1), set(2));
+        let draw = |n: usize, w: usize| -> Vec<Tensor<AB, 2>> {
+            (0..n)
+                .map(|_| Tensor::<AB, 2>::random([4, w], Distribution::Normal(0.0, 0.02), &dev))
+                .collect()
+        };
+        let regs = MetaRegulators {
+            text: (text_layers > 0).then(|| regulator(text_w, 3, &dev)),
+            vision: (vision_layers > 0).then(|| regulator(vision_w, 4, &dev)),
+        };
+        let mut meta = MetaLearner::new(draw(text_layers, text_w), draw(vision_layers, vision_w), regs, 1.0, 1.0, 0.0);
+        let tensors0: Vec<Vec<f32>> = meta.prompt.text.iter().chain(&meta.prompt.vision).map(flat_param).collect();
+        let (t0, v0) = (flat(&meta.regulators.text), flat(&meta.regulators.vision));
+        let first = meta.step(&m, &support, &query, 0.01);
+        assert!(first.support_loss.is_finite() && first.query_loss.is_finite(), "{label}");
+        assert_eq!(first.text_coefficient.is_some(), text_layers > 0, "{label}");
+        assert_eq!(first.vision_coefficient.is_some(), vision_layers > 0, "{label}");
+        for c in first.text_coefficient.iter().chain(&first.vision_coefficient) {
+            assert!(*c > 0.0 && *c < 1.0, "{label}: coefficient {c}");
         }
-    };
-    let (support, query) = (set(1), set(2));
-    let ctx = Tensor::<AB, 3>::random([1, 4, 64], Distribution::Normal(0.0, 0.02), &dev);
-    let reg = RegulatorConfig {
-        rank: 4,
-        hidden_layers: 0,
-        coef_hidden: 8,
-        init: RegulatorInit::Xavier,
+        let tensors1: Vec<Vec<f32>> = meta.prompt.text.iter().chain(&meta.prompt.vision).map(flat_param).collect();
+        assert_eq!(tensors1.len(), text_layers + vision_layers);
+        for (i, (a, b)) in tensors0.iter().zip(&tensors1).enumerate() {
+            assert_ne!(a, b, "{label}: θ₀ tensor {i} did not move");
+        }
+        if text_layers > 0 {
+            assert_ne!(flat(&meta.regulators.text), t0, "{label}: textual φ did not move");
+        }
+        if vision_layers > 0 {
+            assert_ne!(flat(&meta.regulators.vision), v0, "{label}: visual φ did not move");
+        }
+        let mut last = first.clone();
+        for _ in 0..15 {
+            last = meta.step(&m, &support, &query, 0.01);
+        }
+        assert!(
+            last.query_loss < first.query_loss,
+            "{label}: query loss {} → {}",
+            first.query_loss,
+            last.query_loss
+        );
     }
-    .init::<AB>(64, 32, 3, &dev);
-    let mut meta = MetaLearner::new(ctx, reg, 1.0, 1.0, 0.0);
-    let (p0, r0) = (flat(&meta.prompt), flat(&meta.regulator));
-    let first = meta.step(&m, &support, &query, 0.01);
-    assert!(first.support_loss.is_finite() && first.query_loss.is_finite());
-    assert!(first.coefficient > 0.0 && first.coefficient < 1.0);
-    assert_ne!(flat(&meta.prompt), p0, "θ₀ did not move");
-    assert_ne!(flat(&meta.regulator), r0, "φ did not move");
-    let mut last = first.clone();
-    for _ in 0..15 {
-        last = meta.step(&m, &support, &query, 0.01);
-    }
-    assert!(
-        last.query_loss < first.query_loss,
-        "query loss {} → {}",
-        first.query_loss,
-        last.query_loss
-    );
+}
+
+fn flat_param(p: &burn::module::Param<Tensor<AB, 2>>) -> Vec<f32> {
+    p.val().into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
 
 /// A corpus in open_clip's TSV convention: two "domains" of captions (photo / sketch) over three
@@ -106,7 +148,7 @@ fn tsv_corpus(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
-    use gram_bench::gram::{meta_train, ClusterConfig, Corpus, EpisodeConfig, MetaTrainConfig, QueryRule};
+    use gram_bench::gram::{meta_train, ClusterConfig, Corpus, EpisodeConfig, MetaTrainConfig, PromptShape, QueryRule};
     let dir = tempfile::tempdir().unwrap();
     let path = tsv_corpus(dir.path());
     let corpus = Corpus::from_csv(&path, "filepath", "title", '\t').unwrap();
@@ -141,7 +183,8 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
             coef_hidden: 8,
             init: RegulatorInit::Xavier,
         },
-        n_ctx: 4,
+        text: Some(PromptShape { n_ctx: 4, depth: 1 }),
+        vision: None,
         init_std: 0.02,
         inner_lr: 1.0,
         outer_lr: 0.01,
@@ -165,12 +208,16 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     .unwrap();
     assert_eq!(seen, 4);
     assert_eq!(art.trace.len(), 4);
-    assert_eq!(art.theta0["ctx"].0, vec![1, 4, 64]);
+    assert_eq!(art.theta0.keys().collect::<Vec<_>>(), ["text.0"]);
+    assert_eq!(art.theta0["text.0"].0, vec![4, 64]);
     assert_eq!(art.corpus_digest, corpus.digest());
+    assert!(art.vision_regulator.is_none());
     // φ round-trips through its tensors.
-    let r =
-        gram_bench::gram::train::regulator_from::<B>(&cfg.regulator, 64, art.task_dim, &art.regulator, &dev).unwrap();
-    assert_eq!(gram_bench::gram::train::regulator_tensors(&r), art.regulator);
+    let r = art.regulator::<B>(true, &dev).unwrap().unwrap();
+    assert_eq!(
+        gram_bench::gram::train::regulator_tensors(&r),
+        art.text_regulator.as_ref().unwrap().tensors
+    );
     // Seeded: the same run gives the same artifact.
     let again = meta_train(
         &clip.model,
@@ -183,6 +230,32 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     )
     .unwrap();
     assert_eq!(again, art);
+
+    // UNIGRAM: textual and deep visual prompts meta-learned together, each with its regulator.
+    let uni = MetaTrainConfig {
+        vision: Some(PromptShape { n_ctx: 2, depth: 2 }),
+        steps: 3,
+        ..cfg.clone()
+    };
+    let art = meta_train(
+        &clip.model,
+        &clip.tokenizer,
+        &clip.preprocess,
+        &corpus,
+        &uni,
+        1,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(art.theta0.keys().collect::<Vec<_>>(), ["text.0", "vision.0", "vision.1"]);
+    let vision_w = clip.model.vision_model.class_embedding.dims()[0];
+    assert_eq!(art.theta0["vision.1"].0, vec![2, vision_w]);
+    assert_eq!(art.vision_regulator.as_ref().unwrap().width, vision_w);
+    assert!(art.regulator::<B>(false, &dev).unwrap().is_some());
+    assert!(art
+        .trace
+        .iter()
+        .all(|t| t.text_coefficient.is_some() && t.vision_coefficient.is_some()));
 }
 
 #[test]

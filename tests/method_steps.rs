@@ -349,24 +349,30 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
         let theta0: PromptArtifact = host
             .prompt_params()
             .iter()
-            .map(|p| (p.name.clone(), host.save_artifact()[&p.name].clone()))
+            .map(|p| (p.role.theta0_name(), host.save_artifact()[&p.name].clone()))
             .collect();
-        let widths: Vec<usize> = {
-            let mut w: Vec<usize> = host.prompt_params().iter().map(|p| *p.shape.last().unwrap()).collect();
-            w.sort();
-            w.dedup();
-            w
-        };
-        let regulate = |identity: bool| RegulatedGradients::<AB> {
-            regulators: widths
+        let width = |text: bool| {
+            host.prompt_params()
                 .iter()
-                .map(|&w| {
-                    let r = rc.init::<B>(w, 3, 11, &dev);
-                    (w, if identity { r.into_identity() } else { r })
-                })
-                .collect(),
-            task: Tensor::<B, 1>::from_data(TensorData::new(vec![0.3f32, -1.0, 0.5], [3]), &dev),
-            params: Vec::new(),
+                .find(|p| p.role.is_text() == text)
+                .map(|p| *p.shape.last().unwrap())
+        };
+        let (text_w, vision_w) = (width(true), width(false));
+        let regulate = |identity: bool| {
+            let make = |w: usize, seed: u64| {
+                let r = rc.init::<B>(w, 3, seed, &dev);
+                if identity {
+                    r.into_identity()
+                } else {
+                    r
+                }
+            };
+            RegulatedGradients::<AB> {
+                text: text_w.map(|w| make(w, 11)),
+                vision: vision_w.map(|w| make(w, 12)),
+                task: Tensor::<B, 1>::from_data(TensorData::new(vec![0.3f32, -1.0, 0.5], [3]), &dev),
+                params: Vec::new(),
+            }
         };
         let mut with = WithGram::new(host, Some(&theta0), Some(regulate(true))).unwrap();
         let mut other = WithGram::new(build(), Some(&theta0), Some(regulate(false))).unwrap();

@@ -1,15 +1,17 @@
-//! GRAM's first-order meta-training step for textual prompts (CoOp-shaped θ₀ `[1, M, width]`),
-//! reconstruction [U] after SUPMER's bi-level loop (shared/reference/gram.md §1.2):
+//! GRAM's first-order meta-training step, reconstruction [U] after SUPMER's bi-level loop
+//! (shared/reference/gram.md §1.2), for textual prompts, visual prompts or both (UNIGRAM):
 //!
 //! ```text
 //! g_s = ∇_θ L_CE(support; θ₀)                  (a constant: first order)
-//! θ'  = θ₀ − α · ψ_φ(g_s, e)                   (e: the task embedding)
+//! θ'  = θ₀ − α · ψ_φ(g_s, e)                   (each prompt tensor through its modality's ψ)
 //! L_q = L_CE(query; θ')
 //! θ₀, φ ← their optimizers on ∇ L_q, each gradient clipped to norm `clip`
 //! ```
 //!
-//! The task embedding is the mean L2-normalized image feature of the support images (SUPMER uses
-//! the encoder's mean hidden state of the support batch).
+//! The task embedding is the mean L2-normalized frozen image feature of the support images (SUPMER
+//! uses the encoder's mean hidden state of the support batch). With textual and visual prompts the
+//! support and query losses run through both at once, so each modality's adapted prompt is scored
+//! together with the other's — the "mutually enhanced" joint tuning of UNIGRAM, as reconstructed.
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -19,27 +21,84 @@ use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{ElementConversion, Int, Tensor};
 
 use super::Regulator;
-use crate::clip::Clip;
-use crate::methods::coop::{encode_prompts, ClassPrompts, ClassTokenPosition};
+use crate::clip::{Clip, DeepPrompts, PromptSlot, VisionPrompts};
+use crate::methods::coop::{assemble, ClassPrompts, ClassTokenPosition};
 
-/// The meta-learned text context θ₀.
+/// The meta-learned prompts θ₀, each `[tokens, width]`: `text[0]` is the input context (CoOp's
+/// `ctx`), `text[i]` replaces the context tokens entering text block `i`; `vision[0]` is appended
+/// after the patch tokens (VPT-shallow), `vision[i]` replaces them entering vision block `i`.
 #[derive(Module, Debug)]
 pub struct MetaPrompt<B: Backend> {
-    pub ctx: Param<Tensor<B, 3>>,
+    pub text: Vec<Param<Tensor<B, 2>>>,
+    pub vision: Vec<Param<Tensor<B, 2>>>,
 }
 
-/// One side of an episode: image features (frozen encoder, unnormalized) and labels in the
-/// episode's label space, with the class prompts of that label space.
+/// ψ_φ per modality (UNIGRAM: one each).
+#[derive(Module, Debug)]
+pub struct MetaRegulators<B: Backend> {
+    pub text: Option<Regulator<B>>,
+    pub vision: Option<Regulator<B>>,
+}
+
+/// How an episode's classes are scored on the text side.
+pub enum ClassText<'a, B: Backend> {
+    /// Class prompts that take the learned text context.
+    Prompts(&'a ClassPrompts<B>),
+    /// Frozen class features (visual-prompt-only runs).
+    Frozen(Tensor<B, 2>),
+}
+
+/// One side of an episode: frozen image features (unnormalized), the normalized pixels when visual
+/// prompts are learned, labels in the episode's label space, and the classes' text.
 pub struct EpisodeSet<'a, B: Backend> {
     pub features: Tensor<B, 2>,
+    pub pixels: Option<Tensor<B, 4>>,
     pub labels: Tensor<B, 1, Int>,
-    pub prompts: &'a ClassPrompts<B>,
+    pub classes: ClassText<'a, B>,
 }
 
-/// Cross-entropy of CoOp-style class prompts with context `ctx` on a set.
-pub fn prompt_loss<B: Backend>(clip: &Clip<B>, ctx: Tensor<B, 3>, set: &EpisodeSet<B>) -> Tensor<B, 1> {
-    let text = encode_prompts(clip, ctx, set.prompts, ClassTokenPosition::End);
-    let logits = clip.logits_per_image(set.features.clone(), text);
+/// Normalized class features of CoOp-style prompts with `text[0]` as context and `text[1..]` as
+/// deep prompts at the context's position.
+pub fn prompted_text<B: Backend>(clip: &Clip<B>, text: &[Tensor<B, 2>], p: &ClassPrompts<B>) -> Tensor<B, 2> {
+    let embeds = assemble(text[0].clone().unsqueeze::<3>(), p, ClassTokenPosition::End);
+    let deep = (text.len() > 1).then(|| {
+        let mut layers = vec![None];
+        layers.extend(text[1..].iter().map(|t| Some(t.clone().unsqueeze::<3>())));
+        DeepPrompts {
+            slot: PromptSlot::At(1),
+            layers,
+        }
+    });
+    Clip::normalize(clip.text_features(clip.text_model.forward_pooled(embeds, &p.eos, deep.as_ref())))
+}
+
+/// VPT-style vision inputs from `vision[0]` (shallow) and `vision[1..]` (deep).
+pub fn vision_inputs<B: Backend>(vision: &[Tensor<B, 2>]) -> VisionPrompts<B> {
+    VisionPrompts {
+        shallow: vision.first().map(|v| v.clone().unsqueeze::<3>()),
+        deep: (0..vision.len())
+            .map(|i| (i > 0).then(|| vision[i].clone().unsqueeze::<3>()))
+            .collect(),
+    }
+}
+
+/// Cross-entropy of a set under prompts `text` (may be empty) and `vision` (may be empty).
+pub fn prompt_loss<B: Backend>(
+    clip: &Clip<B>,
+    text: &[Tensor<B, 2>],
+    vision: &[Tensor<B, 2>],
+    set: &EpisodeSet<B>,
+) -> Tensor<B, 1> {
+    let class_features = match &set.classes {
+        ClassText::Prompts(p) if !text.is_empty() => prompted_text(clip, text, p),
+        ClassText::Frozen(f) => f.clone(),
+        ClassText::Prompts(_) => panic!("class prompts without a learned text context"),
+    };
+    let images = match (&set.pixels, vision.is_empty()) {
+        (Some(px), false) => clip.encode_image(px.clone(), &vision_inputs(vision)),
+        _ => set.features.clone(),
+    };
+    let logits = clip.logits_per_image(images, class_features);
     let n = logits.dims()[1];
     cross_entropy_with_logits(logits, set.labels.clone().one_hot(n).float())
 }
@@ -94,33 +153,55 @@ fn clip_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     grads
 }
 
-/// The meta-parameters and their optimizers.
+/// The meta-parameters and their optimizers (one for θ₀, one for φ, as SUPMER).
 pub struct MetaLearner<B: AutodiffBackend> {
     pub prompt: MetaPrompt<B>,
-    pub regulator: Regulator<B>,
+    pub regulators: MetaRegulators<B>,
     prompt_opt: OptimizerAdaptor<AdamW, MetaPrompt<B>, B>,
-    reg_opt: OptimizerAdaptor<AdamW, Regulator<B>, B>,
+    reg_opt: OptimizerAdaptor<AdamW, MetaRegulators<B>, B>,
     pub inner_lr: f64,
     pub clip: f64,
 }
 
 /// What one meta step measured.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetaStep {
     pub support_loss: f32,
     pub query_loss: f32,
-    /// The regulator's mixing coefficient on this task.
-    pub coefficient: f32,
+    /// The textual regulator's mixing coefficient on this task (when text prompts are learned).
+    pub text_coefficient: Option<f32>,
+    /// The visual regulator's.
+    pub vision_coefficient: Option<f32>,
+}
+
+fn params<B: AutodiffBackend>(ts: Vec<Tensor<B, 2>>) -> Vec<Param<Tensor<B, 2>>> {
+    ts.into_iter()
+        .map(|t| Param::from_tensor(t.detach().require_grad()))
+        .collect()
 }
 
 impl<B: AutodiffBackend> MetaLearner<B> {
-    pub fn new(ctx: Tensor<B, 3>, regulator: Regulator<B>, inner_lr: f64, clip: f64, weight_decay: f32) -> Self {
+    /// θ₀ from `text` and `vision` (either may be empty, not both); each modality with prompts
+    /// needs its regulator.
+    pub fn new(
+        text: Vec<Tensor<B, 2>>,
+        vision: Vec<Tensor<B, 2>>,
+        regulators: MetaRegulators<B>,
+        inner_lr: f64,
+        clip: f64,
+        weight_decay: f32,
+    ) -> Self {
+        assert!(
+            (text.is_empty() || regulators.text.is_some()) && (vision.is_empty() || regulators.vision.is_some()),
+            "each learned modality needs its regulator"
+        );
         let opt = || AdamWConfig::new().with_weight_decay(weight_decay);
         Self {
             prompt: MetaPrompt {
-                ctx: Param::from_tensor(ctx.detach().require_grad()),
+                text: params(text),
+                vision: params(vision),
             },
-            regulator,
+            regulators,
             prompt_opt: opt().init(),
             reg_opt: opt().init(),
             inner_lr,
@@ -130,24 +211,45 @@ impl<B: AutodiffBackend> MetaLearner<B> {
 
     /// One first-order meta step on one task; `outer_lr` for both optimizers.
     pub fn step(&mut self, clip: &Clip<B>, support: &EpisodeSet<B>, query: &EpisodeSet<B>, outer_lr: f64) -> MetaStep {
-        let ctx0 = self.prompt.ctx.val();
-        let shape = ctx0.dims();
-        // The support gradient, computed on a detached copy and then held constant.
-        let probe = ctx0.clone().detach().require_grad();
-        let ls = prompt_loss(clip, probe.clone(), support);
+        let vals = |ps: &[Param<Tensor<B, 2>>]| ps.iter().map(|p| p.val()).collect::<Vec<_>>();
+        let (text0, vision0) = (vals(&self.prompt.text), vals(&self.prompt.vision));
+        // The support gradient, computed on detached copies and then held constant.
+        let probe = |ts: &[Tensor<B, 2>]| {
+            ts.iter()
+                .map(|t| t.clone().detach().require_grad())
+                .collect::<Vec<_>>()
+        };
+        let (tp, vp) = (probe(&text0), probe(&vision0));
+        let ls = prompt_loss(clip, &tp, &vp, support);
         let support_loss: f32 = ls.clone().into_scalar().elem();
-        let g_s = probe.grad(&ls.backward()).expect("the context requires grad");
-        let rows = shape[0] * shape[1];
-        let g_s = Tensor::<B, 2>::from_inner(g_s.reshape([rows, shape[2]]));
+        let gs = ls.backward();
         let task = Clip::normalize(support.features.clone())
             .mean_dim(0)
             .reshape([support.features.dims()[1]])
             .detach();
-        let (step, c) = self.regulator.forward(g_s, task);
-        let ctx1 = ctx0 - step.reshape(shape).mul_scalar(self.inner_lr);
-        let lq = prompt_loss(clip, ctx1, query);
+        let inner_lr = self.inner_lr;
+        let adapt = |theta: Vec<Tensor<B, 2>>,
+                     probes: &[Tensor<B, 2>],
+                     reg: Option<&Regulator<B>>|
+         -> (Vec<Tensor<B, 2>>, Option<f32>) {
+            let mut coefficient = None;
+            let out = theta
+                .into_iter()
+                .zip(probes)
+                .map(|(t0, p)| {
+                    let g = Tensor::<B, 2>::from_inner(p.grad(&gs).expect("the prompts require grad"));
+                    let reg = reg.expect("each learned modality has its regulator");
+                    let (step, c) = reg.forward(g, task.clone());
+                    coefficient = Some(c.into_scalar().elem::<f32>());
+                    t0 - step.mul_scalar(inner_lr)
+                })
+                .collect();
+            (out, coefficient)
+        };
+        let (text1, text_coefficient) = adapt(text0, &tp, self.regulators.text.as_ref());
+        let (vision1, vision_coefficient) = adapt(vision0, &vp, self.regulators.vision.as_ref());
+        let lq = prompt_loss(clip, &text1, &vision1, query);
         let query_loss: f32 = lq.clone().into_scalar().elem();
-        let coefficient: f32 = c.into_scalar().elem();
         let mut grads = lq.backward();
         let gp = clip_norm(
             &self.prompt,
@@ -155,16 +257,17 @@ impl<B: AutodiffBackend> MetaLearner<B> {
             self.clip,
         );
         let gr = clip_norm(
-            &self.regulator,
-            GradientsParams::from_module(&mut grads, &self.regulator),
+            &self.regulators,
+            GradientsParams::from_module(&mut grads, &self.regulators),
             self.clip,
         );
         self.prompt = self.prompt_opt.step(outer_lr, self.prompt.clone(), gp);
-        self.regulator = self.reg_opt.step(outer_lr, self.regulator.clone(), gr);
+        self.regulators = self.reg_opt.step(outer_lr, self.regulators.clone(), gr);
         MetaStep {
             support_loss,
             query_loss,
-            coefficient,
+            text_coefficient,
+            vision_coefficient,
         }
     }
 }

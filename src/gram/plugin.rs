@@ -1,6 +1,6 @@
 //! GRAM on a host method: the host's prompt tensors start from the meta-learned θ₀ of matching
-//! name and shape, and every prompt gradient passes through the frozen ψ_φ (one regulator per
-//! prompt width, so UNIGRAM's textual and visual prompts each have their own) before the host's
+//! role and token shape, and every prompt gradient passes through the frozen ψ_φ of its modality
+//! (so UNIGRAM's textual and visual prompts each have their own) before the host's
 //! optimizer step. Everything else — the host's loss, schedule, meta-nets, evaluation — is the
 //! host's own.
 
@@ -12,12 +12,14 @@ use super::Regulator;
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
-use crate::methods::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam};
+use crate::methods::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 
 /// The frozen ψ_φ applied to a host's prompt gradients.
 pub struct RegulatedGradients<B: AutodiffBackend> {
-    /// By prompt width.
-    pub regulators: Vec<(usize, Regulator<B::InnerBackend>)>,
+    /// For textual prompt tensors.
+    pub text: Option<Regulator<B::InnerBackend>>,
+    /// For visual prompt tensors.
+    pub vision: Option<Regulator<B::InnerBackend>>,
     /// The task embedding the mixing coefficient is computed from.
     pub task: Tensor<B::InnerBackend, 1>,
     /// Refreshed before each step (a host's parameter ids change when it reloads them).
@@ -25,32 +27,39 @@ pub struct RegulatedGradients<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> RegulatedGradients<B> {
-    fn regulator(&self, width: usize) -> Option<&Regulator<B::InnerBackend>> {
-        self.regulators.iter().find(|(w, _)| *w == width).map(|(_, r)| r)
+    fn regulator(&self, role: PromptRole) -> Option<&Regulator<B::InnerBackend>> {
+        if role.is_text() {
+            self.text.as_ref()
+        } else {
+            self.vision.as_ref()
+        }
+    }
+}
+
+fn regulate<B: burn::tensor::backend::Backend, const D: usize>(
+    grads: &mut GradientsParams,
+    p: &PromptParam,
+    reg: &Regulator<B>,
+    task: &Tensor<B, 1>,
+) {
+    if let Some(g) = grads.remove::<B, D>(p.id) {
+        let dims: [usize; D] = g.dims();
+        let width = dims[D - 1];
+        let rows = dims.iter().product::<usize>() / width;
+        let (out, _) = reg.forward(g.reshape([rows, width]), task.clone());
+        grads.register(p.id, out.reshape(dims));
     }
 }
 
 impl<B: AutodiffBackend> GradientTransform<B> for RegulatedGradients<B> {
     fn transform(&mut self, mut grads: GradientsParams) -> GradientsParams {
         for p in &self.params {
-            let width = *p.shape.last().expect("prompt tensors have a width");
-            let Some(reg) = self.regulator(width) else {
+            let Some(reg) = self.regulator(p.role) else {
                 continue;
             };
-            let rows = p.shape.iter().product::<usize>() / width;
             match p.shape.len() {
-                2 => {
-                    if let Some(g) = grads.remove::<B::InnerBackend, 2>(p.id) {
-                        let (out, _) = reg.forward(g.reshape([rows, width]), self.task.clone());
-                        grads.register(p.id, out.reshape([p.shape[0], p.shape[1]]));
-                    }
-                }
-                3 => {
-                    if let Some(g) = grads.remove::<B::InnerBackend, 3>(p.id) {
-                        let (out, _) = reg.forward(g.reshape([rows, width]), self.task.clone());
-                        grads.register(p.id, out.reshape([p.shape[0], p.shape[1], p.shape[2]]));
-                    }
-                }
+                2 => regulate::<B::InnerBackend, 2>(&mut grads, p, reg, &self.task),
+                3 => regulate::<B::InnerBackend, 3>(&mut grads, p, reg, &self.task),
                 _ => {}
             }
         }
@@ -58,8 +67,17 @@ impl<B: AutodiffBackend> GradientTransform<B> for RegulatedGradients<B> {
     }
 }
 
-/// A host method with GRAM: `theta0` (if any) replaces the host's initial prompt tensors, and
-/// `regulate` (if any) rewrites their gradients. Neither: the host itself (the ablation baseline).
+/// Shapes equal once unit dimensions are dropped (CoOp's `[1, M, w]` context takes θ₀'s `[M, w]`).
+fn same_tokens(a: &[usize], b: &[usize]) -> bool {
+    let strip = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    strip(a) == strip(b)
+}
+
+/// A host method with GRAM: `theta0` (if any) replaces the host's initial prompt tensors — each
+/// from θ₀'s tensor of the same role (`text.0` for CoOp's `ctx`, `vision.i` for VPT's layer `i`, …)
+/// — and `regulate` (if any) passes their gradients through the textual or visual ψ_φ. Anything
+/// else the host learns (CoCoOp's meta-net, MaPLe's couplings) keeps its own init and raw
+/// gradients. Neither: the host itself (the ablation baseline).
 pub struct WithGram<B: AutodiffBackend> {
     host: Box<dyn PromptMethod<B>>,
     regulate: Option<RegulatedGradients<B>>,
@@ -71,33 +89,46 @@ impl<B: AutodiffBackend> WithGram<B> {
         theta0: Option<&PromptArtifact>,
         regulate: Option<RegulatedGradients<B>>,
     ) -> Result<Self> {
+        let params = host.prompt_params();
+        if params.is_empty() {
+            return Err(Error::Input("gram: the host method has no prompt tensors".into()));
+        }
         if let Some(t0) = theta0 {
             let mut art = host.save_artifact();
-            for p in host.prompt_params() {
-                let (shape, data) = t0.get(&p.name).ok_or_else(|| {
+            for p in &params {
+                let key = p.role.theta0_name();
+                let (shape, data) = t0.get(&key).ok_or_else(|| {
                     Error::Input(format!(
-                        "gram: the meta-learned initialisation has no `{}` for this host (it has: {}); meta-train \
-                         prompts of this shape",
+                        "gram: the host's prompt `{}` needs a meta-learned `{key}`, which this meta-training run \
+                         does not learn (it has: {}); meta-train prompts of this modality and depth",
                         p.name,
                         t0.keys().cloned().collect::<Vec<_>>().join(", ")
                     ))
                 })?;
-                if shape != &p.shape {
+                if !same_tokens(shape, &p.shape) {
                     return Err(Error::Input(format!(
-                        "gram: the meta-learned `{}` is {shape:?}, this host's is {:?}",
+                        "gram: the meta-learned `{key}` is {shape:?}, the host's `{}` is {:?}",
                         p.name, p.shape
                     )));
                 }
-                art.insert(p.name.clone(), (shape.clone(), data.clone()));
+                art.insert(p.name.clone(), (p.shape.clone(), data.clone()));
             }
             host.load_artifact(&art)?;
         }
         if let Some(r) = &regulate {
-            for p in host.prompt_params() {
-                let w = *p.shape.last().unwrap_or(&0);
-                if r.regulator(w).is_none() {
+            for p in &params {
+                let reg = r.regulator(p.role).ok_or_else(|| {
+                    Error::Input(format!(
+                        "gram: no {} gradient regulator for the prompt `{}`",
+                        if p.role.is_text() { "textual" } else { "visual" },
+                        p.name
+                    ))
+                })?;
+                let width = *p.shape.last().unwrap_or(&0);
+                if reg.width() != width {
                     return Err(Error::Input(format!(
-                        "gram: no gradient regulator for the {w}-wide prompt `{}`",
+                        "gram: the regulator is {} wide, the prompt `{}` {width}",
+                        reg.width(),
                         p.name
                     )));
                 }

@@ -116,6 +116,11 @@ impl<B: Backend> Regulator<B> {
     /// This regulator made the identity: the coefficient net's output weight is zeroed and its bias
     /// set to 50, so `c = σ(50)`, which is 1 in f32, and `ψ(g) = 0·x + 1·g = g` exactly (the
     /// ablation "regulator off" and the equivalence test with the host alone).
+    /// The prompt width its rows have.
+    pub fn width(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.vt.dims()[0])
+    }
+
     pub fn into_identity(self) -> Self {
         let device = self.c2.val().device();
         let [h, _] = self.w2.dims();

@@ -37,10 +37,7 @@ impl GramSpec {
                 return Err("corpus.csv.separator must be one character (\"\\t\" for TSV)".into());
             }
         }
-        if self.train.steps == 0 || self.train.n_ctx == 0 || self.train.episode.ways < 2 {
-            return Err("train: steps and n_ctx must be positive and episodes at least 2-way".into());
-        }
-        self.train.regulator.validate()
+        self.train.validate()
     }
 }
 
@@ -48,7 +45,8 @@ impl GramSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GramConfig {
-    /// The host: another method of the suite (CoOp-shaped textual prompts for now).
+    /// The host: another method of the suite with prompts (CoOp, KgCoOp, ProGrad, CoCoOp, VPT,
+    /// MaPLe, IVLP, PromptSRC). IVLP on a run that learns text and vision prompts is UNIGRAM.
     pub host: String,
     /// The `[gram.NAME]` run whose θ₀ and ψ_φ it uses.
     pub meta: String,

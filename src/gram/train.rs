@@ -13,12 +13,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::meta::{ClassText, MetaRegulators};
 use super::{cross_modal_hierarchy, sample_episode, ClusterConfig, EpisodeConfig, EpisodeSet, MetaLearner};
 use super::{Regulator, RegulatorConfig};
 use crate::clip::{Clip, ClipTokenizer, Preprocess};
 use crate::error::{Error, Result};
 use crate::methods::coop::{normal, ClassPrompts};
-use crate::methods::PromptArtifact;
+use crate::methods::{host_tensor, PromptArtifact, PromptRole};
 
 /// Image–caption pairs, images decoded in memory.
 pub struct Corpus {
@@ -108,15 +109,29 @@ impl Corpus {
     }
 }
 
+/// The size of one modality's meta-learned prompts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptShape {
+    /// Tokens per layer (a host's token count must match to start from θ₀).
+    pub n_ctx: usize,
+    /// Layers with prompts: 1 = the input only; more = deep prompts entering blocks 1 … depth−1.
+    pub depth: usize,
+}
+
 /// Every meta-training choice (suite-visible).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaTrainConfig {
     pub cluster: ClusterConfig,
     pub episode: EpisodeConfig,
+    /// ψ_φ's design, the same for each modality's regulator.
     pub regulator: RegulatorConfig,
-    /// Context tokens of the meta-learned textual prompt (the host's `n_ctx` must match).
-    pub n_ctx: usize,
+    /// Textual prompts to meta-learn (CoOp / CoCoOp / MaPLe / IVLP hosts); absent: none.
+    pub text: Option<PromptShape>,
+    /// Visual prompts to meta-learn (VPT / IVLP hosts); with `text`, UNIGRAM's joint run.
+    pub vision: Option<PromptShape>,
+    /// σ of θ₀'s N(0, σ²) start.
     pub init_std: f64,
     /// α of the regulated inner step.
     pub inner_lr: f64,
@@ -128,19 +143,65 @@ pub struct MetaTrainConfig {
     pub steps: usize,
 }
 
+impl MetaTrainConfig {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let shapes: Vec<&PromptShape> = self.text.iter().chain(&self.vision).collect();
+        if shapes.is_empty() {
+            return Err("train: meta-learn `text` prompts, `vision` prompts or both".into());
+        }
+        if shapes.iter().any(|s| s.n_ctx == 0 || s.depth == 0) {
+            return Err("train: prompt n_ctx and depth must be positive".into());
+        }
+        if self.steps == 0 || self.episode.ways < 2 {
+            return Err("train: steps must be positive and episodes at least 2-way".into());
+        }
+        self.regulator.validate()
+    }
+
+    /// θ₀'s tensors a host role needs and how many tokens each has.
+    pub fn provides(&self, role: crate::methods::PromptRole) -> Option<usize> {
+        use crate::methods::PromptRole;
+        let (shape, layer) = match role {
+            PromptRole::Text(l) => (self.text.as_ref()?, l),
+            PromptRole::Vision(l) => (self.vision.as_ref()?, l),
+        };
+        (layer < shape.depth).then_some(shape.n_ctx)
+    }
+}
+
+/// One modality's ψ_φ as saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedRegulator {
+    /// The prompt width its rows have.
+    pub width: usize,
+    /// φ's tensors in module order.
+    pub tensors: Vec<(Vec<usize>, Vec<f32>)>,
+}
+
 /// What meta-training produces.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaArtifact {
     pub config: MetaTrainConfig,
     pub corpus_digest: String,
-    /// θ₀ under the hosts' name (`ctx`, `[1, n_ctx, width]`).
+    /// θ₀ by role name (`text.0` … , `vision.0` …), each `[n_ctx, width]`.
     pub theta0: PromptArtifact,
-    /// φ's tensors in module order.
-    pub regulator: Vec<(Vec<usize>, Vec<f32>)>,
+    pub text_regulator: Option<SavedRegulator>,
+    pub vision_regulator: Option<SavedRegulator>,
     /// The image-feature width the task embedding has.
     pub task_dim: usize,
-    /// (support loss, query loss, coefficient) of every step.
-    pub trace: Vec<(f32, f32, f32)>,
+    /// Every step's losses and coefficients.
+    pub trace: Vec<super::MetaStep>,
+}
+
+impl MetaArtifact {
+    /// The regulator of one modality, rebuilt.
+    pub fn regulator<B: Backend>(&self, text: bool, device: &B::Device) -> Result<Option<Regulator<B>>> {
+        let saved = if text { &self.text_regulator } else { &self.vision_regulator };
+        saved
+            .as_ref()
+            .map(|s| regulator_from(&self.config.regulator, s.width, self.task_dim, &s.tensors, device))
+            .transpose()
+    }
 }
 
 /// φ's tensors in module order.
@@ -246,16 +307,33 @@ pub fn meta_train<B: AutodiffBackend>(
                 .expect("f32")
         })
         .collect();
-    let width = clip.text_model.token_embedding.dims()[1];
     let task_dim = img.dims()[1];
+    let text_width = clip.text_model.token_embedding.dims()[1];
+    let vision_width = clip.vision_model.class_embedding.dims()[0];
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6a7a);
-    let ctx = Tensor::<B, 3>::from_data(
-        TensorData::new(normal(&mut rng, cfg.n_ctx * width, cfg.init_std), [1, cfg.n_ctx, width]),
-        &device,
-    );
-    let reg = cfg.regulator.init::<B>(width, task_dim, seed, &device);
-    let mut meta = MetaLearner::new(ctx, reg, cfg.inner_lr, cfg.clip_norm, cfg.weight_decay as f32);
-    let placeholder = vec!["X"; cfg.n_ctx].join(" ");
+    let mut draw = |shape: &Option<PromptShape>, width: usize| -> Vec<Tensor<B, 2>> {
+        shape.iter().flat_map(|s| (0..s.depth).map(move |_| s)).map(|s| {
+            Tensor::<B, 2>::from_data(
+                TensorData::new(normal(&mut rng, s.n_ctx * width, cfg.init_std), [s.n_ctx, width]),
+                &device,
+            )
+        })
+        .collect()
+    };
+    let text0 = draw(&cfg.text, text_width);
+    let vision0 = draw(&cfg.vision, vision_width);
+    let regulators = MetaRegulators {
+        text: cfg
+            .text
+            .as_ref()
+            .map(|_| cfg.regulator.init::<B>(text_width, task_dim, seed, &device)),
+        vision: cfg
+            .vision
+            .as_ref()
+            .map(|_| cfg.regulator.init::<B>(vision_width, task_dim, seed.wrapping_add(1), &device)),
+    };
+    let mut meta = MetaLearner::new(text0, vision0, regulators, cfg.inner_lr, cfg.clip_norm, cfg.weight_decay as f32);
+    let placeholder = cfg.text.as_ref().map(|t| vec!["X"; t.n_ctx].join(" "));
     let mut trace = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.steps {
         let e = sample_episode(&h, &class_text, &cfg.episode, &mut rng).ok_or_else(|| {
@@ -269,27 +347,57 @@ pub fn meta_train<B: AutodiffBackend>(
             .iter()
             .map(|&c| corpus.captions[h.class_caption[c]].clone())
             .collect();
-        let prompts = ClassPrompts::new(clip, tok, &placeholder, cfg.n_ctx, &names)?;
-        let set = |items: &[(usize, usize)]| EpisodeSet {
-            features: rows(&img, &items.iter().map(|p| p.0).collect::<Vec<_>>()),
-            labels: Tensor::<B, 1, Int>::from_data(
-                TensorData::new(items.iter().map(|p| p.1 as i64).collect::<Vec<_>>(), [items.len()]),
-                &device,
-            ),
-            prompts: &prompts,
+        let prompts = match (&placeholder, &cfg.text) {
+            (Some(ph), Some(t)) => Some(ClassPrompts::new(clip, tok, ph, t.n_ctx, &names)?),
+            _ => None,
+        };
+        let frozen_text = match prompts {
+            Some(_) => None,
+            None => Some(rows(&txt, &e.classes.iter().map(|&c| h.class_caption[c]).collect::<Vec<_>>())),
+        };
+        let set = |items: &[(usize, usize)]| {
+            let idx: Vec<usize> = items.iter().map(|p| p.0).collect();
+            EpisodeSet {
+                features: rows(&img, &idx),
+                pixels: cfg.vision.as_ref().map(|_| {
+                    let crops: Vec<RgbImage> = idx.iter().map(|&i| pre.eval_u8(&corpus.images[i])).collect();
+                    pre.batch::<B>(&crops, &device)
+                }),
+                labels: Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(items.iter().map(|p| p.1 as i64).collect::<Vec<_>>(), [items.len()]),
+                    &device,
+                ),
+                classes: match (&prompts, &frozen_text) {
+                    (Some(p), _) => ClassText::Prompts(p),
+                    (None, Some(f)) => ClassText::Frozen(f.clone()),
+                    (None, None) => unreachable!("one of the two is set above"),
+                },
+            }
         };
         let s = meta.step(clip, &set(&e.support), &set(&e.query), cfg.outer_lr);
         log(step, s.query_loss);
-        trace.push((s.support_loss, s.query_loss, s.coefficient));
+        trace.push(s);
     }
-    let ctx = meta.prompt.ctx.val().inner().into_data().convert::<f32>();
     let mut theta0 = PromptArtifact::new();
-    theta0.insert("ctx".into(), (ctx.shape.to_vec(), ctx.to_vec::<f32>().expect("f32")));
+    for (i, p) in meta.prompt.text.iter().enumerate() {
+        theta0.insert(PromptRole::Text(i).theta0_name(), host_tensor(p.val().inner()));
+    }
+    for (i, p) in meta.prompt.vision.iter().enumerate() {
+        theta0.insert(PromptRole::Vision(i).theta0_name(), host_tensor(p.val().inner()));
+    }
+    let regs = meta.regulators.valid();
+    let saved = |r: Option<Regulator<B::InnerBackend>>, width: usize| {
+        r.map(|r| SavedRegulator {
+            width,
+            tensors: regulator_tensors(&r),
+        })
+    };
     Ok(MetaArtifact {
         config: cfg.clone(),
         corpus_digest: corpus.digest(),
         theta0,
-        regulator: regulator_tensors(&meta.regulator.valid()),
+        text_regulator: saved(regs.text, text_width),
+        vision_regulator: saved(regs.vision, vision_width),
         task_dim,
         trace,
     })

@@ -20,7 +20,7 @@ use super::coop::{init_context, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
 use super::{
     apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
-    PromptParam,
+    PromptParam, PromptRole,
 };
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -272,6 +272,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
             id: c.id,
             name: "ctx".into(),
             shape: c.dims().to_vec(),
+            role: PromptRole::Text(0),
         }]
     }
 

@@ -19,7 +19,7 @@ use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
 use super::{
     apply_step, host_tensor, image_logits, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact,
-    PromptMethod, PromptParam,
+    PromptMethod, PromptParam, PromptRole,
 };
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer};
@@ -397,6 +397,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
             id: c.id,
             name: "ctx".into(),
             shape: c.dims().to_vec(),
+            role: PromptRole::Text(0),
         }]
     }
 

@@ -87,6 +87,29 @@ impl MethodConfig {
         }
     }
 
+    /// The prompt tensors a method learns, by role, with their token counts (what GRAM must
+    /// supply θ₀ and regulators for); `None` for methods without shared prompt tokens — CSC
+    /// contexts (one per class) included. Mirrors each method's `prompt_params`.
+    pub fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+        let layers = |text: (usize, usize), vision: (usize, usize)| {
+            (0..text.1)
+                .map(|l| (PromptRole::Text(l), text.0))
+                .chain((0..vision.1).map(|l| (PromptRole::Vision(l), vision.0)))
+                .collect::<Vec<_>>()
+        };
+        match self {
+            MethodConfig::Coop(c) => (!c.csc).then(|| layers((c.n_ctx, 1), (0, 0))),
+            MethodConfig::Kgcoop(c) => (!c.csc).then(|| layers((c.n_ctx, 1), (0, 0))),
+            MethodConfig::Prograd(c) => (!c.csc).then(|| layers((c.n_ctx, 1), (0, 0))),
+            MethodConfig::Cocoop(c) => Some(layers((c.n_ctx, 1), (0, 0))),
+            MethodConfig::Vpt(c) => Some(layers((0, 0), (c.n_ctx, c.depth))),
+            MethodConfig::Maple(c) => Some(layers((c.n_ctx, c.depth), (0, 0))),
+            MethodConfig::Ivlp(c) => Some(layers((c.n_ctx_text, c.text_depth), (c.n_ctx_vision, c.vision_depth))),
+            MethodConfig::Promptsrc(c) => Some(layers((c.n_ctx_text, c.text_depth), (c.n_ctx_vision, c.vision_depth))),
+            MethodConfig::Zeroshot(_) | MethodConfig::LinearProbe(_) | MethodConfig::Gram(_) => None,
+        }
+    }
+
     /// SGD training schedule, or None for methods that do not train by SGD.
     pub fn training(&self) -> Option<(&SgdConfig, &Epochs, usize)> {
         match self {
@@ -211,6 +234,31 @@ pub struct PromptParam {
     pub id: burn::module::ParamId,
     pub name: String,
     pub shape: Vec<usize>,
+    pub role: PromptRole,
+}
+
+/// Where a prompt tensor enters the backbone: what GRAM matches θ₀ by and which regulator (textual
+/// or visual) its gradient goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PromptRole {
+    /// Text tokens entering text block `n` (0: the input context, CoOp's `ctx`).
+    Text(usize),
+    /// Visual tokens entering vision block `n` (0: the input prompt, VPT-shallow's).
+    Vision(usize),
+}
+
+impl PromptRole {
+    /// θ₀'s name for a tensor in this role (`text.0`, `vision.3`, …).
+    pub fn theta0_name(&self) -> String {
+        match self {
+            PromptRole::Text(n) => format!("text.{n}"),
+            PromptRole::Vision(n) => format!("vision.{n}"),
+        }
+    }
+
+    pub fn is_text(&self) -> bool {
+        matches!(self, PromptRole::Text(_))
+    }
 }
 
 /// A method's learned prompt parameters, by name, on the host: what a cell saves and a wrapper loads.

@@ -25,7 +25,7 @@ use super::coop::{normal, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
 use super::{
     apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
-    PromptParam,
+    PromptParam, PromptRole,
 };
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
@@ -529,13 +529,18 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
     fn prompt_params(&self) -> Vec<PromptParam> {
         let p = self.prompts();
         let names = names(p);
+        let roles = (0..=p.text_deep.len())
+            .map(PromptRole::Text)
+            .chain((0..p.vision.len()).map(PromptRole::Vision));
         let tensors = std::iter::once(&p.ctx).chain(&p.text_deep).chain(&p.vision);
         tensors
             .zip(names)
-            .map(|(t, name)| PromptParam {
+            .zip(roles)
+            .map(|((t, name), role)| PromptParam {
                 id: t.id,
                 name,
                 shape: t.dims().to_vec(),
+                role,
             })
             .collect()
     }

@@ -18,6 +18,7 @@ use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
 use super::{
     apply_step, host_tensor, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam,
+    PromptRole,
 };
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
 use crate::error::{Error, Result};
@@ -181,6 +182,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
                 id: p.id,
                 name: layer_name(i),
                 shape: p.dims().to_vec(),
+                role: PromptRole::Vision(i),
             })
             .collect()
     }

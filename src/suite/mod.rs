@@ -176,15 +176,6 @@ pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error 
 }
 
 /// A CoOp-family host's (n_ctx, unified context).
-fn host_prompt(m: &MethodConfig) -> Option<(usize, bool)> {
-    match m {
-        MethodConfig::Coop(c) => Some((c.n_ctx, !c.csc)),
-        MethodConfig::Kgcoop(c) => Some((c.n_ctx, !c.csc)),
-        MethodConfig::Prograd(c) => Some((c.n_ctx, !c.csc)),
-        _ => None,
-    }
-}
-
 impl Suite {
     /// The config that trains a method: a gram method's host, else the method itself.
     pub fn trained_as<'a>(&'a self, m: &'a MethodConfig) -> &'a MethodConfig {
@@ -252,26 +243,47 @@ impl Suite {
                     .methods
                     .get(&g.host)
                     .ok_or_else(|| format!("methods.{name}: unknown host `{}`", g.host))?;
-                if !matches!(
-                    host,
-                    MethodConfig::Coop(_) | MethodConfig::Kgcoop(_) | MethodConfig::Prograd(_)
-                ) {
-                    return Err(format!(
-                        "methods.{name}: host `{}` is a {}; GRAM meta-learns textual CoOp-shaped prompts for now \
-                         (coop, kgcoop, prograd)",
-                        g.host,
-                        host.kind()
-                    ));
-                }
                 let spec = self
                     .gram
                     .get(&g.meta)
                     .ok_or_else(|| format!("methods.{name}: no [gram.{}] meta-training run", g.meta))?;
-                if let Some((c, _)) = host_prompt(host) {
-                    if c != spec.train.n_ctx {
+                let layout = host.prompt_layout().ok_or_else(|| {
+                    format!(
+                        "methods.{name}: host `{}` ({}) has no shared prompt tokens for GRAM (hosts: coop, kgcoop, \
+                         prograd without csc, cocoop, vpt, maple, ivlp, promptsrc)",
+                        g.host,
+                        host.kind()
+                    )
+                })?;
+                for (role, n) in layout {
+                    let what = if role.is_text() { "text" } else { "vision" };
+                    if g.init {
+                        match spec.train.provides(role) {
+                            Some(m) if m == n => {}
+                            Some(m) => {
+                                return Err(format!(
+                                    "methods.{name}: host `{}` has {n} {what} tokens per layer but [gram.{}] \
+                                     meta-learns {m}",
+                                    g.host, g.meta
+                                ))
+                            }
+                            None => {
+                                return Err(format!(
+                                    "methods.{name}: host `{}` needs θ₀ `{}` but [gram.{}] does not meta-learn it \
+                                     (set train.{what} with enough depth, or init = false)",
+                                    g.host,
+                                    role.theta0_name(),
+                                    g.meta
+                                ))
+                            }
+                        }
+                    }
+                    let has = if role.is_text() { &spec.train.text } else { &spec.train.vision };
+                    if g.regulate && has.is_none() {
                         return Err(format!(
-                            "methods.{name}: host `{}` has n_ctx {c} but [gram.{}] meta-learns {} context vectors",
-                            g.host, g.meta, spec.train.n_ctx
+                            "methods.{name}: host `{}` has {what} prompts but [gram.{}] has no {what} regulator \
+                             (set train.{what}, or regulate = false)",
+                            g.host, g.meta
                         ));
                     }
                 }
