@@ -113,7 +113,15 @@ fn main() {
         .freeze();
     let micro_tok = ClipTokenizer::openai(32).expect("bpe");
     for modes in [(true, false), (false, true), (true, true)] {
-        bench("micro-CLIP (smoke world: width 64, 2 layers, 32 px)", &micro, &micro_tok, 32, modes, (5, 4, 8), 5);
+        bench(
+            "micro-CLIP (smoke world: width 64, 2 layers, 32 px)",
+            &micro,
+            &micro_tok,
+            32,
+            modes,
+            (5, 4, 8),
+            5,
+        );
     }
     let vit = ClipConfig::vit_b_16()
         .init::<B>(&mut RandomInit::new(0), &device)

@@ -76,17 +76,39 @@ fn a_meta_step_moves_the_initialisation_and_the_regulators_and_lowers_the_query_
             text: (text_layers > 0).then(|| regulator(text_w, 3, &dev)),
             vision: (vision_layers > 0).then(|| regulator(vision_w, 4, &dev)),
         };
-        let mut meta = MetaLearner::new(draw(text_layers, text_w), draw(vision_layers, vision_w), regs, 1.0, 1.0, 0.0);
-        let tensors0: Vec<Vec<f32>> = meta.prompt.text.iter().chain(&meta.prompt.vision).map(flat_param).collect();
+        let mut meta = MetaLearner::new(
+            draw(text_layers, text_w),
+            draw(vision_layers, vision_w),
+            regs,
+            1.0,
+            1.0,
+            0.0,
+        );
+        let tensors0: Vec<Vec<f32>> = meta
+            .prompt
+            .text
+            .iter()
+            .chain(&meta.prompt.vision)
+            .map(flat_param)
+            .collect();
         let (t0, v0) = (flat(&meta.regulators.text), flat(&meta.regulators.vision));
         let first = meta.step(&m, &support, &query, 0.01);
-        assert!(first.support_loss.is_finite() && first.query_loss.is_finite(), "{label}");
+        assert!(
+            first.support_loss.is_finite() && first.query_loss.is_finite(),
+            "{label}"
+        );
         assert_eq!(first.text_coefficient.is_some(), text_layers > 0, "{label}");
         assert_eq!(first.vision_coefficient.is_some(), vision_layers > 0, "{label}");
         for c in first.text_coefficient.iter().chain(&first.vision_coefficient) {
             assert!(*c > 0.0 && *c < 1.0, "{label}: coefficient {c}");
         }
-        let tensors1: Vec<Vec<f32>> = meta.prompt.text.iter().chain(&meta.prompt.vision).map(flat_param).collect();
+        let tensors1: Vec<Vec<f32>> = meta
+            .prompt
+            .text
+            .iter()
+            .chain(&meta.prompt.vision)
+            .map(flat_param)
+            .collect();
         assert_eq!(tensors1.len(), text_layers + vision_layers);
         for (i, (a, b)) in tensors0.iter().zip(&tensors1).enumerate() {
             assert_ne!(a, b, "{label}: θ₀ tensor {i} did not move");
@@ -247,7 +269,10 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         &mut |_, _| {},
     )
     .unwrap();
-    assert_eq!(art.theta0.keys().collect::<Vec<_>>(), ["text.0", "vision.0", "vision.1"]);
+    assert_eq!(
+        art.theta0.keys().collect::<Vec<_>>(),
+        ["text.0", "vision.0", "vision.1"]
+    );
     let vision_w = clip.model.vision_model.class_embedding.dims()[0];
     assert_eq!(art.theta0["vision.1"].0, vec![2, vision_w]);
     assert_eq!(art.vision_regulator.as_ref().unwrap().width, vision_w);

@@ -1009,8 +1009,11 @@ fn released_checkpoints_are_evaluated_as_their_own_cells() {
     );
 }
 
+/// GRAM through a suite: one meta-training cell (textual and visual prompts, as UNIGRAM's) serves
+/// a textual host (CoOp), a visual one (VPT) and the ablation without either part, which equals
+/// the host; the report pairs each with its host; mismatched layouts are refused when read.
 #[test]
-fn gram_meta_trains_once_and_its_ablation_without_either_part_is_the_host() {
+fn gram_meta_trains_once_serves_textual_and_visual_hosts_and_its_ablation_without_either_part_is_the_host() {
     let env = Env::new();
     let gram = r#"
 [gram.meta]
@@ -1018,7 +1021,8 @@ seed = 1
 corpus = { world = { size = 60 } }
 
 [gram.meta.train]
-n_ctx = 4
+text = { n_ctx = 4, depth = 1 }
+vision = { n_ctx = 2, depth = 1 }
 init_std = 0.02
 inner_lr = 1.0
 outer_lr = 1e-3
@@ -1029,9 +1033,26 @@ cluster = { domains = 2, classes_per_domain = 2, iterations = 5 }
 episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
 regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
 
+[methods.vpt]
+kind = "vpt"
+n_ctx = 2
+depth = 1
+init_std = 0.02
+text_template = "a photo of a {}."
+batch_size = 8
+epochs = 2
+optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 1, warmup_lr = 1e-5 }
+
 [methods.gram-c]
 kind = "gram"
 host = "coop"
+meta = "meta"
+init = true
+regulate = true
+
+[methods.gram-v]
+kind = "gram"
+host = "vpt"
 meta = "meta"
 init = true
 regulate = true
@@ -1045,10 +1066,10 @@ regulate = false
 
 [[experiment]]
 protocol = "few-shot"
-methods = ["coop", "gram-c", "gram-none"]
+methods = ["coop", "gram-c", "gram-none", "vpt", "gram-v"]
 datasets = ["shapes"]
 shots = [1]
-seeds = [1]
+seeds = [1, 2]
 "#;
     let b2n = TINY.find("[[experiment]]").unwrap();
     let text = format!("{}{gram}", &TINY[..b2n]);
@@ -1057,23 +1078,62 @@ seeds = [1]
     assert!(out.status.success(), "{}", stderr(&out));
     let records = record_values(&env, "tiny");
     let meta: Vec<&serde_json::Value> = records.iter().filter(|r| r["cell"]["phase"] == "meta").collect();
-    assert_eq!(meta.len(), 1, "one meta-training cell serves both gram methods");
+    assert_eq!(meta.len(), 1, "one meta-training cell serves every gram method");
     assert_eq!(meta[0]["status"], "ok", "{}", meta[0]["error"]);
     assert_eq!(meta[0]["train"]["steps"], 3);
-    let by = |m: &str| records.iter().find(|r| r["cell"]["method"] == m).unwrap();
-    assert_eq!(by("gram-c")["status"], "ok", "{}", by("gram-c")["error"]);
-    assert_eq!(by("gram-c")["digests"]["meta"]["cell"], meta[0]["key"]);
+    assert!(meta[0]["train"]["fit"]["final_vision_coefficient"].is_number());
+    let by = |m: &str, seed: u64| {
+        records
+            .iter()
+            .find(|r| r["cell"]["method"] == m && r["cell"]["seed"] == seed)
+            .unwrap()
+    };
+    for m in ["gram-c", "gram-v"] {
+        assert_eq!(by(m, 1)["status"], "ok", "{}", by(m, 1)["error"]);
+        assert_eq!(by(m, 1)["digests"]["meta"]["cell"], meta[0]["key"]);
+    }
+    // The visual host's prompt started from θ₀'s `vision.0`, not its own draw.
+    assert_ne!(
+        by("gram-v", 1)["train"]["epoch_loss"],
+        by("vpt", 1)["train"]["epoch_loss"]
+    );
     // Neither θ₀ nor ψ_φ: exactly the host.
-    assert_eq!(by("gram-none")["metrics"], by("coop")["metrics"]);
+    assert_eq!(by("gram-none", 1)["metrics"], by("coop", 1)["metrics"]);
     assert_eq!(
-        by("gram-none")["train"]["epoch_loss"],
-        by("coop")["train"]["epoch_loss"]
+        by("gram-none", 1)["train"]["epoch_loss"],
+        by("coop", 1)["train"]["epoch_loss"]
     );
-    // A host of another shape is refused when the suite is read.
-    let bad = text.replace(
-        "n_ctx = 4\ninit_std = 0.02\ninner_lr",
-        "n_ctx = 2\ninit_std = 0.02\ninner_lr",
+    // The report pairs each gram method with its host by seed.
+    let report = std::fs::read_to_string(env.path("reports/tiny/report.md")).unwrap();
+    assert!(report.contains("## ±GRAM (paired over seeds)"), "{report}");
+    let csv = std::fs::read_to_string(env.path("reports/tiny/gram_delta.csv")).unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("few-shot,coop,gram-none,shapes,"))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert!(row.contains(",2,") && row.ends_with(",0,0,no clear effect"), "{row}");
+    assert!(
+        csv.lines().any(|l| l.starts_with("few-shot,vpt,gram-v,shapes,")),
+        "{csv}"
     );
-    let e = parse(&bad).unwrap_err();
-    assert!(e.contains("meta-learns 2 context vectors"), "{e}");
+
+    // Layouts the meta run does not provide are refused when the suite is read.
+    let e = parse(&text.replace("text = { n_ctx = 4, depth = 1 }", "text = { n_ctx = 2, depth = 1 }")).unwrap_err();
+    assert!(
+        e.contains("has 4 text tokens per layer but [gram.meta] meta-learns 2"),
+        "{e}"
+    );
+    let deep = text.replace("n_ctx = 2\ndepth = 1", "n_ctx = 2\ndepth = 2");
+    let e = parse(&deep).unwrap_err();
+    assert!(e.contains("needs θ₀ `vision.1`"), "{e}");
+    let no_vision = text.replace("vision = { n_ctx = 2, depth = 1 }\n", "");
+    let e = parse(&no_vision.replace(
+        "init = true\nregulate = true\n\n[methods.gram-none]",
+        "init = false\nregulate = true\n\n[methods.gram-none]",
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("has vision prompts but [gram.meta] has no vision regulator"),
+        "{e}"
+    );
 }

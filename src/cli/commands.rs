@@ -261,7 +261,7 @@ pub fn report(a: &ReportArgs) -> Result<()> {
 fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: &Path, print: bool) -> Result<()> {
     let plan = Plan::new(suite, &digests(suite, store)?);
     let records = Store::open_read(&store.store, &suite.name);
-    let data = gather(&plan, &records)?;
+    let data = gather(&plan, &records, suite)?;
     if data.values.is_empty() {
         return Err(Error::Input(format!(
             "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
@@ -278,7 +278,7 @@ fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: 
         &published,
         &world_note(suite, &cache_of(store)),
     );
-    let path = write_report(out, suite, &md, &data.rows)?;
+    let path = write_report(out, suite, &md, &data.rows, &data.paired)?;
     if print {
         println!("{md}");
     }
@@ -291,7 +291,7 @@ pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     let digests = digests(&suite, &a.store)?;
     let plan = Plan::new(&suite, &digests);
     let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&plan, &store)?;
+    let data = gather(&plan, &store, &suite)?;
     if !data.missing.is_empty() || !data.failed.is_empty() {
         return Err(Error::Input(format!(
             "suite `{}` has {} missing and {} failed cells; a baseline needs a complete run",
@@ -340,7 +340,7 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     }
     let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
     let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&plan, &store)?;
+    let data = gather(&plan, &store, &suite)?;
     let out = check_rows(&suite.check, &base.rows, &data.rows);
     let rows = out
         .iter()

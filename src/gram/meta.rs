@@ -214,11 +214,7 @@ impl<B: AutodiffBackend> MetaLearner<B> {
         let vals = |ps: &[Param<Tensor<B, 2>>]| ps.iter().map(|p| p.val()).collect::<Vec<_>>();
         let (text0, vision0) = (vals(&self.prompt.text), vals(&self.prompt.vision));
         // The support gradient, computed on detached copies and then held constant.
-        let probe = |ts: &[Tensor<B, 2>]| {
-            ts.iter()
-                .map(|t| t.clone().detach().require_grad())
-                .collect::<Vec<_>>()
-        };
+        let probe = |ts: &[Tensor<B, 2>]| ts.iter().map(|t| t.clone().detach().require_grad()).collect::<Vec<_>>();
         let (tp, vp) = (probe(&text0), probe(&vision0));
         let ls = prompt_loss(clip, &tp, &vp, support);
         let support_loss: f32 = ls.clone().into_scalar().elem();

@@ -196,7 +196,11 @@ pub struct MetaArtifact {
 impl MetaArtifact {
     /// The regulator of one modality, rebuilt.
     pub fn regulator<B: Backend>(&self, text: bool, device: &B::Device) -> Result<Option<Regulator<B>>> {
-        let saved = if text { &self.text_regulator } else { &self.vision_regulator };
+        let saved = if text {
+            &self.text_regulator
+        } else {
+            &self.vision_regulator
+        };
         saved
             .as_ref()
             .map(|s| regulator_from(&self.config.regulator, s.width, self.task_dim, &s.tensors, device))
@@ -312,13 +316,16 @@ pub fn meta_train<B: AutodiffBackend>(
     let vision_width = clip.vision_model.class_embedding.dims()[0];
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6a7a);
     let mut draw = |shape: &Option<PromptShape>, width: usize| -> Vec<Tensor<B, 2>> {
-        shape.iter().flat_map(|s| (0..s.depth).map(move |_| s)).map(|s| {
-            Tensor::<B, 2>::from_data(
-                TensorData::new(normal(&mut rng, s.n_ctx * width, cfg.init_std), [s.n_ctx, width]),
-                &device,
-            )
-        })
-        .collect()
+        shape
+            .iter()
+            .flat_map(|s| (0..s.depth).map(move |_| s))
+            .map(|s| {
+                Tensor::<B, 2>::from_data(
+                    TensorData::new(normal(&mut rng, s.n_ctx * width, cfg.init_std), [s.n_ctx, width]),
+                    &device,
+                )
+            })
+            .collect()
     };
     let text0 = draw(&cfg.text, text_width);
     let vision0 = draw(&cfg.vision, vision_width);
@@ -327,12 +334,19 @@ pub fn meta_train<B: AutodiffBackend>(
             .text
             .as_ref()
             .map(|_| cfg.regulator.init::<B>(text_width, task_dim, seed, &device)),
-        vision: cfg
-            .vision
-            .as_ref()
-            .map(|_| cfg.regulator.init::<B>(vision_width, task_dim, seed.wrapping_add(1), &device)),
+        vision: cfg.vision.as_ref().map(|_| {
+            cfg.regulator
+                .init::<B>(vision_width, task_dim, seed.wrapping_add(1), &device)
+        }),
     };
-    let mut meta = MetaLearner::new(text0, vision0, regulators, cfg.inner_lr, cfg.clip_norm, cfg.weight_decay as f32);
+    let mut meta = MetaLearner::new(
+        text0,
+        vision0,
+        regulators,
+        cfg.inner_lr,
+        cfg.clip_norm,
+        cfg.weight_decay as f32,
+    );
     let placeholder = cfg.text.as_ref().map(|t| vec!["X"; t.n_ctx].join(" "));
     let mut trace = Vec::with_capacity(cfg.steps);
     for step in 0..cfg.steps {
@@ -353,7 +367,10 @@ pub fn meta_train<B: AutodiffBackend>(
         };
         let frozen_text = match prompts {
             Some(_) => None,
-            None => Some(rows(&txt, &e.classes.iter().map(|&c| h.class_caption[c]).collect::<Vec<_>>())),
+            None => Some(rows(
+                &txt,
+                &e.classes.iter().map(|&c| h.class_caption[c]).collect::<Vec<_>>(),
+            )),
         };
         let set = |items: &[(usize, usize)]| {
             let idx: Vec<usize> = items.iter().map(|p| p.0).collect();

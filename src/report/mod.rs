@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod baseline;
+pub mod paired;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use tabled::settings::Style;
 
 use self::aggregate::{aggregate, collect, to_csv, AggRow, SeedValue};
 use self::baseline::{load_published, published_method_name, tolerance, PublishedRow, PublishedTable};
+use self::paired::PairRow;
 use crate::error::{Error, Result};
 use crate::store::{write_atomic, Store};
 use crate::suite::cells::Plan;
@@ -22,16 +24,28 @@ use crate::suite::Suite;
 pub struct ReportData {
     pub values: Vec<SeedValue>,
     pub rows: Vec<AggRow>,
+    /// GRAM methods against their hosts, paired by seed.
+    pub paired: Vec<PairRow>,
     pub missing: Vec<String>,
     pub failed: Vec<String>,
 }
 
-pub fn gather(plan: &Plan, store: &Store) -> Result<ReportData> {
+pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
     let (values, missing, failed) = collect(plan, store)?;
     let rows = aggregate(&values)?;
+    let pairs: Vec<(String, String)> = suite
+        .methods
+        .iter()
+        .filter_map(|(name, m)| match m {
+            crate::methods::MethodConfig::Gram(g) => Some((g.host.clone(), name.clone())),
+            _ => None,
+        })
+        .collect();
+    let paired = paired::paired(&values, &pairs)?;
     Ok(ReportData {
         values,
         rows,
+        paired,
         missing,
         failed,
     })
@@ -190,6 +204,9 @@ pub fn render_markdown(
         ));
         out.push_str("\n\n");
     }
+    if !data.paired.is_empty() {
+        out.push_str(&gram_section(&data.paired));
+    }
     // Per-seed detail.
     let mut seeds: Vec<u64> = data.values.iter().map(|v| v.seed).collect();
     seeds.sort_unstable();
@@ -236,6 +253,69 @@ pub fn render_markdown(
             out.push_str(&format!("- failed: {f}\n"));
         }
     }
+    out
+}
+
+/// GRAM against its host: the averages over each table's datasets first, then every dataset.
+fn gram_section(rows: &[PairRow]) -> String {
+    let mut out = String::from(
+        "## ±GRAM (paired over seeds)\n\nEach GRAM method against its host on the same seeds (same few-shot images): \
+         Δ = GRAM − host, mean over seeds ± the half-width of its 95% Student-t interval (n − 1 degrees of \
+         freedom), (n) = seeds. \"helps\" / \"hurts\" only when the interval excludes 0. Averages and HMs are \
+         formed per seed, then paired.\n\n",
+    );
+    let cells = |r: &PairRow| {
+        vec![
+            r.protocol.clone(),
+            r.host.clone(),
+            r.method.clone(),
+            r.dataset.clone(),
+            if r.source.is_empty() {
+                "—".into()
+            } else {
+                r.source.clone()
+            },
+            r.shots.to_string(),
+            r.metric.clone(),
+            format!("{:.2}", r.host_mean),
+            format!("{:.2}", r.method_mean),
+            match r.ci95 {
+                Some(h) => format!("{:+.2} ± {h:.2} ({})", r.delta, r.n),
+                None => format!("{:+.2} ({})", r.delta, r.n),
+            },
+            r.verdict().to_string(),
+        ]
+    };
+    let header = [
+        "Protocol",
+        "Host",
+        "With GRAM",
+        "Dataset",
+        "Source",
+        "Shots",
+        "Metric",
+        "Host",
+        "With GRAM",
+        "Δ (95% CI)",
+        "Verdict",
+    ];
+    let order = |r: &&PairRow| {
+        (
+            r.protocol.clone(),
+            r.host.clone(),
+            r.method.clone(),
+            metric_order(&r.metric),
+        )
+    };
+    let mut avg: Vec<&PairRow> = rows.iter().filter(|r| r.dataset == "average").collect();
+    avg.sort_by_key(order);
+    out.push_str("Averages over each table's datasets (targets for transfer):\n\n");
+    out.push_str(&markdown_table(&header, avg.into_iter().map(cells).collect()));
+    out.push_str("\n\nPer dataset:\n\n");
+    let mut each: Vec<&PairRow> = rows.iter().filter(|r| r.dataset != "average").collect();
+    each.sort_by_key(|r| (order(r), r.dataset.clone()));
+    out.push_str(&markdown_table(&header, each.into_iter().map(cells).collect()));
+    out.push_str("\n\n");
     out
 }
 
@@ -299,10 +379,14 @@ pub fn published_tables(suite: &Suite) -> Result<Vec<PublishedTable>> {
     suite.published.iter().map(|p| load_published(Path::new(p))).collect()
 }
 
-/// Writes `report.md`, `aggregate.csv` and `aggregate.json` under `out/<suite>/`.
-pub fn write_report(out: &Path, suite: &Suite, markdown: &str, rows: &[AggRow]) -> Result<PathBuf> {
+/// Writes `report.md`, `aggregate.csv` and `aggregate.json` (and `gram_delta.csv` for suites
+/// with GRAM methods) under `out/<suite>/`.
+pub fn write_report(out: &Path, suite: &Suite, markdown: &str, rows: &[AggRow], pairs: &[PairRow]) -> Result<PathBuf> {
     let dir = out.join(&suite.name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if !pairs.is_empty() {
+        write_atomic(&dir.join("gram_delta.csv"), paired::to_csv(pairs).as_bytes())?;
+    }
     write_atomic(&dir.join("aggregate.csv"), to_csv(rows).as_bytes())?;
     let json = serde_json::to_vec_pretty(rows).map_err(|e| Error::Input(format!("aggregate: {e}")))?;
     write_atomic(&dir.join("aggregate.json"), &json)?;

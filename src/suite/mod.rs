@@ -278,7 +278,11 @@ impl Suite {
                             }
                         }
                     }
-                    let has = if role.is_text() { &spec.train.text } else { &spec.train.vision };
+                    let has = if role.is_text() {
+                        &spec.train.text
+                    } else {
+                        &spec.train.vision
+                    };
                     if g.regulate && has.is_none() {
                         return Err(format!(
                             "methods.{name}: host `{}` has {what} prompts but [gram.{}] has no {what} regulator \

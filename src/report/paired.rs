@@ -1,0 +1,317 @@
+//! GRAM's effect on its host as paired differences over seeds. A host cell and its GRAM cell with
+//! the same seed see the same few-shot images and the same host seed, so each seed gives one
+//! difference Δ_s = GRAM − host; the table reports mean Δ with a 95% Student-t interval
+//! (n − 1 degrees of freedom: three seeds are too few for the normal 1.96) and says "helps" or
+//! "hurts" only when that interval excludes 0. Averages over a table's datasets (targets only for
+//! transfer) and base-to-new HMs are formed per seed first, so they are paired too.
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::aggregate::{to_frame, SeedValue};
+use crate::error::{Error, Result};
+
+fn pe(e: PolarsError) -> Error {
+    Error::Input(format!("paired differences: {e}"))
+}
+
+/// One (host, GRAM method) comparison on one dataset and metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairRow {
+    pub protocol: String,
+    pub host: String,
+    pub method: String,
+    pub dataset: String,
+    pub source: String,
+    pub shots: usize,
+    pub metric: String,
+    /// Seeds both have.
+    pub n: usize,
+    pub host_mean: f64,
+    pub method_mean: f64,
+    pub delta: f64,
+    /// Half-width of the 95% t interval of the mean Δ (None for one seed).
+    pub ci95: Option<f64>,
+}
+
+impl PairRow {
+    pub fn verdict(&self) -> &'static str {
+        match self.ci95 {
+            Some(h) if self.delta - h > 0.0 => "helps",
+            Some(h) if self.delta + h < 0.0 => "hurts",
+            Some(_) => "no clear effect",
+            None => "one seed: no interval",
+        }
+    }
+}
+
+/// The 0.975 quantile of Student's t with `df` degrees of freedom: the standard table to 30, then
+/// the Cornish–Fisher expansion around the normal quantile (error < 1e-3 there).
+pub fn t975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => TABLE[df - 1],
+        _ => {
+            let (z, v) = (1.959_963_985_f64, df as f64);
+            z + (z.powi(3) + z) / (4.0 * v) + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * v * v)
+        }
+    }
+}
+
+// to_frame's column order (vstack matches by position).
+const ROW: [&str; 7] = ["protocol", "method", "dataset", "source", "shots", "seed", "metric"];
+
+/// Per-seed values plus per-seed averages over datasets and per-seed base-to-new HMs.
+fn with_derived(values: &[SeedValue]) -> Result<DataFrame> {
+    let df = to_frame(values)?;
+    let avg = df
+        .clone()
+        .lazy()
+        .group_by([
+            col("protocol"),
+            col("method"),
+            col("source"),
+            col("shots"),
+            col("metric"),
+            col("seed"),
+        ])
+        .agg([col("value").mean().alias("value")])
+        .with_column(lit("average").alias("dataset"))
+        // Transfer tables average the targets only.
+        .filter(
+            col("source").neq(lit("")).or(col("protocol")
+                .neq(lit("cross-dataset"))
+                .and(col("protocol").neq(lit("cross-domain")))),
+        )
+        .select(ROW.iter().map(|c| col(*c)).chain([col("value")]).collect::<Vec<_>>())
+        .collect()
+        .map_err(pe)?;
+    let all = df.vstack(&avg).map_err(pe)?;
+    let keys = ["protocol", "method", "dataset", "source", "shots", "seed"];
+    let side = |m: &str| {
+        all.clone()
+            .lazy()
+            .filter(col("protocol").eq(lit("base-to-new")).and(col("metric").eq(lit(m))))
+            .select(
+                keys.iter()
+                    .map(|c| col(*c))
+                    .chain([col("value").alias(m)])
+                    .collect::<Vec<_>>(),
+            )
+    };
+    let on: Vec<Expr> = keys.iter().map(|c| col(*c)).collect();
+    let hm = side("base")
+        .join(side("new"), on.clone(), on, JoinArgs::new(JoinType::Inner))
+        .with_column(
+            when((col("base") + col("new")).eq(lit(0.0)))
+                .then(lit(0.0))
+                .otherwise(lit(2.0) * col("base") * col("new") / (col("base") + col("new")))
+                .alias("value"),
+        )
+        .with_column(lit("hm").alias("metric"))
+        .select(ROW.iter().map(|c| col(*c)).chain([col("value")]).collect::<Vec<_>>())
+        .collect()
+        .map_err(pe)?;
+    all.vstack(&hm).map_err(pe)
+}
+
+/// Paired rows for every `(host, method)` pair with values in the same table.
+pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<PairRow>> {
+    if values.is_empty() || pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let all = with_derived(values)?;
+    let keys = ["protocol", "dataset", "source", "shots", "metric", "seed"];
+    let on: Vec<Expr> = keys.iter().map(|c| col(*c)).collect();
+    let mut out = Vec::new();
+    for (host, method) in pairs {
+        let side = |m: &str, name: &str| {
+            all.clone().lazy().filter(col("method").eq(lit(m.to_string()))).select(
+                keys.iter()
+                    .map(|c| col(*c))
+                    .chain([col("value").alias(name)])
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let df = side(host, "h")
+            .join(
+                side(method, "g"),
+                on.clone(),
+                on.clone(),
+                JoinArgs::new(JoinType::Inner),
+            )
+            .with_column((col("g") - col("h")).alias("d"))
+            .group_by([
+                col("protocol"),
+                col("dataset"),
+                col("source"),
+                col("shots"),
+                col("metric"),
+            ])
+            .agg([
+                col("d").count().alias("n"),
+                col("h").mean().alias("h"),
+                col("g").mean().alias("g"),
+                col("d").mean().alias("d"),
+                col("d").std(1).alias("sd"),
+            ])
+            .sort(
+                ["protocol", "source", "shots", "dataset", "metric"],
+                SortMultipleOptions::default(),
+            )
+            .collect()
+            .map_err(pe)?;
+        let s = |name: &str| -> Result<Vec<String>> {
+            Ok(df
+                .column(name)
+                .map_err(pe)?
+                .str()
+                .map_err(pe)?
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect())
+        };
+        let f = |name: &str| -> Result<Vec<Option<f64>>> {
+            let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
+            Ok(c.f64().map_err(pe)?.iter().collect())
+        };
+        let (protocol, dataset, source, metric) = (s("protocol")?, s("dataset")?, s("source")?, s("metric")?);
+        let (shots, n, h, g, d, sd) = (f("shots")?, f("n")?, f("h")?, f("g")?, f("d")?, f("sd")?);
+        for i in 0..df.height() {
+            let n_i = n[i].unwrap_or(0.0) as usize;
+            out.push(PairRow {
+                protocol: protocol[i].clone(),
+                host: host.clone(),
+                method: method.clone(),
+                dataset: dataset[i].clone(),
+                source: source[i].clone(),
+                shots: shots[i].unwrap_or(0.0) as usize,
+                metric: metric[i].clone(),
+                n: n_i,
+                host_mean: h[i].unwrap_or(f64::NAN),
+                method_mean: g[i].unwrap_or(f64::NAN),
+                delta: d[i].unwrap_or(f64::NAN),
+                ci95: (n_i > 1).then(|| t975(n_i - 1) * sd[i].unwrap_or(0.0) / (n_i as f64).sqrt()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The rows as CSV.
+pub fn to_csv(rows: &[PairRow]) -> String {
+    let mut out =
+        String::from("protocol,host,method,dataset,source,shots,metric,n,host_mean,method_mean,delta,ci95_t,verdict\n");
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            r.protocol,
+            r.host,
+            r.method,
+            r.dataset,
+            r.source,
+            r.shots,
+            r.metric,
+            r.n,
+            r.host_mean,
+            r.method_mean,
+            r.delta,
+            r.ci95.map(|c| c.to_string()).unwrap_or_default(),
+            r.verdict()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(protocol: &str, method: &str, dataset: &str, metric: &str, seed: u64, value: f64) -> SeedValue {
+        SeedValue {
+            protocol: protocol.into(),
+            method: method.into(),
+            dataset: dataset.into(),
+            source: String::new(),
+            shots: 4,
+            seed,
+            metric: metric.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn student_t_quantiles() {
+        assert_eq!(t975(2), 4.303);
+        assert!((t975(31) - 2.0395).abs() < 1e-3);
+        assert!((t975(120) - 1.9799).abs() < 1e-3);
+        assert!((t975(100_000) - 1.96).abs() < 1e-3);
+    }
+
+    #[test]
+    fn differences_are_paired_by_seed_with_a_t_interval() {
+        // Seeds differ a lot from each other but GRAM adds 1.9, 2.0, 2.1: paired, the interval is
+        // 2 ± t(2)·0.1/√3, although the unpaired spreads overlap completely.
+        let mut vals = Vec::new();
+        for (s, base) in [(1u64, 10.0), (2, 30.0), (3, 50.0)] {
+            vals.push(v("few-shot", "host", "a", "accuracy", s, base));
+            vals.push(v("few-shot", "gram", "a", "accuracy", s, base + 1.8 + 0.1 * s as f64));
+            vals.push(v("few-shot", "host", "b", "accuracy", s, 20.0));
+            vals.push(v("few-shot", "gram", "b", "accuracy", s, 20.0));
+        }
+        // A seed only the host has is not paired.
+        vals.push(v("few-shot", "host", "a", "accuracy", 4, 99.0));
+        let rows = paired(&vals, &[("host".into(), "gram".into())]).unwrap();
+        let a = rows.iter().find(|r| r.dataset == "a").unwrap();
+        assert_eq!(a.n, 3);
+        assert!((a.delta - 2.0).abs() < 1e-12);
+        assert!((a.host_mean - 30.0).abs() < 1e-12);
+        assert!((a.ci95.unwrap() - 4.303 * 0.1 / 3f64.sqrt()).abs() < 1e-9);
+        assert_eq!(a.verdict(), "helps");
+        let b = rows.iter().find(|r| r.dataset == "b").unwrap();
+        assert_eq!((b.delta, b.ci95, b.verdict()), (0.0, Some(0.0), "no clear effect"));
+        // The average over datasets is paired per seed: Δ_s = (1.8 + 0.1 s) / 2.
+        let avg = rows.iter().find(|r| r.dataset == "average").unwrap();
+        assert!((avg.delta - 1.0).abs() < 1e-12);
+        assert!((avg.ci95.unwrap() - 4.303 * 0.05 / 3f64.sqrt()).abs() < 1e-9);
+        // A Δ that varies with the seed (1, 2, 3) has an interval reaching below 0 at n = 3.
+        let mut wide = vals.clone();
+        for x in wide.iter_mut().filter(|x| x.method == "gram" && x.dataset == "a") {
+            x.value += (x.seed as f64 - 2.0) * 0.9;
+        }
+        let w = paired(&wide, &[("host".into(), "gram".into())]).unwrap();
+        assert_eq!(
+            w.iter().find(|r| r.dataset == "a").unwrap().verdict(),
+            "no clear effect"
+        );
+    }
+
+    #[test]
+    fn base_to_new_hm_is_formed_per_seed_and_a_loss_is_a_loss() {
+        let mut vals = Vec::new();
+        for s in 1..=3u64 {
+            let e = s as f64 * 0.1;
+            vals.push(v("base-to-new", "host", "a", "base", s, 60.0 + e));
+            vals.push(v("base-to-new", "host", "a", "new", s, 40.0 - e));
+            vals.push(v("base-to-new", "gram", "a", "base", s, 50.0 + e));
+            vals.push(v("base-to-new", "gram", "a", "new", s, 30.0 - e));
+        }
+        let rows = paired(&vals, &[("host".into(), "gram".into())]).unwrap();
+        let hm = rows.iter().find(|r| r.dataset == "a" && r.metric == "hm").unwrap();
+        let hm_of = |b: f64, n: f64| 2.0 * b * n / (b + n);
+        let want: f64 = (1..=3)
+            .map(|s| {
+                let e = s as f64 * 0.1;
+                hm_of(50.0 + e, 30.0 - e) - hm_of(60.0 + e, 40.0 - e)
+            })
+            .sum::<f64>()
+            / 3.0;
+        assert!((hm.delta - want).abs() < 1e-9);
+        assert_eq!(hm.verdict(), "hurts");
+        assert!(rows.iter().any(|r| r.dataset == "average" && r.metric == "hm"));
+    }
+}
