@@ -705,15 +705,58 @@ impl<'a, B: Backend> CellContext<'a, B> {
             }
         };
         record.timings.load_s = t.elapsed().as_secs_f64();
+        // The corpus's frozen features go through the feature cache like a test split's.
+        let corpus_digest = corpus.digest();
+        let source = |split: &str| FeatureSource {
+            weights_sha256: self.weights_digest.clone(),
+            dataset: format!("gram-corpus-{name}"),
+            split: split.into(),
+            split_digest: corpus_digest.clone(),
+            transform: self.pre.clone(),
+            backend: self.backend.to_string(),
+        };
+        let (si, sc) = (source("images"), source("captions"));
+        let features = match (self.features.get(&si), self.features.get(&sc)) {
+            (Some(i), Some(c)) => {
+                record.features = Some(FeatureOrigin::Cached);
+                (i, c)
+            }
+            _ => {
+                let (i, c) = crate::gram::train::corpus_features(&self.clip_eval, &self.tok, &self.pre, &corpus)?;
+                record.timings.features_s = i.compute_s;
+                record.features = Some(FeatureOrigin::Computed);
+                (self.features.put(&si, i)?, self.features.put(&sc, c)?)
+            }
+        };
         let t = Instant::now();
+        let checkpoint = crate::gram::train::Checkpointing {
+            path: store.meta_checkpoint_path(&cell.key),
+            every_steps: None,
+            every_secs: Some(60.0),
+        };
+        let resumed_from = checkpoint.path.exists();
+        let steps = spec.train.steps;
+        let mut last = Instant::now();
         let art = meta_train(
             &self.clip,
             &self.tok,
             &self.pre,
             &corpus,
+            (&features.0, &features.1),
             &spec.train,
             spec.seed,
-            &mut |_, _| {},
+            Some(&checkpoint),
+            // Long runs say where they are, at most twice a minute.
+            &mut |step, s| {
+                if last.elapsed().as_secs_f64() >= 30.0 {
+                    eprintln!(
+                        "  gram meta-training `{name}`: step {}/{steps}, query loss {:.4}",
+                        step + 1,
+                        s.query_loss
+                    );
+                    last = Instant::now();
+                }
+            },
         )?;
         record.timings.train_s = t.elapsed().as_secs_f64();
         record.digests = json!({
@@ -733,7 +776,20 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 "final_vision_coefficient": last.and_then(|t| t.vision_coefficient),
             })),
         });
-        store.put_meta(&cell.key, &art)
+        if resumed_from {
+            record
+                .train
+                .as_mut()
+                .expect("set above")
+                .fit
+                .as_mut()
+                .expect("set above")["resumed_from_checkpoint"] = json!(true);
+        }
+        store.put_meta(&cell.key, &art)?;
+        match std::fs::remove_file(&checkpoint.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&checkpoint.path, e)),
+            _ => Ok(()),
+        }
     }
 
     /// Wraps a gram method's host with θ₀ and ψ_φ from its meta-training cell.

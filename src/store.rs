@@ -226,6 +226,11 @@ impl Store {
         self.root.join("artifacts").join(format!("{key}.meta.json"))
     }
 
+    /// Where an unfinished meta-training cell keeps its checkpoint (removed when it finishes).
+    pub fn meta_checkpoint_path(&self, key: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{key}.meta-checkpoint.json"))
+    }
+
     /// A GRAM meta-training artifact, beside the prompt artifacts.
     pub fn put_meta(&self, key: &str, art: &crate::gram::MetaArtifact) -> Result<()> {
         let bytes = serde_json::to_vec(art).map_err(|e| Error::Store(format!("meta artifact: {e}")))?;

@@ -170,6 +170,7 @@ fn tsv_corpus(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
+    use gram_bench::gram::train::{corpus_features, Checkpointing};
     use gram_bench::gram::{meta_train, ClusterConfig, Corpus, EpisodeConfig, MetaTrainConfig, PromptShape, QueryRule};
     let dir = tempfile::tempdir().unwrap();
     let path = tsv_corpus(dir.path());
@@ -213,23 +214,34 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         weight_decay: 0.0,
         clip_norm: 1.0,
         steps: 4,
+        tasks_per_step: 1,
     };
+    let feats = corpus_features(&clip.model, &clip.tokenizer, &clip.preprocess, &corpus).unwrap();
+    assert_eq!((feats.0.ok.len(), feats.1.ok.len()), (24, 24));
     let mut seen = 0;
     let art = meta_train(
         &clip.model,
         &clip.tokenizer,
         &clip.preprocess,
         &corpus,
+        (&feats.0, &feats.1),
         &cfg,
         1,
-        &mut |_, l| {
-            assert!(l.is_finite());
+        None,
+        &mut |_, s| {
+            assert!(s.query_loss.is_finite());
             seen += 1;
         },
     )
     .unwrap();
     assert_eq!(seen, 4);
     assert_eq!(art.trace.len(), 4);
+    // The episodes are recorded, support and query from different domains.
+    assert_eq!(art.episodes.len(), 4);
+    assert!(art
+        .episodes
+        .iter()
+        .all(|e| e.domain != e.query_domain && e.support.len() == 2));
     assert_eq!(art.theta0.keys().collect::<Vec<_>>(), ["text.0"]);
     assert_eq!(art.theta0["text.0"].0, vec![4, 64]);
     assert_eq!(art.corpus_digest, corpus.digest());
@@ -246,12 +258,64 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         &clip.tokenizer,
         &clip.preprocess,
         &corpus,
+        (&feats.0, &feats.1),
         &cfg,
         1,
+        None,
         &mut |_, _| {},
     )
     .unwrap();
     assert_eq!(again, art);
+    let art_text = art.clone();
+
+    // Interrupted after 3 of 4 steps (checkpoint after each), then resumed: the same artifact as
+    // the uninterrupted run, bit for bit.
+    let ck = Checkpointing {
+        path: dir.path().join("meta.checkpoint.json"),
+        every_steps: Some(1),
+        every_secs: None,
+    };
+    let run = |cfg: &MetaTrainConfig, seed: u64| {
+        meta_train(
+            &clip.model,
+            &clip.tokenizer,
+            &clip.preprocess,
+            &corpus,
+            (&feats.0, &feats.1),
+            cfg,
+            seed,
+            Some(&ck),
+            &mut |_, _| {},
+        )
+    };
+    let partial = run(
+        &MetaTrainConfig {
+            steps: 3,
+            ..cfg.clone()
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(partial.trace[..], art.trace[..3]);
+    assert!(ck.path.exists());
+    let mut resumed_steps = Vec::new();
+    let resumed = meta_train(
+        &clip.model,
+        &clip.tokenizer,
+        &clip.preprocess,
+        &corpus,
+        (&feats.0, &feats.1),
+        &cfg,
+        1,
+        Some(&ck),
+        &mut |step, _| resumed_steps.push(step),
+    )
+    .unwrap();
+    assert_eq!(resumed_steps, [2, 3], "resumed from the checkpoint after step 2");
+    assert_eq!(resumed, art);
+    // A checkpoint of another run (here: another seed) is refused, not silently used.
+    let e = run(&cfg, 2).unwrap_err().to_string();
+    assert!(e.contains("a checkpoint of another meta-training run"), "{e}");
 
     // UNIGRAM: textual and deep visual prompts meta-learned together, each with its regulator.
     let uni = MetaTrainConfig {
@@ -264,8 +328,10 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         &clip.tokenizer,
         &clip.preprocess,
         &corpus,
+        (&feats.0, &feats.1),
         &uni,
         1,
+        None,
         &mut |_, _| {},
     )
     .unwrap();
@@ -281,6 +347,28 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         .trace
         .iter()
         .all(|t| t.text_coefficient.is_some() && t.vision_coefficient.is_some()));
+
+    // Several tasks per outer step: one update on their mean query loss, every episode recorded.
+    let batched = meta_train(
+        &clip.model,
+        &clip.tokenizer,
+        &clip.preprocess,
+        &corpus,
+        (&feats.0, &feats.1),
+        &MetaTrainConfig {
+            steps: 2,
+            tasks_per_step: 3,
+            ..cfg.clone()
+        },
+        1,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!((batched.trace.len(), batched.episodes.len()), (2, 6));
+    // The first three episodes are the unbatched run's first three (one seeded stream).
+    assert_eq!(batched.episodes[..3], art_text.episodes[..3]);
+    assert_ne!(batched.theta0, art_text.theta0);
 }
 
 #[test]

@@ -1029,6 +1029,7 @@ outer_lr = 1e-3
 weight_decay = 0.0
 clip_norm = 1.0
 steps = 3
+tasks_per_step = 1
 cluster = { domains = 2, classes_per_domain = 2, iterations = 5 }
 episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
 regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }

@@ -49,88 +49,110 @@ fn cos(a: &[f32], b: &[f32]) -> f32 {
     ab / (aa.sqrt() * bb.sqrt()).max(1e-12)
 }
 
-/// Draws an episode; `class_text[c]` is class c's name feature. `None` when no domain has enough
-/// classes with enough items (or, for a shifted query, no second domain has enough classes).
+/// Draws episodes from one hierarchy; each class's items are listed once, not per episode (a
+/// 1M-pair corpus has thousands of classes).
+pub struct EpisodeSampler<'a> {
+    h: &'a Hierarchy,
+    class_text: &'a [Vec<f32>],
+    items: Vec<Vec<usize>>,
+}
+
+impl<'a> EpisodeSampler<'a> {
+    /// `class_text[c]` is class c's name feature.
+    pub fn new(h: &'a Hierarchy, class_text: &'a [Vec<f32>]) -> Self {
+        let mut items = vec![Vec::new(); h.class_domain.len()];
+        for (i, &c) in h.class.iter().enumerate() {
+            items[c].push(i);
+        }
+        Self { h, class_text, items }
+    }
+
+    /// One episode, or `None` when no domain has enough classes with enough items (or, for a
+    /// shifted query, no second domain has enough classes).
+    pub fn sample(&self, cfg: &EpisodeConfig, rng: &mut impl Rng) -> Option<Episode> {
+        let (h, class_text, items) = (self.h, self.class_text, &self.items);
+        let n_classes = h.class_domain.len();
+        let need = match cfg.query {
+            QueryRule::SameDomain => cfg.shots + 1,
+            QueryRule::NearestClassOtherDomain => cfg.shots,
+        };
+        let n_domains = h.class_domain.iter().copied().max().map_or(0, |m| m + 1);
+        let eligible = |d: usize, min: usize| -> Vec<usize> {
+            (0..n_classes)
+                .filter(|&c| h.class_domain[c] == d && items[c].len() >= min)
+                .collect()
+        };
+        let domains: Vec<usize> = (0..n_domains)
+            .filter(|&d| eligible(d, need).len() >= cfg.ways)
+            .collect();
+        let &domain = domains.choose(rng)?;
+        let mut classes = eligible(domain, need);
+        classes.shuffle(rng);
+        classes.truncate(cfg.ways);
+        let mut support = Vec::new();
+        let mut rest: Vec<Vec<usize>> = Vec::new();
+        for (label, &c) in classes.iter().enumerate() {
+            let mut it = items[c].clone();
+            it.shuffle(rng);
+            support.extend(it[..cfg.shots].iter().map(|&i| (i, label)));
+            rest.push(it[cfg.shots..].to_vec());
+        }
+        let (query_domain, query) = match cfg.query {
+            QueryRule::SameDomain => (
+                domain,
+                rest.iter()
+                    .enumerate()
+                    .flat_map(|(label, r)| r.iter().take(cfg.queries).map(move |&i| (i, label)))
+                    .collect(),
+            ),
+            QueryRule::NearestClassOtherDomain => {
+                let others: Vec<usize> = (0..n_domains)
+                    .filter(|&d| d != domain && eligible(d, 1).len() >= cfg.ways)
+                    .collect();
+                let &qd = others.choose(rng)?;
+                let cands = eligible(qd, 1);
+                // Greedy one-to-one matching, most similar pair first.
+                let mut pairs: Vec<(f32, usize, usize)> = classes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(l, &c)| cands.iter().map(move |&q| (cos(&class_text[c], &class_text[q]), l, q)))
+                    .collect();
+                pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+                let mut matched: Vec<Option<usize>> = vec![None; classes.len()];
+                let mut used = Vec::new();
+                for (_, l, q) in pairs {
+                    if matched[l].is_none() && !used.contains(&q) {
+                        matched[l] = Some(q);
+                        used.push(q);
+                    }
+                }
+                let mut query = Vec::new();
+                for (label, q) in matched.iter().enumerate() {
+                    let mut it = items[q.expect("enough candidate classes")].clone();
+                    it.shuffle(rng);
+                    query.extend(it.into_iter().take(cfg.queries).map(|i| (i, label)));
+                }
+                (qd, query)
+            }
+        };
+        Some(Episode {
+            domain,
+            classes,
+            support,
+            query_domain,
+            query,
+        })
+    }
+}
+
+/// One episode from a sampler built for this call (tests and one-off draws).
 pub fn sample_episode(
     h: &Hierarchy,
     class_text: &[Vec<f32>],
     cfg: &EpisodeConfig,
     rng: &mut impl Rng,
 ) -> Option<Episode> {
-    let n_classes = h.class_domain.len();
-    let items: Vec<Vec<usize>> = (0..n_classes)
-        .map(|c| (0..h.class.len()).filter(|&i| h.class[i] == c).collect())
-        .collect();
-    let need = match cfg.query {
-        QueryRule::SameDomain => cfg.shots + 1,
-        QueryRule::NearestClassOtherDomain => cfg.shots,
-    };
-    let n_domains = h.class_domain.iter().copied().max().map_or(0, |m| m + 1);
-    let eligible = |d: usize, min: usize| -> Vec<usize> {
-        (0..n_classes)
-            .filter(|&c| h.class_domain[c] == d && items[c].len() >= min)
-            .collect()
-    };
-    let domains: Vec<usize> = (0..n_domains)
-        .filter(|&d| eligible(d, need).len() >= cfg.ways)
-        .collect();
-    let &domain = domains.choose(rng)?;
-    let mut classes = eligible(domain, need);
-    classes.shuffle(rng);
-    classes.truncate(cfg.ways);
-    let mut support = Vec::new();
-    let mut rest: Vec<Vec<usize>> = Vec::new();
-    for (label, &c) in classes.iter().enumerate() {
-        let mut it = items[c].clone();
-        it.shuffle(rng);
-        support.extend(it[..cfg.shots].iter().map(|&i| (i, label)));
-        rest.push(it[cfg.shots..].to_vec());
-    }
-    let (query_domain, query) = match cfg.query {
-        QueryRule::SameDomain => (
-            domain,
-            rest.iter()
-                .enumerate()
-                .flat_map(|(label, r)| r.iter().take(cfg.queries).map(move |&i| (i, label)))
-                .collect(),
-        ),
-        QueryRule::NearestClassOtherDomain => {
-            let others: Vec<usize> = (0..n_domains)
-                .filter(|&d| d != domain && eligible(d, 1).len() >= cfg.ways)
-                .collect();
-            let &qd = others.choose(rng)?;
-            let cands = eligible(qd, 1);
-            // Greedy one-to-one matching, most similar pair first.
-            let mut pairs: Vec<(f32, usize, usize)> = classes
-                .iter()
-                .enumerate()
-                .flat_map(|(l, &c)| cands.iter().map(move |&q| (cos(&class_text[c], &class_text[q]), l, q)))
-                .collect();
-            pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let mut matched: Vec<Option<usize>> = vec![None; classes.len()];
-            let mut used = Vec::new();
-            for (_, l, q) in pairs {
-                if matched[l].is_none() && !used.contains(&q) {
-                    matched[l] = Some(q);
-                    used.push(q);
-                }
-            }
-            let mut query = Vec::new();
-            for (label, q) in matched.iter().enumerate() {
-                let mut it = items[q.expect("enough candidate classes")].clone();
-                it.shuffle(rng);
-                query.extend(it.into_iter().take(cfg.queries).map(|i| (i, label)));
-            }
-            (qd, query)
-        }
-    };
-    Some(Episode {
-        domain,
-        classes,
-        support,
-        query_domain,
-        query,
-    })
+    EpisodeSampler::new(h, class_text).sample(cfg, rng)
 }
 
 #[cfg(test)]

@@ -16,12 +16,14 @@
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder, RecorderError};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{ElementConversion, Int, Tensor};
 
 use super::Regulator;
 use crate::clip::{Clip, DeepPrompts, PromptSlot, VisionPrompts};
+use crate::error::{Error, Result};
 use crate::methods::coop::{assemble, ClassPrompts, ClassTokenPosition};
 
 /// The meta-learned prompts θ₀, each `[tokens, width]`: `text[0]` is the input context (CoOp's
@@ -153,6 +155,10 @@ fn clip_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     grads
 }
 
+fn state_error(e: RecorderError) -> Error {
+    Error::Store(format!("meta-training state: {e}"))
+}
+
 /// The meta-parameters and their optimizers (one for θ₀, one for φ, as SUPMER).
 pub struct MetaLearner<B: AutodiffBackend> {
     pub prompt: MetaPrompt<B>,
@@ -209,44 +215,106 @@ impl<B: AutodiffBackend> MetaLearner<B> {
         }
     }
 
+    /// θ₀, φ and both optimizers' moments as bytes (burn's bincode records), for checkpoints.
+    pub fn state(&self) -> Result<Vec<Vec<u8>>> {
+        let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+        Ok(vec![
+            Recorder::<B>::record(&rec, self.prompt.clone().into_record(), ()).map_err(state_error)?,
+            Recorder::<B>::record(&rec, self.regulators.clone().into_record(), ()).map_err(state_error)?,
+            Recorder::<B>::record(&rec, self.prompt_opt.to_record(), ()).map_err(state_error)?,
+            Recorder::<B>::record(&rec, self.reg_opt.to_record(), ()).map_err(state_error)?,
+        ])
+    }
+
+    /// Restores what `state` saved (the learner must have been built with the same shapes).
+    pub fn load_state(mut self, state: &[Vec<u8>], device: &B::Device) -> Result<Self> {
+        let [prompt, regulators, prompt_opt, reg_opt] = state else {
+            return Err(Error::Store(format!(
+                "meta-training state has {} parts, not 4",
+                state.len()
+            )));
+        };
+        let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+        self.prompt = self
+            .prompt
+            .load_record(Recorder::<B>::load(&rec, prompt.clone(), device).map_err(state_error)?);
+        self.regulators = self
+            .regulators
+            .load_record(Recorder::<B>::load(&rec, regulators.clone(), device).map_err(state_error)?);
+        self.prompt_opt = self
+            .prompt_opt
+            .load_record(Recorder::<B>::load(&rec, prompt_opt.clone(), device).map_err(state_error)?);
+        self.reg_opt = self
+            .reg_opt
+            .load_record(Recorder::<B>::load(&rec, reg_opt.clone(), device).map_err(state_error)?);
+        Ok(self)
+    }
+
     /// One first-order meta step on one task; `outer_lr` for both optimizers.
     pub fn step(&mut self, clip: &Clip<B>, support: &EpisodeSet<B>, query: &EpisodeSet<B>, outer_lr: f64) -> MetaStep {
+        self.step_tasks(clip, &[(support, query)], outer_lr)
+    }
+
+    /// One first-order meta step on a batch of tasks (support, query): each task adapts θ₀ from
+    /// its own support gradient, and θ₀ and φ take one update on the mean query loss. The
+    /// returned losses and coefficients are means over the tasks.
+    pub fn step_tasks(
+        &mut self,
+        clip: &Clip<B>,
+        tasks: &[(&EpisodeSet<B>, &EpisodeSet<B>)],
+        outer_lr: f64,
+    ) -> MetaStep {
+        assert!(!tasks.is_empty(), "a meta step needs at least one task");
         let vals = |ps: &[Param<Tensor<B, 2>>]| ps.iter().map(|p| p.val()).collect::<Vec<_>>();
         let (text0, vision0) = (vals(&self.prompt.text), vals(&self.prompt.vision));
-        // The support gradient, computed on detached copies and then held constant.
-        let probe = |ts: &[Tensor<B, 2>]| ts.iter().map(|t| t.clone().detach().require_grad()).collect::<Vec<_>>();
-        let (tp, vp) = (probe(&text0), probe(&vision0));
-        let ls = prompt_loss(clip, &tp, &vp, support);
-        let support_loss: f32 = ls.clone().into_scalar().elem();
-        let gs = ls.backward();
-        let task = Clip::normalize(support.features.clone())
-            .mean_dim(0)
-            .reshape([support.features.dims()[1]])
-            .detach();
         let inner_lr = self.inner_lr;
-        let adapt = |theta: Vec<Tensor<B, 2>>,
-                     probes: &[Tensor<B, 2>],
-                     reg: Option<&Regulator<B>>|
-         -> (Vec<Tensor<B, 2>>, Option<f32>) {
-            let mut coefficient = None;
-            let out = theta
-                .into_iter()
-                .zip(probes)
-                .map(|(t0, p)| {
-                    let g = Tensor::<B, 2>::from_inner(p.grad(&gs).expect("the prompts require grad"));
-                    let reg = reg.expect("each learned modality has its regulator");
-                    let (step, c) = reg.forward(g, task.clone());
-                    coefficient = Some(c.into_scalar().elem::<f32>());
-                    t0 - step.mul_scalar(inner_lr)
-                })
-                .collect();
-            (out, coefficient)
-        };
-        let (text1, text_coefficient) = adapt(text0, &tp, self.regulators.text.as_ref());
-        let (vision1, vision_coefficient) = adapt(vision0, &vp, self.regulators.vision.as_ref());
-        let lq = prompt_loss(clip, &text1, &vision1, query);
-        let query_loss: f32 = lq.clone().into_scalar().elem();
-        let mut grads = lq.backward();
+        let (mut support_sum, mut query_sum) = (0f32, 0f32);
+        let (mut text_c, mut vision_c) = (Vec::new(), Vec::new());
+        let mut total: Option<Tensor<B, 1>> = None;
+        for (support, query) in tasks {
+            // The support gradient, computed on detached copies and then held constant.
+            let probe = |ts: &[Tensor<B, 2>]| ts.iter().map(|t| t.clone().detach().require_grad()).collect::<Vec<_>>();
+            let (tp, vp) = (probe(&text0), probe(&vision0));
+            let ls = prompt_loss(clip, &tp, &vp, support);
+            support_sum += ls.clone().into_scalar().elem::<f32>();
+            let gs = ls.backward();
+            let task = Clip::normalize(support.features.clone())
+                .mean_dim(0)
+                .reshape([support.features.dims()[1]])
+                .detach();
+            let adapt = |theta: Vec<Tensor<B, 2>>,
+                         probes: &[Tensor<B, 2>],
+                         reg: Option<&Regulator<B>>,
+                         coefficients: &mut Vec<f32>|
+             -> Vec<Tensor<B, 2>> {
+                let mut coefficient = None;
+                let out = theta
+                    .into_iter()
+                    .zip(probes)
+                    .map(|(t0, p)| {
+                        let g = Tensor::<B, 2>::from_inner(p.grad(&gs).expect("the prompts require grad"));
+                        let reg = reg.expect("each learned modality has its regulator");
+                        let (step, c) = reg.forward(g, task.clone());
+                        coefficient = Some(c.into_scalar().elem::<f32>());
+                        t0 - step.mul_scalar(inner_lr)
+                    })
+                    .collect();
+                coefficients.extend(coefficient);
+                out
+            };
+            let text1 = adapt(text0.clone(), &tp, self.regulators.text.as_ref(), &mut text_c);
+            let vision1 = adapt(vision0.clone(), &vp, self.regulators.vision.as_ref(), &mut vision_c);
+            let lq = prompt_loss(clip, &text1, &vision1, query);
+            query_sum += lq.clone().into_scalar().elem::<f32>();
+            total = Some(match total {
+                None => lq,
+                Some(t) => t + lq,
+            });
+        }
+        let n = tasks.len();
+        let loss = total.expect("at least one task");
+        let loss = if n == 1 { loss } else { loss.div_scalar(n as f64) };
+        let mut grads = loss.backward();
         let gp = clip_norm(
             &self.prompt,
             GradientsParams::from_module(&mut grads, &self.prompt),
@@ -259,11 +327,12 @@ impl<B: AutodiffBackend> MetaLearner<B> {
         );
         self.prompt = self.prompt_opt.step(outer_lr, self.prompt.clone(), gp);
         self.regulators = self.reg_opt.step(outer_lr, self.regulators.clone(), gr);
+        let mean = |v: &[f32]| (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32);
         MetaStep {
-            support_loss,
-            query_loss,
-            text_coefficient,
-            vision_coefficient,
+            support_loss: support_sum / n as f32,
+            query_loss: query_sum / n as f32,
+            text_coefficient: mean(&text_c),
+            vision_coefficient: mean(&vision_c),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Meta-training GRAM's textual prompt initialisation and regulator on an image–text corpus:
-//! frozen features of every image and caption, the cross-modal hierarchy, then first-order meta
-//! steps on seeded episodes. The result is one artifact (θ₀, φ, the config and the corpus digest).
+//! Meta-training GRAM's prompt initialisation and regulators on an image–text corpus: frozen
+//! features of every image and caption, the cross-modal hierarchy, then first-order meta steps on
+//! seeded episodes, checkpointed as it goes. The result is one artifact (θ₀, φ, the config, the
+//! corpus digest, the per-step trace and episodes).
 
 use std::path::Path;
 
@@ -13,11 +14,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::episodes::EpisodeSampler;
 use super::meta::{ClassText, MetaRegulators};
-use super::{cross_modal_hierarchy, sample_episode, ClusterConfig, EpisodeConfig, EpisodeSet, MetaLearner};
+use super::{cross_modal_hierarchy, ClusterConfig, Episode, EpisodeConfig, EpisodeSet, MetaLearner, MetaStep};
 use super::{Regulator, RegulatorConfig};
 use crate::clip::{Clip, ClipTokenizer, Preprocess};
 use crate::error::{Error, Result};
+use crate::features::FeatureSet;
 use crate::methods::coop::{normal, ClassPrompts};
 use crate::methods::{host_tensor, PromptArtifact, PromptRole};
 
@@ -140,7 +143,10 @@ pub struct MetaTrainConfig {
     pub weight_decay: f64,
     /// Gradient-norm clip of θ₀'s and φ's updates.
     pub clip_norm: f64,
+    /// Outer steps; each takes one update on the mean query loss of `tasks_per_step` episodes
+    /// (SUPMER: 4).
     pub steps: usize,
+    pub tasks_per_step: usize,
 }
 
 impl MetaTrainConfig {
@@ -152,8 +158,8 @@ impl MetaTrainConfig {
         if shapes.iter().any(|s| s.n_ctx == 0 || s.depth == 0) {
             return Err("train: prompt n_ctx and depth must be positive".into());
         }
-        if self.steps == 0 || self.episode.ways < 2 {
-            return Err("train: steps must be positive and episodes at least 2-way".into());
+        if self.steps == 0 || self.tasks_per_step == 0 || self.episode.ways < 2 {
+            return Err("train: steps and tasks_per_step must be positive and episodes at least 2-way".into());
         }
         self.regulator.validate()
     }
@@ -190,7 +196,12 @@ pub struct MetaArtifact {
     /// The image-feature width the task embedding has.
     pub task_dim: usize,
     /// Every step's losses and coefficients.
-    pub trace: Vec<super::MetaStep>,
+    pub trace: Vec<MetaStep>,
+    /// Every episode (corpus indices and labels; `tasks_per_step` per step, in order), as drawn
+    /// from the seed (empty in
+    /// artifacts written before episodes were recorded).
+    #[serde(default)]
+    pub episodes: Vec<Episode>,
 }
 
 impl MetaArtifact {
@@ -272,45 +283,100 @@ fn rows<B: Backend>(x: &Tensor<B, 2>, idx: &[usize]) -> Tensor<B, 2> {
     x.clone().select(0, i)
 }
 
-/// Meta-trains θ₀ and φ on `corpus`; `log` gets (step, query loss).
+/// Frozen features of every image (eval transform) and caption of a corpus, in corpus order:
+/// the input of clustering and of the textual-prompt episodes, and what a feature cache keeps so
+/// a resumed or repeated meta-training run does not encode the corpus again.
+pub fn corpus_features<B: Backend>(
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    pre: &Preprocess,
+    corpus: &Corpus,
+) -> Result<(FeatureSet, FeatureSet)> {
+    let device = clip.logit_scale.val().device();
+    let n = corpus.captions.len();
+    let t = std::time::Instant::now();
+    let (mut img, mut txt) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(256) {
+        let end = (start + 256).min(n);
+        let crops: Vec<RgbImage> = corpus.images[start..end].iter().map(|i| pre.eval_u8(i)).collect();
+        img.push(clip.encode_image(pre.batch::<B>(&crops, &device), &Default::default()));
+        txt.push(clip.encode_text(tok, &corpus.captions[start..end])?);
+    }
+    let set = |parts: Vec<Tensor<B, 2>>| {
+        let x = Tensor::cat(parts, 0);
+        let dim = x.dims()[1];
+        FeatureSet {
+            dim,
+            features: x.into_data().convert::<f32>().to_vec::<f32>().expect("f32"),
+            ok: vec![true; n],
+            bad: Vec::new(),
+            compute_s: t.elapsed().as_secs_f64(),
+        }
+    };
+    Ok((set(img), set(txt)))
+}
+
+/// Where and how often meta-training saves its state. A run that finds a checkpoint of the same
+/// run (config apart from `steps`, seed, corpus) continues from it and ends bit-identical to an
+/// uninterrupted one: θ₀, φ and both optimizers' moments are restored and the episode stream is
+/// replayed from the seed (and checked against the recorded episodes).
+pub struct Checkpointing {
+    pub path: std::path::PathBuf,
+    /// Save after every this many steps …
+    pub every_steps: Option<usize>,
+    /// … or when this long has passed since the last save.
+    pub every_secs: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaCheckpoint {
+    config: MetaTrainConfig,
+    seed: u64,
+    corpus_digest: String,
+    trace: Vec<MetaStep>,
+    episodes: Vec<Episode>,
+    /// θ₀, φ and the two optimizers' records (burn's bincode records).
+    state: Vec<Vec<u8>>,
+}
+
+fn same_run(a: &MetaTrainConfig, b: &MetaTrainConfig) -> bool {
+    MetaTrainConfig { steps: 0, ..a.clone() } == MetaTrainConfig { steps: 0, ..b.clone() }
+}
+
+/// Meta-trains θ₀ and φ on `corpus` (its frozen image and caption `features`, from
+/// [`corpus_features`] or a feature cache); `log` gets
+/// every step as it finishes.
+#[allow(clippy::too_many_arguments)]
 pub fn meta_train<B: AutodiffBackend>(
     clip: &Clip<B>,
     tok: &ClipTokenizer,
     pre: &Preprocess,
     corpus: &Corpus,
+    features: (&FeatureSet, &FeatureSet),
     cfg: &MetaTrainConfig,
     seed: u64,
-    log: &mut dyn FnMut(usize, f32),
+    checkpoint: Option<&Checkpointing>,
+    log: &mut dyn FnMut(usize, &MetaStep),
 ) -> Result<MetaArtifact> {
     let device = clip.logit_scale.val().device();
     let n = corpus.captions.len();
-    // Frozen features of every image and caption.
-    let mut img = Vec::new();
-    let mut txt = Vec::new();
-    for start in (0..n).step_by(256) {
-        let end = (start + 256).min(n);
-        let crops: Vec<RgbImage> = corpus.images[start..end].iter().map(|i| pre.eval_u8(i)).collect();
-        img.push(
-            clip.encode_image(pre.batch::<B>(&crops, &device), &Default::default())
-                .detach(),
-        );
-        txt.push(clip.encode_text(tok, &corpus.captions[start..end])?.detach());
-    }
-    let (img, txt) = (Tensor::cat(img, 0), Tensor::cat(txt, 0));
+    let tensor = |f: &FeatureSet| {
+        if f.ok.len() != n {
+            return Err(Error::Input(format!(
+                "gram: {} features for a corpus of {n} pairs",
+                f.ok.len()
+            )));
+        }
+        Ok(Tensor::<B, 2>::from_data(
+            TensorData::new(f.features.clone(), [n, f.dim]),
+            &device,
+        ))
+    };
+    let (img, txt) = (tensor(features.0)?, tensor(features.1)?);
+    let corpus_digest = corpus.digest();
     let h = cross_modal_hierarchy(txt.clone().inner(), img.clone().inner(), &cfg.cluster, seed);
-    let class_text: Vec<Vec<f32>> = h
-        .class_caption
-        .iter()
-        .map(|&i| {
-            txt.clone()
-                .inner()
-                .narrow(0, i, 1)
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .expect("f32")
-        })
-        .collect();
+    let class_text: Vec<Vec<f32>> = h.class_caption.iter().map(|&i| features.1.row(i).to_vec()).collect();
+    let sampler = EpisodeSampler::new(&h, &class_text);
     let task_dim = img.dims()[1];
     let text_width = clip.text_model.token_embedding.dims()[1];
     let vision_width = clip.vision_model.class_embedding.dims()[0];
@@ -347,53 +413,121 @@ pub fn meta_train<B: AutodiffBackend>(
         cfg.clip_norm,
         cfg.weight_decay as f32,
     );
-    let placeholder = cfg.text.as_ref().map(|t| vec!["X"; t.n_ctx].join(" "));
+    let no_episode = || {
+        Error::Input(format!(
+            "gram: the corpus has no domain with {} classes of {} items (fewer ways or shots, or more data)",
+            cfg.episode.ways, cfg.episode.shots
+        ))
+    };
     let mut trace = Vec::with_capacity(cfg.steps);
-    for step in 0..cfg.steps {
-        let e = sample_episode(&h, &class_text, &cfg.episode, &mut rng).ok_or_else(|| {
-            Error::Input(format!(
-                "gram: the corpus has no domain with {} classes of {} items (fewer ways or shots, or more data)",
-                cfg.episode.ways, cfg.episode.shots
+    let mut episodes = Vec::with_capacity(cfg.steps);
+    if let Some(c) = checkpoint.filter(|c| c.path.exists()) {
+        let bytes = std::fs::read(&c.path).map_err(|e| Error::io(&c.path, e))?;
+        let ck: MetaCheckpoint = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Store(format!(
+                "{}: unreadable meta-training checkpoint: {e}",
+                c.path.display()
             ))
         })?;
-        let names: Vec<String> = e
-            .classes
-            .iter()
-            .map(|&c| corpus.captions[h.class_caption[c]].clone())
-            .collect();
-        let prompts = match (&placeholder, &cfg.text) {
-            (Some(ph), Some(t)) => Some(ClassPrompts::new(clip, tok, ph, t.n_ctx, &names)?),
-            _ => None,
+        let foreign = || {
+            Error::Store(format!(
+                "{}: a checkpoint of another meta-training run (config, seed or corpus differ); delete it to start over",
+                c.path.display()
+            ))
         };
-        let frozen_text = match prompts {
-            Some(_) => None,
-            None => Some(rows(
-                &txt,
-                &e.classes.iter().map(|&c| h.class_caption[c]).collect::<Vec<_>>(),
-            )),
-        };
-        let set = |items: &[(usize, usize)]| {
-            let idx: Vec<usize> = items.iter().map(|p| p.0).collect();
-            EpisodeSet {
-                features: rows(&img, &idx),
-                pixels: cfg.vision.as_ref().map(|_| {
-                    let crops: Vec<RgbImage> = idx.iter().map(|&i| pre.eval_u8(&corpus.images[i])).collect();
-                    pre.batch::<B>(&crops, &device)
-                }),
-                labels: Tensor::<B, 1, Int>::from_data(
-                    TensorData::new(items.iter().map(|p| p.1 as i64).collect::<Vec<_>>(), [items.len()]),
-                    &device,
-                ),
-                classes: match (&prompts, &frozen_text) {
-                    (Some(p), _) => ClassText::Prompts(p),
-                    (None, Some(f)) => ClassText::Frozen(f.clone()),
-                    (None, None) => unreachable!("one of the two is set above"),
-                },
+        if !same_run(&ck.config, cfg) || ck.seed != seed || ck.corpus_digest != corpus_digest {
+            return Err(foreign());
+        }
+        // Replay the episode stream up to where the checkpoint stopped.
+        let tasks = cfg.tasks_per_step;
+        if ck.episodes.len() != ck.trace.len() * tasks {
+            return Err(foreign());
+        }
+        for e in ck.episodes.iter().take(cfg.steps * tasks) {
+            if &sampler.sample(&cfg.episode, &mut rng).ok_or_else(no_episode)? != e {
+                return Err(foreign());
             }
-        };
-        let s = meta.step(clip, &set(&e.support), &set(&e.query), cfg.outer_lr);
-        log(step, s.query_loss);
+        }
+        meta = meta.load_state(&ck.state, &device)?;
+        trace = ck.trace;
+        episodes = ck.episodes;
+        trace.truncate(cfg.steps);
+        episodes.truncate(cfg.steps * tasks);
+    }
+    let placeholder = cfg.text.as_ref().map(|t| vec!["X"; t.n_ctx].join(" "));
+    let mut last_save = std::time::Instant::now();
+    for step in trace.len()..cfg.steps {
+        let drawn = (0..cfg.tasks_per_step)
+            .map(|_| sampler.sample(&cfg.episode, &mut rng).ok_or_else(no_episode))
+            .collect::<Result<Vec<_>>>()?;
+        // Per task: its class prompts (or frozen class features) and its two sets.
+        let mut prepared = Vec::with_capacity(drawn.len());
+        for e in &drawn {
+            let names: Vec<String> = e
+                .classes
+                .iter()
+                .map(|&c| corpus.captions[h.class_caption[c]].clone())
+                .collect();
+            let prompts = match (&placeholder, &cfg.text) {
+                (Some(ph), Some(t)) => Some(ClassPrompts::new(clip, tok, ph, t.n_ctx, &names)?),
+                _ => None,
+            };
+            let frozen_text = match prompts {
+                Some(_) => None,
+                None => Some(rows(
+                    &txt,
+                    &e.classes.iter().map(|&c| h.class_caption[c]).collect::<Vec<_>>(),
+                )),
+            };
+            prepared.push((prompts, frozen_text, e));
+        }
+        let sets: Vec<(EpisodeSet<B>, EpisodeSet<B>)> = prepared
+            .iter()
+            .map(|(prompts, frozen_text, e)| {
+                let set = |items: &[(usize, usize)]| {
+                    let idx: Vec<usize> = items.iter().map(|p| p.0).collect();
+                    EpisodeSet {
+                        features: rows(&img, &idx),
+                        pixels: cfg.vision.as_ref().map(|_| {
+                            let crops: Vec<RgbImage> = idx.iter().map(|&i| pre.eval_u8(&corpus.images[i])).collect();
+                            pre.batch::<B>(&crops, &device)
+                        }),
+                        labels: Tensor::<B, 1, Int>::from_data(
+                            TensorData::new(items.iter().map(|p| p.1 as i64).collect::<Vec<_>>(), [items.len()]),
+                            &device,
+                        ),
+                        classes: match (prompts, frozen_text) {
+                            (Some(p), _) => ClassText::Prompts(p),
+                            (None, Some(f)) => ClassText::Frozen(f.clone()),
+                            (None, None) => unreachable!("one of the two is set above"),
+                        },
+                    }
+                };
+                (set(&e.support), set(&e.query))
+            })
+            .collect();
+        let pairs: Vec<(&EpisodeSet<B>, &EpisodeSet<B>)> = sets.iter().map(|(s, q)| (s, q)).collect();
+        let s = meta.step_tasks(clip, &pairs, cfg.outer_lr);
+        log(step, &s);
         trace.push(s);
+        episodes.extend(drawn.iter().cloned());
+        if let Some(c) = checkpoint {
+            let due = c.every_steps.is_some_and(|k| (step + 1) % k == 0)
+                || c.every_secs.is_some_and(|t| last_save.elapsed().as_secs_f64() >= t);
+            if due && step + 1 < cfg.steps {
+                let ck = MetaCheckpoint {
+                    config: cfg.clone(),
+                    seed,
+                    corpus_digest: corpus_digest.clone(),
+                    trace: trace.clone(),
+                    episodes: episodes.clone(),
+                    state: meta.state()?,
+                };
+                let bytes = serde_json::to_vec(&ck).map_err(|e| Error::Store(format!("checkpoint: {e}")))?;
+                crate::store::write_atomic(&c.path, &bytes)?;
+                last_save = std::time::Instant::now();
+            }
+        }
     }
     let mut theta0 = PromptArtifact::new();
     for (i, p) in meta.prompt.text.iter().enumerate() {
@@ -411,11 +545,12 @@ pub fn meta_train<B: AutodiffBackend>(
     };
     Ok(MetaArtifact {
         config: cfg.clone(),
-        corpus_digest: corpus.digest(),
+        corpus_digest,
         theta0,
         text_regulator: saved(regs.text, text_width),
         vision_regulator: saved(regs.vision, vision_width),
         task_dim,
         trace,
+        episodes,
     })
 }
