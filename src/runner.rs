@@ -810,7 +810,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             Some(r) if r.status == Status::Ok => {}
             _ => return Err(Error::Input(format!("its meta-training cell {dep} has not succeeded"))),
         }
-        let art = store.get_meta(dep)?;
+        let (art, artifact_sha256) = store.get_meta(dep)?;
         let regulate = if g.regulate {
             // The task embedding downstream: the mean normalized image feature of the cell's
             // training images (meta-training used the support images' the same way).
@@ -832,7 +832,11 @@ impl<'a, B: Backend> CellContext<'a, B> {
         } else {
             None
         };
-        record.digests["meta"] = json!({ "cell": dep, "corpus_sha256": art.corpus_digest });
+        record.digests["meta"] = json!({
+            "cell": dep,
+            "artifact_sha256": artifact_sha256,
+            "corpus_sha256": art.corpus_digest,
+        });
         Ok(Box::new(WithGram::new(host, g.init.then_some(&art.theta0), regulate)?))
     }
 

@@ -237,11 +237,13 @@ impl Store {
         write_atomic(&self.meta_path(key), &bytes)
     }
 
-    pub fn get_meta(&self, key: &str) -> Result<crate::gram::MetaArtifact> {
+    /// A meta artifact and the SHA-256 of its file (what downstream records cite).
+    pub fn get_meta(&self, key: &str) -> Result<(crate::gram::MetaArtifact, String)> {
         let p = self.meta_path(key);
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Store(format!("{}: unreadable meta artifact ({e})", p.display())))
+        let art = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(format!("{}: unreadable meta artifact ({e})", p.display())))?;
+        Ok((art, crate::data::sha256_hex(&bytes)))
     }
 }
 

@@ -1138,3 +1138,114 @@ seeds = [1, 2]
         "{e}"
     );
 }
+
+/// A meta-training run on an open_clip-style TSV corpus named by the suite: the meta cell's key
+/// follows the corpus file (one changed caption → a new meta cell), and the gram cell records the
+/// artifact's digest.
+#[test]
+fn gram_meta_trains_on_a_tsv_corpus_named_by_the_suite() {
+    let env = Env::new();
+    let dir = env.path("corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lines = vec!["filepath\ttitle".to_string()];
+    for (d, style) in ["a photo of a", "a pencil sketch of a"].iter().enumerate() {
+        for (c, (name, rgb)) in [
+            ("red", [200u8, 30, 30]),
+            ("green", [30, 180, 40]),
+            ("blue", [30, 40, 200]),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for i in 0..4u8 {
+                let file = format!("img_{d}_{c}_{i}.png");
+                image::RgbImage::from_fn(32, 32, |x, y| {
+                    let t = ((x * (d as u32 + 1) + y) as u8).wrapping_mul(7).wrapping_add(i * 13);
+                    image::Rgb([rgb[0].wrapping_add(t / 6), rgb[1].wrapping_add(t / 6), rgb[2]])
+                })
+                .save(dir.join(&file))
+                .unwrap();
+                lines.push(format!("{file}\t{style} {name} circle"));
+            }
+        }
+    }
+    let tsv = dir.join("pairs.tsv");
+    std::fs::write(&tsv, lines.join("\n")).unwrap();
+    let gram = format!(
+        r#"
+[gram.cc]
+seed = 3
+corpus = {{ csv = {{ path = "{}", image_column = "filepath", caption_column = "title", separator = "\t" }} }}
+
+[gram.cc.train]
+text = {{ n_ctx = 4, depth = 1 }}
+init_std = 0.02
+inner_lr = 1.0
+outer_lr = 1e-3
+weight_decay = 0.0
+clip_norm = 1.0
+steps = 4
+tasks_per_step = 2
+cluster = {{ domains = 2, classes_per_domain = 3, iterations = 10 }}
+episode = {{ ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }}
+regulator = {{ rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }}
+
+[methods.gram-c]
+kind = "gram"
+host = "coop"
+meta = "cc"
+init = true
+regulate = true
+
+[[experiment]]
+protocol = "few-shot"
+methods = ["gram-c"]
+datasets = ["shapes"]
+shots = [1]
+seeds = [1]
+"#,
+        tsv.display()
+    );
+    let b2n = TINY.find("[[experiment]]").unwrap();
+    let suite = env.write_suite("gram.toml", &format!("{}{gram}", &TINY[..b2n]));
+    let out = env.run(&["run", suite.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = record_values(&env, "tiny");
+    let meta: Vec<&serde_json::Value> = records.iter().filter(|r| r["cell"]["phase"] == "meta").collect();
+    assert_eq!(meta.len(), 1);
+    assert_eq!(meta[0]["train"]["steps"], 4);
+    assert_eq!(meta[0]["train"]["images"], 24);
+    let key = meta[0]["key"].as_str().unwrap();
+    let artifact = std::fs::read(env.path(&format!("results/tiny/artifacts/{key}.meta.json"))).unwrap();
+    let art: serde_json::Value = serde_json::from_slice(&artifact).unwrap();
+    assert_eq!(
+        art["episodes"].as_array().unwrap().len(),
+        8,
+        "2 tasks per step, 4 steps"
+    );
+    assert_eq!(art["corpus_digest"], meta[0]["digests"]["corpus_sha256"]);
+    let g = records.iter().find(|r| r["cell"]["method"] == "gram-c").unwrap();
+    assert_eq!(g["status"], "ok", "{}", g["error"]);
+    assert_eq!(
+        g["digests"]["meta"]["artifact_sha256"].as_str().unwrap(),
+        gram_bench::data::sha256_hex(&artifact)
+    );
+    // No checkpoint is left behind by a finished meta cell.
+    assert!(!env
+        .path(&format!("results/tiny/artifacts/{key}.meta-checkpoint.json"))
+        .exists());
+
+    // One changed caption is another corpus: a new meta cell, and the gram cell follows it.
+    std::fs::write(
+        &tsv,
+        lines
+            .join("\n")
+            .replace("a photo of a red circle", "a photo of a red disc"),
+    )
+    .unwrap();
+    let out = env.run(&["run", suite.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = record_values(&env, "tiny");
+    assert_eq!(records.iter().filter(|r| r["cell"]["phase"] == "meta").count(), 2);
+    assert_eq!(records.iter().filter(|r| r["cell"]["method"] == "gram-c").count(), 2);
+}
