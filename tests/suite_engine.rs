@@ -1071,6 +1071,10 @@ methods = ["coop", "gram-c", "gram-none", "vpt", "gram-v"]
 datasets = ["shapes"]
 shots = [1]
 seeds = [1, 2]
+
+[[compare]]
+method = "gram-v"
+against = "gram-c"
 "#;
     let b2n = TINY.find("[[experiment]]").unwrap();
     let text = format!("{}{gram}", &TINY[..b2n]);
@@ -1117,6 +1121,13 @@ seeds = [1, 2]
         csv.lines().any(|l| l.starts_with("few-shot,vpt,gram-v,shapes,")),
         "{csv}"
     );
+    // A declared comparison is paired the same way.
+    assert!(
+        csv.lines().any(|l| l.starts_with("few-shot,gram-c,gram-v,shapes,")),
+        "{csv}"
+    );
+    let e = parse(&text.replace("against = \"gram-c\"", "against = \"gram-x\"")).unwrap_err();
+    assert!(e.contains("compare: unknown method `gram-x`"), "{e}");
 
     // Layouts the meta run does not provide are refused when the suite is read.
     let e = parse(&text.replace("text = { n_ctx = 4, depth = 1 }", "text = { n_ctx = 2, depth = 1 }")).unwrap_err();

@@ -24,7 +24,7 @@ use crate::suite::Suite;
 pub struct ReportData {
     pub values: Vec<SeedValue>,
     pub rows: Vec<AggRow>,
-    /// GRAM methods against their hosts, paired by seed.
+    /// GRAM methods against their hosts and the suite's `[[compare]]` pairs, paired by seed.
     pub paired: Vec<PairRow>,
     pub missing: Vec<String>,
     pub failed: Vec<String>,
@@ -33,7 +33,7 @@ pub struct ReportData {
 pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
     let (values, missing, failed) = collect(plan, store)?;
     let rows = aggregate(&values)?;
-    let pairs: Vec<(String, String)> = suite
+    let mut pairs: Vec<(String, String)> = suite
         .methods
         .iter()
         .filter_map(|(name, m)| match m {
@@ -41,6 +41,12 @@ pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
             _ => None,
         })
         .collect();
+    for c in &suite.comparisons {
+        let pair = (c.against.clone(), c.method.clone());
+        if !pairs.contains(&pair) {
+            pairs.push(pair);
+        }
+    }
     let paired = paired::paired(&values, &pairs)?;
     Ok(ReportData {
         values,
@@ -259,15 +265,15 @@ pub fn render_markdown(
 /// GRAM against its host: the averages over each table's datasets first, then every dataset.
 fn gram_section(rows: &[PairRow]) -> String {
     let mut out = String::from(
-        "## ±GRAM (paired over seeds)\n\nEach GRAM method against its host on the same seeds (same few-shot images): \
-         Δ = GRAM − host, mean over seeds ± the half-width of its 95% Student-t interval (n − 1 degrees of \
+        "## ±GRAM (paired over seeds)\n\nEach GRAM method against its host, and each `[[compare]]` pair of the suite, on the \
+         same seeds (same few-shot images): Δ = method − what it is compared against, mean over seeds ± the half-width of its 95% Student-t interval (n − 1 degrees of \
          freedom), (n) = seeds. \"helps\" / \"hurts\" only when the interval excludes 0. Averages and HMs are \
          formed per seed, then paired.\n\n",
     );
     let cells = |r: &PairRow| {
         vec![
             r.protocol.clone(),
-            r.host.clone(),
+            r.against.clone(),
             r.method.clone(),
             r.dataset.clone(),
             if r.source.is_empty() {
@@ -277,7 +283,7 @@ fn gram_section(rows: &[PairRow]) -> String {
             },
             r.shots.to_string(),
             r.metric.clone(),
-            format!("{:.2}", r.host_mean),
+            format!("{:.2}", r.against_mean),
             format!("{:.2}", r.method_mean),
             match r.ci95 {
                 Some(h) => format!("{:+.2} ± {h:.2} ({})", r.delta, r.n),
@@ -302,7 +308,7 @@ fn gram_section(rows: &[PairRow]) -> String {
     let order = |r: &&PairRow| {
         (
             r.protocol.clone(),
-            r.host.clone(),
+            r.against.clone(),
             r.method.clone(),
             metric_order(&r.metric),
         )

@@ -1,6 +1,7 @@
-//! GRAM's effect on its host as paired differences over seeds. A host cell and its GRAM cell with
-//! the same seed see the same few-shot images and the same host seed, so each seed gives one
-//! difference Δ_s = GRAM − host; the table reports mean Δ with a 95% Student-t interval
+//! GRAM's effect on its host (and any `[[compare]]` pair a suite declares) as paired differences
+//! over seeds. A host cell and its GRAM cell with the same seed see the same few-shot images and
+//! the same host seed, so each seed gives one difference Δ_s = GRAM − host; the table reports
+//! mean Δ with a 95% Student-t interval
 //! (n − 1 degrees of freedom: three seeds are too few for the normal 1.96) and says "helps" or
 //! "hurts" only when that interval excludes 0. Averages over a table's datasets (targets only for
 //! transfer) and base-to-new HMs are formed per seed first, so they are paired too.
@@ -15,11 +16,12 @@ fn pe(e: PolarsError) -> Error {
     Error::Input(format!("paired differences: {e}"))
 }
 
-/// One (host, GRAM method) comparison on one dataset and metric.
+/// One comparison (a GRAM method against its host, or a declared pair) on one dataset and metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PairRow {
     pub protocol: String,
-    pub host: String,
+    /// The host, or what a `[[compare]]` compares against.
+    pub against: String,
     pub method: String,
     pub dataset: String,
     pub source: String,
@@ -27,7 +29,7 @@ pub struct PairRow {
     pub metric: String,
     /// Seeds both have.
     pub n: usize,
-    pub host_mean: f64,
+    pub against_mean: f64,
     pub method_mean: f64,
     pub delta: f64,
     /// Half-width of the 95% t interval of the mean Δ (None for one seed).
@@ -119,7 +121,7 @@ fn with_derived(values: &[SeedValue]) -> Result<DataFrame> {
     all.vstack(&hm).map_err(pe)
 }
 
-/// Paired rows for every `(host, method)` pair with values in the same table.
+/// Paired rows for every `(against, method)` pair with values in the same table.
 pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<PairRow>> {
     if values.is_empty() || pairs.is_empty() {
         return Ok(Vec::new());
@@ -185,14 +187,14 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
             let n_i = n[i].unwrap_or(0.0) as usize;
             out.push(PairRow {
                 protocol: protocol[i].clone(),
-                host: host.clone(),
+                against: host.clone(),
                 method: method.clone(),
                 dataset: dataset[i].clone(),
                 source: source[i].clone(),
                 shots: shots[i].unwrap_or(0.0) as usize,
                 metric: metric[i].clone(),
                 n: n_i,
-                host_mean: h[i].unwrap_or(f64::NAN),
+                against_mean: h[i].unwrap_or(f64::NAN),
                 method_mean: g[i].unwrap_or(f64::NAN),
                 delta: d[i].unwrap_or(f64::NAN),
                 ci95: (n_i > 1).then(|| t975(n_i - 1) * sd[i].unwrap_or(0.0) / (n_i as f64).sqrt()),
@@ -204,20 +206,21 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
 
 /// The rows as CSV.
 pub fn to_csv(rows: &[PairRow]) -> String {
-    let mut out =
-        String::from("protocol,host,method,dataset,source,shots,metric,n,host_mean,method_mean,delta,ci95_t,verdict\n");
+    let mut out = String::from(
+        "protocol,against,method,dataset,source,shots,metric,n,against_mean,method_mean,delta,ci95_t,verdict\n",
+    );
     for r in rows {
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             r.protocol,
-            r.host,
+            r.against,
             r.method,
             r.dataset,
             r.source,
             r.shots,
             r.metric,
             r.n,
-            r.host_mean,
+            r.against_mean,
             r.method_mean,
             r.delta,
             r.ci95.map(|c| c.to_string()).unwrap_or_default(),
@@ -269,7 +272,7 @@ mod tests {
         let a = rows.iter().find(|r| r.dataset == "a").unwrap();
         assert_eq!(a.n, 3);
         assert!((a.delta - 2.0).abs() < 1e-12);
-        assert!((a.host_mean - 30.0).abs() < 1e-12);
+        assert!((a.against_mean - 30.0).abs() < 1e-12);
         assert!((a.ci95.unwrap() - 4.303 * 0.1 / 3f64.sqrt()).abs() < 1e-9);
         assert_eq!(a.verdict(), "helps");
         let b = rows.iter().find(|r| r.dataset == "b").unwrap();

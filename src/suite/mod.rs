@@ -44,10 +44,22 @@ pub struct Suite {
     pub gram: BTreeMap<String, crate::gram::GramSpec>,
     #[serde(rename = "experiment")]
     pub experiments: Vec<Experiment>,
+    /// Paired comparisons the report adds to each GRAM method against its host (e.g. UNIGRAM
+    /// against the uni-modal GRAM methods).
+    #[serde(default, rename = "compare")]
+    pub comparisons: Vec<Comparison>,
     /// Published tables (files under `baselines/`) the report compares against.
     #[serde(default)]
     pub published: Vec<String>,
     pub check: CheckConfig,
+}
+
+/// `[[compare]]`: `method` against `against`, paired by seed in the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Comparison {
+    pub method: String,
+    pub against: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -295,6 +307,16 @@ impl Suite {
         }
         for (name, g) in &self.gram {
             g.validate().map_err(|e| format!("gram.{name}: {e}"))?;
+        }
+        for c in &self.comparisons {
+            for m in [&c.method, &c.against] {
+                if !self.methods.contains_key(m) {
+                    return Err(format!("compare: unknown method `{m}`"));
+                }
+            }
+            if c.method == c.against {
+                return Err(format!("compare: `{}` against itself", c.method));
+            }
         }
         if self.experiments.is_empty() {
             return Err("no [[experiment]]".into());
