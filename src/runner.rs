@@ -706,7 +706,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         };
         record.timings.load_s = t.elapsed().as_secs_f64();
         // The corpus's frozen features go through the feature cache like a test split's.
-        let corpus_digest = corpus.digest();
+        let corpus_digest = corpus.digest()?;
         let source = |split: &str| FeatureSource {
             weights_sha256: self.weights_digest.clone(),
             dataset: format!("gram-corpus-{name}"),
@@ -722,11 +722,32 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 (i, c)
             }
             _ => {
-                let (i, c) = crate::gram::train::corpus_features(&self.clip_eval, &self.tok, &self.pre, &corpus)?;
+                let (i, c) = crate::gram::train::corpus_features(
+                    &self.clip_eval,
+                    &self.tok,
+                    &self.pre,
+                    &corpus,
+                    &self.images,
+                    self.suite.eval.batch_size,
+                )?;
                 record.timings.features_s = i.compute_s;
                 record.features = Some(FeatureOrigin::Computed);
                 (self.features.put(&si, i)?, self.features.put(&sc, c)?)
             }
+        };
+        // Pairs whose image does not decode: the suite's on_corrupt decides (fail, or leave out).
+        self.corrupt(features.0.bad.clone(), record)?;
+        let (corpus, features) = if features.0.ok.iter().all(|&ok| ok) {
+            (corpus, (features.0.clone(), features.1.clone()))
+        } else {
+            let keep: Vec<usize> = (0..corpus.len()).filter(|&i| features.0.ok[i]).collect();
+            (
+                corpus.subset(&keep),
+                (
+                    std::sync::Arc::new(crate::gram::train::feature_rows(&features.0, &keep)),
+                    std::sync::Arc::new(crate::gram::train::feature_rows(&features.1, &keep)),
+                ),
+            )
         };
         let t = Instant::now();
         let checkpoint = crate::gram::train::Checkpointing {
@@ -768,7 +789,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         record.train = Some(TrainSummary {
             epochs: 0,
             steps: art.trace.len(),
-            images: corpus.captions.len(),
+            images: corpus.len(),
             epoch_loss: art.trace.iter().map(|t| t.query_loss).collect(),
             fit: Some(json!({
                 "final_query_loss": last.map(|t| t.query_loss),

@@ -1246,6 +1246,38 @@ seeds = [1]
         .path(&format!("results/tiny/artifacts/{key}.meta-checkpoint.json"))
         .exists());
 
+    // A corpus image that does not decode: the suite's on_corrupt fails the meta cell naming the
+    // file, or leaves the pair out and counts it.
+    // (The meta cell's key follows the corpus file, not each image's bytes — as a dataset's
+    // follows its split file — so the changed image is picked up by recomputing.)
+    let original = std::fs::read(dir.join("img_1_2_3.png")).unwrap();
+    std::fs::write(dir.join("img_1_2_3.png"), b"\x89PNG not really").unwrap();
+    let out = env.run(&["run", suite.to_str().unwrap(), "--overwrite", "always"]);
+    assert!(!out.status.success());
+    let records = record_values(&env, "tiny");
+    let failed = records
+        .iter()
+        .find(|r| r["cell"]["phase"] == "meta" && r["status"] == "failed")
+        .expect("a failed meta record");
+    assert!(
+        failed["error"].as_str().unwrap().contains("img_1_2_3.png"),
+        "{}",
+        failed["error"]
+    );
+    let skip = std::fs::read_to_string(&suite)
+        .unwrap()
+        .replace("on_corrupt = \"fail\"", "on_corrupt = \"skip\"");
+    let suite_skip = env.write_suite("gram-skip.toml", &skip);
+    let out = env.run(&["run", suite_skip.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = record_values(&env, "tiny");
+    let skipped = records
+        .iter()
+        .find(|r| r["cell"]["phase"] == "meta" && r["status"] == "ok" && r["train"]["images"] == 23)
+        .expect("a meta record without the broken pair");
+    assert_eq!(skipped["skipped_images"].as_array().unwrap().len(), 1);
+    std::fs::write(dir.join("img_1_2_3.png"), original).unwrap();
+
     // One changed caption is another corpus: a new meta cell, and the gram cell follows it.
     std::fs::write(
         &tsv,
@@ -1257,6 +1289,18 @@ seeds = [1]
     let out = env.run(&["run", suite.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let records = record_values(&env, "tiny");
-    assert_eq!(records.iter().filter(|r| r["cell"]["phase"] == "meta").count(), 2);
-    assert_eq!(records.iter().filter(|r| r["cell"]["method"] == "gram-c").count(), 2);
+    let changed = records
+        .iter()
+        .find(|r| r["cell"]["phase"] == "meta" && r["status"] == "ok" && r["train"]["images"] == 24)
+        .expect("the changed corpus's meta cell");
+    assert_ne!(
+        changed["key"].as_str().unwrap(),
+        key,
+        "a changed corpus is another meta cell"
+    );
+    let g = records
+        .iter()
+        .find(|r| r["cell"]["method"] == "gram-c" && r["digests"]["meta"]["cell"] == changed["key"])
+        .expect("the gram cell of the changed corpus");
+    assert_eq!(g["status"], "ok", "{}", g["error"]);
 }

@@ -3,7 +3,8 @@
 //! seeded episodes, checkpointed as it goes. The result is one artifact (θ₀, φ, the config, the
 //! corpus digest, the per-step trace and episodes).
 
-use std::path::Path;
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -19,20 +20,31 @@ use super::meta::{ClassText, MetaRegulators};
 use super::{cross_modal_hierarchy, ClusterConfig, Episode, EpisodeConfig, EpisodeSet, MetaLearner, MetaStep};
 use super::{Regulator, RegulatorConfig};
 use crate::clip::{Clip, ClipTokenizer, Preprocess};
+use crate::data::images::ImageCache;
 use crate::error::{Error, Result};
-use crate::features::FeatureSet;
+use crate::features::{encode_images, FeatureSet};
 use crate::methods::coop::{normal, ClassPrompts};
 use crate::methods::{host_tensor, PromptArtifact, PromptRole};
 
-/// Image–caption pairs, images decoded in memory.
+/// A corpus's images: decoded in memory (the embedded world's), or files read when needed (a CSV
+/// corpus: a web-scale corpus does not fit in memory decoded).
+pub enum CorpusImages {
+    Decoded(Vec<RgbImage>),
+    Files(Vec<PathBuf>),
+}
+
+/// Image–caption pairs.
 pub struct Corpus {
-    pub images: Vec<RgbImage>,
+    pub images: CorpusImages,
     pub captions: Vec<String>,
+    /// Computed once (it reads every image file of a CSV corpus).
+    digest: std::sync::OnceLock<String>,
 }
 
 impl Corpus {
     /// open_clip's CSV convention: a header naming the columns, one pair per line, fields split at
-    /// `sep` (`\t` for TSV); image paths relative to the file's folder.
+    /// `sep` (`\t` for TSV); image paths relative to the file's folder. Images are read later
+    /// (features, visual episodes); one that does not decode follows the suite's `on_corrupt`.
     pub fn from_csv(path: &Path, image_col: &str, caption_col: &str, sep: char) -> Result<Corpus> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
@@ -51,10 +63,7 @@ impl Corpus {
         };
         let (ic, cc) = (find(image_col)?, find(caption_col)?);
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut out = Corpus {
-            images: Vec::new(),
-            captions: Vec::new(),
-        };
+        let (mut files, mut captions) = (Vec::new(), Vec::new());
         for (i, line) in lines {
             let f: Vec<&str> = line.split(sep).collect();
             let (Some(img), Some(cap)) = (f.get(ic), f.get(cc)) else {
@@ -65,14 +74,17 @@ impl Corpus {
                     cols.len()
                 )));
             };
-            out.images
-                .push(crate::clip::preprocess::load_rgb(&base.join(img.trim()))?);
-            out.captions.push(cap.trim().to_string());
+            files.push(base.join(img.trim()));
+            captions.push(cap.trim().to_string());
         }
-        if out.captions.is_empty() {
+        if captions.is_empty() {
             return Err(Error::Input(format!("{}: no image–caption pairs", path.display())));
         }
-        Ok(out)
+        Ok(Corpus {
+            images: CorpusImages::Files(files),
+            captions,
+            digest: Default::default(),
+        })
     }
 
     /// The embedded world's corpus, the default meta-training input: `n` seeded concepts (the
@@ -83,32 +95,90 @@ impl Corpus {
         use rand::Rng;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3e7a_c0de);
         let domains = [Domain::Photo, Domain::Sketch, Domain::Cartoon, Domain::Clutter];
-        let mut out = Corpus {
-            images: Vec::with_capacity(n),
-            captions: Vec::with_capacity(n),
-        };
-        while out.captions.len() < n {
+        let (mut images, mut captions) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        while captions.len() < n {
             let c = Concept::random(&mut rng);
             if crate::world::pretrain::held_out(c.shape, c.colour) {
                 continue;
             }
             let d = domains[rng.random_range(0..domains.len())];
-            out.images.push(render(&c, d, image_size, &mut rng));
-            out.captions.push(c.caption(d, &mut rng));
+            images.push(render(&c, d, image_size, &mut rng));
+            captions.push(c.caption(d, &mut rng));
         }
-        out
+        Corpus {
+            images: CorpusImages::Decoded(images),
+            captions,
+            digest: Default::default(),
+        }
     }
 
-    /// SHA-256 over every caption and image's pixels, in order.
-    pub fn digest(&self) -> String {
-        let mut h = Sha256::new();
-        for (img, cap) in self.images.iter().zip(&self.captions) {
-            h.update(cap.as_bytes());
-            h.update([0]);
-            h.update(img.dimensions().0.to_le_bytes());
-            h.update(img.as_raw());
+    pub fn len(&self) -> usize {
+        self.captions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.captions.is_empty()
+    }
+
+    /// Pair `i`'s image, decoded.
+    pub fn image(&self, i: usize) -> Result<Cow<'_, RgbImage>> {
+        match &self.images {
+            CorpusImages::Decoded(v) => Ok(Cow::Borrowed(&v[i])),
+            CorpusImages::Files(f) => Ok(Cow::Owned(crate::clip::preprocess::load_rgb(&f[i])?)),
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The pairs at `keep`, in that order.
+    pub fn subset(&self, keep: &[usize]) -> Corpus {
+        Corpus {
+            images: match &self.images {
+                CorpusImages::Decoded(v) => CorpusImages::Decoded(keep.iter().map(|&i| v[i].clone()).collect()),
+                CorpusImages::Files(f) => CorpusImages::Files(keep.iter().map(|&i| f[i].clone()).collect()),
+            },
+            captions: keep.iter().map(|&i| self.captions[i].clone()).collect(),
+            digest: Default::default(),
+        }
+    }
+
+    /// SHA-256 over every caption and image in order: decoded pixels, or each file's bytes'
+    /// SHA-256 (files hashed in parallel; a file that cannot be read is an error).
+    pub fn digest(&self) -> Result<String> {
+        if let Some(d) = self.digest.get() {
+            return Ok(d.clone());
+        }
+        let d = self.compute_digest()?;
+        Ok(self.digest.get_or_init(|| d).clone())
+    }
+
+    fn compute_digest(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        match &self.images {
+            CorpusImages::Decoded(images) => {
+                for (img, cap) in images.iter().zip(&self.captions) {
+                    h.update(cap.as_bytes());
+                    h.update([0]);
+                    h.update(img.dimensions().0.to_le_bytes());
+                    h.update(img.as_raw());
+                }
+            }
+            CorpusImages::Files(files) => {
+                use rayon::prelude::*;
+                let digests = files
+                    .par_iter()
+                    .map(|f| {
+                        std::fs::read(f)
+                            .map(|b| crate::data::sha256_hex(&b))
+                            .map_err(|e| Error::io(f, e))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for (d, cap) in digests.iter().zip(&self.captions) {
+                    h.update(cap.as_bytes());
+                    h.update([0]);
+                    h.update(d.as_bytes());
+                }
+            }
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 }
 
@@ -291,18 +361,13 @@ pub fn corpus_features<B: Backend>(
     tok: &ClipTokenizer,
     pre: &Preprocess,
     corpus: &Corpus,
+    cache: &ImageCache,
+    batch_size: usize,
 ) -> Result<(FeatureSet, FeatureSet)> {
     let device = clip.logit_scale.val().device();
-    let n = corpus.captions.len();
+    let n = corpus.len();
     let t = std::time::Instant::now();
-    let (mut img, mut txt) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(256) {
-        let end = (start + 256).min(n);
-        let crops: Vec<RgbImage> = corpus.images[start..end].iter().map(|i| pre.eval_u8(i)).collect();
-        img.push(clip.encode_image(pre.batch::<B>(&crops, &device), &Default::default()));
-        txt.push(clip.encode_text(tok, &corpus.captions[start..end])?);
-    }
-    let set = |parts: Vec<Tensor<B, 2>>| {
+    let to_set = |parts: Vec<Tensor<B, 2>>| {
         let x = Tensor::cat(parts, 0);
         let dim = x.dims()[1];
         FeatureSet {
@@ -313,7 +378,34 @@ pub fn corpus_features<B: Backend>(
             compute_s: t.elapsed().as_secs_f64(),
         }
     };
-    Ok((set(img), set(txt)))
+    let images = match &corpus.images {
+        CorpusImages::Decoded(decoded) => {
+            let mut parts = Vec::new();
+            for chunk in decoded.chunks(batch_size) {
+                let crops: Vec<RgbImage> = chunk.iter().map(|i| pre.eval_u8(i)).collect();
+                parts.push(clip.encode_image(pre.batch::<B>(&crops, &device), &Default::default()));
+            }
+            to_set(parts)
+        }
+        // Files go through the parallel image pipeline; those that do not decode are flagged.
+        CorpusImages::Files(files) => encode_images(clip, pre, cache, files, batch_size, &device)?,
+    };
+    let mut text = Vec::new();
+    for chunk in corpus.captions.chunks(batch_size) {
+        text.push(clip.encode_text(tok, chunk)?);
+    }
+    Ok((images, to_set(text)))
+}
+
+/// The rows `keep` of a feature set.
+pub fn feature_rows(set: &FeatureSet, keep: &[usize]) -> FeatureSet {
+    FeatureSet {
+        dim: set.dim,
+        features: keep.iter().flat_map(|&i| set.row(i).to_vec()).collect(),
+        ok: keep.iter().map(|&i| set.ok[i]).collect(),
+        bad: set.bad.clone(),
+        compute_s: set.compute_s,
+    }
 }
 
 /// Where and how often meta-training saves its state. A run that finds a checkpoint of the same
@@ -359,7 +451,7 @@ pub fn meta_train<B: AutodiffBackend>(
     log: &mut dyn FnMut(usize, &MetaStep),
 ) -> Result<MetaArtifact> {
     let device = clip.logit_scale.val().device();
-    let n = corpus.captions.len();
+    let n = corpus.len();
     let tensor = |f: &FeatureSet| {
         if f.ok.len() != n {
             return Err(Error::Input(format!(
@@ -373,7 +465,7 @@ pub fn meta_train<B: AutodiffBackend>(
         ))
     };
     let (img, txt) = (tensor(features.0)?, tensor(features.1)?);
-    let corpus_digest = corpus.digest();
+    let corpus_digest = corpus.digest()?;
     let h = cross_modal_hierarchy(txt.clone().inner(), img.clone().inner(), &cfg.cluster, seed);
     let class_text: Vec<Vec<f32>> = h.class_caption.iter().map(|&i| features.1.row(i).to_vec()).collect();
     let sampler = EpisodeSampler::new(&h, &class_text);
@@ -483,15 +575,22 @@ pub fn meta_train<B: AutodiffBackend>(
         }
         let sets: Vec<(EpisodeSet<B>, EpisodeSet<B>)> = prepared
             .iter()
-            .map(|(prompts, frozen_text, e)| {
-                let set = |items: &[(usize, usize)]| {
+            .map(|(prompts, frozen_text, e)| -> Result<_> {
+                let set = |items: &[(usize, usize)]| -> Result<EpisodeSet<B>> {
                     let idx: Vec<usize> = items.iter().map(|p| p.0).collect();
-                    EpisodeSet {
+                    let pixels = match cfg.vision {
+                        Some(_) => {
+                            let crops = idx
+                                .iter()
+                                .map(|&i| Ok(pre.eval_u8(corpus.image(i)?.as_ref())))
+                                .collect::<Result<Vec<RgbImage>>>()?;
+                            Some(pre.batch::<B>(&crops, &device))
+                        }
+                        None => None,
+                    };
+                    Ok(EpisodeSet {
                         features: rows(&img, &idx),
-                        pixels: cfg.vision.as_ref().map(|_| {
-                            let crops: Vec<RgbImage> = idx.iter().map(|&i| pre.eval_u8(&corpus.images[i])).collect();
-                            pre.batch::<B>(&crops, &device)
-                        }),
+                        pixels,
                         labels: Tensor::<B, 1, Int>::from_data(
                             TensorData::new(items.iter().map(|p| p.1 as i64).collect::<Vec<_>>(), [items.len()]),
                             &device,
@@ -501,11 +600,11 @@ pub fn meta_train<B: AutodiffBackend>(
                             (None, Some(f)) => ClassText::Frozen(f.clone()),
                             (None, None) => unreachable!("one of the two is set above"),
                         },
-                    }
+                    })
                 };
-                (set(&e.support), set(&e.query))
+                Ok((set(&e.support)?, set(&e.query)?))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let pairs: Vec<(&EpisodeSet<B>, &EpisodeSet<B>)> = sets.iter().map(|(s, q)| (s, q)).collect();
         let s = meta.step_tasks(clip, &pairs, cfg.outer_lr);
         log(step, &s);

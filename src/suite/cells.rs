@@ -177,6 +177,8 @@ pub fn meta_cell(suite: &Suite, name: &str, digests: &dyn Digests) -> Option<Cel
         "suite_version": suite.version,
         "gram": spec,
         "corpus": corpus,
+        // Whether pairs whose image does not decode fail the run or are left out.
+        "on_corrupt": suite.data.on_corrupt,
         "backbone": digests.backbone(),
     });
     Some(Cell {
