@@ -84,13 +84,15 @@ fn a_meta_step_moves_the_initialisation_and_the_regulators_and_lowers_the_query_
             1.0,
             0.0,
         );
-        let tensors0: Vec<Vec<f32>> = meta
-            .prompt
-            .text
-            .iter()
-            .chain(&meta.prompt.vision)
-            .map(flat_param)
-            .collect();
+        let tensors = |meta: &MetaLearner<AB>| -> Vec<Vec<f32>> {
+            meta.prompt
+                .text
+                .iter()
+                .chain(&meta.prompt.vision)
+                .map(flat_param)
+                .collect()
+        };
+        let tensors0 = tensors(&meta);
         let (t0, v0) = (flat(&meta.regulators.text), flat(&meta.regulators.vision));
         let first = meta.step(&m, &support, &query, 0.01);
         assert!(
@@ -102,13 +104,7 @@ fn a_meta_step_moves_the_initialisation_and_the_regulators_and_lowers_the_query_
         for c in first.text_coefficient.iter().chain(&first.vision_coefficient) {
             assert!(*c > 0.0 && *c < 1.0, "{label}: coefficient {c}");
         }
-        let tensors1: Vec<Vec<f32>> = meta
-            .prompt
-            .text
-            .iter()
-            .chain(&meta.prompt.vision)
-            .map(flat_param)
-            .collect();
+        let tensors1 = tensors(&meta);
         assert_eq!(tensors1.len(), text_layers + vision_layers);
         for (i, (a, b)) in tensors0.iter().zip(&tensors1).enumerate() {
             assert_ne!(a, b, "{label}: θ₀ tensor {i} did not move");
@@ -222,6 +218,19 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     let cache = gram_bench::data::images::ImageCache::new(1 << 26);
     let feats = corpus_features(&clip.model, &clip.tokenizer, &clip.preprocess, &corpus, &cache, 7).unwrap();
     assert_eq!((feats.0.ok.len(), feats.1.ok.len()), (24, 24));
+    let train = |cfg: &MetaTrainConfig, seed: u64, ck: Option<&Checkpointing>| {
+        meta_train(
+            &clip.model,
+            &clip.tokenizer,
+            &clip.preprocess,
+            &corpus,
+            (&feats.0, &feats.1),
+            cfg,
+            seed,
+            ck,
+            &mut |_, _| {},
+        )
+    };
     let mut seen = 0;
     let art = meta_train(
         &clip.model,
@@ -257,18 +266,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         art.text_regulator.as_ref().unwrap().tensors
     );
     // Seeded: the same run gives the same artifact.
-    let again = meta_train(
-        &clip.model,
-        &clip.tokenizer,
-        &clip.preprocess,
-        &corpus,
-        (&feats.0, &feats.1),
-        &cfg,
-        1,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let again = train(&cfg, 1, None).unwrap();
     assert_eq!(again, art);
     let art_text = art.clone();
 
@@ -279,19 +277,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         every_steps: Some(1),
         every_secs: None,
     };
-    let run = |cfg: &MetaTrainConfig, seed: u64| {
-        meta_train(
-            &clip.model,
-            &clip.tokenizer,
-            &clip.preprocess,
-            &corpus,
-            (&feats.0, &feats.1),
-            cfg,
-            seed,
-            Some(&ck),
-            &mut |_, _| {},
-        )
-    };
+    let run = |cfg: &MetaTrainConfig, seed: u64| train(cfg, seed, Some(&ck));
     let partial = run(
         &MetaTrainConfig {
             steps: 3,
@@ -327,18 +313,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         steps: 3,
         ..cfg.clone()
     };
-    let art = meta_train(
-        &clip.model,
-        &clip.tokenizer,
-        &clip.preprocess,
-        &corpus,
-        (&feats.0, &feats.1),
-        &uni,
-        1,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let art = train(&uni, 1, None).unwrap();
     assert_eq!(
         art.theta0.keys().collect::<Vec<_>>(),
         ["text.0", "vision.0", "vision.1"]
@@ -353,12 +328,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         .all(|t| t.text_coefficient.is_some() && t.vision_coefficient.is_some()));
 
     // Several tasks per outer step: one update on their mean query loss, every episode recorded.
-    let batched = meta_train(
-        &clip.model,
-        &clip.tokenizer,
-        &clip.preprocess,
-        &corpus,
-        (&feats.0, &feats.1),
+    let batched = train(
         &MetaTrainConfig {
             steps: 2,
             tasks_per_step: 3,
@@ -366,7 +336,6 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         },
         1,
         None,
-        &mut |_, _| {},
     )
     .unwrap();
     assert_eq!((batched.trace.len(), batched.episodes.len()), (2, 6));

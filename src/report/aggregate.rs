@@ -114,21 +114,27 @@ pub fn to_frame(values: &[SeedValue]) -> Result<DataFrame> {
 
 const KEYS: [&str; 6] = ["protocol", "method", "dataset", "source", "shots", "metric"];
 
+/// A string column of `df` as owned strings (null → "").
+pub fn str_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    Ok(df
+        .column(name)
+        .map_err(pe)?
+        .str()
+        .map_err(pe)?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect())
+}
+
+/// A numeric column of `df` as f64.
+pub fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
+    let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
+    Ok(c.f64().map_err(pe)?.iter().collect())
+}
+
 fn rows_of(df: &DataFrame, derived: bool) -> Result<Vec<AggRow>> {
-    let s = |name: &str| -> Result<Vec<String>> {
-        Ok(df
-            .column(name)
-            .map_err(pe)?
-            .str()
-            .map_err(pe)?
-            .iter()
-            .map(|v| v.unwrap_or_default().to_string())
-            .collect())
-    };
-    let f = |name: &str| -> Result<Vec<Option<f64>>> {
-        let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
-        Ok(c.f64().map_err(pe)?.iter().collect())
-    };
+    let s = |name: &str| str_column(df, name);
+    let f = |name: &str| f64_column(df, name);
     let (protocol, method, dataset, source, metric) =
         (s("protocol")?, s("method")?, s("dataset")?, s("source")?, s("metric")?);
     let (shots, n, mean, std) = (f("shots")?, f("n")?, f("mean")?, f("std")?);

@@ -57,6 +57,15 @@ pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
     })
 }
 
+/// A transfer row's source dataset, "—" for the others.
+fn source_cell(source: &str) -> String {
+    if source.is_empty() {
+        "—".into()
+    } else {
+        source.to_string()
+    }
+}
+
 fn fmt_row(r: &AggRow) -> String {
     match r.std {
         Some(s) => format!("{:.2} ± {:.2} ({})", r.mean, s, r.n),
@@ -181,11 +190,7 @@ pub fn render_markdown(
             body.push(vec![
                 r.method.clone(),
                 r.dataset.clone(),
-                if r.source.is_empty() {
-                    "—".into()
-                } else {
-                    r.source.clone()
-                },
+                source_cell(&r.source),
                 r.shots.to_string(),
                 r.metric.clone(),
                 fmt_row(r),
@@ -276,11 +281,7 @@ fn gram_section(rows: &[PairRow]) -> String {
             r.against.clone(),
             r.method.clone(),
             r.dataset.clone(),
-            if r.source.is_empty() {
-                "—".into()
-            } else {
-                r.source.clone()
-            },
+            source_cell(&r.source),
             r.shots.to_string(),
             r.metric.clone(),
             format!("{:.2}", r.against_mean),

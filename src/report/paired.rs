@@ -9,7 +9,7 @@
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::{to_frame, SeedValue};
+use super::aggregate::{f64_column, str_column, to_frame, SeedValue};
 use crate::error::{Error, Result};
 
 fn pe(e: PolarsError) -> Error {
@@ -167,20 +167,8 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
             )
             .collect()
             .map_err(pe)?;
-        let s = |name: &str| -> Result<Vec<String>> {
-            Ok(df
-                .column(name)
-                .map_err(pe)?
-                .str()
-                .map_err(pe)?
-                .iter()
-                .map(|v| v.unwrap_or_default().to_string())
-                .collect())
-        };
-        let f = |name: &str| -> Result<Vec<Option<f64>>> {
-            let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
-            Ok(c.f64().map_err(pe)?.iter().collect())
-        };
+        let s = |name: &str| str_column(&df, name);
+        let f = |name: &str| f64_column(&df, name);
         let (protocol, dataset, source, metric) = (s("protocol")?, s("dataset")?, s("source")?, s("metric")?);
         let (shots, n, h, g, d, sd) = (f("shots")?, f("n")?, f("h")?, f("g")?, f("d")?, f("sd")?);
         for i in 0..df.height() {
