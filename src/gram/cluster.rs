@@ -245,8 +245,9 @@ mod tests {
         assert_eq!(kmeans(t(), 4, 20, 3).0, a, "same seed, same clustering");
     }
 
-    /// Not a timing test: prints the cost at the scale the issue names for a CPU, when asked
-    /// (`cargo test --lib -- --ignored --nocapture kmeans_at_scale`; 30.6 s on 2 cores, dev profile).
+    /// Not a timing test: when asked, prints the cost of k-means and of the whole hierarchy at
+    /// the scale a CPU should handle, 100k pairs (`cargo test --lib -- --ignored --nocapture
+    /// kmeans_at_scale`; figures in the README).
     #[test]
     #[ignore]
     fn kmeans_at_scale() {
@@ -266,6 +267,25 @@ mod tests {
             t.elapsed().as_secs_f64()
         );
         assert_eq!(a.len(), n);
+        // The whole cross-modal hierarchy at that size: 250 caption domains, 8 image classes each.
+        let y: Vec<f32> = (0..n * d).map(|_| rng.random::<f32>() - 0.5).collect();
+        let x: Vec<f32> = (0..n * d).map(|_| rng.random::<f32>() - 0.5).collect();
+        let t = std::time::Instant::now();
+        let h = cross_modal_hierarchy(
+            Tensor::<Cpu, 2>::from_data(TensorData::new(x, [n, d]), &dev),
+            Tensor::<Cpu, 2>::from_data(TensorData::new(y, [n, d]), &dev),
+            &ClusterConfig {
+                domains: 250,
+                classes_per_domain: 8,
+                iterations: 10,
+            },
+            1,
+        );
+        eprintln!(
+            "cross-modal hierarchy, {n} pairs × {d}, 250 domains × 8 classes, 10 iterations: {:.1} s ({} classes)",
+            t.elapsed().as_secs_f64(),
+            h.class_domain.len()
+        );
     }
 
     #[test]
