@@ -833,21 +833,15 @@ impl<'a, B: Backend> CellContext<'a, B> {
         }
         let (art, artifact_sha256) = store.get_meta(dep)?;
         let regulate = if g.regulate {
-            // The task embedding downstream: the mean normalized image feature of the cell's
-            // training images (meta-training used the support images' the same way).
+            // The task embedding downstream is the meta run's, over the cell's training images
+            // (meta-training used the support images' the same way).
             let (f, rows) = self.frozen_features(train_items, record)?;
-            let mut task = vec![0f32; f.dim];
-            for &i in &rows {
-                let r = f.row(i);
-                let n = r.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                for (t, v) in task.iter_mut().zip(r) {
-                    *t += v / n / rows.len() as f32;
-                }
-            }
+            let kept: Vec<f32> = rows.iter().flat_map(|&i| f.row(i).to_vec()).collect();
+            let features = Tensor::<B, 2>::from_data(TensorData::new(kept, [rows.len(), f.dim]), &self.device);
             Some(RegulatedGradients::<Ad<B>> {
                 text: art.regulator::<B>(true, &self.device)?,
                 vision: art.regulator::<B>(false, &self.device)?,
-                task: Tensor::<B, 1>::from_data(TensorData::new(task, [f.dim]), &self.device),
+                task: art.config.task_embedding.of(features),
                 params: Vec::new(),
             })
         } else {

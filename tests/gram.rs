@@ -167,7 +167,10 @@ fn tsv_corpus(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     use gram_bench::gram::train::{corpus_features, Checkpointing};
-    use gram_bench::gram::{meta_train, ClusterConfig, Corpus, EpisodeConfig, MetaTrainConfig, PromptShape, QueryRule};
+    use gram_bench::gram::{
+        meta_train, ClusterConfig, ClusterOrder, Corpus, EpisodeConfig, MetaTrainConfig, PromptShape, QueryRule,
+        TaskEmbedding,
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = tsv_corpus(dir.path());
     let corpus = Corpus::from_csv(&path, "filepath", "title", '\t').unwrap();
@@ -192,6 +195,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
             domains: 2,
             classes_per_domain: 3,
             iterations: 10,
+            order: ClusterOrder::CaptionsThenImages,
         },
         episode: EpisodeConfig {
             ways: 2,
@@ -209,6 +213,8 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         vision: None,
         init_std: 0.02,
         inner_lr: 1.0,
+        inner_steps: 1,
+        task_embedding: TaskEmbedding::ImageMean,
         outer_lr: 0.01,
         weight_decay: 0.0,
         clip_norm: 1.0,
@@ -339,6 +345,22 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     )
     .unwrap();
     assert_eq!((batched.trace.len(), batched.episodes.len()), (2, 6));
+    // Two inner steps, and no task conditioning, are other runs (same episodes, other θ₀ and φ).
+    for variant in [
+        MetaTrainConfig {
+            inner_steps: 2,
+            ..cfg.clone()
+        },
+        MetaTrainConfig {
+            task_embedding: TaskEmbedding::None,
+            ..cfg.clone()
+        },
+    ] {
+        let other = train(&variant, 1, None).unwrap();
+        assert_eq!(other.episodes, art_text.episodes);
+        assert_ne!(other.theta0, art_text.theta0, "{variant:?}");
+        assert!(other.trace.iter().all(|t| t.query_loss.is_finite()));
+    }
     // The first three episodes are the unbatched run's first three (one seeded stream).
     assert_eq!(batched.episodes[..3], art_text.episodes[..3]);
     assert_ne!(batched.theta0, art_text.theta0);

@@ -1025,12 +1025,14 @@ text = { n_ctx = 4, depth = 1 }
 vision = { n_ctx = 2, depth = 1 }
 init_std = 0.02
 inner_lr = 1.0
+inner_steps = 1
+task_embedding = "image-mean"
 outer_lr = 1e-3
 weight_decay = 0.0
 clip_norm = 1.0
 steps = 3
 tasks_per_step = 1
-cluster = { domains = 2, classes_per_domain = 2, iterations = 5 }
+cluster = { domains = 2, classes_per_domain = 2, iterations = 5, order = "captions-then-images" }
 episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
 regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
 
@@ -1192,12 +1194,14 @@ corpus = {{ csv = {{ path = "{}", image_column = "filepath", caption_column = "t
 text = {{ n_ctx = 4, depth = 1 }}
 init_std = 0.02
 inner_lr = 1.0
+inner_steps = 1
+task_embedding = "image-mean"
 outer_lr = 1e-3
 weight_decay = 0.0
 clip_norm = 1.0
 steps = 4
 tasks_per_step = 2
-cluster = {{ domains = 2, classes_per_domain = 3, iterations = 10 }}
+cluster = {{ domains = 2, classes_per_domain = 3, iterations = 10, order = "captions-then-images" }}
 episode = {{ ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }}
 regulator = {{ rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }}
 

@@ -22,6 +22,19 @@ pub struct ClusterConfig {
     pub classes_per_domain: usize,
     /// Lloyd iterations of each k-means.
     pub iterations: usize,
+    /// Which modality makes the domains and which the classes within them [U].
+    pub order: ClusterOrder,
+}
+
+/// The cross-modal order of the two levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterOrder {
+    /// Domains from caption features (what the data is about and how it is described), classes
+    /// from image features within each domain: the reconstruction's default.
+    CaptionsThenImages,
+    /// Domains from image features (visual style), classes from caption features.
+    ImagesThenCaptions,
 }
 
 fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -146,8 +159,8 @@ pub struct Hierarchy {
     pub class_caption: Vec<usize>,
 }
 
-/// Domains from caption features, classes from image features within each domain (both `[n, d]`,
-/// item i's caption and image in row i).
+/// Domains from one modality's features, classes within each domain from the other's (`order`;
+/// both `[n, d]`, item i's caption and image in row i). Each class is named by a caption either way.
 pub fn cross_modal_hierarchy<B: Backend>(
     text: Tensor<B, 2>,
     image: Tensor<B, 2>,
@@ -157,7 +170,11 @@ pub fn cross_modal_hierarchy<B: Backend>(
     let n = text.dims()[0];
     let device = text.device();
     let text = normalize(text);
-    let (domain, _) = kmeans(text.clone(), cfg.domains, cfg.iterations, seed);
+    let (coarse, fine_features) = match cfg.order {
+        ClusterOrder::CaptionsThenImages => (text.clone(), image),
+        ClusterOrder::ImagesThenCaptions => (image, text.clone()),
+    };
+    let (domain, _) = kmeans(coarse, cfg.domains, cfg.iterations, seed);
     let mut class = vec![0usize; n];
     let (mut class_domain, mut class_caption) = (Vec::new(), Vec::new());
     let n_domains = domain.iter().copied().max().map_or(0, |m| m + 1);
@@ -171,7 +188,7 @@ pub fn cross_modal_hierarchy<B: Backend>(
             &device,
         );
         let (fine, _) = kmeans(
-            image.clone().select(0, idx.clone()),
+            fine_features.clone().select(0, idx.clone()),
             cfg.classes_per_domain,
             cfg.iterations,
             seed ^ (dom as u64 + 1).wrapping_mul(0x9e37_79b9),
@@ -278,6 +295,7 @@ mod tests {
                 domains: 250,
                 classes_per_domain: 8,
                 iterations: 10,
+                order: ClusterOrder::CaptionsThenImages,
             },
             1,
         );
@@ -309,16 +327,14 @@ mod tests {
             }
         }
         let n = dom.len();
-        let h = cross_modal_hierarchy(
-            Tensor::<Cpu, 2>::from_data(TensorData::new(text, [n, d]), &dev),
-            Tensor::<Cpu, 2>::from_data(TensorData::new(image, [n, d]), &dev),
-            &ClusterConfig {
-                domains: 2,
-                classes_per_domain: 3,
-                iterations: 20,
-            },
-            4,
-        );
+        let t = |v: &Vec<f32>| Tensor::<Cpu, 2>::from_data(TensorData::new(v.clone(), [n, d]), &dev);
+        let cfg = |order| ClusterConfig {
+            domains: 2,
+            classes_per_domain: 3,
+            iterations: 20,
+            order,
+        };
+        let h = cross_modal_hierarchy(t(&text), t(&image), &cfg(ClusterOrder::CaptionsThenImages), 4);
         assert!(same_partition(&h.domain, &dom));
         assert!(same_partition(&h.class, &cls));
         assert_eq!(h.class_domain.len(), 6);
@@ -326,5 +342,10 @@ mod tests {
             assert_eq!(h.class[cap], c, "a class is named by one of its own captions");
             assert_eq!(h.domain[cap], h.class_domain[c]);
         }
+        // The other order on the modalities swapped finds the same structure: the domains now
+        // come from the image side.
+        let h = cross_modal_hierarchy(t(&image), t(&text), &cfg(ClusterOrder::ImagesThenCaptions), 4);
+        assert!(same_partition(&h.domain, &dom));
+        assert!(same_partition(&h.class, &cls));
     }
 }

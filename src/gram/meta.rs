@@ -8,8 +8,10 @@
 //! θ₀, φ ← their optimizers on ∇ L_q, each gradient clipped to norm `clip`
 //! ```
 //!
-//! The task embedding is the mean L2-normalized frozen image feature of the support images (SUPMER
-//! uses the encoder's mean hidden state of the support batch). With textual and visual prompts the
+//! With `inner_steps` > 1 the inner loop repeats from the adapted prompts, each step's support
+//! gradient again held constant. The task embedding (`TaskEmbedding`) is by default the mean
+//! L2-normalized frozen image feature of the support images (SUPMER uses the encoder's mean hidden
+//! state of the support batch). With textual and visual prompts the
 //! support and query losses run through both at once, so each modality's adapted prompt is scored
 //! together with the other's — the "mutually enhanced" joint tuning of UNIGRAM, as reconstructed.
 
@@ -159,6 +161,29 @@ fn state_error(e: RecorderError) -> Error {
     Error::Store(format!("meta-training state: {e}"))
 }
 
+/// What ψ_φ's mixing coefficient is computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskEmbedding {
+    /// The mean L2-normalized frozen image feature of the task's training (support) images
+    /// [U: SUPMER uses the encoder's mean hidden state of the support batch].
+    ImageMean,
+    /// A zero vector: the coefficient is one learned constant (the ablation without task
+    /// conditioning).
+    None,
+}
+
+impl TaskEmbedding {
+    /// The embedding of a task from its images' frozen features `[n, dim]`.
+    pub fn of<B: Backend>(&self, features: Tensor<B, 2>) -> Tensor<B, 1> {
+        let dim = features.dims()[1];
+        match self {
+            TaskEmbedding::ImageMean => Clip::normalize(features).mean_dim(0).reshape([dim]),
+            TaskEmbedding::None => Tensor::zeros([dim], &features.device()),
+        }
+    }
+}
+
 /// The meta-parameters and their optimizers (one for θ₀, one for φ, as SUPMER).
 pub struct MetaLearner<B: AutodiffBackend> {
     pub prompt: MetaPrompt<B>,
@@ -166,6 +191,10 @@ pub struct MetaLearner<B: AutodiffBackend> {
     prompt_opt: OptimizerAdaptor<AdamW, MetaPrompt<B>, B>,
     reg_opt: OptimizerAdaptor<AdamW, MetaRegulators<B>, B>,
     pub inner_lr: f64,
+    /// Regulated inner steps on the support set (SUPMER: 1), each from a fresh support gradient
+    /// held constant.
+    pub inner_steps: usize,
+    pub task_embedding: TaskEmbedding,
     pub clip: f64,
 }
 
@@ -211,6 +240,8 @@ impl<B: AutodiffBackend> MetaLearner<B> {
             prompt_opt: opt().init(),
             reg_opt: opt().init(),
             inner_lr,
+            inner_steps: 1,
+            task_embedding: TaskEmbedding::ImageMean,
             clip,
         }
     }
@@ -272,38 +303,44 @@ impl<B: AutodiffBackend> MetaLearner<B> {
         let (mut text_c, mut vision_c) = (Vec::new(), Vec::new());
         let mut total: Option<Tensor<B, 1>> = None;
         for (support, query) in tasks {
-            // The support gradient, computed on detached copies and then held constant.
-            let probe = |ts: &[Tensor<B, 2>]| ts.iter().map(|t| t.clone().detach().require_grad()).collect::<Vec<_>>();
-            let (tp, vp) = (probe(&text0), probe(&vision0));
-            let ls = prompt_loss(clip, &tp, &vp, support);
-            support_sum += ls.clone().into_scalar().elem::<f32>();
-            let gs = ls.backward();
-            let task = Clip::normalize(support.features.clone())
-                .mean_dim(0)
-                .reshape([support.features.dims()[1]])
-                .detach();
-            let adapt = |theta: Vec<Tensor<B, 2>>,
-                         probes: &[Tensor<B, 2>],
-                         reg: Option<&Regulator<B>>,
-                         coefficients: &mut Vec<f32>|
-             -> Vec<Tensor<B, 2>> {
-                let mut coefficient = None;
-                let out = theta
-                    .into_iter()
-                    .zip(probes)
-                    .map(|(t0, p)| {
-                        let g = Tensor::<B, 2>::from_inner(p.grad(&gs).expect("the prompts require grad"));
-                        let reg = reg.expect("each learned modality has its regulator");
-                        let (step, c) = reg.forward(g, task.clone());
-                        coefficient = Some(c.into_scalar().elem::<f32>());
-                        t0 - step.mul_scalar(inner_lr)
-                    })
-                    .collect();
-                coefficients.extend(coefficient);
-                out
-            };
-            let text1 = adapt(text0.clone(), &tp, self.regulators.text.as_ref(), &mut text_c);
-            let vision1 = adapt(vision0.clone(), &vp, self.regulators.vision.as_ref(), &mut vision_c);
+            let task = self.task_embedding.of(support.features.clone()).detach();
+            let (mut text1, mut vision1) = (text0.clone(), vision0.clone());
+            for k in 0..self.inner_steps.max(1) {
+                // The support gradient at the current prompts, computed on detached copies and
+                // then held constant (first order).
+                let probe =
+                    |ts: &[Tensor<B, 2>]| ts.iter().map(|t| t.clone().detach().require_grad()).collect::<Vec<_>>();
+                let (tp, vp) = (probe(&text1), probe(&vision1));
+                let ls = prompt_loss(clip, &tp, &vp, support);
+                if k == 0 {
+                    support_sum += ls.clone().into_scalar().elem::<f32>();
+                }
+                let gs = ls.backward();
+                let adapt = |theta: Vec<Tensor<B, 2>>,
+                             probes: &[Tensor<B, 2>],
+                             reg: Option<&Regulator<B>>,
+                             coefficients: &mut Vec<f32>|
+                 -> Vec<Tensor<B, 2>> {
+                    let mut coefficient = None;
+                    let out = theta
+                        .into_iter()
+                        .zip(probes)
+                        .map(|(t0, p)| {
+                            let g = Tensor::<B, 2>::from_inner(p.grad(&gs).expect("the prompts require grad"));
+                            let reg = reg.expect("each learned modality has its regulator");
+                            let (step, c) = reg.forward(g, task.clone());
+                            coefficient = Some(c.into_scalar().elem::<f32>());
+                            t0 - step.mul_scalar(inner_lr)
+                        })
+                        .collect();
+                    if k == 0 {
+                        coefficients.extend(coefficient);
+                    }
+                    out
+                };
+                text1 = adapt(text1, &tp, self.regulators.text.as_ref(), &mut text_c);
+                vision1 = adapt(vision1, &vp, self.regulators.vision.as_ref(), &mut vision_c);
+            }
             let lq = prompt_loss(clip, &text1, &vision1, query);
             query_sum += lq.clone().into_scalar().elem::<f32>();
             total = Some(match total {
@@ -334,5 +371,27 @@ impl<B: AutodiffBackend> MetaLearner<B> {
             text_coefficient: mean(&text_c),
             vision_coefficient: mean(&vision_c),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn task_embeddings() {
+        let dev = Default::default();
+        let f = Tensor::<Cpu, 2>::from_data(TensorData::new(vec![3.0f32, 4.0, 0.0, 2.0], [2, 2]), &dev);
+        let mean = TaskEmbedding::ImageMean
+            .of(f.clone())
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        // Rows normalized first: (0.6, 0.8) and (0, 1).
+        assert!((mean[0] - 0.3).abs() < 1e-6 && (mean[1] - 0.9).abs() < 1e-6, "{mean:?}");
+        let none = TaskEmbedding::None.of(f).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(none, vec![0.0, 0.0]);
     }
 }

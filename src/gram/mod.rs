@@ -11,9 +11,9 @@ pub mod regulator;
 pub mod train;
 
 pub mod spec;
-pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, Hierarchy};
+pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, ClusterOrder, Hierarchy};
 pub use episodes::{sample_episode, Episode, EpisodeConfig, QueryRule};
-pub use meta::{ClassText, EpisodeSet, MetaLearner, MetaPrompt, MetaRegulators, MetaStep};
+pub use meta::{ClassText, EpisodeSet, MetaLearner, MetaPrompt, MetaRegulators, MetaStep, TaskEmbedding};
 pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
 pub use spec::{CorpusSpec, GramConfig, GramSpec};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::episodes::EpisodeSampler;
-use super::meta::{ClassText, MetaRegulators};
+use super::meta::{ClassText, MetaRegulators, TaskEmbedding};
 use super::{cross_modal_hierarchy, ClusterConfig, Episode, EpisodeConfig, EpisodeSet, MetaLearner, MetaStep};
 use super::{Regulator, RegulatorConfig};
 use crate::clip::{Clip, ClipTokenizer, Preprocess};
@@ -206,8 +206,12 @@ pub struct MetaTrainConfig {
     pub vision: Option<PromptShape>,
     /// σ of θ₀'s N(0, σ²) start.
     pub init_std: f64,
-    /// α of the regulated inner step.
+    /// α of the regulated inner steps.
     pub inner_lr: f64,
+    /// Regulated inner steps per task (SUPMER: 1).
+    pub inner_steps: usize,
+    /// What ψ_φ's mixing coefficient is conditioned on, in meta-training and downstream.
+    pub task_embedding: TaskEmbedding,
     /// AdamW learning rate of θ₀ and φ.
     pub outer_lr: f64,
     pub weight_decay: f64,
@@ -228,8 +232,10 @@ impl MetaTrainConfig {
         if shapes.iter().any(|s| s.n_ctx == 0 || s.depth == 0) {
             return Err("train: prompt n_ctx and depth must be positive".into());
         }
-        if self.steps == 0 || self.tasks_per_step == 0 || self.episode.ways < 2 {
-            return Err("train: steps and tasks_per_step must be positive and episodes at least 2-way".into());
+        if self.steps == 0 || self.tasks_per_step == 0 || self.inner_steps == 0 || self.episode.ways < 2 {
+            return Err(
+                "train: steps, tasks_per_step and inner_steps must be positive and episodes at least 2-way".into(),
+            );
         }
         self.regulator.validate()
     }
@@ -505,6 +511,8 @@ pub fn meta_train<B: AutodiffBackend>(
         cfg.clip_norm,
         cfg.weight_decay as f32,
     );
+    meta.inner_steps = cfg.inner_steps;
+    meta.task_embedding = cfg.task_embedding;
     let no_episode = || {
         Error::Input(format!(
             "gram: the corpus has no domain with {} classes of {} items (fewer ways or shots, or more data)",
