@@ -1118,7 +1118,10 @@ against = "gram-c"
         .lines()
         .find(|l| l.starts_with("few-shot,coop,gram-none,shapes,"))
         .unwrap_or_else(|| panic!("{csv}"));
-    assert!(row.contains(",2,") && row.ends_with(",0,0,no clear effect"), "{row}");
+    assert!(
+        row.contains(",2,") && row.ends_with(",0.000000,0.000000,no clear effect"),
+        "{row}"
+    );
     assert!(
         csv.lines().any(|l| l.starts_with("few-shot,vpt,gram-v,shapes,")),
         "{csv}"
