@@ -24,7 +24,7 @@ use crate::data::images::{stream, BadImage, ImageCache, Transform};
 use crate::error::{Error, Result};
 
 /// Bumped when how features are computed changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// What a cached entry was computed from (kept in the file, for a reader's inspection).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,9 @@ pub struct FeatureSource {
     pub split_digest: String,
     pub transform: Preprocess,
     pub backend: String,
+    /// Batch composition can move the last bits (text padding, kernel blocking), and a
+    /// meta-training run amplifies last bits, so entries are per batch size.
+    pub batch_size: usize,
 }
 
 impl FeatureSource {
@@ -239,6 +242,7 @@ mod tests {
             split_digest: split_digest.into(),
             transform: Preprocess::clip(8),
             backend: "cpu".into(),
+            batch_size: 4,
         }
     }
 
@@ -261,6 +265,12 @@ mod tests {
         let mut c2 = FeatureCache::new(Some(dir.path().to_path_buf()));
         assert_eq!(*c2.get(&source("a")).unwrap(), set);
         assert!(c2.get(&source("b")).is_none());
+        // Features computed in batches of another size are another entry.
+        let other_batch = FeatureSource {
+            batch_size: 8,
+            ..source("a")
+        };
+        assert!(c2.get(&other_batch).is_none());
         // A damaged file is a miss, not an error.
         let p = FeatureCache::path(dir.path(), &source("a").key());
         std::fs::write(&p, b"garbage").unwrap();

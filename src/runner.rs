@@ -707,13 +707,15 @@ impl<'a, B: Backend> CellContext<'a, B> {
         record.timings.load_s = t.elapsed().as_secs_f64();
         // The corpus's frozen features go through the feature cache like a test split's.
         let corpus_digest = corpus.digest()?;
+        // Keyed by the corpus's content, so every meta run on one corpus shares them.
         let source = |split: &str| FeatureSource {
             weights_sha256: self.weights_digest.clone(),
-            dataset: format!("gram-corpus-{name}"),
+            dataset: "gram-corpus".into(),
             split: split.into(),
             split_digest: corpus_digest.clone(),
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
+            batch_size: self.suite.eval.batch_size,
         };
         let (si, sc) = (source("images"), source("captions"));
         let features = match (self.features.get(&si), self.features.get(&sc)) {
@@ -1106,6 +1108,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             split_digest: ds.digest(),
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
+            batch_size: self.suite.eval.batch_size,
         };
         if let Some(f) = self.features.get(&source) {
             record.features = Some(FeatureOrigin::Cached);
