@@ -788,26 +788,21 @@ impl<'a, B: Backend> CellContext<'a, B> {
             "corpus_sha256": art.corpus_digest,
         });
         let last = art.trace.last();
+        let mut fit = json!({
+            "final_query_loss": last.map(|t| t.query_loss),
+            "final_text_coefficient": last.and_then(|t| t.text_coefficient),
+            "final_vision_coefficient": last.and_then(|t| t.vision_coefficient),
+        });
+        if resumed_from {
+            fit["resumed_from_checkpoint"] = json!(true);
+        }
         record.train = Some(TrainSummary {
             epochs: 0,
             steps: art.trace.len(),
             images: corpus.len(),
             epoch_loss: art.trace.iter().map(|t| t.query_loss).collect(),
-            fit: Some(json!({
-                "final_query_loss": last.map(|t| t.query_loss),
-                "final_text_coefficient": last.and_then(|t| t.text_coefficient),
-                "final_vision_coefficient": last.and_then(|t| t.vision_coefficient),
-            })),
+            fit: Some(fit),
         });
-        if resumed_from {
-            record
-                .train
-                .as_mut()
-                .expect("set above")
-                .fit
-                .as_mut()
-                .expect("set above")["resumed_from_checkpoint"] = json!(true);
-        }
         store.put_meta(&cell.key, &art)?;
         match std::fs::remove_file(&checkpoint.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&checkpoint.path, e)),
@@ -1052,18 +1047,23 @@ impl<'a, B: Backend> CellContext<'a, B> {
         })
     }
 
-    /// The frozen encoder's features (eval transform) of `items`, and which of them decoded (the
-    /// others go through the suite's corrupt-image policy).
-    fn frozen_features(&self, items: &[Datum], record: &mut Record) -> Result<(FeatureSet, Vec<usize>)> {
+    /// The frozen encoder's features (eval transform, the suite's batch size) of `items`.
+    fn encode(&self, items: &[Datum]) -> Result<FeatureSet> {
         let paths: Vec<PathBuf> = items.iter().map(|d| d.path.clone()).collect();
-        let set = encode_images(
+        encode_images(
             &self.clip_eval,
             &self.pre,
             &self.images,
             &paths,
             self.suite.eval.batch_size,
             &self.device,
-        )?;
+        )
+    }
+
+    /// The frozen encoder's features (eval transform) of `items`, and which of them decoded (the
+    /// others go through the suite's corrupt-image policy).
+    fn frozen_features(&self, items: &[Datum], record: &mut Record) -> Result<(FeatureSet, Vec<usize>)> {
+        let set = self.encode(items)?;
         self.corrupt(set.bad.clone(), record)?;
         let keep = (0..items.len()).filter(|&i| set.ok[i]).collect();
         Ok((set, keep))
@@ -1114,15 +1114,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             record.features = Some(FeatureOrigin::Cached);
             return Ok(f);
         }
-        let paths: Vec<PathBuf> = ds.test.iter().map(|d| d.path.clone()).collect();
-        let set = encode_images(
-            &self.clip_eval,
-            &self.pre,
-            &self.images,
-            &paths,
-            self.suite.eval.batch_size,
-            &self.device,
-        )?;
+        let set = self.encode(&ds.test)?;
         record.timings.features_s = set.compute_s;
         record.features = Some(FeatureOrigin::Computed);
         self.features.put(&source, set)

@@ -72,8 +72,17 @@ impl<B: Backend> CoCoOpParams<B> {
         let hidden = (d / c.meta_net_reduction).max(1);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let ctx = super::coop::normal(&mut rng, c.n_ctx * width, c.init_std);
-        let (w1, b1) = linear_init(&mut rng, d, hidden);
-        let (w2, b2) = linear_init(&mut rng, hidden, width);
+        let ctx = Tensor::<B, 2>::from_data(TensorData::new(ctx, [c.n_ctx, width]), &device);
+        Self::with_meta_net(ctx, &mut rng, d, hidden)
+    }
+
+    /// `ctx` `[M, width]` as the context, and a meta-net d → hidden → width drawn from `rng` as
+    /// `nn.Linear` initialises it.
+    fn with_meta_net(ctx: Tensor<B, 2>, rng: &mut impl Rng, d: usize, hidden: usize) -> Self {
+        let device = ctx.device();
+        let width = ctx.dims()[1];
+        let (w1, b1) = linear_init(rng, d, hidden);
+        let (w2, b2) = linear_init(rng, hidden, width);
         let p2 = |v: Vec<f32>, s: [usize; 2]| {
             Param::from_tensor(Tensor::<B, 2>::from_data(TensorData::new(v, s), &device).require_grad())
         };
@@ -82,7 +91,7 @@ impl<B: Backend> CoCoOpParams<B> {
             Param::from_tensor(Tensor::<B, 1>::from_data(TensorData::new(v, [n]), &device).require_grad())
         };
         Self {
-            ctx: p2(ctx, [c.n_ctx, width]),
+            ctx: Param::from_tensor(ctx.detach().require_grad()),
             w1: p2(w1, [d, hidden]),
             b1: p1(b1),
             w2: p2(w2, [hidden, width]),
@@ -161,7 +170,6 @@ impl<B: AutodiffBackend> CoCoOp<B> {
         classnames: &[String],
         seed: u64,
     ) -> Result<Self> {
-        let device = clip.logit_scale.val().device();
         let (placeholder, ctx) = init_context(clip, tok, &config.ctx_init, config.n_ctx, 1, config.init_std, seed)?;
         let [_, m, width] = ctx.dims();
         let d = clip.text_projection.dims()[1];
@@ -173,27 +181,13 @@ impl<B: AutodiffBackend> CoCoOp<B> {
             )));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3e7a_4e7);
-        let (w1, b1) = linear_init(&mut rng, d, hidden);
-        let (w2, b2) = linear_init(&mut rng, hidden, width);
-        let p2 = |v: Vec<f32>, s: [usize; 2]| {
-            Param::from_tensor(Tensor::<B, 2>::from_data(TensorData::new(v, s), &device).require_grad())
-        };
-        let p1 = |v: Vec<f32>| {
-            let n = v.len();
-            Param::from_tensor(Tensor::<B, 1>::from_data(TensorData::new(v, [n]), &device).require_grad())
-        };
+        let params = CoCoOpParams::with_meta_net(ctx.reshape([m, width]), &mut rng, d, hidden);
         let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
         Ok(Self {
             optim: config.optim.burn_config().init(),
             config,
             placeholder,
-            params: Some(CoCoOpParams {
-                ctx: Param::from_tensor(ctx.reshape([m, width]).detach().require_grad()),
-                w1: p2(w1, [d, hidden]),
-                b1: p1(b1),
-                w2: p2(w2, [hidden, width]),
-                b2: p1(b2),
-            }),
+            params: Some(params),
             train,
             eval: None,
         })
