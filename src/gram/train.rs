@@ -525,7 +525,7 @@ pub fn meta_train<B: AutodiffBackend>(
         let bytes = std::fs::read(&c.path).map_err(|e| Error::io(&c.path, e))?;
         let ck: MetaCheckpoint = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Store(format!(
-                "{}: unreadable meta-training checkpoint: {e}",
+                "{}: unreadable meta-training checkpoint ({e}); delete it to start the run over",
                 c.path.display()
             ))
         })?;
