@@ -11,7 +11,7 @@ use burn::backend::Autodiff;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use gram_bench::clip::{Clip, ClipConfig, ClipTokenizer, RandomInit};
 use gram_bench::gram::{ClassText, EpisodeSet, MetaLearner, MetaRegulators, RegulatorConfig, RegulatorInit};
-use gram_bench::methods::coop::ClassPrompts;
+use gram_bench::methods::text_prompts::ClassPrompts;
 
 type B = Autodiff<gram_bench::backend::Cpu>;
 

@@ -11,11 +11,12 @@ use burn::backend::Autodiff;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use gram_bench::clip::{ClipConfig, ClipTokenizer, RandomInit};
 use gram_bench::methods::cocoop::{cocoop_logits, CoCoOpParams};
-use gram_bench::methods::coop::ClassPrompts;
+use gram_bench::methods::text_prompts::ClassPrompts;
 use gram_bench::methods::{
-    Batch, ClassTokenPosition, CoCoOpConfig, CoOpConfig, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig, MethodConfig,
-    ProGradConfig, PromptSrcConfig, SgdConfig, VptConfig,
+    Batch, ClassTokenPosition, CoCoOpConfig, CoOpConfig, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig, ProGradConfig,
+    PromptSrcConfig, SgdConfig, VptConfig,
 };
+use gram_bench::suite::methods::MethodConfig;
 
 type B = Autodiff<gram_bench::backend::Cpu>;
 

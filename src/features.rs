@@ -43,7 +43,7 @@ pub struct FeatureSource {
 impl FeatureSource {
     pub fn key(&self) -> String {
         let v = json!({ "format": FORMAT, "source": self });
-        crate::data::sha256_hex(&serde_json::to_vec(&v).expect("JSON values serialize"))
+        crate::files::sha256_hex(&serde_json::to_vec(&v).expect("JSON values serialize"))
     }
 }
 
@@ -192,7 +192,7 @@ fn write(path: &Path, source: &FeatureSource, set: &FeatureSet) -> Result<()> {
         serde_json::to_string(&info).expect("JSON values serialize"),
     )]);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(err)?;
-    crate::store::write_atomic(path, &bytes)
+    crate::files::write_atomic(path, &bytes)
 }
 
 fn read(path: &Path, source: &FeatureSource) -> Result<FeatureSet> {

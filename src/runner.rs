@@ -30,12 +30,13 @@ use crate::features::{encode_images, FeatureCache, FeatureSet, FeatureSource};
 use crate::gram::{meta_train, Corpus, CorpusSpec, RegulatedGradients, WithGram};
 use crate::lock::{weights_digest, Lock};
 use crate::methods::linear_probe::Labelled;
-use crate::methods::MethodConfig;
 use crate::methods::{Batch, ClassSet, PromptMethod};
+use crate::provenance::{git_commit, now_utc};
 use crate::store::{
     ClassAccuracy, Environment, FeatureOrigin, Metrics, Record, Status, Store, Timings, TrainSummary, RECORD_SCHEMA,
 };
 use crate::suite::cells::{Cell, Digests, Phase, Plan};
+use crate::suite::methods::MethodConfig;
 use crate::suite::{FewShotSource, OnCorrupt, Suite};
 use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
 
@@ -89,7 +90,7 @@ impl Digests for SuiteDigests {
     fn fewshot(&self, dataset: &str, shots: usize, seed: u64) -> String {
         match self.fewshot_from(dataset, shots, seed) {
             FewShotFrom::Sampled => "sampled".into(),
-            FewShotFrom::Coop(p) => match crate::lock::file_sha256(&p) {
+            FewShotFrom::Coop(p) => match crate::files::file_sha256(&p) {
                 Ok(d) => format!("coop-pkl@sha256:{d}"),
                 // The cell fails when it runs, saying which file it needs.
                 Err(_) => "coop-pkl@missing".into(),
@@ -124,7 +125,7 @@ fn suite_datasets(suite: &Suite) -> Vec<String> {
 /// backbone's from the lock, and each CoOp dataset's from its split file or folder listing under
 /// `data_root` (read now, so a key always reflects the data on disk).
 pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Result<SuiteDigests> {
-    let lock = &lock.with_suite(suite)?;
+    let lock = &lock.with_datasets(&suite.name, &suite.datasets)?;
     let world_key = suite.world.as_ref().map(crate::world::build::world_key);
     let backbone = if suite.backbone.name == BACKBONE {
         let key = world_key
@@ -140,7 +141,8 @@ pub fn digests_for(suite: &Suite, lock: &Lock, data_root: Option<&Path>) -> Resu
     };
     let mut datasets = BTreeMap::new();
     for name in suite_datasets(suite) {
-        let def = dataset_def(&name, lock).map_err(|e| Error::Input(format!("suite `{}`: {}", suite.name, e)))?;
+        let def = dataset_def(&name, &lock.user_datasets)
+            .map_err(|e| Error::Input(format!("suite `{}`: {}", suite.name, e)))?;
         if def.embedded {
             continue;
         }
@@ -168,19 +170,6 @@ pub fn needs_world(suite: &Suite) -> bool {
             .any(|d| crate::world::world_dataset(d).is_some())
 }
 
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("GRAM_BENCH_CACHE") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(p).join("gram-bench");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache").join("gram-bench"),
-        None => PathBuf::from(".gram-bench-cache"),
-    }
-}
-
 pub struct RunOptions {
     pub store: PathBuf,
     pub lock: Lock,
@@ -201,35 +190,6 @@ pub struct RunSummary {
     pub failed: usize,
     pub skipped: usize,
     pub busy: usize,
-}
-
-/// UTC timestamp, RFC 3339, from the system clock.
-pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-pub fn git_commit() -> String {
-    option_env!("GRAM_BENCH_GIT_COMMIT").unwrap_or("unknown").to_string()
 }
 
 /// Human-readable cell label for progress lines.
@@ -256,11 +216,11 @@ pub fn run_suite(suite: &Suite, opts: &RunOptions) -> Result<RunSummary> {
     // Say so before anything runs, even when every selected cell is already recorded.
     opts.backend.ensure_compiled()?;
     let store = Store::open(&opts.store, &suite.name)?;
-    let lock = opts.lock.with_suite(suite)?;
+    let lock = opts.lock.with_datasets(&suite.name, &suite.datasets)?;
     let digests = digests_for(suite, &lock, opts.data_root.as_deref())?;
     for (name, ds) in &digests.datasets {
         if let Some(pin) = lock.datasets.get(name) {
-            let diff = crate::data::verify::pin_mismatches(name, pin, ds);
+            let diff = crate::lock::verify::pin_mismatches(name, pin, ds);
             if !diff.is_empty() && !opts.allow_changed_data {
                 return Err(Error::Input(format!(
                     "dataset `{name}` differs from what datasets.lock pins: {}; `gram-bench datasets verify {name}` \
@@ -555,7 +515,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
         if let Some(d) = self.datasets.get(name) {
             return Ok(d.clone());
         }
-        let def = dataset_def(name, self.lock)?;
+        let def = dataset_def(name, &self.lock.user_datasets)?;
         let root = if def.embedded {
             self.world.map(|w| w.data_root.clone())
         } else {
@@ -697,7 +657,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
             } => {
                 let sep = separator.chars().next().unwrap_or('\t');
                 Corpus::from_csv(
-                    &crate::lock::expand(path).map(PathBuf::from)?,
+                    &crate::files::expand(path).map(PathBuf::from)?,
                     image_column,
                     caption_column,
                     sep,
@@ -934,7 +894,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
                 store.put_artifact(&cell.key, &method.save_artifact())?;
                 digests["checkpoint"] = json!({
                     "path": path,
-                    "sha256": crate::lock::file_sha256(Path::new(path))?,
+                    "sha256": crate::files::file_sha256(Path::new(path))?,
                 });
                 (ds.clone(), labels)
             }
@@ -976,7 +936,7 @@ impl<'a, B: Backend> CellContext<'a, B> {
     fn train(
         &mut self,
         method: &mut dyn PromptMethod<Ad<B>>,
-        mc: &crate::methods::MethodConfig,
+        mc: &crate::suite::methods::MethodConfig,
         items: &[Datum],
         dataset: &str,
         shots: usize,

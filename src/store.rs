@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::methods::PromptArtifact;
 use crate::suite::cells::CellSpec;
 
@@ -243,23 +244,8 @@ impl Store {
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         let art = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Store(format!("{}: unreadable meta artifact ({e})", p.display())))?;
-        Ok((art, crate::data::sha256_hex(&bytes)))
+        Ok((art, crate::files::sha256_hex(&bytes)))
     }
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

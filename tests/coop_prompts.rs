@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData};
 use common::{fixture, max_diff, values, B};
 use gram_bench::clip::weights::SafetensorsStore;
 use gram_bench::clip::{load_clip, LoadOptions};
-use gram_bench::methods::coop::{assemble, encode_prompts, ClassPrompts};
+use gram_bench::methods::text_prompts::{assemble, encode_prompts, ClassPrompts};
 use gram_bench::methods::ClassTokenPosition;
 
 #[test]
@@ -64,7 +64,8 @@ fn coop_prompts_match_the_reference_prompt_learner() {
 fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
     use burn::backend::Autodiff;
     use burn::tensor::{Distribution, Int};
-    use gram_bench::methods::{Batch, CoOpConfig, Epochs, MethodConfig, PromptMethod, SgdConfig};
+    use gram_bench::methods::{Batch, CoOpConfig, Epochs, PromptMethod, SgdConfig};
+    use gram_bench::suite::methods::MethodConfig;
     type AB = Autodiff<B>;
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();

@@ -9,7 +9,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use common::{fixture, B};
 use gram_bench::clip::{load_clip, LoadOptions};
 use gram_bench::gram::{ClassText, EpisodeSet, MetaLearner, MetaRegulators, Regulator, RegulatorConfig, RegulatorInit};
-use gram_bench::methods::coop::ClassPrompts;
+use gram_bench::methods::text_prompts::ClassPrompts;
 
 type AB = Autodiff<B>;
 

@@ -13,8 +13,9 @@ use gram_bench::clip::weights::SafetensorsStore;
 use gram_bench::clip::{load_clip, LoadOptions};
 use gram_bench::methods::{
     Batch, ClassSet, ClassTokenPosition, CoCoOpConfig, CoOpConfig, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig,
-    MethodConfig, ProGradConfig, PromptArtifact, PromptMethod, PromptSrcConfig, SgdConfig, VptConfig,
+    ProGradConfig, PromptArtifact, PromptMethod, PromptSrcConfig, SgdConfig, VptConfig,
 };
+use gram_bench::suite::methods::MethodConfig;
 
 type AB = Autodiff<B>;
 

@@ -1246,7 +1246,7 @@ seeds = [1]
     assert_eq!(g["status"], "ok", "{}", g["error"]);
     assert_eq!(
         g["digests"]["meta"]["artifact_sha256"].as_str().unwrap(),
-        gram_bench::data::sha256_hex(&artifact)
+        gram_bench::files::sha256_hex(&artifact)
     );
     // No checkpoint is left behind by a finished meta cell.
     assert!(!env

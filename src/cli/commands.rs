@@ -5,11 +5,13 @@ use std::path::Path;
 use super::{BaselineSaveArgs, CheckArgs, DatasetsArgs, PlanArgs, ReportArgs, RunArgs, StoreArgs, WorldArgs};
 use crate::data::{subsample_labels, Subsample};
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::lock::Lock;
+use crate::provenance::{default_cache_dir, git_commit, now_utc};
 use crate::report::baseline::{baseline_path, check as check_rows, load_saved, SavedBaseline, Verdict};
 use crate::report::{gather, markdown_table, published_tables, render_markdown, write_report};
-use crate::runner::{cell_label, default_cache_dir, digests_for, git_commit, now_utc, run_suite, RunOptions};
-use crate::store::{write_atomic, Status, Store};
+use crate::runner::{cell_label, digests_for, run_suite, RunOptions};
+use crate::store::{Status, Store};
 use crate::suite::cells::{Phase, Plan};
 use crate::suite::{list_suites, Suite};
 use crate::world::{ensure_world, world_dataset};
@@ -63,10 +65,11 @@ pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>)
     // Keys need the data and the pinned backbone; without them the suite is still checked and its
     // cells counted, and the output says what is missing.
     let lock = Lock::load(lock)?;
-    let known = lock.with_suite(&suite)?;
+    let known = lock.with_datasets(&suite.name, &suite.datasets)?;
     for x in &suite.experiments {
         for d in x.datasets.iter().chain(&x.targets) {
-            crate::data::check_dataset_name(d, &known).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+            crate::data::check_dataset_name(d, &known.user_datasets)
+                .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
         }
     }
     let (plan, unresolved) = match digests_for(&suite, &lock, root.as_deref()) {
@@ -422,16 +425,16 @@ pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
     let view = lock_with_suite(&lock, a)?;
     let explicit = !a.names.is_empty();
     let mut pinned = 0;
-    for def in crate::data::verify::selected(&a.names, &view)? {
+    for def in crate::lock::verify::selected(&a.names, &view)? {
         match crate::data::Dataset::load(&root, &def) {
             Ok(ds) => {
                 let images = if a.deep {
                     eprintln!("{}: hashing every image the splits list…", def.name);
-                    Some(crate::data::verify::image_tree_digest(&root, &ds)?)
+                    Some(crate::lock::verify::image_tree_digest(&root, &ds)?)
                 } else {
                     None
                 };
-                let e = crate::data::verify::entry_of(&ds, images);
+                let e = crate::lock::verify::entry_of(&ds, images);
                 println!(
                     "{}: {} classes, train/val/test {:?}, split {}",
                     def.name, e.classes, e.counts, e.split_sha256
@@ -455,7 +458,10 @@ pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
 /// The lock plus the datasets `--suite` declares.
 fn lock_with_suite(lock: &Lock, a: &DatasetsArgs) -> Result<Lock> {
     match &a.suite {
-        Some(p) => lock.with_suite(&Suite::load(p)?),
+        Some(p) => {
+            let suite = Suite::load(p)?;
+            lock.with_datasets(&suite.name, &suite.datasets)
+        }
         None => Ok(lock.clone()),
     }
 }
@@ -463,7 +469,7 @@ fn lock_with_suite(lock: &Lock, a: &DatasetsArgs) -> Result<Lock> {
 pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
     let lock = lock_with_suite(&Lock::load(&a.lock)?, a)?;
-    let defs = crate::data::verify::selected(&a.names, &lock)?;
+    let defs = crate::lock::verify::selected(&a.names, &lock)?;
     let mut bad = 0;
     let mut checked = 0;
     for def in defs {
@@ -472,7 +478,7 @@ pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
             continue;
         }
         checked += 1;
-        let (problems, now) = crate::data::verify::verify_one(&root, &def, &lock, a.deep);
+        let (problems, now) = crate::lock::verify::verify_one(&root, &def, &lock, a.deep);
         match (problems.is_empty(), now) {
             (true, Some(e)) => println!(
                 "ok    {}: {} classes, train/val/test {:?}",
@@ -505,7 +511,7 @@ pub fn datasets_describe(a: &DatasetsArgs) -> Result<()> {
         return Err(Error::Input("describe takes one dataset name".into()));
     };
     let lock = lock_with_suite(&Lock::load(&a.lock)?, a)?;
-    let def = crate::data::dataset_def(name, &lock)?;
+    let def = crate::data::dataset_def(name, &lock.user_datasets)?;
     if def.embedded {
         return Err(Error::Input(format!(
             "`{name}` is an embedded dataset: `gram-bench world SUITE` builds and describes the world"

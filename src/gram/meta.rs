@@ -26,7 +26,7 @@ use burn::tensor::{ElementConversion, Int, Tensor};
 use super::Regulator;
 use crate::clip::{Clip, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
-use crate::methods::coop::{assemble, ClassPrompts, ClassTokenPosition};
+use crate::methods::text_prompts::{assemble, ClassPrompts, ClassTokenPosition};
 
 /// The meta-learned prompts θ₀, each `[tokens, width]`: `text[0]` is the input context (CoOp's
 /// `ctx`), `text[i]` replaces the context tokens entering text block `i`; `vision[0]` is appended

@@ -67,8 +67,8 @@ impl RegulatorConfig {
                         (uniform(d * r, b), uniform(r * d, b * 2f64.sqrt()))
                     }
                     RegulatorInit::Randn => (
-                        crate::methods::coop::normal(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed), d * r, 1.0),
-                        crate::methods::coop::normal(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xface), r * d, 1.0),
+                        crate::methods::init::normal(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed), d * r, 1.0),
+                        crate::methods::init::normal(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xface), r * d, 1.0),
                     ),
                 };
                 LowRank {

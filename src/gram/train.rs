@@ -23,7 +23,8 @@ use crate::clip::{Clip, ClipTokenizer, Preprocess};
 use crate::data::images::ImageCache;
 use crate::error::{Error, Result};
 use crate::features::{encode_images, FeatureSet};
-use crate::methods::coop::{normal, ClassPrompts};
+use crate::methods::init::normal;
+use crate::methods::text_prompts::ClassPrompts;
 use crate::methods::{host_tensor, PromptArtifact, PromptRole};
 
 /// A corpus's images: decoded in memory (the embedded world's), or files read when needed (a CSV
@@ -167,7 +168,7 @@ impl Corpus {
                     .par_iter()
                     .map(|f| {
                         std::fs::read(f)
-                            .map(|b| crate::data::sha256_hex(&b))
+                            .map(|b| crate::files::sha256_hex(&b))
                             .map_err(|e| Error::io(f, e))
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -631,7 +632,7 @@ pub fn meta_train<B: AutodiffBackend>(
                     state: meta.state()?,
                 };
                 let bytes = serde_json::to_vec(&ck).map_err(|e| Error::Store(format!("checkpoint: {e}")))?;
-                crate::store::write_atomic(&c.path, &bytes)?;
+                crate::files::write_atomic(&c.path, &bytes)?;
                 last_save = std::time::Instant::now();
             }
         }

@@ -16,8 +16,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::coop::{init_context, ClassPrompts};
 use super::optim::{Epochs, SgdConfig};
+use super::text_prompts::{init_context, ClassPrompts};
 use super::{
     apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
     PromptParam, PromptRole,
@@ -71,7 +71,7 @@ impl<B: Backend> CoCoOpParams<B> {
         let d = clip.text_projection.dims()[1];
         let hidden = (d / c.meta_net_reduction).max(1);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let ctx = super::coop::normal(&mut rng, c.n_ctx * width, c.init_std);
+        let ctx = super::init::normal(&mut rng, c.n_ctx * width, c.init_std);
         let ctx = Tensor::<B, 2>::from_data(TensorData::new(ctx, [c.n_ctx, width]), &device);
         Self::with_meta_net(ctx, &mut rng, d, hidden)
     }
@@ -301,7 +301,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
         let t2 = |name: &str, transpose: bool| -> Result<Param<Tensor<B, 2>>> {
             let s = &cur[name].0;
             let t = if transpose {
-                let data = super::coop::transposed(&get(name)?, s[0], s[1]);
+                let data = super::init::transposed(&get(name)?, s[0], s[1]);
                 Tensor::<B, 2>::from_data(TensorData::new(data, [s[1], s[0]]), &device)
             } else {
                 Tensor::<B, 2>::from_data(TensorData::new(get(name)?, [s[0], s[1]]), &device)

@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::coop::{ClassTokenPosition, CoOpConfig, Prior};
+use super::coop::{CoOpConfig, Prior};
 use super::optim::{Epochs, SgdConfig};
+use super::text_prompts::ClassTokenPosition;
 
 macro_rules! coop_family {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $f:ident : $t:ty),* $(,)? }) => {

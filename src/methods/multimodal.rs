@@ -21,8 +21,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::coop::{normal, ClassPrompts};
+use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
+use super::text_prompts::ClassPrompts;
 use super::{
     apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
     PromptParam, PromptRole,
@@ -568,7 +569,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
         let t2 = |k: &str, transpose: bool| {
             let (s, d) = &artifact[k];
             let t = if transpose {
-                let data = super::coop::transposed(d, s[0], s[1]);
+                let data = super::init::transposed(d, s[0], s[1]);
                 Tensor::<B, 2>::from_data(TensorData::new(data, [s[1], s[0]]), &device)
             } else {
                 Tensor::<B, 2>::from_data(TensorData::new(d.clone(), [s[0], s[1]]), &device)

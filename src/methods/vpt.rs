@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::coop::normal;
+use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::zeroshot::class_features;
 use super::{

@@ -16,7 +16,8 @@ use self::aggregate::{aggregate, collect, to_csv, AggRow, SeedValue};
 use self::baseline::{load_published, published_method_name, tolerance, PublishedRow, PublishedTable};
 use self::paired::PairRow;
 use crate::error::{Error, Result};
-use crate::store::{write_atomic, Store};
+use crate::files::write_atomic;
+use crate::store::Store;
 use crate::suite::cells::Plan;
 use crate::suite::Suite;
 
@@ -37,7 +38,7 @@ pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
         .methods
         .iter()
         .filter_map(|(name, m)| match m {
-            crate::methods::MethodConfig::Gram(g) => Some((g.host.clone(), name.clone())),
+            crate::suite::methods::MethodConfig::Gram(g) => Some((g.host.clone(), name.clone())),
             _ => None,
         })
         .collect();
@@ -119,9 +120,9 @@ pub fn render_markdown(
         data.values.len(),
         data.missing.len(),
         data.failed.len(),
-        crate::runner::now_utc(),
+        crate::provenance::now_utc(),
         env!("CARGO_PKG_VERSION"),
-        crate::runner::git_commit(),
+        crate::provenance::git_commit(),
     ));
     out.push_str(&format!(
         "Reproduce (from the repository root; `run` skips finished cells and writes this report):\n\n```sh\ncargo run --locked -- run {p}\ncargo run --locked -- report {p}\n```\n\n",

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::methods::MethodConfig;
 use super::{Protocol, Suite};
 use crate::data::Subsample;
-use crate::methods::MethodConfig;
 
 /// Bumped when what a cell computes changes for the same inputs (so old records stop matching).
 pub const CELL_FORMAT: u32 = 1;
@@ -91,7 +91,7 @@ pub trait Digests {
     fn fewshot(&self, dataset: &str, shots: usize, seed: u64) -> String;
     /// A file's digest (`sha256:…`, or `missing`), for released checkpoints.
     fn file(&self, path: &str) -> String {
-        match crate::lock::file_sha256(std::path::Path::new(path)) {
+        match crate::files::file_sha256(std::path::Path::new(path)) {
             Ok(d) => format!("sha256:{d}"),
             Err(_) => "missing".into(),
         }
@@ -167,7 +167,7 @@ pub fn meta_cell(suite: &Suite, name: &str, digests: &dyn Digests) -> Option<Cel
     let corpus = match &spec.corpus {
         crate::gram::CorpusSpec::World { .. } => json!({ "world": suite.world }),
         crate::gram::CorpusSpec::Csv { path, .. } => {
-            let p = crate::lock::expand(path).unwrap_or_else(|_| path.clone());
+            let p = crate::files::expand(path).unwrap_or_else(|_| path.clone());
             json!({ "csv": digests.file(&p) })
         }
     };

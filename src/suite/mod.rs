@@ -3,16 +3,17 @@
 //! carries its own version, which is part of every cell's key.
 
 pub mod cells;
+pub mod methods;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::catalog::{check_user_dataset, UserDataset};
 use crate::error::{Error, Result};
-use crate::lock::UserDataset;
-use crate::methods::MethodConfig;
 use crate::world::WorldConfig;
+use methods::MethodConfig;
 
 /// The suite file format this build reads.
 pub const SCHEMA: u32 = 1;
@@ -168,26 +169,11 @@ impl Experiment {
                 .replace("{dataset}", dataset)
                 .replace("{shots}", &shots.to_string())
                 .replace("{seed}", &seed.to_string());
-            crate::lock::expand(&filled).unwrap_or(filled)
+            crate::files::expand(&filled).unwrap_or(filled)
         })
     }
 }
 
-/// Where a line/column error points: `file:line:col: message`.
-pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
-    let msg = e.message().to_string();
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            Error::Input(format!("{}:{line}:{col}: {msg}", path.display()))
-        }
-        None => Error::Input(format!("{}: {msg}", path.display())),
-    }
-}
-
-/// A CoOp-family host's (n_ctx, unified context).
 impl Suite {
     /// The config that trains a method: a gram method's host, else the method itself.
     pub fn trained_as<'a>(&'a self, m: &'a MethodConfig) -> &'a MethodConfig {
@@ -204,7 +190,7 @@ impl Suite {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Suite> {
-        let suite: Suite = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let suite: Suite = crate::files::parse_toml(path, text)?;
         suite
             .validate()
             .map_err(|m| Error::Input(format!("{}: {m}", path.display())))?;
@@ -243,7 +229,7 @@ impl Suite {
             return Err("backbone.name is empty".into());
         }
         for (name, u) in &self.datasets {
-            crate::lock::check_user_dataset(name, u).map_err(|e| format!("datasets.{name}: {e}"))?;
+            check_user_dataset(name, u).map_err(|e| format!("datasets.{name}: {e}"))?;
         }
         if self.eval.batch_size == 0 {
             return Err("eval.batch_size must be positive".into());

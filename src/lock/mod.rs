@@ -1,6 +1,8 @@
-//! `datasets.lock`: the backbones (and, with real-dataset support, the datasets) a suite may name,
-//! each with where it is and the SHA-256 of its files, so every number pins exactly what it read.
-//! A backbone's digest is part of every cell key that uses it, and is verified before a run.
+//! `datasets.lock`: the backbones and datasets a suite may name, each with where it is and the
+//! SHA-256 of its files, so every number pins exactly what it read. A backbone's digest is part of
+//! every cell key that uses it, and is verified before a run; `verify` pins and checks datasets.
+
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::data::catalog::{check_user_dataset, UserDataset};
 use crate::error::{Error, Result};
+use crate::files::{expand, file_sha256, parse_toml, write_atomic};
 
 pub const LOCK_VERSION: u32 = 1;
 
@@ -49,21 +53,6 @@ pub struct DatasetEntry {
     pub images_sha256: Option<String>,
 }
 
-/// A dataset the user declares without touching code: CoOp's split-file layout under a folder of
-/// the data root.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserDataset {
-    /// Folder under the data root.
-    pub folder: String,
-    /// `split_zhou`-format JSON inside the folder.
-    pub split_file: String,
-    /// Image root the split's paths are relative to ("" = the folder itself).
-    pub image_dir: String,
-    /// Zero-shot template, `{}` = the class name.
-    pub template: String,
-}
-
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
@@ -78,49 +67,17 @@ pub struct Lock {
     pub dir: PathBuf,
 }
 
-/// `${VAR}` expanded from the environment.
-pub fn expand(s: &str) -> Result<String> {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| Error::Config(format!("`{s}`: unclosed ${{")))?;
-        let var = &after[..end];
-        let val = std::env::var(var)
-            .map_err(|_| Error::Config(format!("`{s}` uses ${{{var}}}, which is not set in the environment")))?;
-        out.push_str(&val);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// What a user dataset may not be: a built-in's name, a template without `{}`.
-pub fn check_user_dataset(name: &str, u: &UserDataset) -> std::result::Result<(), String> {
-    if crate::data::catalog().iter().any(|d| d.name == name) {
-        return Err(format!("`{name}` is the name of a built-in dataset; pick another"));
-    }
-    if !u.template.contains("{}") {
-        return Err(format!("template {:?} has no {{}} for the class name", u.template));
-    }
-    Ok(())
-}
-
 impl Lock {
-    /// This lock with the datasets `suite` declares added to its user datasets; a name both
+    /// This lock with the datasets suite `suite` declares added to its user datasets; a name both
     /// declare must be declared identically.
-    pub fn with_suite(&self, suite: &crate::suite::Suite) -> Result<Lock> {
+    pub fn with_datasets(&self, suite: &str, datasets: &BTreeMap<String, UserDataset>) -> Result<Lock> {
         let mut out = self.clone();
-        for (name, u) in &suite.datasets {
+        for (name, u) in datasets {
             match out.user_datasets.get(name) {
                 Some(existing) if existing != u => {
                     return Err(Error::Input(format!(
-                        "suite `{}` declares dataset `{name}` differently from datasets.lock's [user_datasets.{name}]; \
-                         keep one declaration",
-                        suite.name
+                        "suite `{suite}` declares dataset `{name}` differently from datasets.lock's [user_datasets.{name}]; \
+                         keep one declaration"
                     )))
                 }
                 _ => {
@@ -144,7 +101,7 @@ impl Lock {
             }
             Err(e) => return Err(Error::io(path, e)),
         };
-        let mut lock: Lock = toml::from_str(&text).map_err(|e| crate::suite::toml_error(path, &text, &e))?;
+        let mut lock: Lock = parse_toml(path, &text)?;
         if lock.version != LOCK_VERSION {
             return Err(Error::Input(format!(
                 "{}: lock version {} is not supported (this build reads {LOCK_VERSION})",
@@ -192,7 +149,7 @@ impl Lock {
     /// Writes the lock back (entries sorted; a fixed header replaces free comments).
     pub fn save(&self, path: &Path) -> Result<()> {
         let body = toml::to_string_pretty(self).map_err(|e| Error::Input(format!("datasets.lock: {e}")))?;
-        crate::store::write_atomic(path, format!("{HEADER}{body}").as_bytes())
+        write_atomic(path, format!("{HEADER}{body}").as_bytes())
     }
 }
 
@@ -211,21 +168,6 @@ fn weight_files(path: &Path) -> Result<Vec<PathBuf>> {
         return Err(Error::Weights(format!("{}: no .safetensors files", path.display())));
     }
     Ok(files)
-}
-
-pub fn file_sha256(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The digest `datasets.lock` pins for a checkpoint: the file's SHA-256, or for several files the

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::{catalog_with, Dataset, DatasetDef, Layout};
+use super::{DatasetEntry, Lock};
+use crate::data::{catalog_with, check_dataset_name, Dataset, DatasetDef, Layout};
 use crate::error::Result;
-use crate::lock::{file_sha256, DatasetEntry, Lock};
+use crate::files::file_sha256;
 
 /// The pin of a dataset as it is on disk now (`images_sha256` only when asked for: it reads every
 /// image).
@@ -196,7 +197,10 @@ fn deep_findings(root: &Path, ds: &Dataset, pin: Option<&DatasetEntry>, digest: 
 
 /// The CoOp and user datasets (not the embedded ones), or the given ones.
 pub fn selected(names: &[String], lock: &Lock) -> Result<Vec<DatasetDef>> {
-    let all: Vec<DatasetDef> = catalog_with(lock).into_iter().filter(|d| !d.embedded).collect();
+    let all: Vec<DatasetDef> = catalog_with(&lock.user_datasets)
+        .into_iter()
+        .filter(|d| !d.embedded)
+        .collect();
     if names.is_empty() {
         return Ok(all);
     }
@@ -205,7 +209,7 @@ pub fn selected(names: &[String], lock: &Lock) -> Result<Vec<DatasetDef>> {
         .map(|n| {
             all.iter().find(|d| &d.name == n).cloned().ok_or_else(|| {
                 crate::error::Error::Input(
-                    super::check_dataset_name(n, lock)
+                    check_dataset_name(n, &lock.user_datasets)
                         .err()
                         .unwrap_or_else(|| format!("`{n}` is an embedded dataset")),
                 )

@@ -1,0 +1,122 @@
+//! The ground floor's file helpers: atomic writes, SHA-256 digests, `${VAR}` expansion and strict
+//! TOML reading with `file:line:col` errors. Every layer above uses these; they know nothing of
+//! suites, locks or records.
+
+use std::fs::File;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename. A
+/// reader sees the old file or the whole new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lower-case hex SHA-256 of a file's content, read in 1 MiB blocks.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `${VAR}` expanded from the environment; an unset variable is an error naming it.
+pub fn expand(s: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::Config(format!("`{s}`: unclosed ${{")))?;
+        let var = &after[..end];
+        let val = std::env::var(var)
+            .map_err(|_| Error::Config(format!("`{s}` uses ${{{var}}}, which is not set in the environment")))?;
+        out.push_str(&val);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses `text` (read from `path`) as strict TOML; an error points at `file:line:col`.
+pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                Error::Input(format!("{}:{line}:{col}: {msg}", path.display()))
+            }
+            None => Error::Input(format!("{}: {msg}", path.display())),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_errors_point_at_line_and_column() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+        }
+        let e = parse_toml::<T>(Path::new("x.toml"), "a = 1\nb = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml:2:1:"), "{e}");
+    }
+
+    #[test]
+    fn variables_expand_and_unset_ones_are_named() {
+        std::env::set_var("GRAM_BENCH_FILES_TEST", "v");
+        assert_eq!(expand("a/${GRAM_BENCH_FILES_TEST}/b").unwrap(), "a/v/b");
+        let e = expand("${GRAM_BENCH_FILES_UNSET}").unwrap_err().to_string();
+        assert!(e.contains("GRAM_BENCH_FILES_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(file_sha256(&p).unwrap(), sha256_hex(b"two"));
+    }
+}
