@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use gram_bench::lock::Lock;
-use gram_bench::runner::digests_for;
-use gram_bench::suite::cells::Plan;
+use gram_bench::resolve::ResolvedSuite;
 use gram_bench::suite::Suite;
 
 const TINY: &str = r#"
@@ -145,7 +144,7 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
         "datasets = [\"cifar10\"]\nshots = [1]\nseeds = [1, 2]",
     ))
     .unwrap();
-    let e = digests_for(&s, &Lock::default(), None).err().unwrap().to_string();
+    let e = ResolvedSuite::new(s, &Lock::default(), None).err().unwrap().to_string();
     assert!(e.contains("unknown dataset `cifar10`"), "{e}");
     let e = parse(&TINY.replace("schema = 1", "schema = 9")).unwrap_err();
     assert!(e.contains("schema 9 is not supported"), "{e}");
@@ -166,8 +165,8 @@ fn an_experiment_repeating_anothers_cells_adds_no_slot() {
         "{TINY}\n[[experiment]]\nprotocol = \"few-shot\"\nmethods = [\"zs\"]\ndatasets = [\"shapes\"]\nshots = [1]\nseeds = [1, 2]\n"
     );
     let twice = parse(&text).unwrap();
-    let digests = |s: &Suite| digests_for(s, &Lock::default(), None).unwrap();
-    let (a, b) = (Plan::new(&base, &digests(&base)), Plan::new(&twice, &digests(&twice)));
+    let plan = |s: Suite| ResolvedSuite::new(s, &Lock::default(), None).unwrap().plan;
+    let (a, b) = (plan(base), plan(twice));
     assert_eq!(a.cells.len(), b.cells.len());
     assert_eq!(
         a.slots.len(),
@@ -178,7 +177,9 @@ fn an_experiment_repeating_anothers_cells_adds_no_slot() {
 
 fn keys(text: &str) -> Vec<String> {
     let s = parse(text).unwrap();
-    Plan::new(&s, &digests_for(&s, &Lock::default(), None).unwrap())
+    ResolvedSuite::new(s, &Lock::default(), None)
+        .unwrap()
+        .plan
         .cells
         .into_iter()
         .map(|c| c.key)
@@ -204,7 +205,7 @@ fn cell_keys_ignore_formatting_and_follow_what_decides_a_result() {
     let lr = keys(&TINY.replace("lr = 0.002,", "lr = 0.003,"));
     let changed: Vec<bool> = lr.iter().zip(&base).map(|(a, b)| a != b).collect();
     let s = parse(TINY).unwrap();
-    let plan = Plan::new(&s, &digests_for(&s, &Lock::default(), None).unwrap());
+    let plan = ResolvedSuite::new(s, &Lock::default(), None).unwrap().plan;
     for (c, ch) in plan.cells.iter().zip(changed) {
         assert_eq!(ch, c.spec.method == "coop", "{:?}", c.spec);
     }

@@ -10,7 +10,8 @@ use crate::lock::Lock;
 use crate::provenance::{default_cache_dir, git_commit, now_utc};
 use crate::report::baseline::{baseline_path, check as check_rows, load_saved, SavedBaseline, Verdict};
 use crate::report::{gather, markdown_table, published_tables, render_markdown, write_report};
-use crate::runner::{cell_label, digests_for, run_suite, RunOptions};
+use crate::resolve::{ResolvedSuite, Unresolved};
+use crate::run::{cell_label, run_suite, RunOptions};
 use crate::store::{Status, Store};
 use crate::suite::cells::{Phase, Plan};
 use crate::suite::{list_suites, Suite};
@@ -18,27 +19,13 @@ use crate::world::{ensure_world, world_dataset};
 
 use crate::data::coop::data_root as data_root_or_env;
 
-fn digests(suite: &Suite, s: &StoreArgs) -> Result<crate::runner::SuiteDigests> {
-    digests_for(
+/// The suite resolved against the lock and data the store arguments name.
+fn resolve(suite: Suite, s: &StoreArgs) -> Result<ResolvedSuite> {
+    ResolvedSuite::new(
         suite,
         &Lock::load(&s.lock)?,
         data_root_or_env(s.data_root.clone()).as_deref(),
     )
-}
-
-/// Digests for counting cells when the real ones cannot be read (no data root, backbone not pinned).
-struct Unresolved;
-
-impl crate::suite::cells::Digests for Unresolved {
-    fn backbone(&self) -> String {
-        "unresolved".into()
-    }
-    fn dataset(&self, name: &str) -> String {
-        format!("{name}@unresolved")
-    }
-    fn fewshot(&self, _: &str, _: usize, _: u64) -> String {
-        "unresolved".into()
-    }
 }
 
 fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
@@ -72,8 +59,8 @@ pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>)
                 .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
         }
     }
-    let (plan, unresolved) = match digests_for(&suite, &lock, root.as_deref()) {
-        Ok(d) => (Plan::new(&suite, &d), None),
+    let (plan, unresolved) = match ResolvedSuite::new(suite.clone(), &lock, root.as_deref()) {
+        Ok(r) => (r.plan, None),
         Err(e) => (Plan::new(&suite, &Unresolved), Some(e)),
     };
     for p in &suite.published {
@@ -96,8 +83,8 @@ pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>)
 
 /// Rough work of a cell: (training images processed, test images scored), from the datasets'
 /// sizes (the embedded ones by definition, the others as read to key the cells).
-fn work_of(suite: &Suite, digests: &crate::runner::SuiteDigests, c: &crate::suite::cells::Cell) -> (usize, usize) {
-    let s = &c.spec;
+fn work_of(resolved: &ResolvedSuite, c: &crate::suite::cells::Cell) -> (usize, usize) {
+    let (suite, s) = (&resolved.suite, &c.spec);
     let count = |items: &[crate::data::Datum], labels: &[usize], cap: usize| -> usize {
         labels
             .iter()
@@ -106,7 +93,7 @@ fn work_of(suite: &Suite, digests: &crate::runner::SuiteDigests, c: &crate::suit
     };
     // (training images per epoch at `shots`, test images) of a dataset's `which` half.
     let sizes = |name: &str, which: Subsample, shots: usize| -> (usize, usize) {
-        if let Some(d) = digests.datasets.get(name) {
+        if let Some(d) = resolved.inputs.datasets.get(name) {
             let labels = subsample_labels(d.classnames.len(), which);
             return (count(&d.train, &labels, shots), count(&d.test, &labels, usize::MAX));
         }
@@ -130,11 +117,9 @@ fn work_of(suite: &Suite, digests: &crate::runner::SuiteDigests, c: &crate::suit
 }
 
 pub fn plan(a: &PlanArgs) -> Result<()> {
-    let suite = Suite::load(&a.suite)?;
-    let digests = digests(&suite, &a.store)?;
-    let plan = Plan::new(&suite, &digests);
-    let store = Store::open_read(&a.store.store, &suite.name);
-    let cells = plan.select(&a.only);
+    let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
+    let store = Store::open_read(&a.store.store, &resolved.suite.name);
+    let cells = resolved.plan.select(&a.only);
     // Seconds per training image and per test image, measured from this store's records.
     let (mut train_s, mut train_n, mut eval_s, mut eval_n) = (0.0, 0usize, 0.0, 0usize);
     let mut statuses = Vec::new();
@@ -163,7 +148,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
     let mut rows = Vec::new();
     let (mut done, mut missing, mut failed, mut est) = (0, 0, 0, 0.0);
     for (c, st) in cells.iter().zip(&statuses) {
-        let (tr, ev) = work_of(&suite, &digests, c);
+        let (tr, ev) = work_of(&resolved, c);
         let status = match st {
             Some(Status::Ok) => {
                 done += 1;
@@ -199,11 +184,9 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
-    let suite = Suite::load(&a.suite)?;
+    let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
     let opts = RunOptions {
         store: a.store.store.clone(),
-        lock: Lock::load(&a.store.lock)?,
-        data_root: data_root_or_env(a.store.data_root.clone()),
         allow_changed_data: a.allow_changed_data,
         cache: cache_of(&a.store),
         backend: a.backend,
@@ -211,13 +194,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         overwrite: a.overwrite,
         feature_cache: !a.no_feature_cache,
     };
-    let s = run_suite(&suite, &opts)?;
+    let s = run_suite(&resolved, &opts)?;
     eprintln!(
         "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner",
         s.ran, s.failed, s.skipped, s.busy
     );
     if !a.no_report && s.failed == 0 {
-        write_suite_report(&suite, &a.suite, &a.store, &a.out, false)?;
+        write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)?;
     }
     if s.failed > 0 {
         return Err(Error::Input(format!(
@@ -257,14 +240,20 @@ fn world_note(suite: &Suite, cache: &Path) -> String {
 }
 
 pub fn report(a: &ReportArgs) -> Result<()> {
-    let suite = Suite::load(&a.suite)?;
-    write_suite_report(&suite, &a.suite, &a.store, &a.out, true)
+    let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
+    write_suite_report(&resolved, &a.suite, &a.store, &a.out, true)
 }
 
-fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: &Path, print: bool) -> Result<()> {
-    let plan = Plan::new(suite, &digests(suite, store)?);
+fn write_suite_report(
+    resolved: &ResolvedSuite,
+    suite_path: &Path,
+    store: &StoreArgs,
+    out: &Path,
+    print: bool,
+) -> Result<()> {
+    let suite = &resolved.suite;
     let records = Store::open_read(&store.store, &suite.name);
-    let data = gather(&plan, &records, suite)?;
+    let data = gather(&resolved.plan, &records, suite)?;
     if data.values.is_empty() {
         return Err(Error::Input(format!(
             "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
@@ -290,11 +279,10 @@ fn write_suite_report(suite: &Suite, suite_path: &Path, store: &StoreArgs, out: 
 }
 
 pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
-    let suite = Suite::load(&a.suite)?;
-    let digests = digests(&suite, &a.store)?;
-    let plan = Plan::new(&suite, &digests);
+    let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
+    let suite = &resolved.suite;
     let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&plan, &store, &suite)?;
+    let data = gather(&resolved.plan, &store, suite)?;
     if !data.missing.is_empty() || !data.failed.is_empty() {
         return Err(Error::Input(format!(
             "suite `{}` has {} missing and {} failed cells; a baseline needs a complete run",
@@ -341,9 +329,10 @@ pub fn check(a: &CheckArgs) -> Result<()> {
             suite.name
         )));
     }
-    let plan = Plan::new(&suite, &digests(&suite, &a.store)?);
+    let resolved = resolve(suite, &a.store)?;
+    let suite = &resolved.suite;
     let store = Store::open_read(&a.store.store, &suite.name);
-    let data = gather(&plan, &store, &suite)?;
+    let data = gather(&resolved.plan, &store, suite)?;
     let out = check_rows(&suite.check, &base.rows, &data.rows);
     let rows = out
         .iter()

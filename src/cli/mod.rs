@@ -11,7 +11,7 @@ use crate::backend::{dispatch, BackendKind, WithBackend};
 use crate::clip::preprocess::load_rgb;
 use crate::clip::{load_clip, Layout, LoadOptions, VisionPrompts};
 use crate::error::{Error, Result};
-use crate::runner::Overwrite;
+use crate::run::Overwrite;
 
 mod commands;
 

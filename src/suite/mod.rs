@@ -316,7 +316,7 @@ impl Suite {
                 }
             }
             // Dataset names are resolved against the catalog and datasets.lock when the suite is
-            // planned (`runner::digests_for`), since the lock may declare user datasets.
+            // planned (`ResolvedSuite::new`), since the lock may declare user datasets.
             if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
                 return Err(format!(
                     "{at}: methods, datasets, shots and seeds must each list at least one"

@@ -1,0 +1,200 @@
+//! One cell: its record (started, finished, environment; errors and panics caught into it) and
+//! its phases — train (SGD or a feature fit), a released checkpoint, or an evaluation of a
+//! trained cell on a target; meta-training cells go to `meta.rs`.
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use serde_json::json;
+
+use super::session::Session;
+use crate::data::images::check_decodable;
+use crate::data::{relabel, subsample_labels, Datum};
+use crate::error::{Error, Result};
+use crate::provenance::{git_commit, now_utc};
+use crate::store::{Environment, Record, Status, Timings, RECORD_SCHEMA};
+use crate::suite::cells::{Cell, Phase};
+use crate::suite::methods::MethodConfig;
+
+impl<B: Backend> Session<'_, B> {
+    pub(super) fn run_cell(&mut self, cell: &Cell) -> Record {
+        let started_at = now_utc();
+        let t0 = Instant::now();
+        let mut record = Record {
+            schema: RECORD_SCHEMA,
+            key: cell.key.clone(),
+            status: Status::Failed,
+            suite: self.resolved.suite.name.clone(),
+            suite_version: self.resolved.suite.version,
+            cell: cell.spec.clone(),
+            depends_on: cell.depends_on.clone(),
+            config: json!({
+                "method": self.resolved.suite.methods.get(&cell.spec.method),
+                "eval": self.resolved.suite.eval,
+                "backbone": self.resolved.suite.backbone,
+                "world": self.resolved.suite.world,
+                "data": self.resolved.suite.data,
+            }),
+            digests: json!({}),
+            metrics: None,
+            per_class: Vec::new(),
+            fewshot: None,
+            train: None,
+            skipped_images: Vec::new(),
+            features: None,
+            timings: Timings::default(),
+            environment: Environment {
+                crate_version: env!("CARGO_PKG_VERSION").to_string(),
+                git_commit: git_commit(),
+                backend: self.backend.to_string(),
+                device: format!("{:?}", self.device),
+                os: std::env::consts::OS.to_string(),
+                threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            },
+            started_at,
+            finished_at: String::new(),
+            error: None,
+        };
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(cell, &mut record)));
+        match result {
+            Ok(Ok(())) => record.status = Status::Ok,
+            Ok(Err(e)) => record.error = Some(e.to_string()),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                record.error = Some(format!("panicked: {msg}"));
+            }
+        }
+        record.timings.total_s = t0.elapsed().as_secs_f64();
+        record.finished_at = now_utc();
+        record
+    }
+
+    pub(super) fn compute(&mut self, cell: &Cell, record: &mut Record) -> Result<()> {
+        let store = self.store;
+        if cell.spec.phase == Phase::Meta {
+            return self.meta(cell, record);
+        }
+        let s = &cell.spec;
+        let mc = self
+            .resolved
+            .suite
+            .methods
+            .get(&s.method)
+            .ok_or_else(|| Error::Config(format!("unknown method `{}`", s.method)))?
+            .clone();
+        let t_load = Instant::now();
+        let ds = self.dataset(&s.dataset)?;
+        let labels = subsample_labels(ds.classnames.len(), s.train_classes);
+        let classnames: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
+        let mut digests = json!({
+            "backbone": self.model.id,
+            "weights_sha256": self.weights_digest,
+            "data": { s.dataset.clone(): ds.digest() },
+        });
+        let gram = match &mc {
+            MethodConfig::Gram(g) => Some(g.clone()),
+            _ => None,
+        };
+        let mc = self.resolved.suite.trained_as(&mc).clone();
+        let mut method = mc.build(
+            &self.clip,
+            &self.tok,
+            &classnames,
+            &ds.def.template,
+            ds.def.imagenet_like,
+            s.seed,
+        )?;
+        record.timings.load_s = t_load.elapsed().as_secs_f64();
+
+        let (eval_ds, eval_labels) = match s.phase {
+            Phase::Train => {
+                if method.trainable() {
+                    let (train_idx, val_idx, source) = self.fewshot(&ds, s.shots, s.seed)?;
+                    let mut fewshot = json!({ "train": train_idx, "val": val_idx });
+                    if let (Some(f), Some(src)) = (fewshot.as_object_mut(), source.as_object()) {
+                        f.extend(src.clone());
+                    }
+                    record.fewshot = Some(fewshot);
+                    let picked: Vec<Datum> = train_idx.iter().map(|&i| ds.train[i].clone()).collect();
+                    let mut train_items = relabel(&picked, &labels);
+                    // Decode the subset once up front: corrupt images are dealt with before any
+                    // batch is drawn, and the decoded images stay cached for every epoch.
+                    let paths: Vec<&Path> = train_items.iter().map(|d| d.path.as_path()).collect();
+                    let bad = check_decodable(&self.images, &paths);
+                    train_items.retain(|d| !bad.iter().any(|b| b.path == d.path));
+                    self.corrupt(bad, record)?;
+                    if train_items.is_empty() {
+                        return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
+                    }
+                    if let Some(g) = &gram {
+                        method = self.with_gram(cell, g, method, &train_items, record)?;
+                    }
+                    let t = Instant::now();
+                    if method.fits_features() {
+                        let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
+                        let val_items = relabel(&picked, &labels);
+                        record.train = Some(self.fit(method.as_mut(), &train_items, &val_items, record)?);
+                    } else {
+                        record.train =
+                            Some(self.train(method.as_mut(), &mc, &train_items, &s.dataset, s.shots, s.seed)?);
+                    }
+                    record.timings.train_s = t.elapsed().as_secs_f64();
+                    store.put_artifact(&cell.key, &method.save_artifact())?;
+                }
+                (ds.clone(), labels)
+            }
+            Phase::Checkpoint => {
+                let path = s
+                    .checkpoint
+                    .as_deref()
+                    .ok_or_else(|| Error::Input("a checkpoint cell without a checkpoint".into()))?;
+                let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
+                method.load_artifact(&loaded)?;
+                store.put_artifact(&cell.key, &method.save_artifact())?;
+                digests["checkpoint"] = json!({
+                    "path": path,
+                    "sha256": crate::files::file_sha256(Path::new(path))?,
+                });
+                (ds.clone(), labels)
+            }
+            Phase::Meta => unreachable!("meta cells are computed by `meta`"),
+            Phase::Eval => {
+                let dep = cell
+                    .depends_on
+                    .as_ref()
+                    .ok_or_else(|| Error::Input("an eval cell without a train cell".into()))?;
+                match store.get(dep)? {
+                    Some(r) if r.status == Status::Ok => {}
+                    Some(_) => return Err(Error::Input(format!("its train cell {dep} failed"))),
+                    None => return Err(Error::Input(format!("its train cell {dep} has not run"))),
+                }
+                if method.trainable() {
+                    method.load_artifact(&store.get_artifact(dep)?)?;
+                }
+                let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());
+                let tds = self.dataset(&target)?;
+                digests["data"][target.as_str()] = json!(tds.digest());
+                let tl = subsample_labels(tds.classnames.len(), s.target_classes);
+                (tds, tl)
+            }
+        };
+        // A gram train cell noted its meta-training cell while building the method.
+        let meta = record.digests.get("meta").cloned();
+        record.digests = digests;
+        if let Some(m) = meta {
+            record.digests["meta"] = m;
+        }
+        let t = Instant::now();
+        let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels, record)?;
+        record.timings.eval_s = t.elapsed().as_secs_f64();
+        record.metrics = Some(metrics);
+        record.per_class = per_class;
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! GRAM in a run: meta-training cells (the corpus, its frozen features through the feature cache,
+//! `meta_train` with checkpoints, the artifact beside the records) and the wrapping of a gram
+//! method's host with θ₀ and ψ_φ from its meta-training cell.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use serde_json::json;
+
+use super::session::Session;
+use super::Ad;
+use crate::data::Datum;
+use crate::error::{Error, Result};
+use crate::features::FeatureSource;
+use crate::gram::{meta_train, Corpus, CorpusSpec, RegulatedGradients, WithGram};
+use crate::methods::PromptMethod;
+use crate::store::{FeatureOrigin, Record, Status, TrainSummary};
+use crate::suite::cells::Cell;
+
+impl<B: Backend> Session<'_, B> {
+    /// A meta-training cell: the corpus, `meta_train`, the artifact beside the records.
+    pub(super) fn meta(&mut self, cell: &Cell, record: &mut Record) -> Result<()> {
+        let store = self.store;
+        let name = &cell.spec.method;
+        let spec = self
+            .resolved
+            .suite
+            .gram
+            .get(name)
+            .ok_or_else(|| Error::Config(format!("no [gram.{name}]")))?
+            .clone();
+        let t = Instant::now();
+        let corpus = match &spec.corpus {
+            CorpusSpec::World { size } => Corpus::world(*size, self.pre.image_size as u32, spec.seed),
+            CorpusSpec::Csv {
+                path,
+                image_column,
+                caption_column,
+                separator,
+            } => {
+                let sep = separator.chars().next().unwrap_or('\t');
+                Corpus::from_csv(
+                    &crate::files::expand(path).map(PathBuf::from)?,
+                    image_column,
+                    caption_column,
+                    sep,
+                )?
+            }
+        };
+        record.timings.load_s = t.elapsed().as_secs_f64();
+        // The corpus's frozen features go through the feature cache like a test split's.
+        let corpus_digest = corpus.digest()?;
+        // Keyed by the corpus's content, so every meta run on one corpus shares them.
+        let source = |split: &str| FeatureSource {
+            weights_sha256: self.weights_digest.clone(),
+            dataset: "gram-corpus".into(),
+            split: split.into(),
+            split_digest: corpus_digest.clone(),
+            transform: self.pre.clone(),
+            backend: self.backend.to_string(),
+            batch_size: self.resolved.suite.eval.batch_size,
+        };
+        let (si, sc) = (source("images"), source("captions"));
+        let features = match (self.features.get(&si), self.features.get(&sc)) {
+            (Some(i), Some(c)) => {
+                record.features = Some(FeatureOrigin::Cached);
+                (i, c)
+            }
+            _ => {
+                let (i, c) = crate::gram::train::corpus_features(
+                    &self.clip_eval,
+                    &self.tok,
+                    &self.pre,
+                    &corpus,
+                    &self.images,
+                    self.resolved.suite.eval.batch_size,
+                )?;
+                record.timings.features_s = i.compute_s;
+                record.features = Some(FeatureOrigin::Computed);
+                (self.features.put(&si, i)?, self.features.put(&sc, c)?)
+            }
+        };
+        // Pairs whose image does not decode: the suite's on_corrupt decides (fail, or leave out).
+        self.corrupt(features.0.bad.clone(), record)?;
+        let (corpus, features) = if features.0.ok.iter().all(|&ok| ok) {
+            (corpus, (features.0.clone(), features.1.clone()))
+        } else {
+            let keep: Vec<usize> = (0..corpus.len()).filter(|&i| features.0.ok[i]).collect();
+            (
+                corpus.subset(&keep),
+                (
+                    std::sync::Arc::new(crate::gram::train::feature_rows(&features.0, &keep)),
+                    std::sync::Arc::new(crate::gram::train::feature_rows(&features.1, &keep)),
+                ),
+            )
+        };
+        let t = Instant::now();
+        let checkpoint = crate::gram::train::Checkpointing {
+            path: store.meta_checkpoint_path(&cell.key),
+            every_steps: None,
+            every_secs: Some(60.0),
+        };
+        let resumed_from = checkpoint.path.exists();
+        let steps = spec.train.steps;
+        let mut last = Instant::now();
+        let art = meta_train(
+            &self.clip,
+            &self.tok,
+            &self.pre,
+            &corpus,
+            (&features.0, &features.1),
+            &spec.train,
+            spec.seed,
+            Some(&checkpoint),
+            // Long runs say where they are, at most twice a minute.
+            &mut |step, s| {
+                if last.elapsed().as_secs_f64() >= 30.0 {
+                    eprintln!(
+                        "  gram meta-training `{name}`: step {}/{steps}, query loss {:.4}",
+                        step + 1,
+                        s.query_loss
+                    );
+                    last = Instant::now();
+                }
+            },
+        )?;
+        record.timings.train_s = t.elapsed().as_secs_f64();
+        record.digests = json!({
+            "backbone": self.model.id,
+            "weights_sha256": self.weights_digest,
+            "corpus_sha256": art.corpus_digest,
+        });
+        let last = art.trace.last();
+        let mut fit = json!({
+            "final_query_loss": last.map(|t| t.query_loss),
+            "final_text_coefficient": last.and_then(|t| t.text_coefficient),
+            "final_vision_coefficient": last.and_then(|t| t.vision_coefficient),
+        });
+        if resumed_from {
+            fit["resumed_from_checkpoint"] = json!(true);
+        }
+        record.train = Some(TrainSummary {
+            epochs: 0,
+            steps: art.trace.len(),
+            images: corpus.len(),
+            epoch_loss: art.trace.iter().map(|t| t.query_loss).collect(),
+            fit: Some(fit),
+        });
+        store.put_meta(&cell.key, &art)?;
+        match std::fs::remove_file(&checkpoint.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&checkpoint.path, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Wraps a gram method's host with θ₀ and ψ_φ from its meta-training cell.
+    pub(super) fn with_gram(
+        &mut self,
+        cell: &Cell,
+        g: &crate::gram::GramConfig,
+        host: Box<dyn PromptMethod<Ad<B>>>,
+        train_items: &[Datum],
+        record: &mut Record,
+    ) -> Result<Box<dyn PromptMethod<Ad<B>>>> {
+        let store = self.store;
+        let dep = cell
+            .depends_on
+            .as_ref()
+            .ok_or_else(|| Error::Input("a gram cell without its meta-training cell".into()))?;
+        match store.get(dep)? {
+            Some(r) if r.status == Status::Ok => {}
+            _ => return Err(Error::Input(format!("its meta-training cell {dep} has not succeeded"))),
+        }
+        let (art, artifact_sha256) = store.get_meta(dep)?;
+        let regulate = if g.regulate {
+            // The task embedding downstream is the meta run's, over the cell's training images
+            // (meta-training used the support images' the same way).
+            let (f, rows) = self.frozen_features(train_items, record)?;
+            let kept: Vec<f32> = rows.iter().flat_map(|&i| f.row(i).to_vec()).collect();
+            let features = Tensor::<B, 2>::from_data(TensorData::new(kept, [rows.len(), f.dim]), &self.device);
+            Some(RegulatedGradients::<Ad<B>> {
+                text: art.regulator::<B>(true, &self.device)?,
+                vision: art.regulator::<B>(false, &self.device)?,
+                task: art.config.task_embedding.of(features),
+                params: Vec::new(),
+            })
+        } else {
+            None
+        };
+        record.digests["meta"] = json!({
+            "cell": dep,
+            "artifact_sha256": artifact_sha256,
+            "corpus_sha256": art.corpus_digest,
+        });
+        Ok(Box::new(WithGram::new(host, g.init.then_some(&art.theta0), regulate)?))
+    }
+}

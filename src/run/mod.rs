@@ -1,0 +1,280 @@
+//! Running a suite's cells: skip what the store already holds (per the overwrite policy), build
+//! the world and load the backbone once, then lock, compute and record each cell. A cell that
+//! fails (an error or a panic) records its error and the run goes on; a cell killed mid-way leaves
+//! no record and runs again next time.
+//!
+//! `session.rs` holds the state one run shares, `cell.rs` a cell's record and phases, `train.rs`
+//! the SGD loop and feature fits, `eval.rs` evaluation, `meta.rs` GRAM's meta-training cells.
+
+mod cell;
+mod eval;
+mod meta;
+mod session;
+mod train;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use self::session::Session;
+use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::clip::LoadOptions;
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+use crate::resolve::{needs_world, ResolvedSuite};
+use crate::store::{Status, Store};
+use crate::suite::cells::{Cell, Phase};
+use crate::suite::Suite;
+use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
+
+type Ad<B> = Autodiff<B>;
+
+/// What to do with cells that already have a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Overwrite {
+    /// Run cells with no record or a failed one.
+    OnlyMissing,
+    /// Run every selected cell again.
+    Always,
+    /// Run only cells with no record at all (failed ones stay failed).
+    Never,
+}
+
+/// How to run: where records and caches go, on which backend, which cells.
+pub struct RunOptions {
+    pub store: PathBuf,
+    /// Run although a dataset's split definition differs from its pin.
+    pub allow_changed_data: bool,
+    pub cache: PathBuf,
+    pub backend: BackendKind,
+    pub only: Vec<(String, String)>,
+    pub overwrite: Overwrite,
+    /// Reuse test-split image features of frozen encoders across cells and runs.
+    pub feature_cache: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub ran: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub busy: usize,
+}
+
+/// Human-readable cell label for progress lines.
+pub fn cell_label(c: &Cell) -> String {
+    let s = &c.spec;
+    let target = match (&s.target, s.phase) {
+        (Some(t), Phase::Eval) => format!(" → {t} ({})", s.target_classes.as_str()),
+        (_, Phase::Checkpoint) => " (released checkpoint)".to_string(),
+        (_, Phase::Meta) => return format!("gram meta-training `{}`", s.method),
+        _ => String::new(),
+    };
+    format!(
+        "{} {} [{}] {}-shot seed {}{target}",
+        s.method,
+        s.dataset,
+        s.train_classes.as_str(),
+        s.shots,
+        s.seed
+    )
+}
+
+/// Runs the selected cells of a resolved suite.
+pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSummary> {
+    // Say so before anything runs, even when every selected cell is already recorded.
+    opts.backend.ensure_compiled()?;
+    let suite = &resolved.suite;
+    let store = Store::open(&opts.store, &suite.name)?;
+    resolved.check_pins(opts.allow_changed_data)?;
+    let selected: Vec<Cell> = resolved.plan.select(&opts.only).into_iter().cloned().collect();
+    if selected.is_empty() {
+        let only: Vec<String> = opts.only.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return Err(Error::Input(format!(
+            "--only {} selects no cell of suite `{}`",
+            only.join(" --only "),
+            suite.name
+        )));
+    }
+    // Decide what to run before building anything.
+    let mut todo = Vec::new();
+    let mut summary = RunSummary::default();
+    for c in &selected {
+        let existing = store.get(&c.key)?;
+        let run = matches!(
+            (opts.overwrite, existing.as_ref().map(|r| r.status)),
+            (_, None) | (Overwrite::Always, _) | (Overwrite::OnlyMissing, Some(Status::Failed))
+        );
+        if run {
+            todo.push(c.clone());
+        } else {
+            summary.skipped += 1;
+        }
+    }
+    eprintln!(
+        "suite {} v{}: {} cells selected, {} to run, {} already recorded",
+        suite.name,
+        suite.version,
+        selected.len(),
+        todo.len(),
+        summary.skipped
+    );
+    if todo.is_empty() {
+        return Ok(summary);
+    }
+    let world = match (&suite.world, needs_world(suite)) {
+        (Some(w), true) => Some(ensure_world(&opts.cache, w, &mut |m| eprintln!("{m}"))?),
+        (None, true) => return Err(Error::Config(format!("suite `{}` has no [world] table", suite.name))),
+        (_, false) => None,
+    };
+    let model = resolve_backbone(suite, &resolved.lock, world.as_ref())?;
+    let work = RunWork {
+        resolved,
+        overwrite: opts.overwrite,
+        model: &model,
+        world: world.as_ref(),
+        features: opts.feature_cache.then(|| opts.cache.join("features")),
+        store: &store,
+        todo: &todo,
+        tty: std::io::stderr().is_terminal(),
+        backend: opts.backend,
+    };
+    let s = dispatch(opts.backend, work)??;
+    summary.ran = s.ran;
+    summary.failed = s.failed;
+    summary.busy = s.busy;
+    summary.skipped += s.skipped;
+    Ok(summary)
+}
+
+/// Where the backbone's checkpoint is and what it must hash to.
+pub struct BackboneSource {
+    pub path: PathBuf,
+    pub options: LoadOptions,
+    /// The pinned digest (lock backbones), verified before the first cell.
+    pub sha256: Option<String>,
+    /// The digest as cell keys spell it.
+    pub id: String,
+}
+
+fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) -> Result<BackboneSource> {
+    if suite.backbone.name == BACKBONE {
+        let world = world.ok_or_else(|| Error::Config("micro-clip needs the embedded world".into()))?;
+        return Ok(BackboneSource {
+            path: world.model_dir.clone(),
+            options: LoadOptions::default(),
+            sha256: None,
+            id: format!("{BACKBONE}@world-{}", world.manifest.key),
+        });
+    }
+    let e = lock.backbone(&suite.backbone.name)?;
+    let opt = |p: &Option<String>| p.as_deref().map(|p| lock.resolve(p)).transpose();
+    Ok(BackboneSource {
+        path: lock.resolve(&e.path)?,
+        options: LoadOptions {
+            config: opt(&e.config)?,
+            tokenizer: opt(&e.tokenizer)?,
+        },
+        sha256: Some(e.sha256.clone()),
+        id: format!("{}@sha256:{}", suite.backbone.name, e.sha256),
+    })
+}
+
+/// The cells to run and what a session needs, handed to the chosen backend.
+struct RunWork<'a> {
+    resolved: &'a ResolvedSuite,
+    overwrite: Overwrite,
+    model: &'a BackboneSource,
+    world: Option<&'a WorldArtifacts>,
+    /// The feature cache's directory (None: off).
+    features: Option<PathBuf>,
+    store: &'a Store,
+    todo: &'a [Cell],
+    tty: bool,
+    backend: BackendKind,
+}
+
+impl WithBackend for RunWork<'_> {
+    type Output = Result<RunSummary>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
+        let mut session = Session::<B>::new(
+            self.resolved,
+            self.model,
+            self.world,
+            self.store,
+            self.features,
+            device,
+            self.backend,
+        )?;
+        let mut summary = RunSummary::default();
+        let bar = if self.tty {
+            let b = ProgressBar::new(self.todo.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} cells, ETA {eta} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        for (i, cell) in self.todo.iter().enumerate() {
+            let label = cell_label(cell);
+            if let Some(b) = &bar {
+                b.set_message(label.clone());
+            }
+            // One line per cell, whatever became of it; the bar counts every cell dealt with.
+            let done = |outcome: &str| {
+                let msg = format!("[{}/{}] {label}: {outcome}", i + 1, self.todo.len());
+                match &bar {
+                    Some(b) => {
+                        b.println(msg);
+                        b.inc(1);
+                    }
+                    None => eprintln!("{msg}"),
+                }
+            };
+            let Some(_lock) = self.store.try_lock(&cell.key)? else {
+                summary.busy += 1;
+                done("another runner is computing it; skipped");
+                continue;
+            };
+            // Another runner may have finished it since this run made its list.
+            if self.overwrite != Overwrite::Always && self.store.get(&cell.key)?.is_some_and(|r| r.status == Status::Ok)
+            {
+                summary.skipped += 1;
+                done("recorded by another runner");
+                continue;
+            }
+            // Its train cell is being computed elsewhere: leave this one to that runner's turn.
+            if let Some(dep) = &cell.depends_on {
+                if self.store.get(dep)?.is_none() && self.store.try_lock(dep)?.is_none() {
+                    summary.busy += 1;
+                    done("its train cell is being computed by another runner; skipped");
+                    continue;
+                }
+            }
+            let record = session.run_cell(cell);
+            self.store.put(&record)?;
+            summary.ran += 1;
+            match (&record.status, &record.metrics) {
+                (Status::Ok, Some(m)) => done(&format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s)),
+                (Status::Ok, None) => done(&format!("done ({:.1} s)", record.timings.total_s)),
+                _ => {
+                    summary.failed += 1;
+                    done(&format!(
+                        "FAILED: {}",
+                        record.error.as_deref().unwrap_or("unknown error")
+                    ));
+                }
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        Ok(summary)
+    }
+}

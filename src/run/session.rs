@@ -1,0 +1,193 @@
+//! One session of loaded state for a run on one backend: the backbone (trainable and frozen
+//! views), tokenizer and preprocessing, the datasets read so far, decoded images and the feature
+//! cache; and the helpers every phase shares (the corrupt-image policy, frozen features, the
+//! few-shot subset).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::Backend;
+use serde_json::json;
+
+use super::{Ad, BackboneSource};
+use crate::backend::BackendKind;
+use crate::clip::{load_clip, Clip, ClipTokenizer, Preprocess};
+use crate::data::images::{BadImage, ImageCache};
+use crate::data::{dataset_def, few_shot_indices, Dataset, Datum};
+use crate::error::{Error, Result};
+use crate::features::{encode_images, FeatureCache, FeatureSet};
+use crate::lock::weights_digest;
+use crate::resolve::{FewShotFrom, ResolvedSuite};
+use crate::store::{Record, Store};
+use crate::suite::OnCorrupt;
+use crate::world::WorldArtifacts;
+
+/// Decoded images kept across cells (the embedded world fits whole).
+const IMAGE_CACHE_BYTES: usize = 2 << 30;
+
+/// What all cells of a run share.
+pub(super) struct Session<'a, B: Backend> {
+    pub(super) resolved: &'a ResolvedSuite,
+    pub(super) model: &'a BackboneSource,
+    pub(super) world: Option<&'a WorldArtifacts>,
+    pub(super) store: &'a Store,
+    pub(super) device: B::Device,
+    pub(super) backend: BackendKind,
+    pub(super) clip: Clip<Ad<B>>,
+    pub(super) clip_eval: Clip<B>,
+    pub(super) tok: ClipTokenizer,
+    pub(super) pre: Preprocess,
+    pub(super) weights_digest: String,
+    /// The datasets the resolution read, and embedded ones read since.
+    datasets: HashMap<String, Arc<Dataset>>,
+    pub(super) images: ImageCache,
+    pub(super) features: FeatureCache,
+    /// Whether the feature cache is used at all (off: every evaluation encodes its images).
+    pub(super) use_features: bool,
+}
+
+impl<'a, B: Backend> Session<'a, B> {
+    /// Loads the backbone (its digest checked against the pin first) on `device`.
+    pub(super) fn new(
+        resolved: &'a ResolvedSuite,
+        model: &'a BackboneSource,
+        world: Option<&'a WorldArtifacts>,
+        store: &'a Store,
+        features: Option<PathBuf>,
+        device: B::Device,
+        backend: BackendKind,
+    ) -> Result<Self> {
+        let digest = weights_digest(&model.path)?;
+        if let Some(pinned) = &model.sha256 {
+            if &digest != pinned {
+                return Err(Error::Weights(format!(
+                    "{}: SHA-256 {digest} does not match the {pinned} datasets.lock pins for backbone `{}`",
+                    model.path.display(),
+                    resolved.suite.backbone.name
+                )));
+            }
+        }
+        let loaded = load_clip::<Ad<B>>(&model.path, &model.options, &device)?;
+        let clip_eval = loaded.model.valid();
+        Ok(Self {
+            resolved,
+            model,
+            world,
+            store,
+            device,
+            backend,
+            clip: loaded.model,
+            clip_eval,
+            tok: loaded.tokenizer,
+            pre: loaded.preprocess,
+            weights_digest: digest,
+            datasets: resolved.inputs.datasets.clone().into_iter().collect(),
+            images: ImageCache::new(IMAGE_CACHE_BYTES),
+            use_features: features.is_some(),
+            features: FeatureCache::new(features),
+        })
+    }
+
+    /// A dataset by name: the ones the resolution read, else an embedded one read now (once).
+    pub(super) fn dataset(&mut self, name: &str) -> Result<Arc<Dataset>> {
+        if let Some(d) = self.datasets.get(name) {
+            return Ok(d.clone());
+        }
+        let def = dataset_def(name, &self.resolved.lock.user_datasets)?;
+        let root = if def.embedded {
+            self.world.map(|w| w.data_root.clone())
+        } else {
+            self.resolved.inputs.data_root.clone()
+        }
+        .ok_or_else(|| Error::Input(format!("no data root for dataset `{name}`")))?;
+        let d = Arc::new(Dataset::load(&root, &def)?);
+        self.datasets.insert(name.to_string(), d.clone());
+        Ok(d)
+    }
+
+    /// The K-shot subset of a train cell: CoOp's cached file when the suite says so, else sampled.
+    pub(super) fn fewshot(
+        &self,
+        ds: &Dataset,
+        shots: usize,
+        seed: u64,
+    ) -> Result<(Vec<usize>, Vec<usize>, serde_json::Value)> {
+        let sampled_val = || few_shot_indices(&ds.val, shots.min(4), seed);
+        match self.resolved.inputs.fewshot_from(&ds.def.name, shots, seed) {
+            FewShotFrom::Sampled => Ok((
+                few_shot_indices(&ds.train, shots, seed),
+                sampled_val(),
+                json!({ "source": "sampled" }),
+            )),
+            FewShotFrom::Coop(path) => {
+                if !path.is_file() {
+                    return Err(Error::Input(format!(
+                        "{}: CoOp's few-shot file is not there, and the suite's [data] fewshot = \"coop\" requires \
+                         it (\"coop-if-present\" samples instead)",
+                        path.display()
+                    )));
+                }
+                let root = self
+                    .resolved
+                    .inputs
+                    .data_root
+                    .as_deref()
+                    .ok_or_else(|| Error::Input("CoOp few-shot files need a data root".into()))?;
+                let c = crate::data::fewshot_pkl::read(&path, root, ds)?;
+                let val_source = if c.val.is_some() { "file" } else { "sampled" };
+                Ok((
+                    c.train,
+                    c.val.unwrap_or_else(sampled_val),
+                    json!({ "source": "coop-pkl", "file": path, "sha256": c.sha256, "val_source": val_source }),
+                ))
+            }
+        }
+    }
+
+    /// Applies the suite's `on_corrupt` policy to images that did not decode.
+    pub(super) fn corrupt(&self, bad: Vec<BadImage>, record: &mut Record) -> Result<()> {
+        if bad.is_empty() {
+            return Ok(());
+        }
+        match self.resolved.suite.data.on_corrupt {
+            OnCorrupt::Fail => Err(Error::Input(format!(
+                "{} (and {} more images that do not decode); `on_corrupt = \"skip\"` in the suite's [data] leaves \
+                 such images out",
+                bad[0].error,
+                bad.len() - 1
+            ))),
+            OnCorrupt::Skip => {
+                for b in bad {
+                    if !record.skipped_images.contains(&b) {
+                        record.skipped_images.push(b);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The frozen encoder's features (eval transform, the suite's batch size) of `items`.
+    pub(super) fn encode(&self, items: &[Datum]) -> Result<FeatureSet> {
+        let paths: Vec<PathBuf> = items.iter().map(|d| d.path.clone()).collect();
+        encode_images(
+            &self.clip_eval,
+            &self.pre,
+            &self.images,
+            &paths,
+            self.resolved.suite.eval.batch_size,
+            &self.device,
+        )
+    }
+
+    /// The frozen encoder's features (eval transform) of `items`, and which of them decoded (the
+    /// others go through the suite's corrupt-image policy).
+    pub(super) fn frozen_features(&self, items: &[Datum], record: &mut Record) -> Result<(FeatureSet, Vec<usize>)> {
+        let set = self.encode(items)?;
+        self.corrupt(set.bad.clone(), record)?;
+        let keep = (0..items.len()).filter(|&i| set.ok[i]).collect();
+        Ok((set, keep))
+    }
+}

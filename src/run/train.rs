@@ -1,0 +1,125 @@
+//! Training a cell's method: the SGD loop (Dassl's schedule: the whole batch order drawn from
+//! the seed first, the last partial batch dropped, warm-up then cosine) and the closed-form fit of
+//! feature-fitted methods on frozen features.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::session::Session;
+use super::Ad;
+use crate::data::images::{stream, Transform};
+use crate::data::Datum;
+use crate::error::{Error, Result};
+use crate::methods::linear_probe::Labelled;
+use crate::methods::{Batch, PromptMethod};
+use crate::store::{Record, TrainSummary};
+
+impl<B: Backend> Session<'_, B> {
+    pub(super) fn train(
+        &mut self,
+        method: &mut dyn PromptMethod<Ad<B>>,
+        mc: &crate::suite::methods::MethodConfig,
+        items: &[Datum],
+        dataset: &str,
+        shots: usize,
+        seed: u64,
+    ) -> Result<TrainSummary> {
+        let (optim, epochs, batch_size) = mc
+            .training()
+            .ok_or_else(|| Error::Input("this method does not train".into()))?;
+        let epochs = epochs.resolve(dataset, shots).map_err(Error::Config)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa09_5eed);
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        // Dassl drops the last incomplete batch when the data hold at least one full batch.
+        let drop_last = items.len() >= batch_size;
+        // The whole schedule is drawn first (it depends only on the seed), so the pipeline can
+        // prepare batches ahead; each crop has its own seed.
+        let mut batches = Vec::new();
+        let mut batch_epoch = Vec::new();
+        let mut batch_labels = Vec::new();
+        for epoch in 0..epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(batch_size) {
+                if drop_last && chunk.len() < batch_size {
+                    continue;
+                }
+                batches.push(
+                    chunk
+                        .iter()
+                        .map(|&i| (items[i].path.clone(), Transform::Train { seed: rng.random() }))
+                        .collect::<Vec<_>>(),
+                );
+                batch_labels.push(chunk.iter().map(|&i| items[i].label as i64).collect::<Vec<_>>());
+                batch_epoch.push(epoch);
+            }
+        }
+        let mut sums = vec![(0.0f32, 0usize); epochs];
+        let s = self.pre.image_size;
+        let (clip, device) = (&self.clip, &self.device);
+        stream(&self.images, &self.pre, batches, |b, prepared| {
+            if let Some(bad) = prepared.bad.first() {
+                // Checked before training: an image that decoded then and not now is an I/O fault.
+                return Err(Error::Input(bad.error.clone()));
+            }
+            let n = prepared.kept.len();
+            let batch = Batch {
+                pixels: Tensor::<Ad<B>, 4>::from_data(TensorData::new(prepared.pixels, [n, 3, s, s]), device),
+                labels: Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch_labels[b].clone(), [n]), device),
+            };
+            let epoch = batch_epoch[b];
+            let lr = optim.lr_at(epoch, epochs);
+            let loss = method.train_step(clip, batch, lr, None)?;
+            if !loss.is_finite() {
+                return Err(Error::Input(format!("training diverged: loss {loss} at epoch {epoch}")));
+            }
+            sums[epoch].0 += loss;
+            sums[epoch].1 += 1;
+            if batch_epoch.get(b + 1) != Some(&epoch) {
+                method.end_epoch(epoch, epochs)?;
+            }
+            Ok(())
+        })?;
+        let steps = sums.iter().map(|x| x.1).sum();
+        Ok(TrainSummary {
+            epochs,
+            steps,
+            images: items.len(),
+            epoch_loss: sums.iter().filter(|x| x.1 > 0).map(|(l, n)| l / *n as f32).collect(),
+            fit: None,
+        })
+    }
+
+    /// Fits a feature-fitted method on the frozen features (eval transform) of its training and
+    /// validation images.
+    pub(super) fn fit(
+        &mut self,
+        method: &mut dyn PromptMethod<Ad<B>>,
+        train: &[Datum],
+        val: &[Datum],
+        record: &mut Record,
+    ) -> Result<TrainSummary> {
+        let labelled = |items: &[Datum], record: &mut Record| -> Result<Labelled> {
+            let (set, keep) = self.frozen_features(items, record)?;
+            Ok(Labelled {
+                x: keep.iter().flat_map(|&i| set.row(i).to_vec()).collect(),
+                y: keep.iter().map(|&i| items[i].label).collect(),
+                dim: set.dim,
+            })
+        };
+        let tr = labelled(train, record)?;
+        let va = labelled(val, record)?;
+        let images = tr.y.len();
+        let fit = method.fit_features(tr, va, &self.device)?;
+        Ok(TrainSummary {
+            epochs: 0,
+            steps: 0,
+            images,
+            epoch_loss: Vec::new(),
+            fit: Some(fit),
+        })
+    }
+}
