@@ -177,7 +177,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for WithGram<B> {
         train: Labelled,
         val: Labelled,
         device: &burn::tensor::Device<B::InnerBackend>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<crate::methods::linear_probe::LinearProbeFit> {
         self.host.fit_features(train, val, device)
     }
 

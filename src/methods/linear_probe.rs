@@ -181,6 +181,15 @@ fn accuracy(w: &[f32], data: &Labelled, k: usize) -> f64 {
     correct as f64 / data.y.len().max(1) as f64
 }
 
+/// What a linear-probe fit chose, as its record keeps it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LinearProbeFit {
+    /// The inverse regularization strength chosen on the validation images.
+    pub c: f64,
+    pub train_images: usize,
+    pub val_images: usize,
+}
+
 /// The chosen C and the weights fitted with it; C maximizes validation accuracy (ties: the first
 /// found, the grid's order), then bisection in log10(C) between the best and its better neighbour.
 pub fn search<B: Backend>(
@@ -272,7 +281,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
         train: Labelled,
         val: Labelled,
         device: &burn::tensor::Device<B::InnerBackend>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<LinearProbeFit> {
         let k = self.classnames.len();
         let dim = train.dim;
         let train = Labelled {
@@ -285,7 +294,11 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
         };
         let (c, w) = search::<B::InnerBackend>(&train, &val, k, &self.config, device);
         self.weights = Some((dim, w));
-        Ok(serde_json::json!({ "c": c, "train_images": train.y.len(), "val_images": val.y.len() }))
+        Ok(LinearProbeFit {
+            c,
+            train_images: train.y.len(),
+            val_images: val.y.len(),
+        })
     }
 
     fn train_step(

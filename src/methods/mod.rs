@@ -162,7 +162,7 @@ pub trait PromptMethod<B: AutodiffBackend> {
         _train: linear_probe::Labelled,
         _val: linear_probe::Labelled,
         _device: &burn::tensor::Device<B::InnerBackend>,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<linear_probe::LinearProbeFit> {
         Err(crate::error::Error::Input(
             "this method trains by SGD, not on features".into(),
         ))

@@ -7,14 +7,13 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use serde_json::json;
 
 use super::session::Session;
 use crate::data::images::check_decodable;
 use crate::data::{relabel, subsample_labels, Datum};
 use crate::error::{Error, Result};
 use crate::provenance::{git_commit, now_utc};
-use crate::store::{Environment, Record, Status, Timings, RECORD_SCHEMA};
+use crate::store::{CellConfig, CellDigests, CheckpointDigest, Environment, Record, Status, Timings, RECORD_SCHEMA};
 use crate::suite::cells::{Cell, Phase};
 use crate::suite::methods::MethodConfig;
 
@@ -22,22 +21,23 @@ impl<B: Backend> Session<'_, B> {
     pub(super) fn run_cell(&mut self, cell: &Cell) -> Record {
         let started_at = now_utc();
         let t0 = Instant::now();
+        let suite = &self.resolved.suite;
         let mut record = Record {
             schema: RECORD_SCHEMA,
             key: cell.key.clone(),
             status: Status::Failed,
-            suite: self.resolved.suite.name.clone(),
-            suite_version: self.resolved.suite.version,
+            suite: suite.name.clone(),
+            suite_version: suite.version,
             cell: cell.spec.clone(),
             depends_on: cell.depends_on.clone(),
-            config: json!({
-                "method": self.resolved.suite.methods.get(&cell.spec.method),
-                "eval": self.resolved.suite.eval,
-                "backbone": self.resolved.suite.backbone,
-                "world": self.resolved.suite.world,
-                "data": self.resolved.suite.data,
-            }),
-            digests: json!({}),
+            config: CellConfig {
+                backbone: suite.backbone.clone(),
+                data: suite.data.clone(),
+                eval: suite.eval.clone(),
+                method: suite.methods.get(&cell.spec.method).cloned(),
+                world: suite.world.clone(),
+            },
+            digests: CellDigests::default(),
             metrics: None,
             per_class: Vec::new(),
             fewshot: None,
@@ -92,11 +92,12 @@ impl<B: Backend> Session<'_, B> {
         let ds = self.dataset(&s.dataset)?;
         let labels = subsample_labels(ds.classnames.len(), s.train_classes);
         let classnames: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
-        let mut digests = json!({
-            "backbone": self.model.id,
-            "weights_sha256": self.weights_digest,
-            "data": { s.dataset.clone(): ds.digest() },
-        });
+        let mut digests = CellDigests {
+            backbone: self.model.id.clone(),
+            weights_sha256: self.weights_digest.clone(),
+            data: [(s.dataset.clone(), ds.digest())].into(),
+            ..CellDigests::default()
+        };
         let gram = match &mc {
             MethodConfig::Gram(g) => Some(g.clone()),
             _ => None,
@@ -115,13 +116,10 @@ impl<B: Backend> Session<'_, B> {
         let (eval_ds, eval_labels) = match s.phase {
             Phase::Train => {
                 if method.trainable() {
-                    let (train_idx, val_idx, source) = self.fewshot(&ds, s.shots, s.seed)?;
-                    let mut fewshot = json!({ "train": train_idx, "val": val_idx });
-                    if let (Some(f), Some(src)) = (fewshot.as_object_mut(), source.as_object()) {
-                        f.extend(src.clone());
-                    }
+                    let fewshot = self.fewshot(&ds, s.shots, s.seed)?;
+                    let picked: Vec<Datum> = fewshot.train.iter().map(|&i| ds.train[i].clone()).collect();
+                    let val_idx = fewshot.val.clone();
                     record.fewshot = Some(fewshot);
-                    let picked: Vec<Datum> = train_idx.iter().map(|&i| ds.train[i].clone()).collect();
                     let mut train_items = relabel(&picked, &labels);
                     // Decode the subset once up front: corrupt images are dealt with before any
                     // batch is drawn, and the decoded images stay cached for every epoch.
@@ -157,9 +155,9 @@ impl<B: Backend> Session<'_, B> {
                 let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
                 method.load_artifact(&loaded)?;
                 store.put_artifact(&cell.key, &method.save_artifact())?;
-                digests["checkpoint"] = json!({
-                    "path": path,
-                    "sha256": crate::files::file_sha256(Path::new(path))?,
+                digests.checkpoint = Some(CheckpointDigest {
+                    path: path.to_string(),
+                    sha256: crate::files::file_sha256(Path::new(path))?,
                 });
                 (ds.clone(), labels)
             }
@@ -179,17 +177,16 @@ impl<B: Backend> Session<'_, B> {
                 }
                 let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());
                 let tds = self.dataset(&target)?;
-                digests["data"][target.as_str()] = json!(tds.digest());
+                digests.data.insert(target.clone(), tds.digest());
                 let tl = subsample_labels(tds.classnames.len(), s.target_classes);
                 (tds, tl)
             }
         };
         // A gram train cell noted its meta-training cell while building the method.
-        let meta = record.digests.get("meta").cloned();
-        record.digests = digests;
-        if let Some(m) = meta {
-            record.digests["meta"] = m;
-        }
+        record.digests = CellDigests {
+            meta: record.digests.meta.take(),
+            ..digests
+        };
         let t = Instant::now();
         let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels, record)?;
         record.timings.eval_s = t.elapsed().as_secs_f64();

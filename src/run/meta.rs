@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use serde_json::json;
 
 use super::session::Session;
 use super::Ad;
@@ -16,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::features::FeatureSource;
 use crate::gram::{meta_train, Corpus, CorpusSpec, RegulatedGradients, WithGram};
 use crate::methods::PromptMethod;
-use crate::store::{FeatureOrigin, Record, Status, TrainSummary};
+use crate::store::{CellDigests, FeatureOrigin, FitSummary, MetaDigest, MetaFit, Record, Status, TrainSummary};
 use crate::suite::cells::Cell;
 
 impl<B: Backend> Session<'_, B> {
@@ -127,20 +126,19 @@ impl<B: Backend> Session<'_, B> {
             },
         )?;
         record.timings.train_s = t.elapsed().as_secs_f64();
-        record.digests = json!({
-            "backbone": self.model.id,
-            "weights_sha256": self.weights_digest,
-            "corpus_sha256": art.corpus_digest,
-        });
+        record.digests = CellDigests {
+            backbone: self.model.id.clone(),
+            weights_sha256: self.weights_digest.clone(),
+            corpus_sha256: Some(art.corpus_digest.clone()),
+            ..CellDigests::default()
+        };
         let last = art.trace.last();
-        let mut fit = json!({
-            "final_query_loss": last.map(|t| t.query_loss),
-            "final_text_coefficient": last.and_then(|t| t.text_coefficient),
-            "final_vision_coefficient": last.and_then(|t| t.vision_coefficient),
+        let fit = FitSummary::Meta(MetaFit {
+            final_query_loss: last.map(|t| f64::from(t.query_loss)),
+            final_text_coefficient: last.and_then(|t| t.text_coefficient).map(f64::from),
+            final_vision_coefficient: last.and_then(|t| t.vision_coefficient).map(f64::from),
+            resumed_from_checkpoint: resumed_from,
         });
-        if resumed_from {
-            fit["resumed_from_checkpoint"] = json!(true);
-        }
         record.train = Some(TrainSummary {
             epochs: 0,
             steps: art.trace.len(),
@@ -189,10 +187,10 @@ impl<B: Backend> Session<'_, B> {
         } else {
             None
         };
-        record.digests["meta"] = json!({
-            "cell": dep,
-            "artifact_sha256": artifact_sha256,
-            "corpus_sha256": art.corpus_digest,
+        record.digests.meta = Some(MetaDigest {
+            cell: dep.clone(),
+            artifact_sha256,
+            corpus_sha256: art.corpus_digest.clone(),
         });
         Ok(Box::new(WithGram::new(host, g.init.then_some(&art.theta0), regulate)?))
     }

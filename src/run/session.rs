@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
-use serde_json::json;
 
 use super::{Ad, BackboneSource};
 use crate::backend::BackendKind;
@@ -20,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::features::{encode_images, FeatureCache, FeatureSet};
 use crate::lock::weights_digest;
 use crate::resolve::{FewShotFrom, ResolvedSuite};
-use crate::store::{Record, Store};
+use crate::store::{FewShotOrigin, FewShotSourceKind, Record, Store};
 use crate::suite::OnCorrupt;
 use crate::world::WorldArtifacts;
 
@@ -108,19 +107,17 @@ impl<'a, B: Backend> Session<'a, B> {
     }
 
     /// The K-shot subset of a train cell: CoOp's cached file when the suite says so, else sampled.
-    pub(super) fn fewshot(
-        &self,
-        ds: &Dataset,
-        shots: usize,
-        seed: u64,
-    ) -> Result<(Vec<usize>, Vec<usize>, serde_json::Value)> {
+    pub(super) fn fewshot(&self, ds: &Dataset, shots: usize, seed: u64) -> Result<FewShotOrigin> {
         let sampled_val = || few_shot_indices(&ds.val, shots.min(4), seed);
         match self.resolved.inputs.fewshot_from(&ds.def.name, shots, seed) {
-            FewShotFrom::Sampled => Ok((
-                few_shot_indices(&ds.train, shots, seed),
-                sampled_val(),
-                json!({ "source": "sampled" }),
-            )),
+            FewShotFrom::Sampled => Ok(FewShotOrigin {
+                train: few_shot_indices(&ds.train, shots, seed),
+                val: sampled_val(),
+                source: FewShotSourceKind::Sampled,
+                file: None,
+                sha256: None,
+                val_source: None,
+            }),
             FewShotFrom::Coop(path) => {
                 if !path.is_file() {
                     return Err(Error::Input(format!(
@@ -136,12 +133,19 @@ impl<'a, B: Backend> Session<'a, B> {
                     .as_deref()
                     .ok_or_else(|| Error::Input("CoOp few-shot files need a data root".into()))?;
                 let c = crate::data::fewshot_pkl::read(&path, root, ds)?;
-                let val_source = if c.val.is_some() { "file" } else { "sampled" };
-                Ok((
-                    c.train,
-                    c.val.unwrap_or_else(sampled_val),
-                    json!({ "source": "coop-pkl", "file": path, "sha256": c.sha256, "val_source": val_source }),
-                ))
+                let val_source = if c.val.is_some() {
+                    FewShotSourceKind::File
+                } else {
+                    FewShotSourceKind::Sampled
+                };
+                Ok(FewShotOrigin {
+                    train: c.train,
+                    val: c.val.unwrap_or_else(sampled_val),
+                    source: FewShotSourceKind::CoopPkl,
+                    file: Some(path),
+                    sha256: Some(c.sha256),
+                    val_source: Some(val_source),
+                })
             }
         }
     }

@@ -16,7 +16,7 @@ use crate::data::Datum;
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
 use crate::methods::{Batch, PromptMethod};
-use crate::store::{Record, TrainSummary};
+use crate::store::{FitSummary, Record, TrainSummary};
 
 impl<B: Backend> Session<'_, B> {
     pub(super) fn train(
@@ -119,7 +119,7 @@ impl<B: Backend> Session<'_, B> {
             steps: 0,
             images,
             epoch_loss: Vec::new(),
-            fit: Some(fit),
+            fit: Some(FitSummary::Features(fit)),
         })
     }
 }

@@ -7,116 +7,16 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::methods::PromptArtifact;
-use crate::suite::cells::CellSpec;
 
-/// Record format.
-pub const RECORD_SCHEMA: u32 = 1;
+mod record;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Failed,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ClassAccuracy {
-    pub class: String,
-    pub n: usize,
-    pub correct: usize,
-    pub accuracy: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    /// Top-1 accuracy in percent over all test images (micro average, as Dassl reports).
-    pub accuracy: f64,
-    pub correct: usize,
-    pub total: usize,
-    /// Mean of the per-class accuracies (macro average).
-    pub macro_accuracy: f64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timings {
-    pub load_s: f64,
-    pub train_s: f64,
-    pub eval_s: f64,
-    pub total_s: f64,
-    /// Of `eval_s`: computing the test split's image features (0 when the feature cache had them).
-    #[serde(default)]
-    pub features_s: f64,
-}
-
-/// Where an evaluation's image features came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FeatureOrigin {
-    /// The method changes the image encoder, or the cache is off: images encoded for this cell.
-    Encoded,
-    /// Computed by this cell and stored in the feature cache.
-    Computed,
-    /// Read from the feature cache.
-    Cached,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainSummary {
-    pub epochs: usize,
-    pub steps: usize,
-    pub images: usize,
-    /// Mean loss of each epoch.
-    pub epoch_loss: Vec<f32>,
-    /// Methods fitted on features: what the fit chose (the linear probe's C).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fit: Option<serde_json::Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Environment {
-    pub crate_version: String,
-    pub git_commit: String,
-    pub backend: String,
-    pub device: String,
-    pub os: String,
-    pub threads: usize,
-}
-
-/// Everything a finished (or failed) cell leaves behind.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub schema: u32,
-    pub key: String,
-    pub status: Status,
-    pub suite: String,
-    pub suite_version: u32,
-    pub cell: CellSpec,
-    pub depends_on: Option<String>,
-    /// The method's resolved config and the evaluation config.
-    pub config: serde_json::Value,
-    /// Digests of the data and weights the cell read.
-    pub digests: serde_json::Value,
-    pub metrics: Option<Metrics>,
-    pub per_class: Vec<ClassAccuracy>,
-    /// Indices into the train and val splits of the few-shot subset.
-    pub fewshot: Option<serde_json::Value>,
-    pub train: Option<TrainSummary>,
-    /// Images left out because they did not decode (`on_corrupt = "skip"`), by path.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped_images: Vec<crate::data::images::BadImage>,
-    #[serde(default)]
-    pub features: Option<FeatureOrigin>,
-    pub timings: Timings,
-    pub environment: Environment,
-    pub started_at: String,
-    pub finished_at: String,
-    pub error: Option<String>,
-}
+pub use record::{
+    CellConfig, CellDigests, CheckpointDigest, ClassAccuracy, Environment, FeatureOrigin, FewShotOrigin,
+    FewShotSourceKind, FitSummary, MetaDigest, MetaFit, Metrics, Record, Status, Timings, TrainSummary, RECORD_SCHEMA,
+};
 
 pub struct Store {
     pub root: PathBuf,
@@ -160,12 +60,7 @@ impl Store {
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
         let p = self.record_path(key);
         match std::fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::Store(format!(
-                    "{}: unreadable record ({e}); move it away to rerun the cell",
-                    p.display()
-                ))
-            }),
+            Ok(bytes) => Record::from_json(&p, &bytes).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }
