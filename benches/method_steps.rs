@@ -187,7 +187,14 @@ fn main() {
     println!("| --- | --- |");
     for (name, cfg) in methods {
         let mut m = cfg
-            .build(&clip, &tok, &names, "a photo of a {}.", false, 1)
+            .build(&gram_bench::methods::BuildInputs {
+                clip: &clip,
+                tok: &tok,
+                classnames: &names,
+                template: "a photo of a {}.",
+                imagenet_like: false,
+                seed: 1,
+            })
             .expect("build");
         m.train_step(&clip, batch(), 0.002, None).expect("warm-up");
         let times: Vec<f64> = (0..3)

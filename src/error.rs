@@ -18,6 +18,9 @@ pub enum Error {
     Input(String),
     #[error("results store: {0}")]
     Store(String),
+    /// A broken invariant of this program (a bug to report), never the user's input.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -86,7 +86,11 @@ fn imports(text: &str) -> BTreeSet<String> {
             }
             out.insert(first_segment(&item));
         } else {
-            out.insert(first_segment(rest));
+            let name = first_segment(rest);
+            // `crate::name!(…)` is an exported macro, not a module.
+            if !rest[name.len()..].starts_with('!') {
+                out.insert(name);
+            }
         }
     }
     out.remove("");

@@ -88,7 +88,14 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
     });
     let names: Vec<String> = ["dog", "cat", "sea lion"].iter().map(|s| s.to_string()).collect();
     let mut m: Box<dyn PromptMethod<AB>> = cfg
-        .build(&clip.model, &clip.tokenizer, &names, "a photo of a {}.", false, 7)
+        .build(&gram_bench::methods::BuildInputs {
+            clip: &clip.model,
+            tok: &clip.tokenizer,
+            classnames: &names,
+            template: "a photo of a {}.",
+            imagenet_like: false,
+            seed: 7,
+        })
         .unwrap();
     let ctx0 = m.save_artifact()["ctx"].clone();
     let size = 32; // the fixture's image size
@@ -106,7 +113,14 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
     assert!(clip.model.to_hf_tensors() == before, "a backbone tensor changed");
     // The artifact round-trips into a fresh instance (GRAM's initialisation seam).
     let mut m2 = cfg
-        .build(&clip.model, &clip.tokenizer, &names, "a photo of a {}.", false, 8)
+        .build(&gram_bench::methods::BuildInputs {
+            clip: &clip.model,
+            tok: &clip.tokenizer,
+            classnames: &names,
+            template: "a photo of a {}.",
+            imagenet_like: false,
+            seed: 8,
+        })
         .unwrap();
     m2.load_artifact(&m.save_artifact()).unwrap();
     assert_eq!(m2.save_artifact(), m.save_artifact());

@@ -230,7 +230,14 @@ fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
     let template = f.meta["template"].as_str().unwrap().to_string();
     for (name, cfg) in configs(&f.meta, lr) {
         let mut m: Box<dyn PromptMethod<AB>> = cfg
-            .build(&clip.model, &clip.tokenizer, &f.names, &template, false, 1)
+            .build(&gram_bench::methods::BuildInputs {
+                clip: &clip.model,
+                tok: &clip.tokenizer,
+                classnames: &f.names,
+                template: &template,
+                imagenet_like: false,
+                seed: 1,
+            })
             .unwrap();
         m.load_artifact(&f.artifact(&format!("{name}.init"))).unwrap();
         m.begin_eval(
@@ -268,14 +275,14 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
     let lr = f.meta["lr"].as_f64().unwrap();
     let (_, cfg) = configs(&f.meta, lr).into_iter().find(|(n, _)| *n == "prograd").unwrap();
     let mut m = cfg
-        .build(
-            &clip.model,
-            &clip.tokenizer,
-            &f.names,
-            f.meta["template"].as_str().unwrap(),
-            false,
-            1,
-        )
+        .build(&gram_bench::methods::BuildInputs {
+            clip: &clip.model,
+            tok: &clip.tokenizer,
+            classnames: &f.names,
+            template: f.meta["template"].as_str().unwrap(),
+            imagenet_like: false,
+            seed: 1,
+        })
         .unwrap();
     m.load_artifact(&f.artifact("prograd.init")).unwrap();
     assert_eq!(f.meta["prograd_agree"]["conflict"], false);
@@ -298,7 +305,14 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
     let f = Fixture::load();
     for (name, cfg) in configs(&f.meta, 0.05) {
         let mut m = cfg
-            .build(&clip.model, &clip.tokenizer, &f.names, "a photo of a {}.", false, 3)
+            .build(&gram_bench::methods::BuildInputs {
+                clip: &clip.model,
+                tok: &clip.tokenizer,
+                classnames: &f.names,
+                template: "a photo of a {}.",
+                imagenet_like: false,
+                seed: 3,
+            })
             .unwrap();
         let p0 = m.save_artifact();
         let losses: Vec<f32> = (0..6)
@@ -318,7 +332,14 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
         );
         // The artifact round-trips into a fresh instance.
         let mut m2 = cfg
-            .build(&clip.model, &clip.tokenizer, &f.names, "a photo of a {}.", false, 4)
+            .build(&gram_bench::methods::BuildInputs {
+                clip: &clip.model,
+                tok: &clip.tokenizer,
+                classnames: &f.names,
+                template: "a photo of a {}.",
+                imagenet_like: false,
+                seed: 4,
+            })
             .unwrap();
         m2.load_artifact(&p1).unwrap();
         assert_eq!(m2.save_artifact(), p1, "{name}");
@@ -342,8 +363,15 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
     };
     for (name, cfg) in configs(&f.meta, 0.05) {
         let build = || {
-            cfg.build(&clip.model, &clip.tokenizer, &f.names, "a photo of a {}.", false, 5)
-                .unwrap()
+            cfg.build(&gram_bench::methods::BuildInputs {
+                clip: &clip.model,
+                tok: &clip.tokenizer,
+                classnames: &f.names,
+                template: "a photo of a {}.",
+                imagenet_like: false,
+                seed: 5,
+            })
+            .unwrap()
         };
         let mut alone = build();
         let host = build();

@@ -107,8 +107,8 @@ fn work_of(resolved: &ResolvedSuite, c: &crate::suite::cells::Cell) -> (usize, u
         return (0, 0);
     };
     let train = match (s.phase, suite.trained_as(mc).training()) {
-        (Phase::Train, Some((_, epochs, _))) => {
-            epochs.resolve(&s.dataset, s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
+        (Phase::Train, crate::methods::Training::Sgd(t)) => {
+            t.epochs.resolve(&s.dataset, s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
         }
         _ => 0,
     };

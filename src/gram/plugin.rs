@@ -139,10 +139,6 @@ impl<B: AutodiffBackend> WithGram<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for WithGram<B> {
-    fn trainable(&self) -> bool {
-        self.host.trainable()
-    }
-
     fn train_step(
         &mut self,
         clip: &Clip<B>,
@@ -166,10 +162,6 @@ impl<B: AutodiffBackend> PromptMethod<B> for WithGram<B> {
 
     fn end_epoch(&mut self, epoch: usize, epochs: usize) -> Result<()> {
         self.host.end_epoch(epoch, epochs)
-    }
-
-    fn fits_features(&self) -> bool {
-        self.host.fits_features()
     }
 
     fn fit_features(

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
+use super::spec::{layers, BuildInputs, MethodSpec, Training};
 use super::text_prompts::{init_context, ClassPrompts};
 use super::{
     apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
@@ -42,13 +43,33 @@ pub struct CoCoOpConfig {
     pub optim: SgdConfig,
 }
 
-impl CoCoOpConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl MethodSpec for CoCoOpConfig {
+    const PAPER_NAME: &'static str = "CoCoOp";
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.n_ctx == 0 || self.meta_net_reduction == 0 || self.batch_size == 0 {
             return Err("n_ctx, meta_net_reduction and batch_size must be positive".into());
         }
         self.epochs.validate()?;
         self.optim.validate()
+    }
+
+    fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+        Some(layers((self.n_ctx, 1), (0, 0)))
+    }
+
+    fn training(&self) -> Training<'_> {
+        Training::sgd(&self.optim, &self.epochs, self.batch_size)
+    }
+
+    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        Ok(Box::new(CoCoOp::new(
+            self.clone(),
+            i.clip,
+            i.tok,
+            i.classnames,
+            i.seed,
+        )?))
     }
 }
 
@@ -201,10 +222,6 @@ impl<B: AutodiffBackend> CoCoOp<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
-    fn trainable(&self) -> bool {
-        true
-    }
-
     fn train_step(
         &mut self,
         clip: &Clip<B>,

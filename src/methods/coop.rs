@@ -14,6 +14,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
+use super::spec::{layers, BuildInputs, MethodSpec, Training};
 use super::text_prompts::{encode_prompts, init_context, ClassPrompts, ClassTokenPosition};
 use super::zeroshot::class_features;
 use super::{
@@ -39,8 +40,10 @@ pub struct CoOpConfig {
     pub optim: SgdConfig,
 }
 
-impl CoOpConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl MethodSpec for CoOpConfig {
+    const PAPER_NAME: &'static str = "CoOp";
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.n_ctx == 0 {
             return Err("n_ctx must be positive".into());
         }
@@ -54,6 +57,18 @@ impl CoOpConfig {
         }
         self.epochs.validate()?;
         self.optim.validate()
+    }
+
+    fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+        (!self.csc).then(|| layers((self.n_ctx, 1), (0, 0)))
+    }
+
+    fn training(&self) -> Training<'_> {
+        Training::sgd(&self.optim, &self.epochs, self.batch_size)
+    }
+
+    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        Ok(Box::new(CoOp::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?))
     }
 }
 
@@ -152,10 +167,6 @@ impl<B: AutodiffBackend> CoOp<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
-    fn trainable(&self) -> bool {
-        true
-    }
-
     fn train_step(
         &mut self,
         clip: &Clip<B>,

@@ -9,6 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::spec::{BuildInputs, MethodSpec, Training};
 use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -28,8 +29,12 @@ pub struct LinearProbeConfig {
     pub normalize_features: bool,
 }
 
-impl LinearProbeConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl MethodSpec for LinearProbeConfig {
+    const PAPER_NAME: &'static str = "LinearProbe";
+    // It scores only the classes it was fitted on.
+    const OPEN_VOCABULARY: bool = false;
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.c_grid.is_empty() || self.c_grid.iter().any(|c| !(*c > 0.0)) {
             return Err("c_grid must list positive values".into());
         }
@@ -37,6 +42,14 @@ impl LinearProbeConfig {
             return Err("max_iter and tol must be positive".into());
         }
         Ok(())
+    }
+
+    fn training(&self) -> Training<'_> {
+        Training::Features
+    }
+
+    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        Ok(Box::new(LinearProbe::new(self.clone(), i.classnames)))
     }
 }
 
@@ -268,14 +281,6 @@ impl<B: AutodiffBackend> LinearProbe<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
-    fn trainable(&self) -> bool {
-        true
-    }
-
-    fn fits_features(&self) -> bool {
-        true
-    }
-
     fn fit_features(
         &mut self,
         train: Labelled,

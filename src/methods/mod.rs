@@ -6,15 +6,24 @@
 //! method's prompt parameters from a saved artifact, and the [`GradientTransform`] passed to
 //! [`PromptMethod::train_step`] rewrites the gradients between backward and the optimizer step.
 
-pub mod cocoop;
-pub mod coop;
+// Shared pieces.
 pub mod coop_family;
 pub mod init;
-pub mod linear_probe;
 pub mod multimodal;
 pub mod optim;
 pub mod released;
+pub mod spec;
 pub mod text_prompts;
+
+// One file per method (each registered with one line in `suite/methods.rs`).
+pub mod cocoop;
+pub mod coop;
+pub mod ivlp;
+pub mod kgcoop;
+pub mod linear_probe;
+pub mod maple;
+pub mod prograd;
+pub mod promptsrc;
 pub mod vpt;
 pub mod zeroshot;
 
@@ -26,10 +35,15 @@ use burn::tensor::{Int, Tensor};
 
 pub use cocoop::{CoCoOp, CoCoOpConfig};
 pub use coop::{CoOp, CoOpConfig, Prior};
-pub use coop_family::{KgCoOpConfig, ProGradConfig};
+pub use ivlp::IvlpConfig;
+pub use kgcoop::KgCoOpConfig;
 pub use linear_probe::{LinearProbe, LinearProbeConfig};
-pub use multimodal::{IvlpConfig, MapleConfig, MultiModal, PromptSrcConfig};
+pub use maple::MapleConfig;
+pub use multimodal::MultiModal;
 pub use optim::{Epochs, SgdConfig};
+pub use prograd::ProGradConfig;
+pub use promptsrc::PromptSrcConfig;
+pub use spec::{BuildInputs, MethodSpec, SgdSchedule, Training};
 pub use text_prompts::ClassTokenPosition;
 pub use vpt::{Vpt, VptConfig};
 pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};
@@ -137,9 +151,6 @@ pub struct ClassSet<'a> {
 }
 
 pub trait PromptMethod<B: AutodiffBackend> {
-    /// Whether the method has parameters to train (zero-shot CLIP has none).
-    fn trainable(&self) -> bool;
-
     /// One optimizer step on `batch` at learning rate `lr`; returns the loss.
     fn train_step(
         &mut self,
@@ -149,14 +160,9 @@ pub trait PromptMethod<B: AutodiffBackend> {
         transform: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32>;
 
-    /// Methods fitted in closed form on frozen image features of the training and validation
-    /// images (the linear probe) instead of by SGD steps.
-    fn fits_features(&self) -> bool {
-        false
-    }
-
-    /// Fits on features (`[n × dim]`, labels in the training label space); returns what the record
-    /// should keep about the fit (e.g. the chosen regularization).
+    /// Methods whose spec trains on `Training::Features` (the linear probe): fits in closed form on
+    /// frozen features (`[n × dim]`, labels in the training label space) of the training and
+    /// validation images; returns what the record keeps about the fit (the chosen regularization).
     fn fit_features(
         &mut self,
         _train: linear_probe::Labelled,

@@ -19,10 +19,12 @@ use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::init::normal;
+use super::ivlp::IvlpConfig;
+use super::maple::MapleConfig;
 use super::optim::{Epochs, SgdConfig};
+use super::promptsrc::{gpa_weights, PromptSrcConfig};
 use super::text_prompts::ClassPrompts;
 use super::{
     apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
@@ -31,95 +33,6 @@ use super::{
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MapleConfig {
-    /// Text context tokens (and visual tokens, projected from them).
-    pub n_ctx: usize,
-    /// Init phrase of the text context ("" = N(0, init_std²)); the prompt is `"{ctx_init} {name}."`.
-    pub ctx_init: String,
-    /// Layers with prompts, on both sides (9 in the paper; 3 in its cross-dataset setting).
-    pub depth: usize,
-    pub init_std: f64,
-    pub batch_size: usize,
-    pub epochs: Epochs,
-    pub optim: SgdConfig,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IvlpConfig {
-    pub n_ctx_text: usize,
-    pub ctx_init: String,
-    pub text_depth: usize,
-    pub n_ctx_vision: usize,
-    pub vision_depth: usize,
-    pub init_std: f64,
-    pub batch_size: usize,
-    pub epochs: Epochs,
-    pub optim: SgdConfig,
-}
-
-/// PromptSRC (Khattak et al., ICCV'23): IVLP prompts trained with self-regulating constraints
-/// towards the frozen model — L1 between prompted and frozen text features (`text_loss_weight`, 25)
-/// and image features (`image_loss_weight`, 10), and a KL between prompted and frozen logits — and
-/// Gaussian prompt aggregation: the evaluated prompt is the average of each epoch's prompt weighted
-/// by N(epoch; `gpa_mean`, `gpa_std`²), normalized (mean 15, std 1 for 20 epochs in the paper).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PromptSrcConfig {
-    pub n_ctx_text: usize,
-    pub ctx_init: String,
-    pub text_depth: usize,
-    pub n_ctx_vision: usize,
-    pub vision_depth: usize,
-    pub init_std: f64,
-    pub text_loss_weight: f64,
-    pub image_loss_weight: f64,
-    /// Templates whose mean frozen text feature anchors each class (the reference averages the
-    /// unnormalized features of its `IMAGENET_TEMPLATES`, then normalizes).
-    pub text_templates: Vec<String>,
-    pub gpa_mean: f64,
-    pub gpa_std: f64,
-    pub batch_size: usize,
-    pub epochs: Epochs,
-    pub optim: SgdConfig,
-}
-
-impl PromptSrcConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.text_templates.is_empty() || self.text_templates.iter().any(|t| !t.contains("{}")) {
-            return Err("text_templates must list templates with {} for the class name".into());
-        }
-        if !(self.gpa_std > 0.0 && self.text_loss_weight >= 0.0 && self.image_loss_weight >= 0.0) {
-            return Err("gpa_std > 0 and non-negative loss weights are required".into());
-        }
-        self.ivlp().validate()
-    }
-
-    pub fn ivlp(&self) -> IvlpConfig {
-        IvlpConfig {
-            n_ctx_text: self.n_ctx_text,
-            ctx_init: self.ctx_init.clone(),
-            text_depth: self.text_depth,
-            n_ctx_vision: self.n_ctx_vision,
-            vision_depth: self.vision_depth,
-            init_std: self.init_std,
-            batch_size: self.batch_size,
-            epochs: self.epochs.clone(),
-            optim: self.optim.clone(),
-        }
-    }
-}
-
-/// GPA's weight of each epoch (1-based e = 1 … epochs): the normal density at e, normalized.
-pub fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
-    let pdf = |x: f64| (-(x - mean).powi(2) / (2.0 * std * std)).exp() / (std * (std::f64::consts::TAU).sqrt());
-    let w: Vec<f64> = (1..=epochs).map(|e| pdf(e as f64)).collect();
-    let sum: f64 = w.iter().sum();
-    w.iter().map(|x| x / sum).collect()
-}
 
 /// PromptSRC's training-time state: the frozen anchors and the running aggregate.
 struct SelfRegulation<B: AutodiffBackend> {
@@ -130,7 +43,8 @@ struct SelfRegulation<B: AutodiffBackend> {
     aggregate: Option<Vec<(Vec<usize>, Vec<f32>)>>,
 }
 
-fn check(
+/// The checks MaPLe, IVLP and PromptSRC share.
+pub(super) fn check(
     n: usize,
     depths: &[usize],
     batch: usize,
@@ -142,24 +56,6 @@ fn check(
     }
     epochs.validate()?;
     optim.validate()
-}
-
-impl MapleConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        check(self.n_ctx, &[self.depth], self.batch_size, &self.epochs, &self.optim)
-    }
-}
-
-impl IvlpConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        check(
-            self.n_ctx_text.min(self.n_ctx_vision),
-            &[self.text_depth, self.vision_depth],
-            self.batch_size,
-            &self.epochs,
-            &self.optim,
-        )
-    }
 }
 
 /// The learned prompts. `text_deep[i]` enters text block `i + 1`. IVLP: `vision[0]` is the input
@@ -438,10 +334,6 @@ impl<B: AutodiffBackend> MultiModal<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
-    fn trainable(&self) -> bool {
-        true
-    }
-
     fn train_step(
         &mut self,
         clip: &Clip<B>,
@@ -605,7 +497,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::gpa_weights;
+    use super::super::promptsrc::gpa_weights;
 
     #[test]
     fn gpa_weights_are_the_normalized_gaussian_over_epochs() {

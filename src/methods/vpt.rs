@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
+use super::spec::{layers, BuildInputs, MethodSpec, Training};
 use super::zeroshot::class_features;
 use super::{
     apply_step, host_tensor, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam,
@@ -38,8 +39,10 @@ pub struct VptConfig {
     pub optim: SgdConfig,
 }
 
-impl VptConfig {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+impl MethodSpec for VptConfig {
+    const PAPER_NAME: &'static str = "VPT";
+
+    fn validate(&self) -> std::result::Result<(), String> {
         if self.n_ctx == 0 || self.depth == 0 || self.batch_size == 0 {
             return Err("n_ctx, depth and batch_size must be positive".into());
         }
@@ -51,6 +54,18 @@ impl VptConfig {
         }
         self.epochs.validate()?;
         self.optim.validate()
+    }
+
+    fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+        Some(layers((0, 0), (self.n_ctx, self.depth)))
+    }
+
+    fn training(&self) -> Training<'_> {
+        Training::sgd(&self.optim, &self.epochs, self.batch_size)
+    }
+
+    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        Ok(Box::new(Vpt::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?))
     }
 }
 
@@ -134,10 +149,6 @@ impl<B: AutodiffBackend> Vpt<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
-    fn trainable(&self) -> bool {
-        true
-    }
-
     fn train_step(
         &mut self,
         clip: &Clip<B>,

@@ -7,6 +7,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use super::spec::{BuildInputs, MethodSpec, Training};
 use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -33,6 +34,22 @@ pub enum TemplateSet {
 #[serde(deny_unknown_fields)]
 pub struct ZeroShotConfig {
     pub templates: TemplateSet,
+}
+
+impl MethodSpec for ZeroShotConfig {
+    const PAPER_NAME: &'static str = "CLIP";
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
+    fn training(&self) -> Training<'_> {
+        Training::None
+    }
+
+    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        Ok(Box::new(ZeroShot::new(self.clone(), i.imagenet_like)))
+    }
 }
 
 /// `template` with the class name filled in (`_` read as a space, as CoOp does).
@@ -91,10 +108,6 @@ impl<B: AutodiffBackend> ZeroShot<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
-    fn trainable(&self) -> bool {
-        false
-    }
-
     fn train_step(
         &mut self,
         _clip: &Clip<B>,

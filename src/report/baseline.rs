@@ -41,23 +41,6 @@ pub fn load_published(path: &Path) -> Result<PublishedTable> {
     serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: not a published table: {e}", path.display())))
 }
 
-/// The name papers give a method kind.
-pub fn published_method_name(kind: &str) -> &'static str {
-    match kind {
-        "zeroshot" => "CLIP",
-        "coop" => "CoOp",
-        "kgcoop" => "KgCoOp",
-        "prograd" => "ProGrad",
-        "cocoop" => "CoCoOp",
-        "vpt" => "VPT",
-        "maple" => "MaPLe",
-        "ivlp" => "IVLP",
-        "promptsrc" => "PromptSRC",
-        "linear-probe" => "LinearProbe",
-        _ => "",
-    }
-}
-
 /// A baseline saved from our own runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

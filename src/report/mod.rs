@@ -13,7 +13,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use self::aggregate::{aggregate, collect, to_csv, AggRow, SeedValue};
-use self::baseline::{load_published, published_method_name, tolerance, PublishedRow, PublishedTable};
+use self::baseline::{load_published, tolerance, PublishedRow, PublishedTable};
 use self::paired::PairRow;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
@@ -85,18 +85,17 @@ pub fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
 }
 
 fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
-    let kind = suite.methods.get(&r.method)?.kind();
-    let name = published_method_name(kind);
+    let method = suite.methods.get(&r.method)?;
+    let name = method.paper_name()?;
+    // A method that learns nothing (zero-shot) does not depend on the shots a table was run with.
+    let shot_free = !suite.trained_as(method).training().learns();
     tables
         .iter()
         .filter(|t| t.protocol == r.protocol)
         .flat_map(|t| &t.rows)
         // Zero-shot numbers do not depend on the shots a table was run with.
         .find(|p| {
-            p.method == name
-                && p.dataset == r.dataset
-                && p.metric == r.metric
-                && (p.shots == r.shots || kind == "zeroshot")
+            p.method == name && p.dataset == r.dataset && p.metric == r.metric && (p.shots == r.shots || shot_free)
         })
 }
 

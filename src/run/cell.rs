@@ -12,6 +12,7 @@ use super::session::Session;
 use crate::data::images::check_decodable;
 use crate::data::{relabel, subsample_labels, Datum};
 use crate::error::{Error, Result};
+use crate::methods::{BuildInputs, Training};
 use crate::provenance::{git_commit, now_utc};
 use crate::store::{CellConfig, CellDigests, CheckpointDigest, Environment, Record, Status, Timings, RECORD_SCHEMA};
 use crate::suite::cells::{Cell, Phase};
@@ -103,19 +104,20 @@ impl<B: Backend> Session<'_, B> {
             _ => None,
         };
         let mc = self.resolved.suite.trained_as(&mc).clone();
-        let mut method = mc.build(
-            &self.clip,
-            &self.tok,
-            &classnames,
-            &ds.def.template,
-            ds.def.imagenet_like,
-            s.seed,
-        )?;
+        let training = mc.training();
+        let mut method = mc.build(&BuildInputs {
+            clip: &self.clip,
+            tok: &self.tok,
+            classnames: &classnames,
+            template: &ds.def.template,
+            imagenet_like: ds.def.imagenet_like,
+            seed: s.seed,
+        })?;
         record.timings.load_s = t_load.elapsed().as_secs_f64();
 
         let (eval_ds, eval_labels) = match s.phase {
             Phase::Train => {
-                if method.trainable() {
+                if training.learns() {
                     let fewshot = self.fewshot(&ds, s.shots, s.seed)?;
                     let picked: Vec<Datum> = fewshot.train.iter().map(|&i| ds.train[i].clone()).collect();
                     let val_idx = fewshot.val.clone();
@@ -134,7 +136,7 @@ impl<B: Backend> Session<'_, B> {
                         method = self.with_gram(cell, g, method, &train_items, record)?;
                     }
                     let t = Instant::now();
-                    if method.fits_features() {
+                    if training == Training::Features {
                         let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
                         let val_items = relabel(&picked, &labels);
                         record.train = Some(self.fit(method.as_mut(), &train_items, &val_items, record)?);
@@ -172,7 +174,7 @@ impl<B: Backend> Session<'_, B> {
                     Some(_) => return Err(Error::Input(format!("its train cell {dep} failed"))),
                     None => return Err(Error::Input(format!("its train cell {dep} has not run"))),
                 }
-                if method.trainable() {
+                if training.learns() {
                     method.load_artifact(&store.get_artifact(dep)?)?;
                 }
                 let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());

@@ -15,7 +15,7 @@ use crate::data::images::{stream, Transform};
 use crate::data::Datum;
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
-use crate::methods::{Batch, PromptMethod};
+use crate::methods::{Batch, PromptMethod, SgdSchedule, Training};
 use crate::store::{FitSummary, Record, TrainSummary};
 
 impl<B: Backend> Session<'_, B> {
@@ -28,9 +28,14 @@ impl<B: Backend> Session<'_, B> {
         shots: usize,
         seed: u64,
     ) -> Result<TrainSummary> {
-        let (optim, epochs, batch_size) = mc
-            .training()
-            .ok_or_else(|| Error::Input("this method does not train".into()))?;
+        let Training::Sgd(SgdSchedule {
+            optim,
+            epochs,
+            batch_size,
+        }) = mc.training()
+        else {
+            return Err(Error::Internal(format!("`{}` does not train by SGD", mc.kind())));
+        };
         let epochs = epochs.resolve(dataset, shots).map_err(Error::Config)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa09_5eed);
         let mut order: Vec<usize> = (0..items.len()).collect();

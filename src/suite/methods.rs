@@ -1,151 +1,125 @@
-//! The method registry of a suite: `[methods.NAME]` entries tagged by `kind`, one variant per
-//! method (its config type lives in the method's own file), plus `gram`, which wraps a host method
-//! with a GRAM meta-training run and is resolved against the suite.
+//! The method registry: `[methods.NAME]` entries tagged by `kind`, one line per method below. A
+//! method's config type, its checks, prompt layout, training and construction live in its own
+//! file (`methods/<kind>.rs`, implementing `MethodSpec`); `gram` wraps a host method with a GRAM
+//! meta-training run and is resolved against the suite (`Suite::trained_as`).
 
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::clip::{Clip, ClipTokenizer};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::gram::GramConfig;
 use crate::methods::{
-    CoCoOp, CoCoOpConfig, CoOp, CoOpConfig, Epochs, IvlpConfig, KgCoOpConfig, LinearProbe, LinearProbeConfig,
-    MapleConfig, MultiModal, ProGradConfig, PromptMethod, PromptRole, PromptSrcConfig, SgdConfig, Vpt, VptConfig,
-    ZeroShot, ZeroShotConfig,
+    BuildInputs, CoCoOpConfig, CoOpConfig, IvlpConfig, KgCoOpConfig, LinearProbeConfig, MapleConfig, MethodSpec,
+    ProGradConfig, PromptMethod, PromptRole, PromptSrcConfig, Training, VptConfig, ZeroShotConfig,
 };
 
-/// A method entry of a suite (`[methods.NAME]`), tagged by `kind`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum MethodConfig {
-    Zeroshot(ZeroShotConfig),
-    Coop(CoOpConfig),
-    Kgcoop(KgCoOpConfig),
-    Prograd(ProGradConfig),
-    Cocoop(CoCoOpConfig),
-    Vpt(VptConfig),
-    Maple(MapleConfig),
-    Ivlp(IvlpConfig),
-    Promptsrc(PromptSrcConfig),
-    #[serde(rename = "linear-probe")]
-    LinearProbe(LinearProbeConfig),
-    /// A host method with GRAM; resolved against the suite (its host and meta-training run).
-    Gram(crate::gram::GramConfig),
+macro_rules! registry {
+    ($($kind:literal => $variant:ident($config:ty),)*) => {
+        /// A method entry of a suite (`[methods.NAME]`), tagged by `kind`.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum MethodConfig {
+            $(#[serde(rename = $kind)] $variant($config),)*
+            /// A host method with GRAM; resolved against the suite (its host and meta-training run).
+            #[serde(rename = "gram")]
+            Gram(GramConfig),
+        }
+
+        impl MethodConfig {
+            /// Every kind a suite may name.
+            pub const KINDS: &'static [&'static str] = &[$($kind,)* "gram"];
+
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(MethodConfig::$variant(_) => $kind,)*
+                    MethodConfig::Gram(_) => "gram",
+                }
+            }
+
+            /// The name published tables give the method (None for GRAM-wrapped hosts, which the
+            /// report compares with their host instead).
+            pub fn paper_name(&self) -> Option<&'static str> {
+                match self {
+                    $(MethodConfig::$variant(_) => Some(<$config as MethodSpec>::PAPER_NAME),)*
+                    MethodConfig::Gram(_) => None,
+                }
+            }
+
+            /// Whether the method scores classes it was not trained on (a gram method: its host's).
+            pub fn open_vocabulary(&self) -> bool {
+                match self {
+                    $(MethodConfig::$variant(_) => <$config as MethodSpec>::OPEN_VOCABULARY,)*
+                    MethodConfig::Gram(_) => true,
+                }
+            }
+
+            pub fn validate(&self) -> std::result::Result<(), String> {
+                match self {
+                    $(MethodConfig::$variant(c) => c.validate(),)*
+                    // Checked against its host and run by `Suite::validate`.
+                    MethodConfig::Gram(_) => Ok(()),
+                }
+            }
+
+            /// The prompt tensors the method learns (see `MethodSpec::prompt_layout`).
+            pub fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+                match self {
+                    $(MethodConfig::$variant(c) => c.prompt_layout(),)*
+                    MethodConfig::Gram(_) => None,
+                }
+            }
+
+            /// How the method learns. A gram method trains as its host: ask `Suite::trained_as`.
+            pub fn training(&self) -> Training<'_> {
+                match self {
+                    $(MethodConfig::$variant(c) => c.training(),)*
+                    MethodConfig::Gram(_) => Training::None,
+                }
+            }
+
+            /// Instantiates the method for one training label space.
+            pub fn build<B: AutodiffBackend>(&self, inputs: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+                match self {
+                    $(MethodConfig::$variant(c) => c.build(inputs),)*
+                    MethodConfig::Gram(_) => Err(Error::Internal(
+                        "a gram method is built from its host and meta-training run, not on its own".into(),
+                    )),
+                }
+            }
+        }
+    };
 }
 
-impl MethodConfig {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            MethodConfig::Zeroshot(_) => "zeroshot",
-            MethodConfig::Coop(_) => "coop",
-            MethodConfig::Kgcoop(_) => "kgcoop",
-            MethodConfig::Prograd(_) => "prograd",
-            MethodConfig::Cocoop(_) => "cocoop",
-            MethodConfig::Vpt(_) => "vpt",
-            MethodConfig::Maple(_) => "maple",
-            MethodConfig::Ivlp(_) => "ivlp",
-            MethodConfig::Promptsrc(_) => "promptsrc",
-            MethodConfig::LinearProbe(_) => "linear-probe",
-            MethodConfig::Gram(_) => "gram",
-        }
-    }
+// kind => variant(config type in methods/<kind>.rs)
+registry! {
+    "zeroshot" => Zeroshot(ZeroShotConfig),
+    "linear-probe" => LinearProbe(LinearProbeConfig),
+    "coop" => Coop(CoOpConfig),
+    "kgcoop" => Kgcoop(KgCoOpConfig),
+    "prograd" => Prograd(ProGradConfig),
+    "cocoop" => Cocoop(CoCoOpConfig),
+    "vpt" => Vpt(VptConfig),
+    "maple" => Maple(MapleConfig),
+    "ivlp" => Ivlp(IvlpConfig),
+    "promptsrc" => Promptsrc(PromptSrcConfig),
+}
 
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        match self {
-            MethodConfig::Zeroshot(_) => Ok(()),
-            MethodConfig::Coop(c) => c.validate(),
-            MethodConfig::Kgcoop(c) => c.validate(),
-            MethodConfig::Prograd(c) => c.validate(),
-            MethodConfig::Cocoop(c) => c.validate(),
-            MethodConfig::Vpt(c) => c.validate(),
-            MethodConfig::Maple(c) => c.validate(),
-            MethodConfig::Ivlp(c) => c.validate(),
-            MethodConfig::Promptsrc(c) => c.validate(),
-            MethodConfig::LinearProbe(c) => c.validate(),
-            MethodConfig::Gram(_) => Ok(()),
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// The prompt tensors a method learns, by role, with their token counts (what GRAM must
-    /// supply θ₀ and regulators for); `None` for methods without shared prompt tokens — CSC
-    /// contexts (one per class) included. Mirrors each method's `prompt_params`.
-    pub fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
-        let layers = |text: (usize, usize), vision: (usize, usize)| {
-            (0..text.1)
-                .map(|l| (PromptRole::Text(l), text.0))
-                .chain((0..vision.1).map(|l| (PromptRole::Vision(l), vision.0)))
-                .collect::<Vec<_>>()
-        };
-        match self {
-            MethodConfig::Coop(c) => (!c.csc).then(|| layers((c.n_ctx, 1), (0, 0))),
-            MethodConfig::Kgcoop(c) => (!c.csc).then(|| layers((c.n_ctx, 1), (0, 0))),
-            MethodConfig::Prograd(c) => (!c.csc).then(|| layers((c.n_ctx, 1), (0, 0))),
-            MethodConfig::Cocoop(c) => Some(layers((c.n_ctx, 1), (0, 0))),
-            MethodConfig::Vpt(c) => Some(layers((0, 0), (c.n_ctx, c.depth))),
-            MethodConfig::Maple(c) => Some(layers((c.n_ctx, c.depth), (0, 0))),
-            MethodConfig::Ivlp(c) => Some(layers((c.n_ctx_text, c.text_depth), (c.n_ctx_vision, c.vision_depth))),
-            MethodConfig::Promptsrc(c) => Some(layers((c.n_ctx_text, c.text_depth), (c.n_ctx_vision, c.vision_depth))),
-            MethodConfig::Zeroshot(_) | MethodConfig::LinearProbe(_) | MethodConfig::Gram(_) => None,
+    #[test]
+    fn every_kind_round_trips_through_its_tag() {
+        for kind in MethodConfig::KINDS {
+            // An unknown kind is refused by name; a known one gets as far as its fields.
+            let e = toml::from_str::<MethodConfig>(&format!("kind = \"{kind}\""))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("unknown variant"), "{kind}: {e}");
         }
-    }
-
-    /// SGD training schedule, or None for methods that do not train by SGD.
-    pub fn training(&self) -> Option<(&SgdConfig, &Epochs, usize)> {
-        match self {
-            MethodConfig::Zeroshot(_) | MethodConfig::LinearProbe(_) | MethodConfig::Gram(_) => None,
-            MethodConfig::Coop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Kgcoop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Prograd(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Cocoop(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Vpt(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Maple(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Ivlp(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-            MethodConfig::Promptsrc(c) => Some((&c.optim, &c.epochs, c.batch_size)),
-        }
-    }
-
-    /// Instantiates the method for `classnames` (the training label space) of a dataset whose
-    /// hand-crafted template is `template`.
-    pub fn build<B: AutodiffBackend>(
-        &self,
-        clip: &Clip<B>,
-        tok: &ClipTokenizer,
-        classnames: &[String],
-        template: &str,
-        imagenet_like: bool,
-        seed: u64,
-    ) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(match self {
-            MethodConfig::Zeroshot(c) => Box::new(ZeroShot::new(c.clone(), imagenet_like)),
-            MethodConfig::Coop(c) => Box::new(CoOp::new(c.clone(), clip, tok, classnames, seed)?),
-            MethodConfig::Kgcoop(c) => Box::new(CoOp::with_prior(
-                c.coop(),
-                c.prior(),
-                clip,
-                tok,
-                classnames,
-                template,
-                seed,
-            )?),
-            MethodConfig::Prograd(c) => Box::new(CoOp::with_prior(
-                c.coop(),
-                c.prior(),
-                clip,
-                tok,
-                classnames,
-                template,
-                seed,
-            )?),
-            MethodConfig::Cocoop(c) => Box::new(CoCoOp::new(c.clone(), clip, tok, classnames, seed)?),
-            MethodConfig::Vpt(c) => Box::new(Vpt::new(c.clone(), clip, tok, classnames, seed)?),
-            MethodConfig::Maple(c) => Box::new(MultiModal::maple(c, clip, tok, classnames, seed)?),
-            MethodConfig::Ivlp(c) => Box::new(MultiModal::ivlp(c, clip, tok, classnames, seed)?),
-            MethodConfig::Promptsrc(c) => Box::new(MultiModal::promptsrc(c, clip, tok, classnames, seed)?),
-            MethodConfig::LinearProbe(c) => Box::new(LinearProbe::new(c.clone(), classnames)),
-            MethodConfig::Gram(_) => {
-                return Err(crate::error::Error::Config(
-                    "a gram method is built by the runner from its host and meta-training run".into(),
-                ))
-            }
-        })
+        let e = toml::from_str::<MethodConfig>("kind = \"tip-adapter\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `tip-adapter`"), "{e}");
     }
 }

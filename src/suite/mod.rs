@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::catalog::{check_user_dataset, UserDataset};
 use crate::error::{Error, Result};
+use crate::methods::Training;
 use crate::world::WorldConfig;
 use methods::MethodConfig;
 
@@ -326,9 +327,10 @@ impl Suite {
                 return Err(format!("{at}: shots must be positive"));
             }
             if x.protocol != Protocol::FewShot {
-                if let Some(m) = x.methods.iter().find(|m| self.methods[*m].kind() == "linear-probe") {
+                if let Some(m) = x.methods.iter().find(|m| !self.methods[*m].open_vocabulary()) {
                     return Err(format!(
-                        "{at}: `{m}` is a linear probe, which scores only its training classes (few-shot only)"
+                        "{at}: `{m}` ({}) scores only its training classes (few-shot only)",
+                        self.methods[m].kind()
                     ));
                 }
             }
@@ -336,14 +338,15 @@ impl Suite {
                 if let Some(m) = x
                     .methods
                     .iter()
-                    .find(|m| self.trained_as(&self.methods[*m]).training().is_none())
+                    .find(|m| !matches!(self.trained_as(&self.methods[*m]).training(), Training::Sgd(_)))
                 {
                     return Err(format!("{at}: `{m}` has no parameters to load from a checkpoint"));
                 }
             }
             // A schedule that has no epoch count for a cell is an error now, not mid-run.
             for m in &x.methods {
-                if let Some((_, epochs, _)) = self.trained_as(&self.methods[m]).training() {
+                if let Training::Sgd(s) = self.trained_as(&self.methods[m]).training() {
+                    let epochs = s.epochs;
                     for d in &x.datasets {
                         for &k in &x.shots {
                             epochs.resolve(d, k).map_err(|e| format!("{at}: methods.{m}: {e}"))?;

@@ -1,0 +1,91 @@
+//! What a method's suite entry (`[methods.NAME]`) must say about itself. Each method's config type
+//! implements [`MethodSpec`] in the method's own file; `suite/methods.rs` registers it with one line
+//! (its `kind`), and everything else — validation, GRAM's host check, the runner's phases, the
+//! report's published name — asks the spec rather than matching on the kind.
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::optim::{Epochs, SgdConfig};
+use super::{PromptMethod, PromptRole};
+use crate::clip::{Clip, ClipTokenizer};
+use crate::error::Result;
+
+/// How a method learns its parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Training<'a> {
+    /// Nothing to learn (zero-shot CLIP): results do not depend on the shots.
+    None,
+    /// SGD steps over the few-shot images, on this schedule.
+    Sgd(SgdSchedule<'a>),
+    /// A fit on frozen image features of the few-shot train and val images (the linear probe).
+    Features,
+}
+
+/// An SGD method's schedule, as its suite entry writes it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdSchedule<'a> {
+    pub optim: &'a SgdConfig,
+    pub epochs: &'a Epochs,
+    pub batch_size: usize,
+}
+
+impl<'a> Training<'a> {
+    /// SGD on the schedule of a config's `optim`, `epochs` and `batch_size` fields.
+    pub fn sgd(optim: &'a SgdConfig, epochs: &'a Epochs, batch_size: usize) -> Self {
+        Training::Sgd(SgdSchedule {
+            optim,
+            epochs,
+            batch_size,
+        })
+    }
+
+    /// Whether the method has parameters a train cell saves and an eval cell loads.
+    pub fn learns(&self) -> bool {
+        !matches!(self, Training::None)
+    }
+}
+
+/// What a method is built for: one training label space of one dataset.
+pub struct BuildInputs<'a, B: AutodiffBackend> {
+    pub clip: &'a Clip<B>,
+    pub tok: &'a ClipTokenizer,
+    /// The training label space's class names.
+    pub classnames: &'a [String],
+    /// The dataset's hand-crafted template (`{}` = the class name).
+    pub template: &'a str,
+    /// ImageNet and its variants (the template ensemble adds no dataset template for them).
+    pub imagenet_like: bool,
+    pub seed: u64,
+}
+
+/// A method's suite entry.
+pub trait MethodSpec {
+    /// The name the papers' tables give the method (matched against `baselines/published/`).
+    const PAPER_NAME: &'static str;
+
+    /// Whether the method can score classes it was not trained on (the linear probe cannot, so
+    /// it is few-shot only).
+    const OPEN_VOCABULARY: bool = true;
+
+    /// Checks what the types cannot (positive counts, consistent switches).
+    fn validate(&self) -> std::result::Result<(), String>;
+
+    /// The prompt tensors the method learns, by role, with their token counts (what GRAM must
+    /// supply θ₀ and regulators for); `None` for methods without shared prompt tokens — CSC
+    /// contexts (one per class) included. Mirrors the built method's `prompt_params`.
+    fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+        None
+    }
+
+    fn training(&self) -> Training<'_>;
+
+    fn build<B: AutodiffBackend>(&self, inputs: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>>;
+}
+
+/// A layout of `text.0 … text.(depth−1)` with `n_text` tokens each, then `vision.0 …` likewise.
+pub fn layers(text: (usize, usize), vision: (usize, usize)) -> Vec<(PromptRole, usize)> {
+    (0..text.1)
+        .map(|l| (PromptRole::Text(l), text.0))
+        .chain((0..vision.1).map(|l| (PromptRole::Vision(l), vision.0)))
+        .collect()
+}
