@@ -339,11 +339,11 @@ pub fn check(a: &CheckArgs) -> Result<()> {
         .map(|c| {
             let b = &c.baseline;
             vec![
-                b.protocol.clone(),
+                b.protocol.to_string(),
                 b.method.clone(),
                 b.dataset.clone(),
                 b.shots.to_string(),
-                b.metric.clone(),
+                b.metric.to_string(),
                 format!("{:.2}", b.mean),
                 c.current.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
                 c.delta.map(|v| format!("{v:+.2}")).unwrap_or_else(|| "—".into()),

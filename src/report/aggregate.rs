@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::store::{Status, Store};
 use crate::suite::cells::Plan;
+use crate::suite::protocol::AVERAGE;
+use crate::suite::{Metric, Protocol};
 
 fn pe(e: PolarsError) -> Error {
     Error::Input(format!("aggregation: {e}"))
@@ -18,28 +20,27 @@ fn pe(e: PolarsError) -> Error {
 /// One number of one seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeedValue {
-    pub protocol: String,
+    pub protocol: Protocol,
     pub method: String,
     pub dataset: String,
     pub source: String,
     pub shots: usize,
     pub seed: u64,
-    pub metric: String,
+    pub metric: Metric,
     pub value: f64,
 }
 
 /// Mean, spread and count of one metric over seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AggRow {
-    pub protocol: String,
+    pub protocol: Protocol,
     pub method: String,
     /// A dataset name, or `average` for the mean over the table's datasets.
     pub dataset: String,
     /// Source dataset of transfer rows ("" otherwise).
     pub source: String,
     pub shots: usize,
-    /// `accuracy`, `base`, `new` or `hm`.
-    pub metric: String,
+    pub metric: Metric,
     pub n: usize,
     pub mean: f64,
     /// Sample std over seeds (ddof = 1); 0 when n = 1. None for derived rows (HM, averages).
@@ -49,14 +50,14 @@ pub struct AggRow {
 
 impl AggRow {
     /// The identity a baseline is matched on.
-    pub fn id(&self) -> (String, String, String, String, usize, String) {
+    pub fn id(&self) -> (Protocol, String, String, String, usize, Metric) {
         (
-            self.protocol.clone(),
+            self.protocol,
             self.method.clone(),
             self.dataset.clone(),
             self.source.clone(),
             self.shots,
-            self.metric.clone(),
+            self.metric,
         )
     }
 }
@@ -81,13 +82,13 @@ pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<SeedValue>, Vec<String
                     .metrics
                     .ok_or_else(|| Error::Store(format!("record {} is ok but has no metrics", s.key)))?;
                 values.push(SeedValue {
-                    protocol: s.protocol.as_str().to_string(),
+                    protocol: s.protocol,
                     method: s.method.clone(),
                     dataset: s.dataset.clone(),
                     source: s.source.clone().unwrap_or_default(),
                     shots: s.shots,
                     seed: s.seed,
-                    metric: s.metric.clone(),
+                    metric: s.metric,
                     value: m.accuracy,
                 });
             }
@@ -138,32 +139,25 @@ fn rows_of(df: &DataFrame, derived: bool) -> Result<Vec<AggRow>> {
     let (protocol, method, dataset, source, metric) =
         (s("protocol")?, s("method")?, s("dataset")?, s("source")?, s("metric")?);
     let (shots, n, mean, std) = (f("shots")?, f("n")?, f("mean")?, f("std")?);
-    Ok((0..df.height())
+    (0..df.height())
         .map(|i| {
             let n_i = n[i].unwrap_or(0.0) as usize;
             let sd = if derived { None } else { Some(std[i].unwrap_or(0.0)) };
-            AggRow {
-                protocol: protocol[i].clone(),
+            let bad = |what: &str, v: &str| Error::Internal(format!("aggregation produced the {what} `{v}`"));
+            Ok(AggRow {
+                protocol: Protocol::parse(&protocol[i]).ok_or_else(|| bad("protocol", &protocol[i]))?,
                 method: method[i].clone(),
                 dataset: dataset[i].clone(),
                 source: source[i].clone(),
                 shots: shots[i].unwrap_or(0.0) as usize,
-                metric: metric[i].clone(),
+                metric: Metric::parse(&metric[i]).ok_or_else(|| bad("metric", &metric[i]))?,
                 n: n_i,
                 mean: mean[i].unwrap_or(f64::NAN),
                 std: sd,
                 ci95: sd.map(|s| 1.96 * s / (n_i.max(1) as f64).sqrt()),
-            }
+            })
         })
-        .collect())
-}
-
-pub fn harmonic_mean(base: f64, new: f64) -> f64 {
-    if base + new == 0.0 {
-        0.0
-    } else {
-        2.0 * base * new / (base + new)
-    }
+        .collect()
 }
 
 /// Per-dataset rows over seeds, plus derived rows: base-to-new HM per dataset, and per table the
@@ -204,7 +198,7 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
             col("n").min().alias("n"),
             col("dataset").n_unique().alias("k"),
         ])
-        .with_column(lit("average").alias("dataset"))
+        .with_column(lit(AVERAGE).alias("dataset"))
         .with_column(lit(NULL).cast(DataType::Float64).alias("std"))
         .sort(
             ["protocol", "method", "source", "shots", "metric"],
@@ -213,33 +207,36 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
         .collect()
         .map_err(pe)?;
     let mut averages = rows_of(&avg, true)?;
-    // Transfer tables average the targets only (the source row is reported on its own).
-    averages.retain(|r| !(r.source.is_empty() && (r.protocol == "cross-dataset" || r.protocol == "cross-domain")));
+    averages.retain(|r| r.protocol.averaged(&r.source));
     rows.extend(averages);
 
-    let mut hms = Vec::new();
-    for b in rows
-        .iter()
-        .filter(|r| r.protocol == "base-to-new" && r.metric == "base")
-    {
+    // Derived metrics (base-to-new's HM) of each row's means, averages included.
+    let mut derived = Vec::new();
+    for a in &rows {
+        let Some((metric, [from, with], combine)) = a.protocol.derived() else {
+            continue;
+        };
+        if a.metric != from {
+            continue;
+        }
         // The row that differs from this one in its metric only.
-        let new_id = AggRow {
-            metric: "new".into(),
-            ..b.clone()
+        let other = AggRow {
+            metric: with,
+            ..a.clone()
         }
         .id();
-        if let Some(n) = rows.iter().find(|r| r.id() == new_id) {
-            hms.push(AggRow {
-                metric: "hm".into(),
-                n: b.n.min(n.n),
-                mean: harmonic_mean(b.mean, n.mean),
+        if let Some(b) = rows.iter().find(|r| r.id() == other) {
+            derived.push(AggRow {
+                metric,
+                n: a.n.min(b.n),
+                mean: combine(a.mean, b.mean),
                 std: None,
                 ci95: None,
-                ..b.clone()
+                ..a.clone()
             });
         }
     }
-    rows.extend(hms);
+    rows.extend(derived);
     Ok(rows)
 }
 
@@ -257,12 +254,12 @@ pub fn to_csv(rows: &[AggRow]) -> String {
     for r in rows {
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{},{},{}\n",
-            q(&r.protocol),
+            q(r.protocol.as_str()),
             q(&r.method),
             q(&r.dataset),
             q(&r.source),
             r.shots,
-            q(&r.metric),
+            q(r.metric.as_str()),
             r.n,
             r.mean,
             opt(r.std),
@@ -275,23 +272,24 @@ pub fn to_csv(rows: &[AggRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::protocol::harmonic_mean;
 
     fn v(protocol: &str, dataset: &str, metric: &str, seed: u64, value: f64) -> SeedValue {
         SeedValue {
-            protocol: protocol.into(),
+            protocol: Protocol::parse(protocol).unwrap(),
             method: "coop".into(),
             dataset: dataset.into(),
             source: String::new(),
             shots: 16,
             seed,
-            metric: metric.into(),
+            metric: Metric::parse(metric).unwrap(),
             value,
         }
     }
 
     fn find<'a>(rows: &'a [AggRow], dataset: &str, metric: &str) -> &'a AggRow {
         rows.iter()
-            .find(|r| r.dataset == dataset && r.metric == metric)
+            .find(|r| r.dataset == dataset && r.metric.as_str() == metric)
             .unwrap()
     }
 

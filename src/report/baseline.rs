@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::AggRow;
 use crate::error::{Error, Result};
-use crate::suite::CheckConfig;
+use crate::suite::{CheckConfig, Metric, Protocol};
 
 /// One published number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,8 +17,7 @@ pub struct PublishedRow {
     /// Method as the paper names it (CLIP, CoOp, CoCoOp, ...).
     pub method: String,
     pub dataset: String,
-    /// `accuracy`, `base`, `new` or `hm`.
-    pub metric: String,
+    pub metric: Metric,
     pub shots: usize,
     pub value: f64,
     /// Confirmed in several independent copies of the table ([C]) or not ([U]).
@@ -30,7 +29,7 @@ pub struct PublishedRow {
 #[serde(deny_unknown_fields)]
 pub struct PublishedTable {
     pub table: String,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub backbone: String,
     pub source: String,
     pub rows: Vec<PublishedRow>,
@@ -145,12 +144,12 @@ mod tests {
 
     fn row(metric: &str, mean: f64, std: Option<f64>) -> AggRow {
         AggRow {
-            protocol: "few-shot".into(),
+            protocol: Protocol::FewShot,
             method: "coop".into(),
             dataset: "world".into(),
             source: String::new(),
             shots: 4,
-            metric: metric.into(),
+            metric: Metric::parse(metric).unwrap(),
             n: 3,
             mean,
             std,

@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::store::Store;
 use crate::suite::cells::Plan;
-use crate::suite::Suite;
+use crate::suite::protocol::AVERAGE;
+use crate::suite::{Metric, Suite};
 
 /// Everything a report is made from.
 pub struct ReportData {
@@ -150,20 +151,20 @@ pub fn render_markdown(
         let mut rows = rows;
         rows.sort_by(|a, b| {
             (
-                a.dataset == "average",
+                a.dataset == AVERAGE,
                 &a.source,
                 a.shots,
                 &a.method,
                 &a.dataset,
-                metric_order(&a.metric),
+                a.metric,
             )
                 .cmp(&(
-                    b.dataset == "average",
+                    b.dataset == AVERAGE,
                     &b.source,
                     b.shots,
                     &b.method,
                     &b.dataset,
-                    metric_order(&b.metric),
+                    b.metric,
                 ))
         });
         for r in rows {
@@ -192,7 +193,7 @@ pub fn render_markdown(
                 r.dataset.clone(),
                 source_cell(&r.source),
                 r.shots.to_string(),
-                r.metric.clone(),
+                r.metric.to_string(),
                 fmt_row(r),
                 pub_s,
                 delta,
@@ -227,12 +228,12 @@ pub fn render_markdown(
     for v in &data.values {
         detail
             .entry((
-                v.protocol.clone(),
+                v.protocol.to_string(),
                 v.method.clone(),
                 v.dataset.clone(),
                 v.source.clone(),
                 v.shots,
-                v.metric.clone(),
+                v.metric.to_string(),
             ))
             .or_default()
             .insert(v.seed, v.value);
@@ -277,13 +278,13 @@ fn gram_section(rows: &[PairRow]) -> String {
     );
     let cells = |r: &PairRow| {
         vec![
-            r.protocol.clone(),
+            r.protocol.to_string(),
             r.against.clone(),
             r.method.clone(),
             r.dataset.clone(),
             source_cell(&r.source),
             r.shots.to_string(),
-            r.metric.clone(),
+            r.metric.to_string(),
             format!("{:.2}", r.against_mean),
             format!("{:.2}", r.method_mean),
             match r.ci95 {
@@ -306,20 +307,13 @@ fn gram_section(rows: &[PairRow]) -> String {
         "Δ (95% CI)",
         "Verdict",
     ];
-    let order = |r: &&PairRow| {
-        (
-            r.protocol.clone(),
-            r.against.clone(),
-            r.method.clone(),
-            metric_order(&r.metric),
-        )
-    };
-    let mut avg: Vec<&PairRow> = rows.iter().filter(|r| r.dataset == "average").collect();
+    let order = |r: &&PairRow| (r.protocol.as_str(), r.against.clone(), r.method.clone(), r.metric);
+    let mut avg: Vec<&PairRow> = rows.iter().filter(|r| r.dataset == AVERAGE).collect();
     avg.sort_by_key(order);
     out.push_str("Averages over each table's datasets (targets for transfer):\n\n");
     out.push_str(&markdown_table(&header, avg.into_iter().map(cells).collect()));
     out.push_str("\n\nPer dataset:\n\n");
-    let mut each: Vec<&PairRow> = rows.iter().filter(|r| r.dataset != "average").collect();
+    let mut each: Vec<&PairRow> = rows.iter().filter(|r| r.dataset != AVERAGE).collect();
     each.sort_by_key(|r| (order(r), r.dataset.clone()));
     out.push_str(&markdown_table(&header, each.into_iter().map(cells).collect()));
     out.push_str("\n\n");
@@ -329,20 +323,20 @@ fn gram_section(rows: &[PairRow]) -> String {
 /// Compact views of one protocol's rows: per (shots, metric), methods × datasets (average last).
 fn pivots(rows: &[&AggRow]) -> String {
     let mut out = String::new();
-    let mut keys: Vec<(usize, &str)> = rows.iter().map(|r| (r.shots, r.metric.as_str())).collect();
-    keys.sort_by_key(|(k, m)| (*k, metric_order(m)));
+    let mut keys: Vec<(usize, Metric)> = rows.iter().map(|r| (r.shots, r.metric)).collect();
+    keys.sort_unstable();
     keys.dedup();
     for (shots, metric) in keys {
         let sel: Vec<&&AggRow> = rows.iter().filter(|r| r.shots == shots && r.metric == metric).collect();
         let mut datasets: Vec<&str> = sel
             .iter()
             .map(|r| r.dataset.as_str())
-            .filter(|d| *d != "average")
+            .filter(|d| *d != AVERAGE)
             .collect();
         datasets.sort_unstable();
         datasets.dedup();
-        if sel.iter().any(|r| r.dataset == "average") {
-            datasets.push("average");
+        if sel.iter().any(|r| r.dataset == AVERAGE) {
+            datasets.push(AVERAGE);
         }
         let mut methods: Vec<&str> = sel.iter().map(|r| r.method.as_str()).collect();
         methods.sort_unstable();
@@ -370,15 +364,6 @@ fn pivots(rows: &[&AggRow]) -> String {
         out.push_str("\n\n");
     }
     out
-}
-
-fn metric_order(m: &str) -> u8 {
-    match m {
-        "accuracy" => 0,
-        "base" => 1,
-        "new" => 2,
-        _ => 3,
-    }
 }
 
 /// Loads the published tables a suite names (paths relative to the working directory).

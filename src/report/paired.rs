@@ -9,8 +9,12 @@
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::aggregate::{f64_column, str_column, to_frame, SeedValue};
 use crate::error::{Error, Result};
+use crate::suite::protocol::AVERAGE;
+use crate::suite::{Metric, Protocol};
 
 fn pe(e: PolarsError) -> Error {
     Error::Input(format!("paired differences: {e}"))
@@ -19,14 +23,14 @@ fn pe(e: PolarsError) -> Error {
 /// One comparison (a GRAM method against its host, or a declared pair) on one dataset and metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PairRow {
-    pub protocol: String,
+    pub protocol: Protocol,
     /// The host, or what a `[[compare]]` compares against.
     pub against: String,
     pub method: String,
     pub dataset: String,
     pub source: String,
     pub shots: usize,
-    pub metric: String,
+    pub metric: Metric,
     /// Seeds both have.
     pub n: usize,
     pub against_mean: f64,
@@ -64,61 +68,59 @@ pub fn t975(df: usize) -> f64 {
     }
 }
 
-// to_frame's column order (vstack matches by position).
-const ROW: [&str; 7] = ["protocol", "method", "dataset", "source", "shots", "seed", "metric"];
-
-/// Per-seed values plus per-seed averages over datasets and per-seed base-to-new HMs.
-fn with_derived(values: &[SeedValue]) -> Result<DataFrame> {
-    let df = to_frame(values)?;
-    let avg = df
-        .clone()
-        .lazy()
-        .group_by([
-            col("protocol"),
-            col("method"),
-            col("source"),
-            col("shots"),
-            col("metric"),
-            col("seed"),
-        ])
-        .agg([col("value").mean().alias("value")])
-        .with_column(lit("average").alias("dataset"))
-        // Transfer tables average the targets only.
-        .filter(
-            col("source").neq(lit("")).or(col("protocol")
-                .neq(lit("cross-dataset"))
-                .and(col("protocol").neq(lit("cross-domain")))),
-        )
-        .select(ROW.iter().map(|c| col(*c)).chain([col("value")]).collect::<Vec<_>>())
-        .collect()
-        .map_err(pe)?;
-    let all = df.vstack(&avg).map_err(pe)?;
-    let keys = ["protocol", "method", "dataset", "source", "shots", "seed"];
-    let side = |m: &str| {
-        all.clone()
-            .lazy()
-            .filter(col("protocol").eq(lit("base-to-new")).and(col("metric").eq(lit(m))))
-            .select(
-                keys.iter()
-                    .map(|c| col(*c))
-                    .chain([col("value").alias(m)])
-                    .collect::<Vec<_>>(),
-            )
-    };
-    let on: Vec<Expr> = keys.iter().map(|c| col(*c)).collect();
-    let hm = side("base")
-        .join(side("new"), on.clone(), on, JoinArgs::new(JoinType::Inner))
-        .with_column(
-            when((col("base") + col("new")).eq(lit(0.0)))
-                .then(lit(0.0))
-                .otherwise(lit(2.0) * col("base") * col("new") / (col("base") + col("new")))
-                .alias("value"),
-        )
-        .with_column(lit("hm").alias("metric"))
-        .select(ROW.iter().map(|c| col(*c)).chain([col("value")]).collect::<Vec<_>>())
-        .collect()
-        .map_err(pe)?;
-    all.vstack(&hm).map_err(pe)
+/// Per-seed values plus per-seed averages over each table's averaged rows and the protocols'
+/// derived metrics per seed (base-to-new's HM), by the rules of `suite/protocol.rs`.
+fn with_derived(values: &[SeedValue]) -> Vec<SeedValue> {
+    let mut all = values.to_vec();
+    type Table = (Protocol, String, String, usize, Metric, u64);
+    let mut tables: BTreeMap<Table, Vec<f64>> = BTreeMap::new();
+    for v in values.iter().filter(|v| v.protocol.averaged(&v.source)) {
+        tables
+            .entry((
+                v.protocol,
+                v.method.clone(),
+                v.source.clone(),
+                v.shots,
+                v.metric,
+                v.seed,
+            ))
+            .or_default()
+            .push(v.value);
+    }
+    for ((protocol, method, source, shots, metric, seed), vals) in tables {
+        all.push(SeedValue {
+            protocol,
+            method,
+            dataset: AVERAGE.to_string(),
+            source,
+            shots,
+            seed,
+            metric,
+            value: vals.iter().sum::<f64>() / vals.len() as f64,
+        });
+    }
+    let mut derived = Vec::new();
+    for a in &all {
+        let Some((metric, [from, with], combine)) = a.protocol.derived() else {
+            continue;
+        };
+        let partner = |b: &&SeedValue| {
+            b.metric == with
+                && (b.protocol, &b.method, &b.dataset, &b.source, b.shots, b.seed)
+                    == (a.protocol, &a.method, &a.dataset, &a.source, a.shots, a.seed)
+        };
+        if a.metric == from {
+            if let Some(b) = all.iter().find(partner) {
+                derived.push(SeedValue {
+                    metric,
+                    value: combine(a.value, b.value),
+                    ..a.clone()
+                });
+            }
+        }
+    }
+    all.extend(derived);
+    all
 }
 
 /// Paired rows for every `(against, method)` pair with values in the same table.
@@ -126,7 +128,7 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
     if values.is_empty() || pairs.is_empty() {
         return Ok(Vec::new());
     }
-    let all = with_derived(values)?;
+    let all = to_frame(&with_derived(values))?;
     let keys = ["protocol", "dataset", "source", "shots", "metric", "seed"];
     let on: Vec<Expr> = keys.iter().map(|c| col(*c)).collect();
     let mut out = Vec::new();
@@ -173,14 +175,15 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
         let (shots, n, h, g, d, sd) = (f("shots")?, f("n")?, f("h")?, f("g")?, f("d")?, f("sd")?);
         for i in 0..df.height() {
             let n_i = n[i].unwrap_or(0.0) as usize;
+            let bad = |what: &str, v: &str| Error::Internal(format!("pairing produced the {what} `{v}`"));
             out.push(PairRow {
-                protocol: protocol[i].clone(),
+                protocol: Protocol::parse(&protocol[i]).ok_or_else(|| bad("protocol", &protocol[i]))?,
                 against: host.clone(),
                 method: method.clone(),
                 dataset: dataset[i].clone(),
                 source: source[i].clone(),
                 shots: shots[i].unwrap_or(0.0) as usize,
-                metric: metric[i].clone(),
+                metric: Metric::parse(&metric[i]).ok_or_else(|| bad("metric", &metric[i]))?,
                 n: n_i,
                 against_mean: h[i].unwrap_or(f64::NAN),
                 method_mean: g[i].unwrap_or(f64::NAN),
@@ -225,13 +228,13 @@ mod tests {
 
     fn v(protocol: &str, method: &str, dataset: &str, metric: &str, seed: u64, value: f64) -> SeedValue {
         SeedValue {
-            protocol: protocol.into(),
+            protocol: Protocol::parse(protocol).unwrap(),
             method: method.into(),
             dataset: dataset.into(),
             source: String::new(),
             shots: 4,
             seed,
-            metric: metric.into(),
+            metric: Metric::parse(metric).unwrap(),
             value,
         }
     }
@@ -293,7 +296,10 @@ mod tests {
             vals.push(v("base-to-new", "gram", "a", "new", s, 30.0 - e));
         }
         let rows = paired(&vals, &[("host".into(), "gram".into())]).unwrap();
-        let hm = rows.iter().find(|r| r.dataset == "a" && r.metric == "hm").unwrap();
+        let hm = rows
+            .iter()
+            .find(|r| r.dataset == "a" && r.metric == Metric::Hm)
+            .unwrap();
         let hm_of = |b: f64, n: f64| 2.0 * b * n / (b + n);
         let want: f64 = (1..=3)
             .map(|s| {
@@ -304,6 +310,6 @@ mod tests {
             / 3.0;
         assert!((hm.delta - want).abs() < 1e-9);
         assert_eq!(hm.verdict(), "hurts");
-        assert!(rows.iter().any(|r| r.dataset == "average" && r.metric == "hm"));
+        assert!(rows.iter().any(|r| r.dataset == "average" && r.metric == Metric::Hm));
     }
 }

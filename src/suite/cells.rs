@@ -9,7 +9,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::methods::MethodConfig;
-use super::{Protocol, Suite};
+use super::{Metric, Protocol, Suite};
 use crate::data::Subsample;
 
 /// Bumped when what a cell computes changes for the same inputs (so old records stop matching).
@@ -75,8 +75,7 @@ pub struct Slot {
     pub dataset: String,
     pub shots: usize,
     pub seed: u64,
-    /// `accuracy`, or `base` / `new` in base-to-new.
-    pub metric: String,
+    pub metric: Metric,
     /// For transfer rows: the source dataset.
     pub source: Option<String>,
     pub key: String,
@@ -213,10 +212,7 @@ impl Plan {
                 for d in &x.datasets {
                     for &shots in &x.shots {
                         for &seed in &x.seeds {
-                            let train_classes = match x.protocol {
-                                Protocol::BaseToNew => Subsample::Base,
-                                _ => Subsample::All,
-                            };
+                            let train_classes = x.protocol.train_classes();
                             let checkpoint = x.checkpoint_path(m, d, shots, seed);
                             let spec = CellSpec {
                                 method: m.clone(),
@@ -251,48 +247,38 @@ impl Plan {
                                     depends_on: dep,
                                 },
                             );
-                            let slot = |dataset: &str, metric: &str, source: Option<&str>, key: &str| Slot {
-                                protocol: x.protocol,
-                                method: m.clone(),
-                                dataset: dataset.to_string(),
-                                shots,
-                                seed,
-                                metric: metric.to_string(),
-                                source: source.map(str::to_string),
-                                key: key.to_string(),
-                            };
-                            let mut eval = |target: &str, classes: Subsample| -> String {
-                                let espec = CellSpec {
-                                    phase: Phase::Eval,
-                                    target: Some(target.to_string()),
-                                    target_classes: classes,
-                                    ..spec.clone()
-                                };
-                                let ekey = cell_key(suite, mc, &espec, Some(&key), digests);
-                                push(
-                                    &mut cells,
-                                    Cell {
-                                        key: ekey.clone(),
-                                        spec: espec,
-                                        depends_on: Some(key.clone()),
-                                    },
-                                );
-                                ekey
-                            };
-                            match x.protocol {
-                                Protocol::FewShot => slots.push(slot(d, "accuracy", None, &key)),
-                                Protocol::BaseToNew => {
-                                    slots.push(slot(d, "base", None, &key));
-                                    let ekey = eval(d, Subsample::New);
-                                    slots.push(slot(d, "new", None, &ekey));
-                                }
-                                Protocol::CrossDataset | Protocol::CrossDomain => {
-                                    slots.push(slot(d, "accuracy", None, &key));
-                                    for t in &x.targets {
-                                        let ekey = eval(t, Subsample::All);
-                                        slots.push(slot(t, "accuracy", Some(d), &ekey));
+                            for e in x.protocol.evaluations(d, &x.targets) {
+                                let key = match e.target {
+                                    None => key.clone(),
+                                    Some((target, classes)) => {
+                                        let espec = CellSpec {
+                                            phase: Phase::Eval,
+                                            target: Some(target),
+                                            target_classes: classes,
+                                            ..spec.clone()
+                                        };
+                                        let ekey = cell_key(suite, mc, &espec, Some(&key), digests);
+                                        push(
+                                            &mut cells,
+                                            Cell {
+                                                key: ekey.clone(),
+                                                spec: espec,
+                                                depends_on: Some(key.clone()),
+                                            },
+                                        );
+                                        ekey
                                     }
-                                }
+                                };
+                                slots.push(Slot {
+                                    protocol: x.protocol,
+                                    method: m.clone(),
+                                    dataset: e.dataset,
+                                    shots,
+                                    seed,
+                                    metric: e.metric,
+                                    source: e.source,
+                                    key,
+                                });
                             }
                         }
                     }

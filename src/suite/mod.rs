@@ -4,6 +4,9 @@
 
 pub mod cells;
 pub mod methods;
+pub mod protocol;
+
+pub use protocol::{Metric, Protocol};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -114,30 +117,6 @@ pub struct EvalConfig {
 pub struct CheckConfig {
     pub abs_tolerance: f64,
     pub std_factor: f64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Protocol {
-    /// Train and test on all classes of each dataset with K shots per class.
-    FewShot,
-    /// Train on the base half of the classes, test on base and on new.
-    BaseToNew,
-    /// Train on a source dataset, test on other datasets' label spaces.
-    CrossDataset,
-    /// Train on a source dataset, test on its domain-shifted variants.
-    CrossDomain,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::FewShot => "few-shot",
-            Protocol::BaseToNew => "base-to-new",
-            Protocol::CrossDataset => "cross-dataset",
-            Protocol::CrossDomain => "cross-domain",
-        }
-    }
 }
 
 /// One table's worth of cells.
@@ -354,19 +333,9 @@ impl Suite {
                     }
                 }
             }
-            match x.protocol {
-                Protocol::FewShot | Protocol::BaseToNew if !x.targets.is_empty() => {
-                    return Err(format!(
-                        "{at}: `targets` belongs to cross-dataset and cross-domain only"
-                    ));
-                }
-                Protocol::CrossDataset | Protocol::CrossDomain if x.datasets.len() != 1 || x.targets.is_empty() => {
-                    return Err(format!(
-                        "{at}: needs exactly one source in `datasets` and at least one `targets`"
-                    ));
-                }
-                _ => {}
-            }
+            x.protocol
+                .check_fields(&x.datasets, &x.targets)
+                .map_err(|e| format!("{at}: {e}"))?;
         }
         Ok(())
     }
