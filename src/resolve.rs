@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::data::{dataset_def, Dataset};
+use crate::data::{check_dataset_name, dataset_def, Dataset};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::suite::cells::{Digests, Plan};
@@ -139,8 +139,9 @@ impl ResolvedSuite {
         };
         let mut datasets = BTreeMap::new();
         for name in suite_datasets(&suite) {
-            let def = dataset_def(&name, &lock.user_datasets)
-                .map_err(|e| Error::Input(format!("suite `{}`: {}", suite.name, e)))?;
+            check_dataset_name(&name, &lock.user_datasets)
+                .map_err(|e| Error::Config(format!("suite `{}`: {e}", suite.name)))?;
+            let def = dataset_def(&name, &lock.user_datasets)?;
             if def.embedded {
                 continue;
             }

@@ -203,7 +203,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)?;
     }
     if s.failed > 0 {
-        return Err(Error::Input(format!(
+        return Err(Error::Run(format!(
             "{} cells failed; their records hold the errors (`gram-bench plan {}` lists them)",
             s.failed,
             a.suite.display()
@@ -307,7 +307,7 @@ pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
         git_commit: git_commit(),
         rows: data.rows,
     };
-    let json = serde_json::to_vec_pretty(&b).map_err(|e| Error::Input(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&b).map_err(|e| Error::Internal(e.to_string()))?;
     write_atomic(&path, &json)?;
     eprintln!("saved {} metrics to {}", b.rows.len(), path.display());
     Ok(())
@@ -379,7 +379,7 @@ pub fn check(a: &CheckArgs) -> Result<()> {
         .filter(|c| matches!(c.verdict, Verdict::Regressed | Verdict::Missing))
         .count();
     if bad > 0 {
-        return Err(Error::Input(format!(
+        return Err(Error::Run(format!(
             "check failed: {bad} of {} metrics regressed or missing against baseline `{}`",
             out.len(),
             base.name
@@ -397,7 +397,7 @@ pub fn world(a: &WorldArgs) -> Result<()> {
         .ok_or_else(|| Error::Input(format!("{}: no [world] table", a.suite.display())))?;
     let cache = a.cache.clone().unwrap_or_else(default_cache_dir);
     let art = ensure_world(&cache, w, &mut |m| eprintln!("{m}"))?;
-    let json = serde_json::to_string_pretty(&art.manifest).map_err(|e| Error::Input(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&art.manifest).map_err(|e| Error::Internal(e.to_string()))?;
     println!("{json}");
     eprintln!("data: {}\nmodel: {}", art.data_root.display(), art.model_dir.display());
     Ok(())

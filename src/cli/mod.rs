@@ -268,7 +268,7 @@ fn rows<B: Backend>(t: Tensor<B, 2>) -> Result<Vec<Vec<f32>>> {
         .into_data()
         .convert::<f32>()
         .into_vec()
-        .map_err(|e| Error::Input(format!("reading a tensor back: {e:?}")))?;
+        .map_err(|e| Error::Internal(format!("reading a tensor back: {e:?}")))?;
     Ok((0..r).map(|i| flat[i * c..(i + 1) * c].to_vec()).collect())
 }
 
@@ -357,7 +357,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::World(a) => commands::world(&a),
         Command::Clip(ClipCommand::Embed(args)) => {
             let out = embed(&args)?;
-            let json = serde_json::to_string(&out).map_err(|e| Error::Input(e.to_string()))?;
+            let json = serde_json::to_string(&out).map_err(|e| Error::Internal(e.to_string()))?;
             println!("{json}");
             Ok(())
         }

@@ -91,14 +91,14 @@ impl<B: AutodiffBackend> WithGram<B> {
     ) -> Result<Self> {
         let params = host.prompt_params();
         if params.is_empty() {
-            return Err(Error::Input("gram: the host method has no prompt tensors".into()));
+            return Err(Error::Config("gram: the host method has no prompt tensors".into()));
         }
         if let Some(t0) = theta0 {
             let mut art = host.save_artifact();
             for p in &params {
                 let key = p.role.theta0_name();
                 let (shape, data) = t0.get(&key).ok_or_else(|| {
-                    Error::Input(format!(
+                    Error::Config(format!(
                         "gram: the host's prompt `{}` needs a meta-learned `{key}`, which this meta-training run \
                          does not learn (it has: {}); meta-train prompts of this modality and depth",
                         p.name,
@@ -106,7 +106,7 @@ impl<B: AutodiffBackend> WithGram<B> {
                     ))
                 })?;
                 if !same_tokens(shape, &p.shape) {
-                    return Err(Error::Input(format!(
+                    return Err(Error::Config(format!(
                         "gram: the meta-learned `{key}` is {shape:?}, the host's `{}` is {:?}",
                         p.name, p.shape
                     )));
@@ -118,7 +118,7 @@ impl<B: AutodiffBackend> WithGram<B> {
         if let Some(r) = &regulate {
             for p in &params {
                 let reg = r.regulator(p.role).ok_or_else(|| {
-                    Error::Input(format!(
+                    Error::Config(format!(
                         "gram: no {} gradient regulator for the prompt `{}`",
                         if p.role.is_text() { "textual" } else { "visual" },
                         p.name
@@ -126,7 +126,7 @@ impl<B: AutodiffBackend> WithGram<B> {
                 })?;
                 let width = *p.shape.last().unwrap_or(&0);
                 if reg.width() != width {
-                    return Err(Error::Input(format!(
+                    return Err(Error::Config(format!(
                         "gram: the regulator is {} wide, the prompt `{}` {width}",
                         reg.width(),
                         p.name
@@ -147,7 +147,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for WithGram<B> {
         transform: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32> {
         if transform.is_some() {
-            return Err(Error::Input(
+            return Err(Error::Internal(
                 "gram: a second gradient transform cannot be stacked".into(),
             ));
         }

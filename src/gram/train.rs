@@ -461,7 +461,7 @@ pub fn meta_train<B: AutodiffBackend>(
     let n = corpus.len();
     let tensor = |f: &FeatureSet| {
         if f.ok.len() != n {
-            return Err(Error::Input(format!(
+            return Err(Error::Internal(format!(
                 "gram: {} features for a corpus of {n} pairs",
                 f.ok.len()
             )));
@@ -515,7 +515,7 @@ pub fn meta_train<B: AutodiffBackend>(
     meta.inner_steps = cfg.inner_steps;
     meta.task_embedding = cfg.task_embedding;
     let no_episode = || {
-        Error::Input(format!(
+        Error::Config(format!(
             "gram: the corpus has no domain with {} classes of {} items (fewer ways or shots, or more data)",
             cfg.episode.ways, cfg.episode.shots
         ))

@@ -222,7 +222,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
         let ctx = self.prompt().ctx.val().inner();
         if ctx.dims()[0] != 1 && ctx.dims()[0] != classes.names.len() {
-            return Err(Error::Input(format!(
+            return Err(Error::Config(format!(
                 "coop: class-specific context was trained for {} classes and cannot score {} others",
                 ctx.dims()[0],
                 classes.names.len()

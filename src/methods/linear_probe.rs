@@ -313,20 +313,20 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
         _: f64,
         _: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32> {
-        Err(Error::Input(
+        Err(Error::Internal(
             "the linear probe fits on features; it has no SGD step".into(),
         ))
     }
 
     fn begin_eval(&mut self, _clip: &Clip<B::InnerBackend>, _tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
         if classes.names != self.classnames.as_slice() {
-            return Err(Error::Input(
+            return Err(Error::Config(
                 "a linear probe scores only the classes it was trained on (no base-to-new or transfer to other classes)"
                     .into(),
             ));
         }
         if self.weights.is_none() {
-            return Err(Error::Input("the linear probe has not been fitted".into()));
+            return Err(Error::Internal("the linear probe has not been fitted".into()));
         }
         Ok(())
     }

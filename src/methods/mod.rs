@@ -169,7 +169,7 @@ pub trait PromptMethod<B: AutodiffBackend> {
         _val: linear_probe::Labelled,
         _device: &burn::tensor::Device<B::InnerBackend>,
     ) -> Result<linear_probe::LinearProbeFit> {
-        Err(crate::error::Error::Input(
+        Err(crate::error::Error::Internal(
             "this method trains by SGD, not on features".into(),
         ))
     }

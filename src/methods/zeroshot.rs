@@ -87,7 +87,7 @@ pub fn class_features<B: Backend>(
             None => f,
         });
     }
-    let sum = sum.ok_or_else(|| Error::Input("no templates to score classes with".into()))?;
+    let sum = sum.ok_or_else(|| Error::Config("no templates to score classes with".into()))?;
     Ok(Clip::normalize(sum))
 }
 
@@ -115,7 +115,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
         _lr: f64,
         _transform: Option<&mut dyn GradientTransform<B>>,
     ) -> Result<f32> {
-        Err(Error::Input("zero-shot CLIP has nothing to train".into()))
+        Err(Error::Internal("zero-shot CLIP has nothing to train".into()))
     }
 
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
@@ -154,7 +154,9 @@ impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
         if artifact.is_empty() {
             Ok(())
         } else {
-            Err(Error::Input("zero-shot CLIP has no prompt parameters to load".into()))
+            Err(Error::Internal(
+                "zero-shot CLIP has no prompt parameters to load".into(),
+            ))
         }
     }
 }

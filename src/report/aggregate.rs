@@ -14,7 +14,7 @@ use crate::suite::protocol::AVERAGE;
 use crate::suite::{Metric, Protocol};
 
 fn pe(e: PolarsError) -> Error {
-    Error::Input(format!("aggregation: {e}"))
+    Error::Internal(format!("aggregation: {e}"))
 }
 
 /// One number of one seed.

@@ -380,7 +380,7 @@ pub fn write_report(out: &Path, suite: &Suite, markdown: &str, rows: &[AggRow], 
         write_atomic(&dir.join("gram_delta.csv"), paired::to_csv(pairs).as_bytes())?;
     }
     write_atomic(&dir.join("aggregate.csv"), to_csv(rows).as_bytes())?;
-    let json = serde_json::to_vec_pretty(rows).map_err(|e| Error::Input(format!("aggregate: {e}")))?;
+    let json = serde_json::to_vec_pretty(rows).map_err(|e| Error::Internal(format!("aggregate: {e}")))?;
     write_atomic(&dir.join("aggregate.json"), &json)?;
     let md = dir.join("report.md");
     write_atomic(&md, markdown.as_bytes())?;

@@ -17,7 +17,7 @@ use crate::suite::protocol::AVERAGE;
 use crate::suite::{Metric, Protocol};
 
 fn pe(e: PolarsError) -> Error {
-    Error::Input(format!("paired differences: {e}"))
+    Error::Internal(format!("paired differences: {e}"))
 }
 
 /// One comparison (a GRAM method against its host, or a declared pair) on one dataset and metric.

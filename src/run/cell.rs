@@ -153,7 +153,7 @@ impl<B: Backend> Session<'_, B> {
                 let path = s
                     .checkpoint
                     .as_deref()
-                    .ok_or_else(|| Error::Input("a checkpoint cell without a checkpoint".into()))?;
+                    .ok_or_else(|| Error::Internal("a checkpoint cell without a checkpoint".into()))?;
                 let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
                 method.load_artifact(&loaded)?;
                 store.put_artifact(&cell.key, &method.save_artifact())?;
@@ -168,11 +168,11 @@ impl<B: Backend> Session<'_, B> {
                 let dep = cell
                     .depends_on
                     .as_ref()
-                    .ok_or_else(|| Error::Input("an eval cell without a train cell".into()))?;
+                    .ok_or_else(|| Error::Internal("an eval cell without a train cell".into()))?;
                 match store.get(dep)? {
                     Some(r) if r.status == Status::Ok => {}
-                    Some(_) => return Err(Error::Input(format!("its train cell {dep} failed"))),
-                    None => return Err(Error::Input(format!("its train cell {dep} has not run"))),
+                    Some(_) => return Err(Error::Run(format!("its train cell {dep} failed"))),
+                    None => return Err(Error::Run(format!("its train cell {dep} has not run"))),
                 }
                 if training.learns() {
                     method.load_artifact(&store.get_artifact(dep)?)?;

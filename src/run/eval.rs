@@ -97,7 +97,7 @@ impl<B: Backend> Session<'_, B> {
                 let f = Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), feats.dim]), &self.device);
                 let logits = method
                     .eval_logits_from_features(&self.clip_eval, f)
-                    .ok_or_else(|| Error::Input("the method scores image features but gave no logits".into()))?;
+                    .ok_or_else(|| Error::Internal("the method scores image features but gave no logits".into()))?;
                 tally(chunk, logits);
             }
         } else {

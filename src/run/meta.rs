@@ -166,10 +166,10 @@ impl<B: Backend> Session<'_, B> {
         let dep = cell
             .depends_on
             .as_ref()
-            .ok_or_else(|| Error::Input("a gram cell without its meta-training cell".into()))?;
+            .ok_or_else(|| Error::Internal("a gram cell without its meta-training cell".into()))?;
         match store.get(dep)? {
             Some(r) if r.status == Status::Ok => {}
-            _ => return Err(Error::Input(format!("its meta-training cell {dep} has not succeeded"))),
+            _ => return Err(Error::Run(format!("its meta-training cell {dep} has not succeeded"))),
         }
         let (art, artifact_sha256) = store.get_meta(dep)?;
         let regulate = if g.regulate {

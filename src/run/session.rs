@@ -131,7 +131,7 @@ impl<'a, B: Backend> Session<'a, B> {
                     .inputs
                     .data_root
                     .as_deref()
-                    .ok_or_else(|| Error::Input("CoOp few-shot files need a data root".into()))?;
+                    .ok_or_else(|| Error::Internal("CoOp few-shot files need a data root".into()))?;
                 let c = crate::data::fewshot_pkl::read(&path, root, ds)?;
                 let val_source = if c.val.is_some() {
                     FewShotSourceKind::File

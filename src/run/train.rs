@@ -68,7 +68,7 @@ impl<B: Backend> Session<'_, B> {
         stream(&self.images, &self.pre, batches, |b, prepared| {
             if let Some(bad) = prepared.bad.first() {
                 // Checked before training: an image that decoded then and not now is an I/O fault.
-                return Err(Error::Input(bad.error.clone()));
+                return Err(Error::Run(bad.error.clone()));
             }
             let n = prepared.kept.len();
             let batch = Batch {
@@ -79,7 +79,7 @@ impl<B: Backend> Session<'_, B> {
             let lr = optim.lr_at(epoch, epochs);
             let loss = method.train_step(clip, batch, lr, None)?;
             if !loss.is_finite() {
-                return Err(Error::Input(format!("training diverged: loss {loss} at epoch {epoch}")));
+                return Err(Error::Run(format!("training diverged: loss {loss} at epoch {epoch}")));
             }
             sums[epoch].0 += loss;
             sums[epoch].1 += 1;

@@ -173,7 +173,7 @@ impl Suite {
         let suite: Suite = crate::files::parse_toml(path, text)?;
         suite
             .validate()
-            .map_err(|m| Error::Input(format!("{}: {m}", path.display())))?;
+            .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
         Ok(suite)
     }
 
