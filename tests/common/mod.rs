@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: fixture paths, reference tensors, safetensors writing.
 #![allow(dead_code)]
 
+pub mod suite_env;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
