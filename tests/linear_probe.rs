@@ -5,7 +5,7 @@ mod common;
 
 use common::{fixture, read_raw, B};
 use gram_bench::clip::weights::SafetensorsStore;
-use gram_bench::methods::linear_probe::{fit_for_tests, Labelled};
+use gram_bench::methods::linear_probe::{fit, Labelled};
 use gram_bench::methods::LinearProbeConfig;
 
 #[test]
@@ -32,7 +32,7 @@ fn the_fit_matches_scikit_learn() {
     };
     // f32 gradients bound how close a weakly regularized (flat) optimum can be approached.
     for (c, name, tol) in [(0.5, "c0.5", 2e-4), (100.0, "c100.0", 2e-3)] {
-        let w = fit_for_tests::<B>(&data, k, c, &cfg);
+        let w = fit::<B>(&data, k, c, &cfg, &Default::default());
         let (_, coef) = refs.read(&format!("{name}.coef")).unwrap(); // [k, d]
         let (_, intercept) = refs.read(&format!("{name}.intercept")).unwrap();
         let (_, decision) = refs.read(&format!("{name}.decision")).unwrap(); // [n, k]

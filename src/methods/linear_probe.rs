@@ -97,8 +97,9 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
 }
 
-/// L-BFGS (10 corrections, backtracking Armijo line search) from zero weights.
-fn fit<B: Backend>(data: &Labelled, k: usize, c: f64, cfg: &LinearProbeConfig, device: &B::Device) -> Vec<f32> {
+/// The probe's weights at a fixed C: L-BFGS (10 corrections, backtracking Armijo line search)
+/// from zero weights.
+pub fn fit<B: Backend>(data: &Labelled, k: usize, c: f64, cfg: &LinearProbeConfig, device: &B::Device) -> Vec<f32> {
     let n = data.y.len();
     let x = Tensor::<B, 2>::from_data(TensorData::new(data.x.clone(), [n, data.dim]), device);
     let labels = Tensor::<B, 1, Int>::from_data(
@@ -169,11 +170,6 @@ fn fit<B: Backend>(data: &Labelled, k: usize, c: f64, cfg: &LinearProbeConfig, d
         }
     }
     w
-}
-
-/// One fit at a given C on the default device (for the reference test).
-pub fn fit_for_tests<B: Backend>(data: &Labelled, k: usize, c: f64, cfg: &LinearProbeConfig) -> Vec<f32> {
-    fit::<B>(data, k, c, cfg, &Default::default())
 }
 
 fn accuracy(w: &[f32], data: &Labelled, k: usize) -> f64 {

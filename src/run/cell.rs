@@ -19,11 +19,11 @@ use crate::suite::cells::{Cell, Phase};
 use crate::suite::methods::MethodConfig;
 
 impl<B: Backend> Session<'_, B> {
-    pub(super) fn run_cell(&mut self, cell: &Cell) -> Record {
-        let started_at = now_utc();
-        let t0 = Instant::now();
+    /// A failed record of `cell`, started now: what it runs with and where; the phases fill in
+    /// the rest.
+    pub(super) fn new_record(&self, cell: &Cell) -> Record {
         let suite = &self.resolved.suite;
-        let mut record = Record {
+        Record {
             schema: RECORD_SCHEMA,
             key: cell.key.clone(),
             status: Status::Failed,
@@ -54,10 +54,16 @@ impl<B: Backend> Session<'_, B> {
                 os: std::env::consts::OS.to_string(),
                 threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             },
-            started_at,
+            started_at: now_utc(),
             finished_at: String::new(),
             error: None,
-        };
+        }
+    }
+
+    /// Computes `cell`; an error or a panic is caught into the record, never out of the run.
+    pub(super) fn run_cell(&mut self, cell: &Cell) -> Record {
+        let t0 = Instant::now();
+        let mut record = self.new_record(cell);
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(cell, &mut record)));
         match result {
             Ok(Ok(())) => record.status = Status::Ok,

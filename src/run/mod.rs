@@ -10,6 +10,8 @@ mod cell;
 mod eval;
 mod meta;
 mod session;
+#[cfg(test)]
+mod tests;
 mod train;
 
 use std::io::IsTerminal;

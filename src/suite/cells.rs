@@ -326,3 +326,132 @@ impl Plan {
 
 /// The fields `--only` accepts.
 pub const FILTER_FIELDS: &[&str] = &["method", "dataset", "target", "phase", "shots", "seed"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Unresolved;
+
+    const SUITE: &str = r#"
+schema = 1
+name = "cells"
+version = 1
+description = "plan unit tests"
+[backbone]
+name = "micro-clip"
+[world]
+seed = 3
+image_size = 16
+patch_size = 8
+width = 32
+layers = 1
+context_length = 32
+corpus_size = 64
+steps = 2
+batch_size = 16
+lr = 0.001
+weight_decay = 0.1
+warmup_steps = 1
+[eval]
+batch_size = 8
+[data]
+fewshot = "sample"
+on_corrupt = "fail"
+[check]
+abs_tolerance = 1.0
+std_factor = 2.0
+[methods.zs]
+kind = "zeroshot"
+templates = "dataset"
+[methods.coop]
+kind = "coop"
+n_ctx = 4
+ctx_init = ""
+init_std = 0.02
+csc = false
+class_token_position = "end"
+batch_size = 8
+epochs = 1
+optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 0, warmup_lr = 1e-5 }
+[[experiment]]
+protocol = "base-to-new"
+methods = ["zs", "coop"]
+datasets = ["shapes"]
+shots = [1]
+seeds = [1, 2]
+[[experiment]]
+protocol = "cross-domain"
+methods = ["coop"]
+datasets = ["world"]
+targets = ["sketch", "cartoon"]
+shots = [1]
+seeds = [1]
+"#;
+
+    fn plan() -> Plan {
+        let suite = Suite::parse(std::path::Path::new("cells.toml"), SUITE).unwrap();
+        Plan::new(&suite, &Unresolved)
+    }
+
+    #[test]
+    fn base_to_new_slots_are_the_train_cell_and_its_new_half_eval_cell() {
+        let p = plan();
+        let train = p
+            .cells
+            .iter()
+            .find(|c| c.spec.method == "coop" && c.spec.dataset == "shapes" && c.spec.seed == 1)
+            .unwrap();
+        assert_eq!(
+            (train.spec.phase, train.spec.train_classes),
+            (Phase::Train, Subsample::Base)
+        );
+        let eval = p
+            .cells
+            .iter()
+            .find(|c| c.depends_on.as_deref() == Some(&train.key))
+            .unwrap();
+        assert_eq!(
+            (eval.spec.phase, eval.spec.target_classes),
+            (Phase::Eval, Subsample::New)
+        );
+        let slots: Vec<(Metric, &str)> = p
+            .slots
+            .iter()
+            .filter(|s| s.method == "coop" && s.protocol == Protocol::BaseToNew && s.seed == 1)
+            .map(|s| (s.metric, s.key.as_str()))
+            .collect();
+        assert_eq!(
+            slots,
+            [(Metric::Base, train.key.as_str()), (Metric::New, eval.key.as_str())]
+        );
+        // Every eval cell comes after the train cell it needs.
+        for (i, c) in p.cells.iter().enumerate() {
+            if let Some(d) = &c.depends_on {
+                assert!(p.cells[..i].iter().any(|t| &t.key == d), "{:?}", c.spec);
+            }
+        }
+    }
+
+    #[test]
+    fn transfer_slots_name_their_source_and_selecting_an_eval_cell_pulls_in_its_train_cell() {
+        let p = plan();
+        let targets: Vec<(&str, Option<&str>)> = p
+            .slots
+            .iter()
+            .filter(|s| s.protocol == Protocol::CrossDomain)
+            .map(|s| (s.dataset.as_str(), s.source.as_deref()))
+            .collect();
+        assert_eq!(
+            targets,
+            [("world", None), ("sketch", Some("world")), ("cartoon", Some("world"))]
+        );
+        let only = [("target".to_string(), "sketch".to_string())];
+        let picked = p.select(&only);
+        assert_eq!(picked.len(), 2);
+        assert_eq!(
+            (picked[0].spec.phase, picked[1].spec.phase),
+            (Phase::Train, Phase::Eval)
+        );
+        assert_eq!(picked[1].depends_on.as_ref(), Some(&picked[0].key));
+    }
+}

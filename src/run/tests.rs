@@ -1,0 +1,228 @@
+//! The run's pieces on the committed tiny fixture CLIP and a four-class dataset in CoOp's layout
+//! (declared in the suite): the session's backbone check, the SGD loop's schedule, evaluation's
+//! tallies (cached features and encoded images agree), and a cell's record when it cannot run.
+
+use std::path::Path;
+
+use super::session::Session;
+use super::BackboneSource;
+use crate::backend::{BackendKind, Cpu};
+use crate::clip::LoadOptions;
+use crate::lock::Lock;
+use crate::methods::BuildInputs;
+use crate::resolve::ResolvedSuite;
+use crate::store::{Status, Store};
+use crate::suite::cells::Phase;
+use crate::suite::Suite;
+
+const SUITE: &str = r#"
+schema = 1
+name = "unit"
+version = 1
+description = "run unit tests"
+[backbone]
+name = "tiny-fixture"
+[eval]
+batch_size = 3
+[data]
+fewshot = "sample"
+on_corrupt = "fail"
+[check]
+abs_tolerance = 1.0
+std_factor = 2.0
+[datasets.mini]
+folder = "mini"
+split_file = "split.json"
+image_dir = "images"
+template = "a photo of a {}."
+[methods.zs]
+kind = "zeroshot"
+templates = "dataset"
+[methods.coop]
+kind = "coop"
+n_ctx = 2
+ctx_init = ""
+init_std = 0.02
+csc = false
+class_token_position = "end"
+batch_size = 2
+epochs = 3
+optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 1, warmup_lr = 1e-5 }
+[[experiment]]
+protocol = "base-to-new"
+methods = ["zs", "coop"]
+datasets = ["mini"]
+shots = [2]
+seeds = [1]
+"#;
+
+/// `root/mini`: 4 classes, 3 train, 1 val and 2 test images each (PNG, distinct colours).
+fn mini_dataset(root: &Path) {
+    let dir = root.join("mini");
+    let mut split = serde_json::json!({"train": [], "val": [], "test": []});
+    for (label, name) in ["red", "green", "blue", "grey"].iter().enumerate() {
+        std::fs::create_dir_all(dir.join("images").join(name)).unwrap();
+        for i in 0..6u32 {
+            let rel = format!("{name}/{i}.png");
+            let img = image::RgbImage::from_fn(24, 20, |x, y| {
+                image::Rgb([(label * 60) as u8, (x * 9) as u8, (y * 11 + i * 30) as u8])
+            });
+            img.save(dir.join("images").join(&rel)).unwrap();
+            let part = match i {
+                0..=2 => "train",
+                3 => "val",
+                _ => "test",
+            };
+            split[part]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!([rel, label, name]));
+        }
+    }
+    std::fs::write(dir.join("split.json"), serde_json::to_vec(&split).unwrap()).unwrap();
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    resolved: ResolvedSuite,
+    model: BackboneSource,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    mini_dataset(dir.path());
+    let lock = Lock::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets.lock")).unwrap();
+    let suite = Suite::parse(Path::new("unit.toml"), SUITE).unwrap();
+    let resolved = ResolvedSuite::new(suite, &lock, Some(dir.path())).unwrap();
+    let model = super::resolve_backbone(&resolved.suite, &resolved.lock, None).unwrap();
+    Fixture { dir, resolved, model }
+}
+
+impl Fixture {
+    fn session<'a>(&'a self, store: &'a Store, features: bool) -> Session<'a, Cpu> {
+        let cache = features.then(|| self.dir.path().join("features"));
+        Session::new(
+            &self.resolved,
+            &self.model,
+            None,
+            store,
+            cache,
+            Default::default(),
+            BackendKind::Cpu,
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn a_backbone_whose_weights_differ_from_the_pin_is_refused_before_any_cell() {
+    let f = fixture();
+    let store = Store::open(&f.dir.path().join("results"), "unit").unwrap();
+    let wrong = BackboneSource {
+        path: f.model.path.clone(),
+        options: LoadOptions::default(),
+        sha256: Some("0".repeat(64)),
+        id: f.model.id.clone(),
+    };
+    let e = Session::<Cpu>::new(
+        &f.resolved,
+        &wrong,
+        None,
+        &store,
+        None,
+        Default::default(),
+        BackendKind::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("does not match") && e.contains("tiny-fixture"), "{e}");
+}
+
+#[test]
+fn the_sgd_loop_follows_the_schedule_and_drops_the_last_partial_batch() {
+    let f = fixture();
+    let store = Store::open(&f.dir.path().join("results"), "unit").unwrap();
+    let mut s = f.session(&store, false);
+    let ds = s.dataset("mini").unwrap();
+    let mc = f.resolved.suite.methods["coop"].clone();
+    let names: Vec<String> = ds.classnames.clone();
+    let mut method = mc
+        .build(&BuildInputs {
+            clip: &s.clip,
+            tok: &s.tok,
+            classnames: &names,
+            template: &ds.def.template,
+            imagenet_like: false,
+            seed: 1,
+        })
+        .unwrap();
+    // 5 items, batch 2: two full batches per epoch, the fifth item dropped (Dassl).
+    let items: Vec<_> = ds.train[..5].to_vec();
+    let t = s.train(method.as_mut(), &mc, &items, "mini", 2, 1).unwrap();
+    assert_eq!((t.epochs, t.steps, t.images), (3, 6, 5));
+    assert_eq!(t.epoch_loss.len(), 3);
+    assert!(
+        t.epoch_loss.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{:?}",
+        t.epoch_loss
+    );
+}
+
+#[test]
+fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing() {
+    let f = fixture();
+    let store = Store::open(&f.dir.path().join("results"), "unit").unwrap();
+    let eval = |features: bool| {
+        let mut s = f.session(&store, features);
+        let ds = s.dataset("mini").unwrap();
+        let mc = &f.resolved.suite.methods["zs"];
+        let mut method = mc
+            .build(&BuildInputs {
+                clip: &s.clip,
+                tok: &s.tok,
+                classnames: &ds.classnames,
+                template: &ds.def.template,
+                imagenet_like: false,
+                seed: 1,
+            })
+            .unwrap();
+        let mut record = s.new_record(&f.resolved.plan.cells[0]);
+        let labels: Vec<usize> = (0..ds.classnames.len()).collect();
+        let (m, per_class) = s.evaluate(method.as_mut(), &ds, &labels, &mut record).unwrap();
+        (m, per_class, record.features)
+    };
+    let (a, pa, fa) = eval(false);
+    let (b, pb, fb) = eval(true);
+    assert_eq!((a.total, per_class_total(&pa)), (8, 8));
+    assert_eq!(a.correct, pa.iter().map(|p| p.correct).sum::<usize>());
+    assert_eq!(
+        (a.correct, pa),
+        (b.correct, pb),
+        "cached features must score as encoded images do"
+    );
+    use crate::store::FeatureOrigin;
+    assert_eq!((fa, fb), (Some(FeatureOrigin::Encoded), Some(FeatureOrigin::Computed)));
+}
+
+fn per_class_total(p: &[crate::store::ClassAccuracy]) -> usize {
+    p.iter().map(|c| c.n).sum()
+}
+
+#[test]
+fn an_eval_cell_whose_train_cell_has_not_run_records_why_and_does_not_panic() {
+    let f = fixture();
+    let store = Store::open(&f.dir.path().join("results"), "unit").unwrap();
+    let mut s = f.session(&store, false);
+    let eval = f
+        .resolved
+        .plan
+        .cells
+        .iter()
+        .find(|c| c.spec.phase == Phase::Eval)
+        .unwrap();
+    let r = s.run_cell(eval);
+    assert_eq!(r.status, Status::Failed);
+    assert!(r.error.as_deref().unwrap().contains("has not run"), "{:?}", r.error);
+    assert!(r.metrics.is_none() && r.digests.backbone.is_empty());
+}
