@@ -166,10 +166,11 @@ fn tsv_corpus(dir: &std::path::Path) -> std::path::PathBuf {
 
 #[test]
 fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
-    use gram_bench::gram::train::{corpus_features, Checkpointing};
+    use gram_bench::gram::corpus::corpus_features;
+    use gram_bench::gram::Checkpointing;
     use gram_bench::gram::{
-        meta_train, ClusterConfig, ClusterOrder, Corpus, EpisodeConfig, MetaTrainConfig, PromptShape, QueryRule,
-        TaskEmbedding,
+        meta_train, ClusterConfig, ClusterOrder, Corpus, EpisodeConfig, MetaInputs, MetaTrainConfig, PromptShape,
+        QueryRule, TaskEmbedding,
     };
     let dir = tempfile::tempdir().unwrap();
     let path = tsv_corpus(dir.path());
@@ -226,27 +227,33 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     assert_eq!((feats.0.ok.len(), feats.1.ok.len()), (24, 24));
     let train = |cfg: &MetaTrainConfig, seed: u64, ck: Option<&Checkpointing>| {
         meta_train(
-            &clip.model,
-            &clip.tokenizer,
-            &clip.preprocess,
-            &corpus,
-            (&feats.0, &feats.1),
-            cfg,
-            seed,
-            ck,
+            &MetaInputs {
+                clip: &clip.model,
+                tok: &clip.tokenizer,
+                pre: &clip.preprocess,
+                corpus: &corpus,
+                images: &feats.0,
+                captions: &feats.1,
+                config: cfg,
+                seed: seed,
+                checkpoint: ck,
+            },
             &mut |_, _| {},
         )
     };
     let mut seen = 0;
     let art = meta_train(
-        &clip.model,
-        &clip.tokenizer,
-        &clip.preprocess,
-        &corpus,
-        (&feats.0, &feats.1),
-        &cfg,
-        1,
-        None,
+        &MetaInputs {
+            clip: &clip.model,
+            tok: &clip.tokenizer,
+            pre: &clip.preprocess,
+            corpus: &corpus,
+            images: &feats.0,
+            captions: &feats.1,
+            config: &cfg,
+            seed: 1,
+            checkpoint: None,
+        },
         &mut |_, s| {
             assert!(s.query_loss.is_finite());
             seen += 1;
@@ -268,7 +275,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     // φ round-trips through its tensors.
     let r = art.regulator::<B>(true, &dev).unwrap().unwrap();
     assert_eq!(
-        gram_bench::gram::train::regulator_tensors(&r),
+        gram_bench::gram::artifact::regulator_tensors(&r),
         art.text_regulator.as_ref().unwrap().tensors
     );
     // Seeded: the same run gives the same artifact.
@@ -296,14 +303,17 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
     assert!(ck.path.exists());
     let mut resumed_steps = Vec::new();
     let resumed = meta_train(
-        &clip.model,
-        &clip.tokenizer,
-        &clip.preprocess,
-        &corpus,
-        (&feats.0, &feats.1),
-        &cfg,
-        1,
-        Some(&ck),
+        &MetaInputs {
+            clip: &clip.model,
+            tok: &clip.tokenizer,
+            pre: &clip.preprocess,
+            corpus: &corpus,
+            images: &feats.0,
+            captions: &feats.1,
+            config: &cfg,
+            seed: 1,
+            checkpoint: Some(&ck),
+        },
         &mut |step, _| resumed_steps.push(step),
     )
     .unwrap();

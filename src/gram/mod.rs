@@ -3,7 +3,9 @@
 //! the meta-training loop, the clustering of the corpus and the plug-in for host methods build on
 //! them.
 
+pub mod artifact;
 pub mod cluster;
+pub mod corpus;
 pub mod episodes;
 pub mod meta;
 pub mod plugin;
@@ -11,10 +13,12 @@ pub mod regulator;
 pub mod train;
 
 pub mod spec;
+pub use artifact::{Checkpointing, MetaArtifact, SavedRegulator};
 pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, ClusterOrder, Hierarchy};
+pub use corpus::Corpus;
 pub use episodes::{sample_episode, Episode, EpisodeConfig, QueryRule};
 pub use meta::{ClassText, EpisodeSet, MetaLearner, MetaPrompt, MetaRegulators, MetaStep, TaskEmbedding};
 pub use plugin::{RegulatedGradients, WithGram};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
 pub use spec::{CorpusSpec, GramConfig, GramSpec};
-pub use train::{meta_train, Corpus, MetaArtifact, MetaTrainConfig, PromptShape, SavedRegulator};
+pub use train::{meta_train, MetaInputs, MetaTrainConfig, PromptShape};

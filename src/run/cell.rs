@@ -9,16 +9,18 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 
 use super::session::Session;
+use super::Ad;
 use crate::data::images::check_decodable;
-use crate::data::{relabel, subsample_labels, Datum};
+use crate::data::{relabel, subsample_labels, Dataset, Datum};
 use crate::error::{Error, Result};
-use crate::methods::{BuildInputs, Training};
+use crate::methods::{BuildInputs, PromptMethod, Training};
 use crate::provenance::{git_commit, now_utc};
+use crate::resolve::ResolvedSuite;
 use crate::store::{CellConfig, CellDigests, CheckpointDigest, Environment, Record, Status, Timings, RECORD_SCHEMA};
 use crate::suite::cells::{Cell, Phase};
 use crate::suite::methods::MethodConfig;
 
-impl<B: Backend> Session<'_, B> {
+impl<'a, B: Backend> Session<'a, B> {
     /// A failed record of `cell`, started now: what it runs with and where; the phases fill in
     /// the rest.
     pub(super) fn new_record(&self, cell: &Cell) -> Record {
@@ -82,19 +84,14 @@ impl<B: Backend> Session<'_, B> {
         record
     }
 
+    /// A cell's phases: build the method for its training label space, train / load / fetch what
+    /// it learned, evaluate.
     pub(super) fn compute(&mut self, cell: &Cell, record: &mut Record) -> Result<()> {
-        let store = self.store;
         if cell.spec.phase == Phase::Meta {
             return self.meta(cell, record);
         }
         let s = &cell.spec;
-        let mc = self
-            .resolved
-            .suite
-            .methods
-            .get(&s.method)
-            .ok_or_else(|| Error::Config(format!("unknown method `{}`", s.method)))?
-            .clone();
+        let mc = self.host_config(cell)?;
         let t_load = Instant::now();
         let ds = self.dataset(&s.dataset)?;
         let labels = subsample_labels(ds.classnames.len(), s.train_classes);
@@ -105,11 +102,6 @@ impl<B: Backend> Session<'_, B> {
             data: [(s.dataset.clone(), ds.digest())].into(),
             ..CellDigests::default()
         };
-        let gram = match &mc {
-            MethodConfig::Gram(g) => Some(g.clone()),
-            _ => None,
-        };
-        let mc = self.resolved.suite.trained_as(&mc).clone();
         let training = mc.training();
         let mut method = mc.build(&BuildInputs {
             clip: &self.clip,
@@ -124,65 +116,17 @@ impl<B: Backend> Session<'_, B> {
         let (eval_ds, eval_labels) = match s.phase {
             Phase::Train => {
                 if training.learns() {
-                    let fewshot = self.fewshot(&ds, s.shots, s.seed)?;
-                    let picked: Vec<Datum> = fewshot.train.iter().map(|&i| ds.train[i].clone()).collect();
-                    let val_idx = fewshot.val.clone();
-                    record.fewshot = Some(fewshot);
-                    let mut train_items = relabel(&picked, &labels);
-                    // Decode the subset once up front: corrupt images are dealt with before any
-                    // batch is drawn, and the decoded images stay cached for every epoch.
-                    let paths: Vec<&Path> = train_items.iter().map(|d| d.path.as_path()).collect();
-                    let bad = check_decodable(&self.images, &paths);
-                    train_items.retain(|d| !bad.iter().any(|b| b.path == d.path));
-                    self.corrupt(bad, record)?;
-                    if train_items.is_empty() {
-                        return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
-                    }
-                    if let Some(g) = &gram {
-                        method = self.with_gram(cell, g, method, &train_items, record)?;
-                    }
-                    let t = Instant::now();
-                    if training == Training::Features {
-                        let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
-                        let val_items = relabel(&picked, &labels);
-                        record.train = Some(self.fit(method.as_mut(), &train_items, &val_items, record)?);
-                    } else {
-                        record.train =
-                            Some(self.train(method.as_mut(), &mc, &train_items, &s.dataset, s.shots, s.seed)?);
-                    }
-                    record.timings.train_s = t.elapsed().as_secs_f64();
-                    store.put_artifact(&cell.key, &method.save_artifact())?;
+                    method = self.train_phase(cell, &ds, &labels, method, record)?;
                 }
                 (ds.clone(), labels)
             }
             Phase::Checkpoint => {
-                let path = s
-                    .checkpoint
-                    .as_deref()
-                    .ok_or_else(|| Error::Internal("a checkpoint cell without a checkpoint".into()))?;
-                let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
-                method.load_artifact(&loaded)?;
-                store.put_artifact(&cell.key, &method.save_artifact())?;
-                digests.checkpoint = Some(CheckpointDigest {
-                    path: path.to_string(),
-                    sha256: crate::files::file_sha256(Path::new(path))?,
-                });
+                digests.checkpoint = Some(self.checkpoint_phase(cell, method.as_mut())?);
                 (ds.clone(), labels)
             }
-            Phase::Meta => unreachable!("meta cells are computed by `meta`"),
+            Phase::Meta => return Err(Error::Internal("a meta cell reached the host phases".into())),
             Phase::Eval => {
-                let dep = cell
-                    .depends_on
-                    .as_ref()
-                    .ok_or_else(|| Error::Internal("an eval cell without a train cell".into()))?;
-                match store.get(dep)? {
-                    Some(r) if r.status == Status::Ok => {}
-                    Some(_) => return Err(Error::Run(format!("its train cell {dep} failed"))),
-                    None => return Err(Error::Run(format!("its train cell {dep} has not run"))),
-                }
-                if training.learns() {
-                    method.load_artifact(&store.get_artifact(dep)?)?;
-                }
+                self.load_trained(cell, training, method.as_mut())?;
                 let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());
                 let tds = self.dataset(&target)?;
                 digests.data.insert(target.clone(), tds.digest());
@@ -201,5 +145,95 @@ impl<B: Backend> Session<'_, B> {
         record.metrics = Some(metrics);
         record.per_class = per_class;
         Ok(())
+    }
+
+    /// A train cell: the K-shot subset (decoded up front), GRAM's wrapping for a gram method, then
+    /// SGD or a feature fit; the learned parameters go beside the record.
+    fn train_phase(
+        &mut self,
+        cell: &Cell,
+        ds: &Dataset,
+        labels: &[usize],
+        mut method: Box<dyn PromptMethod<Ad<B>>>,
+        record: &mut Record,
+    ) -> Result<Box<dyn PromptMethod<Ad<B>>>> {
+        let s = &cell.spec;
+        let host = self.host_config(cell)?;
+        let gram = match &self.resolved.suite.methods[&s.method] {
+            MethodConfig::Gram(g) => Some(g),
+            _ => None,
+        };
+        let fewshot = self.fewshot(ds, s.shots, s.seed)?;
+        let picked: Vec<Datum> = fewshot.train.iter().map(|&i| ds.train[i].clone()).collect();
+        let val_idx = fewshot.val.clone();
+        record.fewshot = Some(fewshot);
+        let mut train_items = relabel(&picked, labels);
+        // Decode the subset once up front: corrupt images are dealt with before any batch is
+        // drawn, and the decoded images stay cached for every epoch.
+        let paths: Vec<&Path> = train_items.iter().map(|d| d.path.as_path()).collect();
+        let bad = check_decodable(&self.images, &paths);
+        train_items.retain(|d| !bad.iter().any(|b| b.path == d.path));
+        self.corrupt(bad, record)?;
+        if train_items.is_empty() {
+            return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
+        }
+        if let Some(g) = gram {
+            method = self.with_gram(cell, g, method, &train_items, record)?;
+        }
+        let t = Instant::now();
+        record.train = Some(if host.training() == Training::Features {
+            let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
+            let val_items = relabel(&picked, labels);
+            self.fit(method.as_mut(), &train_items, &val_items, record)?
+        } else {
+            self.train(method.as_mut(), host, &train_items, &s.dataset, s.shots, s.seed)?
+        });
+        record.timings.train_s = t.elapsed().as_secs_f64();
+        self.store.put_artifact(&cell.key, &method.save_artifact())?;
+        Ok(method)
+    }
+
+    /// A checkpoint cell: the released checkpoint's tensors into the method, kept beside the record.
+    fn checkpoint_phase(&self, cell: &Cell, method: &mut dyn PromptMethod<Ad<B>>) -> Result<CheckpointDigest> {
+        let path = cell
+            .spec
+            .checkpoint
+            .as_deref()
+            .ok_or_else(|| Error::Internal("a checkpoint cell without a checkpoint".into()))?;
+        let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
+        method.load_artifact(&loaded)?;
+        self.store.put_artifact(&cell.key, &method.save_artifact())?;
+        Ok(CheckpointDigest {
+            path: path.to_string(),
+            sha256: crate::files::file_sha256(Path::new(path))?,
+        })
+    }
+
+    /// An eval cell: its train cell must have succeeded; what it learned is loaded.
+    fn load_trained(&self, cell: &Cell, training: Training, method: &mut dyn PromptMethod<Ad<B>>) -> Result<()> {
+        let dep = cell
+            .depends_on
+            .as_ref()
+            .ok_or_else(|| Error::Internal("an eval cell without a train cell".into()))?;
+        match self.store.get(dep)? {
+            Some(r) if r.status == Status::Ok => {}
+            Some(_) => return Err(Error::Run(format!("its train cell {dep} failed"))),
+            None => return Err(Error::Run(format!("its train cell {dep} has not run"))),
+        }
+        if training.learns() {
+            method.load_artifact(&self.store.get_artifact(dep)?)?;
+        }
+        Ok(())
+    }
+
+    /// The config a cell's method trains as: the method's own, or a gram method's host's.
+    fn host_config(&self, cell: &Cell) -> Result<&'a MethodConfig> {
+        let resolved: &'a ResolvedSuite = self.resolved;
+        let entry = resolved
+            .suite
+            .methods
+            .get(&cell.spec.method)
+            .ok_or_else(|| Error::Config(format!("unknown method `{}`", cell.spec.method)))?;
+        Ok(resolved.suite.trained_as(entry))
     }
 }

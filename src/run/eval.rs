@@ -39,6 +39,8 @@ impl<B: Backend> Session<'_, B> {
         self.features.put(&source, set)
     }
 
+    /// Top-1 accuracy of `method` on `ds`'s test images of `labels` (in that label space), per
+    /// class and overall.
     pub(super) fn evaluate(
         &mut self,
         method: &mut dyn PromptMethod<Ad<B>>,
@@ -69,88 +71,134 @@ impl<B: Backend> Session<'_, B> {
                 template: &ds.def.template,
             },
         )?;
-        let mut correct = vec![0usize; names.len()];
-        let mut total = vec![0usize; names.len()];
-        let mut tally = |batch: &[(usize, usize)], logits: Tensor<B, 2>| {
-            let pred = logits.argmax(1).into_data().convert::<i64>();
-            let pred = pred.to_vec::<i64>().expect("converted to i64 above");
-            for (&(_, label), p) in batch.iter().zip(pred) {
-                total[label] += 1;
-                if p as usize == label {
-                    correct[label] += 1;
-                }
-            }
-        };
-        let bs = self.resolved.suite.eval.batch_size;
+        let mut tally = Tally::new(names.len());
         if self.use_features && method.image_encoder_frozen() {
-            let feats = self.test_features(ds, record)?;
-            let bad: Vec<BadImage> = feats
-                .bad
-                .iter()
-                .filter(|b| items.iter().any(|&(i, _)| ds.test[i].path == b.path))
-                .cloned()
-                .collect();
-            self.corrupt(bad, record)?;
-            let kept: Vec<(usize, usize)> = items.iter().copied().filter(|&(i, _)| feats.ok[i]).collect();
-            for chunk in kept.chunks(bs) {
-                let rows: Vec<f32> = chunk.iter().flat_map(|&(i, _)| feats.row(i).to_vec()).collect();
-                let f = Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), feats.dim]), &self.device);
-                let logits = method
-                    .eval_logits_from_features(&self.clip_eval, f)
-                    .ok_or_else(|| Error::Internal("the method scores image features but gave no logits".into()))?;
-                tally(chunk, logits);
-            }
+            self.score_features(method, ds, &items, &mut tally, record)?;
         } else {
-            record.features = Some(FeatureOrigin::Encoded);
-            let batches: Vec<Vec<(PathBuf, Transform)>> = items
-                .chunks(bs)
-                .map(|c| {
-                    c.iter()
-                        .map(|&(i, _)| (ds.test[i].path.clone(), Transform::Eval))
-                        .collect()
-                })
-                .collect();
-            let s = self.pre.image_size;
-            let mut bad_all = Vec::new();
-            let (clip, device) = (&self.clip_eval, &self.device);
-            stream(&self.images, &self.pre, batches, |b, prepared| {
-                bad_all.extend(prepared.bad);
-                let chunk = &items[b * bs..(b * bs + bs).min(items.len())];
-                let kept: Vec<(usize, usize)> = prepared.kept.iter().map(|&k| chunk[k]).collect();
-                if !kept.is_empty() {
-                    let pixels =
-                        Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [kept.len(), 3, s, s]), device);
-                    tally(&kept, method.eval_logits(clip, pixels));
-                }
-                Ok(())
-            })?;
-            self.corrupt(bad_all, record)?;
+            self.score_images(method, ds, &items, &mut tally, record)?;
         }
-        let (c, t): (usize, usize) = (correct.iter().sum(), total.iter().sum());
+        tally
+            .metrics(&names)
+            .ok_or_else(|| Error::Input(format!("{}: no test image decoded", ds.def.name)))
+    }
+
+    /// Scores the test split's cached (or now computed) frozen image features.
+    fn score_features(
+        &mut self,
+        method: &dyn PromptMethod<Ad<B>>,
+        ds: &Dataset,
+        items: &[(usize, usize)],
+        tally: &mut Tally,
+        record: &mut Record,
+    ) -> Result<()> {
+        let feats = self.test_features(ds, record)?;
+        let bad: Vec<BadImage> = feats
+            .bad
+            .iter()
+            .filter(|b| items.iter().any(|&(i, _)| ds.test[i].path == b.path))
+            .cloned()
+            .collect();
+        self.corrupt(bad, record)?;
+        let kept: Vec<(usize, usize)> = items.iter().copied().filter(|&(i, _)| feats.ok[i]).collect();
+        for chunk in kept.chunks(self.resolved.suite.eval.batch_size) {
+            let rows: Vec<f32> = chunk.iter().flat_map(|&(i, _)| feats.row(i).to_vec()).collect();
+            let f = Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), feats.dim]), &self.device);
+            let logits = method
+                .eval_logits_from_features(&self.clip_eval, f)
+                .ok_or_else(|| Error::Internal("the method scores image features but gave no logits".into()))?;
+            tally.add(chunk, logits);
+        }
+        Ok(())
+    }
+
+    /// Encodes the test images through the method (its image encoder may be prompted) and scores
+    /// them.
+    fn score_images(
+        &mut self,
+        method: &dyn PromptMethod<Ad<B>>,
+        ds: &Dataset,
+        items: &[(usize, usize)],
+        tally: &mut Tally,
+        record: &mut Record,
+    ) -> Result<()> {
+        record.features = Some(FeatureOrigin::Encoded);
+        let bs = self.resolved.suite.eval.batch_size;
+        let batches: Vec<Vec<(PathBuf, Transform)>> = items
+            .chunks(bs)
+            .map(|c| {
+                c.iter()
+                    .map(|&(i, _)| (ds.test[i].path.clone(), Transform::Eval))
+                    .collect()
+            })
+            .collect();
+        let s = self.pre.image_size;
+        let mut bad_all = Vec::new();
+        let (clip, device) = (&self.clip_eval, &self.device);
+        stream(&self.images, &self.pre, batches, |b, prepared| {
+            bad_all.extend(prepared.bad);
+            let chunk = &items[b * bs..(b * bs + bs).min(items.len())];
+            let kept: Vec<(usize, usize)> = prepared.kept.iter().map(|&k| chunk[k]).collect();
+            if !kept.is_empty() {
+                let pixels = Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [kept.len(), 3, s, s]), device);
+                tally.add(&kept, method.eval_logits(clip, pixels));
+            }
+            Ok(())
+        })?;
+        self.corrupt(bad_all, record)
+    }
+}
+
+/// Correct and total predictions per class of the evaluated label space.
+struct Tally {
+    correct: Vec<usize>,
+    total: Vec<usize>,
+}
+
+impl Tally {
+    fn new(classes: usize) -> Self {
+        Tally {
+            correct: vec![0; classes],
+            total: vec![0; classes],
+        }
+    }
+
+    /// Counts a batch's argmax predictions against its labels.
+    fn add<Bk: Backend>(&mut self, batch: &[(usize, usize)], logits: Tensor<Bk, 2>) {
+        let pred = logits.argmax(1).into_data().convert::<i64>();
+        let pred = pred.to_vec::<i64>().expect("converted to i64 above");
+        for (&(_, label), p) in batch.iter().zip(pred) {
+            self.total[label] += 1;
+            if p as usize == label {
+                self.correct[label] += 1;
+            }
+        }
+    }
+
+    /// Overall and per-class accuracy (classes with no test image are left out); None when
+    /// nothing was scored.
+    fn metrics(&self, names: &[String]) -> Option<(Metrics, Vec<ClassAccuracy>)> {
+        let (c, t): (usize, usize) = (self.correct.iter().sum(), self.total.iter().sum());
         if t == 0 {
-            return Err(Error::Input(format!("{}: no test image decoded", ds.def.name)));
+            return None;
         }
-        // Classes with no test image have no accuracy; they are left out.
         let per_class: Vec<ClassAccuracy> = names
             .iter()
             .enumerate()
-            .filter(|(i, _)| total[*i] > 0)
+            .filter(|(i, _)| self.total[*i] > 0)
             .map(|(i, n)| ClassAccuracy {
                 class: n.clone(),
-                n: total[i],
-                correct: correct[i],
-                accuracy: 100.0 * correct[i] as f64 / total[i] as f64,
+                n: self.total[i],
+                correct: self.correct[i],
+                accuracy: 100.0 * self.correct[i] as f64 / self.total[i] as f64,
             })
             .collect();
         let present: Vec<f64> = per_class.iter().map(|p| p.accuracy).collect();
-        Ok((
-            Metrics {
-                accuracy: 100.0 * c as f64 / t as f64,
-                correct: c,
-                total: t,
-                macro_accuracy: present.iter().sum::<f64>() / present.len() as f64,
-            },
-            per_class,
-        ))
+        let metrics = Metrics {
+            accuracy: 100.0 * c as f64 / t as f64,
+            correct: c,
+            total: t,
+            macro_accuracy: present.iter().sum::<f64>() / present.len() as f64,
+        };
+        Some((metrics, per_class))
     }
 }

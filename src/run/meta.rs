@@ -2,7 +2,7 @@
 //! `meta_train` with checkpoints, the artifact beside the records) and the wrapping of a gram
 //! method's host with θ₀ and ψ_φ from its meta-training cell.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
@@ -12,91 +12,35 @@ use super::session::Session;
 use super::Ad;
 use crate::data::Datum;
 use crate::error::{Error, Result};
-use crate::features::FeatureSource;
-use crate::gram::{meta_train, Corpus, CorpusSpec, RegulatedGradients, WithGram};
+use crate::features::{FeatureSet, FeatureSource};
+use crate::gram::corpus::drop_undecodable;
+use crate::gram::{meta_train, Checkpointing, Corpus, MetaInputs, RegulatedGradients, WithGram};
 use crate::methods::PromptMethod;
+use crate::resolve::ResolvedSuite;
 use crate::store::{CellDigests, FeatureOrigin, FitSummary, MetaDigest, MetaFit, Record, Status, TrainSummary};
 use crate::suite::cells::Cell;
 
-impl<B: Backend> Session<'_, B> {
-    /// A meta-training cell: the corpus, `meta_train`, the artifact beside the records.
+impl<'a, B: Backend> Session<'a, B> {
+    /// A meta-training cell: the corpus, its frozen features, `meta_train` (checkpointed beside
+    /// the records), the artifact.
     pub(super) fn meta(&mut self, cell: &Cell, record: &mut Record) -> Result<()> {
         let store = self.store;
         let name = &cell.spec.method;
-        let spec = self
-            .resolved
+        let resolved: &'a ResolvedSuite = self.resolved;
+        let spec = resolved
             .suite
             .gram
             .get(name)
-            .ok_or_else(|| Error::Config(format!("no [gram.{name}]")))?
-            .clone();
+            .ok_or_else(|| Error::Internal(format!("a meta cell of no [gram.{name}]")))?;
         let t = Instant::now();
-        let corpus = match &spec.corpus {
-            CorpusSpec::World { size } => Corpus::world(*size, self.pre.image_size as u32, spec.seed),
-            CorpusSpec::Csv {
-                path,
-                image_column,
-                caption_column,
-                separator,
-            } => {
-                let sep = separator.chars().next().unwrap_or('\t');
-                Corpus::from_csv(
-                    &crate::files::expand(path).map(PathBuf::from)?,
-                    image_column,
-                    caption_column,
-                    sep,
-                )?
-            }
-        };
+        let corpus = spec.corpus.open(self.pre.image_size as u32, spec.seed)?;
         record.timings.load_s = t.elapsed().as_secs_f64();
-        // The corpus's frozen features go through the feature cache like a test split's.
-        let corpus_digest = corpus.digest()?;
-        // Keyed by the corpus's content, so every meta run on one corpus shares them.
-        let source = |split: &str| FeatureSource {
-            weights_sha256: self.weights_digest.clone(),
-            dataset: "gram-corpus".into(),
-            split: split.into(),
-            split_digest: corpus_digest.clone(),
-            transform: self.pre.clone(),
-            backend: self.backend.to_string(),
-            batch_size: self.resolved.suite.eval.batch_size,
-        };
-        let (si, sc) = (source("images"), source("captions"));
-        let features = match (self.features.get(&si), self.features.get(&sc)) {
-            (Some(i), Some(c)) => {
-                record.features = Some(FeatureOrigin::Cached);
-                (i, c)
-            }
-            _ => {
-                let (i, c) = crate::gram::train::corpus_features(
-                    &self.clip_eval,
-                    &self.tok,
-                    &self.pre,
-                    &corpus,
-                    &self.images,
-                    self.resolved.suite.eval.batch_size,
-                )?;
-                record.timings.features_s = i.compute_s;
-                record.features = Some(FeatureOrigin::Computed);
-                (self.features.put(&si, i)?, self.features.put(&sc, c)?)
-            }
-        };
+        let (images, captions) = self.corpus_features(&corpus, record)?;
         // Pairs whose image does not decode: the suite's on_corrupt decides (fail, or leave out).
-        self.corrupt(features.0.bad.clone(), record)?;
-        let (corpus, features) = if features.0.ok.iter().all(|&ok| ok) {
-            (corpus, (features.0.clone(), features.1.clone()))
-        } else {
-            let keep: Vec<usize> = (0..corpus.len()).filter(|&i| features.0.ok[i]).collect();
-            (
-                corpus.subset(&keep),
-                (
-                    std::sync::Arc::new(crate::gram::train::feature_rows(&features.0, &keep)),
-                    std::sync::Arc::new(crate::gram::train::feature_rows(&features.1, &keep)),
-                ),
-            )
-        };
+        self.corrupt(images.bad.clone(), record)?;
+        let (corpus, images, captions) = drop_undecodable(corpus, images, captions);
         let t = Instant::now();
-        let checkpoint = crate::gram::train::Checkpointing {
+        let checkpoint = Checkpointing {
             path: store.meta_checkpoint_path(&cell.key),
             every_steps: None,
             every_secs: Some(60.0),
@@ -104,27 +48,28 @@ impl<B: Backend> Session<'_, B> {
         let resumed_from = checkpoint.path.exists();
         let steps = spec.train.steps;
         let mut last = Instant::now();
-        let art = meta_train(
-            &self.clip,
-            &self.tok,
-            &self.pre,
-            &corpus,
-            (&features.0, &features.1),
-            &spec.train,
-            spec.seed,
-            Some(&checkpoint),
-            // Long runs say where they are, at most twice a minute.
-            &mut |step, s| {
-                if last.elapsed().as_secs_f64() >= 30.0 {
-                    eprintln!(
-                        "  gram meta-training `{name}`: step {}/{steps}, query loss {:.4}",
-                        step + 1,
-                        s.query_loss
-                    );
-                    last = Instant::now();
-                }
-            },
-        )?;
+        let inputs = MetaInputs {
+            clip: &self.clip,
+            tok: &self.tok,
+            pre: &self.pre,
+            corpus: &corpus,
+            images: &images,
+            captions: &captions,
+            config: &spec.train,
+            seed: spec.seed,
+            checkpoint: Some(&checkpoint),
+        };
+        // Long runs say where they are, at most twice a minute.
+        let art = meta_train(&inputs, &mut |step, s| {
+            if last.elapsed().as_secs_f64() >= 30.0 {
+                eprintln!(
+                    "  gram meta-training `{name}`: step {}/{steps}, query loss {:.4}",
+                    step + 1,
+                    s.query_loss
+                );
+                last = Instant::now();
+            }
+        })?;
         record.timings.train_s = t.elapsed().as_secs_f64();
         record.digests = CellDigests {
             backbone: self.model.id.clone(),
@@ -151,6 +96,38 @@ impl<B: Backend> Session<'_, B> {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&checkpoint.path, e)),
             _ => Ok(()),
         }
+    }
+
+    /// The corpus's frozen image and caption features, through the feature cache like a test
+    /// split's; keyed by the corpus's content, so every meta run on one corpus shares them.
+    fn corpus_features(&mut self, corpus: &Corpus, record: &mut Record) -> Result<(Arc<FeatureSet>, Arc<FeatureSet>)> {
+        let corpus_digest = corpus.digest()?;
+        let batch_size = self.resolved.suite.eval.batch_size;
+        let source = |split: &str| FeatureSource {
+            weights_sha256: self.weights_digest.clone(),
+            dataset: "gram-corpus".into(),
+            split: split.into(),
+            split_digest: corpus_digest.clone(),
+            transform: self.pre.clone(),
+            backend: self.backend.to_string(),
+            batch_size,
+        };
+        let (si, sc) = (source("images"), source("captions"));
+        if let (Some(i), Some(c)) = (self.features.get(&si), self.features.get(&sc)) {
+            record.features = Some(FeatureOrigin::Cached);
+            return Ok((i, c));
+        }
+        let (i, c) = crate::gram::corpus::corpus_features(
+            &self.clip_eval,
+            &self.tok,
+            &self.pre,
+            corpus,
+            &self.images,
+            batch_size,
+        )?;
+        record.timings.features_s = i.compute_s;
+        record.features = Some(FeatureOrigin::Computed);
+        Ok((self.features.put(&si, i)?, self.features.put(&sc, c)?))
     }
 
     /// Wraps a gram method's host with θ₀ and ψ_φ from its meta-training cell.
