@@ -5,6 +5,7 @@
 pub mod cells;
 pub mod methods;
 pub mod protocol;
+mod validate;
 
 pub use protocol::{Metric, Protocol};
 
@@ -13,9 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::catalog::{check_user_dataset, UserDataset};
+use crate::data::catalog::UserDataset;
 use crate::error::{Error, Result};
-use crate::methods::Training;
 use crate::world::WorldConfig;
 use methods::MethodConfig;
 
@@ -175,169 +175,6 @@ impl Suite {
             .validate()
             .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
         Ok(suite)
-    }
-
-    /// Checks what the types cannot: references resolve, lists are non-empty, protocols get the
-    /// fields they need.
-    fn validate(&self) -> std::result::Result<(), String> {
-        if self.schema != SCHEMA {
-            return Err(format!(
-                "schema {} is not supported (this build reads schema {SCHEMA})",
-                self.schema
-            ));
-        }
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!(
-                "name `{}` must be non-empty ASCII letters, digits, - or _",
-                self.name
-            ));
-        }
-        let embedded = self
-            .experiments
-            .iter()
-            .flat_map(|x| x.datasets.iter().chain(&x.targets))
-            .any(|d| crate::world::world_dataset(d).is_some());
-        if self.world.is_none() && (embedded || self.backbone.name == crate::world::BACKBONE) {
-            return Err("the embedded datasets and the micro-clip backbone need a [world] table".into());
-        }
-        if self.backbone.name.is_empty() {
-            return Err("backbone.name is empty".into());
-        }
-        for (name, u) in &self.datasets {
-            check_user_dataset(name, u).map_err(|e| format!("datasets.{name}: {e}"))?;
-        }
-        if self.eval.batch_size == 0 {
-            return Err("eval.batch_size must be positive".into());
-        }
-        for (name, m) in &self.methods {
-            m.validate().map_err(|e| format!("methods.{name}: {e}"))?;
-            if let MethodConfig::Gram(g) = m {
-                let host = self
-                    .methods
-                    .get(&g.host)
-                    .ok_or_else(|| format!("methods.{name}: unknown host `{}`", g.host))?;
-                let spec = self
-                    .gram
-                    .get(&g.meta)
-                    .ok_or_else(|| format!("methods.{name}: no [gram.{}] meta-training run", g.meta))?;
-                let layout = host.prompt_layout().ok_or_else(|| {
-                    format!(
-                        "methods.{name}: host `{}` ({}) has no shared prompt tokens for GRAM (hosts: coop, kgcoop, \
-                         prograd without csc, cocoop, vpt, maple, ivlp, promptsrc)",
-                        g.host,
-                        host.kind()
-                    )
-                })?;
-                for (role, n) in layout {
-                    let what = if role.is_text() { "text" } else { "vision" };
-                    if g.init {
-                        match spec.train.provides(role) {
-                            Some(m) if m == n => {}
-                            Some(m) => {
-                                return Err(format!(
-                                    "methods.{name}: host `{}` has {n} {what} tokens per layer but [gram.{}] \
-                                     meta-learns {m}",
-                                    g.host, g.meta
-                                ))
-                            }
-                            None => {
-                                return Err(format!(
-                                    "methods.{name}: host `{}` needs θ₀ `{}` but [gram.{}] does not meta-learn it \
-                                     (set train.{what} with enough depth, or init = false)",
-                                    g.host,
-                                    role.theta0_name(),
-                                    g.meta
-                                ))
-                            }
-                        }
-                    }
-                    let has = if role.is_text() {
-                        &spec.train.text
-                    } else {
-                        &spec.train.vision
-                    };
-                    if g.regulate && has.is_none() {
-                        return Err(format!(
-                            "methods.{name}: host `{}` has {what} prompts but [gram.{}] has no {what} regulator \
-                             (set train.{what}, or regulate = false)",
-                            g.host, g.meta
-                        ));
-                    }
-                }
-            }
-        }
-        for (name, g) in &self.gram {
-            g.validate().map_err(|e| format!("gram.{name}: {e}"))?;
-        }
-        for c in &self.comparisons {
-            for m in [&c.method, &c.against] {
-                if !self.methods.contains_key(m) {
-                    return Err(format!("compare: unknown method `{m}`"));
-                }
-            }
-            if c.method == c.against {
-                return Err(format!("compare: `{}` against itself", c.method));
-            }
-        }
-        if self.experiments.is_empty() {
-            return Err("no [[experiment]]".into());
-        }
-        for (i, x) in self.experiments.iter().enumerate() {
-            let at = format!("experiment #{} ({})", i + 1, x.protocol.as_str());
-            for m in &x.methods {
-                if !self.methods.contains_key(m) {
-                    let known: Vec<_> = self.methods.keys().cloned().collect();
-                    return Err(format!("{at}: unknown method `{m}` (defined: {})", known.join(", ")));
-                }
-            }
-            // Dataset names are resolved against the catalog and datasets.lock when the suite is
-            // planned (`ResolvedSuite::new`), since the lock may declare user datasets.
-            if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
-                return Err(format!(
-                    "{at}: methods, datasets, shots and seeds must each list at least one"
-                ));
-            }
-            if x.shots.contains(&0) {
-                return Err(format!("{at}: shots must be positive"));
-            }
-            if x.protocol != Protocol::FewShot {
-                if let Some(m) = x.methods.iter().find(|m| !self.methods[*m].open_vocabulary()) {
-                    return Err(format!(
-                        "{at}: `{m}` ({}) scores only its training classes (few-shot only)",
-                        self.methods[m].kind()
-                    ));
-                }
-            }
-            if x.checkpoint.is_some() {
-                if let Some(m) = x
-                    .methods
-                    .iter()
-                    .find(|m| !matches!(self.trained_as(&self.methods[*m]).training(), Training::Sgd(_)))
-                {
-                    return Err(format!("{at}: `{m}` has no parameters to load from a checkpoint"));
-                }
-            }
-            // A schedule that has no epoch count for a cell is an error now, not mid-run.
-            for m in &x.methods {
-                if let Training::Sgd(s) = self.trained_as(&self.methods[m]).training() {
-                    let epochs = s.epochs;
-                    for d in &x.datasets {
-                        for &k in &x.shots {
-                            epochs.resolve(d, k).map_err(|e| format!("{at}: methods.{m}: {e}"))?;
-                        }
-                    }
-                }
-            }
-            x.protocol
-                .check_fields(&x.datasets, &x.targets)
-                .map_err(|e| format!("{at}: {e}"))?;
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,182 @@
+//! What a suite's types cannot check: references resolve, lists are non-empty, GRAM hosts fit
+//! their meta-training run, protocols get the fields they need, schedules cover every cell.
+
+use super::methods::MethodConfig;
+use super::{Experiment, Protocol, Suite, SCHEMA};
+use crate::data::catalog::check_user_dataset;
+use crate::gram::GramConfig;
+use crate::methods::Training;
+
+impl Suite {
+    /// Checks what the types cannot: references resolve, lists are non-empty, protocols get the
+    /// fields they need.
+    pub(super) fn validate(&self) -> std::result::Result<(), String> {
+        if self.schema != SCHEMA {
+            return Err(format!(
+                "schema {} is not supported (this build reads schema {SCHEMA})",
+                self.schema
+            ));
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "name `{}` must be non-empty ASCII letters, digits, - or _",
+                self.name
+            ));
+        }
+        let embedded = self
+            .experiments
+            .iter()
+            .flat_map(|x| x.datasets.iter().chain(&x.targets))
+            .any(|d| crate::world::world_dataset(d).is_some());
+        if self.world.is_none() && (embedded || self.backbone.name == crate::world::BACKBONE) {
+            return Err("the embedded datasets and the micro-clip backbone need a [world] table".into());
+        }
+        if self.backbone.name.is_empty() {
+            return Err("backbone.name is empty".into());
+        }
+        for (name, u) in &self.datasets {
+            check_user_dataset(name, u).map_err(|e| format!("datasets.{name}: {e}"))?;
+        }
+        if self.eval.batch_size == 0 {
+            return Err("eval.batch_size must be positive".into());
+        }
+        for (name, m) in &self.methods {
+            m.validate().map_err(|e| format!("methods.{name}: {e}"))?;
+            if let MethodConfig::Gram(g) = m {
+                self.check_gram_host(g).map_err(|e| format!("methods.{name}: {e}"))?;
+            }
+        }
+        for (name, g) in &self.gram {
+            g.validate().map_err(|e| format!("gram.{name}: {e}"))?;
+        }
+        for c in &self.comparisons {
+            for m in [&c.method, &c.against] {
+                if !self.methods.contains_key(m) {
+                    return Err(format!("compare: unknown method `{m}`"));
+                }
+            }
+            if c.method == c.against {
+                return Err(format!("compare: `{}` against itself", c.method));
+            }
+        }
+        if self.experiments.is_empty() {
+            return Err("no [[experiment]]".into());
+        }
+        for (i, x) in self.experiments.iter().enumerate() {
+            let at = format!("experiment #{} ({})", i + 1, x.protocol.as_str());
+            self.check_experiment(x).map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// A gram method's host has the prompts its meta-training run learns (θ₀ and regulators).
+    fn check_gram_host(&self, g: &GramConfig) -> std::result::Result<(), String> {
+        let host = self
+            .methods
+            .get(&g.host)
+            .ok_or_else(|| format!("unknown host `{}`", g.host))?;
+        let spec = self
+            .gram
+            .get(&g.meta)
+            .ok_or_else(|| format!("no [gram.{}] meta-training run", g.meta))?;
+        let layout = host.prompt_layout().ok_or_else(|| {
+            format!(
+                "host `{}` ({}) has no shared prompt tokens for GRAM (hosts: coop, kgcoop, \
+                 prograd without csc, cocoop, vpt, maple, ivlp, promptsrc)",
+                g.host,
+                host.kind()
+            )
+        })?;
+        for (role, n) in layout {
+            let what = if role.is_text() { "text" } else { "vision" };
+            if g.init {
+                match spec.train.provides(role) {
+                    Some(m) if m == n => {}
+                    Some(m) => {
+                        return Err(format!(
+                            "host `{}` has {n} {what} tokens per layer but [gram.{}] \
+                             meta-learns {m}",
+                            g.host, g.meta
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "host `{}` needs θ₀ `{}` but [gram.{}] does not meta-learn it \
+                             (set train.{what} with enough depth, or init = false)",
+                            g.host,
+                            role.theta0_name(),
+                            g.meta
+                        ))
+                    }
+                }
+            }
+            let has = if role.is_text() {
+                &spec.train.text
+            } else {
+                &spec.train.vision
+            };
+            if g.regulate && has.is_none() {
+                return Err(format!(
+                    "host `{}` has {what} prompts but [gram.{}] has no {what} regulator \
+                     (set train.{what}, or regulate = false)",
+                    g.host, g.meta
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One `[[experiment]]`.
+    fn check_experiment(&self, x: &Experiment) -> std::result::Result<(), String> {
+        for m in &x.methods {
+            if !self.methods.contains_key(m) {
+                let known: Vec<_> = self.methods.keys().cloned().collect();
+                return Err(format!("unknown method `{m}` (defined: {})", known.join(", ")));
+            }
+        }
+        // Dataset names are resolved against the catalog and datasets.lock when the suite is
+        // planned (`ResolvedSuite::new`), since the lock may declare user datasets.
+        if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
+            return Err(format!(
+                "methods, datasets, shots and seeds must each list at least one"
+            ));
+        }
+        if x.shots.contains(&0) {
+            return Err(format!("shots must be positive"));
+        }
+        if x.protocol != Protocol::FewShot {
+            if let Some(m) = x.methods.iter().find(|m| !self.methods[*m].open_vocabulary()) {
+                return Err(format!(
+                    "`{m}` ({}) scores only its training classes (few-shot only)",
+                    self.methods[m].kind()
+                ));
+            }
+        }
+        if x.checkpoint.is_some() {
+            if let Some(m) = x
+                .methods
+                .iter()
+                .find(|m| !matches!(self.trained_as(&self.methods[*m]).training(), Training::Sgd(_)))
+            {
+                return Err(format!("`{m}` has no parameters to load from a checkpoint"));
+            }
+        }
+        // A schedule that has no epoch count for a cell is an error now, not mid-run.
+        for m in &x.methods {
+            if let Training::Sgd(s) = self.trained_as(&self.methods[m]).training() {
+                let epochs = s.epochs;
+                for d in &x.datasets {
+                    for &k in &x.shots {
+                        epochs.resolve(d, k).map_err(|e| format!("methods.{m}: {e}"))?;
+                    }
+                }
+            }
+        }
+        x.protocol.check_fields(&x.datasets, &x.targets)
+    }
+}
