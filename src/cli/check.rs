@@ -1,0 +1,101 @@
+//! `gram-bench check`: a suite's records against a saved baseline; non-zero exit on any regression or missing metric.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::report::baseline::{baseline_path, check as check_rows, load_saved, Verdict};
+use crate::report::{gather, markdown_table};
+use crate::store::Store;
+use crate::suite::Suite;
+
+use super::common::*;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    pub suite: PathBuf,
+    /// A saved baseline name (baselines/NAME.json) or a path to one.
+    #[arg(long)]
+    pub baseline: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, default_value = "baselines")]
+    pub dir: PathBuf,
+}
+
+pub fn check(a: &CheckArgs) -> Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let path = if a.baseline.ends_with(".json") {
+        std::path::PathBuf::from(&a.baseline)
+    } else {
+        baseline_path(&a.dir, &a.baseline)?
+    };
+    let base = load_saved(&path)?;
+    if base.suite != suite.name {
+        return Err(Error::Input(format!(
+            "{} is a baseline of suite `{}`, not `{}`",
+            path.display(),
+            base.suite,
+            suite.name
+        )));
+    }
+    let resolved = resolve(suite, &a.store)?;
+    let suite = &resolved.suite;
+    let store = Store::open_read(&a.store.store, &suite.name);
+    let data = gather(&resolved.plan, &store, suite)?;
+    let out = check_rows(&suite.check, &base.rows, &data.rows);
+    let rows = out
+        .iter()
+        .map(|c| {
+            let b = &c.baseline;
+            vec![
+                b.protocol.to_string(),
+                b.method.clone(),
+                b.dataset.clone(),
+                b.shots.to_string(),
+                b.metric.to_string(),
+                format!("{:.2}", b.mean),
+                c.current.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
+                c.delta.map(|v| format!("{v:+.2}")).unwrap_or_else(|| "—".into()),
+                format!("{:.2}", c.tolerance),
+                c.verdict.as_str().to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        markdown_table(
+            &[
+                "Protocol",
+                "Method",
+                "Dataset",
+                "Shots",
+                "Metric",
+                "Baseline",
+                "Current",
+                "Δ",
+                "Tolerance",
+                "Verdict"
+            ],
+            rows
+        )
+    );
+    println!(
+        "\nRule: regressed when current < baseline − max({} pt, {} × baseline seed std); improved when above by as much.",
+        suite.check.abs_tolerance, suite.check.std_factor
+    );
+    let bad = out
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Regressed | Verdict::Missing))
+        .count();
+    if bad > 0 {
+        return Err(Error::Run(format!(
+            "check failed: {bad} of {} metrics regressed or missing against baseline `{}`",
+            out.len(),
+            base.name
+        )));
+    }
+    eprintln!("check passed: {} metrics against baseline `{}`", out.len(), base.name);
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Arguments and helpers several subcommands share: the store/lock/data/cache arguments, `--only` filters, resolving a suite against them.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::data::coop::data_root as data_root_or_env;
+use crate::error::Result;
+use crate::lock::Lock;
+use crate::provenance::default_cache_dir;
+use crate::resolve::ResolvedSuite;
+use crate::suite::Suite;
+
+#[derive(Args, Debug)]
+pub struct SuiteArg {
+    pub suite: PathBuf,
+    /// The lock file that pins backbones.
+    #[arg(long, default_value = "datasets.lock")]
+    pub lock: PathBuf,
+    /// CoOp's data folder (default: $GRAM_BENCH_DATA, else $DATA).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Results store (one folder per suite inside).
+    #[arg(long, default_value = "results")]
+    pub store: PathBuf,
+    /// Cache for built worlds (default: $GRAM_BENCH_CACHE, else ~/.cache/gram-bench).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// The lock file that pins backbones.
+    #[arg(long, default_value = "datasets.lock")]
+    pub lock: PathBuf,
+    /// CoOp's data folder (default: $GRAM_BENCH_DATA, else $DATA).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+}
+
+pub(super) fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
+    if !crate::suite::cells::FILTER_FIELDS.contains(&k) {
+        return Err(format!(
+            "`{k}` is not a cell field (fields: {})",
+            crate::suite::cells::FILTER_FIELDS.join(", ")
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// The suite resolved against the lock and data the store arguments name.
+pub(super) fn resolve(suite: Suite, s: &StoreArgs) -> Result<ResolvedSuite> {
+    ResolvedSuite::new(
+        suite,
+        &Lock::load(&s.lock)?,
+        data_root_or_env(s.data_root.clone()).as_deref(),
+    )
+}
+
+pub(super) fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
+    s.cache.clone().unwrap_or_else(default_cache_dir)
+}

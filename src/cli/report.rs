@@ -1,0 +1,89 @@
+//! `gram-bench report`: a suite's records aggregated into reports/<suite>/.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::error::{Error, Result};
+use crate::report::{gather, published_tables, render_markdown, write_report};
+use crate::resolve::ResolvedSuite;
+use crate::store::Store;
+use crate::suite::Suite;
+
+use super::common::*;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    pub suite: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where reports go.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+}
+
+pub(super) fn world_note(suite: &Suite, cache: &Path) -> String {
+    let Some(w) = &suite.world else {
+        return String::new();
+    };
+    match crate::world::build::cached_world(cache, w).map(|a| a.manifest) {
+        Some(m) => format!(
+            "Embedded world `{}` (micro-CLIP width {}, {} layers, {} px / patch {}, pretrained {} steps): zero-shot accuracy on \
+             colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%); all pairs by domain: {}.",
+            m.key,
+            w.width,
+            w.layers,
+            w.image_size,
+            w.patch_size,
+            m.pretrain.steps,
+            m.pretrain.held_out_pairs_acc,
+            m.pretrain.seen_pairs_acc,
+            m.pretrain
+                .domain_acc
+                .iter()
+                .map(|(d, a)| format!("{d} {a:.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "Embedded world (not built in this cache).".into(),
+    }
+}
+
+pub fn report(a: &ReportArgs) -> Result<()> {
+    let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
+    write_suite_report(&resolved, &a.suite, &a.store, &a.out, true)
+}
+
+pub(super) fn write_suite_report(
+    resolved: &ResolvedSuite,
+    suite_path: &Path,
+    store: &StoreArgs,
+    out: &Path,
+    print: bool,
+) -> Result<()> {
+    let suite = &resolved.suite;
+    let records = Store::open_read(&store.store, &suite.name);
+    let data = gather(&resolved.plan, &records, suite)?;
+    if data.values.is_empty() {
+        return Err(Error::Input(format!(
+            "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
+            suite.name,
+            store.store.display(),
+            suite_path.display()
+        )));
+    }
+    let published = published_tables(suite)?;
+    let md = render_markdown(
+        suite,
+        suite_path,
+        &data,
+        &published,
+        &world_note(suite, &cache_of(store)),
+    );
+    let path = write_report(out, suite, &md, &data.rows, &data.paired)?;
+    if print {
+        println!("{md}");
+    }
+    eprintln!("wrote {} (and aggregate.csv, aggregate.json beside it)", path.display());
+    Ok(())
+}
