@@ -1,11 +1,14 @@
 //! The CLIP backbone: configs, model, weight import, tokenizer and preprocessing.
 
+pub mod blocks;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod model;
 pub mod preprocess;
+pub mod text;
 pub mod tokenizer;
+pub mod vision;
 pub mod weights;
 
 pub use checkpoint::{load_clip, LoadOptions, LoadedClip};
