@@ -14,6 +14,7 @@ pub mod provenance;
 pub mod report;
 pub mod resolve;
 pub mod run;
+pub mod seeds;
 pub mod store;
 pub mod suite;
 pub mod world;

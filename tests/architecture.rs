@@ -11,6 +11,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("error", 0),
     ("files", 1),
     ("provenance", 1),
+    ("seeds", 1),
     ("backend", 1),
     // The backbone knows no method.
     ("clip", 2),

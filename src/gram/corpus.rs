@@ -9,8 +9,6 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use image::RgbImage;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 use super::CorpusSpec;
@@ -86,7 +84,7 @@ impl Corpus {
     pub fn world(n: usize, image_size: u32, seed: u64) -> Corpus {
         use crate::world::{render, Concept, Domain};
         use rand::Rng;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3e7a_c0de);
+        let mut rng = crate::seeds::rng(seed, crate::seeds::Stream::WorldCorpus);
         let domains = [Domain::Photo, Domain::Sketch, Domain::Cartoon, Domain::Clutter];
         let (mut images, mut captions) = (Vec::with_capacity(n), Vec::with_capacity(n));
         while captions.len() < n {

@@ -67,8 +67,16 @@ impl RegulatorConfig {
                         (uniform(d * r, b), uniform(r * d, b * 2f64.sqrt()))
                     }
                     RegulatorInit::Randn => (
-                        crate::methods::init::normal(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed), d * r, 1.0),
-                        crate::methods::init::normal(&mut ChaCha8Rng::seed_from_u64(seed ^ 0xface), r * d, 1.0),
+                        crate::methods::init::normal(
+                            &mut crate::seeds::rng(seed, crate::seeds::Stream::RegulatorDown),
+                            d * r,
+                            1.0,
+                        ),
+                        crate::methods::init::normal(
+                            &mut crate::seeds::rng(seed, crate::seeds::Stream::RegulatorUp),
+                            r * d,
+                            1.0,
+                        ),
                     ),
                 };
                 LowRank {

@@ -6,7 +6,6 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use image::RgbImage;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -278,7 +277,7 @@ pub fn meta_train<B: AutodiffBackend>(
         clip.text_model.token_embedding.dims()[1],
         clip.vision_model.class_embedding.dims()[0],
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6a7a);
+    let mut rng = crate::seeds::rng(seed, crate::seeds::Stream::MetaTraining);
     let meta = init_learner(inp, &mut rng, task_dim, widths);
     let clustered = Clustered {
         images,

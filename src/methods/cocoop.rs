@@ -201,7 +201,7 @@ impl<B: AutodiffBackend> CoCoOp<B> {
                 config.meta_net_reduction
             )));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x3e7a_4e7);
+        let mut rng = crate::seeds::rng(seed, crate::seeds::Stream::CocoopMetaNet);
         let params = CoCoOpParams::with_meta_net(ctx.reshape([m, width]), &mut rng, d, hidden);
         let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
         Ok(Self {

@@ -6,8 +6,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use super::session::Session;
 use super::Ad;
@@ -37,7 +35,7 @@ impl<B: Backend> Session<'_, B> {
             return Err(Error::Internal(format!("`{}` does not train by SGD", mc.kind())));
         };
         let epochs = epochs.resolve(dataset, shots).map_err(Error::Config)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa09_5eed);
+        let mut rng = crate::seeds::rng(seed, crate::seeds::Stream::BatchOrder);
         let mut order: Vec<usize> = (0..items.len()).collect();
         // Dassl drops the last incomplete batch when the data hold at least one full batch.
         let drop_last = items.len() >= batch_size;

@@ -9,8 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use image::RgbImage;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::concepts::{Colour, Concept, Domain, Shape};
@@ -117,7 +116,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let mut model: Clip<B> = cfg.init(&mut RandomInit::new(w.seed), device)?;
     let tok = ClipTokenizer::openai(w.context_length)?;
     let pre = Preprocess::clip(w.image_size);
-    let mut rng = ChaCha8Rng::seed_from_u64(w.seed ^ 0x5eed_c0de);
+    let mut rng = crate::seeds::rng(w.seed, crate::seeds::Stream::Pretraining);
 
     // The corpus: images rendered once; captions are re-drawn every time an image is used.
     let mut corpus: Vec<(Concept, Domain, RgbImage)> = Vec::with_capacity(w.corpus_size);
@@ -164,7 +163,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let model_eval = model.valid();
 
     // Zero-shot evaluation on freshly rendered images (a stream the corpus never used).
-    let mut erng = ChaCha8Rng::seed_from_u64(w.seed ^ 0xe7a1);
+    let mut erng = crate::seeds::rng(w.seed, crate::seeds::Stream::PretrainingEval);
     let pair_prompts: Vec<String> = Colour::ALL
         .iter()
         .flat_map(|c| {
