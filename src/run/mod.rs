@@ -156,8 +156,11 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
 pub struct BackboneSource {
     pub path: PathBuf,
     pub options: LoadOptions,
-    /// The pinned digest (lock backbones), verified before the first cell.
+    /// The pinned digest, verified before the first cell: datasets.lock's for lock backbones, the
+    /// world build's record for the micro-CLIP (None: a world built before digests were recorded).
     pub sha256: Option<String>,
+    /// Where the pin comes from and what to do when the weights differ from it.
+    pub pinned_by: String,
     /// The digest as cell keys spell it.
     pub id: String,
 }
@@ -168,7 +171,11 @@ fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) 
         return Ok(BackboneSource {
             path: world.model_dir.clone(),
             options: LoadOptions::default(),
-            sha256: None,
+            sha256: world.manifest.digests.as_ref().map(|d| d.weights_sha256.clone()),
+            pinned_by: format!(
+                "the world's build recorded (the cached world is damaged: delete {} to rebuild it)",
+                world.model_dir.parent().unwrap_or(&world.model_dir).display()
+            ),
             id: format!("{BACKBONE}@world-{}", world.manifest.key),
         });
     }
@@ -181,6 +188,7 @@ fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) 
             tokenizer: opt(&e.tokenizer)?,
         },
         sha256: Some(e.sha256.clone()),
+        pinned_by: "datasets.lock pins".into(),
         id: format!("{}@sha256:{}", suite.backbone.name, e.sha256),
     })
 }

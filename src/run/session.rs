@@ -62,8 +62,9 @@ impl<'a, B: Backend> Session<'a, B> {
         if let Some(pinned) = &model.sha256 {
             if &digest != pinned {
                 return Err(Error::Weights(format!(
-                    "{}: SHA-256 {digest} does not match the {pinned} datasets.lock pins for backbone `{}`",
+                    "{}: SHA-256 {digest} does not match the {pinned} {} for backbone `{}`",
                     model.path.display(),
+                    model.pinned_by,
                     resolved.suite.backbone.name
                 )));
             }

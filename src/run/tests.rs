@@ -122,6 +122,7 @@ fn a_backbone_whose_weights_differ_from_the_pin_is_refused_before_any_cell() {
         path: f.model.path.clone(),
         options: LoadOptions::default(),
         sha256: Some("0".repeat(64)),
+        pinned_by: f.model.pinned_by.clone(),
         id: f.model.id.clone(),
     };
     let e = Session::<Cpu>::new(

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::datasets::{write_dataset, WORLD_DATASETS};
+use super::digest::{world_digests, WorldDigests};
 use super::pretrain::{pretrain, PretrainReport};
 use super::{WorldConfig, WORLD_VERSION};
 use crate::clip::save_hf_dir;
@@ -33,6 +34,10 @@ pub struct WorldManifest {
     pub config: WorldConfig,
     pub pretrain: PretrainReport,
     pub build_seconds: f64,
+    /// The content digests of its datasets and weights, taken when it was built (None in worlds
+    /// built before digests were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digests: Option<WorldDigests>,
 }
 
 /// The cache key of a world: its version and full config.
@@ -104,12 +109,14 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
             }
         })?;
     save_hf_dir(&tmp.join("micro-clip"), &clip_cfg, &model)?;
+    let digests = world_digests(&tmp.join("data"), &tmp.join("micro-clip"))?;
     let manifest = WorldManifest {
         world_version: WORLD_VERSION,
         key: key.clone(),
         config: cfg.clone(),
         pretrain: report,
         build_seconds: t0.elapsed().as_secs_f64(),
+        digests: Some(digests),
     };
     let mpath = tmp.join("world.json");
     std::fs::write(

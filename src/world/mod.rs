@@ -5,6 +5,7 @@
 pub mod build;
 pub mod concepts;
 pub mod datasets;
+pub mod digest;
 pub mod pretrain;
 pub mod render;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use build::{ensure_world, WorldArtifacts};
 pub use concepts::{Colour, Concept, Domain, Position, Shape, Size, Texture};
 pub use datasets::{world_dataset, WorldDataset, WORLD_DATASETS};
+pub use digest::WorldDigests;
 pub use render::render;
 
 /// Bumped whenever the generator, renderer, datasets or pretraining change what they produce, so
