@@ -94,10 +94,15 @@ impl Env {
         p
     }
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+    /// `run` with extra environment variables.
+    pub fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_gram-bench"))
             .args(args)
             .current_dir(self.dir.path())
             .env("GRAM_BENCH_CACHE", self.path("cache"))
+            .envs(vars.iter().copied())
             .output()
             .expect("binary runs")
     }

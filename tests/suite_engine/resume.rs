@@ -147,3 +147,34 @@ fn two_runners_on_one_store_share_the_cells_and_compute_each_once() {
         assert_eq!(r["status"], "ok");
     }
 }
+
+#[test]
+fn one_thread_and_the_default_build_the_same_world_and_write_the_same_records() {
+    // What a cell computes, without when, how long and on how many threads.
+    let results = |threads: Option<&str>| {
+        let env = Env::new();
+        let suite = env.write_suite("tiny.toml", TINY);
+        let s = suite.to_str().unwrap();
+        let vars: Vec<(&str, &str)> = threads.map(|t| ("RAYON_NUM_THREADS", t)).into_iter().collect();
+        let world = env.run_with(&["world", s], &vars);
+        assert!(world.status.success(), "{}", stderr(&world));
+        let manifest: serde_json::Value = serde_json::from_slice(&world.stdout).unwrap();
+        let out = env.run_with(&["run", s, "--no-report"], &vars);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let records: Vec<serde_json::Value> = record_values(&env, "tiny")
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key": r["key"], "metrics": r["metrics"], "per_class": r["per_class"],
+                    "fewshot": r["fewshot"], "loss": r["train"]["epoch_loss"], "digests": r["digests"],
+                })
+            })
+            .collect();
+        (manifest["digests"].clone(), records)
+    };
+    let (world_1, records_1) = results(Some("1"));
+    let (world_n, records_n) = results(None);
+    assert_eq!(world_1, world_n, "the world's datasets and weights");
+    assert_eq!(records_1.len(), 6);
+    assert_eq!(records_1, records_n);
+}
