@@ -21,9 +21,8 @@ macro_rules! coop_family {
             $($(#[$fm])* pub $f: $t,)*
         }
 
-        impl $name {
-            /// The CoOp prompt learner's part.
-            pub fn coop(&self) -> $crate::methods::CoOpConfig {
+        impl $crate::methods::coop_family::FamilyFields for $name {
+            fn coop(&self) -> $crate::methods::CoOpConfig {
                 $crate::methods::CoOpConfig {
                     n_ctx: self.n_ctx,
                     ctx_init: self.ctx_init.clone(),
@@ -35,6 +34,63 @@ macro_rules! coop_family {
                     optim: self.optim.clone(),
                 }
             }
+
+            fn schedule(&self) -> $crate::methods::Training<'_> {
+                $crate::methods::Training::sgd(&self.optim, &self.epochs, self.batch_size)
+            }
         }
     };
+}
+
+use burn::tensor::backend::AutodiffBackend;
+
+use super::coop::{CoOp, CoOpConfig, Prior};
+use super::spec::{BuildInputs, MethodSpec, Training};
+use super::{PromptMethod, PromptRole};
+use crate::error::Result;
+
+/// What `coop_family!` generates: the CoOp part of the entry and its schedule.
+pub trait FamilyFields {
+    /// The CoOp prompt learner's part of the config.
+    fn coop(&self) -> CoOpConfig;
+    fn schedule(&self) -> Training<'_>;
+}
+
+/// A CoOp-family method: CoOp's prompt learner and schedule plus a prior on its step. Its spec
+/// (layout, training, build) is CoOp's with the prior; the method adds its name and own checks.
+pub trait CoopFamily: FamilyFields {
+    const PAPER_NAME: &'static str;
+    fn prior(&self) -> Prior;
+    /// The method's own fields (CoOp's are checked as CoOp's).
+    fn check_own(&self) -> std::result::Result<(), String>;
+}
+
+impl<T: CoopFamily> MethodSpec for T {
+    const PAPER_NAME: &'static str = <T as CoopFamily>::PAPER_NAME;
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        self.check_own()?;
+        self.coop().validate()
+    }
+
+    fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+        self.coop().prompt_layout()
+    }
+
+    fn training(&self) -> Training<'_> {
+        self.schedule()
+    }
+
+    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        let m = CoOp::with_prior(
+            self.coop(),
+            self.prior(),
+            i.clip,
+            i.tok,
+            i.classnames,
+            i.template,
+            i.seed,
+        )?;
+        Ok(Box::new(m))
+    }
 }

@@ -1,11 +1,7 @@
 //! ProGrad (Zhu et al., ICCV'23): CoOp's prompt learner with prompt-aligned gradients.
 
-use burn::tensor::backend::AutodiffBackend;
-
-use super::coop::{CoOp, Prior};
-use super::spec::{BuildInputs, MethodSpec, Training};
-use super::{PromptMethod, PromptRole};
-use crate::error::Result;
+use super::coop::Prior;
+use super::coop_family::CoopFamily;
 
 crate::coop_family!(
     /// ProGrad: CoOp whose cross-entropy gradient is projected off the zero-shot distillation
@@ -16,43 +12,20 @@ crate::coop_family!(
     }
 );
 
-impl ProGradConfig {
-    pub fn prior(&self) -> Prior {
+impl CoopFamily for ProGradConfig {
+    const PAPER_NAME: &'static str = "ProGrad";
+
+    fn prior(&self) -> Prior {
         Prior::Projected {
             lambda: self.lambda,
             temperature: self.temperature,
         }
     }
-}
 
-impl MethodSpec for ProGradConfig {
-    const PAPER_NAME: &'static str = "ProGrad";
-
-    fn validate(&self) -> std::result::Result<(), String> {
+    fn check_own(&self) -> std::result::Result<(), String> {
         if !(self.lambda >= 0.0 && self.temperature > 0.0) {
             return Err("lambda >= 0 and temperature > 0 are required".into());
         }
-        self.coop().validate()
-    }
-
-    fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
-        self.coop().prompt_layout()
-    }
-
-    fn training(&self) -> Training<'_> {
-        Training::sgd(&self.optim, &self.epochs, self.batch_size)
-    }
-
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        let m = CoOp::with_prior(
-            self.coop(),
-            self.prior(),
-            i.clip,
-            i.tok,
-            i.classnames,
-            i.template,
-            i.seed,
-        )?;
-        Ok(Box::new(m))
+        Ok(())
     }
 }
