@@ -196,11 +196,11 @@ fn main() {
                 seed: 1,
             })
             .expect("build");
-        m.train_step(&clip, batch(), 0.002, None).expect("warm-up");
+        m.train_step(&clip, batch(), 0.002).expect("warm-up");
         let times: Vec<f64> = (0..3)
             .map(|_| {
                 let t = Instant::now();
-                m.train_step(&clip, batch(), 0.002, None).expect("step");
+                m.train_step(&clip, batch(), 0.002).expect("step");
                 t.elapsed().as_secs_f64()
             })
             .collect();

@@ -104,7 +104,7 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
             pixels: Tensor::<AB, 4>::random([4, 3, size, size], Distribution::Normal(0.0, 1.0), &dev),
             labels: Tensor::<AB, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, step], [4]), &dev),
         };
-        let loss = m.train_step(&clip.model, batch, 0.5, None).unwrap();
+        let loss = m.train_step(&clip.model, batch, 0.5).unwrap();
         assert!(loss.is_finite());
     }
     let ctx1 = m.save_artifact()["ctx"].clone();

@@ -259,7 +259,7 @@ fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
         } else {
             f.labels(&["labels"])
         };
-        let loss = m.train_step(&clip.model, batch(&f, &labels, &dev), lr, None).unwrap();
+        let loss = m.train_step(&clip.model, batch(&f, &labels, &dev), lr).unwrap();
         let want = f.get(&format!("{name}.loss")).1[0];
         assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss}, reference {want}");
         // One step moves the parameters by 1e-3 to 6e-2 here; agreement is asked at 1e-6.
@@ -287,7 +287,7 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
     m.load_artifact(&f.artifact("prograd.init")).unwrap();
     assert_eq!(f.meta["prograd_agree"]["conflict"], false);
     let labels = f.labels(&["prograd_agree", "labels"]);
-    let loss = m.train_step(&clip.model, batch(&f, &labels, &dev), lr, None).unwrap();
+    let loss = m.train_step(&clip.model, batch(&f, &labels, &dev), lr).unwrap();
     assert!((loss - f.get("prograd_agree.loss").1[0]).abs() <= 1e-4);
     assert_artifact_close(
         "prograd (agree)",
@@ -317,7 +317,7 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
         let p0 = m.save_artifact();
         let losses: Vec<f32> = (0..6)
             .map(|_| {
-                m.train_step(&clip.model, batch(&f, &f.labels(&["labels"]), &dev), 0.05, None)
+                m.train_step(&clip.model, batch(&f, &f.labels(&["labels"]), &dev), 0.05)
                     .unwrap()
             })
             .collect();
@@ -406,15 +406,9 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
         let mut with = WithGram::new(host, Some(&theta0), Some(regulate(true))).unwrap();
         let mut other = WithGram::new(build(), Some(&theta0), Some(regulate(false))).unwrap();
         for _ in 0..3 {
-            let a = alone
-                .train_step(&clip.model, batch(&f, &labels, &dev), 0.05, None)
-                .unwrap();
-            let b = with
-                .train_step(&clip.model, batch(&f, &labels, &dev), 0.05, None)
-                .unwrap();
-            other
-                .train_step(&clip.model, batch(&f, &labels, &dev), 0.05, None)
-                .unwrap();
+            let a = alone.train_step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
+            let b = with.train_step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
+            other.train_step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
             assert_eq!(a, b, "{name}: the loss differs");
         }
         assert_eq!(alone.save_artifact(), with.save_artifact(), "{name}: parameters differ");

@@ -12,7 +12,7 @@ use super::Regulator;
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
-use crate::methods::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam, PromptRole};
+use crate::methods::{Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 
 /// The frozen ψ_φ applied to a host's prompt gradients.
 pub struct RegulatedGradients<B: AutodiffBackend> {
@@ -51,8 +51,9 @@ fn regulate<B: burn::tensor::backend::Backend, const D: usize>(
     }
 }
 
-impl<B: AutodiffBackend> GradientTransform<B> for RegulatedGradients<B> {
-    fn transform(&mut self, mut grads: GradientsParams) -> GradientsParams {
+impl<B: AutodiffBackend> RegulatedGradients<B> {
+    /// Every prompt gradient through its modality's frozen ψ_φ (others unchanged).
+    pub fn regulate(&self, mut grads: GradientsParams) -> GradientsParams {
         for p in &self.params {
             let Some(reg) = self.regulator(p.role) else {
                 continue;
@@ -139,25 +140,19 @@ impl<B: AutodiffBackend> WithGram<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for WithGram<B> {
-    fn train_step(
-        &mut self,
-        clip: &Clip<B>,
-        batch: Batch<B>,
-        lr: f64,
-        transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
-        if transform.is_some() {
-            return Err(Error::Internal(
-                "gram: a second gradient transform cannot be stacked".into(),
-            ));
-        }
-        match self.regulate.as_mut() {
+    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
+        let (loss, grads) = self.host.step(clip, batch)?;
+        Ok(match self.regulate.as_mut() {
             Some(r) => {
                 r.params = self.host.prompt_params();
-                self.host.train_step(clip, batch, lr, Some(r))
+                (loss, r.regulate(grads))
             }
-            None => self.host.train_step(clip, batch, lr, None),
-        }
+            None => (loss, grads),
+        })
+    }
+
+    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
+        self.host.apply(grads, lr)
     }
 
     fn end_epoch(&mut self, epoch: usize, epochs: usize) -> Result<()> {

@@ -7,7 +7,7 @@
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::Sgd;
+use burn::optim::{GradientsParams, Optimizer, Sgd};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -19,10 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, MethodSpec, Training};
 use super::text_prompts::{init_context, ClassPrompts};
-use super::{
-    apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
-    PromptParam, PromptRole,
-};
+use super::{host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -222,13 +219,7 @@ impl<B: AutodiffBackend> CoCoOp<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
-    fn train_step(
-        &mut self,
-        clip: &Clip<B>,
-        batch: Batch<B>,
-        lr: f64,
-        transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
+    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let params = self
             .params
             .take()
@@ -238,8 +229,17 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
         let (value, grads) = loss_grads(loss, &params);
-        self.params = Some(apply_step(&mut self.optim, params, grads, lr, transform));
-        Ok(value)
+        self.params = Some(params);
+        Ok((value, grads))
+    }
+
+    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
+        let params = self
+            .params
+            .take()
+            .expect("the parameters are only taken out during a step");
+        self.params = Some(self.optim.step(lr, params, grads));
+        Ok(())
     }
 
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {

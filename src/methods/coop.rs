@@ -6,7 +6,7 @@
 
 use burn::module::{Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Sgd};
+use burn::optim::{GradientsParams, Optimizer, Sgd};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -18,8 +18,7 @@ use super::spec::{layers, BuildInputs, MethodSpec, Training};
 use super::text_prompts::{encode_prompts, init_context, ClassPrompts, ClassTokenPosition};
 use super::zeroshot::class_features;
 use super::{
-    apply_step, host_tensor, image_logits, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact,
-    PromptMethod, PromptParam, PromptRole,
+    host_tensor, image_logits, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole,
 };
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -167,13 +166,7 @@ impl<B: AutodiffBackend> CoOp<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
-    fn train_step(
-        &mut self,
-        clip: &Clip<B>,
-        batch: Batch<B>,
-        lr: f64,
-        transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
+    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let prompt = self.prompt.take().expect("the prompt is only taken out during a step");
         let pos = self.config.class_token_position;
         let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
@@ -215,8 +208,14 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
                 loss_grads(loss, &prompt)
             }
         };
-        self.prompt = Some(apply_step(&mut self.optim, prompt, grads, lr, transform));
-        Ok(value)
+        self.prompt = Some(prompt);
+        Ok((value, grads))
+    }
+
+    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
+        let prompt = self.prompt.take().expect("the prompt is only taken out during a step");
+        self.prompt = Some(self.optim.step(lr, prompt, grads));
+        Ok(())
     }
 
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {

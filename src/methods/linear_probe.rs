@@ -10,7 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{BuildInputs, MethodSpec, Training};
-use super::{Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{ClassSet, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -300,18 +300,6 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
             train_images: train.y.len(),
             val_images: val.y.len(),
         })
-    }
-
-    fn train_step(
-        &mut self,
-        _: &Clip<B>,
-        _: Batch<B>,
-        _: f64,
-        _: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
-        Err(Error::Internal(
-            "the linear probe fits on features; it has no SGD step".into(),
-        ))
     }
 
     fn begin_eval(&mut self, _clip: &Clip<B::InnerBackend>, _tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {

@@ -3,8 +3,9 @@
 //! backbone's explicit inputs (token embeddings, deep prompts, visual prompt tokens).
 //!
 //! Wrappers (GRAM) plug in through two seams: [`PromptMethod::load_artifact`] initialises a
-//! method's prompt parameters from a saved artifact, and the [`GradientTransform`] passed to
-//! [`PromptMethod::train_step`] rewrites the gradients between backward and the optimizer step.
+//! method's prompt parameters from a saved artifact, and a step is split burn-style into
+//! [`PromptMethod::step`] (loss and gradients) and [`PromptMethod::apply`] (the optimizer), so a
+//! wrapper rewrites the gradients between the two.
 
 // Shared pieces.
 pub mod coop_family;
@@ -49,7 +50,7 @@ pub use vpt::{Vpt, VptConfig};
 pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};
 
 use crate::clip::{Clip, ClipTokenizer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Logits `[images, classes]` of normalized pixels against class features, for methods that leave
 /// the image encoder as it is (`logits_per_image` normalizes both sides).
@@ -77,32 +78,6 @@ pub fn loss_grads<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
     use burn::tensor::ElementConversion;
     let value: f32 = loss.clone().into_scalar().elem();
     (value, GradientsParams::from_grads(loss.backward(), module))
-}
-
-/// The tail of every SGD method's step: the optional gradient transform (GRAM), then the
-/// optimizer step; returns the updated module.
-pub fn apply_step<B, M, O>(
-    optim: &mut O,
-    module: M,
-    grads: GradientsParams,
-    lr: f64,
-    transform: Option<&mut dyn GradientTransform<B>>,
-) -> M
-where
-    B: AutodiffBackend,
-    M: burn::module::AutodiffModule<B>,
-    O: burn::optim::Optimizer<M, B>,
-{
-    let grads = match transform {
-        Some(t) => t.transform(grads),
-        None => grads,
-    };
-    optim.step(lr, module, grads)
-}
-
-/// Rewrites gradients between backward and the optimizer step (GRAM's gradient regulation).
-pub trait GradientTransform<B: AutodiffBackend> {
-    fn transform(&mut self, grads: GradientsParams) -> GradientsParams;
 }
 
 /// A prompt tensor of a method (not a meta-net or projection): what GRAM initialises from θ₀ and
@@ -151,14 +126,24 @@ pub struct ClassSet<'a> {
 }
 
 pub trait PromptMethod<B: AutodiffBackend> {
-    /// One optimizer step on `batch` at learning rate `lr`; returns the loss.
-    fn train_step(
-        &mut self,
-        clip: &Clip<B>,
-        batch: Batch<B>,
-        lr: f64,
-        transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32>;
+    /// The loss on `batch` and its gradients for the method's parameters; nothing is updated
+    /// (GRAM regulates the gradients between this and `apply`). SGD methods only: the spec's
+    /// `Training` says which methods the runner steps.
+    fn step(&mut self, _clip: &Clip<B>, _batch: Batch<B>) -> Result<(f32, GradientsParams)> {
+        Err(Error::Internal("this method does not train by SGD steps".into()))
+    }
+
+    /// One optimizer step with `grads` at learning rate `lr`.
+    fn apply(&mut self, _grads: GradientsParams, _lr: f64) -> Result<()> {
+        Err(Error::Internal("this method does not train by SGD steps".into()))
+    }
+
+    /// `step` then `apply`; returns the loss.
+    fn train_step(&mut self, clip: &Clip<B>, batch: Batch<B>, lr: f64) -> Result<f32> {
+        let (loss, grads) = self.step(clip, batch)?;
+        self.apply(grads, lr)?;
+        Ok(loss)
+    }
 
     /// Methods whose spec trains on `Training::Features` (the linear probe): fits in closed form on
     /// frozen features (`[n × dim]`, labels in the training label space) of the training and

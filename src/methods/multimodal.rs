@@ -12,7 +12,7 @@
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::Sgd;
+use burn::optim::{GradientsParams, Optimizer, Sgd};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -26,10 +26,7 @@ use super::maple::MapleConfig;
 use super::optim::{Epochs, SgdConfig};
 use super::promptsrc::{gpa_weights, PromptSrcConfig};
 use super::text_prompts::ClassPrompts;
-use super::{
-    apply_step, host_tensor as host, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod,
-    PromptParam, PromptRole,
-};
+use super::{host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
@@ -334,13 +331,7 @@ impl<B: AutodiffBackend> MultiModal<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
-    fn train_step(
-        &mut self,
-        clip: &Clip<B>,
-        batch: Batch<B>,
-        lr: f64,
-        transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
+    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let p = self
             .prompts
             .take()
@@ -364,8 +355,17 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             loss = loss + kl + l_text + l_img;
         }
         let (value, grads) = loss_grads(loss, &p);
-        self.prompts = Some(apply_step(&mut self.optim, p, grads, lr, transform));
-        Ok(value)
+        self.prompts = Some(p);
+        Ok((value, grads))
+    }
+
+    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
+        let p = self
+            .prompts
+            .take()
+            .expect("the prompts are only taken out during a step");
+        self.prompts = Some(self.optim.step(lr, p, grads));
+        Ok(())
     }
 
     fn end_epoch(&mut self, epoch: usize, epochs: usize) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::Sgd;
+use burn::optim::{GradientsParams, Optimizer, Sgd};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{Tensor, TensorData};
@@ -17,10 +17,7 @@ use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, MethodSpec, Training};
 use super::zeroshot::class_features;
-use super::{
-    apply_step, host_tensor, loss_grads, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod, PromptParam,
-    PromptRole,
-};
+use super::{host_tensor, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
 use crate::error::{Error, Result};
 
@@ -149,13 +146,7 @@ impl<B: AutodiffBackend> Vpt<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
-    fn train_step(
-        &mut self,
-        clip: &Clip<B>,
-        batch: Batch<B>,
-        lr: f64,
-        transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
+    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let prompts = self
             .prompts
             .take()
@@ -165,8 +156,17 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
         let (value, grads) = loss_grads(loss, &prompts);
-        self.prompts = Some(apply_step(&mut self.optim, prompts, grads, lr, transform));
-        Ok(value)
+        self.prompts = Some(prompts);
+        Ok((value, grads))
+    }
+
+    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
+        let prompts = self
+            .prompts
+            .take()
+            .expect("the prompts are only taken out during a step");
+        self.prompts = Some(self.optim.step(lr, prompts, grads));
+        Ok(())
     }
 
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{BuildInputs, MethodSpec, Training};
-use super::{image_logits, Batch, ClassSet, GradientTransform, PromptArtifact, PromptMethod};
+use super::{image_logits, ClassSet, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -108,16 +108,6 @@ impl<B: AutodiffBackend> ZeroShot<B> {
 }
 
 impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
-    fn train_step(
-        &mut self,
-        _clip: &Clip<B>,
-        _batch: Batch<B>,
-        _lr: f64,
-        _transform: Option<&mut dyn GradientTransform<B>>,
-    ) -> Result<f32> {
-        Err(Error::Internal("zero-shot CLIP has nothing to train".into()))
-    }
-
     fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
         let templates = templates_for(self.config.templates, classes.template, self.imagenet_like);
         self.text = Some(class_features(clip, tok, &templates, classes.names)?);

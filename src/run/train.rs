@@ -75,10 +75,12 @@ impl<B: Backend> Session<'_, B> {
             };
             let epoch = batch_epoch[b];
             let lr = optim.lr_at(epoch, epochs);
-            let loss = method.train_step(clip, batch, lr, None)?;
+            let (loss, grads) = method.step(clip, batch)?;
+            // A diverged loss stops the cell before its gradients touch the parameters.
             if !loss.is_finite() {
                 return Err(Error::Run(format!("training diverged: loss {loss} at epoch {epoch}")));
             }
+            method.apply(grads, lr)?;
             sums[epoch].0 += loss;
             sums[epoch].1 += 1;
             if batch_epoch.get(b + 1) != Some(&epoch) {
