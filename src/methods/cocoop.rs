@@ -220,16 +220,12 @@ impl<B: AutodiffBackend> CoCoOp<B> {
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
     fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let params = self
-            .params
-            .take()
-            .expect("the parameters are only taken out during a step");
+        let params = self.params();
         let img = clip.encode_image(batch.pixels, &Default::default()).detach();
-        let logits = cocoop_logits(clip, &params, &self.train, img, usize::MAX);
+        let logits = cocoop_logits(clip, params, &self.train, img, usize::MAX);
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let (value, grads) = loss_grads(loss, &params);
-        self.params = Some(params);
+        let (value, grads) = loss_grads(loss, params);
         Ok((value, grads))
     }
 

@@ -167,7 +167,7 @@ impl<B: AutodiffBackend> CoOp<B> {
 
 impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
     fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let prompt = self.prompt.take().expect("the prompt is only taken out during a step");
+        let prompt = self.prompt();
         let pos = self.config.class_token_position;
         let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
         let n = self.train.eos.len();
@@ -180,7 +180,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
                 // Both sides are unit vectors: the row sums are the cosines.
                 let cos = (text.clone() * zs.clone()).sum_dim(1).mean();
                 let loss = ce_of(text) + cos.neg().add_scalar(1.0).mul_scalar(*weight);
-                loss_grads(loss, &prompt)
+                loss_grads(loss, prompt)
             }
             (Prior::Projected { lambda, temperature }, Some(zs)) => {
                 // burn's backward consumes the graph, so each loss gets its own text forward.
@@ -193,10 +193,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
                     .mean()
                     .neg()
                     .mul_scalar(t * t);
-                let g_kd = GradientsParams::from_grads(kd.backward(), &prompt);
+                let g_kd = GradientsParams::from_grads(kd.backward(), prompt);
                 let ce = ce_of(encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
                 let value: f32 = ce.clone().into_scalar().elem();
-                let mut g = GradientsParams::from_grads(ce.backward(), &prompt);
+                let mut g = GradientsParams::from_grads(ce.backward(), prompt);
                 let id = prompt.ctx.id;
                 if let (Some(ga), Some(gb)) = (g.get::<B::InnerBackend, 3>(id), g_kd.get::<B::InnerBackend, 3>(id)) {
                     g.register(id, project_conflict(ga, gb, *lambda));
@@ -205,10 +205,9 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
             }
             _ => {
                 let loss = ce_of(encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
-                loss_grads(loss, &prompt)
+                loss_grads(loss, prompt)
             }
         };
-        self.prompt = Some(prompt);
         Ok((value, grads))
     }
 

@@ -332,10 +332,7 @@ impl<B: AutodiffBackend> MultiModal<B> {
 
 impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
     fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let p = self
-            .prompts
-            .take()
-            .expect("the prompts are only taken out during a step");
+        let p = self.prompts();
         let text = p.text_features(clip, &self.train);
         let img = p.image_features(clip, batch.pixels.clone());
         let logits = clip.logits_per_image(img.clone(), text.clone());
@@ -354,8 +351,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             let kl = (log_zs.clone().exp() * (log_zs - log_p)).sum().div_scalar(numel);
             loss = loss + kl + l_text + l_img;
         }
-        let (value, grads) = loss_grads(loss, &p);
-        self.prompts = Some(p);
+        let (value, grads) = loss_grads(loss, p);
         Ok((value, grads))
     }
 

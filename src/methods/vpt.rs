@@ -147,16 +147,12 @@ impl<B: AutodiffBackend> Vpt<B> {
 
 impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
     fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let prompts = self
-            .prompts
-            .take()
-            .expect("the prompts are only taken out during a step");
+        let prompts = self.prompts();
         let img = clip.encode_image(batch.pixels, &prompts.inputs());
         let logits = clip.logits_per_image(img, self.train_text.clone());
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let (value, grads) = loss_grads(loss, &prompts);
-        self.prompts = Some(prompts);
+        let (value, grads) = loss_grads(loss, prompts);
         Ok((value, grads))
     }
 
