@@ -152,8 +152,19 @@ pub struct Resumed<B: AutodiffBackend> {
     pub episodes: Vec<Episode>,
 }
 
+impl<B: AutodiffBackend> Resumed<B> {
+    /// A run starting at its first step.
+    pub fn fresh(meta: MetaLearner<B>, cfg: &MetaTrainConfig) -> Self {
+        Resumed {
+            meta,
+            trace: Vec::with_capacity(cfg.steps),
+            episodes: Vec::with_capacity(cfg.steps * cfg.tasks_per_step),
+        }
+    }
+}
+
 impl Checkpointing {
-    /// Continues from the checkpoint when there is one: checks it is this run's, replays the
+    /// Continues from the checkpoint (the file must exist): checks it is this run's, replays the
     /// episode stream of `sample` up to where it stopped (so the stream continues where it
     /// would have), and restores θ₀, φ and both optimizers.
     pub fn resume<B: AutodiffBackend>(
@@ -164,13 +175,6 @@ impl Checkpointing {
         device: &B::Device,
     ) -> Result<Resumed<B>> {
         let cfg = run.config;
-        if !self.path.exists() {
-            return Ok(Resumed {
-                meta,
-                trace: Vec::with_capacity(cfg.steps),
-                episodes: Vec::with_capacity(cfg.steps),
-            });
-        }
         let bytes = std::fs::read(&self.path).map_err(|e| Error::io(&self.path, e))?;
         let ck: MetaCheckpoint = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Store(format!(

@@ -9,7 +9,7 @@ use image::RgbImage;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::artifact::{regulator_tensors, Checkpointing, MetaArtifact, RunId, SavedRegulator};
+use super::artifact::{regulator_tensors, Checkpointing, MetaArtifact, Resumed, RunId, SavedRegulator};
 use super::corpus::Corpus;
 use super::episodes::EpisodeSampler;
 use super::meta::{ClassText, MetaRegulators, TaskEmbedding};
@@ -298,15 +298,10 @@ pub fn meta_train<B: AutodiffBackend>(
         seed,
         corpus_digest: &corpus_digest,
     };
-    let fresh = Checkpointing {
-        path: std::path::PathBuf::new(),
-        every_steps: None,
-        every_secs: None,
+    let resumed = match inp.checkpoint.filter(|c| c.path.exists()) {
+        Some(c) => c.resume(&run, meta, &mut sample, &device)?,
+        None => Resumed::fresh(meta, cfg),
     };
-    let resumed = inp
-        .checkpoint
-        .unwrap_or(&fresh)
-        .resume(&run, meta, &mut sample, &device)?;
     let (mut meta, mut trace, mut episodes) = (resumed.meta, resumed.trace, resumed.episodes);
     let mut last_save = std::time::Instant::now();
     for step in trace.len()..cfg.steps {
