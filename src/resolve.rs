@@ -109,6 +109,16 @@ pub fn needs_world(suite: &Suite) -> bool {
             .any(|d| crate::world::world_dataset(d).is_some())
 }
 
+/// Every dataset `suite` names is known: built in, or declared by `lock` (which holds the suite's
+/// own declarations, `Lock::with_datasets`).
+pub fn check_dataset_names(suite: &Suite, lock: &Lock) -> Result<()> {
+    for name in suite_datasets(suite) {
+        check_dataset_name(&name, &lock.user_datasets)
+            .map_err(|e| Error::Config(format!("suite `{}`: {e}", suite.name)))?;
+    }
+    Ok(())
+}
+
 /// A suite with everything its cell keys depend on read from disk, and its plan.
 pub struct ResolvedSuite {
     pub suite: Suite,
@@ -124,6 +134,7 @@ impl ResolvedSuite {
     /// split digest (read now, so a key always reflects the data on disk).
     pub fn new(suite: Suite, lock: &Lock, data_root: Option<&Path>) -> Result<ResolvedSuite> {
         let lock = lock.with_datasets(&suite.name, &suite.datasets)?;
+        check_dataset_names(&suite, &lock)?;
         let world_key = suite.world.as_ref().map(crate::world::build::world_key);
         let backbone = if suite.backbone.name == BACKBONE {
             let key = world_key
@@ -139,8 +150,6 @@ impl ResolvedSuite {
         };
         let mut datasets = BTreeMap::new();
         for name in suite_datasets(&suite) {
-            check_dataset_name(&name, &lock.user_datasets)
-                .map_err(|e| Error::Config(format!("suite `{}`: {e}", suite.name)))?;
             let def = dataset_def(&name, &lock.user_datasets)?;
             if def.embedded {
                 continue;

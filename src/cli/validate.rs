@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use crate::data::coop::data_root as data_root_or_env;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lock::Lock;
-use crate::resolve::{ResolvedSuite, Unresolved};
+use crate::resolve::{check_dataset_names, ResolvedSuite, Unresolved};
 use crate::suite::cells::Plan;
 use crate::suite::Suite;
 
@@ -15,13 +15,8 @@ pub fn validate(path: &Path, lock: &Path, data_root: Option<std::path::PathBuf>)
     // Keys need the data and the pinned backbone; without them the suite is still checked and its
     // cells counted, and the output says what is missing.
     let lock = Lock::load(lock)?;
-    let known = lock.with_datasets(&suite.name, &suite.datasets)?;
-    for x in &suite.experiments {
-        for d in x.datasets.iter().chain(&x.targets) {
-            crate::data::check_dataset_name(d, &known.user_datasets)
-                .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-        }
-    }
+    // Unknown dataset names are errors here too, not just keys that cannot be computed.
+    check_dataset_names(&suite, &lock.with_datasets(&suite.name, &suite.datasets)?)?;
     let (plan, unresolved) = match ResolvedSuite::new(suite.clone(), &lock, root.as_deref()) {
         Ok(r) => (r.plan, None),
         Err(e) => (Plan::new(&suite, &Unresolved), Some(e)),
