@@ -95,6 +95,7 @@ fn main() {
     println!("| --- | --- | --- | --- | --- |");
     let world = gram_bench::world::pretrain::micro_clip_config(&gram_bench::world::WorldConfig {
         seed: 1,
+        test_images: None,
         image_size: 32,
         patch_size: 8,
         width: 64,

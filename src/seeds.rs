@@ -23,6 +23,8 @@ pub enum Stream {
     Pretraining,
     /// Micro-CLIP pretraining's held-out evaluation pairs.
     PretrainingEval,
+    /// The rendering of each pretraining corpus image (one sub-stream per image).
+    PretrainingImages,
 }
 
 impl Stream {
@@ -36,6 +38,7 @@ impl Stream {
             Stream::RegulatorUp => 0xface,
             Stream::Pretraining => 0x5eed_c0de,
             Stream::PretrainingEval => 0xe7a1,
+            Stream::PretrainingImages => 0x1a6e_5eed,
         }
     }
 }
@@ -43,6 +46,14 @@ impl Stream {
 /// The random stream `stream` of `seed`.
 pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ stream.salt())
+}
+
+/// The `index`-th independent sub-stream of `stream` (ChaCha's stream number), for draws that
+/// must not depend on the order in which items are produced.
+pub fn indexed_rng(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
+    let mut r = rng(seed, stream);
+    r.set_stream(index);
+    r
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("files", 1),
     ("provenance", 1),
     ("seeds", 1),
+    ("faults", 1),
     ("backend", 1),
     // The backbone knows no method.
     ("clip", 2),

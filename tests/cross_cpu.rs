@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::suite_env::{stderr, Env, TINY};
+use common::suite_env::{record_values, stderr, Env, TINY};
 
 fn qemu() -> Option<&'static str> {
     let found = Command::new("qemu-x86_64")
@@ -18,7 +18,7 @@ fn qemu() -> Option<&'static str> {
 }
 
 #[test]
-fn the_world_datasets_are_the_same_on_an_avx2_only_cpu() {
+fn the_world_is_the_same_on_an_avx2_only_cpu() {
     if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
         eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
         return;
@@ -28,7 +28,7 @@ fn the_world_datasets_are_the_same_on_an_avx2_only_cpu() {
     };
     let env = Env::new();
     let suite = env.write_suite("tiny.toml", TINY);
-    let native = env.run(&["world", suite.to_str().unwrap()]);
+    let native = env.run(&["world", "build", suite.to_str().unwrap()]);
     assert!(native.status.success(), "{}", stderr(&native));
     let emulated = Command::new(qemu)
         .args([
@@ -36,6 +36,7 @@ fn the_world_datasets_are_the_same_on_an_avx2_only_cpu() {
             "Haswell",
             env!("CARGO_BIN_EXE_gram-bench"),
             "world",
+            "build",
             suite.to_str().unwrap(),
         ])
         .current_dir(env.dir.path())
@@ -50,10 +51,87 @@ fn the_world_datasets_are_the_same_on_an_avx2_only_cpu() {
     let (a, b) = (digests(&native), digests(&emulated));
     assert_eq!(a["datasets"].as_object().map(|d| d.len()), Some(6), "{a}");
     assert_eq!(a["datasets"], b["datasets"], "every world dataset, byte for byte");
-    // The weights are not compared yet: pretraining's kernels follow the vector width (README,
-    // "The embedded world"); they are printed so a run shows where things stand.
-    eprintln!(
-        "micro-CLIP weights: native {} / emulated AVX2 {}",
-        a["weights_sha256"], b["weights_sha256"]
+    // The test suite's world is not pinned: this micro-CLIP was pretrained on each CPU.
+    assert_eq!(native_source(&native), "pretrained");
+    assert_eq!(
+        a["weights_sha256"], b["weights_sha256"],
+        "the micro-CLIP pretrained on each CPU"
     );
+}
+
+fn native_source(out: &std::process::Output) -> String {
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    m["micro_clip"].as_str().unwrap_or_default().to_string()
+}
+
+/// The pinned micro-CLIP's first pretraining steps, replayed on the other CPU, give the pinned
+/// losses bit for bit.
+#[test]
+fn the_pinned_trajectory_replays_on_an_avx2_only_cpu() {
+    if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
+        eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
+        return;
+    }
+    let Some(qemu) = qemu() else {
+        panic!("qemu-x86_64 not found: install Debian's qemu-user (.ci/run does), or set GRAM_BENCH_NO_QEMU=1");
+    };
+    let smoke = concat!(env!("CARGO_MANIFEST_DIR"), "/suites/smoke.toml");
+    let out = Command::new(qemu)
+        .args([
+            "-cpu",
+            "Haswell",
+            env!("CARGO_BIN_EXE_gram-bench"),
+            "world",
+            "replay",
+            smoke,
+            "--steps",
+            "2",
+        ])
+        .output()
+        .expect("qemu runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Downstream cells — zero-shot, CoOp training with its losses, base-to-new — write the same
+/// numbers on the other CPU: the check's tolerance need not absorb any spread between machines.
+#[test]
+fn the_cells_write_the_same_records_on_an_avx2_only_cpu() {
+    if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
+        eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
+        return;
+    }
+    let Some(qemu) = qemu() else {
+        panic!("qemu-x86_64 not found: install Debian's qemu-user (.ci/run does), or set GRAM_BENCH_NO_QEMU=1");
+    };
+    let results = |emulated: bool| {
+        let env = Env::new();
+        let suite = env.write_suite("tiny.toml", TINY);
+        let bin = env!("CARGO_BIN_EXE_gram-bench");
+        let mut cmd = if emulated {
+            let mut c = Command::new(qemu);
+            c.args(["-cpu", "Haswell", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let out = cmd
+            .args(["run", suite.to_str().unwrap(), "--no-report"])
+            .current_dir(env.dir.path())
+            .env("GRAM_BENCH_CACHE", env.path("cache"))
+            .output()
+            .expect("the binary runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        record_values(&env, "tiny")
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "key": r["key"], "metrics": r["metrics"], "per_class": r["per_class"],
+                    "loss": r["train"]["epoch_loss"], "digests": r["digests"],
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let (native, emulated) = (results(false), results(true));
+    assert_eq!(native.len(), 6);
+    assert_eq!(native, emulated, "every record's numbers, bit for bit");
 }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::report::baseline::{baseline_path, check as check_rows, load_saved, Verdict};
+use crate::report::baseline::{baseline_path, check as check_rows, load_saved};
 use crate::report::{gather, markdown_table};
 use crate::store::Store;
-use crate::suite::Suite;
+use crate::suite::{FailOn, Suite};
 
 use super::common::*;
 
@@ -81,17 +81,18 @@ pub fn check(a: &CheckArgs) -> Result<()> {
             rows
         )
     );
+    let above = match suite.check.fail_on {
+        FailOn::Regression => "improved",
+        FailOn::AnyChange => "CHANGED (fails too)",
+    };
     println!(
-        "\nRule: regressed when current < baseline − max({} pt, {} × baseline seed std); improved when above by as much.",
+        "\nRule: regressed when current < baseline − max({} pt, {} × baseline seed std); {above} when above by as much.",
         suite.check.abs_tolerance, suite.check.std_factor
     );
-    let bad = out
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Regressed | Verdict::Missing))
-        .count();
+    let bad = out.iter().filter(|c| c.verdict.fails()).count();
     if bad > 0 {
         return Err(Error::Run(format!(
-            "check failed: {bad} of {} metrics regressed or missing against baseline `{}`",
+            "check failed: {bad} of {} metrics regressed, changed or missing against baseline `{}`",
             out.len(),
             base.name
         )));

@@ -69,6 +69,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    crate::faults::check_env()?;
     match cli.command {
         Command::List(a) => list::list(&a.dir),
         Command::Validate(a) => validate::validate(&a.suite, &a.lock, a.data_root),

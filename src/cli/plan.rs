@@ -44,7 +44,12 @@ pub(super) fn work_of(resolved: &ResolvedSuite, c: &crate::suite::cells::Cell) -
         }
         world_dataset(name).map_or((0, 0), |d| {
             let n = subsample_labels(d.classes().len(), which).len();
-            (n * d.per_class[0].min(shots), n * d.per_class[2])
+            let test = suite
+                .world
+                .as_ref()
+                .and_then(|w| w.test_images)
+                .map_or(0, |t| d.test_per_class(t));
+            (n * d.per_class[0].min(shots), n * test)
         })
     };
     let Some(mc) = suite.methods.get(&s.method) else {

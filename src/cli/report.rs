@@ -80,7 +80,7 @@ pub(super) fn write_suite_report(
         &published,
         &world_note(suite, &cache_of(store)),
     );
-    let path = write_report(out, suite, &md, &data.rows, &data.paired)?;
+    let path = write_report(out, suite, &md, &data)?;
     if print {
         println!("{md}");
     }

@@ -1,40 +1,78 @@
-//! `gram-bench world`: build (once) and describe the embedded world.
+//! `gram-bench world`: build (once) and describe the embedded world; pretrain a micro-CLIP to pin;
+//! replay the pinned pretraining's first steps.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::error::{Error, Result};
-use crate::provenance::default_cache_dir;
+use crate::provenance::{default_cache_dir, git_commit};
 use crate::suite::Suite;
+use crate::world::build::pretrain_into;
 use crate::world::digest::{differences, world_digests};
-use crate::world::ensure_world;
+use crate::world::pinned::{trajectory_differences, write_pin, Pin, PinManifest};
+use crate::world::pretrain::{replay, TRAJECTORY_STEPS};
+use crate::world::{ensure_world, WorldConfig, WORLD_VERSION};
 
 #[derive(Args, Debug)]
 pub struct WorldArgs {
-    /// The suite whose [world] table to build.
-    pub suite: PathBuf,
-    #[arg(long)]
-    pub cache: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: WorldAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorldAction {
+    /// Build the suite's world (once; cached), print its manifest and verify its content digests.
+    Build {
+        /// The suite whose [world] table to build.
+        suite: PathBuf,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Pretrain the suite's micro-CLIP from scratch and write it as a pin (the files
+    /// src/world/pinned/ holds): what regenerates the pinned model.
+    Pretrain {
+        suite: PathBuf,
+        /// Where to write model.safetensors and pin.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Pretrain the first steps again and compare their losses, bit for bit, with the pin's.
+    Replay {
+        suite: PathBuf,
+        #[arg(long, default_value_t = TRAJECTORY_STEPS)]
+        steps: usize,
+    },
 }
 
 pub fn world(a: &WorldArgs) -> Result<()> {
-    let suite = Suite::load(&a.suite)?;
-    let w = suite
+    match &a.action {
+        WorldAction::Build { suite, cache } => build(suite, cache.as_deref()),
+        WorldAction::Pretrain { suite, out } => pretrain(suite, out),
+        WorldAction::Replay { suite, steps } => replay_pin(suite, *steps),
+    }
+}
+
+fn world_table(path: &Path) -> Result<WorldConfig> {
+    let suite = Suite::load(path)?;
+    suite
         .world
-        .as_ref()
-        .ok_or_else(|| Error::Input(format!("{}: no [world] table", a.suite.display())))?;
-    let cache = a.cache.clone().unwrap_or_else(default_cache_dir);
-    let art = ensure_world(&cache, w, &mut |m| eprintln!("{m}"))?;
+        .ok_or_else(|| Error::Input(format!("{}: no [world] table", path.display())))
+}
+
+fn build(suite: &Path, cache: Option<&Path>) -> Result<()> {
+    let w = world_table(suite)?;
+    let cache = cache.map(Path::to_path_buf).unwrap_or_else(default_cache_dir);
+    let art = ensure_world(&cache, &w, &mut |m| eprintln!("{m}"))?;
     let json = serde_json::to_string_pretty(&art.manifest).map_err(|e| Error::Internal(e.to_string()))?;
     println!("{json}");
     eprintln!("data: {}\nmodel: {}", art.data_root.display(), art.model_dir.display());
     // The files as they are now, against what the build recorded.
     let now = world_digests(&art.data_root, &art.model_dir)?;
     for (name, d) in &now.datasets {
-        eprintln!("dataset {name:<9} {d}");
+        eprintln!("dataset {name:<13} {d}");
     }
-    eprintln!("weights           {}", now.weights_sha256);
+    eprintln!("weights               {}", now.weights_sha256);
     match &art.manifest.digests {
         None => eprintln!("(this world was built before digests were recorded: nothing to verify against)"),
         Some(recorded) => {
@@ -50,4 +88,72 @@ pub fn world(a: &WorldArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn pretrain(suite: &Path, out: &Path) -> Result<()> {
+    let w = world_table(suite)?;
+    let model_dir = std::env::temp_dir().join(format!("gram-bench-pretrain-{}", std::process::id()));
+    let report = pretrain_into(&w, &model_dir, &mut |m| eprintln!("{m}"))?;
+    let manifest = PinManifest {
+        world_version: WORLD_VERSION,
+        config: w,
+        weights_sha256: crate::files::file_sha256(&model_dir.join("model.safetensors"))?,
+        pretrain: report,
+        produced_by: format!("gram-bench world pretrain {}", suite.display()),
+        git_commit: git_commit(),
+        cpu: cpu_name(),
+        threads: rayon::current_num_threads(),
+    };
+    write_pin(out, &model_dir, &manifest)?;
+    std::fs::remove_dir_all(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?
+    );
+    eprintln!("pinned in {}", out.display());
+    Ok(())
+}
+
+fn replay_pin(suite: &Path, steps: usize) -> Result<()> {
+    let w = world_table(suite)?;
+    let pin = Pin::embedded()?.filter(|p| p.fits(&w)).ok_or_else(|| {
+        Error::Input(format!(
+            "{}: no micro-CLIP is pinned for this [world] table (under world version {WORLD_VERSION})",
+            suite.display()
+        ))
+    })?;
+    let pinned = &pin.manifest.pretrain.first_losses;
+    if steps > pinned.len() {
+        return Err(Error::Input(format!(
+            "the pin records the first {} steps' losses; asked to replay {steps}",
+            pinned.len()
+        )));
+    }
+    let got = replay::<burn::backend::Autodiff<crate::backend::Cpu>>(&w, &Default::default(), steps)?;
+    for (i, (a, b)) in pinned.iter().zip(&got).enumerate() {
+        eprintln!("step {:>2}: pinned {a:.9}  replayed {b:.9}", i + 1);
+    }
+    let diff = trajectory_differences(&pinned[..steps], &got);
+    if !diff.is_empty() {
+        return Err(Error::Run(format!(
+            "pretraining no longer reproduces the pinned micro-CLIP: {} of {steps} steps differ (first: step {})",
+            diff.len(),
+            diff[0].0
+        )));
+    }
+    println!("replayed {steps} steps: identical to the pinned run, bit for bit");
+    Ok(())
+}
+
+/// The CPU's model name, for the record of who produced a pin.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::AggRow;
 use crate::error::{Error, Result};
-use crate::suite::{CheckConfig, Metric, Protocol};
+use crate::suite::{CheckConfig, FailOn, Metric, Protocol};
 
 /// One published number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,8 @@ pub enum Verdict {
     Improved,
     WithinTolerance,
     Regressed,
+    /// Above the baseline by more than the tolerance, under `fail_on = "any-change"`.
+    Changed,
     Missing,
 }
 
@@ -86,6 +88,7 @@ impl Verdict {
             Verdict::Improved => "improved",
             Verdict::WithinTolerance => "within tolerance",
             Verdict::Regressed => "REGRESSED",
+            Verdict::Changed => "CHANGED",
             Verdict::Missing => "MISSING",
         }
     }
@@ -102,6 +105,13 @@ pub struct CheckRow {
 
 /// Tolerance of one baseline metric: `max(abs_tolerance, std_factor × std)`, where std is the
 /// baseline's seed std (derived rows, such as HM and averages, use the absolute bound alone).
+impl Verdict {
+    /// Whether this verdict fails a check.
+    pub fn fails(self) -> bool {
+        matches!(self, Verdict::Regressed | Verdict::Changed | Verdict::Missing)
+    }
+}
+
 pub fn tolerance(rule: &CheckConfig, row: &AggRow) -> f64 {
     rule.abs_tolerance.max(rule.std_factor * row.std.unwrap_or(0.0))
 }
@@ -119,6 +129,8 @@ pub fn check(rule: &CheckConfig, baseline: &[AggRow], current: &[AggRow]) -> Vec
                     let d = c - b.mean;
                     let v = if d < -tol {
                         Verdict::Regressed
+                    } else if d > tol && rule.fail_on == FailOn::AnyChange {
+                        Verdict::Changed
                     } else if d > tol {
                         Verdict::Improved
                     } else {
@@ -159,9 +171,10 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_stated_tolerance_rule() {
-        let rule = CheckConfig {
+        let mut rule = CheckConfig {
             abs_tolerance: 1.0,
             std_factor: 2.0,
+            fail_on: FailOn::Regression,
         };
         // std 2 → tolerance max(1, 4) = 4.
         let base = vec![
@@ -177,6 +190,15 @@ mod tests {
         assert_eq!(out[2].verdict, Verdict::Missing);
         let worse = vec![row("accuracy", 75.9, None)];
         assert_eq!(check(&rule, &base[..1], &worse)[0].verdict, Verdict::Regressed);
+        assert!(!Verdict::Improved.fails() && Verdict::Regressed.fails());
+        // Under any-change, the rise beyond the tolerance fails; within it still passes.
+        rule.fail_on = FailOn::AnyChange;
+        let out = check(&rule, &base, &cur);
+        assert_eq!(
+            (out[0].verdict, out[1].verdict),
+            (Verdict::WithinTolerance, Verdict::Changed)
+        );
+        assert!(Verdict::Changed.fails());
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub fn render_markdown(
     if !suite.published.is_empty() {
         out.push_str(&format!("Published numbers: {}.\n\n", suite.published.join(", ")));
     }
+    out.push_str(&super::findings::findings_markdown(&data.findings));
     out.push_str(&protocol_tables(suite, data, published));
     if !data.paired.is_empty() {
         out.push_str(&gram_section(&data.paired));

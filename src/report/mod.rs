@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod baseline;
+pub mod findings;
 pub mod markdown;
 pub mod paired;
 
@@ -26,6 +27,8 @@ pub struct ReportData {
     pub rows: Vec<AggRow>,
     /// GRAM methods against their hosts and the suite's `[[compare]]` pairs, paired by seed.
     pub paired: Vec<PairRow>,
+    /// The suite's `[[finding]]`s, judged.
+    pub findings: Vec<findings::FindingResult>,
     pub missing: Vec<String>,
     pub failed: Vec<String>,
 }
@@ -48,10 +51,12 @@ pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
         }
     }
     let paired = paired::paired(&values, &pairs)?;
+    let findings = findings::judge(&suite.findings, &values);
     Ok(ReportData {
         values,
         rows,
         paired,
+        findings,
         missing,
         failed,
     })
@@ -63,10 +68,15 @@ pub fn published_tables(suite: &Suite) -> Result<Vec<PublishedTable>> {
 }
 
 /// Writes `report.md`, `aggregate.csv` and `aggregate.json` (and `gram_delta.csv` for suites
-/// with GRAM methods) under `out/<suite>/`.
-pub fn write_report(out: &Path, suite: &Suite, markdown: &str, rows: &[AggRow], pairs: &[PairRow]) -> Result<PathBuf> {
+/// with GRAM methods, `findings.json` for suites with findings) under `out/<suite>/`.
+pub fn write_report(out: &Path, suite: &Suite, markdown: &str, data: &ReportData) -> Result<PathBuf> {
+    let (rows, pairs) = (&data.rows, &data.paired);
     let dir = out.join(&suite.name);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    if !data.findings.is_empty() {
+        let json = serde_json::to_vec_pretty(&data.findings).map_err(|e| Error::Internal(format!("findings: {e}")))?;
+        write_atomic(&dir.join("findings.json"), &json)?;
+    }
     if !pairs.is_empty() {
         write_atomic(&dir.join("gram_delta.csv"), paired::to_csv(pairs).as_bytes())?;
     }

@@ -70,7 +70,7 @@ pub fn t975(df: usize) -> f64 {
 
 /// Per-seed values plus per-seed averages over each table's averaged rows and the protocols'
 /// derived metrics per seed (base-to-new's HM), by the rules of `suite/protocol.rs`.
-fn with_derived(values: &[SeedValue]) -> Vec<SeedValue> {
+pub(crate) fn with_derived(values: &[SeedValue]) -> Vec<SeedValue> {
     let mut all = values.to_vec();
     type Table = (Protocol, String, String, usize, Metric, u64);
     let mut tables: BTreeMap<Table, Vec<f64>> = BTreeMap::new();

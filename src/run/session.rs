@@ -102,7 +102,14 @@ impl<'a, B: Backend> Session<'a, B> {
             self.resolved.inputs.data_root.clone()
         }
         .ok_or_else(|| Error::Input(format!("no data root for dataset `{name}`")))?;
-        let d = Arc::new(Dataset::load(&root, &def)?);
+        let mut d = Dataset::load(&root, &def)?;
+        if crate::faults::active(crate::faults::Fault::WrongSplit) {
+            d.test = d.val.clone();
+        }
+        if crate::faults::active(crate::faults::Fault::ShuffledClassnames) {
+            d.classnames.rotate_left(1);
+        }
+        let d = Arc::new(d);
         self.datasets.insert(name.to_string(), d.clone());
         Ok(d)
     }

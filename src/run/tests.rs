@@ -30,6 +30,7 @@ on_corrupt = "fail"
 [check]
 abs_tolerance = 1.0
 std_factor = 2.0
+fail_on = "regression"
 [datasets.mini]
 folder = "mini"
 split_file = "split.json"

@@ -80,7 +80,9 @@ impl<B: Backend> Session<'_, B> {
             if !loss.is_finite() {
                 return Err(Error::Run(format!("training diverged: loss {loss} at epoch {epoch}")));
             }
-            method.apply(grads, lr)?;
+            if !crate::faults::active(crate::faults::Fault::FrozenPrompt) {
+                method.apply(grads, lr)?;
+            }
             sums[epoch].0 += loss;
             sums[epoch].1 += 1;
             if batch_epoch.get(b + 1) != Some(&epoch) {

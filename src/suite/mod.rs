@@ -3,6 +3,7 @@
 //! carries its own version, which is part of every cell's key.
 
 pub mod cells;
+pub mod finding;
 pub mod methods;
 pub mod protocol;
 mod validate;
@@ -57,6 +58,9 @@ pub struct Suite {
     #[serde(default)]
     pub published: Vec<String>,
     pub check: CheckConfig,
+    /// The literature's findings the report tests on this suite's numbers.
+    #[serde(default, rename = "finding")]
+    pub findings: Vec<finding::Finding>,
 }
 
 /// `[[compare]]`: `method` against `against`, paired by seed in the report.
@@ -111,12 +115,24 @@ pub struct EvalConfig {
 }
 
 /// Regression rule of `gram-bench check`: a metric regresses when it falls below the baseline by
-/// more than `max(abs_tolerance, std_factor × baseline std over seeds)` points.
+/// more than `max(abs_tolerance, std_factor × baseline std over seeds)` points; with
+/// `fail_on = "any-change"` a rise by as much fails too (where results are reproducible bit for bit,
+/// an unexplained gain is as much a fault as a loss: a leak, the wrong split).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
     pub abs_tolerance: f64,
     pub std_factor: f64,
+    pub fail_on: FailOn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailOn {
+    /// Only a fall beyond the tolerance (and a missing metric) fails.
+    Regression,
+    /// A fall or a rise beyond the tolerance (and a missing metric) fails.
+    AnyChange,
 }
 
 /// One table's worth of cells.

@@ -36,6 +36,13 @@ impl Suite {
         if self.world.is_none() && (embedded || self.backbone.name == crate::world::BACKBONE) {
             return Err("the embedded datasets and the micro-clip backbone need a [world] table".into());
         }
+        if let Some(w) = &self.world {
+            match w.test_images {
+                None => return Err("world.test_images is missing (images in each test split)".into()),
+                Some(0) => return Err("world.test_images must be positive".into()),
+                Some(_) => {}
+            }
+        }
         if self.backbone.name.is_empty() {
             return Err("backbone.name is empty".into());
         }
@@ -67,9 +74,54 @@ impl Suite {
         if self.experiments.is_empty() {
             return Err("no [[experiment]]".into());
         }
+        let mut ids = std::collections::BTreeSet::new();
+        for f in &self.findings {
+            if !ids.insert(&f.id) {
+                return Err(format!("finding `{}` is declared twice", f.id));
+            }
+            self.check_finding(f).map_err(|e| format!("finding {}: {e}", f.id))?;
+        }
         for (i, x) in self.experiments.iter().enumerate() {
             let at = format!("experiment #{} ({})", i + 1, x.protocol.as_str());
             self.check_experiment(x).map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Every term of a finding names a number some experiment produces (a typo would otherwise
+    /// only show as a finding without values).
+    fn check_finding(&self, f: &super::finding::Finding) -> std::result::Result<(), String> {
+        if f.contrasts.is_empty() {
+            return Err("no [[finding.contrast]]".into());
+        }
+        for c in &f.contrasts {
+            if c.plus.is_empty() && c.minus.is_empty() {
+                return Err(format!("contrast `{}` has no terms", c.label));
+            }
+            for t in c.plus.iter().chain(&c.minus) {
+                let produced = self.experiments.iter().any(|x| {
+                    let datasets: Vec<&String> = match &t.source {
+                        Some(src) => {
+                            if !x.datasets.contains(src) {
+                                return false;
+                            }
+                            x.targets.iter().collect()
+                        }
+                        None => x.datasets.iter().collect(),
+                    };
+                    x.protocol == t.protocol
+                        && x.methods.contains(&t.method)
+                        && x.shots.contains(&t.shots)
+                        && (t.dataset == crate::suite::protocol::AVERAGE || datasets.contains(&&t.dataset))
+                });
+                if !produced {
+                    return Err(format!(
+                        "contrast `{}`: no experiment produces {}",
+                        c.label,
+                        t.describe()
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::datasets::{write_dataset, WORLD_DATASETS};
 use super::digest::{world_digests, WorldDigests};
+use super::pinned::Pin;
 use super::pretrain::{pretrain, PretrainReport};
 use super::{WorldConfig, WORLD_VERSION};
 use crate::clip::save_hf_dir;
@@ -38,6 +39,36 @@ pub struct WorldManifest {
     /// built before digests were recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digests: Option<WorldDigests>,
+    /// Where the micro-CLIP came from: the pin shipped in the binary, or pretrained here.
+    #[serde(default)]
+    pub micro_clip: WeightsSource,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsSource {
+    /// `src/world/pinned/`: the same bits on every machine.
+    Pinned,
+    /// Pretrained on this machine (a `[world]` table nothing is pinned for).
+    #[default]
+    Pretrained,
+}
+
+/// Pretrains the micro-CLIP for `cfg` on the CPU and saves it as an HF directory at `model_dir`.
+pub fn pretrain_into(cfg: &WorldConfig, model_dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PretrainReport> {
+    let device = Default::default();
+    let mut last_print = std::time::Instant::now();
+    let (clip_cfg, model, report) =
+        pretrain::<burn::backend::Autodiff<crate::backend::Cpu>>(cfg, &device, &mut |step, total, loss| {
+            if last_print.elapsed().as_secs_f64() > 10.0 || step == total {
+                last_print = std::time::Instant::now();
+                log(&format!(
+                    "  micro-CLIP pretraining: step {step}/{total}, loss {loss:.3}"
+                ));
+            }
+        })?;
+    save_hf_dir(model_dir, &clip_cfg, &model)?;
+    Ok(report)
 }
 
 /// The cache key of a world: its version and full config.
@@ -94,27 +125,40 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
         dir.display()
     ));
     for ds in WORLD_DATASETS {
-        write_dataset(&tmp.join("data"), ds, cfg.seed, cfg.image_size as u32)?;
+        write_dataset(
+            &tmp.join("data"),
+            ds,
+            cfg.seed,
+            cfg.image_size as u32,
+            ds.test_per_class(
+                cfg.test_images
+                    .ok_or_else(|| Error::Config("the [world] table has no test_images".into()))?,
+            ),
+        )?;
     }
     log(&format!("  datasets written in {:.1} s", t0.elapsed().as_secs_f64()));
-    let device = Default::default();
-    let mut last_print = std::time::Instant::now();
-    let (clip_cfg, model, report) =
-        pretrain::<burn::backend::Autodiff<crate::backend::Cpu>>(cfg, &device, &mut |step, total, loss| {
-            if last_print.elapsed().as_secs_f64() > 10.0 || step == total {
-                last_print = std::time::Instant::now();
-                log(&format!(
-                    "  micro-CLIP pretraining: step {step}/{total}, loss {loss:.3}"
-                ));
-            }
-        })?;
-    save_hf_dir(&tmp.join("micro-clip"), &clip_cfg, &model)?;
+    let model_dir = tmp.join("micro-clip");
+    let (report, source) = match Pin::embedded()?.filter(|p| p.fits(cfg)) {
+        Some(pin) => {
+            pin.write_model_dir(&model_dir)?;
+            log("  micro-CLIP: the pinned weights (src/world/pinned/)");
+            (pin.manifest.pretrain, WeightsSource::Pinned)
+        }
+        None => {
+            log(&format!(
+                "  no micro-CLIP is pinned for this [world] table: pretraining it here ({} steps)",
+                cfg.steps
+            ));
+            (pretrain_into(cfg, &model_dir, log)?, WeightsSource::Pretrained)
+        }
+    };
     let digests = world_digests(&tmp.join("data"), &tmp.join("micro-clip"))?;
     let manifest = WorldManifest {
         world_version: WORLD_VERSION,
         key: key.clone(),
         config: cfg.clone(),
         pretrain: report,
+        micro_clip: source,
         build_seconds: t0.elapsed().as_secs_f64(),
         digests: Some(digests),
     };
@@ -131,7 +175,7 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
     let p = &manifest.pretrain;
     log(&format!(
-        "  micro-CLIP zero-shot: held-out colour-shape pairs {:.1}% (seen {:.1}%, chance 1.6%); built in {:.0} s",
+        "  micro-CLIP zero-shot (from its pretraining run): held-out colour-shape pairs {:.1}% (seen {:.1}%, chance 1.6%); built in {:.0} s",
         p.held_out_pairs_acc, p.seen_pairs_acc, manifest.build_seconds
     ));
     Ok(WorldArtifacts {

@@ -32,8 +32,9 @@ pub struct WorldDataset {
     /// Class attributes in caption order (colour, texture, shape).
     pub axes: &'static [Axis],
     pub domain: Domain,
-    /// Images per class in train / val / test (test-only datasets have no train or val).
-    pub per_class: [usize; 3],
+    /// Images per class in train / val (test-only datasets have none); the test split's size is
+    /// the `[world]` table's `test_images`.
+    pub per_class: [usize; 2],
     /// The dataset whose label space and trained prompts this one evaluates (domain shift targets).
     pub variant_of: Option<&'static str>,
 }
@@ -48,7 +49,7 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         template: "a photo of a {}.",
         axes: &[Axis::Colour, Axis::Shape],
         domain: Domain::Photo,
-        per_class: [16, 4, 8],
+        per_class: [16, 4],
         variant_of: None,
     },
     world_variant("world_sketch", "WorldSketch", Domain::Sketch),
@@ -60,7 +61,7 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         template: "a drawing of a {}, a type of shape.",
         axes: &[Axis::Shape],
         domain: Domain::Cartoon,
-        per_class: [16, 4, 30],
+        per_class: [16, 4],
         variant_of: None,
     },
     WorldDataset {
@@ -69,7 +70,7 @@ pub const WORLD_DATASETS: &[WorldDataset] = &[
         template: "{} texture.",
         axes: &[Axis::Colour, Axis::Texture],
         domain: Domain::Clutter,
-        per_class: [16, 4, 8],
+        per_class: [16, 4],
         variant_of: None,
     },
 ];
@@ -82,7 +83,7 @@ const fn world_variant(name: &'static str, split_name: &'static str, domain: Dom
         template: "a photo of a {}.",
         axes: &[Axis::Colour, Axis::Shape],
         domain,
-        per_class: [0, 0, 8],
+        per_class: [0, 0],
         variant_of: Some("world"),
     }
 }
@@ -167,9 +168,17 @@ struct Split {
     test: Vec<(String, usize, String)>,
 }
 
-/// Renders `ds` under `root/<name>/` (images in `images/<class>/`, PNG) and writes its split file.
+impl WorldDataset {
+    /// Test images per class for a test split of about `test_images` (rounded up to whole classes).
+    pub fn test_per_class(&self, test_images: usize) -> usize {
+        test_images.div_ceil(self.classes().len())
+    }
+}
+
+/// Renders `ds` under `root/<name>/` (images in `images/<class>/`, PNG) and writes its split file,
+/// with `test_per_class` test images per class.
 /// Every image is a pure function of (`seed`, dataset, split, class, index).
-pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32) -> Result<()> {
+pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32, test_per_class: usize) -> Result<()> {
     let dir = root.join(ds.name);
     let classes = ds.classes();
     let mut split = Split {
@@ -185,7 +194,7 @@ pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32)
         for (s, (part, n)) in [
             ("train", ds.per_class[0]),
             ("val", ds.per_class[1]),
-            ("test", ds.per_class[2]),
+            ("test", test_per_class),
         ]
         .into_iter()
         .enumerate()
@@ -240,13 +249,13 @@ mod tests {
     #[test]
     fn a_written_dataset_has_the_coop_layout_and_is_deterministic() {
         let ds = WorldDataset {
-            per_class: [2, 1, 1],
+            per_class: [2, 1],
             ..world_dataset("shapes").unwrap().clone()
         };
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        write_dataset(a.path(), &ds, 7, 16).unwrap();
-        write_dataset(b.path(), &ds, 7, 16).unwrap();
+        write_dataset(a.path(), &ds, 7, 16, 1).unwrap();
+        write_dataset(b.path(), &ds, 7, 16, 1).unwrap();
         let split: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(a.path().join("shapes/split_zhou_Shapes.json")).unwrap())
                 .unwrap();

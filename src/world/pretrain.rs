@@ -18,7 +18,7 @@ use super::WorldConfig;
 use crate::clip::{
     Activation, Clip, ClipConfig, ClipTextConfig, ClipTokenizer, ClipVisionConfig, Preprocess, RandomInit,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Colour–shape pairs that never appear in the pretraining corpus (two colours per shape, two
 /// shapes per colour).
@@ -57,6 +57,10 @@ pub fn micro_clip_config(w: &WorldConfig) -> ClipConfig {
     )
 }
 
+/// Evaluation images per colour–shape pair (and per domain): 64 × 16 = 1,024 per domain, so one
+/// accuracy's 95% interval is about ±3 pt at worst.
+const EVAL_PER_PAIR: usize = 16;
+
 /// Zero-shot accuracies of the pretrained model (percent), written beside it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PretrainReport {
@@ -69,6 +73,18 @@ pub struct PretrainReport {
     pub seen_pairs_acc: f64,
     /// 64-way colour–shape classification of all pairs per domain (chance 1.56%).
     pub domain_acc: Vec<(String, f64)>,
+    /// In the photo domain over all pairs: how often the 64-way prediction has the right colour,
+    /// and the right shape (chance 12.5% each), to tell which attribute limits the model.
+    #[serde(default)]
+    pub photo_colour_acc: f64,
+    #[serde(default)]
+    pub photo_shape_acc: f64,
+    /// The losses of the first steps, exactly (f32 round-trips through JSON).
+    #[serde(default)]
+    pub first_losses: Vec<f32>,
+    /// (step, mean loss over the preceding window).
+    #[serde(default)]
+    pub loss_curve: Vec<(usize, f32)>,
 }
 
 fn domain_of(r: f64) -> Domain {
@@ -80,88 +96,209 @@ fn domain_of(r: f64) -> Domain {
     }
 }
 
-/// Top-1 accuracy (%) of classifying `images` (true labels `labels`) among `prompts`.
-fn zero_shot_acc<B: Backend>(
+/// The index among `prompts` each of `images` is closest to.
+fn zero_shot_predictions<B: Backend>(
     model: &Clip<B>,
     tok: &ClipTokenizer,
     pre: &Preprocess,
     prompts: &[String],
     images: &[RgbImage],
-    labels: &[usize],
     device: &B::Device,
-) -> Result<f64> {
+) -> Result<Vec<usize>> {
     let text = Clip::normalize(model.encode_text(tok, prompts)?);
-    let mut correct = 0usize;
-    for (chunk, lab) in images.chunks(256).zip(labels.chunks(256)) {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(256) {
         let img = Clip::normalize(model.encode_image(pre.batch(chunk, device), &Default::default()));
         let pred = img
             .matmul(text.clone().transpose())
             .argmax(1)
             .into_data()
             .convert::<i64>();
-        let pred = pred.to_vec::<i64>().expect("converted to i64 above");
-        correct += pred.iter().zip(lab).filter(|(p, l)| **p as usize == **l).count();
+        out.extend(
+            pred.to_vec::<i64>()
+                .expect("converted to i64 above")
+                .into_iter()
+                .map(|p| p as usize),
+        );
     }
-    Ok(100.0 * correct as f64 / images.len() as f64)
+    Ok(out)
 }
 
-/// Trains a micro-CLIP from a random init; `log` receives progress lines.
+/// Percent of `pred` equal to `truth` under `key` (the identity for the label itself).
+fn accuracy(pred: &[usize], truth: &[usize], key: impl Fn(usize) -> usize) -> f64 {
+    let hits = pred.iter().zip(truth).filter(|(p, t)| key(**p) == key(**t)).count();
+    100.0 * hits as f64 / pred.len().max(1) as f64
+}
+
+/// How many of the first steps' losses a report keeps bit for bit, so a replay can prove that
+/// pretraining still computes what it computed (`gram-bench world replay`).
+pub const TRAJECTORY_STEPS: usize = 8;
+
+/// Steps per point of the loss curve a report keeps (the window's mean loss).
+const CURVE_EVERY: usize = 100;
+
+type Adamw<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Clip<B>, B>;
+
+/// One pretraining run, step by step: the corpus, the model, the optimizer and the batch stream.
+pub struct Pretraining<B: AutodiffBackend> {
+    w: WorldConfig,
+    cfg: ClipConfig,
+    model: Option<Clip<B>>,
+    opt: Adamw<B>,
+    tok: ClipTokenizer,
+    pre: Preprocess,
+    rng: rand_chacha::ChaCha8Rng,
+    /// Each corpus image's concept and domain; the image is rendered the first time a batch uses
+    /// it, from its own stream, so a replay of a few steps renders only what those steps use.
+    corpus: Vec<(Concept, Domain)>,
+    images: Vec<Option<RgbImage>>,
+    labels: Tensor<B, 2>,
+    device: B::Device,
+    done: usize,
+}
+
+impl<B: AutodiffBackend> Pretraining<B> {
+    pub fn new(w: &WorldConfig, device: &B::Device) -> Result<Self> {
+        let cfg = micro_clip_config(w);
+        let model: Clip<B> = cfg.init(&mut RandomInit::new(w.seed), device)?;
+        let mut rng = crate::seeds::rng(w.seed, crate::seeds::Stream::Pretraining);
+        let mut corpus = Vec::with_capacity(w.corpus_size);
+        while corpus.len() < w.corpus_size {
+            let c = Concept::random(&mut rng);
+            if !held_out(c.shape, c.colour) {
+                corpus.push((c, domain_of(rng.random())));
+            }
+        }
+        let b = w.batch_size;
+        let labels = Tensor::<B, 1, Int>::from_data(TensorData::new((0..b as i64).collect::<Vec<_>>(), [b]), device)
+            .one_hot::<2>(b)
+            .float();
+        Ok(Pretraining {
+            w: w.clone(),
+            cfg,
+            model: Some(model),
+            opt: AdamWConfig::new().with_weight_decay(w.weight_decay as f32).init(),
+            tok: ClipTokenizer::openai(w.context_length)?,
+            pre: Preprocess::clip(w.image_size),
+            rng,
+            images: vec![None; corpus.len()],
+            corpus,
+            labels,
+            device: device.clone(),
+            done: 0,
+        })
+    }
+
+    fn image(&mut self, i: usize) -> RgbImage {
+        if self.images[i].is_none() {
+            let (c, d) = self.corpus[i];
+            let mut r = crate::seeds::indexed_rng(self.w.seed, crate::seeds::Stream::PretrainingImages, i as u64);
+            self.images[i] = Some(render(&c, d, self.w.image_size as u32, &mut r));
+        }
+        self.images[i].clone().expect("rendered above")
+    }
+
+    /// The learning rate of step `step` (0-based): linear warm-up, then cosine to zero.
+    fn lr(&self, step: usize) -> f64 {
+        let w = &self.w;
+        if step < w.warmup_steps {
+            w.lr * (step + 1) as f64 / w.warmup_steps as f64
+        } else {
+            let p = (step - w.warmup_steps) as f64 / (w.steps - w.warmup_steps).max(1) as f64;
+            w.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+    }
+
+    /// One optimizer step on a fresh batch (captions re-drawn each time an image is used); returns
+    /// the step's symmetric InfoNCE loss, and fails on a loss that is not finite.
+    pub fn step(&mut self) -> Result<f32> {
+        let b = self.w.batch_size;
+        let idx: Vec<usize> = (0..b).map(|_| self.rng.random_range(0..self.corpus.len())).collect();
+        let imgs: Vec<RgbImage> = idx.iter().map(|&i| self.image(i)).collect();
+        let caps: Vec<String> = idx
+            .iter()
+            .map(|&i| self.corpus[i].0.caption(self.corpus[i].1, &mut self.rng))
+            .collect();
+        let model = self.model.take().expect("a model between steps");
+        let im = Clip::normalize(model.encode_image(self.pre.batch(&imgs, &self.device), &Default::default()));
+        let tx = Clip::normalize(model.encode_text(&self.tok, &caps)?);
+        let logits = model.logits_per_image(im, tx);
+        let loss = (cross_entropy_with_logits(logits.clone(), self.labels.clone())
+            + cross_entropy_with_logits(logits.transpose(), self.labels.clone()))
+            / 2.0;
+        let value = loss.clone().into_scalar().elem::<f32>();
+        if !value.is_finite() {
+            return Err(Error::Run(format!(
+                "micro-CLIP pretraining: the loss is {value} at step {} of {}",
+                self.done + 1,
+                self.w.steps
+            )));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = self.lr(self.done);
+        self.model = Some(self.opt.step(lr, model, grads));
+        self.done += 1;
+        Ok(value)
+    }
+
+    /// The trained model, evaluated zero-shot.
+    pub fn finish(self, losses: &[f32], seconds: f64) -> Result<(ClipConfig, Clip<B>, PretrainReport)> {
+        let model = self.model.expect("a model between steps");
+        let (held, seen, domains, colour, shape) =
+            evaluate(&self.w, &model.valid(), &self.tok, &self.pre, &self.device)?;
+        let report = PretrainReport {
+            steps: self.w.steps,
+            final_loss: losses.last().copied().unwrap_or(f32::NAN),
+            seconds,
+            held_out_pairs_acc: held,
+            seen_pairs_acc: seen,
+            domain_acc: domains,
+            photo_colour_acc: colour,
+            photo_shape_acc: shape,
+            first_losses: losses.iter().take(TRAJECTORY_STEPS).copied().collect(),
+            loss_curve: losses
+                .chunks(CURVE_EVERY)
+                .enumerate()
+                .map(|(i, c)| ((i * CURVE_EVERY + c.len()), c.iter().sum::<f32>() / c.len() as f32))
+                .collect(),
+        };
+        Ok((self.cfg, model, report))
+    }
+}
+
+/// Trains a micro-CLIP from a random init; `log` receives (step, steps, loss).
 pub fn pretrain<B: AutodiffBackend>(
     w: &WorldConfig,
     device: &B::Device,
     log: &mut dyn FnMut(usize, usize, f32),
 ) -> Result<(ClipConfig, Clip<B>, PretrainReport)> {
     let t0 = std::time::Instant::now();
-    let cfg = micro_clip_config(w);
-    let mut model: Clip<B> = cfg.init(&mut RandomInit::new(w.seed), device)?;
-    let tok = ClipTokenizer::openai(w.context_length)?;
-    let pre = Preprocess::clip(w.image_size);
-    let mut rng = crate::seeds::rng(w.seed, crate::seeds::Stream::Pretraining);
-
-    // The corpus: images rendered once; captions are re-drawn every time an image is used.
-    let mut corpus: Vec<(Concept, Domain, RgbImage)> = Vec::with_capacity(w.corpus_size);
-    while corpus.len() < w.corpus_size {
-        let c = Concept::random(&mut rng);
-        if held_out(c.shape, c.colour) {
-            continue;
-        }
-        let d = domain_of(rng.random());
-        let img = render(&c, d, w.image_size as u32, &mut rng);
-        corpus.push((c, d, img));
-    }
-
-    let mut opt = AdamWConfig::new().with_weight_decay(w.weight_decay as f32).init();
-    let b = w.batch_size;
-    let labels = Tensor::<B, 1, Int>::from_data(TensorData::new((0..b as i64).collect::<Vec<_>>(), [b]), device)
-        .one_hot::<2>(b)
-        .float();
-    let mut last = f32::NAN;
+    let mut run = Pretraining::<B>::new(w, device)?;
+    let mut losses = Vec::with_capacity(w.steps);
     for step in 0..w.steps {
-        let idx: Vec<usize> = (0..b).map(|_| rng.random_range(0..corpus.len())).collect();
-        let imgs: Vec<RgbImage> = idx.iter().map(|&i| corpus[i].2.clone()).collect();
-        let caps: Vec<String> = idx
-            .iter()
-            .map(|&i| corpus[i].0.caption(corpus[i].1, &mut rng))
-            .collect();
-        let im = Clip::normalize(model.encode_image(pre.batch(&imgs, device), &Default::default()));
-        let tx = Clip::normalize(model.encode_text(&tok, &caps)?);
-        let logits = model.logits_per_image(im, tx);
-        let loss = (cross_entropy_with_logits(logits.clone(), labels.clone())
-            + cross_entropy_with_logits(logits.transpose(), labels.clone()))
-            / 2.0;
-        last = loss.clone().into_scalar().elem::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let lr = if step < w.warmup_steps {
-            w.lr * (step + 1) as f64 / w.warmup_steps as f64
-        } else {
-            let p = (step - w.warmup_steps) as f64 / (w.steps - w.warmup_steps).max(1) as f64;
-            w.lr * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-        };
-        model = opt.step(lr, model, grads);
-        log(step + 1, w.steps, last);
+        losses.push(run.step()?);
+        log(step + 1, w.steps, losses[step]);
     }
-    let model_eval = model.valid();
+    run.finish(&losses, t0.elapsed().as_secs_f64())
+}
 
+/// The first `steps` losses of pretraining `w` again (the replay of a recorded trajectory).
+pub fn replay<B: AutodiffBackend>(w: &WorldConfig, device: &B::Device, steps: usize) -> Result<Vec<f32>> {
+    let mut run = Pretraining::<B>::new(w, device)?;
+    (0..steps.min(w.steps)).map(|_| run.step()).collect()
+}
+
+type Evaluation = (f64, f64, Vec<(String, f64)>, f64, f64);
+
+/// Zero-shot 64-way colour–shape accuracy on freshly rendered images (a stream the corpus never
+/// used): held-out pairs, seen pairs, every domain, and the photo domain's colour and shape.
+fn evaluate<B: Backend>(
+    w: &WorldConfig,
+    model_eval: &Clip<B>,
+    tok: &ClipTokenizer,
+    pre: &Preprocess,
+    device: &B::Device,
+) -> Result<Evaluation> {
     // Zero-shot evaluation on freshly rendered images (a stream the corpus never used).
     let mut erng = crate::seeds::rng(w.seed, crate::seeds::Stream::PretrainingEval);
     let pair_prompts: Vec<String> = Colour::ALL
@@ -175,7 +312,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let (mut held, mut seen) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for (ci, &colour) in Colour::ALL.iter().enumerate() {
         for (si, &shape) in Shape::ALL.iter().enumerate() {
-            for _ in 0..6 {
+            for _ in 0..EVAL_PER_PAIR {
                 let mut c = Concept::random(&mut erng);
                 c.colour = colour;
                 c.shape = shape;
@@ -186,16 +323,17 @@ pub fn pretrain<B: AutodiffBackend>(
             }
         }
     }
-    let dev = device.clone();
-    let held_acc = zero_shot_acc(&model_eval, &tok, &pre, &pair_prompts, &held.0, &held.1, &dev)?;
-    let seen_acc = zero_shot_acc(&model_eval, &tok, &pre, &pair_prompts, &seen.0, &seen.1, &dev)?;
+    let predict = |imgs: &[RgbImage]| zero_shot_predictions(model_eval, tok, pre, &pair_prompts, imgs, device);
+    let held_acc = accuracy(&predict(&held.0)?, &held.1, |l| l);
+    let seen_acc = accuracy(&predict(&seen.0)?, &seen.1, |l| l);
     // The same 64-way task in every domain (the cross-domain variants' task).
     let mut per_domain = Vec::new();
+    let (mut photo_colour_acc, mut photo_shape_acc) = (0.0, 0.0);
     for domain in [Domain::Photo, Domain::Sketch, Domain::Cartoon, Domain::Clutter] {
         let (mut imgs, mut labs) = (Vec::new(), Vec::new());
         for (ci, &colour) in Colour::ALL.iter().enumerate() {
             for (si, &shape) in Shape::ALL.iter().enumerate() {
-                for _ in 0..2 {
+                for _ in 0..EVAL_PER_PAIR {
                     let mut c = Concept::random(&mut erng);
                     c.colour = colour;
                     c.shape = shape;
@@ -204,16 +342,12 @@ pub fn pretrain<B: AutodiffBackend>(
                 }
             }
         }
-        let acc = zero_shot_acc(&model_eval, &tok, &pre, &pair_prompts, &imgs, &labs, &dev)?;
-        per_domain.push((format!("{domain:?}").to_lowercase(), acc));
+        let pred = predict(&imgs)?;
+        if domain == Domain::Photo {
+            photo_colour_acc = accuracy(&pred, &labs, |l| l / Shape::ALL.len());
+            photo_shape_acc = accuracy(&pred, &labs, |l| l % Shape::ALL.len());
+        }
+        per_domain.push((format!("{domain:?}").to_lowercase(), accuracy(&pred, &labs, |l| l)));
     }
-    let report = PretrainReport {
-        steps: w.steps,
-        final_loss: last,
-        seconds: t0.elapsed().as_secs_f64(),
-        held_out_pairs_acc: held_acc,
-        seen_pairs_acc: seen_acc,
-        domain_acc: per_domain,
-    };
-    Ok((cfg, model, report))
+    Ok((held_acc, seen_acc, per_domain, photo_colour_acc, photo_shape_acc))
 }

@@ -83,8 +83,8 @@ struct Pose {
 
 fn pose(c: &Concept, rng: &mut impl Rng) -> Pose {
     let radius = match c.size {
-        Size::Small => rng.random_range(0.28..0.36),
-        Size::Large => rng.random_range(0.50..0.62),
+        Size::Small => rng.random_range(0.36..0.44),
+        Size::Large => rng.random_range(0.58..0.70),
     };
     let off = 0.95 - radius;
     let (cx, cy) = match c.position {

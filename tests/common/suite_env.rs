@@ -23,6 +23,7 @@ name = "micro-clip"
 
 [world]
 seed = 3
+test_images = 128
 image_size = 16
 patch_size = 8
 width = 32
@@ -45,6 +46,7 @@ on_corrupt = "fail"
 [check]
 abs_tolerance = 1.0
 std_factor = 2.0
+fail_on = "regression"
 
 [methods.zs]
 kind = "zeroshot"

@@ -67,7 +67,7 @@ fn the_world_prints_and_verifies_its_digests_and_a_damaged_micro_clip_is_refused
     let text = TINY.replace("methods = [\"zs\", \"coop\"]", "methods = [\"zs\"]");
     let suite = env.write_suite("tiny.toml", &text);
     let s = suite.to_str().unwrap();
-    let out = env.run(&["world", s]);
+    let out = env.run(&["world", "build", s]);
     assert!(out.status.success(), "{}", stderr(&out));
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let weights = manifest["digests"]["weights_sha256"].as_str().unwrap().to_string();
@@ -92,7 +92,7 @@ fn the_world_prints_and_verifies_its_digests_and_a_damaged_micro_clip_is_refused
         *b ^= 0x80;
     }
     std::fs::write(&model, &bytes).unwrap();
-    let out = env.run(&["world", s]);
+    let out = env.run(&["world", "build", s]);
     assert!(!out.status.success());
     let e = stderr(&out);
     assert!(e.contains("the micro-CLIP's weights") && e.contains("delete"), "{e}");
@@ -119,7 +119,7 @@ fn the_world_prints_and_verifies_its_digests_and_a_damaged_micro_clip_is_refused
         .and_then(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).next())
         .unwrap();
     std::fs::write(&png, b"not the rendered image").unwrap();
-    let out = env.run(&["world", s]);
+    let out = env.run(&["world", "build", s]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("dataset `shapes`"), "{}", stderr(&out));
 }

@@ -156,7 +156,7 @@ fn one_thread_and_the_default_build_the_same_world_and_write_the_same_records() 
         let suite = env.write_suite("tiny.toml", TINY);
         let s = suite.to_str().unwrap();
         let vars: Vec<(&str, &str)> = threads.map(|t| ("RAYON_NUM_THREADS", t)).into_iter().collect();
-        let world = env.run_with(&["world", s], &vars);
+        let world = env.run_with(&["world", "build", s], &vars);
         assert!(world.status.success(), "{}", stderr(&world));
         let manifest: serde_json::Value = serde_json::from_slice(&world.stdout).unwrap();
         let out = env.run_with(&["run", s, "--no-report"], &vars);

@@ -1,0 +1,142 @@
+//! The pinned micro-CLIP: the weights `gram-bench world pretrain` produced for the embedded suites'
+//! `[world]` table, shipped inside the binary, so every machine runs the same model (pretraining's
+//! float kernels would otherwise be the only part of the world that a CPU can change) and nobody
+//! waits for pretraining. A `[world]` table it was not made for is pretrained on the spot.
+//!
+//! `pin.json` records what produced the weights and the exact losses of the first steps;
+//! `gram-bench world replay` (and a test) pretrains those steps again and compares them bit for bit,
+//! so a change to the code that would no longer reproduce the pinned model cannot pass unnoticed.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::pretrain::{micro_clip_config, PretrainReport};
+use super::{WorldConfig, WORLD_VERSION};
+use crate::error::{Error, Result};
+use crate::files::{sha256_hex, write_atomic};
+
+/// The pinned weights (`model.safetensors` of an HF CLIP directory).
+const WEIGHTS: &[u8] = include_bytes!("pinned/model.safetensors");
+/// What produced them (a [`PinManifest`]; `null` when nothing is pinned).
+const MANIFEST: &str = include_str!("pinned/pin.json");
+
+/// `pin.json`: the world the weights belong to and how they were made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinManifest {
+    /// The generator version the weights were pretrained under.
+    pub world_version: u32,
+    pub config: WorldConfig,
+    pub weights_sha256: String,
+    /// The pretraining run's report (accuracies, time, first losses, loss curve).
+    pub pretrain: PretrainReport,
+    /// The command, commit, CPU and thread count of the run that produced it.
+    pub produced_by: String,
+    pub git_commit: String,
+    pub cpu: String,
+    pub threads: usize,
+}
+
+/// The pinned micro-CLIP.
+pub struct Pin {
+    pub manifest: PinManifest,
+    weights: &'static [u8],
+}
+
+impl Pin {
+    /// The pin built into this binary, if there is one; an error if the shipped files disagree
+    /// with each other.
+    pub fn embedded() -> Result<Option<Pin>> {
+        let manifest: Option<PinManifest> =
+            serde_json::from_str(MANIFEST).map_err(|e| Error::Internal(format!("src/world/pinned/pin.json: {e}")))?;
+        let Some(manifest) = manifest else {
+            return Ok(None);
+        };
+        let pin = Pin {
+            manifest,
+            weights: WEIGHTS,
+        };
+        let actual = sha256_hex(pin.weights);
+        if actual != pin.manifest.weights_sha256 {
+            return Err(Error::Internal(format!(
+                "the pinned micro-CLIP's weights hash to {actual}, its pin.json says {}",
+                pin.manifest.weights_sha256
+            )));
+        }
+        Ok(Some(pin))
+    }
+
+    /// Whether these weights were pretrained for `cfg` under this generator version.
+    pub fn fits(&self, cfg: &WorldConfig) -> bool {
+        self.manifest.world_version == WORLD_VERSION && self.manifest.config.same_pretraining(cfg)
+    }
+
+    /// Writes the pinned model as an HF CLIP directory (`config.json`, `model.safetensors`).
+    pub fn write_model_dir(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let config = micro_clip_config(&self.manifest.config).to_hf_json();
+        let text = serde_json::to_string_pretty(&config).expect("a JSON value always serializes");
+        write_atomic(&dir.join("config.json"), text.as_bytes())?;
+        write_atomic(&dir.join("model.safetensors"), self.weights)
+    }
+}
+
+/// Writes a new pin (the files `include_bytes!` reads) from a freshly pretrained model directory.
+pub fn write_pin(out: &Path, model_dir: &Path, manifest: &PinManifest) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let src = model_dir.join("model.safetensors");
+    let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+    write_atomic(&out.join("model.safetensors"), &bytes)?;
+    let text = serde_json::to_string_pretty(manifest).expect("a pin manifest serializes") + "\n";
+    write_atomic(&out.join("pin.json"), text.as_bytes())
+}
+
+/// The first steps' losses that differ between the pinned run and a replay, as
+/// `(step, pinned, replayed)`; empty when every one is bit-identical.
+pub fn trajectory_differences(pinned: &[f32], replayed: &[f32]) -> Vec<(usize, f32, f32)> {
+    pinned
+        .iter()
+        .zip(replayed)
+        .enumerate()
+        .filter(|(_, (a, b))| a.to_bits() != b.to_bits())
+        .map(|(i, (a, b))| (i + 1, *a, *b))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::pretrain::{replay, TRAJECTORY_STEPS};
+
+    #[test]
+    fn the_embedded_pin_is_consistent_and_records_its_first_steps() {
+        let pin = Pin::embedded().unwrap().expect("the repository pins a micro-CLIP");
+        assert_eq!(pin.manifest.pretrain.first_losses.len(), TRAJECTORY_STEPS);
+        assert_eq!(pin.manifest.pretrain.steps, pin.manifest.config.steps);
+    }
+
+    /// The recorded trajectory replays bit for bit: the code still computes what produced the
+    /// pinned weights (a few steps; the whole run is `gram-bench world pretrain`).
+    #[test]
+    fn pretraining_reproduces_the_pinned_trajectory() {
+        let pin = Pin::embedded().unwrap().expect("the repository pins a micro-CLIP");
+        let steps = 3;
+        let got =
+            replay::<burn::backend::Autodiff<crate::backend::Cpu>>(&pin.manifest.config, &Default::default(), steps)
+                .unwrap();
+        let want = &pin.manifest.pretrain.first_losses[..steps];
+        assert!(
+            trajectory_differences(want, &got).is_empty(),
+            "pinned {want:?}, replayed {got:?}"
+        );
+    }
+
+    #[test]
+    fn a_single_changed_bit_is_a_difference() {
+        let a = [1.5f32, 2.0];
+        let b = [1.5f32, f32::from_bits(2.0f32.to_bits() + 1)];
+        assert_eq!(trajectory_differences(&a, &a), vec![]);
+        assert_eq!(trajectory_differences(&a, &b), vec![(2, 2.0, b[1])]);
+    }
+}
