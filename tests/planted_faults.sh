@@ -6,16 +6,15 @@
 # another thread count must pass. Prints the detection rate; exits non-zero on a missed fault or a
 # false alarm.
 #
-# Usage (from the repository root, after a clean run of the suite and `baseline save`):
-#   tests/planted_faults.sh [SUITE] [BASELINE] [STORE]
-# defaults: suites/smoke.toml, smoke, results. Takes about 10 min on 2 cores.
+# Usage (from the repository root, after clean runs of suites/smoke.toml and
+# suites/gram-smoke.toml into STORE and their committed baselines `smoke` and `gram-smoke`):
+#   tests/planted_faults.sh [STORE]        (default: results)
 set -euo pipefail
 
-suite=${1:-suites/smoke.toml}
-baseline=${2:-smoke}
-store=${3:-results}
-name=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$suite" | head -n 1)
-[ -d "$store/$name" ] || { echo "no clean records in $store/$name: run the suite first" >&2; exit 2; }
+store=${1:-results}
+for name in smoke gram-smoke; do
+  [ -d "$store/$name" ] || { echo "no clean records in $store/$name: run suites/$name.toml first" >&2; exit 2; }
+done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gram-bench/target}
 work=$(mktemp -d)
@@ -26,30 +25,34 @@ cargo build --locked --quiet --features planted-faults
 bin="$work/gram-bench-planted-faults"
 cp "$CARGO_TARGET_DIR/debug/gram-bench" "$bin"
 
-# name | how | what: a suite edit ("METHOD-TABLE|sed expression") or a code fault (its name) | cells
+# fault | suite (its baseline has the same name) | how: a suite edit or a code fault | the edited
+# table, or the fault's name | the sed edit | the method and dataset whose cells run again (and
+# whose metrics `check --only` compares: every seed, shot count and protocol of them)
 faults=(
-  "coop-lr-x0.1|suite|methods.coop|s/optim = { lr = 0.02,/optim = { lr = 0.002,/|method=coop"
-  "kgcoop-lambda-0|suite|methods.kgcoop|s/^weight = 8.0$/weight = 0.0/|method=kgcoop"
-  "gram-regulator-bypassed|suite|methods.gram-coop|s/^regulate = true$/regulate = false/|method=gram-coop"
-  "frozen-prompt|code|frozen-prompt||method=coop"
-  "shuffled-classnames|code|shuffled-classnames||method=zsclip"
-  "wrong-split|code|wrong-split||method=zsclip"
+  "coop-lr-x0.1|smoke|suite|methods.coop|s/optim = { lr = 0.02,/optim = { lr = 0.002,/|coop|shapes"
+  "kgcoop-lambda-0|smoke|suite|methods.kgcoop|s/^weight = 8.0$/weight = 0.0/|kgcoop|patterns"
+  "gram-regulator-bypassed|gram-smoke|suite|methods.gram-coop|s/^regulate = true$/regulate = false/|gram-coop|patterns"
+  "frozen-prompt|smoke|code|frozen-prompt||coop|shapes"
+  "shuffled-classnames|smoke|code|shuffled-classnames||zsclip|world"
+  "wrong-split|smoke|code|wrong-split||zsclip|world"
 )
 
 # A fresh copy of the clean store and its own cache (a planted fault must not read or poison the
 # feature cache of a clean run).
 fresh() {
   mkdir -p "$work/$1/store"
-  cp -r "$store/$name" "$work/$1/store/$name"
+  cp -r "$store/$2" "$work/$1/store/$2"
   mkdir -p "$work/$1/cache"
 }
 
 detected=0
 total=0
 for f in "${faults[@]}"; do
-  IFS='|' read -r fault how what edit only <<<"$f"
+  IFS='|' read -r fault name how what edit method dataset <<<"$f"
+  only=(--only "method=$method" --only "dataset=$dataset")
+  suite="suites/$name.toml"
   total=$((total + 1))
-  fresh "$fault"
+  fresh "$fault" "$name"
   copy="$work/$fault/suite.toml"
   cp "$suite" "$copy"
   env=()
@@ -64,13 +67,13 @@ for f in "${faults[@]}"; do
     env=(GRAM_BENCH_PLANTED_FAULT="$what")
   fi
   env "${env[@]}" GRAM_BENCH_CACHE="$work/$fault/cache" "$bin" run "$copy" --store "$work/$fault/store" \
-    --only "$only" --overwrite always >"$work/$fault/run.log" 2>&1 || {
+    "${only[@]}" --overwrite always --no-report >"$work/$fault/run.log" 2>&1 || {
     echo "$fault: the run failed (see below)" >&2
     tail -n 20 "$work/$fault/run.log" >&2
     exit 2
   }
-  if GRAM_BENCH_CACHE="$work/$fault/cache" "$bin" check "$copy" --baseline "$baseline" --store "$work/$fault/store" \
-    >"$work/$fault/check.log" 2>&1; then
+  if GRAM_BENCH_CACHE="$work/$fault/cache" "$bin" check "$copy" --baseline "$name" --store "$work/$fault/store" \
+    "${only[@]}" >"$work/$fault/check.log" 2>&1; then
     echo "MISSED    $fault ($how)"
   else
     flagged=$(grep -c -E 'REGRESSED|CHANGED|MISSING' "$work/$fault/check.log" || true)
@@ -80,13 +83,14 @@ for f in "${faults[@]}"; do
 done
 
 # No false alarm: the same cells, unchanged, again with one thread.
-fresh unchanged
-RAYON_NUM_THREADS=1 GRAM_BENCH_CACHE="$work/unchanged/cache" "$bin" run "$suite" --store "$work/unchanged/store" \
-  --only method=coop --overwrite always >"$work/unchanged/run.log" 2>&1
-if GRAM_BENCH_CACHE="$work/unchanged/cache" "$bin" check "$suite" --baseline "$baseline" --store "$work/unchanged/store" \
-  >"$work/unchanged/check.log" 2>&1; then
+fresh unchanged smoke
+only=(--only method=coop --only dataset=patterns)
+RAYON_NUM_THREADS=1 GRAM_BENCH_CACHE="$work/unchanged/cache" "$bin" run suites/smoke.toml --store "$work/unchanged/store" \
+  "${only[@]}" --overwrite always --no-report >"$work/unchanged/run.log" 2>&1
+if GRAM_BENCH_CACHE="$work/unchanged/cache" "$bin" check suites/smoke.toml --baseline smoke --store "$work/unchanged/store" \
+  "${only[@]}" >"$work/unchanged/check.log" 2>&1; then
   alarm=0
-  echo "no alarm  unchanged rerun of method=coop with RAYON_NUM_THREADS=1"
+  echo "no alarm  unchanged rerun of CoOp on patterns (every protocol, shot count, seed) with RAYON_NUM_THREADS=1"
 else
   alarm=1
   echo "FALSE ALARM on the unchanged rerun:" >&2

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::report::baseline::{baseline_path, check as check_rows, load_saved};
+use crate::report::baseline::{baseline_path, check as check_rows, load_saved, select_rows};
 use crate::report::{gather, markdown_table};
 use crate::store::Store;
 use crate::suite::{FailOn, Suite};
@@ -22,6 +22,10 @@ pub struct CheckArgs {
     pub store: StoreArgs,
     #[arg(long, default_value = "baselines")]
     pub dir: PathBuf,
+    /// Only the baseline metrics matching FIELD=VALUE (fields: protocol, method, dataset, shots,
+    /// metric; repeatable): after `run --only`, compare what was rerun.
+    #[arg(long, value_parser = parse_row_filter)]
+    pub only: Vec<(String, String)>,
 }
 
 pub fn check(a: &CheckArgs) -> Result<()> {
@@ -44,7 +48,12 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     let suite = &resolved.suite;
     let store = Store::open_read(&a.store.store, &suite.name);
     let data = gather(&resolved.plan, &store, suite)?;
-    let out = check_rows(&suite.check, &base.rows, &data.rows);
+    let selected = if a.only.is_empty() {
+        base.rows.clone()
+    } else {
+        select_rows(&base.rows, &a.only)?
+    };
+    let out = check_rows(&suite.check, &selected, &data.rows);
     let rows = out
         .iter()
         .map(|c| {

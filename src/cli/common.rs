@@ -51,6 +51,20 @@ pub(super) fn parse_filter(s: &str) -> std::result::Result<(String, String), Str
     Ok((k.to_string(), v.to_string()))
 }
 
+/// A `--only FIELD=VALUE` of `check`: a field of a report row.
+pub(super) fn parse_row_filter(s: &str) -> std::result::Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
+    if !crate::report::baseline::ROW_FILTER_FIELDS.contains(&k) {
+        return Err(format!(
+            "`{k}` is not a field of a report row (fields: {})",
+            crate::report::baseline::ROW_FILTER_FIELDS.join(", ")
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
 /// The suite resolved against the lock and data the store arguments name.
 pub(super) fn resolve(suite: Suite, s: &StoreArgs) -> Result<ResolvedSuite> {
     ResolvedSuite::new(

@@ -28,16 +28,23 @@ pub(super) fn world_note(suite: &Suite, cache: &Path) -> String {
     };
     match crate::world::build::cached_world(cache, w).map(|a| a.manifest) {
         Some(m) => format!(
-            "Embedded world `{}` (micro-CLIP width {}, {} layers, {} px / patch {}, pretrained {} steps): zero-shot accuracy on \
-             colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%); all pairs by domain: {}.",
+            "Embedded world `{}` (micro-CLIP width {}, {} layers, {} px / patch {}, pretrained {} steps, {}): zero-shot \
+             accuracy on colour–shape pairs held out of pretraining {:.1}% (pairs seen {:.1}%, chance 1.6%; photo: colour \
+             {:.1}%, shape {:.1}%); all pairs by domain: {}.",
             m.key,
             w.width,
             w.layers,
             w.image_size,
             w.patch_size,
             m.pretrain.steps,
+            match m.micro_clip {
+                crate::world::build::WeightsSource::Pinned => "the pinned weights",
+                crate::world::build::WeightsSource::Pretrained => "pretrained on this machine",
+            },
             m.pretrain.held_out_pairs_acc,
             m.pretrain.seen_pairs_acc,
+            m.pretrain.photo_colour_acc,
+            m.pretrain.photo_shape_acc,
             m.pretrain
                 .domain_acc
                 .iter()

@@ -10,7 +10,9 @@ use crate::provenance::{default_cache_dir, git_commit};
 use crate::suite::Suite;
 use crate::world::build::pretrain_into;
 use crate::world::digest::{differences, world_digests};
-use crate::world::pinned::{trajectory_differences, write_pin, Pin, PinManifest};
+use crate::world::pinned::{
+    committed_digests, record_digests, trajectory_differences, write_pin, Pin, PinManifest, DIGESTS_PATH,
+};
 use crate::world::pretrain::{replay, TRAJECTORY_STEPS};
 use crate::world::{ensure_world, WorldConfig, WORLD_VERSION};
 
@@ -28,6 +30,10 @@ pub enum WorldAction {
         suite: PathBuf,
         #[arg(long)]
         cache: Option<PathBuf>,
+        /// Record this world's digests in a digests file (the repository's is
+        /// src/world/pinned/digests.json), as what every machine must build.
+        #[arg(long)]
+        record_digests: Option<PathBuf>,
     },
     /// Pretrain the suite's micro-CLIP from scratch and write it as a pin (the files
     /// src/world/pinned/ holds): what regenerates the pinned model.
@@ -47,7 +53,11 @@ pub enum WorldAction {
 
 pub fn world(a: &WorldArgs) -> Result<()> {
     match &a.action {
-        WorldAction::Build { suite, cache } => build(suite, cache.as_deref()),
+        WorldAction::Build {
+            suite,
+            cache,
+            record_digests,
+        } => build(suite, cache.as_deref(), record_digests.as_deref()),
         WorldAction::Pretrain { suite, out } => pretrain(suite, out),
         WorldAction::Replay { suite, steps } => replay_pin(suite, *steps),
     }
@@ -60,7 +70,7 @@ fn world_table(path: &Path) -> Result<WorldConfig> {
         .ok_or_else(|| Error::Input(format!("{}: no [world] table", path.display())))
 }
 
-fn build(suite: &Path, cache: Option<&Path>) -> Result<()> {
+fn build(suite: &Path, cache: Option<&Path>, record: Option<&Path>) -> Result<()> {
     let w = world_table(suite)?;
     let cache = cache.map(Path::to_path_buf).unwrap_or_else(default_cache_dir);
     let art = ensure_world(&cache, &w, &mut |m| eprintln!("{m}"))?;
@@ -86,6 +96,22 @@ fn build(suite: &Path, cache: Option<&Path>) -> Result<()> {
             }
             eprintln!("verified: every dataset and the weights match the build's digests");
         }
+    }
+    match committed_digests(&art.manifest.key)? {
+        Some(c) if differences(&c, &now).is_empty() => {
+            eprintln!("verified: the world is the one the repository records ({DIGESTS_PATH})")
+        }
+        Some(c) => {
+            return Err(Error::Run(format!(
+                "the world differs from the one the repository records ({DIGESTS_PATH}): {}",
+                differences(&c, &now).join(", ")
+            )))
+        }
+        None => eprintln!("(the repository records no digests for world {})", art.manifest.key),
+    }
+    if let Some(path) = record {
+        record_digests(path, &art.manifest.key, &now)?;
+        eprintln!("recorded world {}'s digests in {}", art.manifest.key, path.display());
     }
     Ok(())
 }

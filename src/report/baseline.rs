@@ -112,6 +112,31 @@ impl Verdict {
     }
 }
 
+/// The fields `check --only` accepts: those of a report row (seeds are pooled in a row).
+pub const ROW_FILTER_FIELDS: &[&str] = &["protocol", "method", "dataset", "shots", "metric"];
+
+/// The baseline rows matching every `field=value` filter (`average` is a dataset value, so a
+/// dataset filter leaves the averages out); an error when nothing matches, so a check cannot pass
+/// by comparing nothing.
+pub fn select_rows(rows: &[AggRow], filters: &[(String, String)]) -> Result<Vec<AggRow>> {
+    let matches = |r: &AggRow| {
+        filters.iter().all(|(k, v)| match k.as_str() {
+            "protocol" => r.protocol.as_str() == v,
+            "method" => &r.method == v,
+            "dataset" => &r.dataset == v,
+            "shots" => r.shots.to_string() == *v,
+            "metric" => r.metric.as_str() == v,
+            _ => false,
+        })
+    };
+    let out: Vec<AggRow> = rows.iter().filter(|r| matches(r)).cloned().collect();
+    if out.is_empty() {
+        let f: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return Err(Error::Input(format!("no baseline metric matches {}", f.join(" "))));
+    }
+    Ok(out)
+}
+
 pub fn tolerance(rule: &CheckConfig, row: &AggRow) -> f64 {
     rule.abs_tolerance.max(rule.std_factor * row.std.unwrap_or(0.0))
 }
@@ -199,6 +224,15 @@ mod tests {
             (Verdict::WithinTolerance, Verdict::Changed)
         );
         assert!(Verdict::Changed.fails());
+    }
+
+    #[test]
+    fn a_row_filter_selects_matching_rows_and_refuses_to_select_nothing() {
+        let rows = vec![row("accuracy", 80.0, None), row("base", 50.0, None)];
+        let f = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert_eq!(select_rows(&rows, &f("metric", "base")).unwrap().len(), 1);
+        assert_eq!(select_rows(&rows, &f("method", "coop")).unwrap().len(), 2);
+        assert!(select_rows(&rows, &f("dataset", "average")).is_err());
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! `gram-bench world replay` (and a test) pretrains those steps again and compares them bit for bit,
 //! so a change to the code that would no longer reproduce the pinned model cannot pass unnoticed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::digest::WorldDigests;
 use super::pretrain::{micro_clip_config, PretrainReport};
 use super::{WorldConfig, WORLD_VERSION};
 use crate::error::{Error, Result};
@@ -20,6 +22,30 @@ use crate::files::{sha256_hex, write_atomic};
 const WEIGHTS: &[u8] = include_bytes!("pinned/model.safetensors");
 /// What produced them (a [`PinManifest`]; `null` when nothing is pinned).
 const MANIFEST: &str = include_str!("pinned/pin.json");
+/// The content digests of the worlds the repository's suites build, by world key: what every
+/// machine must build (`gram-bench world build SUITE --record-digests` writes an entry).
+const DIGESTS: &str = include_str!("pinned/digests.json");
+/// Where `DIGESTS` lives in the repository.
+pub const DIGESTS_PATH: &str = "src/world/pinned/digests.json";
+
+/// The committed digests of the world `key`, if the repository records them.
+pub fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
+    let all: BTreeMap<String, WorldDigests> =
+        serde_json::from_str(DIGESTS).map_err(|e| Error::Internal(format!("{DIGESTS_PATH}: {e}")))?;
+    Ok(all.get(key).cloned())
+}
+
+/// Adds (or replaces) the digests of world `key` in the digests file at `path`.
+pub fn record_digests(path: &Path, key: &str, digests: &WorldDigests) -> Result<()> {
+    let mut all: BTreeMap<String, WorldDigests> = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    all.insert(key.to_string(), digests.clone());
+    let text = serde_json::to_string_pretty(&all).expect("digests serialize") + "\n";
+    write_atomic(path, text.as_bytes())
+}
 
 /// `pin.json`: the world the weights belong to and how they were made.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ mod backbones;
 mod checkpoints;
 mod data_policy;
 mod datasets;
+mod findings;
 mod gram;
 mod parsing;
 mod resume;
