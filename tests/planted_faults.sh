@@ -9,6 +9,7 @@
 # Usage (from the repository root, after clean runs of suites/smoke.toml and
 # suites/gram-smoke.toml into STORE and their committed baselines `smoke` and `gram-smoke`):
 #   tests/planted_faults.sh [STORE]        (default: results)
+# FAULTS="name ..." plants only those faults (default: every one).
 set -euo pipefail
 
 store=${1:-results}
@@ -34,7 +35,7 @@ faults=(
   "gram-regulator-bypassed|gram-smoke|suite|methods.gram-coop|s/^regulate = true$/regulate = false/|gram-coop|patterns"
   "frozen-prompt|smoke|code|frozen-prompt||coop|shapes"
   "shuffled-classnames|smoke|code|shuffled-classnames||zsclip|world"
-  "wrong-split|smoke|code|wrong-split||zsclip|world"
+  "wrong-split|smoke|code|wrong-split||zsclip|patterns"
 )
 
 # A fresh copy of the clean store and its own cache (a planted fault must not read or poison the
@@ -49,6 +50,9 @@ detected=0
 total=0
 for f in "${faults[@]}"; do
   IFS='|' read -r fault name how what edit method dataset <<<"$f"
+  if [ -n "${FAULTS:-}" ] && [[ " $FAULTS " != *" $fault "* ]]; then
+    continue
+  fi
   only=(--only "method=$method" --only "dataset=$dataset")
   suite="suites/$name.toml"
   total=$((total + 1))
@@ -68,9 +72,8 @@ for f in "${faults[@]}"; do
   fi
   env "${env[@]}" GRAM_BENCH_CACHE="$work/$fault/cache" "$bin" run "$copy" --store "$work/$fault/store" \
     "${only[@]}" --overwrite always --no-report >"$work/$fault/run.log" 2>&1 || {
-    echo "$fault: the run failed (see below)" >&2
-    tail -n 20 "$work/$fault/run.log" >&2
-    exit 2
+    # Cells that fail under a fault leave no metrics: `check` reports them missing.
+    echo "$fault: some cells failed under the fault: $(grep -c FAILED "$work/$fault/run.log" || true)"
   }
   if GRAM_BENCH_CACHE="$work/$fault/cache" "$bin" check "$copy" --baseline "$name" --store "$work/$fault/store" \
     "${only[@]}" >"$work/$fault/check.log" 2>&1; then
