@@ -9,22 +9,28 @@ use std::process::Command;
 
 use common::suite_env::{record_values, stderr, Env, TINY};
 
-fn qemu() -> Option<&'static str> {
+/// The emulator, or None when GRAM_BENCH_NO_QEMU leaves the comparison out; a missing qemu fails
+/// the test (it is installed by .ci/run), so the comparison cannot silently not happen.
+fn emulator() -> Option<&'static str> {
+    if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
+        eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
+        return None;
+    }
     let found = Command::new("qemu-x86_64")
         .arg("-version")
         .output()
         .is_ok_and(|o| o.status.success());
-    found.then_some("qemu-x86_64")
+    assert!(
+        found,
+        "qemu-x86_64 not found: install Debian's qemu-user (.ci/run does), or set GRAM_BENCH_NO_QEMU=1"
+    );
+    Some("qemu-x86_64")
 }
 
 #[test]
 fn the_world_is_the_same_on_an_avx2_only_cpu() {
-    if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
-        eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
+    let Some(qemu) = emulator() else {
         return;
-    }
-    let Some(qemu) = qemu() else {
-        panic!("qemu-x86_64 not found: install Debian's qemu-user (.ci/run does), or set GRAM_BENCH_NO_QEMU=1");
     };
     let env = Env::new();
     let suite = env.write_suite("tiny.toml", TINY);
@@ -68,12 +74,8 @@ fn native_source(out: &std::process::Output) -> String {
 /// losses bit for bit.
 #[test]
 fn the_pinned_trajectory_replays_on_an_avx2_only_cpu() {
-    if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
-        eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
+    let Some(qemu) = emulator() else {
         return;
-    }
-    let Some(qemu) = qemu() else {
-        panic!("qemu-x86_64 not found: install Debian's qemu-user (.ci/run does), or set GRAM_BENCH_NO_QEMU=1");
     };
     let smoke = concat!(env!("CARGO_MANIFEST_DIR"), "/suites/smoke.toml");
     let out = Command::new(qemu)
@@ -96,12 +98,8 @@ fn the_pinned_trajectory_replays_on_an_avx2_only_cpu() {
 /// numbers on the other CPU: the check's tolerance need not absorb any spread between machines.
 #[test]
 fn the_cells_write_the_same_records_on_an_avx2_only_cpu() {
-    if std::env::var_os("GRAM_BENCH_NO_QEMU").is_some() {
-        eprintln!("GRAM_BENCH_NO_QEMU is set: the emulated-CPU comparison is left out");
+    let Some(qemu) = emulator() else {
         return;
-    }
-    let Some(qemu) = qemu() else {
-        panic!("qemu-x86_64 not found: install Debian's qemu-user (.ci/run does), or set GRAM_BENCH_NO_QEMU=1");
     };
     let results = |emulated: bool| {
         let env = Env::new();

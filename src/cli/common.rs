@@ -38,31 +38,25 @@ pub struct StoreArgs {
     pub data_root: Option<PathBuf>,
 }
 
-pub(super) fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
+/// A `FIELD=VALUE` of one of `fields` (what `kind` names in the message).
+fn parse_field_filter(s: &str, fields: &[&str], kind: &str) -> std::result::Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
-    if !crate::suite::cells::FILTER_FIELDS.contains(&k) {
-        return Err(format!(
-            "`{k}` is not a cell field (fields: {})",
-            crate::suite::cells::FILTER_FIELDS.join(", ")
-        ));
+    if !fields.contains(&k) {
+        return Err(format!("`{k}` is not {kind} (fields: {})", fields.join(", ")));
     }
     Ok((k.to_string(), v.to_string()))
 }
 
+/// A `--only FIELD=VALUE` of `run` and `plan`: a field of a cell.
+pub(super) fn parse_filter(s: &str) -> std::result::Result<(String, String), String> {
+    parse_field_filter(s, crate::suite::cells::FILTER_FIELDS, "a cell field")
+}
+
 /// A `--only FIELD=VALUE` of `check`: a field of a report row.
 pub(super) fn parse_row_filter(s: &str) -> std::result::Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("`{s}`: expected FIELD=VALUE"))?;
-    if !crate::report::baseline::ROW_FILTER_FIELDS.contains(&k) {
-        return Err(format!(
-            "`{k}` is not a field of a report row (fields: {})",
-            crate::report::baseline::ROW_FILTER_FIELDS.join(", ")
-        ));
-    }
-    Ok((k.to_string(), v.to_string()))
+    parse_field_filter(s, crate::report::baseline::ROW_FILTER_FIELDS, "a field of a report row")
 }
 
 /// The suite resolved against the lock and data the store arguments name.

@@ -11,7 +11,7 @@ use crate::suite::Suite;
 use crate::world::build::pretrain_into;
 use crate::world::digest::{differences, world_digests};
 use crate::world::pinned::{
-    committed_digests, record_digests, trajectory_differences, write_pin, Pin, PinManifest, DIGESTS_PATH,
+    record_digests, trajectory_differences, verify_committed, write_pin, Pin, PinManifest, DIGESTS_PATH,
 };
 use crate::world::pretrain::{replay, TRAJECTORY_STEPS};
 use crate::world::{ensure_world, WorldConfig, WORLD_VERSION};
@@ -97,17 +97,10 @@ fn build(suite: &Path, cache: Option<&Path>, record: Option<&Path>) -> Result<()
             eprintln!("verified: every dataset and the weights match the build's digests");
         }
     }
-    match committed_digests(&art.manifest.key)? {
-        Some(c) if differences(&c, &now).is_empty() => {
-            eprintln!("verified: the world is the one the repository records ({DIGESTS_PATH})")
-        }
-        Some(c) => {
-            return Err(Error::Run(format!(
-                "the world differs from the one the repository records ({DIGESTS_PATH}): {}",
-                differences(&c, &now).join(", ")
-            )))
-        }
-        None => eprintln!("(the repository records no digests for world {})", art.manifest.key),
+    if verify_committed(&art.manifest.key, &now)? {
+        eprintln!("verified: the world is the one the repository records ({DIGESTS_PATH})");
+    } else {
+        eprintln!("(the repository records no digests for world {})", art.manifest.key);
     }
     if let Some(path) = record {
         record_digests(path, &art.manifest.key, &now)?;
@@ -149,6 +142,9 @@ fn replay_pin(suite: &Path, steps: usize) -> Result<()> {
         ))
     })?;
     let pinned = &pin.manifest.pretrain.first_losses;
+    if steps == 0 {
+        return Err(Error::Input("--steps 0 replays nothing: give at least 1".into()));
+    }
     if steps > pinned.len() {
         return Err(Error::Input(format!(
             "the pin records the first {} steps' losses; asked to replay {steps}",

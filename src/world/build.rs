@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::datasets::{write_dataset, WORLD_DATASETS};
-use super::digest::{differences, world_digests, WorldDigests};
-use super::pinned::{committed_digests, Pin, DIGESTS_PATH};
+use super::digest::{world_digests, WorldDigests};
+use super::pinned::{verify_committed, Pin};
 use super::pretrain::{pretrain, PretrainReport};
 use super::{WorldConfig, WORLD_VERSION};
 use crate::clip::save_hf_dir;
@@ -154,17 +154,13 @@ pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) 
     };
     let digests = world_digests(&tmp.join("data"), &tmp.join("micro-clip"))?;
     // A world the repository records must come out the same here, or it is not cached at all.
-    if let Some(committed) = committed_digests(&key)? {
-        let diff = differences(&committed, &digests);
-        if !diff.is_empty() {
+    match verify_committed(&key, &digests) {
+        Ok(true) => log("  every dataset and the weights match the committed digests"),
+        Ok(false) => {}
+        Err(e) => {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            return Err(Error::Run(format!(
-                "this machine built world {key} differently from the committed one ({DIGESTS_PATH}): {}; \
-                 please report it with your CPU's flags (grep flags /proc/cpuinfo)",
-                diff.join(", ")
-            )));
+            return Err(e);
         }
-        log("  every dataset and the weights match the committed digests");
     }
     let manifest = WorldManifest {
         world_version: WORLD_VERSION,

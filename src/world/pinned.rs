@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::digest::WorldDigests;
+use super::digest::{differences, WorldDigests};
 use super::pretrain::{micro_clip_config, PretrainReport};
 use super::{WorldConfig, WORLD_VERSION};
 use crate::error::{Error, Result};
@@ -29,10 +29,27 @@ const DIGESTS: &str = include_str!("pinned/digests.json");
 pub const DIGESTS_PATH: &str = "src/world/pinned/digests.json";
 
 /// The committed digests of the world `key`, if the repository records them.
-pub fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
+fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
     let all: BTreeMap<String, WorldDigests> =
         serde_json::from_str(DIGESTS).map_err(|e| Error::Internal(format!("{DIGESTS_PATH}: {e}")))?;
     Ok(all.get(key).cloned())
+}
+
+/// Compares world `key`'s `digests` with the committed ones: `Ok(true)` when they match,
+/// `Ok(false)` when the repository records none for it, an error naming what differs otherwise.
+pub fn verify_committed(key: &str, digests: &WorldDigests) -> Result<bool> {
+    let Some(committed) = committed_digests(key)? else {
+        return Ok(false);
+    };
+    let diff = differences(&committed, digests);
+    if diff.is_empty() {
+        return Ok(true);
+    }
+    Err(Error::Run(format!(
+        "world {key} differs from the one the repository records ({DIGESTS_PATH}): {}; if it was built \
+         from a clean checkout, please report it with your CPU's flags (grep flags /proc/cpuinfo)",
+        diff.join(", ")
+    )))
 }
 
 /// Adds (or replaces) the digests of world `key` in the digests file at `path`.

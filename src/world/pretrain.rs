@@ -191,12 +191,13 @@ impl<B: AutodiffBackend> Pretraining<B> {
     }
 
     fn image(&mut self, i: usize) -> RgbImage {
-        if self.images[i].is_none() {
-            let (c, d) = self.corpus[i];
-            let mut r = crate::seeds::indexed_rng(self.w.seed, crate::seeds::Stream::PretrainingImages, i as u64);
-            self.images[i] = Some(render(&c, d, self.w.image_size as u32, &mut r));
-        }
-        self.images[i].clone().expect("rendered above")
+        let ((c, d), w) = (self.corpus[i], &self.w);
+        self.images[i]
+            .get_or_insert_with(|| {
+                let mut r = crate::seeds::indexed_rng(w.seed, crate::seeds::Stream::PretrainingImages, i as u64);
+                render(&c, d, w.image_size as u32, &mut r)
+            })
+            .clone()
     }
 
     /// The learning rate of step `step` (0-based): linear warm-up, then cosine to zero.
@@ -220,7 +221,8 @@ impl<B: AutodiffBackend> Pretraining<B> {
             .iter()
             .map(|&i| self.corpus[i].0.caption(self.corpus[i].1, &mut self.rng))
             .collect();
-        let model = self.model.take().expect("a model between steps");
+        // Borrowed until the optimizer step, so an error on the way leaves the model in place.
+        let model = self.model.as_ref().expect("a model between steps");
         let im = Clip::normalize(model.encode_image(self.pre.batch(&imgs, &self.device), &Default::default()));
         let tx = Clip::normalize(model.encode_text(&self.tok, &caps)?);
         let logits = model.logits_per_image(im, tx);
@@ -235,8 +237,9 @@ impl<B: AutodiffBackend> Pretraining<B> {
                 self.w.steps
             )));
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grads = GradientsParams::from_grads(loss.backward(), model);
         let lr = self.lr(self.done);
+        let model = self.model.take().expect("a model between steps");
         self.model = Some(self.opt.step(lr, model, grads));
         self.done += 1;
         Ok(value)
