@@ -2,8 +2,10 @@
 //! one backbone and one transform are computed once and reused by every method that leaves the image
 //! encoder as it is (zero-shot, CoOp, and cross-dataset evaluations of them), in memory within a
 //! run and on disk across runs. The key is the SHA-256 of the weights digest, the split's digest,
-//! the transform and the backend (backends round differently), so a changed input never reads a
-//! stale entry.
+//! the image files as they are on disk (path, size, modification time of each: a deleted, replaced
+//! or truncated image is another key), the transform and the backend (backends round differently),
+//! so a changed input never reads a stale entry. Each file also carries the SHA-256 of its payload:
+//! a damaged entry is recomputed, never trusted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +26,7 @@ use crate::data::images::{stream, BadImage, ImageCache, Transform};
 use crate::error::{Error, Result};
 
 /// Bumped when how features are computed changes.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// What a cached entry was computed from (kept in the file, for a reader's inspection).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub struct FeatureSource {
     pub dataset: String,
     pub split: String,
     pub split_digest: String,
+    /// [`files_fingerprint`] of the split's images.
+    pub files: String,
     pub transform: Preprocess,
     pub backend: String,
     /// Batch composition can move the last bits (text padding, kernel blocking), and a
@@ -45,6 +49,29 @@ impl FeatureSource {
         let v = json!({ "format": FORMAT, "source": self });
         crate::files::sha256_hex(&serde_json::to_vec(&v).expect("JSON values serialize"))
     }
+}
+
+/// SHA-256 over each file's path, size and modification time (or its absence), in order: what the
+/// images are on disk now, at the cost of one `stat` per image, not of reading them.
+pub fn files_fingerprint(paths: &[PathBuf]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(p.as_os_str().as_encoded_bytes());
+        match std::fs::metadata(p) {
+            Ok(m) => {
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                h.update(format!("\0{}\0{mtime}\n", m.len()).as_bytes());
+            }
+            Err(_) => h.update(b"\0missing\n"),
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The features of every image of a split, in split order; rows of images that did not decode are
@@ -123,6 +150,8 @@ pub fn encode_images<B: Backend>(
 #[derive(Serialize, Deserialize)]
 struct Info {
     source: FeatureSource,
+    /// SHA-256 of the `features` and `ok` payloads, as written.
+    payload_sha256: String,
     bad: Vec<BadImage>,
     compute_s: f64,
 }
@@ -184,6 +213,7 @@ fn write(path: &Path, source: &FeatureSource, set: &FeatureSet) -> Result<()> {
     ];
     let info = Info {
         source: source.clone(),
+        payload_sha256: payload_digest(&feats, &ok),
         bad: set.bad.clone(),
         compute_s: set.compute_s,
     };
@@ -193,6 +223,10 @@ fn write(path: &Path, source: &FeatureSource, set: &FeatureSet) -> Result<()> {
     )]);
     let bytes = safetensors::serialize(views, Some(meta)).map_err(err)?;
     crate::files::write_atomic(path, &bytes)
+}
+
+fn payload_digest(features: &[u8], ok: &[u8]) -> String {
+    crate::files::sha256_hex(&[features, ok].concat())
 }
 
 fn read(path: &Path, source: &FeatureSource) -> Result<FeatureSet> {
@@ -217,6 +251,9 @@ fn read(path: &Path, source: &FeatureSource) -> Result<FeatureSet> {
     if ok.shape() != [n] {
         return Err(bad("unexpected tensors".into()));
     }
+    if payload_digest(f.data(), ok.data()) != info.payload_sha256 {
+        return Err(bad("damaged payload (its digest differs from the one written)".into()));
+    }
     Ok(FeatureSet {
         dim,
         features: f
@@ -240,6 +277,7 @@ mod tests {
             dataset: "d".into(),
             split: "test".into(),
             split_digest: split_digest.into(),
+            files: "f".into(),
             transform: Preprocess::clip(8),
             backend: "cpu".into(),
             batch_size: 4,
@@ -271,8 +309,16 @@ mod tests {
             ..source("a")
         };
         assert!(c2.get(&other_batch).is_none());
-        // A damaged file is a miss, not an error.
+        // A payload changed in place (same header, same size: negated features) is a miss.
         let p = FeatureCache::path(dir.path(), &source("a").key());
+        let mut bytes = std::fs::read(&p).unwrap();
+        let at = bytes.windows(4).position(|w| w == (-2.5f32).to_le_bytes()).unwrap();
+        bytes[at..at + 4].copy_from_slice(&2.5f32.to_le_bytes());
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(FeatureCache::new(Some(dir.path().to_path_buf()))
+            .get(&source("a"))
+            .is_none());
+        // A damaged file is a miss, not an error.
         std::fs::write(&p, b"garbage").unwrap();
         assert!(FeatureCache::new(Some(dir.path().to_path_buf()))
             .get(&source("a"))
@@ -282,5 +328,21 @@ mod tests {
         assert!(m.get(&source("a")).is_none());
         m.put(&source("a"), set.clone()).unwrap();
         assert_eq!(m.get(&source("a")).unwrap().row(2), &[3.25, 4.0]);
+    }
+
+    #[test]
+    fn the_files_fingerprint_changes_when_an_image_is_truncated_replaced_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("{i}.png"))).collect();
+        for p in &paths {
+            std::fs::write(p, b"0123456789").unwrap();
+        }
+        let a = files_fingerprint(&paths);
+        assert_eq!(a, files_fingerprint(&paths));
+        std::fs::write(&paths[1], b"01234567").unwrap();
+        let truncated = files_fingerprint(&paths);
+        assert_ne!(a, truncated);
+        std::fs::remove_file(&paths[2]).unwrap();
+        assert_ne!(truncated, files_fingerprint(&paths));
     }
 }

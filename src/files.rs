@@ -20,11 +20,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let written = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    written.map_err(|e| {
+        // A failed write (a full disk) leaves no partial temp file behind to fill it further.
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Removes the temp files `write_atomic` left in `dir` when its process was killed mid-write: those
+/// whose writer (the pid in the name) is no longer running. Returns how many were removed. Temp
+/// files of live writers (another runner on the same store) are left alone.
+pub fn sweep_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        // Without /proc, keep every temp file: removing a live writer's would lose its record.
+        true
+    }
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -87,6 +128,25 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temp_file_and_a_killed_writers_temp_is_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming onto a directory fails after the temp file was written.
+        let target = dir.path().join("r.json");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"").unwrap();
+        assert!(write_atomic(&target, b"{}").is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        // A dead writer's temp (pid far above pid_max) goes; this process's own stays.
+        let dead = dir.path().join(".a.json.tmp-4294967");
+        let mine = dir.path().join(format!(".b.json.tmp-{}", std::process::id()));
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::write(&mine, b"partial").unwrap();
+        assert_eq!(sweep_stale_temps(dir.path()), 1);
+        assert!(!dead.exists() && mine.exists());
+    }
 
     #[test]
     fn toml_errors_point_at_line_and_column() {

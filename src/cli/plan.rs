@@ -69,7 +69,7 @@ pub(super) fn work_of(resolved: &ResolvedSuite, c: &crate::suite::cells::Cell) -
 pub fn plan(a: &PlanArgs) -> Result<()> {
     let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
     let store = Store::open_read(&a.store.store, &resolved.suite.name);
-    let cells = resolved.plan.select(&a.only);
+    let cells = resolved.plan.select(&a.only)?;
     // Seconds per training image and per test image, measured from this store's records.
     let (mut train_s, mut train_n, mut eval_s, mut eval_n) = (0.0, 0usize, 0.0, 0usize);
     let mut statuses = Vec::new();

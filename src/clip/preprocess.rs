@@ -62,6 +62,11 @@ fn install_quiet_hook() {
 /// measured 3-4 levels off on a 4:2:0 photo). CMYK files, which libjpeg cannot turn into RGB, go
 /// through the image crate.
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    // libjpeg only warns on a file cut short and fills in the rest; PIL, which the upstream code
+    // reads with, raises "image file is truncated". Refuse it here, before decoding.
+    if !ends_its_scans(bytes) {
+        return Err("truncated JPEG: no end-of-image marker after the scan data".into());
+    }
     install_quiet_hook();
     QUIET_PANICS.with(|q| q.set(true));
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
@@ -95,6 +100,16 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
             Err(format!("corrupt JPEG: {msg}"))
         }
     }
+}
+
+/// Whether an end-of-image marker (FF D9) follows the first start-of-scan (FF DA). Entropy-coded
+/// data cannot hold FF D9 (a data FF is stuffed as FF 00), so a file cut anywhere after its scan
+/// begins, even by two bytes, has none; bytes after the marker (as some cameras write) are allowed.
+fn ends_its_scans(bytes: &[u8]) -> bool {
+    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[sos + 2..].windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 /// PIL's bicubic kernel (a = -0.5, i.e. Catmull-Rom), support 2.
@@ -304,6 +319,30 @@ mod tests {
         RgbImage::from_fn(w, h, |x, y| {
             image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8])
         })
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_anywhere_after_its_scan_starts_is_refused() {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&gradient(40, 30))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        assert_eq!(load_rgb(&write("whole.jpg", &jpeg)).unwrap().dimensions(), (40, 30));
+        // Bytes after the end-of-image marker are not a truncation.
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0; 16]);
+        assert!(load_rgb(&write("padded.jpg", &padded)).is_ok());
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        for cut in [2, 8, (jpeg.len() - sos) / 2] {
+            let e = load_rgb(&write("cut.jpg", &jpeg[..jpeg.len() - cut])).unwrap_err().to_string();
+            assert!(e.contains("truncated JPEG"), "cut by {cut}: {e}");
+        }
     }
 
     #[test]

@@ -482,13 +482,15 @@ pub fn detect_layout(store: &SafetensorsStore) -> Result<Layout> {
 
 /// Rejects PyTorch pickles with a message that says how to convert them.
 pub fn reject_pickle(path: &Path) -> Result<()> {
-    let mut head = [0u8; 4];
+    let mut head = [0u8; 9];
+    let mut len = 0u64;
     if let Ok(mut f) = std::fs::File::open(path) {
         use std::io::Read;
         let _ = f.read(&mut head);
+        len = f.metadata().map(|m| m.len()).unwrap_or(0);
     }
-    let is_zip = head == *b"PK\x03\x04";
-    let is_pickle = head[0] == 0x80;
+    let is_zip = head[..4] == *b"PK\x03\x04";
+    let is_pickle = is_pickle_head(&head, len);
     if !is_zip && !is_pickle {
         return Ok(());
     }
@@ -512,6 +514,16 @@ pub fn reject_pickle(path: &Path) -> Result<()> {
     )))
 }
 
+/// A pickle opens with PROTO (0x80) and a protocol number 2–5; a safetensors file opens with its
+/// header's length (u64, little endian) and the header's `{`. Both can start `80 02`: a header of
+/// 640 bytes does (about one file in 32 has a length whose low byte is 0x80), so a head that reads as
+/// a safetensors header that fits in the file is not a pickle.
+fn is_pickle_head(head: &[u8; 9], file_len: u64) -> bool {
+    let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    let safetensors = head[8] == b'{' && header_len.saturating_add(8) <= file_len;
+    head[0] == 0x80 && (2..=5).contains(&head[1]) && !safetensors
+}
+
 fn zip_mentions(path: &Path, needle: &[u8]) -> bool {
     // The central directory lists member names in plain bytes at the end of the archive: read only
     // the last MiB, not a checkpoint that may be gigabytes.
@@ -533,6 +545,20 @@ fn zip_mentions(path: &Path, needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_safetensors_header_of_640_bytes_is_not_taken_for_a_pickle() {
+        // 640 = 0x0280: the file opens `80 02`, as a protocol-2 pickle does.
+        let mut st = 640u64.to_le_bytes().to_vec();
+        st.push(b'{');
+        let head: [u8; 9] = st.try_into().unwrap();
+        assert!(!is_pickle_head(&head, 648 + 4));
+        // The same bytes in a file too short for that header are no safetensors file.
+        assert!(is_pickle_head(&head, 100));
+        assert!(is_pickle_head(b"\x80\x02}q\x00.\0\0\0", 6));
+        assert!(is_pickle_head(b"\x80\x04\x95\x10\0\0\0\0\0", 1000));
+        assert!(!is_pickle_head(b"\x80\x09}q\x00.\0\0\0", 9));
+    }
 
     #[test]
     fn openai_key_mapping_matches_the_documented_table() {

@@ -54,7 +54,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 backend: self.backend.to_string(),
                 device: format!("{:?}", self.device),
                 os: std::env::consts::OS.to_string(),
-                threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                threads: rayon::current_num_threads(),
             },
             started_at: now_utc(),
             finished_at: String::new(),

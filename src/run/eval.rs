@@ -25,6 +25,7 @@ impl<B: Backend> Session<'_, B> {
             dataset: ds.def.name.clone(),
             split: "test".into(),
             split_digest: ds.digest(),
+            files: crate::features::files_fingerprint(&ds.test.iter().map(|d| d.path.clone()).collect::<Vec<_>>()),
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
             batch_size: self.resolved.suite.eval.batch_size,

@@ -108,6 +108,8 @@ impl<'a, B: Backend> Session<'a, B> {
             dataset: "gram-corpus".into(),
             split: split.into(),
             split_digest: corpus_digest.clone(),
+            // The corpus digest is of its content already.
+            files: String::new(),
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
             batch_size,

@@ -90,17 +90,16 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
     // Say so before anything runs, even when every selected cell is already recorded.
     opts.backend.ensure_compiled()?;
     let suite = &resolved.suite;
-    let store = Store::open(&opts.store, &suite.name)?;
     resolved.check_pins(opts.allow_changed_data)?;
-    let selected: Vec<Cell> = resolved.plan.select(&opts.only).into_iter().cloned().collect();
-    if selected.is_empty() {
-        let only: Vec<String> = opts.only.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        return Err(Error::Input(format!(
-            "--only {} selects no cell of suite `{}`",
-            only.join(" --only "),
-            suite.name
-        )));
-    }
+    let selected: Vec<Cell> = resolved
+        .plan
+        .select(&opts.only)
+        .map_err(|e| Error::Input(format!("{e} of suite `{}`", suite.name)))?
+        .into_iter()
+        .cloned()
+        .collect();
+    // Only now, with the suite accepted, is its results folder created.
+    let store = Store::open(&opts.store, &suite.name)?;
     // Decide what to run before building anything.
     let mut todo = Vec::new();
     let mut summary = RunSummary::default();

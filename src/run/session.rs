@@ -119,7 +119,7 @@ impl<'a, B: Backend> Session<'a, B> {
         let sampled_val = || few_shot_indices(&ds.val, shots.min(4), seed);
         match self.resolved.inputs.fewshot_from(&ds.def.name, shots, seed) {
             FewShotFrom::Sampled => Ok(FewShotOrigin {
-                train: few_shot_indices(&ds.train, shots, seed),
+                train: full_shots(ds, &few_shot_indices(&ds.train, shots, seed), shots)?,
                 val: sampled_val(),
                 source: FewShotSourceKind::Sampled,
                 file: None,
@@ -202,4 +202,21 @@ impl<'a, B: Backend> Session<'a, B> {
         let keep = (0..items.len()).filter(|&i| set.ok[i]).collect();
         Ok((set, keep))
     }
+}
+
+/// `picked` when it holds `shots` train images of every class. Dassl's sampler quietly takes all of
+/// a smaller class; a cell labelled K shots that trained on fewer would report the wrong thing.
+fn full_shots(ds: &Dataset, picked: &[usize], shots: usize) -> Result<Vec<usize>> {
+    let mut have = vec![0usize; ds.classnames.len()];
+    for &i in picked {
+        have[ds.train[i].label] += 1;
+    }
+    if let Some((label, n)) = have.iter().enumerate().find(|(_, &n)| n < shots) {
+        return Err(Error::Input(format!(
+            "{}: class `{}` has {n} training image(s), fewer than the {shots} shots the cell asks for; \
+             lower `shots` in the suite",
+            ds.def.name, ds.classnames[label]
+        )));
+    }
+    Ok(picked.to_vec())
 }

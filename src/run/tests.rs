@@ -228,3 +228,14 @@ fn an_eval_cell_whose_train_cell_has_not_run_records_why_and_does_not_panic() {
     assert!(r.error.as_deref().unwrap().contains("has not run"), "{:?}", r.error);
     assert!(r.metrics.is_none() && r.digests.backbone.is_empty());
 }
+
+#[test]
+fn more_shots_than_a_class_has_is_an_error_not_a_quiet_cap() {
+    let f = fixture();
+    let store = Store::open(&f.dir.path().join("results"), "unit").unwrap();
+    let mut s = f.session(&store, false);
+    let ds = s.dataset("mini").unwrap();
+    assert_eq!(s.fewshot(&ds, 3, 1).unwrap().train.len(), 12);
+    let e = s.fewshot(&ds, 4, 1).unwrap_err().to_string();
+    assert!(e.contains("has 3 training image(s), fewer than the 4 shots"), "{e}");
+}

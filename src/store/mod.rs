@@ -39,6 +39,10 @@ impl Store {
         let probe = dir.join("records").join(format!(".probe-{}", std::process::id()));
         std::fs::write(&probe, b"").map_err(|e| Error::Store(format!("{} is not writable: {e}", dir.display())))?;
         let _ = std::fs::remove_file(&probe);
+        let swept: usize = ["records", "artifacts"].iter().map(|s| crate::files::sweep_stale_temps(&dir.join(s))).sum();
+        if swept > 0 {
+            eprintln!("removed {swept} temporary file(s) left by killed runs in {}", dir.display());
+        }
         Ok(Store { root: dir })
     }
 
@@ -60,7 +64,19 @@ impl Store {
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
         let p = self.record_path(key);
         match std::fs::read(&p) {
-            Ok(bytes) => Record::from_json(&p, &bytes).map(Some),
+            Ok(bytes) => {
+                let r = Record::from_json(&p, &bytes)?;
+                // A record copied or renamed onto another cell's file would stand in for that
+                // cell's result: the key inside must be the file's.
+                if r.key != key {
+                    return Err(Error::Store(format!(
+                        "{}: holds the record of cell {}, not of {key}; move it away to rerun the cell",
+                        p.display(),
+                        r.key
+                    )));
+                }
+                Ok(Some(r))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&p, e)),
         }
@@ -157,6 +173,24 @@ mod tests {
         assert!(store.try_lock("k").unwrap().is_none());
         drop(a);
         assert!(store.try_lock("k").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_record_under_another_cells_name_or_of_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "s").unwrap();
+        let fixture = include_str!("../../tests/fixtures/records/linear-probe-train.json");
+        let key = serde_json::from_str::<serde_json::Value>(fixture).unwrap()["key"].as_str().unwrap().to_string();
+        std::fs::write(store.root.join(format!("records/{key}.json")), fixture).unwrap();
+        assert_eq!(store.get(&key).unwrap().unwrap().key, key);
+        std::fs::write(store.root.join("records/0123.json"), fixture).unwrap();
+        let e = store.get("0123").unwrap_err().to_string();
+        assert!(e.contains("holds the record of cell"), "{e}");
+        let mut v: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        v["schema"] = 99.into();
+        std::fs::write(store.root.join(format!("records/{key}.json")), v.to_string()).unwrap();
+        let e = store.get(&key).unwrap_err().to_string();
+        assert!(e.contains("record schema 99"), "{e}");
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub struct Environment {
     pub backend: String,
     pub device: String,
     pub os: String,
+    /// The size of the thread pool the cell ran on (rayon's, which `RAYON_NUM_THREADS` sets), not
+    /// the number of cores.
     pub threads: usize,
 }
 

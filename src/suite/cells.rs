@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::methods::MethodConfig;
 use super::{Metric, Protocol, Suite};
 use crate::data::Subsample;
+use crate::error::{Error, Result};
 
 /// Bumped when what a cell computes changes for the same inputs (so old records stop matching).
 pub const CELL_FORMAT: u32 = 1;
@@ -296,21 +297,29 @@ impl Plan {
         Plan { cells, slots: unique }
     }
 
-    /// Cells whose spec matches every `field=value` filter (`method`, `dataset`, `target`, `phase`,
-    /// `shots`, `seed`); an eval cell also pulls in the train cell it needs.
-    pub fn select(&self, filters: &[(String, String)]) -> Vec<&Cell> {
+    /// Cells selected by `--only FIELD=VALUE` filters (`method`, `dataset`, `target`, `phase`,
+    /// `shots`, `seed`): values of one field are alternatives, different fields must all hold
+    /// (`--only method=a --only method=b --only seed=1`: a's and b's cells of seed 1). An eval
+    /// cell also pulls in the train cell it needs. Filters that select nothing are an error, for
+    /// `plan` as for `run`.
+    pub fn select(&self, filters: &[(String, String)]) -> Result<Vec<&Cell>> {
+        let mut by_field: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (k, v) in filters {
+            by_field.entry(k.as_str()).or_default().push(v.as_str());
+        }
         let matches = |c: &Cell| {
-            filters.iter().all(|(k, v)| {
+            by_field.iter().all(|(k, vs)| {
                 let s = &c.spec;
-                match k.as_str() {
-                    "method" => &s.method == v,
-                    "dataset" => &s.dataset == v,
-                    "target" => s.target.as_deref() == Some(v.as_str()),
-                    "phase" => s.phase.as_str() == v,
-                    "shots" => s.shots.to_string() == *v,
-                    "seed" => s.seed.to_string() == *v,
-                    _ => false,
-                }
+                let value = match *k {
+                    "method" => Some(s.method.clone()),
+                    "dataset" => Some(s.dataset.clone()),
+                    "target" => s.target.clone(),
+                    "phase" => Some(s.phase.as_str().to_string()),
+                    "shots" => Some(s.shots.to_string()),
+                    "seed" => Some(s.seed.to_string()),
+                    _ => None,
+                };
+                value.is_some_and(|v| vs.contains(&v.as_str()))
             })
         };
         let mut keys: Vec<&str> = Vec::new();
@@ -320,7 +329,12 @@ impl Plan {
             }
             keys.push(&c.key);
         }
-        self.cells.iter().filter(|c| keys.contains(&c.key.as_str())).collect()
+        let picked: Vec<&Cell> = self.cells.iter().filter(|c| keys.contains(&c.key.as_str())).collect();
+        if picked.is_empty() {
+            let only: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            return Err(Error::Input(format!("--only {} selects no cell", only.join(" --only "))));
+        }
+        Ok(picked)
     }
 }
 
@@ -448,12 +462,26 @@ seeds = [1]
             [("world", None), ("sketch", Some("world")), ("cartoon", Some("world"))]
         );
         let only = [("target".to_string(), "sketch".to_string())];
-        let picked = p.select(&only);
+        let picked = p.select(&only).unwrap();
         assert_eq!(picked.len(), 2);
         assert_eq!(
             (picked[0].spec.phase, picked[1].spec.phase),
             (Phase::Train, Phase::Eval)
         );
         assert_eq!(picked[1].depends_on.as_ref(), Some(&picked[0].key));
+    }
+
+    #[test]
+    fn only_filters_of_one_field_are_alternatives_and_an_empty_selection_is_an_error() {
+        let p = plan();
+        let f = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let zs = p.select(&f(&[("method", "zs")])).unwrap().len();
+        let coop = p.select(&f(&[("method", "coop")])).unwrap().len();
+        let both = p.select(&f(&[("method", "zs"), ("method", "coop")])).unwrap().len();
+        assert_eq!(both, zs + coop);
+        let e = p.select(&f(&[("method", "nope")])).unwrap_err().to_string();
+        assert!(e.contains("--only method=nope selects no cell"), "{e}");
     }
 }
