@@ -206,6 +206,22 @@ struct RunWork<'a> {
     backend: BackendKind,
 }
 
+impl RunWork<'_> {
+    /// Whether a cell `cell` depends on, at any depth, has no record yet and is either locked by
+    /// another runner now or was deferred to one earlier in this run.
+    fn upstream_busy(&self, cell: &Cell, deferred: &std::collections::HashSet<String>) -> Result<bool> {
+        let by_key = |k: &str| self.resolved.plan.cells.iter().find(|c| c.key == k);
+        let mut dep = cell.depends_on.clone();
+        while let Some(k) = dep {
+            if self.store.get(&k)?.is_none() && (deferred.contains(&k) || self.store.try_lock(&k)?.is_none()) {
+                return Ok(true);
+            }
+            dep = by_key(&k).and_then(|c| c.depends_on.clone());
+        }
+        Ok(false)
+    }
+}
+
 impl WithBackend for RunWork<'_> {
     type Output = Result<RunSummary>;
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
@@ -214,7 +230,7 @@ impl WithBackend for RunWork<'_> {
             self.model,
             self.world,
             self.store,
-            self.features,
+            self.features.clone(),
             device,
             self.backend,
         )?;
@@ -230,6 +246,8 @@ impl WithBackend for RunWork<'_> {
         } else {
             None
         };
+        // Cells this run left to another runner (busy): what depends on them waits too.
+        let mut deferred = std::collections::HashSet::new();
         for (i, cell) in self.todo.iter().enumerate() {
             let label = cell_label(cell);
             if let Some(b) = &bar {
@@ -247,6 +265,7 @@ impl WithBackend for RunWork<'_> {
                 }
             };
             let Some(_lock) = self.store.try_lock(&cell.key)? else {
+                deferred.insert(cell.key.clone());
                 summary.busy += 1;
                 done("another runner is computing it; skipped");
                 continue;
@@ -258,13 +277,14 @@ impl WithBackend for RunWork<'_> {
                 done("recorded by another runner");
                 continue;
             }
-            // Its train cell is being computed elsewhere: leave this one to that runner's turn.
-            if let Some(dep) = &cell.depends_on {
-                if self.store.get(dep)?.is_none() && self.store.try_lock(dep)?.is_none() {
-                    summary.busy += 1;
-                    done("its train cell is being computed by another runner; skipped");
-                    continue;
-                }
+            // A cell it depends on, however deep (eval → train → GRAM's meta-training), is being
+            // computed elsewhere or was left to another runner earlier in this run: leave this
+            // one to that runner's turn rather than record a false failure.
+            if self.upstream_busy(cell, &deferred)? {
+                deferred.insert(cell.key.clone());
+                summary.busy += 1;
+                done("a cell it depends on is being computed by another runner; skipped");
+                continue;
             }
             let record = session.run_cell(cell);
             self.store.put(&record)?;

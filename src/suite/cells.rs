@@ -300,7 +300,7 @@ impl Plan {
     /// Cells selected by `--only FIELD=VALUE` filters (`method`, `dataset`, `target`, `phase`,
     /// `shots`, `seed`): values of one field are alternatives, different fields must all hold
     /// (`--only method=a --only method=b --only seed=1`: a's and b's cells of seed 1). An eval
-    /// cell also pulls in the train cell it needs. Filters that select nothing are an error, for
+    /// cell also pulls in the cells it needs. Filters that select nothing are an error, for
     /// `plan` as for `run`.
     pub fn select(&self, filters: &[(String, String)]) -> Result<Vec<&Cell>> {
         let mut by_field: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -322,12 +322,15 @@ impl Plan {
                 value.is_some_and(|v| vs.contains(&v.as_str()))
             })
         };
+        // A selected cell brings every cell it depends on, however deep (eval → train → meta).
+        let by_key: BTreeMap<&str, &Cell> = self.cells.iter().map(|c| (c.key.as_str(), c)).collect();
         let mut keys: Vec<&str> = Vec::new();
         for c in self.cells.iter().filter(|c| matches(c)) {
-            if let Some(d) = &c.depends_on {
-                keys.push(d);
+            let mut at = Some(c);
+            while let Some(cell) = at {
+                keys.push(&cell.key);
+                at = cell.depends_on.as_deref().and_then(|d| by_key.get(d).copied());
             }
-            keys.push(&c.key);
         }
         let picked: Vec<&Cell> = self.cells.iter().filter(|c| keys.contains(&c.key.as_str())).collect();
         if picked.is_empty() {

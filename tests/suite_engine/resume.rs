@@ -178,3 +178,74 @@ fn one_thread_and_the_default_build_the_same_world_and_write_the_same_records() 
     assert_eq!(records_1.len(), 6);
     assert_eq!(records_1, records_n);
 }
+
+/// Three runners on a suite whose GRAM method evaluates cross-domain: while one meta-trains, the
+/// others must not record the eval cells two levels down as failed ("its train cell has not run");
+/// every runner exits 0 and every record is ok.
+#[test]
+fn three_runners_never_record_a_false_failure_below_a_meta_cell_another_is_computing() {
+    let env = Env::new();
+    let gram = r#"
+[gram.meta]
+seed = 1
+corpus = { world = { size = 60 } }
+
+[gram.meta.train]
+text = { n_ctx = 4, depth = 1 }
+init_std = 0.02
+inner_lr = 1.0
+inner_steps = 1
+task_embedding = "image-mean"
+outer_lr = 1e-3
+weight_decay = 0.0
+clip_norm = 1.0
+steps = 40
+tasks_per_step = 1
+cluster = { domains = 2, classes_per_domain = 2, iterations = 5, order = "captions-then-images" }
+episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
+regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
+
+[methods.gram-c]
+kind = "gram"
+host = "coop"
+meta = "meta"
+init = true
+regulate = true
+
+[[experiment]]
+protocol = "cross-domain"
+methods = ["gram-c"]
+datasets = ["world"]
+targets = ["world_sketch", "world_cartoon"]
+shots = [1]
+seeds = [1, 2]
+"#;
+    let first = TINY.find("[[experiment]]").unwrap();
+    let suite = env.write_suite("gram.toml", &format!("{}{gram}", &TINY[..first]));
+    let s = suite.to_str().unwrap();
+    // The world is built first so that the runners race for cells, not for the world.
+    let built = env.run(&["world", "build", s]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_gram-bench"))
+            .args(["run", s, "--no-report"])
+            .current_dir(env.dir.path())
+            .env("GRAM_BENCH_CACHE", env.path("cache"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runners = [spawn(), spawn(), spawn()];
+    for (i, r) in runners.into_iter().enumerate() {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "runner {i}:\n{}", stderr(&out));
+        assert!(!stderr(&out).contains("FAILED"), "runner {i}:\n{}", stderr(&out));
+    }
+    let records = env.records("tiny");
+    // 1 meta + 2 seeds × (1 train cell, which evaluates on the source, + 2 target evals).
+    assert_eq!(records.len(), 7);
+    for bytes in records.values() {
+        let r: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+}
