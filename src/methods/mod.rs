@@ -13,6 +13,7 @@ pub mod init;
 pub mod multimodal;
 pub mod optim;
 pub mod released;
+pub mod torch_zip;
 pub mod spec;
 pub mod text_prompts;
 

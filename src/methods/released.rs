@@ -1,6 +1,6 @@
 //! Released prompt checkpoints: the PyTorch pickles the CoOp, CoCoOp and MaPLe repositories publish
-//! (`prompt_learner/model.pth.tar-N`, Dassl's `{"state_dict": …, "epoch": …, "optimizer": …}`), read
-//! with burn's PyTorch reader and mapped onto a method's parameters by name: a parameter `ctx` is the
+//! (`prompt_learner/model.pth.tar-N`, Dassl's `{"state_dict": …, "epoch": …, "optimizer": …,
+//! "scheduler": …}`), read with [`super::torch_zip`] (burn's reader for pre-1.6 files) and mapped onto a method's parameters by name: a parameter `ctx` is the
 //! state-dict entry `ctx` or the one entry ending in `.ctx` (whole-model checkpoints prefix
 //! `prompt_learner.`); buffers such as `token_prefix` are ignored, and shapes must match (up to unit
 //! dimensions).
@@ -18,10 +18,18 @@ pub fn read(path: &Path, expected: &PromptArtifact) -> Result<PromptArtifact> {
     if !path.is_file() {
         return Err(bad("the released checkpoint is not there".into()));
     }
-    let reader = PytorchReader::with_top_level_key(path, "state_dict")
-        .or_else(|_| PytorchReader::new(path))
-        .map_err(|e| bad(format!("not a PyTorch checkpoint: {e}")))?;
-    let keys = reader.keys();
+    let tensors = if super::torch_zip::is_zip(path) {
+        // `torch.save`'s zip format: read with our tolerant reader, which takes the state dict and
+        // leaves the optimizer and scheduler Dassl saves beside it unbuilt.
+        super::torch_zip::read(path)?
+            .tensors
+            .into_iter()
+            .map(|(k, t)| (k, (t.shape, t.values)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    } else {
+        legacy(path)?
+    };
+    let keys: Vec<String> = tensors.keys().cloned().collect();
     let mut out = PromptArtifact::new();
     for (name, (shape, _)) in expected {
         let suffix = format!(".{name}");
@@ -44,22 +52,37 @@ pub fn read(path: &Path, expected: &PromptArtifact) -> Result<PromptArtifact> {
                 }
             }
         };
-        let snap = reader.get(key).expect("listed key");
-        let data = snap
-            .to_data()
-            .map_err(|e| bad(format!("`{key}`: {e:?}")))?
-            .convert::<f32>();
+        let (data_shape, values) = &tensors[key];
         // The references keep some prompts without the leading unit dimension ours have (CoOp's
         // unified `ctx` is [M, width]; ours [1, M, width]): compare without unit dimensions.
         let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-        if squeeze(&data.shape) != squeeze(shape) {
+        if squeeze(data_shape) != squeeze(shape) {
             return Err(bad(format!(
                 "`{key}` has shape {:?}, the method's `{name}` needs {shape:?} (another backbone or n_ctx?)",
-                data.shape
+                data_shape
             )));
         }
+        out.insert(name.clone(), (shape.clone(), values.clone()));
+    }
+    Ok(out)
+}
+
+/// Pre-1.6 `torch.save` files (a bare pickle stream), through burn's reader.
+fn legacy(path: &Path) -> Result<std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
+    let reader = PytorchReader::with_top_level_key(path, "state_dict")
+        .or_else(|_| PytorchReader::new(path))
+        .map_err(|e| bad(format!("not a PyTorch checkpoint: {e}")))?;
+    let mut out = std::collections::BTreeMap::new();
+    for key in reader.keys() {
+        let data = reader
+            .get(&key)
+            .expect("listed key")
+            .to_data()
+            .map_err(|e| bad(format!("`{key}`: {e:?}")))?
+            .convert::<f32>();
         let values = data.to_vec::<f32>().map_err(|e| bad(format!("`{key}`: {e:?}")))?;
-        out.insert(name.clone(), (shape.clone(), values));
+        out.insert(key, (data.shape.to_vec(), values));
     }
     Ok(out)
 }

@@ -88,3 +88,42 @@ fn released_checkpoints_are_evaluated_as_their_own_cells() {
         stderr(&out)
     );
 }
+
+/// A prompt learner as Dassl's `save_checkpoint` writes it after training — its optimizer state
+/// keyed by integers, its scheduler pickling the successor scheduler and the optimizer's
+/// `defaultdict` (tests/reference/dassl_checkpoint.py) — evaluates, with the checkpoint's `ctx`
+/// to the bit.
+#[test]
+fn a_checkpoint_with_dassls_optimizer_and_scheduler_evaluates() {
+    let env = Env::new();
+    eurosat_replica(&env.path("DATA"));
+    tiny_lock(&env);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/released/trained");
+    let text = eurosat_fewshot_suite("sample", "fail", "[\"coop\"]", "[1]").replace(
+        "seeds = [1]\n",
+        "seeds = [1]\ncheckpoint = \"${GB_RELEASED}/{method}/{dataset}/seed{seed}/prompt_learner/model.pth.tar-50\"\n",
+    );
+    let suite = env.write_suite("released.toml", &text);
+    let out = Command::new(env!("CARGO_BIN_EXE_gram-bench"))
+        .args(["run", suite.to_str().unwrap(), "--data-root", "DATA"])
+        .current_dir(env.dir.path())
+        .env("GRAM_BENCH_CACHE", env.path("cache"))
+        .env("GB_RELEASED", &fixtures)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = record_values(&env, "tiny");
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!((r["cell"]["phase"].as_str(), r["status"].as_str()), (Some("checkpoint"), Some("ok")));
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("expected.json")).unwrap()).unwrap();
+    let key = r["key"].as_str().unwrap();
+    let art: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path(&format!("results/tiny/artifacts/{key}.json"))).unwrap())
+            .unwrap();
+    let as_f32 = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    };
+    assert_eq!(as_f32(&art["ctx"][1]), as_f32(&expected["ctx"]["values"]));
+}
