@@ -196,6 +196,14 @@ impl<B: AutodiffBackend> PromptMethod<B> for WithGram<B> {
         self.host.prompt_params()
     }
 
+    fn train_state(&self) -> Result<Option<crate::methods::resume::TrainState>> {
+        self.host.train_state()
+    }
+
+    fn restore_train_state(&mut self, state: &crate::methods::resume::TrainState) -> Result<()> {
+        self.host.restore_train_state(state)
+    }
+
     fn save_artifact(&self) -> PromptArtifact {
         self.host.save_artifact()
     }

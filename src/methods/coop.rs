@@ -264,6 +264,17 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         }]
     }
 
+    fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
+        let m = self.prompt.as_ref().expect("the prompt is only taken out during a step");
+        super::resume::save(m, &self.optim).map(Some)
+    }
+
+    fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
+        let m = self.prompt.take().expect("the prompt is only taken out during a step");
+        self.prompt = Some(super::resume::load(m, &mut self.optim, state)?);
+        Ok(())
+    }
+
     fn save_artifact(&self) -> PromptArtifact {
         let mut a = PromptArtifact::new();
         a.insert("ctx".into(), host_tensor(self.prompt().ctx.val().inner()));

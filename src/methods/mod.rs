@@ -13,6 +13,7 @@ pub mod init;
 pub mod multimodal;
 pub mod optim;
 pub mod released;
+pub mod resume;
 pub mod torch_zip;
 pub mod spec;
 pub mod text_prompts;
@@ -197,6 +198,18 @@ pub trait PromptMethod<B: AutodiffBackend> {
     /// The method's prompt tensors (empty for methods without prompts).
     fn prompt_params(&self) -> Vec<PromptParam> {
         Vec::new()
+    }
+
+    /// The training state at an epoch's end (learned module, optimizer state, anything kept across
+    /// epochs), for a checkpoint inside the cell; `None`: the method keeps no such state, and an
+    /// interrupted cell starts over.
+    fn train_state(&self) -> Result<Option<resume::TrainState>> {
+        Ok(None)
+    }
+
+    /// Puts back a state `train_state` returned.
+    fn restore_train_state(&mut self, _state: &resume::TrainState) -> Result<()> {
+        Err(Error::Internal("this method keeps no training state".into()))
     }
 
     /// The learned parameters (empty for methods without any).

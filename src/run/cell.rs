@@ -186,7 +186,11 @@ impl<'a, B: Backend> Session<'a, B> {
             let val_items = relabel(&picked, labels);
             self.fit(method.as_mut(), &train_items, &val_items, record)?
         } else {
-            self.train(method.as_mut(), host, &train_items, &s.dataset, s.shots, s.seed)?
+            let checkpoint = super::train::EpochCheckpoint {
+                path: self.store.train_checkpoint_path(&cell.key),
+                key: cell.key.clone(),
+            };
+            self.train(method.as_mut(), host, &train_items, &s.dataset, s.shots, s.seed, Some(&checkpoint))?
         });
         record.timings.train_s = t.elapsed().as_secs_f64();
         self.store.put_artifact(&cell.key, &method.save_artifact())?;

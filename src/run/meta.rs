@@ -90,6 +90,7 @@ impl<'a, B: Backend> Session<'a, B> {
             images: corpus.len(),
             epoch_loss: art.trace.iter().map(|t| t.query_loss).collect(),
             fit: Some(fit),
+            resumed_at_epoch: None,
         });
         store.put_meta(&cell.key, &art)?;
         match std::fs::remove_file(&checkpoint.path) {

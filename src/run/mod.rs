@@ -287,7 +287,7 @@ impl WithBackend for RunWork<'_> {
                 continue;
             }
             let record = session.run_cell(cell);
-            self.store.put(&record)?;
+            self.store.put_finished(&record)?;
             summary.ran += 1;
             match (&record.status, &record.metrics) {
                 (Status::Ok, Some(m)) => done(&format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s)),

@@ -161,7 +161,7 @@ fn the_sgd_loop_follows_the_schedule_and_drops_the_last_partial_batch() {
         .unwrap();
     // 5 items, batch 2: two full batches per epoch, the fifth item dropped (Dassl).
     let items: Vec<_> = ds.train[..5].to_vec();
-    let t = s.train(method.as_mut(), &mc, &items, "mini", 2, 1).unwrap();
+    let t = s.train(method.as_mut(), &mc, &items, "mini", 2, 1, None).unwrap();
     assert_eq!((t.epochs, t.steps, t.images), (3, 6, 5));
     assert_eq!(t.epoch_loss.len(), 3);
     assert!(
@@ -238,4 +238,52 @@ fn more_shots_than_a_class_has_is_an_error_not_a_quiet_cap() {
     assert_eq!(s.fewshot(&ds, 3, 1).unwrap().train.len(), 12);
     let e = s.fewshot(&ds, 4, 1).unwrap_err().to_string();
     assert!(e.contains("has 3 training image(s), fewer than the 4 shots"), "{e}");
+}
+
+/// An SGD cell resumed from its epoch checkpoint ends with the bits of an uninterrupted run: the
+/// prompt, the optimizer's momentum and the per-epoch losses.
+#[test]
+fn a_cell_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_run() {
+    let f = fixture();
+    let store = Store::open(&f.dir.path().join("results"), "unit").unwrap();
+    let mut s = f.session(&store, false);
+    let ds = s.dataset("mini").unwrap();
+    let mc = f.resolved.suite.methods["coop"].clone();
+    let names: Vec<String> = ds.classnames.clone();
+    let build = |s: &Session<Cpu>| {
+        mc.build(&BuildInputs {
+            clip: &s.clip,
+            tok: &s.tok,
+            classnames: &names,
+            template: &ds.def.template,
+            imagenet_like: false,
+            seed: 1,
+        })
+        .unwrap()
+    };
+    let items: Vec<_> = ds.train.to_vec();
+    let mut whole = build(&s);
+    let a = s.train(whole.as_mut(), &mc, &items, "mini", 3, 1, None).unwrap();
+    // A run that checkpoints leaves the state after epoch 2 of 3 (its record would remove it).
+    let cp = super::train::EpochCheckpoint {
+        path: f.dir.path().join("cp.json"),
+        key: "k".into(),
+    };
+    let mut first = build(&s);
+    let b = s.train(first.as_mut(), &mc, &items, "mini", 3, 1, Some(&cp)).unwrap();
+    assert_eq!((a.epoch_loss.clone(), b.resumed_at_epoch), (b.epoch_loss.clone(), None));
+    assert!(cp.path.is_file());
+    // A fresh method resumes from it and runs only the last epoch.
+    let mut resumed = build(&s);
+    let c = s.train(resumed.as_mut(), &mc, &items, "mini", 3, 1, Some(&cp)).unwrap();
+    assert_eq!(c.resumed_at_epoch, Some(2));
+    assert_eq!(c.epoch_loss, a.epoch_loss);
+    assert_eq!(resumed.save_artifact(), whole.save_artifact());
+    // Another cell's checkpoint is refused, not resumed from.
+    let other = super::train::EpochCheckpoint {
+        path: cp.path.clone(),
+        key: "other".into(),
+    };
+    let e = s.train(build(&s).as_mut(), &mc, &items, "mini", 3, 1, Some(&other)).unwrap_err().to_string();
+    assert!(e.contains("not of other"), "{e}");
 }

@@ -15,6 +15,51 @@ use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
 use crate::methods::{Batch, PromptMethod, SgdSchedule, Training};
 use crate::store::{FitSummary, Record, TrainSummary};
+use crate::methods::resume::TrainState;
+
+/// Where an SGD cell keeps its state between epochs (beside the records; removed once the cell's
+/// record is written), and which cell it belongs to.
+pub struct EpochCheckpoint {
+    pub path: std::path::PathBuf,
+    pub key: String,
+}
+
+/// What an epoch checkpoint holds: the epochs finished, their loss sums and the method's state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedEpochs {
+    key: String,
+    epochs_done: usize,
+    /// (Σ loss, steps) per epoch, as the loop keeps them.
+    sums: Vec<(f32, usize)>,
+    state: TrainState,
+}
+
+impl EpochCheckpoint {
+    fn read(&self) -> Result<Option<SavedEpochs>> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&self.path, e)),
+        };
+        let saved: SavedEpochs = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Store(format!("{}: unreadable training checkpoint ({e}); move it away", self.path.display()))
+        })?;
+        if saved.key != self.key {
+            return Err(Error::Store(format!(
+                "{}: the training checkpoint of cell {}, not of {}; move it away",
+                self.path.display(),
+                saved.key,
+                self.key
+            )));
+        }
+        Ok(Some(saved))
+    }
+
+    fn write(&self, saved: &SavedEpochs) -> Result<()> {
+        let bytes = serde_json::to_vec(saved).map_err(|e| Error::Store(format!("training checkpoint: {e}")))?;
+        crate::files::write_atomic(&self.path, &bytes)
+    }
+}
 
 impl<B: Backend> Session<'_, B> {
     pub(super) fn train(
@@ -25,6 +70,7 @@ impl<B: Backend> Session<'_, B> {
         dataset: &str,
         shots: usize,
         seed: u64,
+        checkpoint: Option<&EpochCheckpoint>,
     ) -> Result<TrainSummary> {
         let Training::Sgd(SgdSchedule {
             optim,
@@ -61,6 +107,33 @@ impl<B: Backend> Session<'_, B> {
             }
         }
         let mut sums = vec![(0.0f32, 0usize); epochs];
+        // Resume after the last epoch an interrupted run of this cell checkpointed: the schedule
+        // above depends only on the seed, so its remaining batches are the ones that run would
+        // have taken, and the restored state continues bit for bit.
+        let mut resumed_at = None;
+        if let Some(cp) = checkpoint {
+            if let Some(saved) = cp.read()? {
+                if saved.sums.len() != epochs || saved.epochs_done >= epochs {
+                    return Err(Error::Store(format!(
+                        "{}: a checkpoint of {} of {} epochs does not fit this cell's {epochs}; move it away",
+                        cp.path.display(),
+                        saved.epochs_done,
+                        saved.sums.len()
+                    )));
+                }
+                method.restore_train_state(&saved.state)?;
+                sums = saved.sums;
+                resumed_at = Some(saved.epochs_done);
+                let keep: Vec<bool> = batch_epoch.iter().map(|&e| e >= saved.epochs_done).collect();
+                fn filter<T>(v: &mut Vec<T>, keep: &[bool]) {
+                    let mut k = keep.iter();
+                    v.retain(|_| *k.next().expect("one flag per batch"));
+                }
+                filter(&mut batches, &keep);
+                filter(&mut batch_labels, &keep);
+                filter(&mut batch_epoch, &keep);
+            }
+        }
         let s = self.pre.image_size;
         let (clip, device) = (&self.clip, &self.device);
         stream(&self.images, &self.pre, batches, |b, prepared| {
@@ -87,6 +160,16 @@ impl<B: Backend> Session<'_, B> {
             sums[epoch].1 += 1;
             if batch_epoch.get(b + 1) != Some(&epoch) {
                 method.end_epoch(epoch, epochs)?;
+                if let (Some(cp), true) = (checkpoint, epoch + 1 < epochs) {
+                    if let Some(state) = method.train_state()? {
+                        cp.write(&SavedEpochs {
+                            key: cp.key.clone(),
+                            epochs_done: epoch + 1,
+                            sums: sums.clone(),
+                            state,
+                        })?;
+                    }
+                }
             }
             Ok(())
         })?;
@@ -97,6 +180,7 @@ impl<B: Backend> Session<'_, B> {
             images: items.len(),
             epoch_loss: sums.iter().filter(|x| x.1 > 0).map(|(l, n)| l / *n as f32).collect(),
             fit: None,
+            resumed_at_epoch: resumed_at,
         })
     }
 
@@ -127,6 +211,7 @@ impl<B: Backend> Session<'_, B> {
             images,
             epoch_loss: Vec::new(),
             fit: Some(FitSummary::Features(fit)),
+            resumed_at_epoch: None,
         })
     }
 }

@@ -138,6 +138,22 @@ impl Store {
         self.root.join("artifacts").join(format!("{key}.meta.json"))
     }
 
+    /// Where an unfinished SGD cell keeps its state after each epoch (removed once its record is
+    /// written).
+    pub fn train_checkpoint_path(&self, key: &str) -> PathBuf {
+        self.root.join("artifacts").join(format!("{key}.train-checkpoint.json"))
+    }
+
+    /// Writes `record` and then removes the cell's epoch checkpoint, which it supersedes.
+    pub fn put_finished(&self, record: &Record) -> Result<()> {
+        self.put(record)?;
+        let p = self.train_checkpoint_path(&record.key);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Where an unfinished meta-training cell keeps its checkpoint (removed when it finishes).
     pub fn meta_checkpoint_path(&self, key: &str) -> PathBuf {
         self.root.join("artifacts").join(format!("{key}.meta-checkpoint.json"))

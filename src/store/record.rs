@@ -107,6 +107,10 @@ pub struct TrainSummary {
     pub epoch_loss: Vec<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit: Option<FitSummary>,
+    /// The epoch an interrupted run of this cell was resumed at, from its epoch checkpoint (the
+    /// numbers are those of an uninterrupted run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at_epoch: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
