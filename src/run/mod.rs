@@ -8,6 +8,7 @@
 
 mod cell;
 mod eval;
+mod interrupt;
 mod meta;
 mod session;
 #[cfg(test)]
@@ -126,6 +127,8 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
     if todo.is_empty() {
         return Ok(summary);
     }
+    let command: Vec<String> = std::env::args().collect();
+    let progress = interrupt::install(todo.len(), command.join(" "));
     let world = match (&suite.world, needs_world(suite)) {
         (Some(w), true) => Some(ensure_world(&opts.cache, w, &mut |m| eprintln!("{m}"))?),
         (None, true) => return Err(Error::Config(format!("suite `{}` has no [world] table", suite.name))),
@@ -142,6 +145,7 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         todo: &todo,
         tty: std::io::stderr().is_terminal(),
         backend: opts.backend,
+        progress,
     };
     let s = dispatch(opts.backend, work)??;
     summary.ran = s.ran;
@@ -204,6 +208,7 @@ struct RunWork<'a> {
     todo: &'a [Cell],
     tty: bool,
     backend: BackendKind,
+    progress: interrupt::Progress,
 }
 
 impl RunWork<'_> {
@@ -288,6 +293,7 @@ impl WithBackend for RunWork<'_> {
             }
             let record = session.run_cell(cell);
             self.store.put_finished(&record)?;
+            self.progress.recorded_one();
             summary.ran += 1;
             match (&record.status, &record.metrics) {
                 (Status::Ok, Some(m)) => done(&format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s)),

@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# Fault injection against the built binary: what an operator and a damaged disk do to a run, and
+# what the store and caches must do about it (README, "Reliability"). One line per case, a total,
+# and a non-zero exit on any miss.
+#
+#   kill -9 at random points of a run × KILLS (default 20), each resumed; the records' numbers and
+#     the trained prompts then equal an uninterrupted run's
+#   SIGINT: the run says what it recorded and how to resume
+#   three runners at once on a suite with GRAM cross-domain: every runner exits 0, no false failure
+#   a truncated JPEG; bit-flipped cached micro-CLIP weights; a feature-cache entry with a damaged
+#   payload; a test image truncated while its features are cached; a record copied under another
+#   cell's name; a record of schema 99; temp files of a killed writer; more shots than a class
+#   has; --only twice on one field (plan and run agree); a refused suite leaves no results folder
+#
+# Usage (repository root): tests/fault_injection.sh [BIN]   (default: the debug build, built here)
+set -uo pipefail
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/gram-bench/target}
+if [ $# -ge 1 ]; then
+  bin=$(realpath "$1")
+else
+  cargo build --locked --quiet || exit 2
+  bin="$CARGO_TARGET_DIR/debug/gram-bench"
+fi
+kills=${KILLS:-20}
+repo=$(pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); printf 'PASS  %s\n' "$1"; }
+miss() { fail=$((fail + 1)); printf 'MISS  %s: %s\n' "$1" "$2"; }
+
+# A small suite with SGD cells long enough to be killed mid-training (the tiny test world).
+suite() {
+  cat <<'EOF'
+schema = 1
+name = "faults"
+version = 1
+description = "fault injection"
+published = []
+[backbone]
+name = "micro-clip"
+[world]
+seed = 3
+test_images = 256
+image_size = 16
+patch_size = 8
+width = 32
+layers = 1
+context_length = 32
+corpus_size = 64
+steps = 2
+batch_size = 16
+lr = 0.001
+weight_decay = 0.1
+warmup_steps = 1
+[eval]
+batch_size = 64
+[data]
+fewshot = "sample"
+on_corrupt = "fail"
+[check]
+abs_tolerance = 0.0
+std_factor = 0.0
+fail_on = "any-change"
+[methods.zs]
+kind = "zeroshot"
+templates = "dataset"
+[methods.coop]
+kind = "coop"
+n_ctx = 4
+ctx_init = "a photo of a"
+init_std = 0.02
+csc = false
+class_token_position = "end"
+batch_size = 8
+epochs = 30
+optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 1, warmup_lr = 1e-5 }
+[[experiment]]
+protocol = "few-shot"
+methods = ["zs", "coop"]
+datasets = ["shapes", "patterns"]
+shots = [4]
+seeds = [1, 2]
+EOF
+}
+
+# gram-bench in a case's folder, with its own cache.
+gb() { (cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" "$bin" "$@"); }
+new_case() {
+  dir="$work/$1"
+  mkdir -p "$dir"
+  suite >"$dir/faults.toml"
+}
+
+# The reference: one uninterrupted run, its baseline and its trained prompts.
+new_case reference
+if ! gb run faults.toml --no-report >"$dir/run.log" 2>&1 || ! gb baseline save ref faults.toml >/dev/null 2>&1; then
+  cat "$dir/run.log"
+  echo "the reference run failed" >&2
+  exit 2
+fi
+ref="$work/reference"
+
+# Numbers and trained prompts of the case's store equal the reference's.
+same_as_reference() {
+  cp "$ref/baselines/ref.json" "$dir/baselines/" 2>/dev/null || { mkdir -p "$dir/baselines" && cp "$ref/baselines/ref.json" "$dir/baselines/"; }
+  gb check faults.toml --baseline ref >"$dir/check.log" 2>&1 || { echo "check: $(tail -3 "$dir/check.log")"; return 1; }
+  local a
+  for a in "$ref"/results/faults/artifacts/*.json; do
+    cmp -s "$a" "$dir/results/faults/artifacts/$(basename "$a")" || { echo "prompt $(basename "$a") differs"; return 1; }
+  done
+}
+
+# 1. kill -9 at random points, each run resuming the last; then one run to the end.
+new_case kill9
+killed_mid_cell=0
+for i in $(seq 1 "$kills"); do
+  (cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" exec "$bin" run faults.toml --no-report >>"$dir/kills.log" 2>&1) &
+  pid=$!
+  sleep "$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * 4 }')"
+  if kill -9 "$pid" 2>/dev/null; then
+    ls "$dir"/results/faults/artifacts/*.train-checkpoint.json >/dev/null 2>&1 && killed_mid_cell=$((killed_mid_cell + 1))
+  fi
+  wait "$pid" 2>/dev/null
+done
+if gb run faults.toml --no-report >>"$dir/kills.log" 2>&1 && why=$(same_as_reference); then
+  ok "kill -9 × $kills ($killed_mid_cell inside an SGD cell with its epoch checkpoint): resumed records equal an uninterrupted run"
+else
+  miss "kill -9 × $kills" "${why:-the final run failed: $(tail -2 "$dir/kills.log")}"
+fi
+
+# 2. SIGINT says what was recorded and how to resume.
+new_case sigint
+(cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" exec "$bin" run faults.toml --no-report 2>"$dir/err.log") &
+pid=$!
+sleep 3
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 130 ] && grep -q "SIGINT: stopped. This run recorded" "$dir/err.log" && grep -q "run the same command again" "$dir/err.log"; then
+  ok "SIGINT: exit 130 with what was recorded and how to resume"
+else
+  miss "SIGINT" "exit $rc: $(tail -2 "$dir/err.log")"
+fi
+
+# 3. Three runners at once; GRAM meta-training two levels above cross-domain eval cells.
+new_case concurrent
+suite | sed '/^\[\[experiment\]\]/,$d' >"$dir/faults.toml"
+cat >>"$dir/faults.toml" <<'EOF'
+[gram.meta]
+seed = 1
+corpus = { world = { size = 60 } }
+[gram.meta.train]
+text = { n_ctx = 4, depth = 1 }
+init_std = 0.02
+inner_lr = 1.0
+inner_steps = 1
+task_embedding = "image-mean"
+outer_lr = 1e-3
+weight_decay = 0.0
+clip_norm = 1.0
+steps = 60
+tasks_per_step = 1
+cluster = { domains = 2, classes_per_domain = 2, iterations = 5, order = "captions-then-images" }
+episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
+regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
+[methods.gram-coop]
+kind = "gram"
+host = "coop"
+meta = "meta"
+init = true
+regulate = true
+[[experiment]]
+protocol = "cross-domain"
+methods = ["coop", "gram-coop"]
+datasets = ["world"]
+targets = ["world_sketch", "world_cartoon"]
+shots = [1]
+seeds = [1, 2]
+EOF
+gb world build faults.toml >/dev/null 2>&1
+for r in 1 2 3; do
+  (cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" "$bin" run faults.toml --no-report >"$dir/r$r.log" 2>&1; echo $? >"$dir/r$r.rc") &
+done
+wait
+rcs="$(cat "$dir"/r1.rc "$dir"/r2.rc "$dir"/r3.rc | tr '\n' ' ')"
+if [ "$rcs" = "0 0 0 " ] && ! grep -q FAILED "$dir"/r?.log && gb plan faults.toml 2>/dev/null | grep -q " 0 missing"; then
+  ok "three concurrent runners: all exit 0, no false failure, every cell recorded"
+else
+  miss "three concurrent runners" "exit codes $rcs; $(grep -h FAILED "$dir"/r?.log | head -1)"
+fi
+
+# 4. A truncated JPEG is refused (PIL: "image file is truncated").
+dir="$work/jpeg"
+mkdir -p "$dir"
+head -c -8 "$repo/tests/fixtures/images/hopper.jpg" >"$dir/cut.jpg"
+if ! out=$("$bin" clip embed --model "$repo/tests/fixtures/tiny-clip-hf" --image "$dir/cut.jpg" 2>&1) &&
+  grep -q "truncated JPEG" <<<"$out"; then
+  ok "a JPEG missing its last 8 bytes is refused"
+else
+  miss "truncated JPEG" "accepted: $(head -c 200 <<<"$out")"
+fi
+
+# 5. Bit-flipped cached micro-CLIP weights (same size) are refused before any cell.
+new_case weights
+cp -r "$ref/cache" "$dir/cache"
+model=$(ls "$dir"/cache/world-*/micro-clip/model.safetensors 2>/dev/null | head -1)
+if [ -z "$model" ]; then
+  miss "bit-flipped weights" "no cached model.safetensors found"
+else
+  size=$(stat -c %s "$model")
+  printf '\x55\xaa\x55\xaa' | dd of="$model" bs=1 seek=$((size - 64)) conv=notrunc status=none
+  if ! out=$(gb run faults.toml --no-report 2>&1) && grep -qi "match" <<<"$out"; then
+    ok "bit-flipped cached weights are refused: $(grep -i match <<<"$out" | head -1 | cut -c1-90)"
+  else
+    miss "bit-flipped weights" "not refused: $(tail -1 <<<"$out")"
+  fi
+fi
+
+# 6. A feature-cache entry whose payload was changed in place is recomputed, not trusted.
+new_case features
+cp -r "$ref/cache" "$dir/cache"
+cp -r "$ref/results" "$dir/results"
+for f in "$dir"/cache/features/*.safetensors; do
+  size=$(stat -c %s "$f")
+  printf '\xff\xff\xff\xff' | dd of="$f" bs=1 seek=$((size - 16)) conv=notrunc status=none
+done
+if gb run faults.toml --no-report --only method=zs --overwrite always >"$dir/run.log" 2>&1 && why=$(same_as_reference); then
+  ok "damaged feature-cache payloads are recomputed: zero-shot equals the reference"
+else
+  miss "damaged feature cache" "${why:-$(tail -2 "$dir/run.log")}"
+fi
+
+# 7. A test image truncated while its features are cached: the cell sees it, not the cache.
+new_case image
+cp -r "$ref/cache" "$dir/cache"
+img=$(find "$dir"/cache/world-*/data/shapes -name 'test_*.png' | sort | head -1)
+truncate -s 40 "$img"
+if ! out=$(gb run faults.toml --no-report --only method=zs 2>&1) && grep -q "$(basename "$img")" <<<"$out"; then
+  ok "a truncated test image fails its cell although its features were cached"
+else
+  miss "truncated test image under a warm cache" "$(tail -2 <<<"$out")"
+fi
+
+# 8. A record copied under another cell's name, and a record of schema 99, are refused.
+new_case records
+cp -r "$ref/results" "$dir/results"
+cp -r "$ref/cache" "$dir/cache"
+recs=("$dir"/results/faults/records/*.json)
+cp "${recs[0]}" "$dir/saved.json"
+cp "${recs[1]}" "${recs[0]}"
+if ! out=$(gb report faults.toml 2>&1) && grep -q "holds the record of cell" <<<"$out"; then
+  ok "a record under another cell's file name is refused"
+else
+  miss "swapped record" "$(tail -1 <<<"$out")"
+fi
+sed 's/"schema": 1,/"schema": 99,/' "$dir/saved.json" >"${recs[0]}"
+if ! out=$(gb report faults.toml 2>&1) && grep -q "record schema 99" <<<"$out"; then
+  ok "a record of schema 99 is refused"
+else
+  miss "schema 99" "$(tail -1 <<<"$out")"
+fi
+cp "$dir/saved.json" "${recs[0]}"
+
+# 9. Temp files of a killed writer are swept; a live one's would not be (pid 4194304 > pid_max).
+touch "$dir/results/faults/records/.x.json.tmp-4194304"
+gb run faults.toml --no-report >/dev/null 2>&1
+if [ ! -e "$dir/results/faults/records/.x.json.tmp-4194304" ]; then
+  ok "a killed writer's temp file is removed"
+else
+  miss "stale temp file" "still there"
+fi
+
+# 10. More shots than a class has fails the cell, saying so.
+new_case shots
+sed -i 's/^shots = \[4\]/shots = [5000]/' "$dir/faults.toml"
+if ! out=$(gb run faults.toml --no-report --only method=coop --only seed=1 2>&1) && grep -q "fewer than the 5000 shots" <<<"$out"; then
+  ok "more shots than a class has is an error, not a quiet cap"
+else
+  miss "shots cap" "$(grep -m1 -i 'shots\|FAILED' <<<"$out")"
+fi
+
+# 11. --only twice on one field: plan and run select the same cells; nothing selected is an error.
+new_case only
+n_plan=$(gb plan faults.toml --only method=zs --only method=coop 2>/dev/null | grep -c '^| ')
+n_all=$(gb plan faults.toml 2>/dev/null | grep -c '^| ')
+if [ "$n_plan" -eq "$n_all" ] && ! gb plan faults.toml --only method=nope >/dev/null 2>&1 &&
+  ! gb run faults.toml --only method=nope >/dev/null 2>&1; then
+  ok "--only method=zs --only method=coop selects both in plan; an empty selection fails plan and run"
+else
+  miss "--only" "plan rows $n_plan of $n_all"
+fi
+
+# 12. A refused suite creates no results folder.
+new_case refused
+sed -i 's/^version = 1/version = "x"/' "$dir/faults.toml"
+gb run faults.toml >/dev/null 2>&1
+if [ ! -e "$dir/results" ]; then
+  ok "a refused suite leaves no results folder"
+else
+  miss "refused suite" "results/ was created"
+fi
+
+echo "fault injection: $pass passed, $fail missed"
+[ "$fail" -eq 0 ]
