@@ -25,7 +25,7 @@ fi
 kills=${KILLS:-20}
 repo=$(pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 pass=0
 fail=0
 ok() { pass=$((pass + 1)); printf 'PASS  %s\n' "$1"; }
@@ -75,14 +75,14 @@ init_std = 0.02
 csc = false
 class_token_position = "end"
 batch_size = 8
-epochs = 30
+epochs = 120
 optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 1, warmup_lr = 1e-5 }
 [[experiment]]
 protocol = "few-shot"
 methods = ["zs", "coop"]
 datasets = ["shapes", "patterns"]
 shots = [4]
-seeds = [1, 2]
+seeds = [1, 2, 3]
 EOF
 }
 
@@ -115,15 +115,18 @@ same_as_reference() {
 
 # 1. kill -9 at random points, each run resuming the last; then one run to the end.
 new_case kill9
+# The world first: killing its build is another matter (a build is written whole or not at all).
+gb world build faults.toml >/dev/null 2>&1
 killed_mid_cell=0
 for i in $(seq 1 "$kills"); do
   (cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" exec "$bin" run faults.toml --no-report >>"$dir/kills.log" 2>&1) &
   pid=$!
-  sleep "$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * 4 }')"
+  disown "$pid" # no "Killed" line from the shell
+  sleep "$(awk -v s="$RANDOM" 'BEGIN { srand(s); printf "%.2f", 0.3 + rand() * 2.2 }')"
   if kill -9 "$pid" 2>/dev/null; then
     ls "$dir"/results/faults/artifacts/*.train-checkpoint.json >/dev/null 2>&1 && killed_mid_cell=$((killed_mid_cell + 1))
   fi
-  wait "$pid" 2>/dev/null
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 done
 if gb run faults.toml --no-report >>"$dir/kills.log" 2>&1 && why=$(same_as_reference); then
   ok "kill -9 × $kills ($killed_mid_cell inside an SGD cell with its epoch checkpoint): resumed records equal an uninterrupted run"
@@ -147,7 +150,7 @@ fi
 
 # 3. Three runners at once; GRAM meta-training two levels above cross-domain eval cells.
 new_case concurrent
-suite | sed '/^\[\[experiment\]\]/,$d' >"$dir/faults.toml"
+suite | sed '/^\[\[experiment\]\]/,$d; s/^epochs = 120$/epochs = 5/' >"$dir/faults.toml"
 cat >>"$dir/faults.toml" <<'EOF'
 [gram.meta]
 seed = 1
@@ -178,7 +181,7 @@ methods = ["coop", "gram-coop"]
 datasets = ["world"]
 targets = ["world_sketch", "world_cartoon"]
 shots = [1]
-seeds = [1, 2]
+seeds = [1, 2, 3]
 EOF
 gb world build faults.toml >/dev/null 2>&1
 for r in 1 2 3; do
@@ -213,7 +216,7 @@ else
   size=$(stat -c %s "$model")
   printf '\x55\xaa\x55\xaa' | dd of="$model" bs=1 seek=$((size - 64)) conv=notrunc status=none
   if ! out=$(gb run faults.toml --no-report 2>&1) && grep -qi "match" <<<"$out"; then
-    ok "bit-flipped cached weights are refused: $(grep -i match <<<"$out" | head -1 | cut -c1-90)"
+    ok "bit-flipped cached micro-CLIP weights (same size) are refused before any cell"
   else
     miss "bit-flipped weights" "not refused: $(tail -1 <<<"$out")"
   fi
