@@ -69,6 +69,23 @@ impl<'a, B: Backend> Session<'a, B> {
                 )));
             }
         }
+        // Records of this backbone computed from other weights (a world rebuilt differently, a
+        // cache edited in place) must not be mixed with new ones under the same keys.
+        if let Some(other) = store
+            .all()?
+            .into_iter()
+            .find(|r| r.digests.backbone == model.id && !r.digests.weights_sha256.is_empty() && r.digests.weights_sha256 != digest)
+        {
+            return Err(Error::Store(format!(
+                "{}: cell {} was computed with weights {} but `{}` now has {digest}; its records and new ones \
+                 would mix under the same keys: move {} away (or use another --store) to recompute them",
+                store.root.display(),
+                other.key,
+                other.digests.weights_sha256,
+                model.id,
+                store.root.display()
+            )));
+        }
         let loaded = load_clip::<Ad<B>>(&model.path, &model.options, &device)?;
         let clip_eval = loaded.model.valid();
         Ok(Self {
