@@ -137,7 +137,11 @@ mod tests {
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("x"), b"").unwrap();
         assert!(write_atomic(&target, b"{}").is_err());
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(left.len(), 1, "{left:?}");
         // A dead writer's temp (pid far above pid_max) goes; this process's own stays.
         let dead = dir.path().join(".a.json.tmp-4294967");

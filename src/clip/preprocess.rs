@@ -340,7 +340,9 @@ mod tests {
         assert!(load_rgb(&write("padded.jpg", &padded)).is_ok());
         let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
         for cut in [2, 8, (jpeg.len() - sos) / 2] {
-            let e = load_rgb(&write("cut.jpg", &jpeg[..jpeg.len() - cut])).unwrap_err().to_string();
+            let e = load_rgb(&write("cut.jpg", &jpeg[..jpeg.len() - cut]))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("truncated JPEG"), "cut by {cut}: {e}");
         }
     }

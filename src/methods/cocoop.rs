@@ -286,12 +286,18 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
     /// Saved under the reference `PromptLearner`'s state-dict names, weights as torch stores them
     /// (`[out, in]`), so released CoCoOp checkpoints map onto it.
     fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self.params.as_ref().expect("the parameters are only taken out during a step");
+        let m = self
+            .params
+            .as_ref()
+            .expect("the parameters are only taken out during a step");
         super::resume::save(m, &self.optim).map(Some)
     }
 
     fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self.params.take().expect("the parameters are only taken out during a step");
+        let m = self
+            .params
+            .take()
+            .expect("the parameters are only taken out during a step");
         self.params = Some(super::resume::load(m, &mut self.optim, state)?);
         Ok(())
     }

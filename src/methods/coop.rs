@@ -265,7 +265,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
     }
 
     fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self.prompt.as_ref().expect("the prompt is only taken out during a step");
+        let m = self
+            .prompt
+            .as_ref()
+            .expect("the prompt is only taken out during a step");
         super::resume::save(m, &self.optim).map(Some)
     }
 

@@ -14,9 +14,9 @@ pub mod multimodal;
 pub mod optim;
 pub mod released;
 pub mod resume;
-pub mod torch_zip;
 pub mod spec;
 pub mod text_prompts;
+pub mod torch_zip;
 
 // One file per method (each registered with one line in `suite/methods.rs`).
 pub mod cocoop;

@@ -436,7 +436,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
 
     /// With PromptSRC's running aggregate, stored as `aggregate.<i>` entries.
     fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self.prompts.as_ref().expect("the prompts are only taken out during a step");
+        let m = self
+            .prompts
+            .as_ref()
+            .expect("the prompts are only taken out during a step");
         let mut state = super::resume::save(m, &self.optim)?;
         if let Some(agg) = self.src.as_ref().and_then(|s| s.aggregate.as_ref()) {
             for (i, t) in agg.iter().enumerate() {
@@ -447,7 +450,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
     }
 
     fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self.prompts.take().expect("the prompts are only taken out during a step");
+        let m = self
+            .prompts
+            .take()
+            .expect("the prompts are only taken out during a step");
         self.prompts = Some(super::resume::load(m, &mut self.optim, state)?);
         if let Some(src) = self.src.as_mut() {
             // BTreeMap order is the zero-padded index order.

@@ -39,17 +39,15 @@ where
         module: Rec::default()
             .record(module.clone().into_record(), ())
             .map_err(|e| err("module", e))?,
-        optimizer: Rec::default().record(optim.to_record(), ()).map_err(|e| err("optimizer", e))?,
+        optimizer: Rec::default()
+            .record(optim.to_record(), ())
+            .map_err(|e| err("optimizer", e))?,
         extra: PromptArtifact::new(),
     })
 }
 
 /// `module` and `optim` as `state` left them.
-pub fn load<B, M>(
-    module: M,
-    optim: &mut OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>,
-    state: &TrainState,
-) -> Result<M>
+pub fn load<B, M>(module: M, optim: &mut OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>, state: &TrainState) -> Result<M>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,

@@ -69,7 +69,10 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
 /// Whether `path` is a zip archive (what `torch.save` writes since PyTorch 1.6).
 pub fn is_zip(path: &Path) -> bool {
     let mut head = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == *b"PK\x03\x04"
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head == *b"PK\x03\x04"
 }
 
 /// Reads the state dict of a `torch.save` zip archive.
@@ -86,12 +89,19 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
     zip.by_name(&pkl_name)
         .and_then(|mut f| f.read_to_end(&mut pkl).map_err(Into::into))
         .map_err(|e| bad(path, e))?;
-    let top = Machine::new(&pkl).run().map_err(|m| bad(path, format!("data.pkl: {m}")))?;
+    let top = Machine::new(&pkl)
+        .run()
+        .map_err(|m| bad(path, format!("data.pkl: {m}")))?;
     let entries = match &top {
         Value::Dict(d) => d,
         _ => return Err(bad(path, "the pickle's top level is not a dict")),
     };
-    let get = |k: &str| entries.iter().find(|(key, _)| *key == Value::Str(k.into())).map(|(_, v)| v);
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|(key, _)| *key == Value::Str(k.into()))
+            .map(|(_, v)| v)
+    };
     let epoch = match get("epoch") {
         Some(Value::Int(e)) => Some(*e),
         _ => None,
@@ -104,7 +114,9 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
     let mut tensors = Vec::new();
     for (k, v) in state {
-        let (Value::Str(name), Value::Tensor(t)) = (k, v) else { continue };
+        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
+            continue;
+        };
         if !storages.contains_key(&t.key) {
             let mut bytes = Vec::new();
             zip.by_name(&format!("{prefix}data/{}", t.key))
@@ -113,7 +125,13 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
             storages.insert(t.key.clone(), bytes);
         }
         let values = gather(t, &storages[&t.key]).map_err(|m| bad(path, format!("`{name}`: {m}")))?;
-        tensors.push((name.clone(), Tensor { shape: t.size.clone(), values }));
+        tensors.push((
+            name.clone(),
+            Tensor {
+                shape: t.size.clone(),
+                values,
+            },
+        ));
     }
     if tensors.is_empty() {
         return Err(bad(path, "no tensors in its state dict"));
@@ -186,7 +204,10 @@ impl<'a> Machine<'a> {
     }
     fn line(&mut self) -> Step<String> {
         let rest = &self.bytes[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or("an unterminated text argument")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("an unterminated text argument")?;
         self.pos += end + 1;
         Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
     }
@@ -207,7 +228,9 @@ impl<'a> Machine<'a> {
         self.stack.last_mut().ok_or_else(|| "stack underflow".to_string())
     }
     fn text(b: &[u8]) -> Step<Value> {
-        Ok(Value::Str(String::from_utf8(b.to_vec()).map_err(|_| "a string that is not UTF-8")?))
+        Ok(Value::Str(
+            String::from_utf8(b.to_vec()).map_err(|_| "a string that is not UTF-8")?,
+        ))
     }
     /// The memo holds a copy: containers filled after being memoized are not seen through a later
     /// GET (a state dict's tensors never need that; shared storages go by key).
@@ -217,7 +240,11 @@ impl<'a> Machine<'a> {
         Ok(())
     }
     fn get(&mut self, id: u64) -> Step<()> {
-        let v = self.memo.get(&id).cloned().ok_or_else(|| format!("memo {id} was never stored"))?;
+        let v = self
+            .memo
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| format!("memo {id} was never stored"))?;
         self.stack.push(v);
         Ok(())
     }
@@ -332,11 +359,13 @@ impl<'a> Machine<'a> {
                 }
                 b'G' => {
                     let b = self.take(8)?;
-                    self.stack.push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))))
+                    self.stack
+                        .push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))))
                 }
                 b'F' => {
                     let l = self.line()?;
-                    self.stack.push(Value::Float(l.parse().map_err(|_| format!("a bad FLOAT {l}"))?))
+                    self.stack
+                        .push(Value::Float(l.parse().map_err(|_| format!("a bad FLOAT {l}"))?))
                 }
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
@@ -439,7 +468,12 @@ impl<'a> Machine<'a> {
                     let v = self.top()?.clone();
                     self.stack.push(v)
                 }
-                other => return Err(format!("opcode 0x{other:02x} at byte {} is not supported", self.pos - 1)),
+                other => {
+                    return Err(format!(
+                        "opcode 0x{other:02x} at byte {} is not supported",
+                        self.pos - 1
+                    ))
+                }
             }
         }
     }
@@ -538,7 +572,11 @@ mod tests {
         )
         .unwrap();
         let f32s = |v: &serde_json::Value| -> Vec<f32> {
-            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
         };
         let c = read(&fixture()).unwrap();
         assert_eq!(c.epoch, Some(50));

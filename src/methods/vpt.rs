@@ -195,12 +195,18 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
     }
 
     fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self.prompts.as_ref().expect("the prompts are only taken out during a step");
+        let m = self
+            .prompts
+            .as_ref()
+            .expect("the prompts are only taken out during a step");
         super::resume::save(m, &self.optim).map(Some)
     }
 
     fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self.prompts.take().expect("the prompts are only taken out during a step");
+        let m = self
+            .prompts
+            .take()
+            .expect("the prompts are only taken out during a step");
         self.prompts = Some(super::resume::load(m, &mut self.optim, state)?);
         Ok(())
     }

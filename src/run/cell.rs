@@ -190,7 +190,15 @@ impl<'a, B: Backend> Session<'a, B> {
                 path: self.store.train_checkpoint_path(&cell.key),
                 key: cell.key.clone(),
             };
-            self.train(method.as_mut(), host, &train_items, &s.dataset, s.shots, s.seed, Some(&checkpoint))?
+            self.train(
+                method.as_mut(),
+                host,
+                &train_items,
+                &s.dataset,
+                s.shots,
+                s.seed,
+                Some(&checkpoint),
+            )?
         });
         record.timings.train_s = t.elapsed().as_secs_f64();
         self.store.put_artifact(&cell.key, &method.save_artifact())?;

@@ -26,7 +26,11 @@ pub fn install(todo: usize, command: String) -> Progress {
         Ok(mut signals) => {
             std::thread::spawn(move || {
                 if let Some(sig) = signals.forever().next() {
-                    let name = if sig == signal_hook::consts::SIGINT { "SIGINT" } else { "SIGTERM" };
+                    let name = if sig == signal_hook::consts::SIGINT {
+                        "SIGINT"
+                    } else {
+                        "SIGTERM"
+                    };
                     eprintln!(
                         "\n{name}: stopped. This run recorded {} of its {todo} cells; the cell in progress was \
                          not recorded (an SGD cell keeps its last finished epoch and resumes there). Every \

@@ -71,11 +71,9 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         // Records of this backbone computed from other weights (a world rebuilt differently, a
         // cache edited in place) must not be mixed with new ones under the same keys.
-        if let Some(other) = store
-            .all()?
-            .into_iter()
-            .find(|r| r.digests.backbone == model.id && !r.digests.weights_sha256.is_empty() && r.digests.weights_sha256 != digest)
-        {
+        if let Some(other) = store.all()?.into_iter().find(|r| {
+            r.digests.backbone == model.id && !r.digests.weights_sha256.is_empty() && r.digests.weights_sha256 != digest
+        }) {
             return Err(Error::Store(format!(
                 "{}: cell {} was computed with weights {} but `{}` now has {digest}; its records and new ones \
                  would mix under the same keys: move {} away (or use another --store) to recompute them",

@@ -284,7 +284,10 @@ fn a_cell_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_run() {
         path: cp.path.clone(),
         key: "other".into(),
     };
-    let e = s.train(build(&s).as_mut(), &mc, &items, "mini", 3, 1, Some(&other)).unwrap_err().to_string();
+    let e = s
+        .train(build(&s).as_mut(), &mc, &items, "mini", 3, 1, Some(&other))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not of other"), "{e}");
 }
 
@@ -298,9 +301,17 @@ fn records_of_other_weights_under_the_same_backbone_are_not_mixed_with_new_ones(
     r.digests.backbone = f.model.id.clone();
     r.digests.weights_sha256 = "0".repeat(64);
     store.put(&r).unwrap();
-    let e = Session::<Cpu>::new(&f.resolved, &f.model, None, &store, None, Default::default(), BackendKind::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = Session::<Cpu>::new(
+        &f.resolved,
+        &f.model,
+        None,
+        &store,
+        None,
+        Default::default(),
+        BackendKind::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("would mix under the same keys"), "{e}");
 }

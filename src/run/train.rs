@@ -13,9 +13,9 @@ use crate::data::images::{stream, Transform};
 use crate::data::Datum;
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
+use crate::methods::resume::TrainState;
 use crate::methods::{Batch, PromptMethod, SgdSchedule, Training};
 use crate::store::{FitSummary, Record, TrainSummary};
-use crate::methods::resume::TrainState;
 
 /// Where an SGD cell keeps its state between epochs (beside the records; removed once the cell's
 /// record is written), and which cell it belongs to.
@@ -42,7 +42,10 @@ impl EpochCheckpoint {
             Err(e) => return Err(Error::io(&self.path, e)),
         };
         let saved: SavedEpochs = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Store(format!("{}: unreadable training checkpoint ({e}); move it away", self.path.display()))
+            Error::Store(format!(
+                "{}: unreadable training checkpoint ({e}); move it away",
+                self.path.display()
+            ))
         })?;
         if saved.key != self.key {
             return Err(Error::Store(format!(

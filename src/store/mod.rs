@@ -39,9 +39,15 @@ impl Store {
         let probe = dir.join("records").join(format!(".probe-{}", std::process::id()));
         std::fs::write(&probe, b"").map_err(|e| Error::Store(format!("{} is not writable: {e}", dir.display())))?;
         let _ = std::fs::remove_file(&probe);
-        let swept: usize = ["records", "artifacts"].iter().map(|s| crate::files::sweep_stale_temps(&dir.join(s))).sum();
+        let swept: usize = ["records", "artifacts"]
+            .iter()
+            .map(|s| crate::files::sweep_stale_temps(&dir.join(s)))
+            .sum();
         if swept > 0 {
-            eprintln!("removed {swept} temporary file(s) left by killed runs in {}", dir.display());
+            eprintln!(
+                "removed {swept} temporary file(s) left by killed runs in {}",
+                dir.display()
+            );
         }
         Ok(Store { root: dir })
     }
@@ -196,7 +202,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "s").unwrap();
         let fixture = include_str!("../../tests/fixtures/records/linear-probe-train.json");
-        let key = serde_json::from_str::<serde_json::Value>(fixture).unwrap()["key"].as_str().unwrap().to_string();
+        let key = serde_json::from_str::<serde_json::Value>(fixture).unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
         std::fs::write(store.root.join(format!("records/{key}.json")), fixture).unwrap();
         assert_eq!(store.get(&key).unwrap().unwrap().key, key);
         std::fs::write(store.root.join("records/0123.json"), fixture).unwrap();

@@ -335,7 +335,10 @@ impl Plan {
         let picked: Vec<&Cell> = self.cells.iter().filter(|c| keys.contains(&c.key.as_str())).collect();
         if picked.is_empty() {
             let only: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            return Err(Error::Input(format!("--only {} selects no cell", only.join(" --only "))));
+            return Err(Error::Input(format!(
+                "--only {} selects no cell",
+                only.join(" --only ")
+            )));
         }
         Ok(picked)
     }

@@ -115,7 +115,10 @@ fn a_checkpoint_with_dassls_optimizer_and_scheduler_evaluates() {
     let records = record_values(&env, "tiny");
     assert_eq!(records.len(), 1);
     let r = &records[0];
-    assert_eq!((r["cell"]["phase"].as_str(), r["status"].as_str()), (Some("checkpoint"), Some("ok")));
+    assert_eq!(
+        (r["cell"]["phase"].as_str(), r["status"].as_str()),
+        (Some("checkpoint"), Some("ok"))
+    );
     let expected: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures.join("expected.json")).unwrap()).unwrap();
     let key = r["key"].as_str().unwrap();
@@ -123,7 +126,11 @@ fn a_checkpoint_with_dassls_optimizer_and_scheduler_evaluates() {
         serde_json::from_slice(&std::fs::read(env.path(&format!("results/tiny/artifacts/{key}.json"))).unwrap())
             .unwrap();
     let as_f32 = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
     };
     assert_eq!(as_f32(&art["ctx"][1]), as_f32(&expected["ctx"]["values"]));
 }
