@@ -129,14 +129,21 @@ pub fn render(concept: &Concept, domain: Domain, size: u32, rng: &mut impl Rng) 
         colour: jitter(concept.colour.rgb(), 0.06, rng),
         texture: concept.texture,
     };
-    // Backgrounds: a lit gradient for photos, paper for sketches, a flat pastel for cartoons.
+    // Backgrounds: a neutral lit gradient for photos (a studio backdrop: its light changes, its
+    // hue does not, so the object's colour reads as itself), paper for sketches, a flat pastel for
+    // cartoons, and a tinted gradient for cluttered photos.
     let bg_a = match domain {
         Domain::Sketch => [0.97, 0.96, 0.93],
         Domain::Cartoon => jitter([0.80, 0.88, 0.95], 0.12, rng),
-        _ => jitter([0.55, 0.55, 0.55], 0.15, rng),
+        Domain::Photo => [rng.random_range(0.45..0.70); 3],
+        Domain::Clutter => jitter([0.55, 0.55, 0.55], 0.15, rng),
     };
     let bg_b = match domain {
-        Domain::Photo | Domain::Clutter => jitter(bg_a, 0.2, rng),
+        Domain::Photo => {
+            let l = rng.random_range(-0.15..0.15);
+            bg_a.map(|v| (v + l).clamp(0.0, 1.0))
+        }
+        Domain::Clutter => jitter(bg_a, 0.2, rng),
         _ => bg_a,
     };
     let light = rng.random_range(0.0..std::f32::consts::TAU);
