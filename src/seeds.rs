@@ -25,6 +25,8 @@ pub enum Stream {
     PretrainingEval,
     /// The rendering of each pretraining corpus image (one sub-stream per image).
     PretrainingImages,
+    /// The renders of the micro-CLIP's temperature calibration.
+    PretrainingCalibration,
 }
 
 impl Stream {
@@ -39,6 +41,7 @@ impl Stream {
             Stream::Pretraining => 0x5eed_c0de,
             Stream::PretrainingEval => 0xe7a1,
             Stream::PretrainingImages => 0x1a6e_5eed,
+            Stream::PretrainingCalibration => 0xca11_b7a7,
         }
     }
 }

@@ -43,6 +43,14 @@ pub enum WorldAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Apply the temperature calibration `pretrain` ends with to an existing pin (one made before
+    /// pretraining calibrated): the same weights but the logit scale; running it again changes
+    /// nothing.
+    Calibrate {
+        /// The pin's folder (model.safetensors and pin.json), rewritten in place.
+        #[arg(long)]
+        pin: PathBuf,
+    },
     /// Pretrain the first steps again and compare their losses, bit for bit, with the pin's.
     Replay {
         suite: PathBuf,
@@ -60,6 +68,7 @@ pub fn world(a: &WorldArgs) -> Result<()> {
         } => build(suite, cache.as_deref(), record_digests.as_deref()),
         WorldAction::Pretrain { suite, out } => pretrain(suite, out),
         WorldAction::Replay { suite, steps } => replay_pin(suite, *steps),
+        WorldAction::Calibrate { pin } => calibrate_pin(pin),
     }
 }
 
@@ -130,6 +139,54 @@ fn pretrain(suite: &Path, out: &Path) -> Result<()> {
         serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?
     );
     eprintln!("pinned in {}", out.display());
+    Ok(())
+}
+
+fn calibrate_pin(dir: &Path) -> Result<()> {
+    use crate::world::pretrain::{calibrate_temperature, micro_clip_config};
+    let path = dir.join("pin.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut manifest: PinManifest =
+        serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let tmp = std::env::temp_dir().join(format!("gram-bench-calibrate-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let cfg = micro_clip_config(&manifest.config);
+    let json = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("a JSON value serializes");
+    crate::files::write_atomic(&tmp.join("config.json"), json.as_bytes())?;
+    let weights = dir.join("model.safetensors");
+    std::fs::copy(&weights, tmp.join("model.safetensors")).map_err(|e| Error::io(&weights, e))?;
+    let device = Default::default();
+    let loaded = crate::clip::load_clip::<crate::backend::Cpu>(&tmp, &Default::default(), &device)?;
+    let tok = crate::clip::ClipTokenizer::openai(manifest.config.context_length)?;
+    let pre = crate::clip::Preprocess::clip(manifest.config.image_size);
+    // Calibrating again starts from the scale pretraining learned, so the record keeps it.
+    let learned = match &manifest.pretrain.calibration {
+        Some(first) => loaded.model.with_logit_scale(first.learned),
+        None => loaded.model,
+    };
+    let cal = calibrate_temperature(&manifest.config, &learned, &tok, &pre, &device)?;
+    let model = learned.with_logit_scale(cal.logit_scale);
+    crate::clip::export::save_hf_dir(&tmp, &cfg, &model)?;
+    eprintln!(
+        "logit scale {:.2} (learned {:.2}): zero-shot NLL {:.4} (learned: {:.4})",
+        cal.logit_scale, cal.learned, cal.nll, cal.nll_learned
+    );
+    manifest.world_version = WORLD_VERSION;
+    manifest.weights_sha256 = crate::files::file_sha256(&tmp.join("model.safetensors"))?;
+    manifest.pretrain.calibration = Some(cal);
+    if !manifest.produced_by.contains("world calibrate") {
+        manifest.produced_by = format!(
+            "{}, then gram-bench world calibrate --pin {}",
+            manifest.produced_by,
+            dir.display()
+        );
+    }
+    write_pin(dir, &tmp, &manifest)?;
+    std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?
+    );
     Ok(())
 }
 

@@ -83,6 +83,20 @@ impl<B: Backend> Clip<B> {
         self.image_features(self.vision_model.forward(pixels, prompts, false).pooled)
     }
 
+    /// exp(logit_scale): what cosine similarities are multiplied by.
+    pub fn logit_scale_value(&self) -> f32 {
+        use burn::tensor::ElementConversion;
+        self.logit_scale.val().exp().into_scalar().elem()
+    }
+
+    /// The same model with `logit_scale = ln(scale)` (temperature calibration).
+    pub fn with_logit_scale(mut self, scale: f64) -> Self {
+        let device = self.logit_scale.val().device();
+        let v = burn::tensor::TensorData::new(vec![scale.ln() as f32], [1]);
+        self.logit_scale = Param::from_tensor(Tensor::from_data(v, &device));
+        self
+    }
+
     /// `logits_per_image = exp(logit_scale) · norm(image) · norm(text)ᵀ`, `[images, texts]`.
     pub fn logits_per_image(&self, image_features: Tensor<B, 2>, text_features: Tensor<B, 2>) -> Tensor<B, 2> {
         let scale = self.logit_scale.val().exp().unsqueeze::<2>();

@@ -175,6 +175,36 @@ mod tests {
         );
     }
 
+    /// The pinned weights carry the logit scale temperature calibration chooses for them, starting
+    /// from the scale pretraining learned, and calibration moved the NLL down.
+    #[test]
+    fn the_pinned_temperature_is_what_calibration_chooses() {
+        use crate::world::pretrain::calibrate_temperature;
+        let pin = Pin::embedded().unwrap().expect("the repository pins a micro-CLIP");
+        let recorded = pin
+            .manifest
+            .pretrain
+            .calibration
+            .clone()
+            .expect("the pin is calibrated");
+        let dir = tempfile::tempdir().unwrap();
+        pin.write_model_dir(dir.path()).unwrap();
+        let device = Default::default();
+        let loaded = crate::clip::load_clip::<crate::backend::Cpu>(dir.path(), &Default::default(), &device).unwrap();
+        let kept = loaded.model.logit_scale_value() as f64;
+        assert!(
+            (kept - recorded.logit_scale).abs() < 1e-4 * recorded.logit_scale,
+            "{kept}"
+        );
+        let w = &pin.manifest.config;
+        let tok = crate::clip::ClipTokenizer::openai(w.context_length).unwrap();
+        let pre = crate::clip::Preprocess::clip(w.image_size);
+        let learned = loaded.model.with_logit_scale(recorded.learned);
+        let again = calibrate_temperature(w, &learned, &tok, &pre, &device).unwrap();
+        assert_eq!(again, recorded);
+        assert!(again.nll < again.nll_learned);
+    }
+
     #[test]
     fn a_single_changed_bit_is_a_difference() {
         let a = [1.5f32, 2.0];
