@@ -22,6 +22,9 @@ pub struct PublishedRow {
     pub value: f64,
     /// Confirmed in several independent copies of the table ([C]) or not ([U]).
     pub confirmed: bool,
+    /// Why this value, where the sources disagree or the paper's own figure is not comparable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A published table (`baselines/published/*.json`).
