@@ -20,12 +20,19 @@ use crate::store::{ClassAccuracy, FeatureOrigin, Metrics, Record};
 impl<B: Backend> Session<'_, B> {
     /// The image features of `ds`'s whole test split, from the feature cache or computed now.
     pub(super) fn test_features(&mut self, ds: &Dataset, record: &mut Record) -> Result<Arc<FeatureSet>> {
+        let files = self
+            .test_files
+            .entry(ds.def.name.clone())
+            .or_insert_with(|| {
+                crate::features::files_fingerprint(&ds.test.iter().map(|d| d.path.clone()).collect::<Vec<_>>())
+            })
+            .clone();
         let source = FeatureSource {
             weights_sha256: self.weights_digest.clone(),
             dataset: ds.def.name.clone(),
             split: "test".into(),
             split_digest: ds.digest(),
-            files: crate::features::files_fingerprint(&ds.test.iter().map(|d| d.path.clone()).collect::<Vec<_>>()),
+            files,
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
             batch_size: self.resolved.suite.eval.batch_size,

@@ -41,6 +41,9 @@ pub(super) struct Session<'a, B: Backend> {
     pub(super) weights_digest: String,
     /// The datasets the resolution read, and embedded ones read since.
     datasets: HashMap<String, Arc<Dataset>>,
+    /// Each test split's files fingerprint, taken once per run (one `stat` per image, not one per
+    /// image per cell).
+    pub(super) test_files: HashMap<String, String>,
     pub(super) images: ImageCache,
     pub(super) features: FeatureCache,
     /// Whether the feature cache is used at all (off: every evaluation encodes its images).
@@ -99,6 +102,7 @@ impl<'a, B: Backend> Session<'a, B> {
             pre: loaded.preprocess,
             weights_digest: digest,
             datasets: resolved.inputs.datasets.clone().into_iter().collect(),
+            test_files: HashMap::new(),
             images: ImageCache::new(IMAGE_CACHE_BYTES),
             use_features: features.is_some(),
             features: FeatureCache::new(features),

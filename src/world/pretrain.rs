@@ -334,19 +334,9 @@ pub fn calibrate_temperature<B: Backend>(
 ) -> Result<Calibration> {
     let mut rng = crate::seeds::rng(w.seed, crate::seeds::Stream::PretrainingCalibration);
     let prompts = pair_prompts();
-    let (mut imgs, mut labels) = (Vec::new(), Vec::new());
-    for (ci, &colour) in Colour::ALL.iter().enumerate() {
-        for (si, &shape) in Shape::ALL.iter().enumerate() {
-            for _ in 0..CALIBRATION_PER_PAIR {
-                let mut c = Concept::random(&mut rng);
-                c.colour = colour;
-                c.shape = shape;
-                let img = render(&c, Domain::Photo, w.image_size as u32, &mut rng);
-                imgs.push(pre.train_u8(&img, &mut rng));
-                labels.push(ci * Shape::ALL.len() + si);
-            }
-        }
-    }
+    let (imgs, labels) = pair_renders(w, Domain::Photo, CALIBRATION_PER_PAIR, &mut rng, &mut |img, rng| {
+        pre.train_u8(&img, rng)
+    });
     let text = Clip::normalize(model.encode_text(tok, &prompts)?);
     let mut cos: Vec<f32> = Vec::with_capacity(imgs.len() * prompts.len());
     for chunk in imgs.chunks(256) {
@@ -381,6 +371,32 @@ pub fn calibrate_temperature<B: Backend>(
     })
 }
 
+/// `per_pair` renders of every colour–shape pair in `domain` (other attributes drawn from `rng`),
+/// each passed through `view`, with their labels in [`pair_prompts`]' order (colour-major). One
+/// draw order for every evaluation: concept, render, then whatever `view` draws.
+fn pair_renders<R: Rng>(
+    w: &WorldConfig,
+    domain: Domain,
+    per_pair: usize,
+    rng: &mut R,
+    view: &mut dyn FnMut(RgbImage, &mut R) -> RgbImage,
+) -> (Vec<RgbImage>, Vec<usize>) {
+    let (mut imgs, mut labels) = (Vec::new(), Vec::new());
+    for (ci, &colour) in Colour::ALL.iter().enumerate() {
+        for (si, &shape) in Shape::ALL.iter().enumerate() {
+            for _ in 0..per_pair {
+                let mut c = Concept::random(rng);
+                c.colour = colour;
+                c.shape = shape;
+                let img = render(&c, domain, w.image_size as u32, rng);
+                imgs.push(view(img, rng));
+                labels.push(ci * Shape::ALL.len() + si);
+            }
+        }
+    }
+    (imgs, labels)
+}
+
 /// The 64 colour–shape prompts, in label order (colour-major).
 fn pair_prompts() -> Vec<String> {
     Colour::ALL
@@ -408,18 +424,12 @@ fn evaluate<B: Backend>(
     let mut erng = crate::seeds::rng(w.seed, crate::seeds::Stream::PretrainingEval);
     let pair_prompts = pair_prompts();
     let (mut held, mut seen) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
-    for (ci, &colour) in Colour::ALL.iter().enumerate() {
-        for (si, &shape) in Shape::ALL.iter().enumerate() {
-            for _ in 0..EVAL_PER_PAIR {
-                let mut c = Concept::random(&mut erng);
-                c.colour = colour;
-                c.shape = shape;
-                let img = render(&c, Domain::Photo, w.image_size as u32, &mut erng);
-                let slot = if held_out(shape, colour) { &mut held } else { &mut seen };
-                slot.0.push(img);
-                slot.1.push(ci * Shape::ALL.len() + si);
-            }
-        }
+    let (imgs, labels) = pair_renders(w, Domain::Photo, EVAL_PER_PAIR, &mut erng, &mut |img, _| img);
+    for (img, l) in imgs.into_iter().zip(labels) {
+        let (colour, shape) = (Colour::ALL[l / Shape::ALL.len()], Shape::ALL[l % Shape::ALL.len()]);
+        let slot = if held_out(shape, colour) { &mut held } else { &mut seen };
+        slot.0.push(img);
+        slot.1.push(l);
     }
     let predict = |imgs: &[RgbImage]| zero_shot_predictions(model_eval, tok, pre, &pair_prompts, imgs, device);
     let held_acc = accuracy(&predict(&held.0)?, &held.1, |l| l);
@@ -428,18 +438,7 @@ fn evaluate<B: Backend>(
     let mut per_domain = Vec::new();
     let (mut photo_colour_acc, mut photo_shape_acc) = (0.0, 0.0);
     for domain in [Domain::Photo, Domain::Sketch, Domain::Cartoon, Domain::Clutter] {
-        let (mut imgs, mut labs) = (Vec::new(), Vec::new());
-        for (ci, &colour) in Colour::ALL.iter().enumerate() {
-            for (si, &shape) in Shape::ALL.iter().enumerate() {
-                for _ in 0..EVAL_PER_PAIR {
-                    let mut c = Concept::random(&mut erng);
-                    c.colour = colour;
-                    c.shape = shape;
-                    imgs.push(render(&c, domain, w.image_size as u32, &mut erng));
-                    labs.push(ci * Shape::ALL.len() + si);
-                }
-            }
-        }
+        let (imgs, labs) = pair_renders(w, domain, EVAL_PER_PAIR, &mut erng, &mut |img, _| img);
         let pred = predict(&imgs)?;
         if domain == Domain::Photo {
             photo_colour_acc = accuracy(&pred, &labs, |l| l / Shape::ALL.len());
