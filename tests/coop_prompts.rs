@@ -94,6 +94,8 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
             classnames: &names,
             template: "a photo of a {}.",
             imagenet_like: false,
+            dataset: "test",
+            shots: 1,
             seed: 7,
         })
         .unwrap();
@@ -119,6 +121,8 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
             classnames: &names,
             template: "a photo of a {}.",
             imagenet_like: false,
+            dataset: "test",
+            shots: 1,
             seed: 8,
         })
         .unwrap();

@@ -58,6 +58,7 @@ fn configs(meta: &serde_json::Value, lr: f64) -> Vec<(&'static str, MethodConfig
                 batch_size: c.batch_size,
                 epochs: c.epochs.clone(),
                 optim: c.optim.clone(),
+                prior_templates: Default::default(),
                 weight: meta["kgcoop"]["weight"].as_f64().unwrap(),
             }),
         ),
@@ -72,6 +73,7 @@ fn configs(meta: &serde_json::Value, lr: f64) -> Vec<(&'static str, MethodConfig
                 batch_size: c.batch_size,
                 epochs: c.epochs.clone(),
                 optim: c.optim.clone(),
+                prior_templates: Default::default(),
                 lambda: meta["prograd"]["lambda"].as_f64().unwrap(),
                 temperature: meta["prograd"]["temperature"].as_f64().unwrap(),
             }),
@@ -143,8 +145,8 @@ fn configs(meta: &serde_json::Value, lr: f64) -> Vec<(&'static str, MethodConfig
                     .iter()
                     .map(|t| t.as_str().unwrap().to_string())
                     .collect(),
-                gpa_mean: 15.0,
-                gpa_std: 1.0,
+                gpa_mean: gram_bench::methods::PerCell::Fixed(15.0),
+                gpa_std: gram_bench::methods::PerCell::Fixed(1.0),
                 batch_size: 4,
                 epochs: Epochs::Fixed(1),
                 optim: sgd(lr),
@@ -236,6 +238,8 @@ fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
                 classnames: &f.names,
                 template: &template,
                 imagenet_like: false,
+                dataset: "test",
+                shots: 1,
                 seed: 1,
             })
             .unwrap();
@@ -281,6 +285,8 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
             classnames: &f.names,
             template: f.meta["template"].as_str().unwrap(),
             imagenet_like: false,
+            dataset: "test",
+            shots: 1,
             seed: 1,
         })
         .unwrap();
@@ -311,6 +317,8 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
                 classnames: &f.names,
                 template: "a photo of a {}.",
                 imagenet_like: false,
+                dataset: "test",
+                shots: 1,
                 seed: 3,
             })
             .unwrap();
@@ -338,6 +346,8 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
                 classnames: &f.names,
                 template: "a photo of a {}.",
                 imagenet_like: false,
+                dataset: "test",
+                shots: 1,
                 seed: 4,
             })
             .unwrap();
@@ -369,6 +379,8 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
                 classnames: &f.names,
                 template: "a photo of a {}.",
                 imagenet_like: false,
+                dataset: "test",
+                shots: 1,
                 seed: 5,
             })
             .unwrap()

@@ -2,10 +2,18 @@
 //! upstream code runs (repository@commit, file:line, as `../shared/reference/upstream-settings.md`
 //! records them), and the test fails when a suite's method says otherwise. A value the project
 //! deliberately keeps different is not listed here; it is justified in the suite file instead.
-//! Settings still open (issue 15: PromptSRC's few-shot epochs and GPA, ProGrad's prompt and
-//! schedule, KgCoOp's DTD prior, PromptSRC's 60 anchor templates) join this table when adopted.
+//! Settings still open (issue 15: ProGrad's 16-token prompt and its schedule) join this table when
+//! adopted.
 
 use std::path::Path;
+
+/// PromptSRC's anchor templates: PromptSRC@bb95c77 trainers/imagenet_templates.py:3-64, all 60 of
+/// them averaged (trainers/promptsrc.py:122-128).
+const IMAGENET_TEMPLATES: &str = "[\"a photo of a {}.\", \"a bad photo of a {}.\", \"a photo of many {}.\", \"a sculpture of a {}.\", \"a photo of the hard to see {}.\", \"a low resolution photo of the {}.\", \"a rendering of a {}.\", \"graffiti of a {}.\", \"a bad photo of the {}.\", \"a cropped photo of the {}.\", \"a tattoo of a {}.\", \"the embroidered {}.\", \"a photo of a hard to see {}.\", \"a bright photo of a {}.\", \"a photo of a clean {}.\", \"a photo of a dirty {}.\", \"a dark photo of the {}.\", \"a drawing of a {}.\", \"a photo of my {}.\", \"the plastic {}.\", \"a photo of the cool {}.\", \"a close-up photo of a {}.\", \"a black and white photo of the {}.\", \"a painting of the {}.\", \"a painting of a {}.\", \"a pixelated photo of the {}.\", \"a sculpture of the {}.\", \"a bright photo of the {}.\", \"a cropped photo of a {}.\", \"a plastic {}.\", \"a photo of the dirty {}.\", \"a jpeg corrupted photo of a {}.\", \"a blurry photo of the {}.\", \"a photo of the {}.\", \"a good photo of the {}.\", \"a rendering of the {}.\", \"a {} in a video game.\", \"a photo of one {}.\", \"a doodle of a {}.\", \"a close-up photo of the {}.\", \"the origami {}.\", \"the {} in a video game.\", \"a sketch of a {}.\", \"a doodle of the {}.\", \"a origami {}.\", \"a low resolution photo of a {}.\", \"the toy {}.\", \"a rendition of the {}.\", \"a photo of the clean {}.\", \"a photo of a large {}.\", \"a rendition of a {}.\", \"a photo of a nice {}.\", \"a photo of a weird {}.\", \"a blurry photo of a {}.\", \"a cartoon {}.\", \"art of a {}.\", \"a sketch of the {}.\", \"a embroidered {}.\", \"a pixelated photo of a {}.\", \"itap of the {}.\"]";
+
+/// ProGrad's teacher templates where they differ from CoOp's: BeierZhu/Prompt-align@1b76203
+/// ProGrad.public/trainers/prograd.py:201-217 (CUSTOM_TEMPLATES).
+const PROGRAD_TEMPLATES: &str = "{ oxford_pets = \"a type of pet, a photo of a {}.\", oxford_flowers = \"a type of flower, a photo of a {}.\", fgvc_aircraft = \"a type of aircraft, a photo of a {}.\", dtd = \"a texture of {}.\", food101 = \"a type of food, a photo of {}.\" }";
 
 /// (suite, method, key path, the upstream value as a TOML literal, source).
 const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
@@ -278,6 +286,41 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
         "10.0",
         "..._cross_datasets.yaml:43",
     ),
+    ("few-shot", "promptsrc", "epochs", "50", "..._few_shot.yaml:19"),
+    (
+        "few-shot",
+        "promptsrc",
+        "gpa_mean",
+        "{ stanford_cars = 45.0, oxford_flowers = 45.0, fgvc_aircraft = 45.0, dtd = 45.0, eurosat = 45.0, default = 30.0 }",
+        "..._few_shot.yaml:43-47",
+    ),
+    (
+        "few-shot",
+        "promptsrc",
+        "gpa_std",
+        "{ stanford_cars = 5.0, oxford_flowers = 5.0, fgvc_aircraft = 5.0, dtd = 5.0, eurosat = 5.0, default = 30.0 }",
+        "..._few_shot.yaml:43-47",
+    ),
+    ("few-shot", "promptsrc", "text_templates", IMAGENET_TEMPLATES, "promptsrc.py:122-128"),
+    ("base-to-new", "promptsrc", "text_templates", IMAGENET_TEMPLATES, "promptsrc.py:122-128"),
+    ("cross-dataset", "promptsrc", "text_templates", IMAGENET_TEMPLATES, "promptsrc.py:122-128"),
+    ("cross-domain", "promptsrc", "text_templates", IMAGENET_TEMPLATES, "promptsrc.py:122-128"),
+    (
+        "base-to-new",
+        "kgcoop",
+        "prior_templates",
+        "{ dtd = \"a photo of a {}, a type of texture.\" }",
+        "KgCoOp trainers/kgcoop.py:41",
+    ),
+    (
+        "cross-domain",
+        "kgcoop",
+        "prior_templates",
+        "{ dtd = \"a photo of a {}, a type of texture.\" }",
+        "KgCoOp trainers/kgcoop.py:41",
+    ),
+    ("base-to-new", "prograd", "prior_templates", PROGRAD_TEMPLATES, "ProGrad prograd.py:201-217"),
+    ("cross-domain", "prograd", "prior_templates", PROGRAD_TEMPLATES, "ProGrad prograd.py:201-217"),
     // VPT (deep): multimodal-prompt-learning configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml.
     ("cross-domain", "vpt", "n_ctx", "8", "VPT yaml:34"),
     ("cross-domain", "vpt", "depth", "12", "VPT yaml:37"),

@@ -18,6 +18,9 @@ macro_rules! coop_family {
             pub batch_size: usize,
             pub epochs: $crate::methods::Epochs,
             pub optim: $crate::methods::SgdConfig,
+            /// The prior's hand-crafted template by dataset, where the method's reference code
+            /// uses another than the dataset's own (CoOp's CUSTOM_TEMPLATES); `{}` for none.
+            pub prior_templates: std::collections::BTreeMap<String, String>,
             $($(#[$fm])* pub $f: $t,)*
         }
 
@@ -33,6 +36,10 @@ macro_rules! coop_family {
                     epochs: self.epochs.clone(),
                     optim: self.optim.clone(),
                 }
+            }
+
+            fn prior_templates(&self) -> &std::collections::BTreeMap<String, String> {
+                &self.prior_templates
             }
 
             fn schedule(&self) -> $crate::methods::Training<'_> {
@@ -53,6 +60,7 @@ use crate::error::Result;
 pub trait FamilyFields {
     /// The CoOp prompt learner's part of the config.
     fn coop(&self) -> CoOpConfig;
+    fn prior_templates(&self) -> &std::collections::BTreeMap<String, String>;
     fn schedule(&self) -> Training<'_>;
 }
 
@@ -70,6 +78,15 @@ impl<T: CoopFamily> MethodSpec for T {
 
     fn validate(&self) -> std::result::Result<(), String> {
         self.check_own()?;
+        if let Some((d, t)) = self
+            .prior_templates()
+            .iter()
+            .find(|(_, t)| t.matches("{}").count() != 1)
+        {
+            return Err(format!(
+                "prior_templates.{d} = {t:?} must hold exactly one {{}} for the class name"
+            ));
+        }
         self.coop().validate()
     }
 
@@ -88,7 +105,7 @@ impl<T: CoopFamily> MethodSpec for T {
             i.clip,
             i.tok,
             i.classnames,
-            i.template,
+            self.prior_templates().get(i.dataset).map_or(i.template, String::as_str),
             i.seed,
         )?;
         Ok(Box::new(m))

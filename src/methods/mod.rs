@@ -43,7 +43,7 @@ pub use kgcoop::KgCoOpConfig;
 pub use linear_probe::{LinearProbe, LinearProbeConfig};
 pub use maple::MapleConfig;
 pub use multimodal::MultiModal;
-pub use optim::{Epochs, SgdConfig};
+pub use optim::{Epochs, PerCell, SgdConfig};
 pub use prograd::ProGradConfig;
 pub use promptsrc::PromptSrcConfig;
 pub use spec::{BuildInputs, MethodSpec, SgdSchedule, Training};

@@ -34,6 +34,8 @@ use crate::error::{Error, Result};
 /// PromptSRC's training-time state: the frozen anchors and the running aggregate.
 struct SelfRegulation<B: AutodiffBackend> {
     config: PromptSrcConfig,
+    /// GPA's (mean, std) for the cell's dataset and shot count.
+    gpa: (f64, f64),
     /// Normalized mean frozen text features of the training classes.
     anchors: Tensor<B, 2>,
     /// Σ w_e · prompt_e so far, per artifact tensor.
@@ -297,6 +299,7 @@ impl<B: AutodiffBackend> MultiModal<B> {
 
     pub fn promptsrc(
         c: &PromptSrcConfig,
+        gpa: (f64, f64),
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
@@ -317,6 +320,7 @@ impl<B: AutodiffBackend> MultiModal<B> {
         let anchors = Clip::normalize(sum.expect("validated: templates are non-empty")).detach();
         m.src = Some(SelfRegulation {
             config: c.clone(),
+            gpa,
             anchors,
             aggregate: None,
         });
@@ -368,7 +372,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
         let Some(src) = self.src.as_mut() else {
             return Ok(());
         };
-        let w = gpa_weights(epochs, src.config.gpa_mean, src.config.gpa_std)[epoch] as f32;
+        let w = gpa_weights(epochs, src.gpa.0, src.gpa.1)[epoch] as f32;
         let now = tensors(&self.prompts.as_ref().expect("outside a step").valid());
         match &mut src.aggregate {
             None => {

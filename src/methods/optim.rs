@@ -53,37 +53,46 @@ impl SgdConfig {
     }
 }
 
-/// Training length: one number, or one per shot count (CoOp trains 1 shot for 50 epochs, 2–4 for
-/// 100, 8–16 for 200).
+/// A setting that may differ by dataset or shot count, as upstream configs do (CoOp trains 1 shot
+/// for 50 epochs, 2–4 for 100, 8–16 for 200; PromptSRC's GPA depends on the dataset): one value,
+/// or a table keyed by dataset name, shot count or `default`, looked up in that order; values may
+/// be tables themselves: `{ imagenet = 50, 1 = 50, 2 = 100, 4 = 100, 8 = 200, 16 = 200 }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Epochs {
-    Fixed(usize),
-    /// Keyed by dataset name, shot count or `default`, looked up in that order; values may be
-    /// tables themselves: `{ imagenet = 50, 1 = 50, 2 = 100, 4 = 100, 8 = 200, 16 = 200 }`.
-    Table(BTreeMap<String, Epochs>),
+pub enum PerCell<T> {
+    Fixed(T),
+    Table(BTreeMap<String, PerCell<T>>),
 }
 
-impl Epochs {
-    /// Epochs of a cell training on `dataset` with `shots` per class.
-    pub fn resolve(&self, dataset: &str, shots: usize) -> Result<usize, String> {
+/// Training length in epochs.
+pub type Epochs = PerCell<usize>;
+
+impl<T: Clone> PerCell<T> {
+    /// The value for a cell training on `dataset` with `shots` per class.
+    pub fn resolve(&self, dataset: &str, shots: usize) -> Result<T, String> {
         match self {
-            Epochs::Fixed(n) => Ok(*n),
-            Epochs::Table(m) => m
+            PerCell::Fixed(v) => Ok(v.clone()),
+            PerCell::Table(m) => m
                 .get(dataset)
                 .or_else(|| m.get(&shots.to_string()))
                 .or_else(|| m.get("default"))
-                .ok_or_else(|| format!("epochs has no entry for dataset `{dataset}`, {shots} shots or `default`"))?
+                .ok_or_else(|| format!("no entry for dataset `{dataset}`, {shots} shots or `default`"))?
                 .resolve(dataset, shots),
         }
     }
 
+    /// Whether every value (at any depth) satisfies `ok` and no table is empty.
+    pub fn all(&self, ok: &impl Fn(&T) -> bool) -> bool {
+        match self {
+            PerCell::Fixed(v) => ok(v),
+            PerCell::Table(m) => !m.is_empty() && m.values().all(|v| v.all(ok)),
+        }
+    }
+}
+
+impl Epochs {
     pub fn validate(&self) -> Result<(), String> {
-        let ok = match self {
-            Epochs::Fixed(n) => *n > 0,
-            Epochs::Table(m) => !m.is_empty() && m.values().all(|v| v.validate().is_ok()),
-        };
-        if ok {
+        if self.all(&|&n| n > 0) {
             Ok(())
         } else {
             Err("epochs must be a positive number or a table of them keyed by dataset, shot count or `default`".into())

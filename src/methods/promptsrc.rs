@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ivlp::IvlpConfig;
 use super::multimodal::MultiModal;
-use super::optim::{Epochs, SgdConfig};
+use super::optim::{Epochs, PerCell, SgdConfig};
 use super::spec::{BuildInputs, MethodSpec, Training};
 use super::{PromptMethod, PromptRole};
 use crate::error::Result;
@@ -15,7 +15,8 @@ use crate::error::Result;
 /// towards the frozen model — L1 between prompted and frozen text features (`text_loss_weight`, 25)
 /// and image features (`image_loss_weight`, 10), and a KL between prompted and frozen logits — and
 /// Gaussian prompt aggregation: the evaluated prompt is the average of each epoch's prompt weighted
-/// by N(epoch; `gpa_mean`, `gpa_std`²), normalized (mean 15, std 1 for 20 epochs in the paper).
+/// by N(epoch; `gpa_mean`, `gpa_std`²), normalized (mean 15, std 1 for 20 epochs in base-to-new;
+/// the few-shot config's 30/30 or 45/5 depend on the dataset, so both may be per-dataset tables).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptSrcConfig {
@@ -30,14 +31,27 @@ pub struct PromptSrcConfig {
     /// Templates whose mean frozen text feature anchors each class (the reference averages the
     /// unnormalized features of its `IMAGENET_TEMPLATES`, then normalizes).
     pub text_templates: Vec<String>,
-    pub gpa_mean: f64,
-    pub gpa_std: f64,
+    pub gpa_mean: PerCell<f64>,
+    pub gpa_std: PerCell<f64>,
     pub batch_size: usize,
     pub epochs: Epochs,
     pub optim: SgdConfig,
 }
 
 impl PromptSrcConfig {
+    /// GPA's (mean, std) for a cell training on `dataset` with `shots` per class.
+    pub fn gpa(&self, dataset: &str, shots: usize) -> std::result::Result<(f64, f64), String> {
+        let m = self
+            .gpa_mean
+            .resolve(dataset, shots)
+            .map_err(|e| format!("gpa_mean: {e}"))?;
+        let s = self
+            .gpa_std
+            .resolve(dataset, shots)
+            .map_err(|e| format!("gpa_std: {e}"))?;
+        Ok((m, s))
+    }
+
     pub fn ivlp(&self) -> IvlpConfig {
         IvlpConfig {
             n_ctx_text: self.n_ctx_text,
@@ -68,8 +82,11 @@ impl MethodSpec for PromptSrcConfig {
         if self.text_templates.is_empty() || self.text_templates.iter().any(|t| !t.contains("{}")) {
             return Err("text_templates must list templates with {} for the class name".into());
         }
-        if !(self.gpa_std > 0.0 && self.text_loss_weight >= 0.0 && self.image_loss_weight >= 0.0) {
-            return Err("gpa_std > 0 and non-negative loss weights are required".into());
+        if !(self.gpa_std.all(&|&s| s > 0.0) && self.gpa_mean.all(&|m| m.is_finite())) {
+            return Err("gpa_mean must be finite and gpa_std positive (numbers, or tables of them keyed by dataset, shot count or `default`)".into());
+        }
+        if !(self.text_loss_weight >= 0.0 && self.image_loss_weight >= 0.0) {
+            return Err("non-negative loss weights are required".into());
         }
         self.ivlp().validate()
     }
@@ -82,13 +99,43 @@ impl MethodSpec for PromptSrcConfig {
         Training::sgd(&self.optim, &self.epochs, self.batch_size)
     }
 
+    fn check_cell(&self, dataset: &str, shots: usize) -> std::result::Result<(), String> {
+        self.gpa(dataset, shots).map(|_| ())
+    }
+
     fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+        let gpa = self.gpa(i.dataset, i.shots).map_err(crate::error::Error::Config)?;
         Ok(Box::new(MultiModal::promptsrc(
             self,
+            gpa,
             i.clip,
             i.tok,
             i.classnames,
             i.seed,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpa_is_looked_up_by_dataset_and_a_missing_entry_is_an_error() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/suites/few-shot.toml")).unwrap();
+        let doc: toml::Value = toml::from_str(&text).unwrap();
+        let mut entry = doc["methods"]["promptsrc"].clone();
+        entry.as_table_mut().unwrap().remove("kind");
+        let c: PromptSrcConfig = entry.try_into().unwrap();
+        // The few-shot config's two pairs (PromptSRC few_shot.yaml:43-47).
+        assert_eq!(c.gpa("dtd", 16), Ok((45.0, 5.0)));
+        assert_eq!(c.gpa("imagenet", 1), Ok((30.0, 30.0)));
+        assert_eq!(c.check_cell("eurosat", 4), Ok(()));
+        let mut c = c;
+        c.gpa_std = PerCell::Table([("dtd".to_string(), PerCell::Fixed(5.0))].into());
+        let e = c.check_cell("caltech101", 1).unwrap_err();
+        assert!(e.starts_with("gpa_std: no entry for dataset `caltech101`"), "{e}");
+        c.gpa_std = PerCell::Fixed(0.0);
+        assert!(c.validate().unwrap_err().contains("gpa_std positive"));
     }
 }

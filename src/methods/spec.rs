@@ -55,6 +55,9 @@ pub struct BuildInputs<'a, B: AutodiffBackend> {
     pub template: &'a str,
     /// ImageNet and its variants (the template ensemble adds no dataset template for them).
     pub imagenet_like: bool,
+    /// The dataset trained on and the shots per class (settings may depend on them: `PerCell`).
+    pub dataset: &'a str,
+    pub shots: usize,
     pub seed: u64,
 }
 
@@ -69,6 +72,12 @@ pub trait MethodSpec {
 
     /// Checks what the types cannot (positive counts, consistent switches).
     fn validate(&self) -> std::result::Result<(), String>;
+
+    /// Checks that every per-dataset setting has a value for a cell training on `dataset` with
+    /// `shots` per class (so a missing entry is an error when the suite loads, not mid-run).
+    fn check_cell(&self, _dataset: &str, _shots: usize) -> std::result::Result<(), String> {
+        Ok(())
+    }
 
     /// The prompt tensors the method learns, by role, with their token counts (what GRAM must
     /// supply θ₀ and regulators for); `None` for methods without shared prompt tokens — CSC

@@ -109,6 +109,8 @@ impl<'a, B: Backend> Session<'a, B> {
             classnames: &classnames,
             template: &ds.def.template,
             imagenet_like: ds.def.imagenet_like,
+            dataset: &s.dataset,
+            shots: s.shots,
             seed: s.seed,
         })?;
         record.timings.load_s = t_load.elapsed().as_secs_f64();

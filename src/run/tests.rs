@@ -156,6 +156,8 @@ fn the_sgd_loop_follows_the_schedule_and_drops_the_last_partial_batch() {
             classnames: &names,
             template: &ds.def.template,
             imagenet_like: false,
+            dataset: "mini",
+            shots: 2,
             seed: 1,
         })
         .unwrap();
@@ -186,6 +188,8 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
                 classnames: &ds.classnames,
                 template: &ds.def.template,
                 imagenet_like: false,
+                dataset: "mini",
+                shots: 2,
                 seed: 1,
             })
             .unwrap();
@@ -257,6 +261,8 @@ fn a_cell_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_run() {
             classnames: &names,
             template: &ds.def.template,
             imagenet_like: false,
+            dataset: "mini",
+            shots: 2,
             seed: 1,
         })
         .unwrap()

@@ -61,6 +61,14 @@ macro_rules! registry {
                 }
             }
 
+            /// See `MethodSpec::check_cell` (a gram method: its host's, checked through `trained_as`).
+            pub fn check_cell(&self, dataset: &str, shots: usize) -> std::result::Result<(), String> {
+                match self {
+                    $(MethodConfig::$variant(c) => c.check_cell(dataset, shots),)*
+                    MethodConfig::Gram(_) => Ok(()),
+                }
+            }
+
             /// The prompt tensors the method learns (see `MethodSpec::prompt_layout`).
             pub fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
                 match self {

@@ -218,14 +218,16 @@ impl Suite {
                 return Err(format!("`{m}` has no parameters to load from a checkpoint"));
             }
         }
-        // A schedule that has no epoch count for a cell is an error now, not mid-run.
+        // A per-dataset setting (epochs, PromptSRC's GPA) with no value for a cell is an error
+        // now, not mid-run.
         for m in &x.methods {
-            if let Training::Sgd(s) = self.trained_as(&self.methods[m]).training() {
-                let epochs = s.epochs;
-                for d in &x.datasets {
-                    for &k in &x.shots {
-                        epochs.resolve(d, k).map_err(|e| format!("methods.{m}: {e}"))?;
+            let trained = self.trained_as(&self.methods[m]);
+            for d in &x.datasets {
+                for &k in &x.shots {
+                    if let Training::Sgd(s) = trained.training() {
+                        s.epochs.resolve(d, k).map_err(|e| format!("methods.{m}.epochs: {e}"))?;
                     }
+                    trained.check_cell(d, k).map_err(|e| format!("methods.{m}.{e}"))?;
                 }
             }
         }

@@ -37,6 +37,10 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(e.contains("unknown field `templates`") && e.contains("c_grid"), "{e}");
     let e = parse(&TINY.replace("epochs = 2", "epochs = 0")).unwrap_err();
     assert!(e.contains("methods.coop: epochs"), "{e}");
+    // A per-dataset setting with no value for one of the experiment's cells fails the load.
+    let e = parse(&TINY.replace("epochs = 2", "epochs = { dtd = 2 }")).unwrap_err();
+    assert!(e.contains("methods.coop.epochs: no entry for dataset `shapes`"), "{e}");
+    assert!(parse(&TINY.replace("epochs = 2", "epochs = { shapes = 2 }")).is_ok());
     assert!(parse(TINY).is_ok());
 }
 
