@@ -10,6 +10,34 @@ use crate::error::{Error, Result};
 /// The default CPU backend (burn-flex: measured faster than ndarray here, see README).
 pub type Cpu = burn::backend::Flex;
 
+/// Whether this CPU runs the CPU backend's SIMD kernels on the path every committed embedded-world
+/// number was made with: x86-64-v3 (AVX2, FMA and the rest of macerator's V3 set). macerator is
+/// patched to never take AVX-512 kernels (vendor/macerator/PATCHED.md), so any AVX2 CPU computes
+/// the same bits; an older x86-64 CPU or another architecture takes narrower or other kernels,
+/// whose sums round differently.
+pub fn cpu_kernels_match_the_baselines() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("bmi1")
+            && std::arch::is_x86_feature_detected!("bmi2")
+            && std::arch::is_x86_feature_detected!("lzcnt")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The warning a run on the embedded world prints when [`cpu_kernels_match_the_baselines`] is
+/// false: its numbers can differ in the last digits from baselines saved on an AVX2 machine.
+pub const OTHER_KERNELS_WARNING: &str = "warning: this CPU has no AVX2/FMA (x86-64-v3): the CPU \
+backend's kernels take another path here, so the embedded world's numbers can differ in their last \
+digits from those in reports/ and baselines/ (made on AVX2 and AVX-512 machines, which agree bit for \
+bit); `check --baseline` may flag such differences";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendKind {
     #[default]

@@ -19,7 +19,10 @@ use crate::error::{Error, Result};
 pub struct LinearProbeConfig {
     /// Initial grid of inverse regularization strengths C (CoOp: 1e6, 1e4, …, 1e-6).
     pub c_grid: Vec<f64>,
-    /// Bisection steps in log10(C) around the best grid value.
+    /// Refinement steps after the grid, as CoOp's `lpclip/linear_probe.py` takes them: the bracket
+    /// starts at [C*/10, 10·C*] around the best grid value C*; each step fits both ends, the better
+    /// one (the left on a tie) is the step's C, and the bracket halves towards it in log10(C). The
+    /// last step's C is kept (0 steps: C*).
     pub c_search_steps: usize,
     /// L-BFGS iterations per fit (sklearn's `max_iter`, 1000 in CoOp's script).
     pub max_iter: usize,
@@ -199,8 +202,7 @@ pub struct LinearProbeFit {
     pub val_images: usize,
 }
 
-/// The chosen C and the weights fitted with it; C maximizes validation accuracy (ties: the first
-/// found, the grid's order), then bisection in log10(C) between the best and its better neighbour.
+/// The chosen C and the weights fitted with it (see [`choose_c`]).
 pub fn search<B: Backend>(
     train: &Labelled,
     val: &Labelled,
@@ -208,43 +210,42 @@ pub fn search<B: Backend>(
     cfg: &LinearProbeConfig,
     device: &B::Device,
 ) -> (f64, Vec<f32>) {
-    let eval = |c: f64| {
+    choose_c(&cfg.c_grid, cfg.c_search_steps, |c| {
         let w = fit::<B>(train, k, c, cfg, device);
         let acc = if val.y.is_empty() { 0.0 } else { accuracy(&w, val, k) };
-        (acc, c, w)
-    };
-    let mut tried: Vec<(f64, f64, Vec<f32>)> = cfg.c_grid.iter().map(|&c| eval(c)).collect();
-    let best_of = |t: &[(f64, f64, Vec<f32>)]| {
-        t.iter()
-            .enumerate()
-            .fold(0, |bi, (i, x)| if x.0 > t[bi].0 { i } else { bi })
-    };
-    let mut best = tried[best_of(&tried)].clone();
-    // Bisect log10(C) around the best value, towards its better neighbour in the grid.
-    let logs: Vec<f64> = cfg.c_grid.iter().map(|c| c.log10()).collect();
-    if let Some(i) = cfg.c_grid.iter().position(|&c| c == best.1) {
-        let mut lo = logs[i];
-        let neighbours: Vec<usize> = [i.checked_sub(1), (i + 1 < logs.len()).then_some(i + 1)]
-            .into_iter()
-            .flatten()
-            .collect();
-        if let Some(&j) = neighbours.iter().max_by(|&&a, &&b| tried[a].0.total_cmp(&tried[b].0)) {
-            let mut hi = logs[j];
-            for _ in 0..cfg.c_search_steps {
-                let mid = 0.5 * (lo + hi);
-                let cand = eval(10f64.powf(mid));
-                if cand.0 > best.0 {
-                    best = cand.clone();
-                    hi = lo;
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-                tried.push(cand);
-            }
+        (acc, w)
+    })
+}
+
+/// CoOp's `lpclip/linear_probe.py` C selection over `eval(C) = (validation accuracy, fit)`: the
+/// grid value with the best accuracy (ties: the first, as `np.argmax`), then `steps` refinement
+/// steps — the bracket starts at [C*/10, 10·C*]; each step evaluates both ends, the better (the
+/// left on a tie) is the step's C, and the bracket halves towards it in log10(C). The last step's
+/// C and fit are kept.
+pub fn choose_c<T>(grid: &[f64], steps: usize, mut eval: impl FnMut(f64) -> (f64, T)) -> (f64, T) {
+    let mut chosen = grid
+        .iter()
+        .map(|&c| {
+            let (acc, fit) = eval(c);
+            (acc, c, fit)
+        })
+        .reduce(|best, x| if x.0 > best.0 { x } else { best })
+        .expect("validated: the grid is not empty");
+    let peak = chosen.1.log10();
+    let (mut lo, mut hi) = (peak - 1.0, peak + 1.0);
+    for _ in 0..steps {
+        let (cl, cr) = (10f64.powf(lo), 10f64.powf(hi));
+        let (left, right) = (eval(cl), eval(cr));
+        let mid = 0.5 * (lo + hi);
+        if left.0 < right.0 {
+            chosen = (right.0, cr, right.1);
+            lo = mid;
+        } else {
+            chosen = (left.0, cl, left.1);
+            hi = mid;
         }
     }
-    (best.1, best.2)
+    (chosen.1, chosen.2)
 }
 
 pub struct LinearProbe<B: AutodiffBackend> {
@@ -417,5 +418,25 @@ mod tests {
         let (c, w) = search::<Cpu>(&data, &data, 3, &cfg, &dev);
         assert!(c >= 1e-2, "chose C = {c}");
         assert_eq!(accuracy(&w, &data, 3), 1.0);
+    }
+
+    #[test]
+    fn c_is_chosen_as_lpclip_chooses_it_and_the_last_steps_c_is_kept() {
+        // A validation accuracy that peaks at C = 10^2.3; the grid's best is 1e2.
+        let acc = |c: f64| -(c.log10() - 2.3).powi(2);
+        let grid = [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6];
+        let chosen = |steps| choose_c(&grid, steps, |c| (acc(c), c)).0.log10();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(chosen(0), 2.0));
+        // Step 1: [1e1, 1e3], the right end wins; the bracket becomes [1e2, 1e3].
+        assert!(close(chosen(1), 3.0));
+        // Step 2: 1e2 beats 1e3; the bracket becomes [1e2, 10^2.5].
+        assert!(close(chosen(2), 2.0));
+        // Step 3: 10^2.5 beats 1e2: the last step's winner is kept.
+        assert!(close(chosen(3), 2.5));
+        // A tie keeps the left end (`acc_left < acc_right` is false).
+        assert!(close(choose_c(&[1.0], 1, |_| (0.5, ())).0.log10(), -1.0));
+        // The first of equal grid values wins, as np.argmax.
+        assert_eq!(choose_c(&[1e4, 1.0], 0, |_| (0.5, ())).0, 1e4);
     }
 }

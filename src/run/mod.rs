@@ -134,6 +134,9 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         (None, true) => return Err(Error::Config(format!("suite `{}` has no [world] table", suite.name))),
         (_, false) => None,
     };
+    if world.is_some() && opts.backend == BackendKind::Cpu && !crate::backend::cpu_kernels_match_the_baselines() {
+        eprintln!("{}", crate::backend::OTHER_KERNELS_WARNING);
+    }
     let model = resolve_backbone(suite, &resolved.lock, world.as_ref())?;
     let work = RunWork {
         resolved,

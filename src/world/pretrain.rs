@@ -94,9 +94,9 @@ pub struct PretrainReport {
 
 fn domain_of(r: f64) -> Domain {
     match r {
-        r if r < 0.55 => Domain::Photo,
-        r if r < 0.70 => Domain::Sketch,
-        r if r < 0.85 => Domain::Cartoon,
+        r if r < 0.70 => Domain::Photo,
+        r if r < 0.80 => Domain::Sketch,
+        r if r < 0.90 => Domain::Cartoon,
         _ => Domain::Clutter,
     }
 }

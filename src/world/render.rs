@@ -126,7 +126,13 @@ pub fn render(concept: &Concept, domain: Domain, size: u32, rng: &mut impl Rng) 
     let main = Layer {
         shape: concept.shape,
         pose: pose(concept, rng),
-        colour: jitter(concept.colour.rgb(), 0.06, rng),
+        // Renditions bend colours (ImageNet-R's cartoons and paintings): a cartoon's fill strays
+        // further from the hue's base colour than a photo's does.
+        colour: jitter(
+            concept.colour.rgb(),
+            if domain == Domain::Cartoon { 0.14 } else { 0.06 },
+            rng,
+        ),
         texture: concept.texture,
     };
     // Backgrounds: a neutral lit gradient for photos (a studio backdrop: its light changes, its
@@ -189,10 +195,10 @@ pub fn render(concept: &Concept, domain: Domain, size: u32, rng: &mut impl Rng) 
                         c = match domain {
                             Domain::Sketch => {
                                 // Coloured-pencil outline and hatching on paper: no fill, no
-                                // shading, and the pencil's colour half greyed (sketches carry
-                                // less colour than photos, as ImageNet-Sketch's do).
+                                // shading, and the pencil's colour mostly greyed (sketches carry
+                                // less colour than photos, as ImageNet-Sketch's do): a third of it is left.
                                 let grey = layer.colour.iter().sum::<f32>() / 3.0;
-                                let pencil = layer.colour.map(|v| 0.5 * v + 0.5 * grey);
+                                let pencil = layer.colour.map(|v| 0.35 * v + 0.65 * grey);
                                 if d.abs() < edge {
                                     pencil.map(|v| v * 0.8)
                                 } else if d < 0.0 && texture(layer.texture, u, v) < 1.0 {
@@ -300,7 +306,7 @@ mod tests {
     fn sketches_keep_the_colour_in_strokes_only_and_photos_fill_the_body() {
         let c = concept(Shape::Square, Colour::Red, Size::Large);
         let sketch = render(&c, Domain::Sketch, 32, &mut rng(1));
-        // Paper inside the body, (half-greyed) red strokes somewhere.
+        // Paper inside the body, (mostly greyed) red strokes somewhere.
         let centre = sketch.get_pixel(16, 16).0;
         assert!(centre.iter().all(|&v| v > 200), "paper at the centre: {centre:?}");
         assert!(
