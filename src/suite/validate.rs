@@ -222,10 +222,14 @@ impl Suite {
         // now, not mid-run.
         for m in &x.methods {
             let trained = self.trained_as(&self.methods[m]);
+            let epochs = match trained.training() {
+                Training::Sgd(s) => Some(s.epochs),
+                _ => None,
+            };
             for d in &x.datasets {
                 for &k in &x.shots {
-                    if let Training::Sgd(s) = trained.training() {
-                        s.epochs.resolve(d, k).map_err(|e| format!("methods.{m}.epochs: {e}"))?;
+                    if let Some(epochs) = epochs {
+                        epochs.resolve(d, k).map_err(|e| format!("methods.{m}.epochs: {e}"))?;
                     }
                     trained.check_cell(d, k).map_err(|e| format!("methods.{m}.{e}"))?;
                 }

@@ -101,7 +101,28 @@ fn domain_of(r: f64) -> Domain {
     }
 }
 
-/// The index among `prompts` each of `images` is closest to.
+/// The cosine similarity of each of `images` with each of `prompts`, row-major
+/// (`images.len() × prompts.len()`): what zero-shot predictions and the temperature calibration
+/// are both computed from.
+fn cosines<B: Backend>(
+    model: &Clip<B>,
+    tok: &ClipTokenizer,
+    pre: &Preprocess,
+    prompts: &[String],
+    images: &[RgbImage],
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let text = Clip::normalize(model.encode_text(tok, prompts)?);
+    let mut out = Vec::with_capacity(images.len() * prompts.len());
+    for chunk in images.chunks(256) {
+        let img = Clip::normalize(model.encode_image(pre.batch(chunk, device), &Default::default()));
+        let c = img.matmul(text.clone().transpose()).into_data().convert::<f32>();
+        out.extend(c.to_vec::<f32>().expect("converted to f32 above"));
+    }
+    Ok(out)
+}
+
+/// The index among `prompts` each of `images` is closest to (the first, on a tie).
 fn zero_shot_predictions<B: Backend>(
     model: &Clip<B>,
     tok: &ClipTokenizer,
@@ -110,23 +131,11 @@ fn zero_shot_predictions<B: Backend>(
     images: &[RgbImage],
     device: &B::Device,
 ) -> Result<Vec<usize>> {
-    let text = Clip::normalize(model.encode_text(tok, prompts)?);
-    let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(256) {
-        let img = Clip::normalize(model.encode_image(pre.batch(chunk, device), &Default::default()));
-        let pred = img
-            .matmul(text.clone().transpose())
-            .argmax(1)
-            .into_data()
-            .convert::<i64>();
-        out.extend(
-            pred.to_vec::<i64>()
-                .expect("converted to i64 above")
-                .into_iter()
-                .map(|p| p as usize),
-        );
-    }
-    Ok(out)
+    let cos = cosines(model, tok, pre, prompts, images, device)?;
+    Ok(cos
+        .chunks(prompts.len())
+        .map(|row| (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }))
+        .collect())
 }
 
 /// Percent of `pred` equal to `truth` under `key` (the identity for the label itself).
@@ -337,13 +346,7 @@ pub fn calibrate_temperature<B: Backend>(
     let (imgs, labels) = pair_renders(w, Domain::Photo, CALIBRATION_PER_PAIR, &mut rng, &mut |img, rng| {
         pre.train_u8(&img, rng)
     });
-    let text = Clip::normalize(model.encode_text(tok, &prompts)?);
-    let mut cos: Vec<f32> = Vec::with_capacity(imgs.len() * prompts.len());
-    for chunk in imgs.chunks(256) {
-        let img = Clip::normalize(model.encode_image(pre.batch(chunk, device), &Default::default()));
-        let c = img.matmul(text.clone().transpose()).into_data().convert::<f32>();
-        cos.extend(c.to_vec::<f32>().expect("converted to f32 above"));
-    }
+    let cos = cosines(model, tok, pre, &prompts, &imgs, device)?;
     let k = prompts.len();
     let nll = |scale: f64| -> f64 {
         let total: f64 = cos
