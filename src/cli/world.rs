@@ -151,8 +151,7 @@ fn calibrate_pin(dir: &Path) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("gram-bench-calibrate-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let cfg = micro_clip_config(&manifest.config);
-    let json = serde_json::to_string_pretty(&cfg.to_hf_json()).expect("a JSON value serializes");
-    crate::files::write_atomic(&tmp.join("config.json"), json.as_bytes())?;
+    crate::clip::export::write_hf_config(&tmp, &cfg)?;
     let weights = dir.join("model.safetensors");
     std::fs::copy(&weights, tmp.join("model.safetensors")).map_err(|e| Error::io(&weights, e))?;
     let device = Default::default();

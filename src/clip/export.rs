@@ -153,12 +153,16 @@ impl ClipConfig {
     }
 }
 
+/// Writes `dir/config.json`, the HF `CLIPModel` config of `config` (the directory must exist).
+pub fn write_hf_config(dir: &Path, config: &ClipConfig) -> Result<()> {
+    let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("a JSON value always serializes");
+    crate::files::write_atomic(&dir.join("config.json"), text.as_bytes())
+}
+
 /// Writes `dir/config.json` and `dir/model.safetensors` (f32).
 pub fn save_hf_dir<B: Backend>(dir: &Path, config: &ClipConfig, model: &Clip<B>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let cfg_path = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("a JSON value always serializes");
-    std::fs::write(&cfg_path, text).map_err(|e| Error::io(&cfg_path, e))?;
+    write_hf_config(dir, config)?;
     let tensors = model.to_hf_tensors();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .into_iter()

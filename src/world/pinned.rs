@@ -118,9 +118,7 @@ impl Pin {
     /// Writes the pinned model as an HF CLIP directory (`config.json`, `model.safetensors`).
     pub fn write_model_dir(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let config = micro_clip_config(&self.manifest.config).to_hf_json();
-        let text = serde_json::to_string_pretty(&config).expect("a JSON value always serializes");
-        write_atomic(&dir.join("config.json"), text.as_bytes())?;
+        crate::clip::export::write_hf_config(dir, &micro_clip_config(&self.manifest.config))?;
         write_atomic(&dir.join("model.safetensors"), self.weights)
     }
 }
