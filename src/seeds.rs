@@ -27,6 +27,8 @@ pub enum Stream {
     PretrainingImages,
     /// The renders of the micro-CLIP's temperature calibration.
     PretrainingCalibration,
+    /// The random crops pretraining sees its images through, when its world asks for them.
+    PretrainingViews,
 }
 
 impl Stream {
@@ -42,6 +44,7 @@ impl Stream {
             Stream::PretrainingEval => 0xe7a1,
             Stream::PretrainingImages => 0x1a6e_5eed,
             Stream::PretrainingCalibration => 0xca11_b7a7,
+            Stream::PretrainingViews => 0x7e_c2a0,
         }
     }
 }

@@ -129,3 +129,50 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
     m2.load_artifact(&m.save_artifact()).unwrap();
     assert_eq!(m2.save_artifact(), m.save_artifact());
 }
+
+/// ProGrad's context from its template (upstream prograd.py:78-95), built independently here from
+/// the tokenizer and the token embedding: "a type of pet, a photo of a" is 8 words but more tokens
+/// (the comma is one; the tiny fixture's short vocabulary splits words too), so 8 zero slots, then
+/// the first 8 tokens' embeddings, and the rest of the phrase stays in the frozen suffix before
+/// the class name, as upstream's slicing leaves it.
+#[test]
+fn prograd_template_context_is_upstreams_including_its_word_token_quirk() {
+    use gram_bench::clip::model::ids_tensor;
+    use gram_bench::methods::text_prompts::template_context;
+    let dev = Default::default();
+    let clip = load_clip::<B>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
+    let (model, tok) = (&clip.model, &clip.tokenizer);
+    let phrase = "a type of pet, a photo of a";
+    let n = tok.tokens(phrase).unwrap().len();
+    assert!(n > 8, "more tokens than words ({n}), so the quirk is exercised");
+    let (placeholder, ctx) = template_context(model, tok, "a type of pet, a photo of a {}.", 16).unwrap();
+    assert_eq!(placeholder, format!("{} {phrase}", vec!["X"; 8].join(" ")));
+    assert_eq!(ctx.dims()[..2], [1, 16]);
+    let width = ctx.dims()[2];
+    let ids = tok.encode_padded(&[phrase]).unwrap();
+    let emb = model.text_model.embed_tokens(ids_tensor(&ids, &dev));
+    let zeros = values(ctx.clone().narrow(1, 0, 8)).1;
+    assert!(zeros.iter().all(|&v| v == 0.0) && zeros.len() == 8 * width);
+    assert_eq!(values(ctx.narrow(1, 8, 8)).1, values(emb.clone().narrow(1, 1, 8)).1);
+    let p = ClassPrompts::new(model, tok, &placeholder, 16, &["beagle".to_string()]).unwrap();
+    assert_eq!(
+        values(p.suffix.narrow(1, 0, 1)).1,
+        values(emb.narrow(1, 9, 1)).1,
+        "the phrase's 9th token opens the frozen suffix"
+    );
+    // A four-word phrase of four tokens fills the last four of 16 slots exactly.
+    let (placeholder, _) = template_context(model, tok, "a photo of a {}.", 16).unwrap();
+    assert_eq!(placeholder, format!("{} a photo of a", vec!["X"; 12].join(" ")));
+    for (bad, why) in [
+        ("a photo of a {}, a type of texture.", "ending"),
+        ("{} texture.", "ending"),
+    ] {
+        let e = template_context(model, tok, bad, 16).err().expect(why).to_string();
+        assert!(e.contains("\" {}.\""), "{bad}: {e}");
+    }
+    let e = template_context(model, tok, "a type of pet, a photo of a {}.", 4)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("8 words but n_ctx = 4"), "{e}");
+}

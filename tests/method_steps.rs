@@ -12,8 +12,8 @@ use common::{fixture, max_diff, values, B};
 use gram_bench::clip::weights::SafetensorsStore;
 use gram_bench::clip::{load_clip, LoadOptions};
 use gram_bench::methods::{
-    Batch, ClassSet, ClassTokenPosition, CoCoOpConfig, CoOpConfig, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig,
-    ProGradConfig, PromptArtifact, PromptMethod, PromptSrcConfig, SgdConfig, VptConfig,
+    Batch, ClassSet, ClassTokenPosition, CoCoOpConfig, CoOpConfig, ContextSource, Epochs, IvlpConfig, KgCoOpConfig,
+    MapleConfig, ProGradConfig, PromptArtifact, PromptMethod, PromptSrcConfig, SgdConfig, VptConfig,
 };
 use gram_bench::suite::methods::MethodConfig;
 
@@ -76,6 +76,7 @@ fn configs(meta: &serde_json::Value, lr: f64) -> Vec<(&'static str, MethodConfig
                 prior_templates: Default::default(),
                 lambda: meta["prograd"]["lambda"].as_f64().unwrap(),
                 temperature: meta["prograd"]["temperature"].as_f64().unwrap(),
+                ctx_source: ContextSource::CtxInit,
             }),
         ),
         (

@@ -38,6 +38,54 @@ fn eval_transform_matches_open_clip_on_real_images() {
     }
 }
 
+/// `--processor transformers` against transformers' CLIPImageProcessor (PIL backend; fixture from
+/// tests/reference/transformers_preprocess.py): transparency composited onto white, the crop offset
+/// floored. Exact, uint8 for uint8. The same files through Dassl's path must differ (the fixture
+/// would otherwise not test the difference).
+#[test]
+fn transformers_processor_matches_clip_image_processor() {
+    use gram_bench::clip::preprocess::{load_rgb_for, Processor};
+    let p = Preprocess::clip(224);
+    let reference = fixture("preprocess_transformers.safetensors");
+    let bytes = std::fs::read(&reference).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    assert_eq!(names.len(), 5);
+    let chw = |img: &image::RgbImage| -> Vec<u8> { (0..3).flat_map(|c| img.pixels().map(move |px| px.0[c])).collect() };
+    let mut differs_from_dassl = Vec::new();
+    for name in &names {
+        let want = read_raw(&reference, name);
+        let path = fixture(&format!("images/{name}"));
+        let got = chw(&p.eval_u8_for(
+            &load_rgb_for(&path, Processor::Transformers).unwrap(),
+            Processor::Transformers,
+        ));
+        let off = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            off,
+            0,
+            "{name}: {off} of {} values differ from CLIPImageProcessor",
+            want.len()
+        );
+        let dassl = chw(&p.eval_u8(&load_rgb(&path).unwrap()));
+        if dassl != want {
+            differs_from_dassl.push(name.as_str());
+        }
+    }
+    // Odd crop margins (hopper_odd.png, hopper_la.png) and transparency (hopper_la.png and the
+    // rest) set the two apart; hopper_wide.png has an even margin and no alpha: the same under both.
+    assert_eq!(
+        differs_from_dassl,
+        [
+            "hopper_la.png",
+            "hopper_odd.png",
+            "hopper_rgba.png",
+            "present_palette_alpha.png"
+        ]
+    );
+}
+
 #[test]
 fn unreadable_images_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,8 +2,6 @@
 //! upstream code runs (repository@commit, file:line, as `../shared/reference/upstream-settings.md`
 //! records them), and the test fails when a suite's method says otherwise. A value the project
 //! deliberately keeps different is not listed here; it is justified in the suite file instead.
-//! Settings still open (issue 15: ProGrad's 16-token prompt and its schedule) join this table when
-//! adopted.
 
 use std::path::Path;
 
@@ -320,6 +318,16 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
         "KgCoOp trainers/kgcoop.py:41",
     ),
     ("base-to-new", "prograd", "prior_templates", PROGRAD_TEMPLATES, "ProGrad prograd.py:201-217"),
+    // ProGrad's prompt and schedule: base2new_train_prograd.sh:12 (N_CTX 16), rn50_ep100.yaml:3,17,37
+    // (batch 32, 100 epochs, CTX_INIT True = the template's context, prograd.py:78-95).
+    ("base-to-new", "prograd", "n_ctx", "16", "ProGrad base2new_train_prograd.sh:12"),
+    ("cross-domain", "prograd", "n_ctx", "16", "ProGrad base2new_train_prograd.sh:12"),
+    ("base-to-new", "prograd", "ctx_source", "\"template\"", "ProGrad rn50_ep100.yaml:37, prograd.py:78-95"),
+    ("cross-domain", "prograd", "ctx_source", "\"template\"", "ProGrad rn50_ep100.yaml:37, prograd.py:78-95"),
+    ("base-to-new", "prograd", "batch_size", "32", "ProGrad rn50_ep100.yaml:3"),
+    ("base-to-new", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:17"),
+    ("cross-domain", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:17"),
+    ("base-to-new", "prograd", "optim.lr", "0.002", "ProGrad rn50_ep100.yaml:16"),
     ("cross-domain", "prograd", "prior_templates", PROGRAD_TEMPLATES, "ProGrad prograd.py:201-217"),
     // VPT (deep): multimodal-prompt-learning configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml.
     ("cross-domain", "vpt", "n_ctx", "8", "VPT yaml:34"),

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::backend::{dispatch, BackendKind, WithBackend};
-use crate::clip::preprocess::load_rgb;
+use crate::clip::preprocess::{load_rgb_for, Processor};
 use crate::clip::{load_clip, Layout, LoadOptions, VisionPrompts};
 use crate::error::{Error, Result};
 
@@ -38,6 +38,11 @@ pub struct EmbedArgs {
     /// cpu, wgpu or cuda (the last two need the matching cargo feature).
     #[arg(long, default_value = "cpu")]
     pub backend: BackendKind,
+    /// Whose image preprocessing to follow: dassl (CoOp/Dassl and open_clip's torchvision transform,
+    /// which the papers used: alpha dropped, crop offset rounded) or transformers
+    /// (CLIPImageProcessor: transparency composited onto white, crop offset floored).
+    #[arg(long, value_enum, default_value = "dassl")]
+    pub processor: Processor,
 }
 
 #[derive(Serialize, Debug)]
@@ -47,6 +52,8 @@ pub struct EmbedOutput {
     /// Where the architecture came from (config file, or the named checkpoint the shapes matched).
     pub config: String,
     pub backend: String,
+    /// Whose image preprocessing was followed ("dassl" or "transformers").
+    pub processor: String,
     pub images: Vec<String>,
     pub texts: Vec<String>,
     pub image_embeds: Vec<Vec<f32>>,
@@ -76,7 +83,11 @@ impl WithBackend for Embed<'_> {
             tokenizer: a.tokenizer.clone(),
         };
         // Decode every image before the model loads, so a bad file fails fast.
-        let pixels = a.images.iter().map(|p| load_rgb(p)).collect::<Result<Vec<_>>>()?;
+        let pixels = a
+            .images
+            .iter()
+            .map(|p| load_rgb_for(p, a.processor))
+            .collect::<Result<Vec<_>>>()?;
         let clip = load_clip::<B>(&a.model, &opts, &device)?;
         if clip.config_source.starts_with("inferred") {
             eprintln!(
@@ -86,7 +97,10 @@ impl WithBackend for Embed<'_> {
         }
         let model = &clip.model;
         let image_features = (!pixels.is_empty()).then(|| {
-            let crops: Vec<_> = pixels.iter().map(|p| clip.preprocess.eval_u8(p)).collect();
+            let crops: Vec<_> = pixels
+                .iter()
+                .map(|p| clip.preprocess.eval_u8_for(p, a.processor))
+                .collect();
             model.encode_image(clip.preprocess.batch::<B>(&crops, &device), &VisionPrompts::default())
         });
         let text_features = if a.texts.is_empty() {
@@ -107,6 +121,7 @@ impl WithBackend for Embed<'_> {
             },
             config: clip.config_source.clone(),
             backend: a.backend.to_string(),
+            processor: format!("{:?}", a.processor).to_lowercase(),
             images: a.images.iter().map(|p| p.display().to_string()).collect(),
             texts: a.texts.clone(),
             image_embeds: norm(image_features)?.unwrap_or_default(),

@@ -24,9 +24,28 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
+/// Whose eval preprocessing to follow. The two differ only where an image has transparency and
+/// where the centre crop's margin is odd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Processor {
+    /// Dassl/CoOp and open_clip's torchvision transform, which the papers' numbers come from:
+    /// PIL's `convert("RGB")` drops alpha; the crop offset is Python's `round` (half to even).
+    #[default]
+    Dassl,
+    /// transformers' `CLIPImageProcessor`: transparency composited onto white (PIL's
+    /// `alpha_composite`); the crop offset floored (`(h - 224) // 2`).
+    Transformers,
+}
+
 /// Decodes any supported file and converts to RGB the way PIL's `convert("RGB")` does: grayscale is
 /// replicated, palettes are expanded, alpha is dropped (not composited).
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    load_rgb_for(path, Processor::Dassl)
+}
+
+/// [`load_rgb`] as `processor` converts: transformers composites transparency (an alpha channel,
+/// or a palette's or grey level's PNG transparency, which the decoder expands to alpha) onto white.
+pub fn load_rgb_for(path: &Path, processor: Processor) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |reason: String| Error::Image {
         path: path.to_path_buf(),
@@ -36,7 +55,30 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         return decode_jpeg(&bytes).map_err(bad);
     }
     let img = image::load_from_memory(&bytes).map_err(|e| bad(e.to_string()))?;
-    Ok(img.to_rgb8())
+    Ok(match processor {
+        Processor::Transformers if img.color().has_alpha() => on_white(&img.to_rgba8()),
+        _ => img.to_rgb8(),
+    })
+}
+
+/// `PIL.Image.alpha_composite(white, img)` in PIL's integer arithmetic (libImaging/AlphaComposite.c,
+/// 7 fractional bits, division by 255 as shift-and-add), specialised to an opaque white backdrop:
+/// its coefficients are then exactly `a·128` and `(255 − a)·128`.
+fn on_white(img: &image::RgbaImage) -> RgbImage {
+    let div255 = |t: u32| ((t >> 8) + t) >> 8;
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        let [r, g, b, a] = img.get_pixel(x, y).0;
+        let (a, keep) = (a as u32, 255 - a as u32);
+        let px = |c: u8| {
+            let t = (c as u32 * a + 255 * keep) * 128;
+            (div255(t + (0x80 << 7)) >> 7) as u8
+        };
+        if a == 0 {
+            image::Rgb([255, 255, 255])
+        } else {
+            image::Rgb([px(r), px(g), px(b)])
+        }
+    })
 }
 
 thread_local! {
@@ -254,6 +296,11 @@ impl Preprocess {
     /// Eval transform up to uint8: shortest side to `image_size` (long side truncated, as
     /// torchvision computes it), then a centre crop whose offset rounds half to even (Python's round).
     pub fn eval_u8(&self, img: &RgbImage) -> RgbImage {
+        self.eval_u8_for(img, Processor::Dassl)
+    }
+
+    /// [`Self::eval_u8`] as `processor` crops (transformers floors the offset).
+    pub fn eval_u8_for(&self, img: &RgbImage, processor: Processor) -> RgbImage {
         let s = self.image_size as u32;
         let (w, h) = img.dimensions();
         let (nw, nh) = if w <= h {
@@ -266,17 +313,26 @@ impl Preprocess {
         } else {
             resize(img, nw, nh)
         };
-        let top = ((nh - s) as f64 / 2.0).round_ties_even() as u32;
-        let left = ((nw - s) as f64 / 2.0).round_ties_even() as u32;
+        let offset = |margin: u32| match processor {
+            Processor::Dassl => (margin as f64 / 2.0).round_ties_even() as u32,
+            Processor::Transformers => margin / 2,
+        };
+        let (top, left) = (offset(nh - s), offset(nw - s));
         crop(&resized, left, top, s, s)
     }
 
     /// Training transform up to uint8: RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3, bicubic) and a
     /// horizontal flip with probability 1/2.
     pub fn train_u8(&self, img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
+        self.resized_crop_flip_u8(img, (0.08, 1.0), rng)
+    }
+
+    /// RandomResizedCrop of area fraction `scale` (ratio 3/4–4/3, bicubic), then a horizontal flip
+    /// with probability 1/2.
+    pub fn resized_crop_flip_u8(&self, img: &RgbImage, scale: (f64, f64), rng: &mut impl Rng) -> RgbImage {
         let s = self.image_size as u32;
         let (w, h) = img.dimensions();
-        let [l, t, cw, ch] = random_resized_crop_box(w, h, (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0), rng);
+        let [l, t, cw, ch] = random_resized_crop_box(w, h, scale, (3.0 / 4.0, 4.0 / 3.0), rng);
         // torchvision's resized_crop crops, then resizes: the filter never reads outside the box.
         let mut out = resize(&crop(img, l, t, cw, ch), s, s);
         if rng.random_bool(0.5) {

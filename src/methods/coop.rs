@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, MethodSpec, Training};
-use super::text_prompts::{encode_prompts, init_context, ClassPrompts, ClassTokenPosition};
+use super::text_prompts::{
+    encode_prompts, init_context, template_context, ClassPrompts, ClassTokenPosition, ContextSource,
+};
 use super::zeroshot::class_features;
 use super::{
     host_tensor, image_logits, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole,
@@ -122,14 +124,26 @@ impl<B: AutodiffBackend> CoOp<B> {
         classnames: &[String],
         seed: u64,
     ) -> Result<Self> {
-        Self::with_prior(config, Prior::None, clip, tok, classnames, "", seed)
+        Self::with_prior(
+            config,
+            Prior::None,
+            ContextSource::CtxInit,
+            clip,
+            tok,
+            classnames,
+            "",
+            seed,
+        )
     }
 
     /// A CoOp-family method: CoOp's prompt learner with `prior`, whose zero-shot features use the
-    /// training dataset's hand-crafted `template`.
+    /// training dataset's hand-crafted `template`; the context from `source` (the template's too
+    /// for ProGrad's).
+    #[allow(clippy::too_many_arguments)]
     pub fn with_prior(
         config: CoOpConfig,
         prior: Prior,
+        source: ContextSource,
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
@@ -138,7 +152,10 @@ impl<B: AutodiffBackend> CoOp<B> {
     ) -> Result<Self> {
         let sets = if config.csc { classnames.len() } else { 1 };
         let m = config.n_ctx;
-        let (placeholder, ctx) = init_context(clip, tok, &config.ctx_init, m, sets, config.init_std, seed)?;
+        let (placeholder, ctx) = match source {
+            ContextSource::CtxInit => init_context(clip, tok, &config.ctx_init, m, sets, config.init_std, seed)?,
+            ContextSource::Template => template_context(clip, tok, template, m)?,
+        };
         let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
         let zs_text = match prior {
             Prior::None => None,

@@ -53,6 +53,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::coop::{CoOp, CoOpConfig, Prior};
 use super::spec::{BuildInputs, MethodSpec, Training};
+use super::text_prompts::{ClassTokenPosition, ContextSource};
 use super::{PromptMethod, PromptRole};
 use crate::error::Result;
 
@@ -69,6 +70,10 @@ pub trait FamilyFields {
 pub trait CoopFamily: FamilyFields {
     const PAPER_NAME: &'static str;
     fn prior(&self) -> Prior;
+    /// Where the context comes from (CoOp's `ctx_init` unless the method says otherwise).
+    fn context_source(&self) -> ContextSource {
+        ContextSource::CtxInit
+    }
     /// The method's own fields (CoOp's are checked as CoOp's).
     fn check_own(&self) -> std::result::Result<(), String>;
 }
@@ -87,7 +92,13 @@ impl<T: CoopFamily> MethodSpec for T {
                 "prior_templates.{d} = {t:?} must hold exactly one {{}} for the class name"
             ));
         }
-        self.coop().validate()
+        let coop = self.coop();
+        if self.context_source() == ContextSource::Template
+            && (!coop.ctx_init.is_empty() || coop.csc || coop.class_token_position != ClassTokenPosition::End)
+        {
+            return Err("a context from the template needs ctx_init = \"\", csc = false and class_token_position = \"end\" (its phrase sits before the class name)".into());
+        }
+        coop.validate()
     }
 
     fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
@@ -102,6 +113,7 @@ impl<T: CoopFamily> MethodSpec for T {
         let m = CoOp::with_prior(
             self.coop(),
             self.prior(),
+            self.context_source(),
             i.clip,
             i.tok,
             i.classnames,

@@ -2,6 +2,7 @@
 
 use super::coop::Prior;
 use super::coop_family::CoopFamily;
+use super::text_prompts::ContextSource;
 
 crate::coop_family!(
     /// ProGrad: CoOp whose cross-entropy gradient is projected off the zero-shot distillation
@@ -9,6 +10,9 @@ crate::coop_family!(
     ProGradConfig {
         lambda: f64,
         temperature: f64,
+        /// "template": upstream's context (16 slots, zeros, then the dataset's ProGrad template
+        /// less " {}."); "ctx_init": CoOp's.
+        ctx_source: ContextSource,
     }
 );
 
@@ -20,6 +24,10 @@ impl CoopFamily for ProGradConfig {
             lambda: self.lambda,
             temperature: self.temperature,
         }
+    }
+
+    fn context_source(&self) -> ContextSource {
+        self.ctx_source
     }
 
     fn check_own(&self) -> std::result::Result<(), String> {

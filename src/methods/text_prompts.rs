@@ -139,3 +139,55 @@ pub fn init_context<B: Backend>(
     let emb = clip.text_model.embed_tokens(ids_tensor(&ids, &device)).detach();
     Ok((init, emb.narrow(1, 1, m)))
 }
+
+/// Where a CoOp-family context comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContextSource {
+    /// CoOp's: the `ctx_init` phrase (exactly `n_ctx` tokens), or random when it is empty.
+    CtxInit,
+    /// ProGrad's (BeierZhu/Prompt-align@1b76203 ProGrad.public/trainers/prograd.py:78-95): the
+    /// training dataset's teacher template less its " {}." fills the last slots of `n_ctx`
+    /// zero-initialised ones, one slot per space-separated word.
+    Template,
+}
+
+/// ProGrad's initial context `[1, M, width]` and placeholder for a template ending in " {}.".
+/// Upstream counts the phrase's *words* (k) but copies its first k *tokens* into the last k slots,
+/// and tokenizes "X … X phrase" (M − k placeholders): a phrase with more tokens than words (a
+/// comma is a token of its own) leaves its last tokens in the frozen suffix, before the class
+/// name. Reproduced as it is, since it is what the published numbers were trained with.
+pub fn template_context<B: Backend>(
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    template: &str,
+    m: usize,
+) -> Result<(String, Tensor<B, 3>)> {
+    let Some(phrase) = template.strip_suffix(" {}.") else {
+        return Err(Error::Config(format!(
+            "a context from the template needs a template ending in \" {{}}.\" (ProGrad's form); {template:?} does not"
+        )));
+    };
+    let phrase = phrase.replace('_', " ");
+    let k = phrase.split(' ').count();
+    if k > m {
+        return Err(Error::Config(format!(
+            "template {template:?} has {k} words but n_ctx = {m}: the context must hold them"
+        )));
+    }
+    let device = clip.logit_scale.val().device();
+    let width = clip.text_model.token_embedding.dims()[1];
+    let ids = tok.encode_padded(&[phrase.as_str()])?;
+    let words = clip
+        .text_model
+        .embed_tokens(ids_tensor(&ids, &device))
+        .detach()
+        .narrow(1, 1, k);
+    let ctx = Tensor::cat(vec![Tensor::<B, 3>::zeros([1, m - k, width], &device), words], 1);
+    let placeholder = vec!["X"; m - k]
+        .into_iter()
+        .chain([phrase.as_str()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((placeholder, ctx))
+}

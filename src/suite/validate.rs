@@ -42,6 +42,13 @@ impl Suite {
                 Some(0) => return Err("world.test_images must be positive".into()),
                 Some(_) => {}
             }
+            if let Some([lo, hi]) = w.pretrain_crop_scale {
+                if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+                    return Err(format!(
+                        "world.pretrain_crop_scale [{lo}, {hi}] must satisfy 0 < min <= max <= 1 (area fractions)"
+                    ));
+                }
+            }
         }
         if self.backbone.name.is_empty() {
             return Err("backbone.name is empty".into());

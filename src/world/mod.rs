@@ -62,4 +62,10 @@ pub struct WorldConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub warmup_steps: usize,
+    /// The scale range (area fraction, as torchvision's `RandomResizedCrop`) of the random crop,
+    /// with a flip, that pretraining sees each image through, drawn anew at every use; absent: the
+    /// rendered image as is. A micro-CLIP pretrained on whole renders has never seen the partial
+    /// views prompt learners train on (Dassl's crops, scale 0.08–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain_crop_scale: Option<[f64; 2]>,
 }

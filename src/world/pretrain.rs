@@ -162,6 +162,8 @@ pub struct Pretraining<B: AutodiffBackend> {
     tok: ClipTokenizer,
     pre: Preprocess,
     rng: rand_chacha::ChaCha8Rng,
+    /// The crops of `pretrain_crop_scale` (their own stream: the batches and captions do not move).
+    views_rng: rand_chacha::ChaCha8Rng,
     /// Each corpus image's concept and domain; the image is rendered the first time a batch uses
     /// it, from its own stream, so a replay of a few steps renders only what those steps use.
     corpus: Vec<(Concept, Domain)>,
@@ -195,6 +197,7 @@ impl<B: AutodiffBackend> Pretraining<B> {
             tok: ClipTokenizer::openai(w.context_length)?,
             pre: Preprocess::clip(w.image_size),
             rng,
+            views_rng: crate::seeds::rng(w.seed, crate::seeds::Stream::PretrainingViews),
             images: vec![None; corpus.len()],
             corpus,
             labels,
@@ -229,7 +232,12 @@ impl<B: AutodiffBackend> Pretraining<B> {
     pub fn step(&mut self) -> Result<f32> {
         let b = self.w.batch_size;
         let idx: Vec<usize> = (0..b).map(|_| self.rng.random_range(0..self.corpus.len())).collect();
-        let imgs: Vec<RgbImage> = idx.iter().map(|&i| self.image(i)).collect();
+        let mut imgs: Vec<RgbImage> = idx.iter().map(|&i| self.image(i)).collect();
+        if let Some([lo, hi]) = self.w.pretrain_crop_scale {
+            for img in &mut imgs {
+                *img = self.pre.resized_crop_flip_u8(img, (lo, hi), &mut self.views_rng);
+            }
+        }
         let caps: Vec<String> = idx
             .iter()
             .map(|&i| self.corpus[i].0.caption(self.corpus[i].1, &mut self.rng))
