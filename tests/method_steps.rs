@@ -203,11 +203,11 @@ impl Fixture {
     }
 }
 
-fn batch(f: &Fixture, labels: &[i64], dev: &burn::tensor::Device<AB>) -> Batch<AB> {
+fn batch<Bk: burn::tensor::backend::AutodiffBackend>(f: &Fixture, labels: &[i64], dev: &Bk::Device) -> Batch<Bk> {
     let (shape, data) = f.get("pixels");
     Batch {
         pixels: Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), dev),
-        labels: Tensor::<AB, 1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), dev),
+        labels: Tensor::<Bk, 1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), dev),
     }
 }
 
@@ -219,13 +219,28 @@ fn assert_artifact_close(what: &str, got: &PromptArtifact, want: &PromptArtifact
     );
     for (k, g) in got {
         let d = max_diff(&format!("{what} {k}"), g.clone(), want[k].clone());
+        eprintln!("{what} {k}: after one step {d:e}");
         assert!(d <= tol, "{what}: `{k}` differs from the reference by {d}");
     }
 }
 
 #[test]
 fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
-    let dev = Default::default();
+    // One step moves the parameters by 1e-3 to 6e-2 here; agreement is asked at 1e-6.
+    every_method_matches::<AB>(&Default::default(), 1e-5, 1e-6);
+}
+
+/// The same on the wgpu backend (CI: Mesa's lavapipe), at the CPU's tolerances: measured there,
+/// logits within 2.5e-6 and parameters after the step within 7e-8 of the reference (README, GPU
+/// backends in CI).
+#[cfg(feature = "wgpu")]
+#[test]
+fn every_method_matches_its_reference_on_wgpu() {
+    every_method_matches::<burn::backend::Autodiff<burn::backend::Wgpu>>(&Default::default(), 1e-5, 1e-6);
+}
+
+fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::Device, logit_tol: f32, step_tol: f32) {
+    let dev = dev.clone();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let eval_clip = clip.model.valid();
     let f = Fixture::load();
@@ -254,21 +269,29 @@ fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
             },
         )
         .unwrap();
-        let b = batch(&f, &[0], &dev);
+        let b = batch::<AB>(&f, &[0], &dev);
         let logits = m.eval_logits(&eval_clip, b.pixels.inner());
         let d = max_diff(name, values(logits), f.get(&format!("{name}.logits")));
-        assert!(d <= 1e-5, "{name}: logits differ from the reference by {d}");
+        eprintln!("{name}: logits {d:e}");
+        assert!(d <= logit_tol, "{name}: logits differ from the reference by {d}");
 
         let labels = if name == "prograd" {
             f.labels(&["prograd", "labels"])
         } else {
             f.labels(&["labels"])
         };
-        let loss = m.train_step(&clip.model, batch(&f, &labels, &dev), lr).unwrap();
+        let loss = m.train_step(&clip.model, batch::<AB>(&f, &labels, &dev), lr).unwrap();
         let want = f.get(&format!("{name}.loss")).1[0];
-        assert!((loss - want).abs() <= 1e-5, "{name}: loss {loss}, reference {want}");
-        // One step moves the parameters by 1e-3 to 6e-2 here; agreement is asked at 1e-6.
-        assert_artifact_close(name, &m.save_artifact(), &f.artifact(&format!("{name}.after")), 1e-6);
+        assert!(
+            (loss - want).abs() <= logit_tol,
+            "{name}: loss {loss}, reference {want}"
+        );
+        assert_artifact_close(
+            name,
+            &m.save_artifact(),
+            &f.artifact(&format!("{name}.after")),
+            step_tol,
+        );
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::Path;
 
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use common::*;
 use gram_bench::clip::{load_clip, Clip, LoadOptions, LoadedClip, VisionPrompts};
@@ -13,6 +14,10 @@ use safetensors::Dtype;
 const TOL: f32 = 1e-4;
 
 fn load(path: &Path, config: Option<&Path>) -> LoadedClip<B> {
+    load_on::<B>(path, config, &Default::default())
+}
+
+fn load_on<Bk: Backend>(path: &Path, config: Option<&Path>, dev: &Bk::Device) -> LoadedClip<Bk> {
     let opts = LoadOptions {
         config: config.map(Path::to_path_buf),
         tokenizer: None,
@@ -25,22 +30,20 @@ fn load(path: &Path, config: Option<&Path>) -> LoadedClip<B> {
             ..opts
         }
     };
-    load_clip::<B>(path, &opts, &Default::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    load_clip::<Bk>(path, &opts, dev).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn pixels(r: &Reference) -> Tensor<B, 4> {
+fn pixels<Bk: Backend>(r: &Reference, dev: &Bk::Device) -> Tensor<Bk, 4> {
     let (shape, data) = r.get("pixel_values");
-    Tensor::from_data(
-        TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]),
-        &Default::default(),
-    )
+    Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), dev)
 }
 
 /// (image embeds, text embeds, logits) of `model` on the recorded inputs; embeds L2-normalized.
-fn outputs(model: &Clip<B>, r: &Reference, ids_name: &str) -> [(Vec<usize>, Vec<f32>); 3] {
+fn outputs<Bk: Backend>(model: &Clip<Bk>, r: &Reference, ids_name: &str) -> [(Vec<usize>, Vec<f32>); 3] {
     let ids = r.ids(ids_name);
-    let image = model.encode_image(pixels(r), &VisionPrompts::default());
-    let text = model.text_features(model.text_model.forward_ids(&ids, &Default::default(), false).pooled);
+    let dev = model.logit_scale.val().device();
+    let image = model.encode_image(pixels(r, &dev), &VisionPrompts::default());
+    let text = model.text_features(model.text_model.forward_ids(&ids, &dev, false).pooled);
     let logits = model.logits_per_image(image.clone(), text.clone());
     [
         values(Clip::normalize(image)),
@@ -49,12 +52,15 @@ fn outputs(model: &Clip<B>, r: &Reference, ids_name: &str) -> [(Vec<usize>, Vec<
     ]
 }
 
-fn check_all_outputs(clip: &LoadedClip<B>, label: &str) {
+fn check_all_outputs<Bk: Backend>(clip: &LoadedClip<Bk>, label: &str) {
     let r = Reference::load();
     let m = &clip.model;
+    let dev = m.logit_scale.val().device();
     let ids = r.ids("input_ids");
-    let text = m.text_model.forward_ids(&ids, &Default::default(), true);
-    let vision = m.vision_model.forward(pixels(&r), &VisionPrompts::default(), true);
+    let text = m.text_model.forward_ids(&ids, &dev, true);
+    let vision = m
+        .vision_model
+        .forward(pixels(&r, &dev), &VisionPrompts::default(), true);
     let mut worst: Vec<(String, f32)> = Vec::new();
     let mut cmp = |name: &str, got: (Vec<usize>, Vec<f32>)| {
         let d = max_diff(name, got, r.get(name));
@@ -103,12 +109,17 @@ fn openai_layout_matches_transformers_and_open_clip() {
     for cfg in [fixture("tiny-clip-openai.json"), fixture("tiny-clip-hf/config.json")] {
         let clip = load(&fixture("tiny-clip-openai.safetensors"), Some(&cfg));
         check_all_outputs(&clip, "OpenAI layout");
-        let r = Reference::load();
-        let [image, text, logits] = outputs(&clip.model, &r, "input_ids");
-        assert!(max_diff("openclip image", image, r.get("openclip_image_embeds")) <= TOL);
-        assert!(max_diff("openclip text", text, r.get("openclip_text_embeds")) <= TOL);
-        assert!(max_diff("openclip logits", logits, r.get("openclip_logits_per_image")) <= TOL);
+        check_open_clip(&clip);
     }
+}
+
+/// The embeddings and logits against open_clip's own run of the OpenAI-layout file.
+fn check_open_clip<Bk: Backend>(clip: &LoadedClip<Bk>) {
+    let r = Reference::load();
+    let [image, text, logits] = outputs(&clip.model, &r, "input_ids");
+    assert!(max_diff("openclip image", image, r.get("openclip_image_embeds")) <= TOL);
+    assert!(max_diff("openclip text", text, r.get("openclip_text_embeds")) <= TOL);
+    assert!(max_diff("openclip logits", logits, r.get("openclip_logits_per_image")) <= TOL);
 }
 
 #[test]
@@ -155,4 +166,21 @@ fn half_precision_weights_load_in_both_layouts() {
             }
         }
     }
+}
+
+/// The same checks on the wgpu backend (CI runs them on Mesa's lavapipe, a software Vulkan device:
+/// the cubecl kernels the GPU backends share, executed), at the same tolerance.
+#[cfg(feature = "wgpu")]
+#[test]
+fn both_layouts_match_the_references_on_wgpu() {
+    let dev = Default::default();
+    let hf = load_on::<burn::backend::Wgpu>(&fixture("tiny-clip-hf"), None, &dev);
+    check_all_outputs(&hf, "HF layout, wgpu");
+    let oa = load_on::<burn::backend::Wgpu>(
+        &fixture("tiny-clip-openai.safetensors"),
+        Some(&fixture("tiny-clip-openai.json")),
+        &dev,
+    );
+    check_all_outputs(&oa, "OpenAI layout, wgpu");
+    check_open_clip(&oa);
 }

@@ -6,14 +6,20 @@ mod common;
 use common::{fixture, read_raw};
 use gram_bench::clip::preprocess::{load_rgb, Preprocess};
 
+/// The tensor names of a fixture (one per image file), sorted.
+fn tensor_names(path: &std::path::Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn eval_transform_matches_open_clip_on_real_images() {
     let p = Preprocess::clip(224);
     let reference = fixture("preprocess.safetensors");
-    let bytes = std::fs::read(&reference).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
+    let names = tensor_names(&reference);
     assert!(names.len() >= 6);
     let mut worst = Vec::new();
     for name in names {
@@ -47,10 +53,7 @@ fn transformers_processor_matches_clip_image_processor() {
     use gram_bench::clip::preprocess::{load_rgb_for, Processor};
     let p = Preprocess::clip(224);
     let reference = fixture("preprocess_transformers.safetensors");
-    let bytes = std::fs::read(&reference).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
+    let names = tensor_names(&reference);
     assert_eq!(names.len(), 5);
     let chw = |img: &image::RgbImage| -> Vec<u8> { (0..3).flat_map(|c| img.pixels().map(move |px| px.0[c])).collect() };
     let mut differs_from_dassl = Vec::new();

@@ -29,9 +29,7 @@ pub fn check_user_dataset(name: &str, u: &UserDataset) -> std::result::Result<()
     if catalog().iter().any(|d| d.name == name) {
         return Err(format!("`{name}` is the name of a built-in dataset; pick another"));
     }
-    if !u.template.contains("{}") {
-        return Err(format!("template {:?} has no {{}} for the class name", u.template));
-    }
+    crate::methods::zeroshot::check_template(&u.template)?;
     Ok(())
 }
 

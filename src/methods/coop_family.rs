@@ -83,14 +83,8 @@ impl<T: CoopFamily> MethodSpec for T {
 
     fn validate(&self) -> std::result::Result<(), String> {
         self.check_own()?;
-        if let Some((d, t)) = self
-            .prior_templates()
-            .iter()
-            .find(|(_, t)| t.matches("{}").count() != 1)
-        {
-            return Err(format!(
-                "prior_templates.{d} = {t:?} must hold exactly one {{}} for the class name"
-            ));
+        for (d, t) in self.prior_templates() {
+            super::zeroshot::check_template(t).map_err(|e| format!("prior_templates.{d}: {e}"))?;
         }
         let coop = self.coop();
         if self.context_source() == ContextSource::Template

@@ -79,8 +79,11 @@ impl MethodSpec for PromptSrcConfig {
     const PAPER_NAME: &'static str = "PromptSRC";
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.text_templates.is_empty() || self.text_templates.iter().any(|t| !t.contains("{}")) {
-            return Err("text_templates must list templates with {} for the class name".into());
+        if self.text_templates.is_empty() {
+            return Err("text_templates must list at least one template".into());
+        }
+        for t in &self.text_templates {
+            super::zeroshot::check_template(t).map_err(|e| format!("text_templates: {e}"))?;
         }
         if !(self.gpa_std.all(&|&s| s > 0.0) && self.gpa_mean.all(&|m| m.is_finite())) {
             return Err("gpa_mean must be finite and gpa_std positive (numbers, or tables of them keyed by dataset, shot count or `default`)".into());

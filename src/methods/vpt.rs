@@ -43,12 +43,7 @@ impl MethodSpec for VptConfig {
         if self.n_ctx == 0 || self.depth == 0 || self.batch_size == 0 {
             return Err("n_ctx, depth and batch_size must be positive".into());
         }
-        if !self.text_template.contains("{}") {
-            return Err(format!(
-                "text_template {:?} has no {{}} for the class name",
-                self.text_template
-            ));
-        }
+        super::zeroshot::check_template(&self.text_template).map_err(|e| format!("text_template: {e}"))?;
         self.epochs.validate()?;
         self.optim.validate()
     }

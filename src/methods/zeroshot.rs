@@ -57,6 +57,18 @@ pub fn fill(template: &str, classname: &str) -> String {
     template.replacen("{}", &classname.replace('_', " "), 1)
 }
 
+/// The one rule for a hand-written template, checked wherever a suite gives one: exactly one `{}`,
+/// which [`fill`] replaces with the class name (a second would reach the text encoder as "{}").
+pub fn check_template(template: &str) -> std::result::Result<(), String> {
+    match template.matches("{}").count() {
+        1 => Ok(()),
+        0 => Err(format!("template {template:?} has no {{}} for the class name")),
+        n => Err(format!(
+            "template {template:?} has {n} {{}}; exactly one is the class name"
+        )),
+    }
+}
+
 /// The templates a class set is scored with.
 pub fn templates_for(set: TemplateSet, dataset_template: &str, imagenet_like: bool) -> Vec<String> {
     match set {
