@@ -8,8 +8,9 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::Tensor;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use gram_bench::clip::workload::{image_backward_to_prompts, read_sum, text_backward_to_context, text_forward, Inputs};
 use gram_bench::clip::{Clip, ClipConfig, RandomInit, VisionPrompts};
 
 const IMAGES: usize = 8;
@@ -17,65 +18,17 @@ const PROMPTS: usize = 100;
 const N_CTX: usize = 4;
 const N_VPT: usize = 8;
 
-struct Inputs<B: Backend> {
-    pixels: Tensor<B, 4>,
-    ids: Tensor<B, 2, Int>,
-    eos: Vec<usize>,
-}
-
 fn setup<B: Backend>(device: &B::Device) -> (Clip<B>, Inputs<B>) {
     let cfg = ClipConfig::vit_b_16();
     let model = cfg
         .init::<B>(&mut RandomInit::new(0), device)
         .expect("random init")
         .freeze();
-    let pixels = Tensor::random([IMAGES, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
-    // SOT, the context placeholders, a class name of a few tokens, ".", EOT, padding: CoOp's prompt shape.
-    let mut ids = vec![0i64; PROMPTS * 77];
-    let mut eos = Vec::with_capacity(PROMPTS);
-    for p in 0..PROMPTS {
-        let name_len = 1 + p % 4;
-        let row = &mut ids[p * 77..(p + 1) * 77];
-        row[0] = 49406;
-        for (i, t) in row.iter_mut().enumerate().take(1 + N_CTX + name_len + 1).skip(1) {
-            *t = 1000 + ((p * 31 + i * 7) % 40000) as i64;
-        }
-        let e = 1 + N_CTX + name_len + 1;
-        row[e] = 49407;
-        eos.push(e);
-    }
-    let ids = Tensor::from_data(TensorData::new(ids, [PROMPTS, 77]), device);
-    (model, Inputs { pixels, ids, eos })
-}
-
-/// `trim`: pool on the prefix up to the last EOS (`forward_pooled`) instead of all 77 positions.
-fn text_forward<B: Backend>(m: &Clip<B>, x: &Inputs<B>, ctx: Option<Tensor<B, 3>>, trim: bool) -> Tensor<B, 2> {
-    let tokens = m.text_model.embed_tokens(x.ids.clone());
-    let embeds = match ctx {
-        Some(ctx) => {
-            let [n, _, w] = tokens.dims();
-            Tensor::cat(
-                vec![
-                    tokens.clone().narrow(1, 0, 1),
-                    ctx.expand([n, N_CTX, w]),
-                    tokens.narrow(1, 1 + N_CTX, 77 - 1 - N_CTX),
-                ],
-                1,
-            )
-        }
-        None => tokens,
-    };
-    let pooled = if trim {
-        m.text_model.forward_pooled(embeds, &x.eos, None)
-    } else {
-        m.text_model.forward_embeds(embeds, &x.eos, None, false).pooled
-    };
-    m.text_features(pooled)
+    (model, Inputs::new(IMAGES, 224, PROMPTS, N_CTX, device))
 }
 
 fn sync<B: Backend>(t: Tensor<B, 2>) {
-    // Reading one value back forces lazy/async backends to finish the work.
-    let _ = t.sum().into_data();
+    let _ = read_sum(t);
 }
 
 fn bench_backend<B: Backend>(c: &mut Criterion, name: &str, device: B::Device, with_backward: bool) {
@@ -103,42 +56,14 @@ fn bench_backward<B: Backend>(c: &mut Criterion, name: &str, device: B::Device) 
     let mut g = c.benchmark_group(format!("vit_b16/{name}"));
     g.sample_size(10);
     g.bench_function(BenchmarkId::new("image_forward_backward_vpt", IMAGES), |b| {
-        b.iter(|| {
-            let vpt =
-                Tensor::<A<B>, 3>::random([1, N_VPT, 768], Distribution::Normal(0.0, 0.02), &device).require_grad();
-            let f = model.encode_image(
-                inputs.pixels.clone(),
-                &VisionPrompts {
-                    shallow: Some(vpt.clone()),
-                    deep: vec![],
-                },
-            );
-            let grads = f.powf_scalar(2.0).mean().backward();
-            sync(
-                vpt.grad(&grads)
-                    .expect("prompt gradient")
-                    .sum_dim(2)
-                    .squeeze_dim::<2>(2),
-            )
-        })
+        b.iter(|| image_backward_to_prompts(&model, &inputs, N_VPT))
     });
     for (id, trim) in [
         ("text_forward_backward_ctx", false),
         ("text_forward_backward_ctx_trimmed", true),
     ] {
         g.bench_function(BenchmarkId::new(id, PROMPTS), |b| {
-            b.iter(|| {
-                let ctx =
-                    Tensor::<A<B>, 3>::random([1, N_CTX, 512], Distribution::Normal(0.0, 0.02), &device).require_grad();
-                let f = text_forward(&model, &inputs, Some(ctx.clone()), trim);
-                let grads = f.powf_scalar(2.0).mean().backward();
-                sync(
-                    ctx.grad(&grads)
-                        .expect("prompt gradient")
-                        .sum_dim(2)
-                        .squeeze_dim::<2>(2),
-                )
-            })
+            b.iter(|| text_backward_to_context(&model, &inputs, trim))
         });
     }
     g.finish();

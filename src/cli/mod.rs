@@ -10,6 +10,7 @@ mod check;
 mod clip;
 mod common;
 mod datasets;
+mod device_check;
 mod list;
 mod lock;
 mod plan;
@@ -24,6 +25,7 @@ use clip::ClipCommand;
 pub use clip::{embed, EmbedArgs, EmbedOutput};
 use common::SuiteArg;
 use datasets::DatasetsCommand;
+use device_check::DeviceCheckArgs;
 use list::ListArgs;
 use lock::LockCommand;
 use plan::PlanArgs;
@@ -66,6 +68,9 @@ pub enum Command {
     /// Work with a CLIP checkpoint directly.
     #[command(subcommand)]
     Clip(ClipCommand),
+    /// Check and measure a backend in one run (parity, ViT-B/16 throughput, every method's step,
+    /// a small suite against the CPU); prints tables and writes one JSON file.
+    DeviceCheck(DeviceCheckArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -86,6 +91,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Baseline(BaselineCommand::Save(a)) => baseline::baseline_save(&a),
         Command::Check(a) => check::check(&a),
         Command::World(a) => world::world(&a),
+        Command::DeviceCheck(a) => device_check::device_check(&a),
         Command::Clip(ClipCommand::Embed(args)) => {
             let out = embed(&args)?;
             let json = serde_json::to_string(&out).map_err(|e| Error::Internal(e.to_string()))?;

@@ -4,12 +4,14 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod flops;
 pub mod model;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
 pub mod weights;
+pub mod workload;
 
 pub use checkpoint::{load_clip, LoadOptions, LoadedClip};
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};

@@ -1,0 +1,545 @@
+//! `gram-bench device-check`: the one command a person runs on a GPU machine (no network, no
+//! toolchain: carry the stripped binary, `suites/`, `datasets.lock` and `tests/fixtures/`). It
+//! checks that the backend computes what the CPU and the references compute, and measures it:
+//! 1. parity — the tiny CLIP fixtures in both checkpoint layouts against transformers' outputs;
+//! 2. encoders — ViT-B/16 (random weights) image and text forward, and forward + backward to prompt
+//!    tokens, at `--batch`, with achieved TFLOP/s from the analytic FLOP count (`clip::flops`);
+//! 3. methods — one training step of every SGD method of a suite at ViT-B/16 shapes, against the
+//!    time its FLOPs would take at the image encoder's measured throughput;
+//! 4. suite — a small suite (`suites/backend-check.toml`) run on this backend and on the CPU, every
+//!    cell's test images compared.
+//! It prints a table per part and writes everything to one JSON file. Computation is f32: the
+//! precision setting is not built yet, so f16 rows are absent rather than pretended.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Args;
+use serde::Serialize;
+
+use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::clip::workload::{image_backward_to_prompts, read_sum, text_backward_to_context, text_forward, Inputs};
+use crate::clip::{flops, load_clip, Clip, ClipConfig, ClipTokenizer, LoadOptions, RandomInit, VisionPrompts};
+use crate::error::{Error, Result};
+use crate::lock::Lock;
+use crate::methods::{Batch, BuildInputs, Training};
+use crate::report::markdown_table;
+use crate::resolve::ResolvedSuite;
+use crate::store::Store;
+use crate::suite::Suite;
+
+#[derive(Args, Debug)]
+pub struct DeviceCheckArgs {
+    /// The backend to check (the suite part also runs on cpu, for the comparison).
+    #[arg(long, default_value = "cpu")]
+    pub backend: BackendKind,
+    /// Images per encoder batch and per training step; prompts per text batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Classes of a method's training step (its prompts per text pass).
+    #[arg(long, default_value_t = 100)]
+    pub classes: usize,
+    /// Timed repetitions of each measurement, after one untimed warm-up (the median is kept).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// The suite whose methods' training steps are timed (their settings, at ViT-B/16 shapes).
+    #[arg(long, default_value = "suites/cross-domain.toml")]
+    pub methods_from: PathBuf,
+    /// The suite run on this backend and on the CPU.
+    #[arg(long, default_value = "suites/backend-check.toml")]
+    pub suite: PathBuf,
+    #[arg(long, default_value = "datasets.lock")]
+    pub lock: PathBuf,
+    /// The parity fixtures: the tiny CLIP in both layouts and transformers' outputs on it.
+    #[arg(long, default_value = "tests/fixtures")]
+    pub fixtures: PathBuf,
+    /// The card's peak dense f32 TFLOP/s, to print the achieved fraction (optional).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// Where the suite's stores and world cache go.
+    #[arg(long, default_value = "device-check")]
+    pub work: PathBuf,
+    /// The JSON file written.
+    #[arg(long, default_value = "device-check.json")]
+    pub out: PathBuf,
+    /// Leave out parts (parity, encoders, methods, suite; repeatable).
+    #[arg(long)]
+    pub skip: Vec<String>,
+}
+
+/// The parity tolerance of `tests/parity.rs`: the backbone's outputs against transformers'.
+const PARITY_TOL: f32 = 1e-4;
+
+#[derive(Serialize, Debug, Default)]
+pub struct DeviceReport {
+    pub backend: String,
+    pub precision: &'static str,
+    pub batch: usize,
+    pub parity: Vec<ParityRow>,
+    pub encoders: Vec<Throughput>,
+    pub methods: Vec<MethodStep>,
+    pub suite: Vec<SuiteCell>,
+    pub passed: bool,
+    pub seconds: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ParityRow {
+    pub layout: &'static str,
+    pub output: &'static str,
+    pub max_abs_diff: f32,
+    pub ok: bool,
+}
+
+#[derive(Serialize, Debug)]
+pub struct Throughput {
+    pub what: String,
+    pub items: usize,
+    pub seconds: f64,
+    pub gflops: f64,
+    pub tflops_per_s: f64,
+    pub of_peak: Option<f64>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct MethodStep {
+    pub method: String,
+    pub kind: &'static str,
+    pub batch: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+    /// Forward + backward FLOPs of the passes the step makes (a lower bound: extra passes such as
+    /// ProGrad's second backward are not counted).
+    pub gflops: f64,
+    /// Measured time over the time those FLOPs take at the image encoder's measured throughput.
+    /// Text passes are counted at 77 tokens: methods that pool on the prompt's prefix (the CoOp
+    /// family) compute less, so below 1× is possible.
+    pub times_flop_time: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct SuiteCell {
+    pub cell: String,
+    pub cpu: String,
+    pub this_backend: String,
+    pub images_apart: usize,
+    pub ok: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median seconds of `repeats` runs of `f` after one warm-up.
+fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..repeats.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+struct Measure<'a>(&'a DeviceCheckArgs);
+
+impl WithBackend for Measure<'_> {
+    type Output = Result<DeviceReport>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<DeviceReport> {
+        let a = self.0;
+        let mut r = DeviceReport {
+            backend: a.backend.to_string(),
+            precision: "f32",
+            batch: a.batch,
+            ..Default::default()
+        };
+        if !a.skip.iter().any(|s| s == "parity") {
+            r.parity = parity::<B>(&a.fixtures, &device)?;
+        }
+        if !a.skip.iter().any(|s| s == "encoders") {
+            r.encoders = encoders::<B>(a, &device);
+        }
+        if !a.skip.iter().any(|s| s == "methods") {
+            let image_rate = r.encoders.first().map(|t| t.tflops_per_s);
+            r.methods = methods::<B>(a, &device, image_rate)?;
+        }
+        Ok(r)
+    }
+}
+
+/// (image embeds, text embeds, logits) of the tiny fixtures against the recorded references.
+fn parity<B: Backend>(fixtures: &Path, device: &B::Device) -> Result<Vec<ParityRow>> {
+    let reference = fixtures.join("reference.safetensors");
+    let bytes = std::fs::read(&reference).map_err(|e| Error::io(&reference, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Input(format!("{}: {e}", reference.display())))?;
+    let get = |name: &str| -> Result<(Vec<usize>, Vec<u8>)> {
+        let t = st
+            .tensor(name)
+            .map_err(|e| Error::Input(format!("{}: {name}: {e}", reference.display())))?;
+        Ok((t.shape().to_vec(), t.data().to_vec()))
+    };
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (ps, pb) = get("pixel_values")?;
+    let (is, ib) = get("input_ids")?;
+    let ids: Vec<Vec<u32>> = ib
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .collect::<Vec<_>>()
+        .chunks(is[1])
+        .map(<[u32]>::to_vec)
+        .collect();
+    let layouts: [(&'static str, PathBuf, LoadOptions); 2] = [
+        ("huggingface", fixtures.join("tiny-clip-hf"), LoadOptions::default()),
+        (
+            "openai",
+            fixtures.join("tiny-clip-openai.safetensors"),
+            LoadOptions {
+                config: Some(fixtures.join("tiny-clip-openai.json")),
+                tokenizer: Some(fixtures.join("tiny-clip-hf/tokenizer.json")),
+            },
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (layout, path, opts) in layouts {
+        let clip = load_clip::<B>(&path, &opts, device)?;
+        let m = &clip.model;
+        let pixels = Tensor::<B, 4>::from_data(TensorData::new(f32s(&pb), [ps[0], ps[1], ps[2], ps[3]]), device);
+        let image = m.encode_image(pixels, &VisionPrompts::default());
+        let text = m.text_features(m.text_model.forward_ids(&ids, device, false).pooled);
+        let logits = m.logits_per_image(image.clone(), text.clone());
+        for (output, got) in [
+            ("image_embeds", Clip::normalize(image)),
+            ("text_embeds", Clip::normalize(text)),
+            ("logits_per_image", logits),
+        ] {
+            let want = f32s(&get(output)?.1);
+            let got = super::clip::rows(got)?.concat();
+            let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let ok = got.len() == want.len() && d <= PARITY_TOL;
+            rows.push(ParityRow {
+                layout,
+                output,
+                max_abs_diff: d,
+                ok,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn throughput(what: &str, items: usize, seconds: f64, flops: f64, peak: Option<f64>) -> Throughput {
+    let tflops_per_s = flops / seconds / 1e12;
+    Throughput {
+        what: what.into(),
+        items,
+        seconds,
+        gflops: flops / 1e9,
+        tflops_per_s,
+        of_peak: peak.map(|p| tflops_per_s / p),
+    }
+}
+
+/// ViT-B/16 with random weights: forwards, and forward + backward to prompt tokens (counted as
+/// twice the forward: the weights are frozen, so the backward computes input gradients only).
+fn encoders<B: Backend>(a: &DeviceCheckArgs, device: &B::Device) -> Vec<Throughput> {
+    let cfg = ClipConfig::vit_b_16();
+    let n = a.batch;
+    let (img, txt) = (flops::image_forward(&cfg, n), flops::text_forward(&cfg, n, 77));
+    let mut out = Vec::new();
+    {
+        let m: Clip<B> = cfg.init(&mut RandomInit::new(0), device).expect("random init").freeze();
+        let x = Inputs::<B>::new(n, 224, n, 4, device);
+        let s = time(a.repeats, || {
+            read_sum(m.encode_image(x.pixels.clone(), &VisionPrompts::default()));
+        });
+        out.push(throughput("image encoder, forward", n, s, img, a.peak_tflops));
+        let s = time(a.repeats, || {
+            read_sum(text_forward(&m, &x, None, false));
+        });
+        out.push(throughput(
+            "text encoder, forward (77 tokens)",
+            n,
+            s,
+            txt,
+            a.peak_tflops,
+        ));
+    }
+    let m: Clip<Autodiff<B>> = cfg.init(&mut RandomInit::new(0), device).expect("random init").freeze();
+    let x = Inputs::<Autodiff<B>>::new(n, 224, n, 4, device);
+    let s = time(a.repeats, || {
+        image_backward_to_prompts(&m, &x, 8);
+    });
+    out.push(throughput(
+        "image, forward + backward to 8 VPT tokens",
+        n,
+        s,
+        2.0 * img,
+        a.peak_tflops,
+    ));
+    let s = time(a.repeats, || {
+        text_backward_to_context(&m, &x, false);
+    });
+    out.push(throughput(
+        "text, forward + backward to 4 context vectors",
+        n,
+        s,
+        2.0 * txt,
+        a.peak_tflops,
+    ));
+    out
+}
+
+/// One training step of every SGD method of `a.methods_from`, at ViT-B/16 shapes.
+fn methods<B: Backend>(a: &DeviceCheckArgs, device: &B::Device, image_tflops: Option<f64>) -> Result<Vec<MethodStep>> {
+    type A<B> = Autodiff<B>;
+    let suite = Suite::load(&a.methods_from)?;
+    let cfg = ClipConfig::vit_b_16();
+    let clip: Clip<A<B>> = cfg.init(&mut RandomInit::new(0), device)?.freeze();
+    let tok = ClipTokenizer::openai(77)?;
+    let classnames: Vec<String> = (0..a.classes).map(|i| format!("class {i}")).collect();
+    let mut out = Vec::new();
+    for (name, mc) in &suite.methods {
+        let Training::Sgd(schedule) = mc.training() else {
+            continue; // zero-shot, the linear probe and gram entries (their host is timed) take no step
+        };
+        // CoCoOp's text encoder runs once per image: its own batch, as upstream trains it.
+        let batch = if mc.kind() == "cocoop" {
+            schedule.batch_size
+        } else {
+            a.batch
+        };
+        let mut m = mc.build(&BuildInputs {
+            clip: &clip,
+            tok: &tok,
+            classnames: &classnames,
+            template: "a photo of a {}.",
+            imagenet_like: true,
+            dataset: "imagenet",
+            shots: 16,
+            seed: 1,
+        })?;
+        let pixels = Inputs::<A<B>>::new(batch, 224, 0, 0, device).pixels;
+        let labels: Vec<i64> = (0..batch).map(|i| (i % a.classes) as i64).collect();
+        let labels = Tensor::<A<B>, 1, Int>::from_data(TensorData::new(labels, [batch]), device);
+        let mut failure = None;
+        let seconds = time(a.repeats, || {
+            let b = Batch {
+                pixels: pixels.clone(),
+                labels: labels.clone(),
+            };
+            if let Err(e) = m.train_step(&clip, b, schedule.optim.lr) {
+                failure.get_or_insert(e);
+            }
+        });
+        if let Some(e) = failure {
+            return Err(Error::Run(format!("{name}: training step: {e}")));
+        }
+        let roles = mc.prompt_layout().unwrap_or_default();
+        let learns = |text: bool| {
+            roles
+                .iter()
+                .any(|(r, _)| matches!(r, crate::methods::PromptRole::Text(_)) == text)
+        };
+        let texts = a.classes * if mc.kind() == "cocoop" { batch } else { 1 };
+        let f = flops::image_forward(&cfg, batch) * if learns(false) { 2.0 } else { 1.0 }
+            + flops::text_forward(&cfg, texts, 77) * if learns(true) { 2.0 } else { 1.0 };
+        out.push(MethodStep {
+            method: name.clone(),
+            kind: mc.kind(),
+            batch,
+            seconds,
+            images_per_s: batch as f64 / seconds,
+            gflops: f / 1e9,
+            times_flop_time: image_tflops.map_or(f64::NAN, |t| seconds / (f / (t * 1e12))),
+        });
+    }
+    Ok(out)
+}
+
+/// The suite on `backend` and on the CPU (each through this binary's `run`), cell by cell.
+fn suite_part(a: &DeviceCheckArgs) -> Result<Vec<SuiteCell>> {
+    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))?;
+    let backends = [BackendKind::Cpu, a.backend];
+    for b in backends {
+        let store = a.work.join(format!("store-{b}"));
+        let status = std::process::Command::new(&exe)
+            .args([
+                "run",
+                &a.suite.to_string_lossy(),
+                "--no-report",
+                "--backend",
+                &b.to_string(),
+            ])
+            .arg("--store")
+            .arg(&store)
+            .arg("--cache")
+            .arg(a.work.join("cache"))
+            .arg("--lock")
+            .arg(&a.lock)
+            .status()
+            .map_err(|e| Error::Run(format!("running {}: {e}", exe.display())))?;
+        if !status.success() {
+            return Err(Error::Run(format!("the suite on {b} failed ({status})")));
+        }
+    }
+    let resolved = ResolvedSuite::new(Suite::load(&a.suite)?, &Lock::load(&a.lock)?, None)?;
+    let open = |b: BackendKind| Store::open_read(&a.work.join(format!("store-{b}")), &resolved.suite.name);
+    let (cpu, this) = (open(BackendKind::Cpu), open(a.backend));
+    let mut out = Vec::new();
+    for c in &resolved.plan.cells {
+        let metrics =
+            |s: &Store| -> Result<Option<crate::store::Metrics>> { Ok(s.get(&c.key)?.and_then(|r| r.metrics)) };
+        let (Some(x), Some(y)) = (metrics(&cpu)?, metrics(&this)?) else {
+            continue; // meta-training cells have no test metrics
+        };
+        let apart = x.correct.abs_diff(y.correct);
+        out.push(SuiteCell {
+            cell: crate::run::cell_label(c),
+            cpu: format!("{:.2}% ({}/{})", x.accuracy, x.correct, x.total),
+            this_backend: format!("{:.2}% ({}/{})", y.accuracy, y.correct, y.total),
+            images_apart: apart,
+            ok: apart <= 1 && x.total == y.total,
+        });
+    }
+    Ok(out)
+}
+
+pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
+    let t0 = Instant::now();
+    for s in &a.skip {
+        if !["parity", "encoders", "methods", "suite"].contains(&s.as_str()) {
+            return Err(Error::Input(format!(
+                "--skip {s}: the parts are parity, encoders, methods and suite"
+            )));
+        }
+    }
+    if a.batch == 0 || a.classes == 0 {
+        return Err(Error::Input("--batch and --classes must be positive".into()));
+    }
+    let mut r = dispatch(a.backend, Measure(a))??;
+    if !a.skip.iter().any(|s| s == "suite") {
+        r.suite = suite_part(a)?;
+    }
+    r.passed = r.parity.iter().all(|p| p.ok) && r.suite.iter().all(|s| s.ok);
+    r.seconds = t0.elapsed().as_secs_f64();
+    print_tables(&r);
+    let json = serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?;
+    crate::files::write_atomic(&a.out, json.as_bytes())?;
+    eprintln!("wrote {} ({:.0} s)", a.out.display(), r.seconds);
+    if !r.passed {
+        return Err(Error::Run(format!(
+            "the {} backend does not match (see the tables above and {})",
+            r.backend,
+            a.out.display()
+        )));
+    }
+    Ok(())
+}
+
+fn print_tables(r: &DeviceReport) {
+    let pct = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{:.0}%", 100.0 * v));
+    println!(
+        "device check: backend {}, {}, batch {}\n",
+        r.backend, r.precision, r.batch
+    );
+    if !r.parity.is_empty() {
+        let rows = r
+            .parity
+            .iter()
+            .map(|p| {
+                vec![
+                    p.layout.to_string(),
+                    p.output.to_string(),
+                    format!("{:.1e}", p.max_abs_diff),
+                    if p.ok { "ok" } else { "FAILED" }.to_string(),
+                ]
+            })
+            .collect();
+        println!(
+            "{}\n",
+            markdown_table(
+                &[
+                    "Layout",
+                    "Output",
+                    &format!("Max |diff| (tol {PARITY_TOL:e})"),
+                    "Verdict"
+                ],
+                rows
+            )
+        );
+    }
+    if !r.encoders.is_empty() {
+        let rows = r
+            .encoders
+            .iter()
+            .map(|t| {
+                vec![
+                    t.what.clone(),
+                    t.items.to_string(),
+                    format!("{:.4}", t.seconds),
+                    format!("{:.1}", t.gflops),
+                    format!("{:.2}", t.tflops_per_s),
+                    pct(t.of_peak),
+                ]
+            })
+            .collect();
+        println!(
+            "{}\n",
+            markdown_table(&["ViT-B/16", "Batch", "Seconds", "GFLOPs", "TFLOP/s", "Of peak"], rows)
+        );
+    }
+    if !r.methods.is_empty() {
+        let rows = r
+            .methods
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("{} ({})", m.method, m.kind),
+                    m.batch.to_string(),
+                    format!("{:.4}", m.seconds),
+                    format!("{:.1}", m.images_per_s),
+                    format!("{:.1}", m.gflops),
+                    format!("{:.2}×", m.times_flop_time),
+                ]
+            })
+            .collect();
+        println!(
+            "{}\n",
+            markdown_table(
+                &["Training step", "Batch", "Seconds", "Images/s", "GFLOPs", "× FLOP time"],
+                rows
+            )
+        );
+    }
+    if !r.suite.is_empty() {
+        let rows = r
+            .suite
+            .iter()
+            .map(|s| {
+                vec![
+                    s.cell.clone(),
+                    s.cpu.clone(),
+                    s.this_backend.clone(),
+                    s.images_apart.to_string(),
+                    if s.ok { "ok" } else { "FAILED" }.to_string(),
+                ]
+            })
+            .collect();
+        println!(
+            "{}\n",
+            markdown_table(&["Cell", "cpu", &r.backend, "Images apart", "Verdict"], rows)
+        );
+    }
+}

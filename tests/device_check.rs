@@ -1,0 +1,132 @@
+//! `gram-bench device-check` on the CPU backend at tiny batches: every part runs and reports, and a
+//! backbone that computes something else fails the check with a non-zero exit. (On a GPU machine the
+//! same command runs at `--batch 256`; CI runs its parity and suite parts on wgpu in
+//! tests/wgpu_suite.rs's way, through the backend-check suite.)
+
+mod common;
+
+use std::path::Path;
+
+use common::suite_env::{stderr, Env};
+
+fn device_check(env: &Env, fixtures: &Path, extra: &[&str]) -> std::process::Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let s = |p: &str| root.join(p).to_string_lossy().into_owned();
+    let mut args = vec![
+        "device-check".to_string(),
+        "--batch".into(),
+        "1".into(),
+        "--classes".into(),
+        "2".into(),
+        "--repeats".into(),
+        "1".into(),
+        "--methods-from".into(),
+        s("suites/cross-domain.toml"),
+        "--suite".into(),
+        s("suites/backend-check.toml"),
+        "--lock".into(),
+        s("datasets.lock"),
+        "--fixtures".into(),
+        fixtures.to_string_lossy().into_owned(),
+        "--work".into(),
+        env.path("work").to_string_lossy().into_owned(),
+        "--out".into(),
+        env.path("check.json").to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().map(|e| e.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.run(&refs)
+}
+
+#[test]
+fn every_part_reports_and_the_json_holds_the_tables() {
+    let env = Env::new();
+    let out = device_check(&env, &common::fixture(""), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(env.path("check.json")).unwrap()).unwrap();
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["precision"], "f32");
+    let parity = r["parity"].as_array().unwrap();
+    assert_eq!(parity.len(), 6, "3 outputs × 2 layouts");
+    assert!(parity
+        .iter()
+        .all(|p| p["ok"] == true && p["max_abs_diff"].as_f64().unwrap() < 1e-4));
+    let enc = r["encoders"].as_array().unwrap();
+    assert_eq!(enc.len(), 4);
+    assert!(enc.iter().all(|t| t["tflops_per_s"].as_f64().unwrap() > 0.0));
+    // cross-domain's SGD methods: CoOp, KgCoOp, ProGrad, CoCoOp, VPT, MaPLe, PromptSRC.
+    let methods: Vec<&str> = r["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        methods,
+        ["cocoop", "coop", "kgcoop", "maple", "prograd", "promptsrc", "vpt"]
+    );
+    let suite = r["suite"].as_array().unwrap();
+    assert_eq!(suite.len(), 3, "zero-shot, CoOp, CoOp + GRAM");
+    assert!(suite.iter().all(|c| c["images_apart"] == 0));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("TFLOP/s") && printed.contains("Images apart"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn a_backbone_that_computes_otherwise_fails_the_check() {
+    let env = Env::new();
+    // The fixtures with the OpenAI-layout model declared GELU instead of QuickGELU.
+    let fixtures = env.path("fixtures");
+    std::fs::create_dir_all(fixtures.join("tiny-clip-hf")).unwrap();
+    for f in ["reference.safetensors", "tiny-clip-openai.safetensors"] {
+        std::fs::copy(common::fixture(f), fixtures.join(f)).unwrap();
+    }
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(
+            common::fixture(&format!("tiny-clip-hf/{f}")),
+            fixtures.join("tiny-clip-hf").join(f),
+        )
+        .unwrap();
+    }
+    let cfg = std::fs::read_to_string(common::fixture("tiny-clip-openai.json")).unwrap();
+    std::fs::write(
+        fixtures.join("tiny-clip-openai.json"),
+        cfg.replace("\"quick_gelu\": true", "\"quick_gelu\": false"),
+    )
+    .unwrap();
+    let out = device_check(
+        &env,
+        &fixtures,
+        &["--skip", "encoders", "--skip", "methods", "--skip", "suite"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("does not match"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(env.path("check.json")).unwrap()).unwrap();
+    assert_eq!(r["passed"], false);
+    let bad: Vec<_> = r["parity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["ok"] == false)
+        .collect();
+    assert!(
+        !bad.is_empty() && bad.iter().all(|p| p["layout"] == "openai"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn an_unknown_part_is_one_clear_error() {
+    let env = Env::new();
+    let out = device_check(&env, &common::fixture(""), &["--skip", "everything"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the parts are parity, encoders, methods and suite"),
+        "{}",
+        stderr(&out)
+    );
+}
