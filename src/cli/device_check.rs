@@ -448,6 +448,10 @@ pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
     Ok(())
 }
 
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    println!("{}\n", markdown_table(header, rows));
+}
+
 fn print_tables(r: &DeviceReport) {
     let pct = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{:.0}%", 100.0 * v));
     println!(
@@ -467,17 +471,14 @@ fn print_tables(r: &DeviceReport) {
                 ]
             })
             .collect();
-        println!(
-            "{}\n",
-            markdown_table(
-                &[
-                    "Layout",
-                    "Output",
-                    &format!("Max |diff| (tol {PARITY_TOL:e})"),
-                    "Verdict"
-                ],
-                rows
-            )
+        print_table(
+            &[
+                "Layout",
+                "Output",
+                &format!("Max |diff| (tol {PARITY_TOL:e})"),
+                "Verdict",
+            ],
+            rows,
         );
     }
     if !r.encoders.is_empty() {
@@ -495,10 +496,7 @@ fn print_tables(r: &DeviceReport) {
                 ]
             })
             .collect();
-        println!(
-            "{}\n",
-            markdown_table(&["ViT-B/16", "Batch", "Seconds", "GFLOPs", "TFLOP/s", "Of peak"], rows)
-        );
+        print_table(&["ViT-B/16", "Batch", "Seconds", "GFLOPs", "TFLOP/s", "Of peak"], rows);
     }
     if !r.methods.is_empty() {
         let rows = r
@@ -515,12 +513,9 @@ fn print_tables(r: &DeviceReport) {
                 ]
             })
             .collect();
-        println!(
-            "{}\n",
-            markdown_table(
-                &["Training step", "Batch", "Seconds", "Images/s", "GFLOPs", "× FLOP time"],
-                rows
-            )
+        print_table(
+            &["Training step", "Batch", "Seconds", "Images/s", "GFLOPs", "× FLOP time"],
+            rows,
         );
     }
     if !r.suite.is_empty() {
@@ -537,9 +532,6 @@ fn print_tables(r: &DeviceReport) {
                 ]
             })
             .collect();
-        println!(
-            "{}\n",
-            markdown_table(&["Cell", "cpu", &r.backend, "Images apart", "Verdict"], rows)
-        );
+        print_table(&["Cell", "cpu", &r.backend, "Images apart", "Verdict"], rows);
     }
 }
