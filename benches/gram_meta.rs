@@ -107,6 +107,7 @@ fn main() {
         lr: 0.0,
         weight_decay: 0.0,
         warmup_steps: 0,
+        pretrain_crop_scale: None,
     });
     let micro = world
         .init::<B>(&mut RandomInit::new(0), &device)
