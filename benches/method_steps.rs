@@ -13,8 +13,8 @@ use gram_bench::clip::{ClipConfig, ClipTokenizer, RandomInit};
 use gram_bench::methods::cocoop::{cocoop_logits, CoCoOpParams};
 use gram_bench::methods::text_prompts::ClassPrompts;
 use gram_bench::methods::{
-    Batch, ClassTokenPosition, CoCoOpConfig, CoOpConfig, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig, ProGradConfig,
-    PromptSrcConfig, SgdConfig, VptConfig,
+    Batch, ClassTokenPosition, CoCoOpConfig, CoOpConfig, ContextSource, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig,
+    ProGradConfig, PromptSrcConfig, SgdConfig, VptConfig,
 };
 use gram_bench::suite::methods::MethodConfig;
 
@@ -105,6 +105,7 @@ fn main() {
                 prior_templates: Default::default(),
                 lambda: 1.0,
                 temperature: 1.0,
+                ctx_source: ContextSource::CtxInit,
             }),
         ),
         (
