@@ -39,6 +39,11 @@ pub struct RunArgs {
     /// encoder (same numbers, slower; for timing the cache's saving).
     #[arg(long)]
     pub no_feature_cache: bool,
+    /// Run only the cells shard I of N owns (a deterministic partition; an eval cell goes with the
+    /// cell it evaluates): for a loop over GPUs or a job array. A cell whose input another shard
+    /// has not recorded yet is skipped with a line saying which; run the shard again after it.
+    #[arg(long)]
+    pub shard: Option<crate::run::shard::Shard>,
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
@@ -51,11 +56,20 @@ pub fn run(a: &RunArgs) -> Result<()> {
         only: a.only.clone(),
         overwrite: a.overwrite,
         feature_cache: !a.no_feature_cache,
+        shard: a.shard,
     };
     let s = run_suite(&resolved, &opts)?;
     eprintln!(
-        "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner",
-        s.ran, s.failed, s.skipped, s.busy
+        "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner{}",
+        s.ran,
+        s.failed,
+        s.skipped,
+        s.busy,
+        if s.waiting > 0 {
+            format!(", {} waiting on other shards", s.waiting)
+        } else {
+            String::new()
+        }
     );
     if !a.no_report && s.failed == 0 {
         write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)?;

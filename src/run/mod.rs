@@ -11,6 +11,7 @@ mod eval;
 mod interrupt;
 mod meta;
 mod session;
+pub mod shard;
 #[cfg(test)]
 mod tests;
 mod train;
@@ -57,6 +58,8 @@ pub struct RunOptions {
     pub overwrite: Overwrite,
     /// Reuse test-split image features of frozen encoders across cells and runs.
     pub feature_cache: bool,
+    /// Run only the cells this shard owns (`shard::Shard`).
+    pub shard: Option<shard::Shard>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +68,8 @@ pub struct RunSummary {
     pub failed: usize,
     pub skipped: usize,
     pub busy: usize,
+    /// Cells of this shard whose input another shard has not recorded yet.
+    pub waiting: usize,
 }
 
 /// Human-readable cell label for progress lines.
@@ -99,6 +104,12 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         .into_iter()
         .cloned()
         .collect();
+    let by_key: std::collections::BTreeMap<&str, &Cell> =
+        resolved.plan.cells.iter().map(|c| (c.key.as_str(), c)).collect();
+    let selected: Vec<Cell> = match opts.shard {
+        Some(sh) => selected.into_iter().filter(|c| sh.owns(c, &by_key)).collect(),
+        None => selected,
+    };
     // Only now, with the suite accepted, is its results folder created.
     let store = Store::open(&opts.store, &suite.name)?;
     // Decide what to run before building anything.
@@ -110,19 +121,50 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
             (opts.overwrite, existing.as_ref().map(|r| r.status)),
             (_, None) | (Overwrite::Always, _) | (Overwrite::OnlyMissing, Some(Status::Failed))
         );
-        if run {
-            todo.push(c.clone());
-        } else {
+        if !run {
             summary.skipped += 1;
+            continue;
         }
+        if let Some(sh) = opts.shard {
+            // An input owned by another shard and not recorded yet: this shard cannot run the cell
+            // now, and must not compute that input itself (it would run twice).
+            let mut dep = c.depends_on.as_deref().and_then(|d| by_key.get(d).copied());
+            let mut waits_for = None;
+            while let Some(d) = dep {
+                let recorded = store.get(&d.key)?.is_some_and(|r| r.status == Status::Ok);
+                if !recorded && !sh.owns(d, &by_key) {
+                    waits_for = Some(d);
+                    break;
+                }
+                dep = d.depends_on.as_deref().and_then(|k| by_key.get(k).copied());
+            }
+            if let Some(d) = waits_for {
+                eprintln!(
+                    "{}: waits for `{}` (shard {}/{}), not recorded yet; run shard {sh} again after it",
+                    cell_label(c),
+                    cell_label(d),
+                    shard::Shard::owner(d, &by_key, sh.count),
+                    sh.count
+                );
+                summary.waiting += 1;
+                continue;
+            }
+        }
+        todo.push(c.clone());
     }
     eprintln!(
-        "suite {} v{}: {} cells selected, {} to run, {} already recorded",
+        "suite {} v{}{}: {} cells selected, {} to run, {} already recorded{}",
         suite.name,
         suite.version,
+        opts.shard.map_or(String::new(), |sh| format!(", shard {sh}")),
         selected.len(),
         todo.len(),
-        summary.skipped
+        summary.skipped,
+        if summary.waiting > 0 {
+            format!(", {} waiting on other shards", summary.waiting)
+        } else {
+            String::new()
+        }
     );
     if todo.is_empty() {
         return Ok(summary);

@@ -194,6 +194,49 @@ pub fn real_data_suite(dataset: &str) -> String {
         .replace("ctx_init = \"a photo of a\"", "ctx_init = \"\"")
 }
 
+/// TINY's settings with one GRAM experiment instead of its own: a meta-training cell, two train
+/// cells that depend on it (seeds 1, 2), and two target evaluations of each.
+pub fn tiny_gram_suite() -> String {
+    let first = TINY.find("[[experiment]]").unwrap();
+    format!("{}{}", &TINY[..first], GRAM_TAIL)
+}
+
+const GRAM_TAIL: &str = r#"
+[gram.meta]
+seed = 1
+corpus = { world = { size = 60 } }
+
+[gram.meta.train]
+text = { n_ctx = 4, depth = 1 }
+init_std = 0.02
+inner_lr = 1.0
+inner_steps = 1
+task_embedding = "image-mean"
+outer_lr = 1e-3
+weight_decay = 0.0
+clip_norm = 1.0
+steps = 40
+tasks_per_step = 1
+cluster = { domains = 2, classes_per_domain = 2, iterations = 5, order = "captions-then-images" }
+episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
+regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
+
+[methods.gram-c]
+kind = "gram"
+host = "coop"
+meta = "meta"
+init = true
+regulate = true
+
+[[experiment]]
+protocol = "cross-domain"
+methods = ["gram-c"]
+datasets = ["world"]
+targets = ["world_sketch", "world_cartoon"]
+shots = [1]
+seeds = [1, 2]
+"#;
+
 /// The records of a store as JSON values.
 pub fn record_values(env: &Env, suite: &str) -> Vec<serde_json::Value> {
     env.records(suite)

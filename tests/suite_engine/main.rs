@@ -13,3 +13,4 @@ mod findings;
 mod gram;
 mod parsing;
 mod resume;
+mod shards;

@@ -185,43 +185,7 @@ fn one_thread_and_the_default_build_the_same_world_and_write_the_same_records() 
 #[test]
 fn three_runners_never_record_a_false_failure_below_a_meta_cell_another_is_computing() {
     let env = Env::new();
-    let gram = r#"
-[gram.meta]
-seed = 1
-corpus = { world = { size = 60 } }
-
-[gram.meta.train]
-text = { n_ctx = 4, depth = 1 }
-init_std = 0.02
-inner_lr = 1.0
-inner_steps = 1
-task_embedding = "image-mean"
-outer_lr = 1e-3
-weight_decay = 0.0
-clip_norm = 1.0
-steps = 40
-tasks_per_step = 1
-cluster = { domains = 2, classes_per_domain = 2, iterations = 5, order = "captions-then-images" }
-episode = { ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }
-regulator = { rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }
-
-[methods.gram-c]
-kind = "gram"
-host = "coop"
-meta = "meta"
-init = true
-regulate = true
-
-[[experiment]]
-protocol = "cross-domain"
-methods = ["gram-c"]
-datasets = ["world"]
-targets = ["world_sketch", "world_cartoon"]
-shots = [1]
-seeds = [1, 2]
-"#;
-    let first = TINY.find("[[experiment]]").unwrap();
-    let suite = env.write_suite("gram.toml", &format!("{}{gram}", &TINY[..first]));
+    let suite = env.write_suite("gram.toml", &tiny_gram_suite());
     let s = suite.to_str().unwrap();
     // The world is built first so that the runners race for cells, not for the world.
     let built = env.run(&["world", "build", s]);
