@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use serde::Serialize;
 
 use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::clip::weights::SafetensorsStore;
 use crate::clip::workload::{image_backward_to_prompts, read_sum, text_backward_to_context, text_forward, Inputs};
 use crate::clip::{flops, load_clip, Clip, ClipConfig, ClipTokenizer, LoadOptions, RandomInit, VisionPrompts};
 use crate::error::{Error, Result};
@@ -163,12 +165,20 @@ impl WithBackend for Measure<'_> {
         if !a.skip.iter().any(|s| s == "parity") {
             r.parity = parity::<B>(&a.fixtures, &device)?;
         }
-        if !a.skip.iter().any(|s| s == "encoders") {
-            r.encoders = encoders::<B>(a, &device);
-        }
-        if !a.skip.iter().any(|s| s == "methods") {
-            let image_rate = r.encoders.first().map(|t| t.tflops_per_s);
-            r.methods = methods::<B>(a, &device, image_rate)?;
+        let (do_encoders, do_methods) = (
+            !a.skip.iter().any(|s| s == "encoders"),
+            !a.skip.iter().any(|s| s == "methods"),
+        );
+        if do_encoders || do_methods {
+            // One ViT-B/16 (random weights, frozen) for both parts; the forwards use its inner module.
+            let vit: Clip<Autodiff<B>> = ClipConfig::vit_b_16().init(&mut RandomInit::new(0), &device)?.freeze();
+            if do_encoders {
+                r.encoders = encoders::<B>(a, &vit, &device);
+            }
+            if do_methods {
+                let image_rate = r.encoders.first().map(|t| t.tflops_per_s);
+                r.methods = methods::<B>(a, &vit, &device, image_rate)?;
+            }
         }
         Ok(r)
     }
@@ -177,29 +187,21 @@ impl WithBackend for Measure<'_> {
 /// (image embeds, text embeds, logits) of the tiny fixtures against the recorded references.
 fn parity<B: Backend>(fixtures: &Path, device: &B::Device) -> Result<Vec<ParityRow>> {
     let reference = fixtures.join("reference.safetensors");
+    let store = SafetensorsStore::open(std::slice::from_ref(&reference))?;
+    // The token ids are int64, which the weight store (floats only) does not read.
     let bytes = std::fs::read(&reference).map_err(|e| Error::io(&reference, e))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::Input(format!("{}: {e}", reference.display())))?;
-    let get = |name: &str| -> Result<(Vec<usize>, Vec<u8>)> {
-        let t = st
-            .tensor(name)
-            .map_err(|e| Error::Input(format!("{}: {name}: {e}", reference.display())))?;
-        Ok((t.shape().to_vec(), t.data().to_vec()))
-    };
-    let f32s = |b: &[u8]| -> Vec<f32> {
-        b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
-    let (ps, pb) = get("pixel_values")?;
-    let (is, ib) = get("input_ids")?;
-    let ids: Vec<Vec<u32>> = ib
+    let ids_view = safetensors::SafeTensors::deserialize(&bytes)
+        .and_then(|st| st.tensor("input_ids"))
+        .map_err(|e| Error::Input(format!("{}: input_ids: {e}", reference.display())))?;
+    let ids: Vec<Vec<u32>> = ids_view
+        .data()
         .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact(8)")) as u32)
         .collect::<Vec<_>>()
-        .chunks(is[1])
+        .chunks(ids_view.shape()[1])
         .map(<[u32]>::to_vec)
         .collect();
+    let (ps, pixel_values) = store.read("pixel_values")?;
     let layouts: [(&'static str, PathBuf, LoadOptions); 2] = [
         ("huggingface", fixtures.join("tiny-clip-hf"), LoadOptions::default()),
         (
@@ -215,7 +217,10 @@ fn parity<B: Backend>(fixtures: &Path, device: &B::Device) -> Result<Vec<ParityR
     for (layout, path, opts) in layouts {
         let clip = load_clip::<B>(&path, &opts, device)?;
         let m = &clip.model;
-        let pixels = Tensor::<B, 4>::from_data(TensorData::new(f32s(&pb), [ps[0], ps[1], ps[2], ps[3]]), device);
+        let pixels = Tensor::<B, 4>::from_data(
+            TensorData::new(pixel_values.clone(), [ps[0], ps[1], ps[2], ps[3]]),
+            device,
+        );
         let image = m.encode_image(pixels, &VisionPrompts::default());
         let text = m.text_features(m.text_model.forward_ids(&ids, device, false).pooled);
         let logits = m.logits_per_image(image.clone(), text.clone());
@@ -224,7 +229,7 @@ fn parity<B: Backend>(fixtures: &Path, device: &B::Device) -> Result<Vec<ParityR
             ("text_embeds", Clip::normalize(text)),
             ("logits_per_image", logits),
         ] {
-            let want = f32s(&get(output)?.1);
+            let want = store.read(output)?.1;
             let got = super::clip::rows(got)?.concat();
             let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
             let ok = got.len() == want.len() && d <= PARITY_TOL;
@@ -253,13 +258,13 @@ fn throughput(what: &str, items: usize, seconds: f64, flops: f64, peak: Option<f
 
 /// ViT-B/16 with random weights: forwards, and forward + backward to prompt tokens (counted as
 /// twice the forward: the weights are frozen, so the backward computes input gradients only).
-fn encoders<B: Backend>(a: &DeviceCheckArgs, device: &B::Device) -> Vec<Throughput> {
+fn encoders<B: Backend>(a: &DeviceCheckArgs, vit: &Clip<Autodiff<B>>, device: &B::Device) -> Vec<Throughput> {
     let cfg = ClipConfig::vit_b_16();
     let n = a.batch;
     let (img, txt) = (flops::image_forward(&cfg, n), flops::text_forward(&cfg, n, 77));
     let mut out = Vec::new();
     {
-        let m: Clip<B> = cfg.init(&mut RandomInit::new(0), device).expect("random init").freeze();
+        let m: Clip<B> = vit.valid();
         let x = Inputs::<B>::new(n, 224, n, 4, device);
         let s = time(a.repeats, || {
             read_sum(m.encode_image(x.pixels.clone(), &VisionPrompts::default()));
@@ -276,7 +281,7 @@ fn encoders<B: Backend>(a: &DeviceCheckArgs, device: &B::Device) -> Vec<Throughp
             a.peak_tflops,
         ));
     }
-    let m: Clip<Autodiff<B>> = cfg.init(&mut RandomInit::new(0), device).expect("random init").freeze();
+    let m = vit;
     let x = Inputs::<Autodiff<B>>::new(n, 224, n, 4, device);
     let s = time(a.repeats, || {
         image_backward_to_prompts(&m, &x, 8);
@@ -302,11 +307,15 @@ fn encoders<B: Backend>(a: &DeviceCheckArgs, device: &B::Device) -> Vec<Throughp
 }
 
 /// One training step of every SGD method of `a.methods_from`, at ViT-B/16 shapes.
-fn methods<B: Backend>(a: &DeviceCheckArgs, device: &B::Device, image_tflops: Option<f64>) -> Result<Vec<MethodStep>> {
+fn methods<B: Backend>(
+    a: &DeviceCheckArgs,
+    clip: &Clip<Autodiff<B>>,
+    device: &B::Device,
+    image_tflops: Option<f64>,
+) -> Result<Vec<MethodStep>> {
     type A<B> = Autodiff<B>;
     let suite = Suite::load(&a.methods_from)?;
     let cfg = ClipConfig::vit_b_16();
-    let clip: Clip<A<B>> = cfg.init(&mut RandomInit::new(0), device)?.freeze();
     let tok = ClipTokenizer::openai(77)?;
     let classnames: Vec<String> = (0..a.classes).map(|i| format!("class {i}")).collect();
     let mut out = Vec::new();
@@ -321,7 +330,7 @@ fn methods<B: Backend>(a: &DeviceCheckArgs, device: &B::Device, image_tflops: Op
             a.batch
         };
         let mut m = mc.build(&BuildInputs {
-            clip: &clip,
+            clip,
             tok: &tok,
             classnames: &classnames,
             template: "a photo of a {}.",
@@ -339,7 +348,7 @@ fn methods<B: Backend>(a: &DeviceCheckArgs, device: &B::Device, image_tflops: Op
                 pixels: pixels.clone(),
                 labels: labels.clone(),
             };
-            if let Err(e) = m.train_step(&clip, b, schedule.optim.lr) {
+            if let Err(e) = m.train_step(clip, b, schedule.optim.lr) {
                 failure.get_or_insert(e);
             }
         });

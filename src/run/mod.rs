@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::resolve::{needs_world, ResolvedSuite};
 use crate::store::{Status, Store};
-use crate::suite::cells::{Cell, Phase};
+use crate::suite::cells::{inputs, Cell, Phase};
 use crate::suite::Suite;
 use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
 
@@ -104,10 +104,9 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         .into_iter()
         .cloned()
         .collect();
-    let by_key: std::collections::BTreeMap<&str, &Cell> =
-        resolved.plan.cells.iter().map(|c| (c.key.as_str(), c)).collect();
+    let by_key = resolved.plan.by_key();
     let selected: Vec<Cell> = match opts.shard {
-        Some(sh) => selected.into_iter().filter(|c| sh.owns(c, &by_key)).collect(),
+        Some(sh) => selected.into_iter().filter(|c| sh.owns(c)).collect(),
         None => selected,
     };
     // Only now, with the suite accepted, is its results folder created.
@@ -128,22 +127,19 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         if let Some(sh) = opts.shard {
             // An input owned by another shard and not recorded yet: this shard cannot run the cell
             // now, and must not compute that input itself (it would run twice).
-            let mut dep = c.depends_on.as_deref().and_then(|d| by_key.get(d).copied());
             let mut waits_for = None;
-            while let Some(d) = dep {
-                let recorded = store.get(&d.key)?.is_some_and(|r| r.status == Status::Ok);
-                if !recorded && !sh.owns(d, &by_key) {
+            for d in inputs(c, &by_key) {
+                if !sh.owns(d) && !store.get(&d.key)?.is_some_and(|r| r.status == Status::Ok) {
                     waits_for = Some(d);
                     break;
                 }
-                dep = d.depends_on.as_deref().and_then(|k| by_key.get(k).copied());
             }
             if let Some(d) = waits_for {
                 eprintln!(
                     "{}: waits for `{}` (shard {}/{}), not recorded yet; run shard {sh} again after it",
                     cell_label(c),
                     cell_label(d),
-                    shard::Shard::owner(d, &by_key, sh.count),
+                    shard::Shard::owner(d, sh.count),
                     sh.count
                 );
                 summary.waiting += 1;
@@ -260,13 +256,11 @@ impl RunWork<'_> {
     /// Whether a cell `cell` depends on, at any depth, has no record yet and is either locked by
     /// another runner now or was deferred to one earlier in this run.
     fn upstream_busy(&self, cell: &Cell, deferred: &std::collections::HashSet<String>) -> Result<bool> {
-        let by_key = |k: &str| self.resolved.plan.cells.iter().find(|c| c.key == k);
-        let mut dep = cell.depends_on.clone();
-        while let Some(k) = dep {
-            if self.store.get(&k)?.is_none() && (deferred.contains(&k) || self.store.try_lock(&k)?.is_none()) {
+        for d in inputs(cell, &self.resolved.plan.by_key()) {
+            let k = &d.key;
+            if self.store.get(k)?.is_none() && (deferred.contains(k) || self.store.try_lock(k)?.is_none()) {
                 return Ok(true);
             }
-            dep = by_key(&k).and_then(|c| c.depends_on.clone());
         }
         Ok(false)
     }

@@ -4,8 +4,6 @@
 //! need that cell's artifact — and every other cell is its own unit. The unit's key is a SHA-256
 //! prefix, so its first 8 hex digits modulo N spread units evenly and the same on every machine.
 
-use std::collections::BTreeMap;
-
 use crate::suite::cells::{Cell, Phase};
 
 /// Shard `index` (1-based) of `count`.
@@ -38,24 +36,19 @@ impl std::fmt::Display for Shard {
 }
 
 impl Shard {
-    /// The shard (1-based) that owns `cell`, among the plan's `cells`.
-    pub fn owner(cell: &Cell, by_key: &BTreeMap<&str, &Cell>, count: usize) -> usize {
+    /// The shard (1-based) of `count` that owns `cell`.
+    pub fn owner(cell: &Cell, count: usize) -> usize {
         let unit = match (cell.spec.phase, cell.depends_on.as_deref()) {
-            (Phase::Eval, Some(dep)) => by_key.get(dep).map_or(cell.key.as_str(), |d| d.key.as_str()),
+            (Phase::Eval, Some(dep)) => dep,
             _ => cell.key.as_str(),
         };
-        let h = unit
-            .get(..8)
-            .and_then(|p| u64::from_str_radix(p, 16).ok())
-            .unwrap_or_else(|| {
-                unit.bytes()
-                    .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64))
-            });
+        // Keys are hex digests (`cells::cell_key`: a SHA-256 prefix), so their digits are uniform.
+        let h = u64::from_str_radix(&unit[..8], 16).expect("a cell key is hex digits");
         (h % count as u64) as usize + 1
     }
 
-    pub fn owns(&self, cell: &Cell, by_key: &BTreeMap<&str, &Cell>) -> bool {
-        Self::owner(cell, by_key, self.count) == self.index
+    pub fn owns(&self, cell: &Cell) -> bool {
+        Self::owner(cell, self.count) == self.index
     }
 }
 

@@ -302,6 +302,11 @@ impl Plan {
     /// (`--only method=a --only method=b --only seed=1`: a's and b's cells of seed 1). An eval
     /// cell also pulls in the cells it needs. Filters that select nothing are an error, for
     /// `plan` as for `run`.
+    /// Each cell by its key.
+    pub fn by_key(&self) -> BTreeMap<&str, &Cell> {
+        self.cells.iter().map(|c| (c.key.as_str(), c)).collect()
+    }
+
     pub fn select(&self, filters: &[(String, String)]) -> Result<Vec<&Cell>> {
         let mut by_field: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (k, v) in filters {
@@ -323,14 +328,11 @@ impl Plan {
             })
         };
         // A selected cell brings every cell it depends on, however deep (eval → train → meta).
-        let by_key: BTreeMap<&str, &Cell> = self.cells.iter().map(|c| (c.key.as_str(), c)).collect();
+        let by_key = self.by_key();
         let mut keys: Vec<&str> = Vec::new();
         for c in self.cells.iter().filter(|c| matches(c)) {
-            let mut at = Some(c);
-            while let Some(cell) = at {
-                keys.push(&cell.key);
-                at = cell.depends_on.as_deref().and_then(|d| by_key.get(d).copied());
-            }
+            keys.push(&c.key);
+            keys.extend(inputs(c, &by_key).into_iter().map(|d| d.key.as_str()));
         }
         let picked: Vec<&Cell> = self.cells.iter().filter(|c| keys.contains(&c.key.as_str())).collect();
         if picked.is_empty() {
@@ -346,6 +348,18 @@ impl Plan {
 
 /// The fields `--only` accepts.
 pub const FILTER_FIELDS: &[&str] = &["method", "dataset", "target", "phase", "shots", "seed"];
+
+/// The cells `cell` needs, nearest first, however deep (eval → train → GRAM meta-training), from
+/// a plan's [`Plan::by_key`].
+pub fn inputs<'a>(cell: &Cell, by_key: &BTreeMap<&str, &'a Cell>) -> Vec<&'a Cell> {
+    let mut out = Vec::new();
+    let mut next = cell.depends_on.as_deref().and_then(|k| by_key.get(k).copied());
+    while let Some(d) = next {
+        out.push(d);
+        next = d.depends_on.as_deref().and_then(|k| by_key.get(k).copied());
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
