@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{get_device_settings, set_default_float_dtype, Backend, DeviceError};
+use burn::tensor::FloatDType;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -68,6 +70,85 @@ impl fmt::Display for BackendKind {
     }
 }
 
+/// The float format a suite's cells compute in: every tensor (weights, activations, learned
+/// prompts, optimizer state) is stored and computed at it, as upstream's `PREC fp16` runs CLIP
+/// converted to half; layer norms compute in f32 and cast back, as CLIP's `LayerNorm` does.
+/// burn fixes a device's float format once per process (at the first tensor), so one process
+/// computes at one precision: `run` sets the suite's before anything else touches the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::Bf16 => FloatDType::BF16,
+        }
+    }
+
+    /// f32: the format every record made before precision was a setting was computed in (keys
+    /// leave it out, so those records keep their keys).
+    pub fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err(Error::Input(format!("unknown precision `{s}` (f32, f16, bf16)"))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Sets `device`'s float format to `precision` for the rest of this process: an error when the
+/// backend cannot compute at it there, or when this process already computed at another one.
+pub fn set_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
+    let want = precision.dtype();
+    match set_default_float_dtype::<B>(device, want) {
+        Ok(()) => Ok(()),
+        Err(DeviceError::UnsupportedDType { .. }) => Err(Error::Input(format!(
+            "precision {precision}: this backend cannot compute at it on {device:?}"
+        ))),
+        Err(_) => {
+            let have = get_device_settings::<B>(device).float_dtype;
+            if have == want {
+                Ok(())
+            } else {
+                Err(Error::Run(format!(
+                    "precision {precision}: this process already computed at {have:?} on {device:?}, and a \
+                     device's float format is fixed once per process; run the {precision} work in a \
+                     process of its own"
+                )))
+            }
+        }
+    }
+}
+
 /// Work that is generic over the backend; [`dispatch`] picks the concrete one at run time.
 pub trait WithBackend {
     type Output;
@@ -92,14 +173,20 @@ impl BackendKind {
     }
 }
 
-pub fn dispatch<W: WithBackend>(kind: BackendKind, work: W) -> Result<W::Output> {
+/// Runs `work` on backend `kind`'s default device at `precision` (see [`set_precision`]).
+pub fn dispatch<W: WithBackend>(kind: BackendKind, precision: Precision, work: W) -> Result<W::Output> {
+    fn on<B: Backend, W: WithBackend>(precision: Precision, work: W) -> Result<W::Output> {
+        let device = B::Device::default();
+        set_precision::<B>(&device, precision)?;
+        Ok(work.run::<B>(device))
+    }
     kind.ensure_compiled()?;
     match kind {
-        BackendKind::Cpu => Ok(work.run::<Cpu>(Default::default())),
+        BackendKind::Cpu => on::<Cpu, W>(precision, work),
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Ok(work.run::<burn::backend::Wgpu>(Default::default())),
+        BackendKind::Wgpu => on::<burn::backend::Wgpu, W>(precision, work),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(work.run::<burn::backend::Cuda>(Default::default())),
+        BackendKind::Cuda => on::<burn::backend::Cuda, W>(precision, work),
         #[allow(unreachable_patterns)]
         other => Err(Error::Input(format!(
             "backend `{other}` is not compiled into this binary"

@@ -21,6 +21,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::backend::Precision;
 use crate::clip::{Clip, Preprocess};
 use crate::data::images::{stream, BadImage, ImageCache, Transform};
 use crate::error::{Error, Result};
@@ -39,9 +40,16 @@ pub struct FeatureSource {
     pub files: String,
     pub transform: Preprocess,
     pub backend: String,
+    /// Left out of an f32 entry's key, so entries made before precision was a setting still match.
+    #[serde(default = "f32", skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// Batch composition can move the last bits (text padding, kernel blocking), and a
     /// meta-training run amplifies last bits, so entries are per batch size.
     pub batch_size: usize,
+}
+
+fn f32() -> Precision {
+    Precision::F32
 }
 
 impl FeatureSource {
@@ -280,6 +288,7 @@ mod tests {
             files: "f".into(),
             transform: Preprocess::clip(8),
             backend: "cpu".into(),
+            precision: Precision::F32,
             batch_size: 4,
         }
     }

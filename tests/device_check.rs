@@ -45,32 +45,43 @@ fn every_part_reports_and_the_json_holds_the_tables() {
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(env.path("check.json")).unwrap()).unwrap();
     assert_eq!(r["passed"], true);
-    assert_eq!(r["precision"], "f32");
-    let parity = r["parity"].as_array().unwrap();
-    assert_eq!(parity.len(), 6, "3 outputs × 2 layouts");
-    assert!(parity
-        .iter()
-        .all(|p| p["ok"] == true && p["max_abs_diff"].as_f64().unwrap() < 1e-4));
-    let enc = r["encoders"].as_array().unwrap();
-    assert_eq!(enc.len(), 4);
-    assert!(enc.iter().all(|t| t["tflops_per_s"].as_f64().unwrap() > 0.0));
-    // cross-domain's SGD methods: CoOp, KgCoOp, ProGrad, CoCoOp, VPT, MaPLe, PromptSRC.
-    let methods: Vec<&str> = r["methods"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        methods,
-        ["cocoop", "coop", "kgcoop", "maple", "prograd", "promptsrc", "vpt"]
-    );
+    // Parts 1–3 at f32 and at f16 (each in a process of its own).
+    let runs = r["runs"].as_array().unwrap();
+    let precisions: Vec<&str> = runs.iter().map(|run| run["precision"].as_str().unwrap()).collect();
+    assert_eq!(precisions, ["f32", "f16"]);
+    for (run, tol, floor) in [(&runs[0], 1e-4, 0.0), (&runs[1], 1e-2, 1e-5)] {
+        assert_eq!(run["parity_tolerance"].as_f64().unwrap() as f32, tol as f32);
+        let parity = run["parity"].as_array().unwrap();
+        assert_eq!(parity.len(), 6, "3 outputs × 2 layouts");
+        // Within the tolerance, and (f16) farther than f32 gets: the model did compute in f16.
+        assert!(
+            parity.iter().all(|p| {
+                let d = p["max_abs_diff"].as_f64().unwrap();
+                p["ok"] == true && d < tol && d >= floor
+            }),
+            "{parity:?}"
+        );
+        let enc = run["encoders"].as_array().unwrap();
+        assert_eq!(enc.len(), 4);
+        assert!(enc.iter().all(|t| t["tflops_per_s"].as_f64().unwrap() > 0.0));
+        // cross-domain's SGD methods: CoOp, KgCoOp, ProGrad, CoCoOp, VPT, MaPLe, PromptSRC.
+        let methods: Vec<&str> = run["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            methods,
+            ["cocoop", "coop", "kgcoop", "maple", "prograd", "promptsrc", "vpt"]
+        );
+    }
     let suite = r["suite"].as_array().unwrap();
     assert_eq!(suite.len(), 3, "zero-shot, CoOp, CoOp + GRAM");
     assert!(suite.iter().all(|c| c["images_apart"] == 0));
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
-        printed.contains("TFLOP/s") && printed.contains("Images apart"),
+        printed.contains("TFLOP/s") && printed.contains("Images apart") && printed.contains("## f16"),
         "{printed}"
     );
 }
@@ -100,14 +111,23 @@ fn a_backbone_that_computes_otherwise_fails_the_check() {
     let out = device_check(
         &env,
         &fixtures,
-        &["--skip", "encoders", "--skip", "methods", "--skip", "suite"],
+        &[
+            "--precision",
+            "f32",
+            "--skip",
+            "encoders",
+            "--skip",
+            "methods",
+            "--skip",
+            "suite",
+        ],
     );
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("does not match"), "{err}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(env.path("check.json")).unwrap()).unwrap();
     assert_eq!(r["passed"], false);
-    let bad: Vec<_> = r["parity"]
+    let bad: Vec<_> = r["runs"][0]["parity"]
         .as_array()
         .unwrap()
         .iter()

@@ -41,6 +41,8 @@ description = "fault injection"
 published = []
 [backbone]
 name = "micro-clip"
+[precision]
+default = "f32"
 [world]
 seed = 3
 test_images = 256

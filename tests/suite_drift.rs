@@ -400,3 +400,58 @@ fn a_changed_value_is_reported_with_its_source() {
         "{wrong:?}"
     );
 }
+
+/// Every paper suite's method computes at upstream's precision: fp16 (`PREC "fp16"`, the default of
+/// CoOp@ff61507 train.py:94,100 and PromptSRC@bb95c77 train.py:109,118,132), VPT and GRAM on VPT in
+/// fp32 (multimodal-prompt-learning trainers/vpt.py:41 calls `model.float()`).
+fn precision_drift(read: &dyn Fn(&str) -> String) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for suite in ["few-shot", "base-to-new", "cross-dataset", "cross-domain", "gram"] {
+        let doc: toml::Value = toml::from_str(&read(suite)).unwrap();
+        let precision = &doc["precision"];
+        let methods = doc["methods"].as_table().unwrap();
+        for (name, m) in methods {
+            let on_vpt = m["kind"].as_str() == Some("vpt")
+                || (m["kind"].as_str() == Some("gram")
+                    && m.get("host")
+                        .and_then(|h| h.as_str())
+                        .and_then(|h| methods.get(h))
+                        .and_then(|h| h["kind"].as_str())
+                        == Some("vpt"));
+            let want = if on_vpt { "f32" } else { "f16" };
+            let got = precision
+                .get("methods")
+                .and_then(|t| t.get(name.as_str()))
+                .or_else(|| precision.get("default"))
+                .and_then(|v| v.as_str());
+            if got != Some(want) {
+                wrong.push(format!(
+                    "{suite}.toml [methods.{name}] computes at {got:?}; upstream at {want}"
+                ));
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn every_paper_suite_method_computes_at_the_upstream_precision() {
+    let wrong = precision_drift(&suite_text);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // And the check sees a change.
+    let read = |suite: &str| {
+        let text = suite_text(suite);
+        if suite == "gram" {
+            text.replace(
+                "methods = { vpt = \"f32\", gram-vpt = \"f32\" }",
+                "methods = { vpt = \"f32\" }",
+            )
+        } else {
+            text
+        }
+    };
+    assert_eq!(
+        precision_drift(&read),
+        vec!["gram.toml [methods.gram-vpt] computes at Some(\"f16\"); upstream at f32".to_string()]
+    );
+}

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::backend::{dispatch, BackendKind, Precision, WithBackend};
 use crate::clip::preprocess::{load_rgb_for, Processor};
 use crate::clip::{load_clip, Layout, LoadOptions, VisionPrompts};
 use crate::error::{Error, Result};
@@ -43,6 +43,9 @@ pub struct EmbedArgs {
     /// (CLIPImageProcessor: transparency composited onto white, crop offset floored).
     #[arg(long, value_enum, default_value = "dassl")]
     pub processor: Processor,
+    /// The float format the model computes in: f32, f16 or bf16 (outputs are written as f32).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 #[derive(Serialize, Debug)]
@@ -52,6 +55,7 @@ pub struct EmbedOutput {
     /// Where the architecture came from (config file, or the named checkpoint the shapes matched).
     pub config: String,
     pub backend: String,
+    pub precision: String,
     /// Whose image preprocessing was followed ("dassl" or "transformers").
     pub processor: String,
     pub images: Vec<String>,
@@ -121,6 +125,7 @@ impl WithBackend for Embed<'_> {
             },
             config: clip.config_source.clone(),
             backend: a.backend.to_string(),
+            precision: a.precision.to_string(),
             processor: format!("{:?}", a.processor).to_lowercase(),
             images: a.images.iter().map(|p| p.display().to_string()).collect(),
             texts: a.texts.clone(),
@@ -143,5 +148,5 @@ pub fn embed(args: &EmbedArgs) -> Result<EmbedOutput> {
             bad.len()
         )));
     }
-    dispatch(args.backend, Embed(args))?
+    dispatch(args.backend, args.precision, Embed(args))?
 }

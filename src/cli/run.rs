@@ -10,7 +10,7 @@ use crate::suite::Suite;
 
 use super::common::*;
 use super::report::write_suite_report;
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, Precision};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// has not recorded yet is skipped with a line saying which; run the shard again after it.
     #[arg(long)]
     pub shard: Option<crate::run::shard::Shard>,
+    /// Internal: run only the cells of this precision (a run relaunches itself with it for each
+    /// precision other than its own, since a process computes at one).
+    #[arg(long, hide = true)]
+    pub precision_group: Option<Precision>,
 }
 
 pub fn run(a: &RunArgs) -> Result<()> {
@@ -57,10 +61,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
         overwrite: a.overwrite,
         feature_cache: !a.no_feature_cache,
         shard: a.shard,
+        precision: a.precision_group,
     };
     let s = run_suite(&resolved, &opts)?;
     eprintln!(
-        "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner{}",
+        "ran {} cells ({} failed), skipped {} already recorded, {} busy in another runner{}{}",
         s.ran,
         s.failed,
         s.skipped,
@@ -69,17 +74,49 @@ pub fn run(a: &RunArgs) -> Result<()> {
             format!(", {} waiting on other shards", s.waiting)
         } else {
             String::new()
+        },
+        match (s.precision, resolved.suite.precision.methods.is_empty()) {
+            (Some(p), false) => format!(" (precision {p})"),
+            _ => String::new(),
         }
     );
-    if !a.no_report && s.failed == 0 {
-        write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)?;
-    }
+    let mut problems = Vec::new();
     if s.failed > 0 {
-        return Err(Error::Run(format!(
+        problems.push(format!(
             "{} cells failed; their records hold the errors (`gram-bench plan {}` lists them)",
             s.failed,
             a.suite.display()
-        )));
+        ));
+    }
+    for (p, n) in &s.later {
+        eprintln!("running the {n} cells at precision {p} in a process of their own");
+        if !relaunch_at(*p, a.no_report)? {
+            problems.push(format!(
+                "the run of the {p} cells did not succeed (its lines are above)"
+            ));
+        }
+    }
+    if !a.no_report && problems.is_empty() {
+        write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)?;
+    }
+    if !problems.is_empty() {
+        return Err(Error::Run(problems.join("; ")));
     }
     Ok(())
+}
+
+/// Runs this command again for the cells at precision `p` (without a report: this process
+/// writes it once every precision is done); whether it succeeded.
+fn relaunch_at(p: Precision, no_report_given: bool) -> Result<bool> {
+    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(std::env::args_os().skip(1))
+        .args(["--precision-group", p.as_str()]);
+    if !no_report_given {
+        cmd.arg("--no-report");
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| Error::Run(format!("running {}: {e}", exe.display())))?;
+    Ok(status.success())
 }

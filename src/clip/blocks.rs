@@ -1,13 +1,13 @@
 //! The transformer blocks both towers share (attention, MLP, encoder layers), the prompt slots of
 //! deep prompts, and the weight readers that build them from HF checkpoint keys.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use super::config::Activation;
 use super::weights::{transpose, WeightSource};
@@ -60,6 +60,20 @@ pub(super) fn linear<B: Backend>(
         weight: Param::from_tensor(weight),
         bias,
     })
+}
+
+/// `ln(x)` computed in f32 whatever `x`'s precision, and cast back: CLIP's `LayerNorm` does this
+/// (`super().forward(x.type(torch.float32)).type(orig_type)`), so its fp16 models normalize in f32.
+pub fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        return ln.forward(x);
+    }
+    let up = |p: &Param<Tensor<B, 1>>| Param::initialized(ParamId::new(), p.val().cast(DType::F32));
+    let mut wide = ln.clone();
+    wide.gamma = up(&ln.gamma);
+    wide.beta = ln.beta.as_ref().map(up);
+    wide.forward(x.cast(DType::F32)).cast(dtype)
 }
 
 pub(super) fn layer_norm<B: Backend>(
@@ -145,8 +159,8 @@ pub struct EncoderLayer<B: Backend> {
 
 impl<B: Backend> EncoderLayer<B> {
     fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), causal);
-        x.clone() + self.mlp.forward(self.layer_norm2.forward(x))
+        let x = x.clone() + self.self_attn.forward(norm(&self.layer_norm1, x), causal);
+        x.clone() + self.mlp.forward(norm(&self.layer_norm2, x))
     }
 }
 

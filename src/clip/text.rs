@@ -118,7 +118,7 @@ impl<B: Backend> TextTransformer<B> {
         let x = self
             .encoder
             .forward(embeds + pos, true, deep, keep_hidden.then_some(&mut hidden));
-        let last_hidden = self.final_layer_norm.forward(x);
+        let last_hidden = super::blocks::norm(&self.final_layer_norm, x);
         let device = last_hidden.device();
         let rows: Vec<i64> = eos_positions
             .iter()

@@ -113,7 +113,7 @@ impl<B: Backend> VisionTransformer<B> {
             };
             x = Tensor::cat(vec![x, s], 1);
         }
-        let x = self.pre_layrnorm.forward(x);
+        let x = super::blocks::norm(&self.pre_layrnorm, x);
         let deep = DeepPrompts {
             slot: PromptSlot::Tail,
             layers: prompts.deep.clone(),
@@ -125,7 +125,7 @@ impl<B: Backend> VisionTransformer<B> {
             .forward(x, false, has_deep.then_some(&deep), keep_hidden.then_some(&mut hidden));
         let cls_out = x.clone().narrow(1, 0, 1).reshape([b, w]);
         VisionOutput {
-            pooled: self.post_layernorm.forward(cls_out),
+            pooled: super::blocks::norm(&self.post_layernorm, cls_out),
             last_hidden: x,
             hidden_states: hidden,
         }

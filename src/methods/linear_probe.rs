@@ -6,7 +6,7 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{BuildInputs, MethodSpec, Training};
@@ -75,8 +75,8 @@ fn objective<B: Backend>(
 ) -> (f64, Vec<f32>) {
     let device = x.device();
     let n = x.dims()[0] as f64;
-    let wm = Tensor::<B, 2>::from_data(TensorData::new(w[..dim * k].to_vec(), [dim, k]), &device);
-    let b = Tensor::<B, 1>::from_data(TensorData::new(w[dim * k..].to_vec(), [k]), &device);
+    let wm = Tensor::<B, 2>::from_data(TensorData::new(w[..dim * k].to_vec(), [dim, k]), (&device, DType::F32));
+    let b = Tensor::<B, 1>::from_data(TensorData::new(w[dim * k..].to_vec(), [k]), (&device, DType::F32));
     let logits = x.clone().matmul(wm.clone()) + b.unsqueeze::<2>();
     let p = softmax(logits.clone(), 1);
     // CE via log-sum-exp of the logits, stable.
@@ -101,15 +101,16 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// The probe's weights at a fixed C: L-BFGS (10 corrections, backtracking Armijo line search)
-/// from zero weights.
+/// from zero weights. Always in f32, whatever the cell's precision: upstream fits the probe with
+/// scikit-learn in f64 on the features of its fp16 CLIP.
 pub fn fit<B: Backend>(data: &Labelled, k: usize, c: f64, cfg: &LinearProbeConfig, device: &B::Device) -> Vec<f32> {
     let n = data.y.len();
-    let x = Tensor::<B, 2>::from_data(TensorData::new(data.x.clone(), [n, data.dim]), device);
+    let x = Tensor::<B, 2>::from_data(TensorData::new(data.x.clone(), [n, data.dim]), (device, DType::F32));
     let labels = Tensor::<B, 1, Int>::from_data(
         TensorData::new(data.y.iter().map(|&l| l as i64).collect::<Vec<_>>(), [n]),
         device,
     );
-    let y = labels.one_hot(k).float();
+    let y = labels.one_hot(k).float().cast(DType::F32);
     let mut w = vec![0.0f32; data.dim * k + k];
     let (mut f, mut g) = objective(&x, &y, &w, data.dim, k, c);
     let mut hist: Vec<(Vec<f32>, Vec<f32>, f64)> = Vec::new();
@@ -342,9 +343,11 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
         } else {
             image_features
         };
-        let wm = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(w[..dim * k].to_vec(), [*dim, k]), &device);
-        let b = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(w[dim * k..].to_vec(), [k]), &device);
-        Some(x.matmul(wm) + b.unsqueeze::<2>())
+        let f32 = (&device, DType::F32);
+        let wm = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(w[..dim * k].to_vec(), [*dim, k]), f32);
+        let b = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(w[dim * k..].to_vec(), [k]), f32);
+        // The fitted probe is f32 (see `fit`); the features are at the cell's precision.
+        Some(x.cast(DType::F32).matmul(wm) + b.unsqueeze::<2>())
     }
 
     fn save_artifact(&self) -> PromptArtifact {

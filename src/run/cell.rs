@@ -35,6 +35,7 @@ impl<'a, B: Backend> Session<'a, B> {
             depends_on: cell.depends_on.clone(),
             config: CellConfig {
                 backbone: suite.backbone.clone(),
+                precision: Some(self.precision),
                 data: suite.data.clone(),
                 eval: suite.eval.clone(),
                 method: suite.methods.get(&cell.spec.method).cloned(),

@@ -35,6 +35,7 @@ impl<B: Backend> Session<'_, B> {
             files,
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
+            precision: self.precision,
             batch_size: self.resolved.suite.eval.batch_size,
         };
         if let Some(f) = self.features.get(&source) {

@@ -113,6 +113,7 @@ impl<'a, B: Backend> Session<'a, B> {
             files: String::new(),
             transform: self.pre.clone(),
             backend: self.backend.to_string(),
+            precision: self.precision,
             batch_size,
         };
         let (si, sc) = (source("images"), source("captions"));

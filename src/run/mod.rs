@@ -16,6 +16,7 @@ pub mod shard;
 mod tests;
 mod train;
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -24,7 +25,7 @@ use burn::tensor::backend::Backend;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use self::session::Session;
-use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::backend::{dispatch, BackendKind, Precision, WithBackend};
 use crate::clip::LoadOptions;
 use crate::error::{Error, Result};
 use crate::lock::Lock;
@@ -60,6 +61,10 @@ pub struct RunOptions {
     pub feature_cache: bool,
     /// Run only the cells this shard owns (`shard::Shard`).
     pub shard: Option<shard::Shard>,
+    /// Run only the cells of this precision. None: those of the suite's default precision (or,
+    /// when none of those is left to run, of the first other one), and count the rest in
+    /// [`RunSummary::later`]: a process computes at one precision (`backend::set_precision`).
+    pub precision: Option<Precision>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +75,11 @@ pub struct RunSummary {
     pub busy: usize,
     /// Cells of this shard whose input another shard has not recorded yet.
     pub waiting: usize,
+    /// The precision this run computed at.
+    pub precision: Option<Precision>,
+    /// Cells left to run at other precisions, each in a process of its own, after this one (the
+    /// default precision runs first: GRAM's meta-training cells are at it).
+    pub later: Vec<(Precision, usize)>,
 }
 
 /// Human-readable cell label for progress lines.
@@ -162,11 +172,49 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
             String::new()
         }
     );
+    let precision = opts.precision.unwrap_or_else(|| {
+        let default = suite.precision.default;
+        let mut present: Vec<Precision> = todo.iter().map(|c| suite.precision.of_cell(&c.spec)).collect();
+        present.sort_by_key(|p| (*p != default, p.as_str()));
+        present.first().copied().unwrap_or(default)
+    });
+    let mut later: BTreeMap<&str, (Precision, usize)> = BTreeMap::new();
+    todo.retain(|c| {
+        let p = suite.precision.of_cell(&c.spec);
+        if p != precision && opts.precision.is_none() {
+            later.entry(p.as_str()).or_insert((p, 0)).1 += 1;
+        }
+        p == precision
+    });
+    summary.later = later.into_values().collect();
+    summary.precision = Some(precision);
     if todo.is_empty() {
         return Ok(summary);
     }
+    if suite.precision.methods.values().any(|p| *p != suite.precision.default) || !precision.is_f32() {
+        eprintln!(
+            "precision {precision}: {} cells{}",
+            todo.len(),
+            summary
+                .later
+                .iter()
+                .map(|(p, n)| format!("; {n} at {p} after them, in a process of their own"))
+                .collect::<String>()
+        );
+    }
     let command: Vec<String> = std::env::args().collect();
     let progress = interrupt::install(todo.len(), command.join(" "));
+    if let (Some(w), true, false) = (&suite.world, needs_world(suite), precision.is_f32()) {
+        // Pretraining is f32, and fixes this process's device at it (`backend::set_precision`).
+        if crate::world::build::would_pretrain(&opts.cache, w)? {
+            return Err(Error::Input(format!(
+                "suite `{}`: its cells compute at {precision}, and its world's micro-CLIP must first be \
+                 pretrained (at f32) in a process of its own: run `gram-bench world build SUITE` once, \
+                 then this command again",
+                suite.name
+            )));
+        }
+    }
     let world = match (&suite.world, needs_world(suite)) {
         (Some(w), true) => Some(ensure_world(&opts.cache, w, &mut |m| eprintln!("{m}"))?),
         (None, true) => return Err(Error::Config(format!("suite `{}` has no [world] table", suite.name))),
@@ -186,9 +234,10 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         todo: &todo,
         tty: std::io::stderr().is_terminal(),
         backend: opts.backend,
+        precision,
         progress,
     };
-    let s = dispatch(opts.backend, work)??;
+    let s = dispatch(opts.backend, precision, work)??;
     summary.ran = s.ran;
     summary.failed = s.failed;
     summary.busy = s.busy;
@@ -249,6 +298,7 @@ struct RunWork<'a> {
     todo: &'a [Cell],
     tty: bool,
     backend: BackendKind,
+    precision: Precision,
     progress: interrupt::Progress,
 }
 
@@ -277,6 +327,7 @@ impl WithBackend for RunWork<'_> {
             self.features.clone(),
             device,
             self.backend,
+            self.precision,
         )?;
         let mut summary = RunSummary::default();
         let bar = if self.tty {

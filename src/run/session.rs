@@ -11,7 +11,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
 use super::{Ad, BackboneSource};
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, Precision};
 use crate::clip::{load_clip, Clip, ClipTokenizer, Preprocess};
 use crate::data::images::{BadImage, ImageCache};
 use crate::data::{dataset_def, few_shot_indices, Dataset, Datum};
@@ -34,6 +34,8 @@ pub(super) struct Session<'a, B: Backend> {
     pub(super) store: &'a Store,
     pub(super) device: B::Device,
     pub(super) backend: BackendKind,
+    /// The float format this process computes in.
+    pub(super) precision: Precision,
     pub(super) clip: Clip<Ad<B>>,
     pub(super) clip_eval: Clip<B>,
     pub(super) tok: ClipTokenizer,
@@ -60,6 +62,7 @@ impl<'a, B: Backend> Session<'a, B> {
         features: Option<PathBuf>,
         device: B::Device,
         backend: BackendKind,
+        precision: Precision,
     ) -> Result<Self> {
         let digest = weights_digest(&model.path)?;
         if let Some(pinned) = &model.sha256 {
@@ -96,6 +99,7 @@ impl<'a, B: Backend> Session<'a, B> {
             store,
             device,
             backend,
+            precision,
             clip: loaded.model,
             clip_eval,
             tok: loaded.tokenizer,

@@ -22,6 +22,8 @@ version = 1
 description = "run unit tests"
 [backbone]
 name = "tiny-fixture"
+[precision]
+default = "f32"
 [eval]
 batch_size = 3
 [data]
@@ -110,6 +112,7 @@ impl Fixture {
             cache,
             Default::default(),
             BackendKind::Cpu,
+            crate::backend::Precision::F32,
         )
         .unwrap()
     }
@@ -134,6 +137,7 @@ fn a_backbone_whose_weights_differ_from_the_pin_is_refused_before_any_cell() {
         None,
         Default::default(),
         BackendKind::Cpu,
+        crate::backend::Precision::F32,
     )
     .err()
     .unwrap()
@@ -315,6 +319,7 @@ fn records_of_other_weights_under_the_same_backbone_are_not_mixed_with_new_ones(
         None,
         Default::default(),
         BackendKind::Cpu,
+        crate::backend::Precision::F32,
     )
     .err()
     .unwrap()

@@ -129,6 +129,10 @@ pub struct Environment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellConfig {
     pub backbone: BackboneSpec,
+    /// The float format the cell computed in (absent: a record made before precision was a
+    /// setting, which computed in f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::backend::Precision>,
     pub data: DataConfig,
     pub eval: EvalConfig,
     /// The method's config (None for a meta-training cell, whose config is its `[gram.NAME]` run,

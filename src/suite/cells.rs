@@ -154,6 +154,11 @@ pub fn cell_key(
     if let MethodConfig::Gram(g) = method {
         v["host"] = json!(suite.methods.get(&g.host));
     }
+    // f32 cells keep the keys they had before precision was a setting (records made then were f32).
+    let precision = suite.precision.of_cell(spec);
+    if !precision.is_f32() {
+        v["precision"] = json!(precision);
+    }
     // Only checkpoint cells carry the field, so every other key stays as it was.
     if let Some(p) = &spec.checkpoint {
         v["checkpoint"] = json!(digests.file(p));
@@ -181,6 +186,10 @@ pub fn meta_cell(suite: &Suite, name: &str, digests: &dyn Digests) -> Option<Cel
         "on_corrupt": suite.data.on_corrupt,
         "backbone": digests.backbone(),
     });
+    let mut v = v;
+    if !suite.precision.default.is_f32() {
+        v["precision"] = json!(suite.precision.default);
+    }
     Some(Cell {
         key: hash(&v),
         spec: CellSpec {
@@ -373,6 +382,8 @@ version = 1
 description = "plan unit tests"
 [backbone]
 name = "micro-clip"
+[precision]
+default = "f32"
 [world]
 seed = 3
 test_images = 128

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Precision;
 use crate::data::catalog::UserDataset;
 use crate::error::{Error, Result};
 use crate::world::WorldConfig;
@@ -33,6 +34,7 @@ pub struct Suite {
     pub version: u32,
     pub description: String,
     pub backbone: BackboneSpec,
+    pub precision: PrecisionSpec,
     /// The embedded world; required when the backbone is `micro-clip`.
     #[serde(default)]
     pub world: Option<WorldConfig>,
@@ -77,6 +79,33 @@ pub struct BackboneSpec {
     /// `micro-clip` (the embedded world's model) or a backbone key in `datasets.lock` (checked when
     /// the suite is planned or run, against the lock file given there).
     pub name: String,
+}
+
+/// `[precision]`: the float format each method's cells compute in (`f32`, `f16`, `bf16`; see
+/// [`Precision`]). Upstream trains every prompt method at `PREC "fp16"` but VPT (fp32).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecisionSpec {
+    /// Every method not named in `methods`, and GRAM's meta-training.
+    pub default: Precision,
+    /// Methods that compute at another precision, by name.
+    #[serde(default)]
+    pub methods: BTreeMap<String, Precision>,
+}
+
+impl PrecisionSpec {
+    /// The precision of `method`'s cells.
+    pub fn of(&self, method: &str) -> Precision {
+        self.methods.get(method).copied().unwrap_or(self.default)
+    }
+
+    /// The precision `cell` computes in (GRAM's meta-training: the default).
+    pub fn of_cell(&self, cell: &cells::CellSpec) -> Precision {
+        match cell.phase {
+            cells::Phase::Meta => self.default,
+            _ => self.of(&cell.method),
+        }
+    }
 }
 
 /// Where a train cell's K-shot subset comes from.

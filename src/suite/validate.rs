@@ -65,6 +65,11 @@ impl Suite {
                 self.check_gram_host(g).map_err(|e| format!("methods.{name}: {e}"))?;
             }
         }
+        for m in self.precision.methods.keys() {
+            if !self.methods.contains_key(m) {
+                return Err(format!("precision.methods: unknown method `{m}`"));
+            }
+        }
         for (name, g) in &self.gram {
             g.validate().map_err(|e| format!("gram.{name}: {e}"))?;
         }

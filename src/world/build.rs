@@ -94,6 +94,11 @@ pub fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtifacts> {
     (world.data_root.is_dir() && world.model_dir.join("model.safetensors").is_file()).then_some(world)
 }
 
+/// Whether [`ensure_world`] would pretrain a micro-CLIP for `cfg` (not cached, nothing pinned for it).
+pub fn would_pretrain(cache: &Path, cfg: &WorldConfig) -> Result<bool> {
+    Ok(cached_world(cache, cfg).is_none() && !Pin::embedded()?.is_some_and(|p| p.fits(cfg)))
+}
+
 /// Returns the world for `cfg` under `cache`, building it first if it is not there.
 /// `log` receives human-readable progress lines.
 pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) -> Result<WorldArtifacts> {

@@ -20,6 +20,8 @@ published = []
 
 [backbone]
 name = "micro-clip"
+[precision]
+default = "f32"
 
 [world]
 seed = 3

@@ -12,5 +12,6 @@ mod datasets;
 mod findings;
 mod gram;
 mod parsing;
+mod precision;
 mod resume;
 mod shards;
