@@ -24,7 +24,7 @@ fn setup<B: Backend>(device: &B::Device) -> (Clip<B>, Inputs<B>) {
         .init::<B>(&mut RandomInit::new(0), device)
         .expect("random init")
         .freeze();
-    (model, Inputs::new(IMAGES, 224, PROMPTS, N_CTX, device))
+    (model, Inputs::new(&cfg, IMAGES, PROMPTS, N_CTX, device))
 }
 
 fn sync<B: Backend>(t: Tensor<B, 2>) {

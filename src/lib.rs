@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clip;
 pub mod data;
 pub mod error;
+pub mod estimate;
 pub mod faults;
 pub mod features;
 pub mod files;

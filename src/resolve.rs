@@ -177,6 +177,25 @@ impl ResolvedSuite {
         })
     }
 
+    /// The suite with nothing read (no data, no pins): cells counted under placeholder keys, for
+    /// a plan when the real inputs are not on this machine.
+    pub fn unresolved(suite: Suite, lock: Lock) -> ResolvedSuite {
+        let inputs = Inputs {
+            world_key: suite.world.as_ref().map(crate::world::build::world_key),
+            backbone: Unresolved.backbone(),
+            datasets: BTreeMap::new(),
+            data_root: None,
+            fewshot_source: suite.data.fewshot,
+        };
+        let plan = Plan::new(&suite, &Unresolved);
+        ResolvedSuite {
+            suite,
+            lock,
+            inputs,
+            plan,
+        }
+    }
+
     /// Refuses datasets whose split definition, class names or counts differ from what
     /// datasets.lock pins (unless `allow_changed`).
     pub fn check_pins(&self, allow_changed: bool) -> Result<()> {

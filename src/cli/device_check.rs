@@ -8,6 +8,7 @@
 //!    time its FLOPs would take at the image encoder's measured throughput;
 //! 4. suite — a small suite (`suites/backend-check.toml`) run on this backend and on the CPU, every
 //!    cell's test images compared.
+//!
 //! Parts 1–3 run at each `--precision` (a process each: burn fixes a device's float format once per
 //! process); the suite runs at its own precisions. It prints a table per part and writes everything
 //! to one JSON file.
@@ -16,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{dispatch, BackendKind, Precision, WithBackend};
 use crate::clip::weights::SafetensorsStore;
-use crate::clip::workload::{image_backward_to_prompts, read_sum, text_backward_to_context, text_forward, Inputs};
+use crate::clip::workload::Inputs;
 use crate::clip::{flops, load_clip, Clip, ClipConfig, ClipTokenizer, LoadOptions, RandomInit, VisionPrompts};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
@@ -158,25 +158,6 @@ pub struct SuiteCell {
     pub ok: bool,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Median seconds of `repeats` runs of `f` after one warm-up.
-fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    median(
-        (0..repeats.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect(),
-    )
-}
-
 /// Parts 1–3 at one precision (the process's).
 struct Measure<'a>(&'a DeviceCheckArgs, Precision);
 
@@ -301,45 +282,27 @@ fn encoders<B: Backend>(
     let cfg = ClipConfig::vit_b_16();
     let n = a.batch;
     let (img, txt) = (flops::image_forward(&cfg, n), flops::text_forward(&cfg, n, 77));
-    let mut out = Vec::new();
-    {
-        let m: Clip<B> = vit.valid();
-        let x = Inputs::<B>::new(n, 224, n, 4, device);
-        let s = time(a.repeats, || {
-            read_sum(m.encode_image(x.pixels.clone(), &VisionPrompts::default()));
-        });
-        out.push(throughput("image encoder, forward", n, s, img, peak));
-        let s = time(a.repeats, || {
-            read_sum(text_forward(&m, &x, None, false));
-        });
-        out.push(throughput("text encoder, forward (77 tokens)", n, s, txt, peak));
-    }
-    let m = vit;
-    let x = Inputs::<Autodiff<B>>::new(n, 224, n, 4, device);
-    let s = time(a.repeats, || {
-        image_backward_to_prompts(&m, &x, 8);
-    });
-    out.push(throughput(
-        "image, forward + backward to 8 VPT tokens",
-        n,
-        s,
-        2.0 * img,
-        peak,
-    ));
-    let s = time(a.repeats, || {
-        text_backward_to_context(&m, &x, false);
-    });
-    out.push(throughput(
-        "text, forward + backward to 4 context vectors",
-        n,
-        s,
-        2.0 * txt,
-        peak,
-    ));
-    out
+    let [image, text, image_back, text_back] = crate::estimate::measure_passes(vit, &cfg, n, a.repeats, device);
+    vec![
+        throughput("image encoder, forward", n, image, img, peak),
+        throughput("text encoder, forward (77 tokens)", n, text, txt, peak),
+        throughput(
+            "image, forward + backward to 8 VPT tokens",
+            n,
+            image_back,
+            2.0 * img,
+            peak,
+        ),
+        throughput(
+            "text, forward + backward to 4 context vectors",
+            n,
+            text_back,
+            2.0 * txt,
+            peak,
+        ),
+    ]
 }
 
-/// One training step of every SGD method of `a.methods_from`, at ViT-B/16 shapes.
 fn methods<B: Backend>(
     a: &DeviceCheckArgs,
     clip: &Clip<Autodiff<B>>,
@@ -372,11 +335,11 @@ fn methods<B: Backend>(
             shots: 16,
             seed: 1,
         })?;
-        let pixels = Inputs::<A<B>>::new(batch, 224, 0, 0, device).pixels;
+        let pixels = Inputs::<A<B>>::new(&cfg, batch, 0, 0, device).pixels;
         let labels: Vec<i64> = (0..batch).map(|i| (i % a.classes) as i64).collect();
         let labels = Tensor::<A<B>, 1, Int>::from_data(TensorData::new(labels, [batch]), device);
         let mut failure = None;
-        let seconds = time(a.repeats, || {
+        let seconds = crate::estimate::time(a.repeats, || {
             let b = Batch {
                 pixels: pixels.clone(),
                 labels: labels.clone(),

@@ -1,18 +1,25 @@
-//! `gram-bench plan`: every cell done / missing / failed, and the estimated time for the rest.
+//! `gram-bench plan`: every cell done / missing / failed, and (`estimate`) the estimated time of
+//! each and of the rest.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::data::{subsample_labels, Subsample};
-use crate::error::Result;
+use std::collections::HashSet;
+
+use burn::tensor::backend::Backend;
+
+use super::device_check::DeviceReport;
+use crate::backend::{dispatch, BackendKind, WithBackend};
+use crate::clip::ClipConfig;
+use crate::error::{Error, Result};
+use crate::estimate::{backbone_config, calibrate, cell_passes, PassTimes};
+use crate::lock::Lock;
 use crate::report::markdown_table;
 use crate::resolve::ResolvedSuite;
 use crate::run::cell_label;
 use crate::store::{Status, Store};
-use crate::suite::cells::Phase;
 use crate::suite::Suite;
-use crate::world::world_dataset;
 
 use super::common::*;
 
@@ -24,111 +31,222 @@ pub struct PlanArgs {
     /// Only cells matching FIELD=VALUE (fields: method, dataset, target, phase, shots, seed; repeatable).
     #[arg(long, value_parser = parse_filter)]
     pub only: Vec<(String, String)>,
+    /// Estimate each cell's time from the four encoder passes measured now on this backend, at the
+    /// suite's backbone and default precision (random weights; seconds to a minute).
+    #[arg(long, conflicts_with_all = ["rates", "tflops"])]
+    pub estimate_on: Option<BackendKind>,
+    /// Estimate from a `device-check` JSON's encoder rows (ViT-B/16, the suite's default precision).
+    #[arg(long, conflicts_with = "tflops")]
+    pub rates: Option<PathBuf>,
+    /// Estimate at an assumed effective throughput (TFLOP/s) for every pass.
+    #[arg(long)]
+    pub tflops: Option<f64>,
+    /// Images (and prompts) per calibration batch for --estimate-on.
+    #[arg(long, default_value_t = 32)]
+    pub calibration_batch: usize,
 }
 
-/// Rough work of a cell: (training images processed, test images scored), from the datasets'
-/// sizes (the embedded ones by definition, the others as read to key the cells).
-pub(super) fn work_of(resolved: &ResolvedSuite, c: &crate::suite::cells::Cell) -> (usize, usize) {
-    let (suite, s) = (&resolved.suite, &c.spec);
-    let count = |items: &[crate::data::Datum], labels: &[usize], cap: usize| -> usize {
-        labels
-            .iter()
-            .map(|l| items.iter().filter(|d| d.label == *l).count().min(cap))
-            .sum()
-    };
-    // (training images per epoch at `shots`, test images) of a dataset's `which` half.
-    let sizes = |name: &str, which: Subsample, shots: usize| -> (usize, usize) {
-        if let Some(d) = resolved.inputs.datasets.get(name) {
-            let labels = subsample_labels(d.classnames.len(), which);
-            return (count(&d.train, &labels, shots), count(&d.test, &labels, usize::MAX));
+/// Where an estimate's pass times came from.
+struct Pricing {
+    times: PassTimes,
+    /// Said after the total: the rate's source and whether its hours are a GPU's.
+    source: String,
+    gpu: bool,
+}
+
+struct Calibrate<'a>(&'a ClipConfig, usize);
+
+impl WithBackend for Calibrate<'_> {
+    type Output = Result<PassTimes>;
+    fn run<B: Backend>(self, device: B::Device) -> Result<PassTimes> {
+        calibrate::<B>(self.0, self.1, 3, &device)
+    }
+}
+
+fn pricing(a: &PlanArgs, resolved: &ResolvedSuite) -> Result<Option<Pricing>> {
+    let precision = resolved.suite.precision.default;
+    if let Some(t) = a.tflops {
+        if t.is_nan() || t <= 0.0 {
+            return Err(Error::Input("--tflops must be positive".into()));
         }
-        world_dataset(name).map_or((0, 0), |d| {
-            let n = subsample_labels(d.classes().len(), which).len();
-            let test = suite
-                .world
-                .as_ref()
-                .and_then(|w| w.test_images)
-                .map_or(0, |t| d.test_per_class(t));
-            (n * d.per_class[0].min(shots), n * test)
-        })
-    };
-    let Some(mc) = suite.methods.get(&s.method) else {
-        // A meta-training cell: its cost is not in images of a dataset.
-        return (0, 0);
-    };
-    let train = match (s.phase, suite.trained_as(mc).training()) {
-        (Phase::Train, crate::methods::Training::Sgd(t)) => {
-            t.epochs.resolve(&s.dataset, s.shots).unwrap_or(0) * sizes(&s.dataset, s.train_classes, s.shots).0
+        return Ok(Some(Pricing {
+            times: PassTimes::at_tflops(&backbone_config(resolved)?, t),
+            source: format!("at an assumed {t} TFLOP/s for every pass"),
+            gpu: true,
+        }));
+    }
+    if let Some(path) = &a.rates {
+        let cfg = backbone_config(resolved)?;
+        if cfg != ClipConfig::vit_b_16() {
+            return Err(Error::Input(format!(
+                "--rates: device-check measures ViT-B/16, and suite `{}`'s backbone is another; use --estimate-on",
+                resolved.suite.name
+            )));
         }
-        _ => 0,
-    };
-    let target = s.target.as_deref().unwrap_or(&s.dataset);
-    (train, sizes(target, s.target_classes, 0).1)
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let r: DeviceReport = serde_json::from_str(&text)
+            .map_err(|e| Error::Input(format!("{}: not a device-check report: {e}", path.display())))?;
+        let run = r.runs.iter().find(|run| run.precision == precision).ok_or_else(|| {
+            Error::Input(format!(
+                "{}: no measurements at {precision}, the suite's precision (run device-check with --precision {precision})",
+                path.display()
+            ))
+        })?;
+        let [i, t, ib, tb] = match &run.encoders[..] {
+            [i, t, ib, tb] => [i, t, ib, tb].map(|x| x.seconds / x.items as f64),
+            _ => {
+                return Err(Error::Input(format!(
+                    "{}: its encoder part was skipped",
+                    path.display()
+                )))
+            }
+        };
+        return Ok(Some(Pricing {
+            times: PassTimes {
+                image_forward: i,
+                image_backward: ib,
+                text_forward: t,
+                text_backward: tb,
+            },
+            source: format!(
+                "at the rates {} measured on {} ({precision})",
+                path.display(),
+                r.backend
+            ),
+            gpu: r.backend != "cpu",
+        }));
+    }
+    let Some(backend) = a.estimate_on else { return Ok(None) };
+    if a.calibration_batch == 0 {
+        return Err(Error::Input("--calibration-batch must be positive".into()));
+    }
+    let cfg = backbone_config(resolved)?;
+    eprintln!(
+        "calibrating the encoder passes of `{}` on {backend} at {precision}, batch {}",
+        resolved.suite.backbone.name, a.calibration_batch
+    );
+    let times = dispatch(backend, precision, Calibrate(&cfg, a.calibration_batch))??;
+    Ok(Some(Pricing {
+        times,
+        source: format!(
+            "on {backend} at {precision} (calibrated now, batch {}, {} threads)",
+            a.calibration_batch,
+            rayon::current_num_threads()
+        ),
+        gpu: backend != BackendKind::Cpu,
+    }))
+}
+
+fn duration(s: f64) -> String {
+    match s {
+        s if s < 90.0 => format!("{s:.1} s"),
+        s if s < 5400.0 => format!("{:.1} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
 
 pub fn plan(a: &PlanArgs) -> Result<()> {
-    let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
+    let suite = Suite::load(&a.suite)?;
+    let estimating = a.estimate_on.is_some() || a.rates.is_some() || a.tflops.is_some();
+    // For an estimate, a suite whose data or backbone pin is not here is still counted (from the
+    // published dataset sizes), under placeholder keys.
+    let (resolved, unresolved) = match resolve(suite.clone(), &a.store) {
+        Ok(r) => (r, None),
+        Err(e) if estimating => {
+            eprintln!("note: {e}");
+            (
+                ResolvedSuite::unresolved(suite, Lock::load(&a.store.lock).unwrap_or_default()),
+                Some(e),
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    let pricing = pricing(a, &resolved)?;
     let store = Store::open_read(&a.store.store, &resolved.suite.name);
     let cells = resolved.plan.select(&a.only)?;
-    // Seconds per training image and per test image, measured from this store's records.
-    let (mut train_s, mut train_n, mut eval_s, mut eval_n) = (0.0, 0usize, 0.0, 0usize);
-    let mut statuses = Vec::new();
-    for c in &cells {
-        let r = store.get(&c.key)?;
-        if let Some(r) = &r {
-            if r.status == Status::Ok {
-                if let Some(t) = &r.train {
-                    train_s += r.timings.train_s;
-                    train_n += t.epochs * t.images;
-                }
-                if let Some(m) = &r.metrics {
-                    eval_s += r.timings.eval_s;
-                    eval_n += m.total;
-                }
-            }
-        }
-        statuses.push(r.map(|r| r.status));
-    }
-    let (per_train, per_eval, measured) = if train_n > 0 && eval_n > 0 {
-        (train_s / train_n as f64, eval_s / eval_n as f64, true)
-    } else {
-        // Defaults measured for the micro-CLIP on 2 CPU cores (README, "Performance").
-        (0.0006, 0.0004, false)
-    };
+    let mut encoded = HashSet::new();
     let mut rows = Vec::new();
-    let (mut done, mut missing, mut failed, mut est) = (0, 0, 0, 0.0);
-    for (c, st) in cells.iter().zip(&statuses) {
-        let (tr, ev) = work_of(&resolved, c);
-        let status = match st {
+    let (mut done, mut missing, mut failed) = (0, 0, 0);
+    let (mut est_left, mut est_done, mut recorded_done) = (0.0, 0.0, 0.0);
+    for c in &cells {
+        let r = match unresolved {
+            None => store.get(&c.key)?,
+            Some(_) => None,
+        };
+        let seconds = pricing
+            .as_ref()
+            .map(|p| cell_passes(&resolved, c, &mut encoded).seconds(&p.times));
+        let status = match r.as_ref().map(|r| r.status) {
             Some(Status::Ok) => {
                 done += 1;
-                "done".to_string()
+                if let (Some(s), Some(r)) = (seconds, &r) {
+                    est_done += s;
+                    recorded_done += r.timings.train_s + r.timings.eval_s;
+                }
+                "done"
             }
             Some(Status::Failed) => {
                 failed += 1;
-                est += tr as f64 * per_train + ev as f64 * per_eval;
-                "FAILED".to_string()
+                est_left += seconds.unwrap_or(0.0);
+                "FAILED"
             }
             None => {
                 missing += 1;
-                est += tr as f64 * per_train + ev as f64 * per_eval;
-                "missing".to_string()
+                est_left += seconds.unwrap_or(0.0);
+                if unresolved.is_some() {
+                    "unresolved"
+                } else {
+                    "missing"
+                }
             }
         };
-        rows.push(vec![
-            c.key[..12].to_string(),
+        let mut row = vec![
+            if unresolved.is_some() {
+                "—".to_string()
+            } else {
+                c.key[..12].to_string()
+            },
             cell_label(c),
             c.spec.phase.as_str().to_string(),
-            status,
-        ]);
+            status.to_string(),
+        ];
+        if let Some(s) = seconds {
+            row.push(duration(s));
+        }
+        rows.push(row);
     }
-    println!("{}", markdown_table(&["Key", "Cell", "Phase", "Status"], rows));
+    let mut header = vec!["Key", "Cell", "Phase", "Status"];
+    if pricing.is_some() {
+        header.push("Estimate");
+    }
+    println!("{}", markdown_table(&header, rows));
     println!(
-        "\n{} cells: {done} done, {missing} missing, {failed} failed. Estimated time for the rest: {:.0} s on this machine's CPU \
-         ({}), plus a one-time world build if it is not cached.",
-        cells.len(),
-        est,
-        if measured { "from this store's timings" } else { "default per-image costs; no finished cells to measure yet" }
+        "\n{} cells: {done} done, {missing} missing, {failed} failed.",
+        cells.len()
     );
+    if unresolved.is_some() {
+        println!("The suite's inputs are not resolved here (see the note above): keys and statuses are unknown; dataset sizes are the published ones.");
+    }
+    match &pricing {
+        Some(p) => {
+            println!(
+                "Estimated time of the {} cells left: {est_left:.0} s ({}) = {:.2} {}-hours {}.",
+                missing + failed,
+                duration(est_left),
+                est_left / 3600.0,
+                if p.gpu { "GPU" } else { "CPU" },
+                p.source
+            );
+            if done > 0 && recorded_done > 0.0 {
+                println!(
+                    "On the {done} finished cells the model says {}, their records {} (×{:.2}).",
+                    duration(est_done),
+                    duration(recorded_done),
+                    est_done / recorded_done
+                );
+            }
+        }
+        None => println!("For time estimates: --estimate-on BACKEND, --rates DEVICE_CHECK.json or --tflops X."),
+    }
     Ok(())
 }

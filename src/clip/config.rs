@@ -137,6 +137,22 @@ impl ClipConfig {
             .map(|(_, c)| c)
     }
 
+    /// [`by_name`](Self::by_name) ignoring case, `/`, `-`, `_` and `@`: the names a lock file's
+    /// keys use (`vit-b16`, `clip-vit-b16` is not one).
+    pub fn by_loose_name(name: &str) -> Option<Self> {
+        let squash = |s: &str| -> String {
+            s.chars()
+                .filter(|c| !matches!(c, '/' | '-' | '_' | '@'))
+                .flat_map(char::to_lowercase)
+                .collect()
+        };
+        let want = squash(name);
+        Self::named()
+            .into_iter()
+            .find(|(names, _)| names.iter().any(|n| squash(n) == want))
+            .map(|(_, c)| c)
+    }
+
     /// Reads either an HF `config.json` or an open_clip model config (`embed_dim`, `vision_cfg`,
     /// `text_cfg`), whichever the file is.
     pub fn from_json_file(path: &Path) -> Result<Self> {

@@ -1,50 +1,50 @@
-//! Random ViT-B/16-shaped workloads for measuring the encoders: images, CoOp-shaped prompts, and the
-//! forward / forward + backward passes through prompt tokens the prompt learners run. Shared by the
-//! criterion benchmark (`benches/encoders.rs`) and `gram-bench device-check`.
+//! Random workloads shaped by a backbone's config for measuring the encoders: images, CoOp-shaped
+//! prompts, and the forward / forward + backward passes through prompt tokens the prompt learners
+//! run. Shared by the criterion benchmark (`benches/encoders.rs`), `gram-bench device-check` and
+//! `plan`'s calibration (`estimate::calibrate`).
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
-use super::{Clip, VisionPrompts};
+use super::{Clip, ClipConfig, VisionPrompts};
 
-/// Tokens of a CLIP text sequence.
-pub const CONTEXT: usize = 77;
-
-/// A batch of random pixels and of prompts shaped as CoOp's: SOT, `n_ctx` context placeholders, a
-/// class name of 1–4 tokens, ".", EOT, padding.
+/// A batch of random pixels at the config's image size and of prompts shaped as CoOp's over its
+/// context length: SOT, `n_ctx` context placeholders, a class name of 1–4 tokens, ".", EOT, padding.
 pub struct Inputs<B: Backend> {
     pub pixels: Tensor<B, 4>,
     pub ids: Tensor<B, 2, Int>,
     pub eos: Vec<usize>,
     pub n_ctx: usize,
+    /// Tokens of a text sequence (the config's context length).
+    pub context: usize,
 }
 
 impl<B: Backend> Inputs<B> {
-    pub fn new(images: usize, image_size: usize, prompts: usize, n_ctx: usize, device: &B::Device) -> Self {
-        let pixels = Tensor::random(
-            [images, 3, image_size, image_size],
-            Distribution::Normal(0.0, 1.0),
-            device,
-        );
-        let mut ids = vec![0i64; prompts * CONTEXT];
+    pub fn new(cfg: &ClipConfig, images: usize, prompts: usize, n_ctx: usize, device: &B::Device) -> Self {
+        let size = cfg.vision.image_size;
+        let pixels = Tensor::random([images, 3, size, size], Distribution::Normal(0.0, 1.0), device);
+        let context = cfg.text.max_position_embeddings;
+        let vocab = cfg.text.vocab_size;
+        let mut ids = vec![0i64; prompts * context];
         let mut eos = Vec::with_capacity(prompts);
         for p in 0..prompts {
             let name_len = 1 + p % 4;
-            let row = &mut ids[p * CONTEXT..(p + 1) * CONTEXT];
-            row[0] = 49406;
+            let row = &mut ids[p * context..(p + 1) * context];
+            row[0] = (vocab - 2) as i64;
             for (i, t) in row.iter_mut().enumerate().take(1 + n_ctx + name_len + 1).skip(1) {
-                *t = 1000 + ((p * 31 + i * 7) % 40000) as i64;
+                *t = (1 + (p * 31 + i * 7) % (vocab - 3)) as i64;
             }
             let e = 1 + n_ctx + name_len + 1;
-            row[e] = 49407;
+            row[e] = (vocab - 1) as i64;
             eos.push(e);
         }
-        let ids = Tensor::from_data(TensorData::new(ids, [prompts, CONTEXT]), device);
+        let ids = Tensor::from_data(TensorData::new(ids, [prompts, context]), device);
         Self {
             pixels,
             ids,
             eos,
             n_ctx,
+            context,
         }
     }
 }
@@ -60,7 +60,7 @@ pub fn text_forward<B: Backend>(m: &Clip<B>, x: &Inputs<B>, ctx: Option<Tensor<B
                 vec![
                     tokens.clone().narrow(1, 0, 1),
                     ctx.expand([n, x.n_ctx, w]),
-                    tokens.narrow(1, 1 + x.n_ctx, CONTEXT - 1 - x.n_ctx),
+                    tokens.narrow(1, 1 + x.n_ctx, x.context - 1 - x.n_ctx),
                 ],
                 1,
             )

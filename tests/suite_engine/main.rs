@@ -9,6 +9,7 @@ mod backbones;
 mod checkpoints;
 mod data_policy;
 mod datasets;
+mod estimates;
 mod findings;
 mod gram;
 mod parsing;
