@@ -40,7 +40,8 @@ backend's kernels take another path here, so the embedded world's numbers can di
 digits from those in reports/ and baselines/ (made on AVX2 and AVX-512 machines, which agree bit for \
 bit); `check --baseline` may flag such differences";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     #[default]
     Cpu,

@@ -17,6 +17,7 @@ pub mod report;
 pub mod resolve;
 pub mod run;
 pub mod seeds;
+pub mod slurm;
 pub mod store;
 pub mod suite;
 pub mod world;

@@ -28,6 +28,9 @@ const FLOORS: &[(&str, u8)] = &[
     // Reports and runs read the same resolution and store; neither imports the other.
     ("report", 10),
     ("run", 10),
+    // Cost estimates and the Slurm launcher read the resolution and the store, like runs.
+    ("estimate", 10),
+    ("slurm", 10),
     ("cli", 11),
 ];
 

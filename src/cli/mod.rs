@@ -16,6 +16,7 @@ mod lock;
 mod plan;
 mod report;
 mod run;
+mod slurm;
 mod validate;
 mod world;
 
@@ -31,6 +32,7 @@ use lock::LockCommand;
 use plan::PlanArgs;
 use report::ReportArgs;
 use run::RunArgs;
+use slurm::SlurmCommand;
 use world::WorldArgs;
 
 #[derive(Parser, Debug)]
@@ -71,6 +73,9 @@ pub enum Command {
     /// Check and measure a backend in one run (parity, ViT-B/16 throughput, every method's step,
     /// a small suite against the CPU); prints tables and writes one JSON file.
     DeviceCheck(DeviceCheckArgs),
+    /// Run a suite's cells as Slurm job arrays, and follow them.
+    #[command(subcommand)]
+    Slurm(SlurmCommand),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -92,6 +97,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::check(&a),
         Command::World(a) => world::world(&a),
         Command::DeviceCheck(a) => device_check::device_check(&a),
+        Command::Slurm(SlurmCommand::Submit(a)) => slurm::submit(&a),
+        Command::Slurm(SlurmCommand::Status(a)) => slurm::status(&a),
+        Command::Slurm(SlurmCommand::Task(a)) => slurm::task(&a),
         Command::Clip(ClipCommand::Embed(args)) => {
             let out = embed(&args)?;
             let json = serde_json::to_string(&out).map_err(|e| Error::Internal(e.to_string()))?;

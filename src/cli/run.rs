@@ -61,6 +61,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         overwrite: a.overwrite,
         feature_cache: !a.no_feature_cache,
         shard: a.shard,
+        keys: None,
         precision: a.precision_group,
     };
     let s = run_suite(&resolved, &opts)?;

@@ -56,6 +56,8 @@ impl<'a, B: Backend> Session<'a, B> {
                 device: format!("{:?}", self.device),
                 os: std::env::consts::OS.to_string(),
                 threads: rayon::current_num_threads(),
+                host: crate::store::host_name(),
+                slurm: crate::store::SlurmJob::from_env(),
             },
             started_at: now_utc(),
             finished_at: String::new(),

@@ -61,6 +61,8 @@ pub struct RunOptions {
     pub feature_cache: bool,
     /// Run only the cells this shard owns (`shard::Shard`).
     pub shard: Option<shard::Shard>,
+    /// Run only these cells (a Slurm array task's); an input not among them waits like a shard's.
+    pub keys: Option<std::collections::HashSet<String>>,
     /// Run only the cells of this precision. None: those of the suite's default precision (or,
     /// when none of those is left to run, of the first other one), and count the rest in
     /// [`RunSummary::later`]: a process computes at one precision (`backend::set_precision`).
@@ -115,10 +117,10 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         .cloned()
         .collect();
     let by_key = resolved.plan.by_key();
-    let selected: Vec<Cell> = match opts.shard {
-        Some(sh) => selected.into_iter().filter(|c| sh.owns(c)).collect(),
-        None => selected,
-    };
+    // A partial run (a shard, a Slurm task's cells) runs only the cells it owns.
+    let owns =
+        |c: &Cell| opts.shard.is_none_or(|sh| sh.owns(c)) && opts.keys.as_ref().is_none_or(|k| k.contains(&c.key));
+    let selected: Vec<Cell> = selected.into_iter().filter(|c| owns(c)).collect();
     // Only now, with the suite accepted, is its results folder created.
     let store = Store::open(&opts.store, &suite.name)?;
     // Decide what to run before building anything.
@@ -134,24 +136,31 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
             summary.skipped += 1;
             continue;
         }
-        if let Some(sh) = opts.shard {
-            // An input owned by another shard and not recorded yet: this shard cannot run the cell
+        if opts.shard.is_some() || opts.keys.is_some() {
+            // An input another runner owns and has not recorded yet: this one cannot run the cell
             // now, and must not compute that input itself (it would run twice).
             let mut waits_for = None;
             for d in inputs(c, &by_key) {
-                if !sh.owns(d) && !store.get(&d.key)?.is_some_and(|r| r.status == Status::Ok) {
+                if !owns(d) && !store.get(&d.key)?.is_some_and(|r| r.status == Status::Ok) {
                     waits_for = Some(d);
                     break;
                 }
             }
             if let Some(d) = waits_for {
-                eprintln!(
-                    "{}: waits for `{}` (shard {}/{}), not recorded yet; run shard {sh} again after it",
-                    cell_label(c),
-                    cell_label(d),
-                    shard::Shard::owner(d, sh.count),
-                    sh.count
-                );
+                match opts.shard {
+                    Some(sh) => eprintln!(
+                        "{}: waits for `{}` (shard {}/{}), not recorded yet; run shard {sh} again after it",
+                        cell_label(c),
+                        cell_label(d),
+                        shard::Shard::owner(d, sh.count),
+                        sh.count
+                    ),
+                    None => eprintln!(
+                        "{}: waits for `{}`, not recorded yet (another task's, or it failed); the next submit runs it",
+                        cell_label(c),
+                        cell_label(d),
+                    ),
+                }
                 summary.waiting += 1;
                 continue;
             }

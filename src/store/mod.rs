@@ -14,8 +14,9 @@ use crate::methods::PromptArtifact;
 mod record;
 
 pub use record::{
-    CellConfig, CellDigests, CheckpointDigest, ClassAccuracy, Environment, FeatureOrigin, FewShotOrigin,
-    FewShotSourceKind, FitSummary, MetaDigest, MetaFit, Metrics, Record, Status, Timings, TrainSummary, RECORD_SCHEMA,
+    host_name, CellConfig, CellDigests, CheckpointDigest, ClassAccuracy, Environment, FeatureOrigin, FewShotOrigin,
+    FewShotSourceKind, FitSummary, MetaDigest, MetaFit, Metrics, Record, SlurmJob, Status, Timings, TrainSummary,
+    RECORD_SCHEMA,
 };
 
 pub struct Store {

@@ -123,6 +123,56 @@ pub struct Environment {
     /// The size of the thread pool the cell ran on (rayon's, which `RAYON_NUM_THREADS` sets), not
     /// the number of cores.
     pub threads: usize,
+    /// The machine's host name (empty in records made before it was recorded).
+    #[serde(default)]
+    pub host: String,
+    /// The Slurm job the cell ran in, when it ran in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmJob>,
+}
+
+/// Where in Slurm a cell ran: an array task is (array job id, task id) — Slurm gives the last task
+/// to start the array's base id as its `SLURM_JOB_ID`, so that alone does not name a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmJob {
+    /// `SLURM_ARRAY_JOB_ID`, or `SLURM_JOB_ID` for a job that is not an array task.
+    pub job_id: String,
+    /// `SLURM_ARRAY_TASK_ID`.
+    pub array_task_id: Option<String>,
+}
+
+impl SlurmJob {
+    /// From this process's environment (None outside Slurm).
+    pub fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
+            (Some(job_id), Some(task)) => Some(Self {
+                job_id,
+                array_task_id: Some(task),
+            }),
+            _ => var("SLURM_JOB_ID").map(|job_id| Self {
+                job_id,
+                array_task_id: None,
+            }),
+        }
+    }
+
+    /// `JOB_TASK` as Slurm's `%A_%a` spells it (`JOB` for a plain job).
+    pub fn id(&self) -> String {
+        match &self.array_task_id {
+            Some(t) => format!("{}_{t}", self.job_id),
+            None => self.job_id.clone(),
+        }
+    }
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
 }
 
 /// The configuration a cell ran with, as the suite resolved it.
