@@ -296,10 +296,9 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// `squeue` for every job of this user, tasks listed one per line.
+    /// `squeue`'s jobs, array tasks one per line (callers look up their own job ids).
     pub fn read() -> Result<Queue> {
-        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-        let out = slurm_cmd("squeue", &["-h", "-r", "-u", &user, "-o", "%F %K %T"])?;
+        let out = slurm_cmd("squeue", &["-h", "-r", "-o", "%F %K %T"])?;
         Ok(Queue::parse(&out))
     }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::report::compare::{compare, to_markdown as compare_markdown};
 use crate::report::{gather, published_tables, render_markdown, write_report};
 use crate::resolve::ResolvedSuite;
 use crate::store::Store;
@@ -20,6 +21,14 @@ pub struct ReportArgs {
     /// Where reports go.
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
+    /// Another store to compare this one with (two commits, backends, precisions, machines):
+    /// values paired by table row and seed, written to compare.md and compare.json beside the report.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// The suite whose records `--compare` reads (default: this one), e.g. this table at another
+    /// precision, whose cells have other keys.
+    #[arg(long, requires = "compare")]
+    pub compare_suite: Option<PathBuf>,
 }
 
 pub(super) fn world_note(suite: &Suite, cache: &Path) -> String {
@@ -58,7 +67,44 @@ pub(super) fn world_note(suite: &Suite, cache: &Path) -> String {
 
 pub fn report(a: &ReportArgs) -> Result<()> {
     let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
-    write_suite_report(&resolved, &a.suite, &a.store, &a.out, true)
+    write_suite_report(&resolved, &a.suite, &a.store, &a.out, a.compare.is_none())?;
+    let Some(other_store) = &a.compare else {
+        return Ok(());
+    };
+    let other_suite = a.compare_suite.as_ref().unwrap_or(&a.suite);
+    let other_args = StoreArgs {
+        store: other_store.clone(),
+        ..a.store.clone()
+    };
+    let other = resolve(Suite::load(other_suite)?, &other_args)?;
+    let values = |r: &ResolvedSuite, store: &Path| -> Result<Vec<crate::report::aggregate::SeedValue>> {
+        Ok(crate::report::aggregate::collect(&r.plan, &Store::open_read(store, &r.suite.name))?.0)
+    };
+    let (this_values, other_values) = (values(&resolved, &a.store.store)?, values(&other, other_store)?);
+    if other_values.is_empty() {
+        return Err(Error::Input(format!(
+            "no finished cells of suite `{}` in {} to compare with",
+            other.suite.name,
+            other_store.display()
+        )));
+    }
+    let (rows, unpaired) = compare(&this_values, &other_values);
+    let md = compare_markdown(
+        &rows,
+        unpaired,
+        &a.store.store.display().to_string(),
+        &other_store.display().to_string(),
+    );
+    let dir = a.out.join(&resolved.suite.name);
+    crate::files::write_atomic(&dir.join("compare.md"), md.as_bytes())?;
+    let json = serde_json::to_vec_pretty(&rows).map_err(|e| Error::Internal(e.to_string()))?;
+    crate::files::write_atomic(&dir.join("compare.json"), &json)?;
+    println!("{md}");
+    eprintln!(
+        "wrote {} (and compare.json beside it)",
+        dir.join("compare.md").display()
+    );
+    Ok(())
 }
 
 pub(super) fn write_suite_report(

@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod baseline;
+pub mod compare;
 pub mod findings;
 pub mod markdown;
 pub mod paired;

@@ -7,6 +7,7 @@ mod common;
 
 mod backbones;
 mod checkpoints;
+mod compare;
 mod data_policy;
 mod datasets;
 mod estimates;
