@@ -123,8 +123,8 @@ pub struct Environment {
     /// The size of the thread pool the cell ran on (rayon's, which `RAYON_NUM_THREADS` sets), not
     /// the number of cores.
     pub threads: usize,
-    /// The machine's host name (empty in records made before it was recorded).
-    #[serde(default)]
+    /// The machine's host name (absent in records made before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// The Slurm job the cell ran in, when it ran in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
