@@ -126,13 +126,14 @@ pub(super) fn write_suite_report(
         )));
     }
     let published = published_tables(suite)?;
+    let figures = crate::report::figures::render(&out.join(&suite.name), suite, &data, &published)?;
     let md = render_markdown(
         suite,
         suite_path,
         &data,
         &published,
         &world_note(suite, &cache_of(store)),
-    );
+    ) + &crate::report::figures::markdown(&figures);
     let path = write_report(out, suite, &md, &data)?;
     if print {
         println!("{md}");

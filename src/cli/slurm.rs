@@ -20,7 +20,7 @@ use crate::suite::Suite;
 #[derive(Subcommand, Debug)]
 pub enum SlurmCommand {
     /// Submit the suite's missing and failed cells as job arrays, one per dependency stage.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Per stage: cells done, running, queued, failed and missing, from the store and squeue.
     Status(StatusArgs),
     /// Run one array task's cells (what the submitted scripts call).

@@ -40,7 +40,7 @@ pub fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     b.build().with(Style::markdown()).to_string()
 }
 
-fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
+pub(super) fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
     let method = suite.methods.get(&r.method)?;
     let name = method.paper_name()?;
     // A method that learns nothing (zero-shot) does not depend on the shots a table was run with.

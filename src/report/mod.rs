@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod baseline;
 pub mod compare;
+pub mod figures;
 pub mod findings;
 pub mod markdown;
 pub mod paired;

@@ -11,6 +11,7 @@ mod compare;
 mod data_policy;
 mod datasets;
 mod estimates;
+mod figures;
 mod findings;
 mod gram;
 mod parsing;

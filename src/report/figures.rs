@@ -1,0 +1,483 @@
+//! The figures people know these papers by, as SVG beside `report.md` (plotters' SVG backend: no
+//! fonts or system libraries needed): few-shot curves (CoOp's Fig. 3), base-to-new bars,
+//! transfer bars (source and each target) and a ±GRAM forest plot. Methods get the same colour in
+//! every figure (Okabe–Ito's colour-blind-safe eight first); legends sit beside the plot, and method
+//! names label rows of horizontal bars, so 15 methods do not overlap.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::aggregate::AggRow;
+use super::baseline::PublishedTable;
+use super::paired::PairRow;
+use super::ReportData;
+use crate::error::{Error, Result};
+use crate::suite::{Metric, Protocol, Suite};
+
+/// Okabe–Ito's eight, then Paul Tol's muted scheme: distinct under the common colour-vision
+/// deficiencies for the first eight.
+const PALETTE: [RGBColor; 15] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
+    RGBColor(136, 34, 85),
+    RGBColor(68, 170, 153),
+    RGBColor(153, 153, 51),
+    RGBColor(170, 68, 153),
+    RGBColor(17, 119, 51),
+    RGBColor(51, 34, 136),
+    RGBColor(221, 204, 119),
+];
+
+/// A figure written beside the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figure {
+    /// File name under the report's directory.
+    pub file: String,
+    pub title: String,
+}
+
+fn pe<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Internal(format!("figure: {e:?}"))
+}
+
+/// Every method of the report, in one order, with its colour.
+fn colours(rows: &[AggRow]) -> BTreeMap<String, RGBColor> {
+    let names: BTreeSet<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m.to_string(), PALETTE[i % PALETTE.len()]))
+        .collect()
+}
+
+/// A legend in its own drawing area: a swatch and a name per entry.
+fn legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, entries: &[(String, RGBColor)]) -> Result<()> {
+    for (i, (name, c)) in entries.iter().enumerate() {
+        let y = 40 + 20 * i as i32;
+        area.draw(&Rectangle::new([(8, y - 5), (26, y + 5)], c.filled()))
+            .map_err(pe)?;
+        area.draw(&Text::new(
+            name.clone(),
+            (32, y),
+            ("sans-serif", 13)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(pe)?;
+    }
+    Ok(())
+}
+
+fn file_name(parts: &[&str]) -> String {
+    let s: String = parts
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{s}.svg")
+}
+
+/// Accuracy against shots (log scale), a line and a ±1 std band per method, published points as
+/// crosses.
+fn few_shot(
+    dir: &Path,
+    suite: &Suite,
+    rows: &[AggRow],
+    published: &[PublishedTable],
+    colour: &BTreeMap<String, RGBColor>,
+) -> Result<Vec<Figure>> {
+    let fs: Vec<&AggRow> = rows
+        .iter()
+        .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
+        .collect();
+    let datasets: BTreeSet<&str> = fs.iter().map(|r| r.dataset.as_str()).collect();
+    let mut out = Vec::new();
+    for d in datasets {
+        let here: Vec<&&AggRow> = fs.iter().filter(|r| r.dataset == d).collect();
+        let shots: BTreeSet<usize> = here.iter().map(|r| r.shots).collect();
+        if shots.len() < 2 {
+            continue;
+        }
+        let by_method: BTreeMap<&str, Vec<&AggRow>> = here.iter().fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r.method.as_str()).or_insert_with(Vec::new).push(r);
+            m
+        });
+        let (lo, hi) = here
+            .iter()
+            .map(|r| (r.mean - r.std.unwrap_or(0.0), r.mean + r.std.unwrap_or(0.0)))
+            .fold((100.0f64, 0.0f64), |(a, b), (l, h)| (a.min(l), b.max(h)));
+        let (y0, y1) = (
+            ((lo - 5.0) / 5.0).floor().max(0.0) * 5.0,
+            (((hi + 5.0) / 5.0).ceil() * 5.0).min(100.0),
+        );
+        let (x0, x1) = (
+            *shots.first().expect("two shot counts") as f64 / 1.3,
+            *shots.last().expect("two shot counts") as f64 * 1.3,
+        );
+        let title = format!("Few-shot: {d}");
+        let file = file_name(&["few-shot", d]);
+        let path = dir.join(&file);
+        {
+            let root = SVGBackend::new(&path, (860, 460)).into_drawing_area();
+            root.fill(&WHITE).map_err(pe)?;
+            let (plot, side) = root.split_horizontally(660);
+            let mut chart = ChartBuilder::on(&plot)
+                .caption(&title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(50)
+                .build_cartesian_2d(
+                    (x0..x1)
+                        .log_scale()
+                        .with_key_points(shots.iter().map(|&s| s as f64).collect()),
+                    y0..y1,
+                )
+                .map_err(pe)?;
+            chart
+                .configure_mesh()
+                .x_desc("shots per class (log scale)")
+                .y_desc("top-1 accuracy (%)")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .draw()
+                .map_err(pe)?;
+            let mut entries = Vec::new();
+            for (m, rs) in &by_method {
+                let c = colour[*m];
+                let mut pts: Vec<(f64, f64, f64)> = rs
+                    .iter()
+                    .map(|r| (r.shots as f64, r.mean, r.std.unwrap_or(0.0)))
+                    .collect();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let band: Vec<(f64, f64)> = pts
+                    .iter()
+                    .map(|p| (p.0, p.1 + p.2))
+                    .chain(pts.iter().rev().map(|p| (p.0, p.1 - p.2)))
+                    .collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(band, c.mix(0.15))))
+                    .map_err(pe)?;
+                chart
+                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))
+                    .map_err(pe)?;
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))
+                    .map_err(pe)?;
+                // Published points for this method and dataset, where the suite's tables have them.
+                let pubs: Vec<(f64, f64)> = rs
+                    .iter()
+                    .filter_map(|r| {
+                        super::markdown::published_for(published, suite, r).map(|p| (r.shots as f64, p.value))
+                    })
+                    .filter(|(_, v)| (y0..=y1).contains(v))
+                    .collect();
+                chart
+                    .draw_series(pubs.iter().map(|&p| Cross::new(p, 6, c.stroke_width(2))))
+                    .map_err(pe)?;
+                entries.push((m.to_string(), c));
+            }
+            legend(&side, &entries)?;
+            for (i, line) in ["line: mean over seeds", "band: ±1 std over seeds", "×: published"]
+                .iter()
+                .enumerate()
+            {
+                side.draw(&Text::new(
+                    *line,
+                    (8, 40 + 20 * entries.len() as i32 + 10 + 15 * i as i32),
+                    ("sans-serif", 11).into_font().color(&BLACK.mix(0.7)),
+                ))
+                .map_err(pe)?;
+            }
+            root.present().map_err(pe)?;
+        }
+        out.push(Figure { file, title });
+    }
+    Ok(out)
+}
+
+/// Horizontal grouped bars: one row of bars per method (names on the axis), one bar per series,
+/// the value written at its end.
+fn grouped_bars(
+    path: &Path,
+    title: &str,
+    methods: &[String],
+    series: &[(String, RGBColor)],
+    value: &dyn Fn(&str, &str) -> Option<f64>,
+) -> Result<()> {
+    let k = series.len().max(1);
+    let row_h = 10 * k as u32 + 14;
+    let height = 90 + row_h * methods.len() as u32;
+    let root = SVGBackend::new(path, (860, height.max(200))).into_drawing_area();
+    root.fill(&WHITE).map_err(pe)?;
+    let (plot, side) = root.split_horizontally(680);
+    let n = methods.len() as f64;
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(130)
+        .build_cartesian_2d(0f64..105f64, 0f64..n)
+        .map_err(pe)?;
+    let names = methods.to_vec();
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(methods.len() * 2 + 1)
+        .y_label_formatter(&move |y| {
+            // Names at the middle of each method's row (rows top to bottom in the given order).
+            let i = (n - y - 0.5).round();
+            if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("top-1 accuracy (%)")
+        .draw()
+        .map_err(pe)?;
+    for (i, m) in methods.iter().enumerate() {
+        let top = n - i as f64 - 0.1;
+        let h = 0.8 / k as f64;
+        for (j, (s, c)) in series.iter().enumerate() {
+            let Some(v) = value(m, s) else { continue };
+            let (y1, y0) = (top - j as f64 * h, top - (j as f64 + 1.0) * h);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y0 + 0.01), (v, y1 - 0.01)],
+                    c.filled(),
+                )))
+                .map_err(pe)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{v:.1}"),
+                    (v + 0.5, (y0 + y1) / 2.0),
+                    ("sans-serif", 10)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                )))
+                .map_err(pe)?;
+        }
+    }
+    legend(&side, series)?;
+    root.present().map_err(pe)
+}
+
+/// Base / new / HM per method, for the average and each dataset.
+fn base_to_new(dir: &Path, rows: &[AggRow]) -> Result<Vec<Figure>> {
+    let b2n: Vec<&AggRow> = rows.iter().filter(|r| r.protocol == Protocol::BaseToNew).collect();
+    let mut datasets: Vec<&str> = b2n
+        .iter()
+        .map(|r| r.dataset.as_str())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The average first.
+    datasets.sort_by_key(|d| (*d != "average", *d));
+    let series = [
+        ("base".to_string(), RGBColor(0, 114, 178)),
+        ("new".to_string(), RGBColor(230, 159, 0)),
+        ("hm".to_string(), RGBColor(0, 158, 115)),
+    ];
+    let mut out = Vec::new();
+    for d in datasets {
+        let here: Vec<&&AggRow> = b2n.iter().filter(|r| r.dataset == d).collect();
+        let methods: Vec<String> = here
+            .iter()
+            .map(|r| r.method.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let title = format!("Base-to-new: {d} (base, new, HM)");
+        let file = file_name(&["base-to-new", d]);
+        let value = |m: &str, s: &str| {
+            here.iter()
+                .find(|r| r.method == m && r.metric.to_string() == s)
+                .map(|r| r.mean)
+        };
+        grouped_bars(&dir.join(&file), &title, &methods, &series, &value)?;
+        out.push(Figure { file, title });
+    }
+    Ok(out)
+}
+
+/// Source and each target per method, for each transfer protocol and source.
+fn transfer(dir: &Path, rows: &[AggRow]) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    for protocol in [Protocol::CrossDomain, Protocol::CrossDataset] {
+        let here: Vec<&AggRow> = rows
+            .iter()
+            .filter(|r| r.protocol == protocol && r.metric == Metric::Accuracy && r.dataset != "average")
+            .collect();
+        let sources: BTreeSet<&str> = here
+            .iter()
+            .filter(|r| !r.source.is_empty())
+            .map(|r| r.source.as_str())
+            .collect();
+        for src in sources {
+            let targets: BTreeSet<&str> = here
+                .iter()
+                .filter(|r| r.source == src)
+                .map(|r| r.dataset.as_str())
+                .collect();
+            let mut series = vec![(format!("{src} (source)"), PALETTE[6])];
+            series.extend(
+                targets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (t.to_string(), PALETTE[(i + 1) % 6])),
+            );
+            let methods: Vec<String> = here
+                .iter()
+                .filter(|r| r.source == src)
+                .map(|r| r.method.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let title = format!("{}: {src} → targets", protocol.as_str());
+            let file = file_name(&[protocol.as_str(), src]);
+            let value = |m: &str, s: &str| {
+                let (dataset, source) = match s.strip_suffix(" (source)") {
+                    Some(d) => (d, ""),
+                    None => (s, src),
+                };
+                here.iter()
+                    .find(|r| r.method == m && r.dataset == dataset && r.source == source)
+                    .map(|r| r.mean)
+            };
+            grouped_bars(&dir.join(&file), &title, &methods, &series, &value)?;
+            out.push(Figure { file, title });
+        }
+    }
+    Ok(out)
+}
+
+/// Δ (method − host) with its 95% interval for every paired comparison on a table's average
+/// (HM for base-to-new), one row each, zero marked.
+fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
+    let rows: Vec<&PairRow> = pairs
+        .iter()
+        .filter(|p| p.dataset == "average" && matches!(p.metric, Metric::Accuracy | Metric::Hm))
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let label = |p: &PairRow| {
+        format!(
+            "{} − {} · {} {}{}",
+            p.method,
+            p.against,
+            p.protocol.as_str(),
+            p.shots,
+            if p.metric == Metric::Hm { " (HM)" } else { "-shot" }
+        )
+    };
+    let reach = rows
+        .iter()
+        .map(|p| p.delta.abs() + p.ci95.unwrap_or(0.0))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let n = rows.len() as f64;
+    let title = "±GRAM and declared comparisons: Δ on the average (95% interval)".to_string();
+    let file = "delta-forest.svg".to_string();
+    let path = dir.join(&file);
+    {
+        let root = SVGBackend::new(&path, (900, 90 + 24 * rows.len() as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let labels: Vec<String> = rows.iter().map(|p| label(p)).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(330)
+            .build_cartesian_2d(-reach..reach, 0f64..n)
+            .map_err(pe)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(rows.len() * 2 + 1)
+            .y_label_formatter(&move |y| {
+                let i = (n - y - 0.5).round();
+                if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+                    labels[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("Δ (points): method − what it is compared with, mean over seeds")
+            .draw()
+            .map_err(pe)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, 0.0), (0.0, n)],
+                BLACK.stroke_width(1),
+            )))
+            .map_err(pe)?;
+        for (i, p) in rows.iter().enumerate() {
+            let y = n - i as f64 - 0.5;
+            let c = match p.verdict() {
+                "helps" => PALETTE[2],
+                "hurts" => PALETTE[3],
+                _ => RGBColor(90, 90, 90),
+            };
+            if let Some(h) = p.ci95 {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(p.delta - h, y), (p.delta + h, y)],
+                        c.stroke_width(2),
+                    )))
+                    .map_err(pe)?;
+            }
+            chart
+                .draw_series(std::iter::once(Circle::new((p.delta, y), 4, c.filled())))
+                .map_err(pe)?;
+        }
+        root.present().map_err(pe)?;
+    }
+    Ok(vec![Figure { file, title }])
+}
+
+/// Writes every figure the report's numbers support under `dir`; what was written, in report order.
+pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[PublishedTable]) -> Result<Vec<Figure>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let colour = colours(&data.rows);
+    let mut out = few_shot(dir, suite, &data.rows, published, &colour)?;
+    out.extend(base_to_new(dir, &data.rows)?);
+    out.extend(transfer(dir, &data.rows)?);
+    out.extend(forest(dir, &data.paired)?);
+    // Figures of an earlier report whose tables this one no longer has would be stale.
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".svg") && !out.iter().any(|f| f.file == name) {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
+    Ok(out)
+}
+
+/// The report's figures section: each figure linked as an image.
+pub fn markdown(figures: &[Figure]) -> String {
+    if figures.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("\n## Figures\n\n");
+    for f in figures {
+        s.push_str(&format!("### {}\n\n![{}]({})\n\n", f.title, f.title, f.file));
+    }
+    s
+}
