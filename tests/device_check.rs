@@ -150,3 +150,28 @@ fn an_unknown_part_is_one_clear_error() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_report_lands_in_a_folder_that_did_not_exist() {
+    // The JSON is written after a long run: a missing folder must not lose it at the end.
+    let env = Env::new();
+    let out = env.path("new/folder/check.json");
+    let o = env.run(&[
+        "device-check",
+        "--precision",
+        "f32",
+        "--skip",
+        "encoders",
+        "--skip",
+        "methods",
+        "--skip",
+        "suite",
+        "--fixtures",
+        common::fixture("").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["runs"][0]["parity"].as_array().unwrap().len(), 6);
+}

@@ -433,6 +433,10 @@ pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
     if a.batch == 0 || a.classes == 0 {
         return Err(Error::Input("--batch and --classes must be positive".into()));
     }
+    // The JSON is written at the end of a long run: its folder must exist before the run starts.
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     if a.precision.is_empty() {
         return Err(Error::Input("--precision: name at least one (f32, f16, bf16)".into()));
     }
