@@ -9,7 +9,7 @@
 //! text pass at the full context length while CoOp-family prompts pool on their prefix; `plan`
 //! prints how far it is from the recorded times of the cells already run.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -190,11 +190,15 @@ pub fn published_size(dataset: &str) -> Option<(usize, usize)> {
 fn sizes(resolved: &ResolvedSuite, name: &str, which: Subsample) -> (usize, usize, usize) {
     if let Some(d) = resolved.inputs.datasets.get(name) {
         let labels = subsample_labels(d.classnames.len(), which);
+        // One pass over the items (ImageNet's train split has 1.28 M), then the half's labels.
         let count = |items: &[crate::data::Datum]| {
-            labels
-                .iter()
-                .map(|l| items.iter().filter(|x| x.label == *l).count())
-                .sum::<usize>()
+            let mut per = vec![0usize; d.classnames.len()];
+            for x in items {
+                if let Some(c) = per.get_mut(x.label) {
+                    *c += 1;
+                }
+            }
+            labels.iter().map(|&l| per[l]).sum::<usize>()
         };
         let per_class = count(&d.train) / labels.len().max(1);
         return (labels.len(), per_class, count(&d.test));
@@ -239,83 +243,111 @@ fn frozen_image(kind: &str) -> bool {
     )
 }
 
-/// The passes of `cell`. `encoded` holds the test splits whose frozen-encoder features an earlier
-/// cell of the plan computed (the feature cache), and is updated.
-pub fn cell_passes(resolved: &ResolvedSuite, cell: &Cell, encoded: &mut HashSet<String>) -> Passes {
-    let (suite, s) = (&resolved.suite, &cell.spec);
-    let mut p = Passes::default();
-    if s.phase == Phase::Meta {
-        let Some(g) = suite.gram.get(&s.method) else { return p };
-        let corpus = match &g.corpus {
-            crate::gram::CorpusSpec::World { size } => *size as f64,
-            // A CSV corpus's size is not known before it is read: counted as nothing.
-            crate::gram::CorpusSpec::Csv { .. } => 0.0,
-        };
-        // Features of the corpus (images and captions) once, then per step and task the inner
-        // steps and the outer one through the text prompts of the task's classes.
-        p.image_forward += corpus;
-        p.text_forward += corpus;
-        let t = &g.train;
-        p.text_backward += (t.steps * t.tasks_per_step * (t.inner_steps + 1) * t.episode.ways) as f64;
-        return p;
-    }
-    let Some(method) = suite.methods.get(&s.method) else {
-        return p;
-    };
-    // A GRAM method's steps cost what its host's do (the regulator is small).
-    let host = suite.trained_as(method);
-    let kind = host.kind();
-    let (text, image) = learns(kind);
-    if s.phase == Phase::Train {
-        let (k, available, _) = sizes(resolved, &s.dataset, s.train_classes);
-        let n = (k * available.min(s.shots)) as f64;
-        match host.training() {
-            Training::Sgd(t) => {
-                let epochs = t.epochs.resolve(&s.dataset, s.shots).unwrap_or(0) as f64;
-                let steps = epochs * (n / t.batch_size as f64).ceil();
-                let images = epochs * n;
-                if image {
-                    p.image_backward += images;
-                } else {
-                    p.image_forward += images;
-                }
-                if kind == "promptsrc" {
-                    // The frozen model's image features, the self-regularizing teacher.
-                    p.image_forward += images;
-                }
-                let prompts = if kind == "cocoop" {
-                    images * k as f64
-                } else {
-                    steps * k as f64
-                };
-                if text {
-                    p.text_backward += prompts;
-                } else {
-                    p.text_forward += k as f64;
-                }
-                if kind == "prograd" {
-                    // A second backward through the same text graph (the zero-shot KL's gradient).
-                    p.text_backward += prompts / 2.0;
-                }
-            }
-            // Features of the few-shot train and val images.
-            Training::Features => p.image_forward += 2.0 * n,
-            Training::None => {}
+/// Counts the passes of a plan's cells, in plan order: it remembers the test splits whose
+/// frozen-encoder features an earlier cell computed (the feature cache) and each dataset half's
+/// sizes (counted once, not once per cell).
+pub struct PassCounter<'a> {
+    resolved: &'a ResolvedSuite,
+    encoded: HashSet<String>,
+    sizes: HashMap<(String, Subsample), (usize, usize, usize)>,
+}
+
+impl<'a> PassCounter<'a> {
+    pub fn new(resolved: &'a ResolvedSuite) -> Self {
+        Self {
+            resolved,
+            encoded: HashSet::new(),
+            sizes: HashMap::new(),
         }
     }
-    // Evaluation: the train cell on its own split, an eval cell on its target.
-    let target = s.target.as_deref().unwrap_or(&s.dataset);
-    let (k, _, test) = sizes(resolved, target, s.target_classes);
-    let test = test as f64;
-    if frozen_image(kind) {
-        if encoded.insert(target.to_string()) {
+
+    fn sizes(&mut self, name: &str, which: Subsample) -> (usize, usize, usize) {
+        let resolved = self.resolved;
+        *self
+            .sizes
+            .entry((name.to_string(), which))
+            .or_insert_with(|| sizes(resolved, name, which))
+    }
+
+    /// The passes of `cell`.
+    pub fn passes(&mut self, cell: &Cell) -> Passes {
+        // A copy of the reference: the suite is read while the counter's memory is updated.
+        let resolved = self.resolved;
+        let (suite, s) = (&resolved.suite, &cell.spec);
+        let mut p = Passes::default();
+        if s.phase == Phase::Meta {
+            let Some(g) = suite.gram.get(&s.method) else { return p };
+            let corpus = match &g.corpus {
+                crate::gram::CorpusSpec::World { size } => *size as f64,
+                // A CSV corpus's size is not known before it is read: counted as nothing.
+                crate::gram::CorpusSpec::Csv { .. } => 0.0,
+            };
+            // Features of the corpus (images and captions) once, then per step and task the inner
+            // steps and the outer one through the text prompts of the task's classes.
+            p.image_forward += corpus;
+            p.text_forward += corpus;
+            let t = &g.train;
+            p.text_backward += (t.steps * t.tasks_per_step * (t.inner_steps + 1) * t.episode.ways) as f64;
+            return p;
+        }
+        let Some(method) = suite.methods.get(&s.method) else {
+            return p;
+        };
+        // A GRAM method's steps cost what its host's do (the regulator is small).
+        let host = suite.trained_as(method);
+        let kind = host.kind();
+        let (text, image) = learns(kind);
+        if s.phase == Phase::Train {
+            let (k, available, _) = self.sizes(&s.dataset, s.train_classes);
+            let n = (k * available.min(s.shots)) as f64;
+            match host.training() {
+                Training::Sgd(t) => {
+                    let epochs = t.epochs.resolve(&s.dataset, s.shots).unwrap_or(0) as f64;
+                    let steps = epochs * (n / t.batch_size as f64).ceil();
+                    let images = epochs * n;
+                    if image {
+                        p.image_backward += images;
+                    } else {
+                        p.image_forward += images;
+                    }
+                    if kind == "promptsrc" {
+                        // The frozen model's image features, the self-regularizing teacher.
+                        p.image_forward += images;
+                    }
+                    let prompts = if kind == "cocoop" {
+                        images * k as f64
+                    } else {
+                        steps * k as f64
+                    };
+                    if text {
+                        p.text_backward += prompts;
+                    } else {
+                        p.text_forward += k as f64;
+                    }
+                    if kind == "prograd" {
+                        // A second backward through the same text graph (the zero-shot KL's gradient).
+                        p.text_backward += prompts / 2.0;
+                    }
+                }
+                // Features of the few-shot train and val images.
+                Training::Features => p.image_forward += 2.0 * n,
+                Training::None => {}
+            }
+        }
+        // Evaluation: the train cell on its own split, an eval cell on its target.
+        let target = s.target.as_deref().unwrap_or(&s.dataset);
+        let (k, _, test) = self.sizes(target, s.target_classes);
+        let test = test as f64;
+        if frozen_image(kind) {
+            if self.encoded.insert(target.to_string()) {
+                p.image_forward += test;
+            }
+        } else {
             p.image_forward += test;
         }
-    } else {
-        p.image_forward += test;
+        p.text_forward += if kind == "cocoop" { test * k as f64 } else { k as f64 };
+        p
     }
-    p.text_forward += if kind == "cocoop" { test * k as f64 } else { k as f64 };
-    p
 }
 
 #[cfg(test)]

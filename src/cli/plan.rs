@@ -5,15 +5,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use std::collections::HashSet;
-
 use burn::tensor::backend::Backend;
 
 use super::device_check::DeviceReport;
 use crate::backend::{dispatch, BackendKind, WithBackend};
 use crate::clip::ClipConfig;
 use crate::error::{Error, Result};
-use crate::estimate::{backbone_config, calibrate, cell_passes, PassTimes};
+use crate::estimate::{backbone_config, calibrate, PassCounter, PassTimes};
 use crate::lock::Lock;
 use crate::report::markdown_table;
 use crate::resolve::ResolvedSuite;
@@ -164,7 +162,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
     let pricing = pricing(a, &resolved)?;
     let store = Store::open_read(&a.store.store, &resolved.suite.name);
     let cells = resolved.plan.select(&a.only)?;
-    let mut encoded = HashSet::new();
+    let mut counter = PassCounter::new(&resolved);
     let mut rows = Vec::new();
     let (mut done, mut missing, mut failed) = (0, 0, 0);
     let (mut est_left, mut est_done, mut recorded_done) = (0.0, 0.0, 0.0);
@@ -173,9 +171,7 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
             None => store.get(&c.key)?,
             Some(_) => None,
         };
-        let seconds = pricing
-            .as_ref()
-            .map(|p| cell_passes(&resolved, c, &mut encoded).seconds(&p.times));
+        let seconds = pricing.as_ref().map(|p| counter.passes(c).seconds(&p.times));
         let status = match r.as_ref().map(|r| r.status) {
             Some(Status::Ok) => {
                 done += 1;

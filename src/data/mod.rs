@@ -177,7 +177,7 @@ pub fn few_shot_indices(items: &[Datum], k: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Which half of a label space a base-to-new phase uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Subsample {
     All,
