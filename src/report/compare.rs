@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::SeedValue;
 use super::markdown_table;
-use super::paired::t975;
+use super::paired::mean_ci95;
 use crate::suite::{Metric, Protocol};
 
 /// One table row of both runs.
@@ -65,11 +65,7 @@ pub fn compare(this: &[SeedValue], other: &[SeedValue]) -> (Vec<CompareRow>, usi
         .map(|((protocol, method, dataset, source, shots, metric), pairs)| {
             let n = pairs.len();
             let mean = |f: &dyn Fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n as f64;
-            let delta = mean(&|p| p.0 - p.1);
-            let ci95 = (n > 1).then(|| {
-                let var = pairs.iter().map(|p| (p.0 - p.1 - delta).powi(2)).sum::<f64>() / (n - 1) as f64;
-                t975(n - 1) * (var / n as f64).sqrt()
-            });
+            let (delta, ci95) = mean_ci95(&pairs.iter().map(|p| p.0 - p.1).collect::<Vec<_>>());
             CompareRow {
                 protocol,
                 method,

@@ -210,6 +210,20 @@ fn few_shot(
     Ok(out)
 }
 
+/// A y-axis formatter for a chart of `labels.len()` rows over `0..len`, first row at the top: each
+/// label at the middle of its row, nothing at the other ticks (asked for at every half row).
+fn row_labels(labels: Vec<String>) -> impl Fn(&f64) -> String {
+    let n = labels.len() as f64;
+    move |y| {
+        let i = (n - y - 0.5).round();
+        if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+            labels[i as usize].clone()
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// Horizontal grouped bars: one row of bars per method (names on the axis), one bar per series,
 /// the value written at its end.
 fn grouped_bars(
@@ -233,20 +247,12 @@ fn grouped_bars(
         .y_label_area_size(130)
         .build_cartesian_2d(0f64..105f64, 0f64..n)
         .map_err(pe)?;
-    let names = methods.to_vec();
+    let names = row_labels(methods.to_vec());
     chart
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(methods.len() * 2 + 1)
-        .y_label_formatter(&move |y| {
-            // Names at the middle of each method's row (rows top to bottom in the given order).
-            let i = (n - y - 0.5).round();
-            if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
+        .y_label_formatter(&names)
         .x_desc("top-1 accuracy (%)")
         .draw()
         .map_err(pe)?;
@@ -407,18 +413,12 @@ fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
             .y_label_area_size(330)
             .build_cartesian_2d(-reach..reach, 0f64..n)
             .map_err(pe)?;
+        let labels = row_labels(labels);
         chart
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(rows.len() * 2 + 1)
-            .y_label_formatter(&move |y| {
-                let i = (n - y - 0.5).round();
-                if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
-                    labels[i as usize].clone()
-                } else {
-                    String::new()
-                }
-            })
+            .y_label_formatter(&labels)
             .x_desc("Δ (points): method − what it is compared with, mean over seeds")
             .draw()
             .map_err(pe)?;

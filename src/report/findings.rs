@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::SeedValue;
-use super::paired::{t975, with_derived};
+use super::paired::{mean_ci95, with_derived};
 pub use crate::suite::finding::{Contrast, Finding, Sign, Term};
 
 fn matches(t: &Term, v: &SeedValue) -> bool {
@@ -123,11 +123,7 @@ fn contrast(c: &Contrast, all: &[SeedValue]) -> ContrastResult {
         .map(|s| plus.iter().map(|(_, m)| m[s]).sum::<f64>() - minus.iter().map(|(_, m)| m[s]).sum::<f64>())
         .collect();
     let n = d.len();
-    let mean = d.iter().sum::<f64>() / n.max(1) as f64;
-    let ci95 = (n > 1).then(|| {
-        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-        t975(n - 1) * var.sqrt() / (n as f64).sqrt()
-    });
+    let (mean, ci95) = mean_ci95(&d);
     let verdict = match ci95 {
         None => Verdict::Missing,
         Some(h) => {

@@ -51,6 +51,18 @@ impl PairRow {
     }
 }
 
+/// The mean of paired differences `d` (0 for none) and the half-width of its 95% Student-t interval
+/// (None for fewer than two).
+pub fn mean_ci95(d: &[f64]) -> (f64, Option<f64>) {
+    let n = d.len();
+    let mean = d.iter().sum::<f64>() / n.max(1) as f64;
+    let ci95 = (n > 1).then(|| {
+        let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        t975(n - 1) * var.sqrt() / (n as f64).sqrt()
+    });
+    (mean, ci95)
+}
+
 /// The 0.975 quantile of Student's t with `df` degrees of freedom: the standard table to 30, then
 /// the Cornish–Fisher expansion around the normal quantile (error < 1e-3 there).
 pub fn t975(df: usize) -> f64 {
