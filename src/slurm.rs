@@ -116,21 +116,17 @@ impl Manifest {
             .collect()
     }
 
-    /// The cell keys of the tasks of every array whose job is still in the queue, with the job.
-    pub fn queued_cells(&self, queue: &Queue) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for s in &self.stages {
-            for a in &s.arrays {
-                for t in 0..a.count {
-                    if let Some(state) = queue.state(&a.job_id, t) {
-                        for k in &s.tasks[a.offset + t] {
-                            out.push((k.clone(), format!("{}_{t} {state}", a.job_id)));
-                        }
-                    }
-                }
-            }
-        }
-        out
+    /// Every task of this submission still in the queue: its stage, its array, its index in the
+    /// array and its state.
+    fn queued_tasks<'q>(
+        &'q self,
+        queue: &'q Queue,
+    ) -> impl Iterator<Item = (&'q StagePlan, &'q ArrayJob, usize, &'q str)> {
+        self.stages.iter().flat_map(move |s| {
+            s.arrays.iter().flat_map(move |a| {
+                (0..a.count).filter_map(move |t| queue.state(&a.job_id, t).map(|state| (s, a, t, state)))
+            })
+        })
     }
 }
 
@@ -327,19 +323,23 @@ impl Queue {
 
 /// The keys of the cells of submissions still in the queue → "job_task STATE".
 pub fn queued_cells(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> HashMap<String, String> {
-    manifests.iter().flat_map(|(_, m)| m.queued_cells(queue)).collect()
+    manifests
+        .iter()
+        .flat_map(|(_, m)| m.queued_tasks(queue))
+        .flat_map(|(s, a, t, state)| {
+            s.tasks[a.offset + t]
+                .iter()
+                .map(move |k| (k.clone(), format!("{}_{t} {state}", a.job_id)))
+        })
+        .collect()
 }
 
-/// Every array job id of the submissions still in the queue.
+/// Every array job id of the submissions still in the queue (each once).
 pub fn queued_jobs(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> Vec<String> {
-    let mut out = Vec::new();
-    for (_, m) in manifests {
-        for s in &m.stages {
-            for a in &s.arrays {
-                if (0..a.count).any(|t| queue.state(&a.job_id, t).is_some()) {
-                    out.push(a.job_id.clone());
-                }
-            }
+    let mut out: Vec<String> = Vec::new();
+    for (_, a, _, _) in manifests.iter().flat_map(|(_, m)| m.queued_tasks(queue)) {
+        if !out.contains(&a.job_id) {
+            out.push(a.job_id.clone());
         }
     }
     out

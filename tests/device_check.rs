@@ -9,7 +9,20 @@ use std::path::Path;
 
 use common::suite_env::{stderr, Env};
 
-fn device_check(env: &Env, fixtures: &Path, extra: &[&str]) -> std::process::Output {
+/// Only the parity part, at f32.
+const PARITY_ONLY: &[&str] = &[
+    "--precision",
+    "f32",
+    "--skip",
+    "encoders",
+    "--skip",
+    "methods",
+    "--skip",
+    "suite",
+];
+
+/// `device-check` at tiny sizes, its JSON written to `out` (relative to the test's folder).
+fn device_check(env: &Env, fixtures: &Path, out: &str, extra: &[&str]) -> std::process::Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let s = |p: &str| root.join(p).to_string_lossy().into_owned();
     let mut args = vec![
@@ -31,7 +44,7 @@ fn device_check(env: &Env, fixtures: &Path, extra: &[&str]) -> std::process::Out
         "--work".into(),
         env.path("work").to_string_lossy().into_owned(),
         "--out".into(),
-        env.path("check.json").to_string_lossy().into_owned(),
+        env.path(out).to_string_lossy().into_owned(),
     ];
     args.extend(extra.iter().map(|e| e.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -41,7 +54,7 @@ fn device_check(env: &Env, fixtures: &Path, extra: &[&str]) -> std::process::Out
 #[test]
 fn every_part_reports_and_the_json_holds_the_tables() {
     let env = Env::new();
-    let out = device_check(&env, &common::fixture(""), &[]);
+    let out = device_check(&env, &common::fixture(""), "check.json", &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(env.path("check.json")).unwrap()).unwrap();
     assert_eq!(r["passed"], true);
@@ -108,20 +121,7 @@ fn a_backbone_that_computes_otherwise_fails_the_check() {
         cfg.replace("\"quick_gelu\": true", "\"quick_gelu\": false"),
     )
     .unwrap();
-    let out = device_check(
-        &env,
-        &fixtures,
-        &[
-            "--precision",
-            "f32",
-            "--skip",
-            "encoders",
-            "--skip",
-            "methods",
-            "--skip",
-            "suite",
-        ],
-    );
+    let out = device_check(&env, &fixtures, "check.json", PARITY_ONLY);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("does not match"), "{err}");
@@ -142,7 +142,7 @@ fn a_backbone_that_computes_otherwise_fails_the_check() {
 #[test]
 fn an_unknown_part_is_one_clear_error() {
     let env = Env::new();
-    let out = device_check(&env, &common::fixture(""), &["--skip", "everything"]);
+    let out = device_check(&env, &common::fixture(""), "check.json", &["--skip", "everything"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("the parts are parity, encoders, methods and suite"),
@@ -156,21 +156,7 @@ fn the_report_lands_in_a_folder_that_did_not_exist() {
     // The JSON is written after a long run: a missing folder must not lose it at the end.
     let env = Env::new();
     let out = env.path("new/folder/check.json");
-    let o = env.run(&[
-        "device-check",
-        "--precision",
-        "f32",
-        "--skip",
-        "encoders",
-        "--skip",
-        "methods",
-        "--skip",
-        "suite",
-        "--fixtures",
-        common::fixture("").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = device_check(&env, &common::fixture(""), "new/folder/check.json", PARITY_ONLY);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(r["runs"][0]["parity"].as_array().unwrap().len(), 6);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::data::coop::data_root as data_root_or_env;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lock::Lock;
 use crate::provenance::default_cache_dir;
 use crate::resolve::ResolvedSuite;
@@ -70,4 +70,10 @@ pub(super) fn resolve(suite: Suite, s: &StoreArgs) -> Result<ResolvedSuite> {
 
 pub(super) fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
     s.cache.clone().unwrap_or_else(default_cache_dir)
+}
+
+/// This binary's path, for the commands that run it again (a precision's cells, a device check's
+/// parts, the Slurm tasks).
+pub(super) fn this_binary() -> Result<PathBuf> {
+    std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))
 }

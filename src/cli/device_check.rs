@@ -375,7 +375,7 @@ fn methods<B: Backend>(
 
 /// The suite on `backend` and on the CPU (each through this binary's `run`), cell by cell.
 fn suite_part(a: &DeviceCheckArgs) -> Result<Vec<SuiteCell>> {
-    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))?;
+    let exe = super::common::this_binary()?;
     let backends = [BackendKind::Cpu, a.backend];
     for b in backends {
         let store = a.work.join(format!("store-{b}"));
@@ -483,7 +483,7 @@ pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
 
 /// Parts 1–3 at precision `p` in a process of its own (a device's float format is fixed per process).
 fn measure_in_child(a: &DeviceCheckArgs, p: Precision) -> Result<PrecisionRun> {
-    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))?;
+    let exe = super::common::this_binary()?;
     std::fs::create_dir_all(&a.work).map_err(|e| Error::io(&a.work, e))?;
     let out = a.work.join(format!("parts-{p}.json"));
     let mut cmd = std::process::Command::new(&exe);

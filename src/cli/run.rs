@@ -109,7 +109,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
 /// Runs this command again for the cells at precision `p` (without a report: this process
 /// writes it once every precision is done); whether it succeeded.
 fn relaunch_at(p: Precision, no_report_given: bool) -> Result<bool> {
-    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))?;
+    let exe = super::common::this_binary()?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(std::env::args_os().skip(1))
         .args(["--precision-group", p.as_str()]);

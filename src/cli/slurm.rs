@@ -148,7 +148,7 @@ pub fn submit(a: &SubmitArgs) -> Result<()> {
         backend: a.backend,
         stages: stage_plans(&resolved, &cells, a.cells_per_task),
     };
-    let exe = std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))?;
+    let exe = super::common::this_binary()?;
     let sb = Sbatch {
         partition: a.partition.clone(),
         gres: a.gres.clone(),
@@ -306,7 +306,7 @@ pub fn status(a: &StatusArgs) -> Result<()> {
         let record = store.get(&c.key)?;
         let i = match record.as_ref().map(|r| r.status) {
             Some(Status::Ok) => 0,
-            _ if store.root.join("locks").is_dir() && is_running(&store, &c.key)? => 1,
+            _ if is_running(&store, &c.key)? => 1,
             _ if queued.contains_key(&c.key) => 2,
             Some(Status::Failed) => {
                 let r = record.as_ref().expect("matched Some");
