@@ -8,11 +8,12 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 use super::aggregate::AggRow;
-use super::baseline::{tolerance, PublishedRow, PublishedTable};
+use super::baseline::{PublishedRow, PublishedTable};
 use super::paired::PairRow;
+use super::paper_layout::against_published;
 use super::ReportData;
 use crate::suite::protocol::AVERAGE;
-use crate::suite::{Metric, Suite};
+use crate::suite::Suite;
 
 /// A transfer row's source dataset, "—" for the others.
 fn source_cell(source: &str) -> String {
@@ -122,7 +123,8 @@ fn protocol_tables(suite: &Suite, data: &ReportData, published: &[PublishedTable
             continue;
         };
         out.push_str(&format!("## {}\n\n", x.protocol.as_str()));
-        out.push_str(&pivots(&rows));
+        out.push_str(&super::paper_layout::tables(suite, x.protocol, &rows, published));
+        out.push_str("**Every row**\n\n");
         let mut body = Vec::new();
         let mut rows = rows;
         rows.sort_by(|a, b| {
@@ -144,24 +146,12 @@ fn protocol_tables(suite: &Suite, data: &ReportData, published: &[PublishedTable
                 ))
         });
         for r in rows {
-            let p = published_for(published, suite, r);
-            let (pub_s, delta, verdict) = match p {
-                Some(p) => {
-                    let d = r.mean - p.value;
-                    let tol = tolerance(&suite.check, r);
-                    let v = if d.abs() <= tol {
-                        "reproduced"
-                    } else if d > 0.0 {
-                        "above published"
-                    } else {
-                        "below published"
-                    };
-                    (
-                        format!("{:.2}{}", p.value, if p.confirmed { "" } else { " [U]" }),
-                        format!("{d:+.2}"),
-                        v.to_string(),
-                    )
-                }
+            let (pub_s, delta, verdict) = match against_published(published, suite, r) {
+                Some(a) => (
+                    format!("{:.2}{}", a.published, if a.confirmed { "" } else { " [U]" }),
+                    format!("{:+.2}", a.delta),
+                    a.verdict.as_str().to_string(),
+                ),
                 None => ("—".into(), "—".into(), "no published number".into()),
             };
             body.push(vec![
@@ -286,51 +276,5 @@ fn gram_section(rows: &[PairRow]) -> String {
     each.sort_by_key(|r| (order(r), r.dataset.clone()));
     out.push_str(&markdown_table(&header, each.into_iter().map(cells).collect()));
     out.push_str("\n\n");
-    out
-}
-
-/// Compact views of one protocol's rows: per (shots, metric), methods × datasets (average last).
-fn pivots(rows: &[&AggRow]) -> String {
-    let mut out = String::new();
-    let mut keys: Vec<(usize, Metric)> = rows.iter().map(|r| (r.shots, r.metric)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for (shots, metric) in keys {
-        let sel: Vec<&&AggRow> = rows.iter().filter(|r| r.shots == shots && r.metric == metric).collect();
-        let mut datasets: Vec<&str> = sel
-            .iter()
-            .map(|r| r.dataset.as_str())
-            .filter(|d| *d != AVERAGE)
-            .collect();
-        datasets.sort_unstable();
-        datasets.dedup();
-        if sel.iter().any(|r| r.dataset == AVERAGE) {
-            datasets.push(AVERAGE);
-        }
-        let mut methods: Vec<&str> = sel.iter().map(|r| r.method.as_str()).collect();
-        methods.sort_unstable();
-        methods.dedup();
-        let body = methods
-            .iter()
-            .map(|m| {
-                let mut row = vec![m.to_string()];
-                row.extend(datasets.iter().map(|d| {
-                    sel.iter()
-                        .find(|r| r.method == *m && r.dataset == *d)
-                        .map(|r| match r.std {
-                            Some(s) => format!("{:.2} ± {:.2}", r.mean, s),
-                            None => format!("{:.2}", r.mean),
-                        })
-                        .unwrap_or_else(|| "—".into())
-                }));
-                row
-            })
-            .collect();
-        let mut header = vec!["Method"];
-        header.extend(datasets.iter().copied());
-        out.push_str(&format!("**{metric}, {shots} shots**\n\n"));
-        out.push_str(&markdown_table(&header, body));
-        out.push_str("\n\n");
-    }
     out
 }

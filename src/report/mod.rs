@@ -9,6 +9,7 @@ pub mod figures;
 pub mod findings;
 pub mod markdown;
 pub mod paired;
+pub mod paper_layout;
 
 pub use markdown::{markdown_table, render_markdown};
 
