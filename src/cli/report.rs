@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::report::aggregate::aggregate;
 use crate::report::compare::{compare, to_markdown as compare_markdown};
+use crate::report::figures::{markdown as figures_markdown, render_compare, Run};
 use crate::report::{gather, published_tables, render_markdown, write_report};
 use crate::resolve::ResolvedSuite;
 use crate::store::Store;
@@ -22,7 +24,7 @@ pub struct ReportArgs {
     #[arg(long, default_value = "reports")]
     pub out: PathBuf,
     /// Another store to compare this one with (two commits, backends, precisions, machines):
-    /// values paired by table row and seed, written to compare.md and compare.json beside the report.
+    /// values paired by table row and seed, written with overlaid figures to compare/ beside the report.
     #[arg(long)]
     pub compare: Option<PathBuf>,
     /// The suite whose records `--compare` reads (default: this one), e.g. this table at another
@@ -89,22 +91,47 @@ pub fn report(a: &ReportArgs) -> Result<()> {
         )));
     }
     let (rows, unpaired) = compare(&this_values, &other_values);
-    let md = compare_markdown(
+    let (this_label, other_label) = run_labels(&a.store.store, other_store);
+    // Its own folder: a later plain `report` replaces the report's figures, not these.
+    let dir = a.out.join(&resolved.suite.name).join("compare");
+    let (this_rows, other_rows) = (aggregate(&this_values)?, aggregate(&other_values)?);
+    let figures = render_compare(
+        &dir,
+        &resolved.suite,
+        [
+            Run {
+                label: &this_label,
+                rows: &this_rows,
+            },
+            Run {
+                label: &other_label,
+                rows: &other_rows,
+            },
+        ],
         &rows,
-        unpaired,
-        &a.store.store.display().to_string(),
-        &other_store.display().to_string(),
-    );
-    let dir = a.out.join(&resolved.suite.name);
+        &published_tables(&resolved.suite)?,
+    )?;
+    let md = compare_markdown(&rows, unpaired, &this_label, &other_label) + &figures_markdown(&figures);
     crate::files::write_atomic(&dir.join("compare.md"), md.as_bytes())?;
     let json = serde_json::to_vec_pretty(&rows).map_err(|e| Error::Internal(e.to_string()))?;
     crate::files::write_atomic(&dir.join("compare.json"), &json)?;
     println!("{md}");
     eprintln!(
-        "wrote {} (and compare.json beside it)",
-        dir.join("compare.md").display()
+        "wrote {} (compare.json and {} figures beside it)",
+        dir.join("compare.md").display(),
+        figures.len()
     );
     Ok(())
+}
+
+/// Names for two stores in tables and legends: their folder names, or the paths as given when the
+/// folder names are the same (`a/results` against `b/results`).
+fn run_labels(this: &Path, other: &Path) -> (String, String) {
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match (name(this), name(other)) {
+        (Some(a), Some(b)) if a != b => (a, b),
+        _ => (this.display().to_string(), other.display().to_string()),
+    }
 }
 
 pub(super) fn write_suite_report(

@@ -80,6 +80,10 @@ fn legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, entries: &[(St
 
 fn file_name(parts: &[&str]) -> String {
     let s: String = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
         .join("-")
         .chars()
         .map(|c| {
@@ -93,31 +97,36 @@ fn file_name(parts: &[&str]) -> String {
     format!("{s}.svg")
 }
 
-/// Accuracy against shots (log scale), a line and a ±1 std band per method, published points as
-/// crosses.
+/// One run's rows in a figure that may overlay two runs: the first is drawn solid, the other dashed.
+pub struct Run<'a> {
+    pub label: &'a str,
+    pub rows: &'a [AggRow],
+}
+
+/// Accuracy against shots (log scale), a line and a ±1 std band per method and run (the second
+/// run dashed), published points as crosses.
 fn few_shot(
     dir: &Path,
+    prefix: &str,
     suite: &Suite,
-    rows: &[AggRow],
+    runs: &[Run],
     published: &[PublishedTable],
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<Vec<Figure>> {
-    let fs: Vec<&AggRow> = rows
-        .iter()
-        .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
-        .collect();
-    let datasets: BTreeSet<&str> = fs.iter().map(|r| r.dataset.as_str()).collect();
+    fn fs(rows: &[AggRow]) -> Vec<&AggRow> {
+        rows.iter()
+            .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
+            .collect()
+    }
+    let all: Vec<&AggRow> = runs.iter().flat_map(|run| fs(run.rows)).collect();
+    let datasets: BTreeSet<&str> = all.iter().map(|r| r.dataset.as_str()).collect();
     let mut out = Vec::new();
     for d in datasets {
-        let here: Vec<&&AggRow> = fs.iter().filter(|r| r.dataset == d).collect();
+        let here: Vec<&&AggRow> = all.iter().filter(|r| r.dataset == d).collect();
         let shots: BTreeSet<usize> = here.iter().map(|r| r.shots).collect();
         if shots.len() < 2 {
             continue;
         }
-        let by_method: BTreeMap<&str, Vec<&AggRow>> = here.iter().fold(BTreeMap::new(), |mut m, r| {
-            m.entry(r.method.as_str()).or_insert_with(Vec::new).push(r);
-            m
-        });
         let (lo, hi) = here
             .iter()
             .map(|r| (r.mean - r.std.unwrap_or(0.0), r.mean + r.std.unwrap_or(0.0)))
@@ -130,8 +139,8 @@ fn few_shot(
             *shots.first().expect("two shot counts") as f64 / 1.3,
             *shots.last().expect("two shot counts") as f64 * 1.3,
         );
-        let title = format!("Few-shot: {d}");
-        let file = file_name(&["few-shot", d]);
+        let title = format!("{}Few-shot: {d}", if runs.len() > 1 { "Compared: " } else { "" });
+        let file = file_name(&[prefix, "few-shot", d]);
         let path = dir.join(&file);
         {
             let root = SVGBackend::new(&path, (860, 460)).into_drawing_area();
@@ -156,48 +165,78 @@ fn few_shot(
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .draw()
                 .map_err(pe)?;
-            let mut entries = Vec::new();
-            for (m, rs) in &by_method {
-                let c = colour[*m];
-                let mut pts: Vec<(f64, f64, f64)> = rs
-                    .iter()
-                    .map(|r| (r.shots as f64, r.mean, r.std.unwrap_or(0.0)))
-                    .collect();
-                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let band: Vec<(f64, f64)> = pts
-                    .iter()
-                    .map(|p| (p.0, p.1 + p.2))
-                    .chain(pts.iter().rev().map(|p| (p.0, p.1 - p.2)))
-                    .collect();
-                chart
-                    .draw_series(std::iter::once(Polygon::new(band, c.mix(0.15))))
-                    .map_err(pe)?;
-                chart
-                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), c.stroke_width(2)))
-                    .map_err(pe)?;
-                chart
-                    .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))
-                    .map_err(pe)?;
-                // Published points for this method and dataset, where the suite's tables have them.
-                let pubs: Vec<(f64, f64)> = rs
-                    .iter()
-                    .filter_map(|r| {
-                        super::markdown::published_for(published, suite, r).map(|p| (r.shots as f64, p.value))
-                    })
-                    .filter(|(_, v)| (y0..=y1).contains(v))
-                    .collect();
-                chart
-                    .draw_series(pubs.iter().map(|&p| Cross::new(p, 6, c.stroke_width(2))))
-                    .map_err(pe)?;
-                entries.push((m.to_string(), c));
+            let mut entries: Vec<(String, RGBColor)> = Vec::new();
+            for (i, run) in runs.iter().enumerate() {
+                let by_method: BTreeMap<&str, Vec<&AggRow>> =
+                    fs(run.rows)
+                        .into_iter()
+                        .filter(|r| r.dataset == d)
+                        .fold(BTreeMap::new(), |mut m, r| {
+                            m.entry(r.method.as_str()).or_insert_with(Vec::new).push(r);
+                            m
+                        });
+                for (m, rs) in &by_method {
+                    let c = colour[*m];
+                    let mut pts: Vec<(f64, f64, f64)> = rs
+                        .iter()
+                        .map(|r| (r.shots as f64, r.mean, r.std.unwrap_or(0.0)))
+                        .collect();
+                    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let band: Vec<(f64, f64)> = pts
+                        .iter()
+                        .map(|p| (p.0, p.1 + p.2))
+                        .chain(pts.iter().rev().map(|p| (p.0, p.1 - p.2)))
+                        .collect();
+                    chart
+                        .draw_series(std::iter::once(Polygon::new(band, c.mix(0.15 / runs.len() as f64))))
+                        .map_err(pe)?;
+                    let line = pts.iter().map(|p| (p.0, p.1));
+                    if i == 0 {
+                        chart
+                            .draw_series(LineSeries::new(line, c.stroke_width(2)))
+                            .map_err(pe)?;
+                        chart
+                            .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.filled())))
+                            .map_err(pe)?;
+                    } else {
+                        chart
+                            .draw_series(DashedLineSeries::new(line, 7, 4, c.stroke_width(2)))
+                            .map_err(pe)?;
+                        chart
+                            .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, c.stroke_width(1))))
+                            .map_err(pe)?;
+                    }
+                    if i == 0 {
+                        // Published points for this method and dataset, where the suite's tables have them.
+                        let pubs: Vec<(f64, f64)> = rs
+                            .iter()
+                            .filter_map(|r| {
+                                super::markdown::published_for(published, suite, r).map(|p| (r.shots as f64, p.value))
+                            })
+                            .filter(|(_, v)| (y0..=y1).contains(v))
+                            .collect();
+                        chart
+                            .draw_series(pubs.iter().map(|&p| Cross::new(p, 6, c.stroke_width(2))))
+                            .map_err(pe)?;
+                    }
+                    if !entries.iter().any(|(name, _)| name == m) {
+                        entries.push((m.to_string(), c));
+                    }
+                }
             }
             legend(&side, &entries)?;
-            for (i, line) in ["line: mean over seeds", "band: ±1 std over seeds", "×: published"]
-                .iter()
-                .enumerate()
-            {
+            let mut notes = vec![
+                "line: mean over seeds".to_string(),
+                "band: ±1 std over seeds".to_string(),
+                "×: published".to_string(),
+            ];
+            if runs.len() > 1 {
+                notes.push(format!("solid: {}", runs[0].label));
+                notes.push(format!("dashed: {}", runs[1].label));
+            }
+            for (i, line) in notes.iter().enumerate() {
                 side.draw(&Text::new(
-                    *line,
+                    line.clone(),
                     (8, 40 + 20 * entries.len() as i32 + 10 + 15 * i as i32),
                     ("sans-serif", 11).into_font().color(&BLACK.mix(0.7)),
                 ))
@@ -231,12 +270,15 @@ fn grouped_bars(
     title: &str,
     methods: &[String],
     series: &[(String, RGBColor)],
-    value: &dyn Fn(&str, &str) -> Option<f64>,
+    value: &dyn Fn(&str, usize) -> Option<f64>,
 ) -> Result<()> {
     let k = series.len().max(1);
     let row_h = 10 * k as u32 + 14;
     let height = 90 + row_h * methods.len() as u32;
-    let root = SVGBackend::new(path, (860, height.max(200))).into_drawing_area();
+    // The legend's column as wide as its longest name (13 px sans-serif: about 7 px a character).
+    let longest = series.iter().map(|(s, _)| s.chars().count()).max().unwrap_or(0) as u32;
+    let side_w = (40 + 7 * longest).max(180);
+    let root = SVGBackend::new(path, (680 + side_w, height.max(200))).into_drawing_area();
     root.fill(&WHITE).map_err(pe)?;
     let (plot, side) = root.split_horizontally(680);
     let n = methods.len() as f64;
@@ -259,8 +301,8 @@ fn grouped_bars(
     for (i, m) in methods.iter().enumerate() {
         let top = n - i as f64 - 0.1;
         let h = 0.8 / k as f64;
-        for (j, (s, c)) in series.iter().enumerate() {
-            let Some(v) = value(m, s) else { continue };
+        for (j, (_, c)) in series.iter().enumerate() {
+            let Some(v) = value(m, j) else { continue };
             let (y1, y0) = (top - j as f64 * h, top - (j as f64 + 1.0) * h);
             chart
                 .draw_series(std::iter::once(Rectangle::new(
@@ -284,10 +326,37 @@ fn grouped_bars(
     root.present().map_err(pe)
 }
 
+/// `c` blended halfway to white: the second run's bars beside the first's.
+fn pale(c: RGBColor) -> RGBColor {
+    let f = |x: u8| ((x as u16 + 255) / 2) as u8;
+    RGBColor(f(c.0), f(c.1), f(c.2))
+}
+
+/// A bar series per (what, run): the run's label added when two runs are overlaid, the second
+/// run's colour paler.
+fn run_series(what: &[(String, RGBColor)], runs: &[Run]) -> Vec<((String, RGBColor), (usize, usize))> {
+    what.iter()
+        .enumerate()
+        .flat_map(|(w, (name, c))| {
+            runs.iter().enumerate().map(move |(i, run)| {
+                let label = if runs.len() > 1 {
+                    format!("{name} · {}", run.label)
+                } else {
+                    name.clone()
+                };
+                ((label, if i == 0 { *c } else { pale(*c) }), (w, i))
+            })
+        })
+        .collect()
+}
+
 /// Base / new / HM per method, for the average and each dataset.
-fn base_to_new(dir: &Path, rows: &[AggRow]) -> Result<Vec<Figure>> {
-    let b2n: Vec<&AggRow> = rows.iter().filter(|r| r.protocol == Protocol::BaseToNew).collect();
-    let mut datasets: Vec<&str> = b2n
+fn base_to_new(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
+    fn b2n(rows: &[AggRow]) -> Vec<&AggRow> {
+        rows.iter().filter(|r| r.protocol == Protocol::BaseToNew).collect()
+    }
+    let all: Vec<&AggRow> = runs.iter().flat_map(|run| b2n(run.rows)).collect();
+    let mut datasets: Vec<&str> = all
         .iter()
         .map(|r| r.dataset.as_str())
         .collect::<BTreeSet<_>>()
@@ -295,178 +364,285 @@ fn base_to_new(dir: &Path, rows: &[AggRow]) -> Result<Vec<Figure>> {
         .collect();
     // The average first.
     datasets.sort_by_key(|d| (*d != "average", *d));
-    let series = [
+    let metrics = [Metric::Base, Metric::New, Metric::Hm];
+    let what = [
         ("base".to_string(), RGBColor(0, 114, 178)),
         ("new".to_string(), RGBColor(230, 159, 0)),
         ("hm".to_string(), RGBColor(0, 158, 115)),
     ];
+    let series = run_series(&what, runs);
     let mut out = Vec::new();
     for d in datasets {
-        let here: Vec<&&AggRow> = b2n.iter().filter(|r| r.dataset == d).collect();
-        let methods: Vec<String> = here
+        let methods: Vec<String> = all
             .iter()
+            .filter(|r| r.dataset == d)
             .map(|r| r.method.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let title = format!("Base-to-new: {d} (base, new, HM)");
-        let file = file_name(&["base-to-new", d]);
-        let value = |m: &str, s: &str| {
-            here.iter()
-                .find(|r| r.method == m && r.metric.to_string() == s)
+        let title = format!(
+            "{}Base-to-new: {d} (base, new, HM)",
+            if runs.len() > 1 { "Compared: " } else { "" }
+        );
+        let file = file_name(&[prefix, "base-to-new", d]);
+        let value = |m: &str, j: usize| {
+            let (w, i) = series[j].1;
+            runs[i]
+                .rows
+                .iter()
+                .find(|r| {
+                    r.protocol == Protocol::BaseToNew && r.dataset == d && r.method == m && r.metric == metrics[w]
+                })
                 .map(|r| r.mean)
         };
-        grouped_bars(&dir.join(&file), &title, &methods, &series, &value)?;
+        let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
+        grouped_bars(&dir.join(&file), &title, &methods, &names, &value)?;
         out.push(Figure { file, title });
     }
     Ok(out)
 }
 
 /// Source and each target per method, for each transfer protocol and source.
-fn transfer(dir: &Path, rows: &[AggRow]) -> Result<Vec<Figure>> {
+fn transfer(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for protocol in [Protocol::CrossDomain, Protocol::CrossDataset] {
-        let here: Vec<&AggRow> = rows
-            .iter()
-            .filter(|r| r.protocol == protocol && r.metric == Metric::Accuracy && r.dataset != "average")
-            .collect();
-        let sources: BTreeSet<&str> = here
+        fn of(rows: &[AggRow], protocol: Protocol) -> Vec<&AggRow> {
+            rows.iter()
+                .filter(|r| r.protocol == protocol && r.metric == Metric::Accuracy && r.dataset != "average")
+                .collect()
+        }
+        let all: Vec<&AggRow> = runs.iter().flat_map(|run| of(run.rows, protocol)).collect();
+        let sources: BTreeSet<&str> = all
             .iter()
             .filter(|r| !r.source.is_empty())
             .map(|r| r.source.as_str())
             .collect();
         for src in sources {
-            let targets: BTreeSet<&str> = here
+            let targets: BTreeSet<&str> = all
                 .iter()
                 .filter(|r| r.source == src)
                 .map(|r| r.dataset.as_str())
                 .collect();
-            let mut series = vec![(format!("{src} (source)"), PALETTE[6])];
-            series.extend(
+            // (dataset, source) of each bar kind: the source's own test set first.
+            let mut kinds = vec![(src, "")];
+            kinds.extend(targets.iter().map(|t| (*t, src)));
+            let mut what = vec![(format!("{src} (source)"), PALETTE[6])];
+            what.extend(
                 targets
                     .iter()
                     .enumerate()
                     .map(|(i, t)| (t.to_string(), PALETTE[(i + 1) % 6])),
             );
-            let methods: Vec<String> = here
+            let series = run_series(&what, runs);
+            let methods: Vec<String> = all
                 .iter()
                 .filter(|r| r.source == src)
                 .map(|r| r.method.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let title = format!("{}: {src} → targets", protocol.as_str());
-            let file = file_name(&[protocol.as_str(), src]);
-            let value = |m: &str, s: &str| {
-                let (dataset, source) = match s.strip_suffix(" (source)") {
-                    Some(d) => (d, ""),
-                    None => (s, src),
-                };
-                here.iter()
+            let title = format!(
+                "{}{}: {src} → targets",
+                if runs.len() > 1 { "Compared: " } else { "" },
+                protocol.as_str()
+            );
+            let file = file_name(&[prefix, protocol.as_str(), src]);
+            let value = |m: &str, j: usize| {
+                let (w, i) = series[j].1;
+                let (dataset, source) = kinds[w];
+                of(runs[i].rows, protocol)
+                    .into_iter()
                     .find(|r| r.method == m && r.dataset == dataset && r.source == source)
                     .map(|r| r.mean)
             };
-            grouped_bars(&dir.join(&file), &title, &methods, &series, &value)?;
+            let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
+            grouped_bars(&dir.join(&file), &title, &methods, &names, &value)?;
             out.push(Figure { file, title });
         }
     }
     Ok(out)
 }
 
-/// Δ (method − host) with its 95% interval for every paired comparison on a table's average
-/// (HM for base-to-new), one row each, zero marked.
-fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
-    let rows: Vec<&PairRow> = pairs
-        .iter()
-        .filter(|p| p.dataset == "average" && matches!(p.metric, Metric::Accuracy | Metric::Hm))
-        .collect();
-    if rows.is_empty() {
-        return Ok(Vec::new());
+/// One row of a forest plot: a difference, its 95% half-width, and whether it is clear of zero
+/// in the expected (green), other (vermillion) or no (grey) direction.
+struct ForestRow {
+    label: String,
+    delta: f64,
+    ci95: Option<f64>,
+    colour: RGBColor,
+}
+
+fn forest_colour(delta: f64, ci95: Option<f64>) -> RGBColor {
+    match ci95 {
+        Some(h) if delta - h > 0.0 => PALETTE[2],
+        Some(h) if delta + h < 0.0 => PALETTE[3],
+        _ => RGBColor(90, 90, 90),
     }
-    let label = |p: &PairRow| {
-        format!(
-            "{} − {} · {} {}{}",
-            p.method,
-            p.against,
-            p.protocol.as_str(),
-            p.shots,
-            if p.metric == Metric::Hm { " (HM)" } else { "-shot" }
-        )
-    };
+}
+
+/// Δ with its 95% interval, one row each, zero marked.
+fn forest_plot(path: &Path, title: &str, x_desc: &str, rows: &[ForestRow]) -> Result<()> {
     let reach = rows
         .iter()
         .map(|p| p.delta.abs() + p.ci95.unwrap_or(0.0))
         .fold(1.0f64, f64::max)
         * 1.1;
     let n = rows.len() as f64;
-    let title = "±GRAM and declared comparisons: Δ on the average (95% interval)".to_string();
-    let file = "delta-forest.svg".to_string();
-    let path = dir.join(&file);
-    {
-        let root = SVGBackend::new(&path, (900, 90 + 24 * rows.len() as u32)).into_drawing_area();
-        root.fill(&WHITE).map_err(pe)?;
-        let labels: Vec<String> = rows.iter().map(|p| label(p)).collect();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(&title, ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(330)
-            .build_cartesian_2d(-reach..reach, 0f64..n)
-            .map_err(pe)?;
-        let labels = row_labels(labels);
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(rows.len() * 2 + 1)
-            .y_label_formatter(&labels)
-            .x_desc("Δ (points): method − what it is compared with, mean over seeds")
-            .draw()
-            .map_err(pe)?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(0.0, 0.0), (0.0, n)],
-                BLACK.stroke_width(1),
-            )))
-            .map_err(pe)?;
-        for (i, p) in rows.iter().enumerate() {
-            let y = n - i as f64 - 0.5;
-            let c = match p.verdict() {
-                "helps" => PALETTE[2],
-                "hurts" => PALETTE[3],
-                _ => RGBColor(90, 90, 90),
-            };
-            if let Some(h) = p.ci95 {
-                chart
-                    .draw_series(std::iter::once(PathElement::new(
-                        vec![(p.delta - h, y), (p.delta + h, y)],
-                        c.stroke_width(2),
-                    )))
-                    .map_err(pe)?;
-            }
+    let root = SVGBackend::new(path, (900, 90 + 24 * rows.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(pe)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(330)
+        .build_cartesian_2d(-reach..reach, 0f64..n)
+        .map_err(pe)?;
+    let labels = row_labels(rows.iter().map(|r| r.label.clone()).collect());
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(rows.len() * 2 + 1)
+        .y_label_formatter(&labels)
+        .x_desc(x_desc)
+        .draw()
+        .map_err(pe)?;
+    chart
+        .draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 0.0), (0.0, n)],
+            BLACK.stroke_width(1),
+        )))
+        .map_err(pe)?;
+    for (i, p) in rows.iter().enumerate() {
+        let y = n - i as f64 - 0.5;
+        if let Some(h) = p.ci95 {
             chart
-                .draw_series(std::iter::once(Circle::new((p.delta, y), 4, c.filled())))
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(p.delta - h, y), (p.delta + h, y)],
+                    p.colour.stroke_width(2),
+                )))
                 .map_err(pe)?;
         }
-        root.present().map_err(pe)?;
+        chart
+            .draw_series(std::iter::once(Circle::new((p.delta, y), 4, p.colour.filled())))
+            .map_err(pe)?;
     }
+    root.present().map_err(pe)
+}
+
+/// Δ (method − host) with its 95% interval for every paired comparison on a table's average
+/// (HM for base-to-new).
+fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
+    let rows: Vec<ForestRow> = pairs
+        .iter()
+        .filter(|p| p.dataset == "average" && matches!(p.metric, Metric::Accuracy | Metric::Hm))
+        .map(|p| ForestRow {
+            label: format!(
+                "{} − {} · {} {}{}",
+                p.method,
+                p.against,
+                p.protocol.as_str(),
+                p.shots,
+                if p.metric == Metric::Hm { " (HM)" } else { "-shot" }
+            ),
+            delta: p.delta,
+            ci95: p.ci95,
+            colour: forest_colour(p.delta, p.ci95),
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let title = "±GRAM and declared comparisons: Δ on the average (95% interval)".to_string();
+    let file = "delta-forest.svg".to_string();
+    forest_plot(
+        &dir.join(&file),
+        &title,
+        "Δ (points): method − what it is compared with, mean over seeds",
+        &rows,
+    )?;
     Ok(vec![Figure { file, title }])
+}
+
+/// Removes the SVGs under `dir` that `keep` does not name: figures of an earlier report whose
+/// tables this one no longer has would be stale.
+fn remove_stale(dir: &Path, keep: &[Figure]) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".svg") && !keep.iter().any(|f| f.file == name) {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Two runs of one table overlaid, written under `dir` (its own folder, beside the report's
+/// figures): few-shot curves (this run solid, the other dashed), base-to-new and transfer bars
+/// side by side (the other paler), and a forest of this − other on every table row.
+pub fn render_compare(
+    dir: &Path,
+    suite: &Suite,
+    runs: [Run; 2],
+    rows: &[super::compare::CompareRow],
+    published: &[PublishedTable],
+) -> Result<Vec<Figure>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let both: Vec<AggRow> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
+    let colour = colours(&both);
+    let mut out = few_shot(dir, "", suite, &runs, published, &colour)?;
+    out.extend(base_to_new(dir, "", &runs)?);
+    out.extend(transfer(dir, "", &runs)?);
+    let forest_rows: Vec<ForestRow> = rows
+        .iter()
+        .map(|r| ForestRow {
+            label: format!(
+                "{} · {} {} · {}{}",
+                r.method,
+                r.protocol.as_str(),
+                r.shots,
+                if r.source.is_empty() {
+                    r.dataset.clone()
+                } else {
+                    format!("{} → {}", r.source, r.dataset)
+                },
+                if r.metric == Metric::Accuracy {
+                    String::new()
+                } else {
+                    format!(" ({})", r.metric)
+                }
+            ),
+            delta: r.delta,
+            ci95: r.ci95,
+            colour: forest_colour(r.delta, r.ci95),
+        })
+        .collect();
+    if !forest_rows.is_empty() {
+        let title = format!("{} − {}: Δ per table row (95% interval)", runs[0].label, runs[1].label);
+        let file = "delta-forest.svg".to_string();
+        forest_plot(
+            &dir.join(&file),
+            &title,
+            "Δ (points): mean over seeds of the paired differences",
+            &forest_rows,
+        )?;
+        out.push(Figure { file, title });
+    }
+    remove_stale(dir, &out)?;
+    Ok(out)
 }
 
 /// Writes every figure the report's numbers support under `dir`; what was written, in report order.
 pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[PublishedTable]) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let colour = colours(&data.rows);
-    let mut out = few_shot(dir, suite, &data.rows, published, &colour)?;
-    out.extend(base_to_new(dir, &data.rows)?);
-    out.extend(transfer(dir, &data.rows)?);
+    let runs = [Run {
+        label: "",
+        rows: &data.rows,
+    }];
+    let mut out = few_shot(dir, "", suite, &runs, published, &colour)?;
+    out.extend(base_to_new(dir, "", &runs)?);
+    out.extend(transfer(dir, "", &runs)?);
     out.extend(forest(dir, &data.paired)?);
-    // Figures of an earlier report whose tables this one no longer has would be stale.
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".svg") && !out.iter().any(|f| f.file == name) {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-        }
-    }
+    remove_stale(dir, &out)?;
     Ok(out)
 }
 

@@ -86,6 +86,16 @@ fn cell(tables: &[PublishedTable], suite: &Suite, r: Option<&AggRow>) -> String 
     }
 }
 
+/// An average over fewer datasets than the table's columns, marked so it is not read beside the
+/// complete ones as like for like.
+fn partial(cell: String, is_partial: bool) -> String {
+    if is_partial && cell != "—" {
+        format!("{cell} †")
+    } else {
+        cell
+    }
+}
+
 /// First-seen order of `items`, duplicates dropped.
 fn ordered<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     let mut out: Vec<&str> = Vec::new();
@@ -99,7 +109,7 @@ fn ordered<'a>(items: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
 
 const LEGEND: &str = "Cell: reproduced (published) Δ, marked ✓ reproduced (|Δ| within the suite's check tolerance), \
 ▲ above or ▼ below the published number; [U] = published number unconfirmed. Without a published number: mean ± \
-std over seeds.";
+std over seeds. † = an average over only the datasets this method was run on.";
 
 /// The paper-layout tables of one protocol's rows (empty when `rows` is).
 pub fn tables(suite: &Suite, protocol: Protocol, rows: &[&AggRow], published: &[PublishedTable]) -> String {
@@ -133,12 +143,14 @@ pub fn tables(suite: &Suite, protocol: Protocol, rows: &[&AggRow], published: &[
                     .iter()
                     .filter(|m| rows.iter().any(|r| r.method == **m && r.shots == k))
                     .map(|m| {
+                        let complete = datasets
+                            .iter()
+                            .all(|d| *d == AVERAGE || find(m, d, "", k, Metric::Accuracy).is_some());
                         let mut row = vec![m.to_string()];
-                        row.extend(
-                            datasets
-                                .iter()
-                                .map(|d| cell(published, suite, find(m, d, "", k, Metric::Accuracy))),
-                        );
+                        row.extend(datasets.iter().map(|d| {
+                            let c = cell(published, suite, find(m, d, "", k, Metric::Accuracy));
+                            partial(c, *d == AVERAGE && !complete)
+                        }));
                         row
                     })
                     .collect();
@@ -159,12 +171,14 @@ pub fn tables(suite: &Suite, protocol: Protocol, rows: &[&AggRow], published: &[
                         .iter()
                         .filter(|m| rows.iter().any(|r| r.method == **m && r.dataset == *d && r.shots == k))
                         .map(|m| {
+                            let complete = datasets
+                                .iter()
+                                .all(|e| *e == AVERAGE || find(m, e, "", k, Metric::Base).is_some());
                             let mut row = vec![m.to_string()];
-                            row.extend(
-                                [Metric::Base, Metric::New, Metric::Hm]
-                                    .into_iter()
-                                    .map(|metric| cell(published, suite, find(m, d, "", k, metric))),
-                            );
+                            row.extend([Metric::Base, Metric::New, Metric::Hm].into_iter().map(|metric| {
+                                let c = cell(published, suite, find(m, d, "", k, metric));
+                                partial(c, *d == AVERAGE && !complete)
+                            }));
                             row
                         })
                         .collect();

@@ -5,7 +5,7 @@
 use crate::common::suite_env::*;
 
 fn compare_json(env: &Env) -> Vec<serde_json::Value> {
-    serde_json::from_slice::<serde_json::Value>(&std::fs::read(env.path("reports/tiny/compare.json")).unwrap())
+    serde_json::from_slice::<serde_json::Value>(&std::fs::read(env.path("reports/tiny/compare/compare.json")).unwrap())
         .unwrap()
         .as_array()
         .unwrap()
@@ -56,6 +56,29 @@ fn two_runs_pair_by_row_and_seed_whether_or_not_their_keys_match() {
     );
     let rows = compare_json(&env);
     assert_eq!(rows.iter().map(|r| r["n"].as_u64().unwrap()).sum::<u64>(), 6);
+    // The figures overlaid, in their own folder, each linked from compare.md and well-formed; the
+    // report's own figures beside report.md are untouched by the comparison and it by them.
+    let dir = env.path("reports/tiny/compare");
+    let svgs = crate::figures::parse_svgs(&dir);
+    assert_eq!(
+        svgs,
+        ["base-to-new-average.svg", "base-to-new-shapes.svg", "delta-forest.svg"],
+        "TINY has one shot count: no curve"
+    );
+    let md = std::fs::read_to_string(dir.join("compare.md")).unwrap();
+    assert!(svgs.iter().all(|f| md.contains(&format!("]({f})"))), "{md}");
+    let bars = std::fs::read_to_string(dir.join("base-to-new-shapes.svg")).unwrap();
+    assert!(
+        bars.contains("base · one") && bars.contains("base · half"),
+        "both runs' bars named in the legend"
+    );
+    assert!(env.path("reports/tiny/report.md").exists());
+    let out = env.run(&["report", s, "--store", "one"]);
+    assert!(
+        out.status.success() && dir.join("delta-forest.svg").exists(),
+        "{}",
+        stderr(&out)
+    );
     // Without the other suite its records are not found (its keys differ): one clear error.
     let out = env.run(&["report", s, "--store", "one", "--compare", "half"]);
     assert!(
