@@ -563,6 +563,98 @@ fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
     Ok(vec![Figure { file, title }])
 }
 
+/// Each finding's contrasts as a forest: Δ with its 95% interval, green where the finding holds,
+/// vermillion where it is contradicted, grey where the interval covers zero.
+fn findings_forest(dir: &Path, findings: &[super::findings::FindingResult]) -> Result<Vec<Figure>> {
+    use super::findings::Verdict;
+    let rows: Vec<ForestRow> = findings
+        .iter()
+        .flat_map(|f| {
+            f.contrasts
+                .iter()
+                .filter(|c| c.verdict != Verdict::Missing)
+                .map(move |c| ForestRow {
+                    label: format!("{} {} ({})", f.id, c.label, c.expect.as_str()),
+                    delta: c.delta,
+                    ci95: c.ci95,
+                    colour: match c.verdict {
+                        Verdict::Holds => PALETTE[2],
+                        Verdict::Contradicted => PALETTE[3],
+                        _ => RGBColor(90, 90, 90),
+                    },
+                })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let title = "Findings: each contrast's Δ (95% interval; green holds, red contradicted)".to_string();
+    let file = "findings-forest.svg".to_string();
+    forest_plot(&dir.join(&file), &title, "Δ (points), mean over seeds", &rows)?;
+    Ok(vec![Figure { file, title }])
+}
+
+/// Few-shot tables run at one shot count have no curve to draw: accuracy per method as bars, one
+/// per dataset and the average.
+fn few_shot_bars(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
+    fn fs(rows: &[AggRow]) -> Vec<&AggRow> {
+        rows.iter()
+            .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
+            .collect()
+    }
+    let all: Vec<&AggRow> = runs.iter().flat_map(|run| fs(run.rows)).collect();
+    let per_dataset: BTreeMap<&str, BTreeSet<usize>> = all.iter().fold(BTreeMap::new(), |mut m, r| {
+        m.entry(r.dataset.as_str()).or_default().insert(r.shots);
+        m
+    });
+    // Curves are drawn where a dataset has two shot counts or more.
+    if per_dataset.values().any(|s| s.len() > 1) {
+        return Ok(Vec::new());
+    }
+    let shots: BTreeSet<usize> = all.iter().map(|r| r.shots).collect();
+    let mut out = Vec::new();
+    for k in shots {
+        let mut datasets: Vec<&str> = all
+            .iter()
+            .filter(|r| r.shots == k)
+            .map(|r| r.dataset.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // The average last.
+        datasets.sort_by_key(|d| (*d == "average", *d));
+        let what: Vec<(String, RGBColor)> = datasets
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.to_string(), if *d == "average" { PALETTE[6] } else { PALETTE[i % 6] }))
+            .collect();
+        let series = run_series(&what, runs);
+        let methods: Vec<String> = all
+            .iter()
+            .filter(|r| r.shots == k)
+            .map(|r| r.method.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let title = format!(
+            "{}Few-shot at {k} shots: accuracy per dataset",
+            if runs.len() > 1 { "Compared: " } else { "" }
+        );
+        let file = file_name(&[prefix, "few-shot", &format!("{k}-shots")]);
+        let value = |m: &str, j: usize| {
+            let (w, i) = series[j].1;
+            fs(runs[i].rows)
+                .into_iter()
+                .find(|r| r.method == m && r.dataset == datasets[w] && r.shots == k)
+                .map(|r| r.mean)
+        };
+        let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
+        grouped_bars(&dir.join(&file), &title, &methods, &names, &value)?;
+        out.push(Figure { file, title });
+    }
+    Ok(out)
+}
+
 /// Removes the SVGs under `dir` that `keep` does not name: figures of an earlier report whose
 /// tables this one no longer has would be stale.
 fn remove_stale(dir: &Path, keep: &[Figure]) -> Result<()> {
@@ -589,6 +681,7 @@ pub fn render_compare(
     let both: Vec<AggRow> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
     let colour = colours(&both);
     let mut out = few_shot(dir, "", suite, &runs, published, &colour)?;
+    out.extend(few_shot_bars(dir, "", &runs)?);
     out.extend(base_to_new(dir, "", &runs)?);
     out.extend(transfer(dir, "", &runs)?);
     let forest_rows: Vec<ForestRow> = rows
@@ -639,9 +732,11 @@ pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[Publish
         rows: &data.rows,
     }];
     let mut out = few_shot(dir, "", suite, &runs, published, &colour)?;
+    out.extend(few_shot_bars(dir, "", &runs)?);
     out.extend(base_to_new(dir, "", &runs)?);
     out.extend(transfer(dir, "", &runs)?);
     out.extend(forest(dir, &data.paired)?);
+    out.extend(findings_forest(dir, &data.findings)?);
     remove_stale(dir, &out)?;
     Ok(out)
 }

@@ -173,10 +173,7 @@ pub fn findings_markdown(results: &[FindingResult]) -> String {
             } else {
                 (String::new(), String::new())
             };
-            let expected = match c.expect {
-                Sign::Positive => "> 0",
-                Sign::Negative => "< 0",
-            };
+            let expected = c.expect.as_str();
             let ci = c.ci95.map(|h| format!("±{h:.2}")).unwrap_or_else(|| "—".into());
             out.push_str(&format!(
                 "| {id} | {claim} | {} | {expected} | {:+.2} | {ci} | {} | {} |\n",

@@ -37,6 +37,16 @@ pub enum Sign {
     Negative,
 }
 
+impl Sign {
+    /// The expectation as reports write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sign::Positive => "> 0",
+            Sign::Negative => "< 0",
+        }
+    }
+}
+
 /// One number of the suite per seed: the row a report table shows, before the mean over seeds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

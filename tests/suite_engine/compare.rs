@@ -62,8 +62,13 @@ fn two_runs_pair_by_row_and_seed_whether_or_not_their_keys_match() {
     let svgs = crate::figures::parse_svgs(&dir);
     assert_eq!(
         svgs,
-        ["base-to-new-average.svg", "base-to-new-shapes.svg", "delta-forest.svg"],
-        "TINY has one shot count: no curve"
+        [
+            "base-to-new-average.svg",
+            "base-to-new-shapes.svg",
+            "delta-forest.svg",
+            "few-shot-1-shots.svg"
+        ],
+        "TINY has one shot count: bars, no curve"
     );
     let md = std::fs::read_to_string(dir.join("compare.md")).unwrap();
     assert!(svgs.iter().all(|f| md.contains(&format!("]({f})"))), "{md}");

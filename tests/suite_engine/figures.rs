@@ -31,6 +31,11 @@ pub fn parse_svgs(dir: &Path) -> Vec<String> {
 #[test]
 fn every_figure_is_written_well_formed_and_linked() {
     let env = Env::new();
+    // TINY at one shot count has bars, not curves.
+    let one = env.write_suite("one.toml", TINY);
+    let out = env.run(&["run", one.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(parse_svgs(&env.path("reports/tiny")).contains(&"few-shot-1-shots.svg".to_string()));
     // TINY at 1 and 2 shots (a curve needs two points), and the GRAM suite's cross-domain table.
     let few = env.write_suite("tiny.toml", &TINY.replacen("shots = [1]", "shots = [1, 2]", 1));
     for s in [few.clone(), env.write_suite("gram.toml", &tiny_gram_suite())] {
@@ -44,6 +49,10 @@ fn every_figure_is_written_well_formed_and_linked() {
         }
         if s == few {
             assert!(svgs.contains(&"few-shot-shapes.svg".to_string()), "{svgs:?}");
+            assert!(
+                !svgs.contains(&"few-shot-1-shots.svg".to_string()),
+                "stale bars removed: {svgs:?}"
+            );
             assert!(svgs.contains(&"base-to-new-shapes.svg".to_string()), "{svgs:?}");
         } else {
             assert!(svgs.contains(&"cross-domain-world.svg".to_string()), "{svgs:?}");

@@ -31,6 +31,13 @@ fn a_declared_finding_is_judged_in_the_report_and_in_findings_json() {
         ["holds", "unclear", "contradicted"].contains(&c["verdict"].as_str().unwrap()),
         "{json}"
     );
+    // The contrast in the findings' forest plot, linked from the report.
+    let forest = std::fs::read_to_string(env.path("reports/tiny/findings-forest.svg")).unwrap();
+    assert!(
+        forest.contains("F1 CoOp − zero-shot (&gt; 0)") || forest.contains("F1 CoOp − zero-shot (> 0)"),
+        "{forest}"
+    );
+    assert!(md.contains("](findings-forest.svg)"));
 }
 
 #[test]
