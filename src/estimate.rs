@@ -224,25 +224,6 @@ fn sizes(resolved: &ResolvedSuite, name: &str, which: Subsample) -> (usize, usiz
     }
 }
 
-/// Whether `kind`'s prompts enter the text / image encoder (the passes that need a backward).
-fn learns(kind: &str) -> (bool, bool) {
-    match kind {
-        "coop" | "cocoop" | "kgcoop" | "prograd" => (true, false),
-        "vpt" => (false, true),
-        "maple" | "ivlp" | "promptsrc" => (true, true),
-        _ => (false, false),
-    }
-}
-
-/// Whether `kind` evaluates on the frozen image encoder's features (so the feature cache serves
-/// every cell of a test split after the first).
-fn frozen_image(kind: &str) -> bool {
-    matches!(
-        kind,
-        "zeroshot" | "linear-probe" | "coop" | "cocoop" | "kgcoop" | "prograd"
-    )
-}
-
 /// Counts the passes of a plan's cells, in plan order: it remembers the test splits whose
 /// frozen-encoder features an earlier cell computed (the feature cache) and each dataset half's
 /// sizes (counted once, not once per cell).
@@ -295,8 +276,9 @@ impl<'a> PassCounter<'a> {
         };
         // A GRAM method's steps cost what its host's do (the regulator is small).
         let host = suite.trained_as(method);
-        let kind = host.kind();
-        let (text, image) = learns(kind);
+        let Some(uses) = host.encoders() else {
+            return p;
+        };
         if s.phase == Phase::Train {
             let (k, available, _) = self.sizes(&s.dataset, s.train_classes);
             let n = (k * available.min(s.shots)) as f64;
@@ -305,27 +287,26 @@ impl<'a> PassCounter<'a> {
                     let epochs = t.epochs.resolve(&s.dataset, s.shots).unwrap_or(0) as f64;
                     let steps = epochs * (n / t.batch_size as f64).ceil();
                     let images = epochs * n;
-                    if image {
+                    if uses.image_backward {
                         p.image_backward += images;
                     } else {
                         p.image_forward += images;
                     }
-                    if kind == "promptsrc" {
-                        // The frozen model's image features, the self-regularizing teacher.
+                    if uses.teacher_images {
                         p.image_forward += images;
                     }
-                    let prompts = if kind == "cocoop" {
+                    let prompts = if uses.text_per_image {
                         images * k as f64
                     } else {
                         steps * k as f64
                     };
-                    if text {
+                    if uses.text_backward {
                         p.text_backward += prompts;
                     } else {
                         p.text_forward += k as f64;
                     }
-                    if kind == "prograd" {
-                        // A second backward through the same text graph (the zero-shot KL's gradient).
+                    if uses.second_text_backward {
+                        // Half a pass more: the backward alone, through the graph the first built.
                         p.text_backward += prompts / 2.0;
                     }
                 }
@@ -338,14 +319,14 @@ impl<'a> PassCounter<'a> {
         let target = s.target.as_deref().unwrap_or(&s.dataset);
         let (k, _, test) = self.sizes(target, s.target_classes);
         let test = test as f64;
-        if frozen_image(kind) {
+        if uses.frozen_image() {
             if self.encoded.insert(target.to_string()) {
                 p.image_forward += test;
             }
         } else {
             p.image_forward += test;
         }
-        p.text_forward += if kind == "cocoop" { test * k as f64 } else { k as f64 };
+        p.text_forward += if uses.text_per_image { test * k as f64 } else { k as f64 };
         p
     }
 }

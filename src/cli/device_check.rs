@@ -319,8 +319,9 @@ fn methods<B: Backend>(
         let Training::Sgd(schedule) = mc.training() else {
             continue; // zero-shot, the linear probe and gram entries (their host is timed) take no step
         };
+        let uses = mc.encoders().unwrap_or(crate::methods::EncoderUse::FROZEN);
         // CoCoOp's text encoder runs once per image: its own batch, as upstream trains it.
-        let batch = if mc.kind() == "cocoop" {
+        let batch = if uses.text_per_image {
             schedule.batch_size
         } else {
             a.batch
@@ -351,15 +352,9 @@ fn methods<B: Backend>(
         if let Some(e) = failure {
             return Err(Error::Run(format!("{name}: training step: {e}")));
         }
-        let roles = mc.prompt_layout().unwrap_or_default();
-        let learns = |text: bool| {
-            roles
-                .iter()
-                .any(|(r, _)| matches!(r, crate::methods::PromptRole::Text(_)) == text)
-        };
-        let texts = a.classes * if mc.kind() == "cocoop" { batch } else { 1 };
-        let f = flops::image_forward(&cfg, batch) * if learns(false) { 2.0 } else { 1.0 }
-            + flops::text_forward(&cfg, texts, 77) * if learns(true) { 2.0 } else { 1.0 };
+        let texts = a.classes * if uses.text_per_image { batch } else { 1 };
+        let f = flops::image_forward(&cfg, batch) * if uses.image_backward { 2.0 } else { 1.0 }
+            + flops::text_forward(&cfg, texts, 77) * if uses.text_backward { 2.0 } else { 1.0 };
         out.push(MethodStep {
             method: name.clone(),
             kind: mc.kind().to_string(),

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, MethodSpec, Training};
+use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{init_context, ClassPrompts};
 use super::{host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 use crate::clip::{Clip, ClipTokenizer};
@@ -42,6 +42,10 @@ pub struct CoCoOpConfig {
 
 impl MethodSpec for CoCoOpConfig {
     const PAPER_NAME: &'static str = "CoCoOp";
+    const ENCODERS: EncoderUse = EncoderUse {
+        text_per_image: true,
+        ..EncoderUse::TEXT_PROMPTS
+    };
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.n_ctx == 0 || self.meta_net_reduction == 0 || self.batch_size == 0 {

@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, MethodSpec, Training};
+use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{
     encode_prompts, init_context, template_context, ClassPrompts, ClassTokenPosition, ContextSource,
 };
@@ -43,6 +43,7 @@ pub struct CoOpConfig {
 
 impl MethodSpec for CoOpConfig {
     const PAPER_NAME: &'static str = "CoOp";
+    const ENCODERS: EncoderUse = EncoderUse::TEXT_PROMPTS;
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.n_ctx == 0 {

@@ -52,7 +52,7 @@ macro_rules! coop_family {
 use burn::tensor::backend::AutodiffBackend;
 
 use super::coop::{CoOp, CoOpConfig, Prior};
-use super::spec::{BuildInputs, MethodSpec, Training};
+use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{ClassTokenPosition, ContextSource};
 use super::{PromptMethod, PromptRole};
 use crate::error::Result;
@@ -69,6 +69,8 @@ pub trait FamilyFields {
 /// (layout, training, build) is CoOp's with the prior; the method adds its name and own checks.
 pub trait CoopFamily: FamilyFields {
     const PAPER_NAME: &'static str;
+    /// CoOp's: text prompts, the image encoder frozen (ProGrad adds its second text backward).
+    const ENCODERS: EncoderUse = EncoderUse::TEXT_PROMPTS;
     fn prior(&self) -> Prior;
     /// Where the context comes from (CoOp's `ctx_init` unless the method says otherwise).
     fn context_source(&self) -> ContextSource {
@@ -80,6 +82,7 @@ pub trait CoopFamily: FamilyFields {
 
 impl<T: CoopFamily> MethodSpec for T {
     const PAPER_NAME: &'static str = <T as CoopFamily>::PAPER_NAME;
+    const ENCODERS: EncoderUse = <T as CoopFamily>::ENCODERS;
 
     fn validate(&self) -> std::result::Result<(), String> {
         self.check_own()?;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::multimodal::{check, MultiModal};
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, MethodSpec, Training};
+use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::{PromptMethod, PromptRole};
 use crate::error::Result;
 
@@ -27,6 +27,7 @@ pub struct IvlpConfig {
 
 impl MethodSpec for IvlpConfig {
     const PAPER_NAME: &'static str = "IVLP";
+    const ENCODERS: EncoderUse = EncoderUse::BOTH_PROMPTS;
 
     fn validate(&self) -> std::result::Result<(), String> {
         check(

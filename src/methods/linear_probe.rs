@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::spec::{BuildInputs, MethodSpec, Training};
+use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
 use super::{ClassSet, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -34,6 +34,7 @@ pub struct LinearProbeConfig {
 
 impl MethodSpec for LinearProbeConfig {
     const PAPER_NAME: &'static str = "LinearProbe";
+    const ENCODERS: EncoderUse = EncoderUse::FROZEN;
     // It scores only the classes it was fitted on.
     const OPEN_VOCABULARY: bool = false;
 

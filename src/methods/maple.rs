@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::multimodal::{check, MultiModal};
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, MethodSpec, Training};
+use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::{PromptMethod, PromptRole};
 use crate::error::Result;
 
@@ -28,6 +28,7 @@ pub struct MapleConfig {
 
 impl MethodSpec for MapleConfig {
     const PAPER_NAME: &'static str = "MaPLe";
+    const ENCODERS: EncoderUse = EncoderUse::BOTH_PROMPTS;
 
     fn validate(&self) -> std::result::Result<(), String> {
         check(self.n_ctx, &[self.depth], self.batch_size, &self.epochs, &self.optim)

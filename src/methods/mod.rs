@@ -46,7 +46,7 @@ pub use multimodal::MultiModal;
 pub use optim::{Epochs, PerCell, SgdConfig};
 pub use prograd::ProGradConfig;
 pub use promptsrc::PromptSrcConfig;
-pub use spec::{BuildInputs, MethodSpec, SgdSchedule, Training};
+pub use spec::{BuildInputs, EncoderUse, MethodSpec, SgdSchedule, Training};
 pub use text_prompts::{ClassTokenPosition, ContextSource};
 pub use vpt::{Vpt, VptConfig};
 pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};

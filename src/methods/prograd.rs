@@ -2,6 +2,7 @@
 
 use super::coop::Prior;
 use super::coop_family::CoopFamily;
+use super::spec::EncoderUse;
 use super::text_prompts::ContextSource;
 
 crate::coop_family!(
@@ -18,6 +19,10 @@ crate::coop_family!(
 
 impl CoopFamily for ProGradConfig {
     const PAPER_NAME: &'static str = "ProGrad";
+    const ENCODERS: EncoderUse = EncoderUse {
+        second_text_backward: true,
+        ..EncoderUse::TEXT_PROMPTS
+    };
 
     fn prior(&self) -> Prior {
         Prior::Projected {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::ivlp::IvlpConfig;
 use super::multimodal::MultiModal;
 use super::optim::{Epochs, PerCell, SgdConfig};
-use super::spec::{BuildInputs, MethodSpec, Training};
+use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
 use super::{PromptMethod, PromptRole};
 use crate::error::Result;
 
@@ -77,6 +77,10 @@ pub fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
 
 impl MethodSpec for PromptSrcConfig {
     const PAPER_NAME: &'static str = "PromptSRC";
+    const ENCODERS: EncoderUse = EncoderUse {
+        teacher_images: true,
+        ..EncoderUse::BOTH_PROMPTS
+    };
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.text_templates.is_empty() {

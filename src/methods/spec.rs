@@ -61,6 +61,55 @@ pub struct BuildInputs<'a, B: AutodiffBackend> {
     pub seed: u64,
 }
 
+/// How a method's step and evaluation use the two encoders: what a cost estimate counts and a
+/// device check times, stated by each method beside its training (one rule, not a list of kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderUse {
+    /// Training runs backward through the text encoder (text prompts are learned).
+    pub text_backward: bool,
+    /// Training runs backward through the image encoder (visual prompts are learned); otherwise
+    /// the image encoder is frozen and a test split's features serve every cell (feature cache).
+    pub image_backward: bool,
+    /// Prompts are conditioned on each image, so the text encoder runs once per image (CoCoOp).
+    pub text_per_image: bool,
+    /// Each step also encodes its images with the frozen model (PromptSRC's self-regulating teacher).
+    pub teacher_images: bool,
+    /// Each step takes a second backward through the text graph (ProGrad's zero-shot KL gradient).
+    pub second_text_backward: bool,
+}
+
+impl EncoderUse {
+    /// Both encoders frozen: zero-shot CLIP and the linear probe.
+    pub const FROZEN: EncoderUse = EncoderUse {
+        text_backward: false,
+        image_backward: false,
+        text_per_image: false,
+        teacher_images: false,
+        second_text_backward: false,
+    };
+    /// Text prompts learned, the image encoder frozen: CoOp and its family.
+    pub const TEXT_PROMPTS: EncoderUse = EncoderUse {
+        text_backward: true,
+        ..EncoderUse::FROZEN
+    };
+    /// Visual prompts learned, the text encoder frozen (VPT).
+    pub const VISUAL_PROMPTS: EncoderUse = EncoderUse {
+        image_backward: true,
+        ..EncoderUse::FROZEN
+    };
+    /// Prompts in both encoders (MaPLe, IVLP, PromptSRC).
+    pub const BOTH_PROMPTS: EncoderUse = EncoderUse {
+        text_backward: true,
+        image_backward: true,
+        ..EncoderUse::FROZEN
+    };
+
+    /// Whether evaluation reads the frozen image encoder's features.
+    pub fn frozen_image(self) -> bool {
+        !self.image_backward
+    }
+}
+
 /// A method's suite entry.
 pub trait MethodSpec {
     /// The name the papers' tables give the method (matched against `baselines/published/`).
@@ -69,6 +118,9 @@ pub trait MethodSpec {
     /// Whether the method can score classes it was not trained on (the linear probe cannot, so
     /// it is few-shot only).
     const OPEN_VOCABULARY: bool = true;
+
+    /// How its step and evaluation use the encoders.
+    const ENCODERS: EncoderUse;
 
     /// Checks what the types cannot (positive counts, consistent switches).
     fn validate(&self) -> std::result::Result<(), String>;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, MethodSpec, Training};
+use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::zeroshot::class_features;
 use super::{host_tensor, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
@@ -38,6 +38,7 @@ pub struct VptConfig {
 
 impl MethodSpec for VptConfig {
     const PAPER_NAME: &'static str = "VPT";
+    const ENCODERS: EncoderUse = EncoderUse::VISUAL_PROMPTS;
 
     fn validate(&self) -> std::result::Result<(), String> {
         if self.n_ctx == 0 || self.depth == 0 || self.batch_size == 0 {

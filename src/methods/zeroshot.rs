@@ -7,7 +7,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::spec::{BuildInputs, MethodSpec, Training};
+use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
 use super::{image_logits, ClassSet, PromptArtifact, PromptMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -38,6 +38,7 @@ pub struct ZeroShotConfig {
 
 impl MethodSpec for ZeroShotConfig {
     const PAPER_NAME: &'static str = "CLIP";
+    const ENCODERS: EncoderUse = EncoderUse::FROZEN;
 
     fn validate(&self) -> std::result::Result<(), String> {
         Ok(())

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::gram::GramConfig;
 use crate::methods::{
-    BuildInputs, CoCoOpConfig, CoOpConfig, IvlpConfig, KgCoOpConfig, LinearProbeConfig, MapleConfig, MethodSpec,
-    ProGradConfig, PromptMethod, PromptRole, PromptSrcConfig, Training, VptConfig, ZeroShotConfig,
+    BuildInputs, CoCoOpConfig, CoOpConfig, EncoderUse, IvlpConfig, KgCoOpConfig, LinearProbeConfig, MapleConfig,
+    MethodSpec, ProGradConfig, PromptMethod, PromptRole, PromptSrcConfig, Training, VptConfig, ZeroShotConfig,
 };
 
 macro_rules! registry {
@@ -66,6 +66,15 @@ macro_rules! registry {
                 match self {
                     $(MethodConfig::$variant(c) => c.check_cell(dataset, shots),)*
                     MethodConfig::Gram(_) => Ok(()),
+                }
+            }
+
+            /// How the method uses the encoders (see `MethodSpec::ENCODERS`); None for a gram
+            /// method, which trains as its host (`Suite::trained_as`).
+            pub fn encoders(&self) -> Option<EncoderUse> {
+                match self {
+                    $(MethodConfig::$variant(_) => Some(<$config as MethodSpec>::ENCODERS),)*
+                    MethodConfig::Gram(_) => None,
                 }
             }
 
