@@ -5,7 +5,7 @@ ViT-B/16 (open_clip `ViT-B-16-quickgelu`, random weights, frozen), 8 images at 2
 of 77 tokens: forward, and forward + backward through prompt tokens (4 CoOp context vectors in the
 text, 8 shallow VPT tokens appended to the image sequence before ln_pre, as the Rust benchmark does).
 
-    /tmp/pyref/bin/python benches/pytorch_encoders.py [--threads N] [--device cpu|cuda] [--reps K]
+    /tmp/pyref/bin/python benches/pytorch_encoders.py [--threads N] [--device cpu|cuda] [--reps K] [--case C]
 
 Prints one JSON line per case: median and min seconds over K timed runs after one warm-up.
 """
@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--case", action="append", help="run only these cases (repeatable), e.g. image_forward/8")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -94,6 +95,8 @@ def main():
         ("image_forward_backward_vpt/8", bwd_image),
         ("text_forward_backward_ctx/100", bwd_text),
     ]:
+        if a.case and name not in a.case:
+            continue
         fn()
         sync()
         times = []
