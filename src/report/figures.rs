@@ -80,10 +80,6 @@ fn legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, entries: &[(St
 
 fn file_name(parts: &[&str]) -> String {
     let s: String = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
         .join("-")
         .chars()
         .map(|c| {
@@ -97,6 +93,22 @@ fn file_name(parts: &[&str]) -> String {
     format!("{s}.svg")
 }
 
+/// A few-shot table's accuracy rows.
+fn few_shot_rows(rows: &[AggRow]) -> Vec<&AggRow> {
+    rows.iter()
+        .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
+        .collect()
+}
+
+/// The title's prefix of a figure that overlays two runs.
+fn compared(runs: &[Run]) -> &'static str {
+    if runs.len() > 1 {
+        "Compared: "
+    } else {
+        ""
+    }
+}
+
 /// One run's rows in a figure that may overlay two runs: the first is drawn solid, the other dashed.
 pub struct Run<'a> {
     pub label: &'a str,
@@ -107,18 +119,12 @@ pub struct Run<'a> {
 /// run dashed), published points as crosses.
 fn few_shot(
     dir: &Path,
-    prefix: &str,
     suite: &Suite,
     runs: &[Run],
     published: &[PublishedTable],
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<Vec<Figure>> {
-    fn fs(rows: &[AggRow]) -> Vec<&AggRow> {
-        rows.iter()
-            .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
-            .collect()
-    }
-    let all: Vec<&AggRow> = runs.iter().flat_map(|run| fs(run.rows)).collect();
+    let all: Vec<&AggRow> = runs.iter().flat_map(|run| few_shot_rows(run.rows)).collect();
     let datasets: BTreeSet<&str> = all.iter().map(|r| r.dataset.as_str()).collect();
     let mut out = Vec::new();
     for d in datasets {
@@ -139,8 +145,8 @@ fn few_shot(
             *shots.first().expect("two shot counts") as f64 / 1.3,
             *shots.last().expect("two shot counts") as f64 * 1.3,
         );
-        let title = format!("{}Few-shot: {d}", if runs.len() > 1 { "Compared: " } else { "" });
-        let file = file_name(&[prefix, "few-shot", d]);
+        let title = format!("{}Few-shot: {d}", compared(runs));
+        let file = file_name(&["few-shot", d]);
         let path = dir.join(&file);
         {
             let root = SVGBackend::new(&path, (860, 460)).into_drawing_area();
@@ -167,14 +173,13 @@ fn few_shot(
                 .map_err(pe)?;
             let mut entries: Vec<(String, RGBColor)> = Vec::new();
             for (i, run) in runs.iter().enumerate() {
-                let by_method: BTreeMap<&str, Vec<&AggRow>> =
-                    fs(run.rows)
-                        .into_iter()
-                        .filter(|r| r.dataset == d)
-                        .fold(BTreeMap::new(), |mut m, r| {
-                            m.entry(r.method.as_str()).or_insert_with(Vec::new).push(r);
-                            m
-                        });
+                let by_method: BTreeMap<&str, Vec<&AggRow>> = few_shot_rows(run.rows)
+                    .into_iter()
+                    .filter(|r| r.dataset == d)
+                    .fold(BTreeMap::new(), |mut m, r| {
+                        m.entry(r.method.as_str()).or_insert_with(Vec::new).push(r);
+                        m
+                    });
                 for (m, rs) in &by_method {
                     let c = colour[*m];
                     let mut pts: Vec<(f64, f64, f64)> = rs
@@ -351,7 +356,7 @@ fn run_series(what: &[(String, RGBColor)], runs: &[Run]) -> Vec<((String, RGBCol
 }
 
 /// Base / new / HM per method, for the average and each dataset.
-fn base_to_new(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
+fn base_to_new(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
     fn b2n(rows: &[AggRow]) -> Vec<&AggRow> {
         rows.iter().filter(|r| r.protocol == Protocol::BaseToNew).collect()
     }
@@ -380,11 +385,8 @@ fn base_to_new(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let title = format!(
-            "{}Base-to-new: {d} (base, new, HM)",
-            if runs.len() > 1 { "Compared: " } else { "" }
-        );
-        let file = file_name(&[prefix, "base-to-new", d]);
+        let title = format!("{}Base-to-new: {d} (base, new, HM)", compared(runs));
+        let file = file_name(&["base-to-new", d]);
         let value = |m: &str, j: usize| {
             let (w, i) = series[j].1;
             runs[i]
@@ -403,7 +405,7 @@ fn base_to_new(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
 }
 
 /// Source and each target per method, for each transfer protocol and source.
-fn transfer(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
+fn transfer(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for protocol in [Protocol::CrossDomain, Protocol::CrossDataset] {
         fn of(rows: &[AggRow], protocol: Protocol) -> Vec<&AggRow> {
@@ -441,12 +443,8 @@ fn transfer(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
-            let title = format!(
-                "{}{}: {src} → targets",
-                if runs.len() > 1 { "Compared: " } else { "" },
-                protocol.as_str()
-            );
-            let file = file_name(&[prefix, protocol.as_str(), src]);
+            let title = format!("{}{}: {src} → targets", compared(runs), protocol.as_str());
+            let file = file_name(&[protocol.as_str(), src]);
             let value = |m: &str, j: usize| {
                 let (w, i) = series[j].1;
                 let (dataset, source) = kinds[w];
@@ -596,13 +594,8 @@ fn findings_forest(dir: &Path, findings: &[super::findings::FindingResult]) -> R
 
 /// Few-shot tables run at one shot count have no curve to draw: accuracy per method as bars, one
 /// per dataset and the average.
-fn few_shot_bars(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> {
-    fn fs(rows: &[AggRow]) -> Vec<&AggRow> {
-        rows.iter()
-            .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
-            .collect()
-    }
-    let all: Vec<&AggRow> = runs.iter().flat_map(|run| fs(run.rows)).collect();
+fn few_shot_bars(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
+    let all: Vec<&AggRow> = runs.iter().flat_map(|run| few_shot_rows(run.rows)).collect();
     let per_dataset: BTreeMap<&str, BTreeSet<usize>> = all.iter().fold(BTreeMap::new(), |mut m, r| {
         m.entry(r.dataset.as_str()).or_default().insert(r.shots);
         m
@@ -636,14 +629,11 @@ fn few_shot_bars(dir: &Path, prefix: &str, runs: &[Run]) -> Result<Vec<Figure>> 
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let title = format!(
-            "{}Few-shot at {k} shots: accuracy per dataset",
-            if runs.len() > 1 { "Compared: " } else { "" }
-        );
-        let file = file_name(&[prefix, "few-shot", &format!("{k}-shots")]);
+        let title = format!("{}Few-shot at {k} shots: accuracy per dataset", compared(runs));
+        let file = file_name(&["few-shot", &format!("{k}-shots")]);
         let value = |m: &str, j: usize| {
             let (w, i) = series[j].1;
-            fs(runs[i].rows)
+            few_shot_rows(runs[i].rows)
                 .into_iter()
                 .find(|r| r.method == m && r.dataset == datasets[w] && r.shots == k)
                 .map(|r| r.mean)
@@ -680,10 +670,10 @@ pub fn render_compare(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let both: Vec<AggRow> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
     let colour = colours(&both);
-    let mut out = few_shot(dir, "", suite, &runs, published, &colour)?;
-    out.extend(few_shot_bars(dir, "", &runs)?);
-    out.extend(base_to_new(dir, "", &runs)?);
-    out.extend(transfer(dir, "", &runs)?);
+    let mut out = few_shot(dir, suite, &runs, published, &colour)?;
+    out.extend(few_shot_bars(dir, &runs)?);
+    out.extend(base_to_new(dir, &runs)?);
+    out.extend(transfer(dir, &runs)?);
     let forest_rows: Vec<ForestRow> = rows
         .iter()
         .map(|r| ForestRow {
@@ -731,10 +721,10 @@ pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[Publish
         label: "",
         rows: &data.rows,
     }];
-    let mut out = few_shot(dir, "", suite, &runs, published, &colour)?;
-    out.extend(few_shot_bars(dir, "", &runs)?);
-    out.extend(base_to_new(dir, "", &runs)?);
-    out.extend(transfer(dir, "", &runs)?);
+    let mut out = few_shot(dir, suite, &runs, published, &colour)?;
+    out.extend(few_shot_bars(dir, &runs)?);
+    out.extend(base_to_new(dir, &runs)?);
+    out.extend(transfer(dir, &runs)?);
     out.extend(forest(dir, &data.paired)?);
     out.extend(findings_forest(dir, &data.findings)?);
     remove_stale(dir, &out)?;
