@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, sigmoid};
+use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -116,7 +116,7 @@ impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = dense(&self.fc1, x);
         let h = match self.act {
-            Activation::QuickGelu => h.clone() * sigmoid(h * 1.702),
+            Activation::QuickGelu => super::fused::quick_gelu(h),
             Activation::Gelu => gelu(h),
         };
         dense(&self.fc2, h)

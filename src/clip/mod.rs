@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod flops;
+pub mod fused;
 pub mod model;
 pub mod preprocess;
 pub mod text;
