@@ -136,7 +136,7 @@ impl<B: Backend> SelfAttention<B> {
     fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
         let [b, l, d] = x.dims();
         let h = self.num_heads;
-        let split = |t: Tensor<B, 3>| t.reshape([b, l, h, d / h]).swap_dims(1, 2);
+        let split = |t: Tensor<B, 3>| super::fused::swap_middle(t.reshape([b, l, h, d / h]));
         let q = split(dense(&self.q_proj, x.clone()));
         let k = split(dense(&self.k_proj, x.clone()));
         let v = split(dense(&self.v_proj, x));
@@ -145,7 +145,7 @@ impl<B: Backend> SelfAttention<B> {
             ..Default::default()
         };
         let o = attention(q, k, v, None, None, opts);
-        dense(&self.out_proj, o.swap_dims(1, 2).reshape([b, l, d]))
+        dense(&self.out_proj, super::fused::swap_middle(o).reshape([b, l, d]))
     }
 }
 

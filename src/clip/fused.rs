@@ -14,6 +14,10 @@
 //! contributions the composition adds are added once (IEEE addition is commutative). Tests compare
 //! values and gradients bit for bit with the composition.
 //!
+//! Attention's head split and merge are copies (`[b, l, h, d] ↔ [b, h, l, d]`): done as strided views,
+//! the CPU backend materialized them element by element in its generic strided iterator; here they
+//! are one contiguous copy of `d`-long runs, and a copy changes no value.
+//!
 //! How they are reached from backend-generic code: a downcast on the concrete tensor type (safe
 //! `Any`), so the model stays generic over `Backend`; the CPU backend, with or without autodiff,
 //! takes the fused kernel in f32, every other backend or dtype the composition.
@@ -60,6 +64,24 @@ pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// The composition the fused kernels reproduce (and every other backend runs).
 pub fn quick_gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone() * sigmoid(x * 1.702)
+}
+
+/// `[a, m, n, c] → [a, n, m, c]`, materialized contiguous (what `swap_dims(1, 2)` is as a view).
+/// Attention splits heads with it (`[b, l, h, d] → [b, h, l, d]`) and merges them back.
+pub fn swap_middle<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
+    if t.dtype() != DType::F32 {
+        return t.swap_dims(1, 2);
+    }
+    let t = match downcast::<_, Tensor<Autodiff<Cpu>, 4>>(t) {
+        Ok(t) => return upcast(swap_middle_autodiff(t)),
+        Err(t) => t,
+    };
+    match downcast::<_, Tensor<Cpu, 4>>(t) {
+        Ok(t) => upcast(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(swap_middle_copy(
+            &t.into_primitive().tensor(),
+        )))),
+        Err(t) => t.swap_dims(1, 2),
+    }
 }
 
 fn downcast<T: Any, U: Any>(t: T) -> std::result::Result<U, T> {
@@ -182,6 +204,51 @@ fn quick_gelu_autodiff<const D: usize>(x: Tensor<Autodiff<Cpu>, D>) -> Tensor<Au
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
+fn swap_middle_copy(t: &FlexTensor) -> FlexTensor {
+    let t = contiguous_f32(t);
+    let dims = t.layout().shape().clone();
+    let [a, m, n, c] = [dims[0], dims[1], dims[2], dims[3]];
+    let src: &[f32] = &t.storage()[..a * m * n * c];
+    let mut out = vec![0f32; src.len()];
+    // One output row block `[n_i]` of `m · c` values per task: source rows `(a_i, ·, n_i)`.
+    out.par_chunks_mut((m * c).max(1)).enumerate().for_each(|(row, dst)| {
+        let (ai, ni) = (row / n, row % n);
+        for mi in 0..m {
+            let from = ((ai * m + mi) * n + ni) * c;
+            dst[mi * c..(mi + 1) * c].copy_from_slice(&src[from..from + c]);
+        }
+    });
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous([a, n, m, c].into()),
+        DType::F32,
+    )
+}
+
+#[derive(Debug)]
+struct SwapMiddleBackward;
+
+impl Backward<Cpu, 1> for SwapMiddleBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        unary::<Cpu, _>(ops.parents, ops.node, grads, |grad| swap_middle_copy(&grad));
+    }
+}
+
+fn swap_middle_autodiff(t: Tensor<Autodiff<Cpu>, 4>) -> Tensor<Autodiff<Cpu>, 4> {
+    let t = t.into_primitive().tensor();
+    let out = match SwapMiddleBackward
+        .prepare::<NoCheckpointing>([t.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((), swap_middle_copy(&t.primitive)),
+        OpsKind::UnTracked(prep) => prep.finish(swap_middle_copy(&t.primitive)),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +297,26 @@ mod tests {
         let (y_ref, g_ref) = run(quick_gelu_composed);
         assert_eq!(y_fused, y_ref, "forward");
         assert_eq!(g_fused, g_ref, "gradient");
+    }
+
+    #[test]
+    fn swap_middle_is_the_view_materialized_and_its_gradient_the_inverse() {
+        type A = Autodiff<Cpu>;
+        let device = Default::default();
+        let x = Tensor::<A, 4>::random([2, 5, 3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<A, 4>::random([2, 3, 5, 4], Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: fn(Tensor<A, 4>) -> Tensor<A, 4>| {
+            let x = x.clone().require_grad();
+            let y = f(x.clone());
+            let g = (y.clone() * w.clone()).sum().backward();
+            (bits(y), bits(x.grad(&g).expect("input gradient")))
+        };
+        assert_eq!(run(swap_middle), run(|t| t.swap_dims(1, 2)));
+        let plain = Tensor::<Cpu, 4>::from_data(x.clone().into_data(), &device);
+        assert_eq!(bits(swap_middle(plain.clone())), bits(plain.swap_dims(1, 2)));
+        // A strided input (a view of a view) is read in its logical order.
+        let strided = Tensor::<Cpu, 4>::from_data(w.into_data(), &device).swap_dims(1, 2);
+        assert_eq!(bits(swap_middle(strided.clone())), bits(strided.swap_dims(1, 2)));
     }
 
     #[test]
