@@ -5,8 +5,6 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::gelu;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::config::Activation;
@@ -140,11 +138,7 @@ impl<B: Backend> SelfAttention<B> {
         let q = split(dense(&self.q_proj, x.clone()));
         let k = split(dense(&self.k_proj, x.clone()));
         let v = split(dense(&self.v_proj, x));
-        let opts = AttentionModuleOptions {
-            is_causal: causal,
-            ..Default::default()
-        };
-        let o = attention(q, k, v, None, None, opts);
+        let o = super::fused::attention(q, k, v, causal);
         dense(&self.out_proj, super::fused::swap_middle(o).reshape([b, l, d]))
     }
 }

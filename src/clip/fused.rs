@@ -18,6 +18,11 @@
 //! the CPU backend materialized them element by element in its generic strided iterator; here they
 //! are one contiguous copy of `d`-long runs, and a copy changes no value.
 //!
+//! Attention on the CPU backend (no autodiff) is burn-flex's "naive" kernel — per (batch, head) one
+//! score matrix product, a row softmax, one value product — run one head after another on one
+//! thread; here the same per-head arithmetic (the same `gemm` calls and row loop) runs in parallel
+//! over heads, each head independent of the others, so any thread count gives the same bits.
+//!
 //! How they are reached from backend-generic code: a downcast on the concrete tensor type (safe
 //! `Any`), so the model stays generic over `Backend`; the CPU backend, with or without autodiff,
 //! takes the fused kernel in f32, every other backend or dtype the composition.
@@ -31,6 +36,7 @@ use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bytes, DType, Tensor, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 
@@ -45,6 +51,9 @@ const QUICK_GELU_ALPHA: f32 = 1.702f64 as f32;
 /// Elements per parallel chunk: large enough to amortize a task, small enough to spread over cores.
 /// Element-wise, so the result does not depend on how chunks fall on threads.
 const CHUNK: usize = 1 << 14;
+
+/// burn-flex 0.21's `NAIVE_SCORE_BUDGET`: the largest `seq_q · seq_kv` its attention runs naively.
+const NAIVE_SCORE_BUDGET: usize = 256 * 1024;
 
 /// `x · σ(1.702 x)` (OpenAI CLIP's QuickGELU), as the composition `x * sigmoid(x * 1.702)`.
 pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -77,10 +86,37 @@ pub fn swap_middle<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
         Err(t) => t,
     };
     match downcast::<_, Tensor<Cpu, 4>>(t) {
-        Ok(t) => upcast(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(swap_middle_copy(
-            &t.into_primitive().tensor(),
-        )))),
+        Ok(t) => upcast(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(
+            swap_middle_copy(&t.into_primitive().tensor()),
+        ))),
         Err(t) => t.swap_dims(1, 2),
+    }
+}
+
+/// Scaled dot-product attention over `[batch, heads, seq, head_dim]` (scale `1/√head_dim`, no mask
+/// but the causal one), as `burn::tensor::module::attention` computes it.
+pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool) -> Tensor<B, 4> {
+    let composed = |q, k, v| {
+        let opts = AttentionModuleOptions {
+            is_causal: causal,
+            ..Default::default()
+        };
+        burn::tensor::module::attention(q, k, v, None, None, opts)
+    };
+    let [_, _, seq_q, _] = q.dims();
+    let seq_kv = k.dims()[2];
+    // burn-flex takes its tiled ("flash") kernel above this score-matrix size; leave those to it.
+    if q.dtype() != DType::F32 || seq_q * seq_kv > NAIVE_SCORE_BUDGET {
+        return composed(q, k, v);
+    }
+    match downcast::<_, (Tensor<Cpu, 4>, Tensor<Cpu, 4>, Tensor<Cpu, 4>)>((q, k, v)) {
+        Ok((q, k, v)) => {
+            let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
+            upcast(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(
+                attention_heads(&q, &k, &v, causal),
+            )))
+        }
+        Err((q, k, v)) => composed(q, k, v),
     }
 }
 
@@ -96,15 +132,14 @@ fn upcast<T: Any, U: Any>(t: T) -> U {
     downcast(t).unwrap_or_else(|_| unreachable!("upcast is only called with U = T"))
 }
 
-/// burn-flex's `sigmoid_f32`, the same branches and the same `exp`.
+/// burn-flex's `sigmoid_f32` — `1 / (1 + e^-x)` for `x ≥ 0`, `e^x / (1 + e^x)` below — without its
+/// branch, which the sign of random activations mispredicts half the time: both branches take the
+/// exponential of `-|x|` (for `x = -0.0` too: `e^0 = e^-0 = 1`), and only the numerator differs.
 #[inline]
 fn sigmoid_f32(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
+    let e = (-x.abs()).exp();
+    let numerator = if x >= 0.0 { 1.0 } else { e };
+    numerator / (1.0 + e)
 }
 
 fn contiguous_f32(t: &FlexTensor) -> FlexTensor {
@@ -225,6 +260,110 @@ fn swap_middle_copy(t: &FlexTensor) -> FlexTensor {
     )
 }
 
+/// burn-flex's `attention_naive_impl` for f32 without mask, bias or softcap, one task per head.
+fn attention_heads(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, causal: bool) -> FlexTensor {
+    let (q, k, v) = (contiguous_f32(q), contiguous_f32(k), contiguous_f32(v));
+    let qs = q.layout().shape().clone();
+    let [batch, heads, seq_q, head_dim] = [qs[0], qs[1], qs[2], qs[3]];
+    let seq_kv = k.layout().shape()[2];
+    let val_dim = v.layout().shape()[3];
+    let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+    let causal_offset = causal.then_some(seq_kv as isize - seq_q as isize);
+    let (qd, kd, vd): (&[f32], &[f32], &[f32]) = (q.storage(), k.storage(), v.storage());
+    let mut output = vec![0f32; batch * heads * seq_q * val_dim];
+    output.par_chunks_mut(seq_q * val_dim).enumerate().for_each_init(
+        || vec![0f32; seq_q * seq_kv],
+        |scores, (bh, out)| {
+            let q = &qd[bh * seq_q * head_dim..][..seq_q * head_dim];
+            let k = &kd[bh * seq_kv * head_dim..][..seq_kv * head_dim];
+            let v = &vd[bh * seq_kv * val_dim..][..seq_kv * val_dim];
+            // SAFETY: every pointer spans its slice at the dimensions and strides given.
+            unsafe {
+                gemm::gemm(
+                    seq_q,
+                    seq_kv,
+                    head_dim,
+                    scores.as_mut_ptr(),
+                    1,
+                    seq_kv as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    head_dim as isize,
+                    k.as_ptr(),
+                    head_dim as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for qi in 0..seq_q {
+                let row = &mut scores[qi * seq_kv..(qi + 1) * seq_kv];
+                let mut row_max = f32::NEG_INFINITY;
+                for (ki, s) in row.iter_mut().enumerate() {
+                    let mut val = *s * scale;
+                    if let Some(offset) = causal_offset {
+                        if (ki as isize) > (qi as isize) + offset {
+                            val = f32::NEG_INFINITY;
+                        }
+                    }
+                    *s = val;
+                    if val > row_max {
+                        row_max = val;
+                    }
+                }
+                if row_max == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                    continue;
+                }
+                let mut sum = 0f32;
+                for s in row.iter_mut() {
+                    let e = (*s - row_max).exp();
+                    *s = e;
+                    sum += e;
+                }
+                let inv_sum = 1.0 / sum;
+                for s in row.iter_mut() {
+                    *s *= inv_sum;
+                }
+            }
+            // SAFETY: as above.
+            unsafe {
+                gemm::gemm(
+                    seq_q,
+                    val_dim,
+                    seq_kv,
+                    out.as_mut_ptr(),
+                    1,
+                    val_dim as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    seq_kv as isize,
+                    v.as_ptr(),
+                    1,
+                    val_dim as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        },
+    );
+    FlexTensor::new(
+        Bytes::from_elems(output),
+        Layout::contiguous([batch, heads, seq_q, val_dim].into()),
+        DType::F32,
+    )
+}
+
 #[derive(Debug)]
 struct SwapMiddleBackward;
 
@@ -317,6 +456,26 @@ mod tests {
         // A strided input (a view of a view) is read in its logical order.
         let strided = Tensor::<Cpu, 4>::from_data(w.into_data(), &device).swap_dims(1, 2);
         assert_eq!(bits(swap_middle(strided.clone())), bits(strided.swap_dims(1, 2)));
+    }
+
+    #[test]
+    fn parallel_attention_is_burn_flexs_bit_for_bit() {
+        let device = Default::default();
+        for (shape, kv) in [([2, 3, 7, 8], 7), ([3, 4, 77, 16], 77), ([1, 2, 5, 4], 9)] {
+            let q = Tensor::<Cpu, 4>::random(shape, Distribution::Normal(0.0, 2.0), &device);
+            let kv_shape = [shape[0], shape[1], kv, shape[3]];
+            let k = Tensor::<Cpu, 4>::random(kv_shape, Distribution::Normal(0.0, 2.0), &device);
+            let v = Tensor::<Cpu, 4>::random(kv_shape, Distribution::Normal(0.0, 1.0), &device);
+            for causal in [false, true] {
+                let opts = AttentionModuleOptions {
+                    is_causal: causal,
+                    ..Default::default()
+                };
+                let reference = burn::tensor::module::attention(q.clone(), k.clone(), v.clone(), None, None, opts);
+                let ours = attention(q.clone(), k.clone(), v.clone(), causal);
+                assert_eq!(bits(ours), bits(reference), "{shape:?} kv {kv} causal {causal}");
+            }
+        }
     }
 
     #[test]
