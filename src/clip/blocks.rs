@@ -149,12 +149,23 @@ pub struct EncoderLayer<B: Backend> {
     pub self_attn: SelfAttention<B>,
     pub layer_norm2: LayerNorm<B>,
     pub mlp: Mlp<B>,
+    /// The layer norms' ε (burn keeps a `LayerNorm`'s own private), for `fused::layer_norm`.
+    #[module(skip)]
+    pub eps: f64,
 }
 
 impl<B: Backend> EncoderLayer<B> {
     fn forward(&self, x: Tensor<B, 3>, causal: bool) -> Tensor<B, 3> {
-        let x = x.clone() + self.self_attn.forward(norm(&self.layer_norm1, x), causal);
-        x.clone() + self.mlp.forward(norm(&self.layer_norm2, x))
+        let x = x.clone() + self.self_attn.forward(self.norm(&self.layer_norm1, x), causal);
+        x.clone() + self.mlp.forward(self.norm(&self.layer_norm2, x))
+    }
+
+    fn norm(&self, ln: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        if x.dtype() == DType::F32 {
+            super::fused::layer_norm(ln, self.eps, x)
+        } else {
+            norm(ln, x)
+        }
     }
 }
 
@@ -252,6 +263,7 @@ impl<B: Backend> Encoder<B> {
                     fc2: lin(src, "mlp.fc2", mlp, width)?,
                     act,
                 },
+                eps,
             });
         }
         Ok(Self { layers: out })

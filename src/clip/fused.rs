@@ -23,6 +23,13 @@
 //! thread; here the same per-head arithmetic (the same `gemm` calls and row loop) runs in parallel
 //! over heads, each head independent of the others, so any thread count gives the same bits.
 //!
+//! Layer norm under autodiff is burn's composition (mean, centre, variance, `√(var + ε)`, divide,
+//! scale, shift: nine ops forward, about twenty backward), each a serial pass. `layer_norm` runs the
+//! very same backend ops — forward, and backward formula by formula as autodiff would — on slices of
+//! the batch in parallel: every op of it works row by row, so a slice computes the rows' bits the
+//! whole tensor would; the reductions across rows (γ's and β's gradients) run once on the whole
+//! tensor, and the input's two gradient contributions are registered in autodiff's order.
+//!
 //! How they are reached from backend-generic code: a downcast on the concrete tensor type (safe
 //! `Any`), so the model stays generic over `Backend`; the CPU backend, with or without autodiff,
 //! takes the fused kernel in f32, every other backend or dtype the composition.
@@ -34,9 +41,11 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
+use burn::nn::LayerNorm;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, Tensor, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 
@@ -117,6 +126,21 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, 
             )))
         }
         Err((q, k, v)) => composed(q, k, v),
+    }
+}
+
+/// `ln(x)` over the last dim of `[batch, seq, width]`, as `LayerNorm::forward` computes it; `eps` must
+/// be the one `ln` was made with (burn keeps it private).
+pub fn layer_norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    if x.dtype() != DType::F32 || ln.beta.is_none() {
+        return ln.forward(x);
+    }
+    let Some(ad) = (ln as &dyn Any).downcast_ref::<LayerNorm<Autodiff<Cpu>>>() else {
+        return ln.forward(x);
+    };
+    match downcast::<_, Tensor<Autodiff<Cpu>, 3>>(x) {
+        Ok(x) => upcast(layer_norm_autodiff(ad, eps, x)),
+        Err(x) => ln.forward(x),
     }
 }
 
@@ -388,6 +412,179 @@ fn swap_middle_autodiff(t: Tensor<Autodiff<Cpu>, 4>) -> Tensor<Autodiff<Cpu>, 4>
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
+type F = Cpu;
+
+/// Batch items per slice: about 64K values, at least one item.
+fn slices(batch: usize, per_item: usize) -> Vec<(usize, usize)> {
+    let step = (65_536 / per_item.max(1)).clamp(1, batch.max(1));
+    (0..batch).step_by(step).map(|s| (s, step.min(batch - s))).collect()
+}
+
+fn slice0(t: &FlexTensor, (start, len): (usize, usize)) -> FlexTensor {
+    t.narrow(0, start, len).to_contiguous()
+}
+
+/// What the backward of one slice needs, as autodiff's composed ops would have kept it.
+#[derive(Clone, Debug)]
+struct LnSlice {
+    centered: FlexTensor,
+    var_eps: FlexTensor,
+    denom: FlexTensor,
+    normalized: FlexTensor,
+}
+
+/// burn-backend's `ModuleOps::layer_norm` on one slice (rank 3, last dim), op for op.
+fn ln_forward_slice(x: FlexTensor, gamma_b: &FlexTensor, beta_b: &FlexTensor, eps: f64) -> (FlexTensor, LnSlice) {
+    let mean = F::float_mean_dim(x.clone(), 2);
+    let centered = F::float_sub(x, mean);
+    let var = F::float_mean_dim(F::float_mul(centered.clone(), centered.clone()), 2);
+    let var_eps = F::float_add_scalar(var, eps.into());
+    let denom = F::float_sqrt(var_eps.clone());
+    let normalized = F::float_div(centered.clone(), denom.clone());
+    let scaled = F::float_mul(normalized.clone(), gamma_b.clone());
+    let out = F::float_add(scaled, beta_b.clone());
+    (
+        out,
+        LnSlice {
+            centered,
+            var_eps,
+            denom,
+            normalized,
+        },
+    )
+}
+
+/// autodiff's backward of that composition for the input, on one slice: the two contributions
+/// it registers for `x` (first the centring's, then the mean's).
+fn ln_backward_slice(g: FlexTensor, gamma_b: &FlexTensor, s: &LnSlice) -> (FlexTensor, FlexTensor) {
+    let shape = g.layout().shape().clone();
+    let d = shape[2];
+    let device = Default::default();
+    // scaled = normalized * γ: to `normalized`.
+    let g_n = F::float_mul(g, gamma_b.clone());
+    // normalized = centered / denom: to `centered` (first contribution) and to `denom` (summed
+    // over the broadcast last dim).
+    let c1 = F::float_mul(g_n.clone(), F::float_recip(s.denom.clone()));
+    let value = F::float_div(
+        F::float_neg(s.centered.clone()),
+        F::float_powi_scalar(s.denom.clone(), 2.into()),
+    );
+    let g_denom = F::float_sum_dim(F::float_mul(g_n, value), 2);
+    // denom = sqrt(var + ε).
+    let g_var = F::float_mul(
+        g_denom,
+        F::float_div_scalar(F::float_powf_scalar(s.var_eps.clone(), (-0.5).into()), 2f32.into()),
+    );
+    // var = mean(centered²): the mean's backward, then the square's two contributions.
+    let mean_back = |grad: FlexTensor| {
+        let val = F::float_mul_scalar(
+            F::float_ones(shape.clone(), &device, DType::F32.into()),
+            (1_f64 / d as f64).into(),
+        );
+        F::float_mul(val, F::float_sum_dim(grad, 2))
+    };
+    let g_sq = mean_back(g_var);
+    let c2 = F::float_mul(g_sq.clone(), s.centered.clone());
+    let c3 = F::float_mul(g_sq, s.centered.clone());
+    let g_c = F::float_add(c3, F::float_add(c2, c1));
+    // centered = x - mean: to `x`, and to `mean` (negated, summed over the last dim).
+    let g_mean = F::float_sum_dim(F::float_neg(g_c.clone()), 2);
+    (g_c, mean_back(g_mean))
+}
+
+/// Sums over every dim where `shape` is 1, in order, as autodiff's `broadcast_shape` does.
+fn reduce_to(mut grad: FlexTensor, shape: &[usize]) -> FlexTensor {
+    for (i, &n) in shape.iter().enumerate() {
+        if grad.layout().shape()[i] != n {
+            grad = F::float_sum_dim(grad, i);
+        }
+    }
+    grad
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+#[derive(Clone, Debug)]
+struct LnState {
+    slices: Vec<((usize, usize), LnSlice)>,
+    gamma_b: FlexTensor,
+}
+
+impl Backward<Cpu, 3> for LayerNormBackward {
+    type State = LnState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let g = grads.consume::<Cpu>(&ops.node).to_contiguous();
+        let LnState { slices, gamma_b } = ops.state;
+        let d = g.layout().shape()[2];
+        let flat = |t: FlexTensor| F::float_reshape(t, [d].into());
+        if let Some(node) = node_beta {
+            grads.register::<Cpu>(node.id, flat(reduce_to(g.clone(), &[1, 1, d])));
+        }
+        if let Some(node) = node_gamma {
+            let parts: Vec<FlexTensor> = slices
+                .par_iter()
+                .map(|(r, s)| F::float_mul(slice0(&g, *r), s.normalized.clone()))
+                .collect();
+            grads.register::<Cpu>(node.id, flat(reduce_to(F::float_cat(parts, 0), &[1, 1, d])));
+        }
+        if let Some(node) = node_x {
+            let (first, second): (Vec<FlexTensor>, Vec<FlexTensor>) = slices
+                .par_iter()
+                .map(|(r, s)| ln_backward_slice(slice0(&g, *r), &gamma_b, s))
+                .unzip();
+            grads.register::<Cpu>(node.id, F::float_cat(first, 0));
+            grads.register::<Cpu>(node.id, F::float_cat(second, 0));
+        }
+    }
+}
+
+fn layer_norm_autodiff(
+    ln: &LayerNorm<Autodiff<Cpu>>,
+    eps: f64,
+    x: Tensor<Autodiff<Cpu>, 3>,
+) -> Tensor<Autodiff<Cpu>, 3> {
+    let gamma = ln.gamma.val().into_primitive().tensor();
+    let beta = ln
+        .beta
+        .as_ref()
+        .expect("checked by the caller")
+        .val()
+        .into_primitive()
+        .tensor();
+    let x = x.into_primitive().tensor();
+    let d = x.primitive.layout().shape()[2];
+    let gamma_b = F::float_reshape(gamma.primitive.clone(), [1, 1, d].into());
+    let beta_b = F::float_reshape(beta.primitive.clone(), [1, 1, d].into());
+    let input = x.primitive.to_contiguous();
+    let dims = input.layout().shape().clone();
+    let ranges = slices(dims[0], dims[1] * dims[2]);
+    let run = || -> (FlexTensor, Vec<((usize, usize), LnSlice)>) {
+        let (outs, kept): (Vec<FlexTensor>, Vec<((usize, usize), LnSlice)>) = ranges
+            .par_iter()
+            .map(|&r| {
+                let (out, keep) = ln_forward_slice(slice0(&input, r), &gamma_b, &beta_b, eps);
+                (out, (r, keep))
+            })
+            .unzip();
+        (F::float_cat(outs, 0), kept)
+    };
+    let out = match LayerNormBackward
+        .prepare::<NoCheckpointing>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (out, kept) = run();
+            prep.finish(LnState { slices: kept, gamma_b }, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run().0),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +673,49 @@ mod tests {
                 assert_eq!(bits(ours), bits(reference), "{shape:?} kv {kv} causal {causal}");
             }
         }
+    }
+
+    #[test]
+    fn layer_norm_and_its_gradients_are_the_compositions_bit_for_bit() {
+        use burn::nn::LayerNormConfig;
+        type A = Autodiff<Cpu>;
+        let device = Default::default();
+        // Several slices (64K values each) and a ragged last one; γ and β learned, off their init.
+        let (b, l, d) = (37, 17, 256);
+        let eps = 1e-5;
+        let mut ln = LayerNormConfig::new(d).with_epsilon(eps).init::<A>(&device);
+        ln.gamma = burn::module::Param::from_tensor(Tensor::random([d], Distribution::Normal(1.0, 0.3), &device));
+        ln.beta = Some(burn::module::Param::from_tensor(Tensor::random(
+            [d],
+            Distribution::Normal(0.0, 0.3),
+            &device,
+        )));
+        let x = Tensor::<A, 3>::random([b, l, d], Distribution::Normal(0.5, 2.0), &device);
+        let w = Tensor::<A, 3>::random([b, l, d], Distribution::Normal(0.0, 1.0), &device);
+        // The input is also used beside the norm (a residual), so its gradient has three
+        // contributions whose order matters.
+        let run = |fused: bool| {
+            let x = x.clone().require_grad();
+            let y = if fused {
+                layer_norm(&ln, eps, x.clone())
+            } else {
+                ln.forward(x.clone())
+            };
+            let out = (y.clone() + x.clone() * 0.5) * w.clone();
+            let g = out.sum().backward();
+            let beta = ln.beta.as_ref().unwrap().val();
+            (
+                bits(y),
+                bits(x.grad(&g).expect("x")),
+                bits(ln.gamma.val().grad(&g).expect("gamma")),
+                bits(beta.grad(&g).expect("beta")),
+            )
+        };
+        let (fused, composed) = (run(true), run(false));
+        assert_eq!(fused.0, composed.0, "forward");
+        assert_eq!(fused.1, composed.1, "input gradient");
+        assert_eq!(fused.2, composed.2, "gamma gradient");
+        assert_eq!(fused.3, composed.3, "beta gradient");
     }
 
     #[test]
