@@ -161,11 +161,7 @@ impl<B: Backend> EncoderLayer<B> {
     }
 
     fn norm(&self, ln: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        if x.dtype() == DType::F32 {
-            super::fused::layer_norm(ln, self.eps, x)
-        } else {
-            norm(ln, x)
-        }
+        super::fused::layer_norm(ln, self.eps, x).unwrap_or_else(|x| norm(ln, x))
     }
 }
 

@@ -66,17 +66,7 @@ const NAIVE_SCORE_BUDGET: usize = 256 * 1024;
 
 /// `x · σ(1.702 x)` (OpenAI CLIP's QuickGELU), as the composition `x * sigmoid(x * 1.702)`.
 pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() != DType::F32 {
-        return quick_gelu_composed(x);
-    }
-    let x = match downcast::<_, Tensor<Autodiff<Cpu>, D>>(x) {
-        Ok(t) => return upcast(quick_gelu_autodiff(t)),
-        Err(x) => x,
-    };
-    match downcast::<_, Tensor<Cpu, D>>(x) {
-        Ok(t) => upcast(quick_gelu_cpu(t)),
-        Err(x) => quick_gelu_composed(x),
-    }
+    on_cpu(x, quick_gelu_autodiff, quick_gelu_cpu, quick_gelu_composed)
 }
 
 /// The composition the fused kernels reproduce (and every other backend runs).
@@ -87,19 +77,7 @@ pub fn quick_gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tenso
 /// `[a, m, n, c] → [a, n, m, c]`, materialized contiguous (what `swap_dims(1, 2)` is as a view).
 /// Attention splits heads with it (`[b, l, h, d] → [b, h, l, d]`) and merges them back.
 pub fn swap_middle<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
-    if t.dtype() != DType::F32 {
-        return t.swap_dims(1, 2);
-    }
-    let t = match downcast::<_, Tensor<Autodiff<Cpu>, 4>>(t) {
-        Ok(t) => return upcast(swap_middle_autodiff(t)),
-        Err(t) => t,
-    };
-    match downcast::<_, Tensor<Cpu, 4>>(t) {
-        Ok(t) => upcast(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(
-            swap_middle_copy(&t.into_primitive().tensor()),
-        ))),
-        Err(t) => t.swap_dims(1, 2),
-    }
+    on_cpu(t, swap_middle_autodiff, swap_middle_cpu, |t| t.swap_dims(1, 2))
 }
 
 /// Scaled dot-product attention over `[batch, heads, seq, head_dim]` (scale `1/√head_dim`, no mask
@@ -129,18 +107,37 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, 
     }
 }
 
-/// `ln(x)` over the last dim of `[batch, seq, width]`, as `LayerNorm::forward` computes it; `eps` must
-/// be the one `ln` was made with (burn keeps it private).
-pub fn layer_norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Tensor<B, 3> {
+/// `ln(x)` over the last dim of `[batch, seq, width]`, as `LayerNorm::forward` computes it, when `x` is
+/// the CPU backend's f32 tensor under autodiff and `ln` has a shift; otherwise `x` comes back as
+/// `Err`, for the caller's own norm. `eps` must be the one `ln` was made with (burn keeps it private).
+pub fn layer_norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
     if x.dtype() != DType::F32 || ln.beta.is_none() {
-        return ln.forward(x);
+        return Err(x);
     }
     let Some(ad) = (ln as &dyn Any).downcast_ref::<LayerNorm<Autodiff<Cpu>>>() else {
-        return ln.forward(x);
+        return Err(x);
     };
-    match downcast::<_, Tensor<Autodiff<Cpu>, 3>>(x) {
-        Ok(x) => upcast(layer_norm_autodiff(ad, eps, x)),
-        Err(x) => ln.forward(x),
+    downcast::<_, Tensor<Autodiff<Cpu>, 3>>(x).map(|x| upcast(layer_norm_autodiff(ad, eps, x)))
+}
+
+/// `x` through the CPU backend's kernel when it is that backend's f32 tensor, with autodiff or
+/// without; through `composed` on every other backend or dtype.
+fn on_cpu<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    autodiff: fn(Tensor<Autodiff<Cpu>, D>) -> Tensor<Autodiff<Cpu>, D>,
+    plain: fn(Tensor<Cpu, D>) -> Tensor<Cpu, D>,
+    composed: fn(Tensor<B, D>) -> Tensor<B, D>,
+) -> Tensor<B, D> {
+    if x.dtype() != DType::F32 {
+        return composed(x);
+    }
+    let x = match downcast::<_, Tensor<Autodiff<Cpu>, D>>(x) {
+        Ok(t) => return upcast(autodiff(t)),
+        Err(x) => x,
+    };
+    match downcast::<_, Tensor<Cpu, D>>(x) {
+        Ok(t) => upcast(plain(t)),
+        Err(x) => composed(x),
     }
 }
 
@@ -166,10 +163,6 @@ fn sigmoid_f32(x: f32) -> f32 {
     numerator / (1.0 + e)
 }
 
-fn contiguous_f32(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
 fn new_f32(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     let shape = like.layout().shape().clone();
     FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), DType::F32)
@@ -177,7 +170,7 @@ fn new_f32(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
 
 /// Forward: `y = x · s` with `s = σ(x · α)`; `s` is also returned when `keep_s` (for the backward).
 fn quick_gelu_forward(x: &FlexTensor, keep_s: bool) -> (FlexTensor, Option<FlexTensor>) {
-    let x = contiguous_f32(x);
+    let x = x.to_contiguous();
     let xs: &[f32] = x.storage();
     let n = x.layout().num_elements();
     let xs = &xs[..n];
@@ -210,7 +203,7 @@ fn quick_gelu_forward(x: &FlexTensor, keep_s: bool) -> (FlexTensor, Option<FlexT
 /// `g' · s · (1 − s)` (burn-flex's `sigmoid_backward`), the scalar product's `· α`; the two
 /// contributions to `x` added.
 fn quick_gelu_backward(x: &FlexTensor, s: &FlexTensor, grad: &FlexTensor) -> FlexTensor {
-    let (x, s, g) = (contiguous_f32(x), contiguous_f32(s), contiguous_f32(grad));
+    let (x, s, g) = (x.to_contiguous(), s.to_contiguous(), grad.to_contiguous());
     let n = x.layout().num_elements();
     let (xs, ss, gs): (&[f32], &[f32], &[f32]) = (&x.storage()[..n], &s.storage()[..n], &g.storage()[..n]);
     let mut out = vec![0f32; n];
@@ -264,7 +257,7 @@ fn quick_gelu_autodiff<const D: usize>(x: Tensor<Autodiff<Cpu>, D>) -> Tensor<Au
 }
 
 fn swap_middle_copy(t: &FlexTensor) -> FlexTensor {
-    let t = contiguous_f32(t);
+    let t = t.to_contiguous();
     let dims = t.layout().shape().clone();
     let [a, m, n, c] = [dims[0], dims[1], dims[2], dims[3]];
     let src: &[f32] = &t.storage()[..a * m * n * c];
@@ -286,7 +279,7 @@ fn swap_middle_copy(t: &FlexTensor) -> FlexTensor {
 
 /// burn-flex's `attention_naive_impl` for f32 without mask, bias or softcap, one task per head.
 fn attention_heads(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, causal: bool) -> FlexTensor {
-    let (q, k, v) = (contiguous_f32(q), contiguous_f32(k), contiguous_f32(v));
+    let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
     let qs = q.layout().shape().clone();
     let [batch, heads, seq_q, head_dim] = [qs[0], qs[1], qs[2], qs[3]];
     let seq_kv = k.layout().shape()[2];
@@ -301,30 +294,7 @@ fn attention_heads(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, causal: bool)
             let q = &qd[bh * seq_q * head_dim..][..seq_q * head_dim];
             let k = &kd[bh * seq_kv * head_dim..][..seq_kv * head_dim];
             let v = &vd[bh * seq_kv * val_dim..][..seq_kv * val_dim];
-            // SAFETY: every pointer spans its slice at the dimensions and strides given.
-            unsafe {
-                gemm::gemm(
-                    seq_q,
-                    seq_kv,
-                    head_dim,
-                    scores.as_mut_ptr(),
-                    1,
-                    seq_kv as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    head_dim as isize,
-                    k.as_ptr(),
-                    head_dim as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            matmul_into(scores, [seq_q, seq_kv, head_dim], (q, head_dim, 1), (k, 1, head_dim));
             for qi in 0..seq_q {
                 let row = &mut scores[qi * seq_kv..(qi + 1) * seq_kv];
                 let mut row_max = f32::NEG_INFINITY;
@@ -355,30 +325,7 @@ fn attention_heads(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, causal: bool)
                     *s *= inv_sum;
                 }
             }
-            // SAFETY: as above.
-            unsafe {
-                gemm::gemm(
-                    seq_q,
-                    val_dim,
-                    seq_kv,
-                    out.as_mut_ptr(),
-                    1,
-                    val_dim as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    seq_kv as isize,
-                    v.as_ptr(),
-                    1,
-                    val_dim as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            matmul_into(out, [seq_q, val_dim, seq_kv], (scores, seq_kv, 1), (v, val_dim, 1));
         },
     );
     FlexTensor::new(
@@ -386,6 +333,45 @@ fn attention_heads(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, causal: bool)
         Layout::contiguous([batch, heads, seq_q, val_dim].into()),
         DType::F32,
     )
+}
+
+/// `dst = lhs · rhs` into the row-major `m × n` matrix `dst`, each operand given as (values, row
+/// stride, column stride): the `gemm` call burn-flex's naive attention makes (no accumulation into
+/// `dst`, one thread), so the sums run in its order.
+fn matmul_into(
+    dst: &mut [f32],
+    [m, n, k]: [usize; 3],
+    (lhs, lhs_rs, lhs_cs): (&[f32], usize, usize),
+    (rhs, rhs_rs, rhs_cs): (&[f32], usize, usize),
+) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
+    assert!(dst.len() >= m * n, "matmul_into: destination too small");
+    assert!(lhs.len() > last(m, k, lhs_rs, lhs_cs), "matmul_into: lhs too small");
+    assert!(rhs.len() > last(k, n, rhs_rs, rhs_cs), "matmul_into: rhs too small");
+    // SAFETY: the asserts above keep every element the strides reach inside its slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -397,6 +383,10 @@ impl Backward<Cpu, 1> for SwapMiddleBackward {
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         unary::<Cpu, _>(ops.parents, ops.node, grads, |grad| swap_middle_copy(&grad));
     }
+}
+
+fn swap_middle_cpu(t: Tensor<Cpu, 4>) -> Tensor<Cpu, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(swap_middle_copy(&t.into_primitive().tensor())))
 }
 
 fn swap_middle_autodiff(t: Tensor<Autodiff<Cpu>, 4>) -> Tensor<Autodiff<Cpu>, 4> {
@@ -697,7 +687,7 @@ mod tests {
         let run = |fused: bool| {
             let x = x.clone().require_grad();
             let y = if fused {
-                layer_norm(&ln, eps, x.clone())
+                layer_norm(&ln, eps, x.clone()).unwrap_or_else(|_| panic!("the fused path applies"))
             } else {
                 ln.forward(x.clone())
             };
