@@ -49,6 +49,17 @@ impl Suite {
                     ));
                 }
             }
+            match (w.pretrain_crop_share, w.pretrain_crop_scale) {
+                (Some(share), _) if !(share > 0.0 && share <= 1.0) => {
+                    return Err(format!("world.pretrain_crop_share {share} must be in (0, 1]"));
+                }
+                (Some(_), None) => {
+                    return Err(
+                        "world.pretrain_crop_share needs world.pretrain_crop_scale (the crops it shares)".into(),
+                    );
+                }
+                _ => {}
+            }
         }
         if self.backbone.name.is_empty() {
             return Err("backbone.name is empty".into());

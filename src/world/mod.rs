@@ -68,4 +68,8 @@ pub struct WorldConfig {
     /// views prompt learners train on (Dassl's crops, scale 0.08–1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrain_crop_scale: Option<[f64; 2]>,
+    /// The fraction of pretraining images seen through those crops (each image drawn anew at every
+    /// use); the others are seen whole. Absent: all of them. Needs `pretrain_crop_scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain_crop_share: Option<f64>,
 }

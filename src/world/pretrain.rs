@@ -227,17 +227,32 @@ impl<B: AutodiffBackend> Pretraining<B> {
         }
     }
 
+    /// The images of corpus items `idx` as this step sees them: whole, or through a fresh random
+    /// resized crop and flip (`pretrain_crop_scale`) for the share `pretrain_crop_share` of them.
+    fn batch_images(&mut self, idx: &[usize]) -> Vec<RgbImage> {
+        let mut imgs: Vec<RgbImage> = idx.iter().map(|&i| self.image(i)).collect();
+        if let Some([lo, hi]) = self.w.pretrain_crop_scale {
+            for img in &mut imgs {
+                // The share's draw is made only when a share is set, so a world without one keeps
+                // the views stream it had.
+                let crop = match self.w.pretrain_crop_share {
+                    Some(share) => self.views_rng.random::<f64>() < share,
+                    None => true,
+                };
+                if crop {
+                    *img = self.pre.resized_crop_flip_u8(img, (lo, hi), &mut self.views_rng);
+                }
+            }
+        }
+        imgs
+    }
+
     /// One optimizer step on a fresh batch (captions re-drawn each time an image is used); returns
     /// the step's symmetric InfoNCE loss, and fails on a loss that is not finite.
     pub fn step(&mut self) -> Result<f32> {
         let b = self.w.batch_size;
         let idx: Vec<usize> = (0..b).map(|_| self.rng.random_range(0..self.corpus.len())).collect();
-        let mut imgs: Vec<RgbImage> = idx.iter().map(|&i| self.image(i)).collect();
-        if let Some([lo, hi]) = self.w.pretrain_crop_scale {
-            for img in &mut imgs {
-                *img = self.pre.resized_crop_flip_u8(img, (lo, hi), &mut self.views_rng);
-            }
-        }
+        let imgs = self.batch_images(&idx);
         let caps: Vec<String> = idx
             .iter()
             .map(|&i| self.corpus[i].0.caption(self.corpus[i].1, &mut self.rng))
@@ -458,4 +473,46 @@ fn evaluate<B: Backend>(
         per_domain.push((format!("{domain:?}").to_lowercase(), accuracy(&pred, &labs, |l| l)));
     }
     Ok((held_acc, seen_acc, per_domain, photo_colour_acc, photo_shape_acc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(crop_scale: Option<[f64; 2]>, crop_share: Option<f64>) -> WorldConfig {
+        WorldConfig {
+            seed: 3,
+            test_images: None,
+            image_size: 32,
+            patch_size: 8,
+            width: 32,
+            layers: 1,
+            context_length: 32,
+            corpus_size: 200,
+            steps: 10,
+            batch_size: 8,
+            lr: 0.005,
+            weight_decay: 0.1,
+            warmup_steps: 1,
+            pretrain_crop_scale: crop_scale,
+            pretrain_crop_share: crop_share,
+        }
+    }
+
+    /// How many of 200 images a pretraining run with `w` sees other than as rendered.
+    fn changed(w: &WorldConfig) -> usize {
+        let mut p = Pretraining::<burn::backend::Autodiff<crate::backend::Cpu>>::new(w, &Default::default()).unwrap();
+        let idx: Vec<usize> = (0..200).collect();
+        let seen = p.batch_images(&idx);
+        idx.iter().zip(&seen).filter(|(&i, img)| p.image(i) != **img).count()
+    }
+
+    #[test]
+    fn the_crop_share_decides_how_many_images_are_seen_as_views() {
+        assert_eq!(changed(&world(None, None)), 0);
+        // Every image is cropped (a crop may, rarely, reproduce the image: scale 1, no flip).
+        assert!(changed(&world(Some([0.08, 1.0]), None)) >= 195);
+        let half = changed(&world(Some([0.08, 1.0]), Some(0.5)));
+        assert!((70..=130).contains(&half), "{half} of 200 seen as views at share 0.5");
+    }
 }

@@ -42,6 +42,13 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     assert!(e.contains("methods.coop.epochs: no entry for dataset `shapes`"), "{e}");
     assert!(parse(&TINY.replace("epochs = 2", "epochs = { shapes = 2 }")).is_ok());
     assert!(parse(TINY).is_ok());
+    // The share of pretraining images seen as crops: in (0, 1], and only with the crops' scale.
+    let world = |extra: &str| TINY.replace("warmup_steps = ", &format!("{extra}\nwarmup_steps = "));
+    let e = parse(&world("pretrain_crop_share = 0.5")).unwrap_err();
+    assert!(e.contains("pretrain_crop_share needs world.pretrain_crop_scale"), "{e}");
+    let e = parse(&world("pretrain_crop_scale = [0.08, 1.0]\npretrain_crop_share = 1.5")).unwrap_err();
+    assert!(e.contains("pretrain_crop_share 1.5 must be in (0, 1]"), "{e}");
+    assert!(parse(&world("pretrain_crop_scale = [0.08, 1.0]\npretrain_crop_share = 0.5")).is_ok());
 }
 
 #[test]
