@@ -20,7 +20,7 @@ pub use render::render;
 
 /// Bumped whenever the generator, renderer, datasets or pretraining change what they produce, so
 /// cached worlds and every cell that used one are rebuilt.
-pub const WORLD_VERSION: u32 = 4;
+pub const WORLD_VERSION: u32 = 5;
 
 impl WorldConfig {
     /// Whether `other` pretrains the same micro-CLIP (every key but the datasets' `test_images`).
