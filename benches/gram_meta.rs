@@ -93,37 +93,22 @@ fn main() {
     let device = Default::default();
     println!("| shapes | prompts | episode | s / meta step | steps / s |");
     println!("| --- | --- | --- | --- | --- |");
-    let world = gram_bench::world::pretrain::micro_clip_config(&gram_bench::world::WorldConfig {
-        seed: 1,
-        test_images: None,
-        image_size: 32,
-        patch_size: 8,
-        width: 64,
-        layers: 2,
-        context_length: 32,
-        corpus_size: 0,
-        steps: 0,
-        batch_size: 1,
-        lr: 0.0,
-        weight_decay: 0.0,
-        warmup_steps: 0,
-        pretrain_crop_scale: None,
-    });
-    let micro = world
+    // The smoke suite's own world, so the bench measures the shapes the suite runs and never
+    // repeats (and drifts from) its values.
+    let smoke = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/smoke.toml");
+    let suite = gram_bench::suite::Suite::load(&smoke).expect("suites/smoke.toml");
+    let w = suite.world.as_ref().expect("smoke has a [world]");
+    let micro_label = format!(
+        "micro-CLIP (smoke world: width {}, {} layers, {} px)",
+        w.width, w.layers, w.image_size
+    );
+    let micro = gram_bench::world::pretrain::micro_clip_config(w)
         .init::<B>(&mut RandomInit::new(0), &device)
         .expect("init")
         .freeze();
-    let micro_tok = ClipTokenizer::openai(32).expect("bpe");
+    let micro_tok = ClipTokenizer::openai(w.context_length).expect("bpe");
     for modes in [(true, false), (false, true), (true, true)] {
-        bench(
-            "micro-CLIP (smoke world: width 64, 2 layers, 32 px)",
-            &micro,
-            &micro_tok,
-            32,
-            modes,
-            (5, 4, 8),
-            5,
-        );
+        bench(&micro_label, &micro, &micro_tok, w.image_size, modes, (5, 4, 8), 5);
     }
     let vit = ClipConfig::vit_b_16()
         .init::<B>(&mut RandomInit::new(0), &device)
