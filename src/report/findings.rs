@@ -63,6 +63,8 @@ pub struct FindingResult {
     pub id: String,
     pub claim: String,
     pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub contrasts: Vec<ContrastResult>,
 }
 
@@ -91,6 +93,7 @@ pub fn judge(findings: &[Finding], values: &[SeedValue]) -> Vec<FindingResult> {
             id: f.id.clone(),
             claim: f.claim.clone(),
             reference: f.reference.clone(),
+            note: f.note.clone(),
             contrasts: f.contrasts.iter().map(|c| contrast(c, &all)).collect(),
         })
         .collect()
@@ -184,6 +187,16 @@ pub fn findings_markdown(results: &[FindingResult]) -> String {
             ));
         }
     }
+    let notes: Vec<(&str, &str)> = results
+        .iter()
+        .filter_map(|f| f.note.as_deref().map(|n| (f.id.as_str(), n)))
+        .collect();
+    if !notes.is_empty() {
+        out.push_str("\nNotes (the suite's, beside the verdicts):\n\n");
+        for (id, n) in notes {
+            out.push_str(&format!("- **{id}**: {n}\n"));
+        }
+    }
     let absent: Vec<String> = results
         .iter()
         .flat_map(|f| {
@@ -239,6 +252,7 @@ mod tests {
             id: "F".into(),
             claim: "a beats b".into(),
             reference: "r".into(),
+            note: None,
             contrasts: vec![Contrast {
                 label: "a − b".into(),
                 expect,

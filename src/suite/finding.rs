@@ -15,6 +15,11 @@ pub struct Finding {
     pub claim: String,
     /// Where the literature states it (paper, figure or table).
     pub reference: String,
+    /// What is known of this finding on this suite's data (e.g. why the embedded world does not
+    /// show it, with the measurement that says so); printed under the Findings table. Never a
+    /// verdict: verdicts are computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Every contrast must hold for the finding to hold.
     #[serde(rename = "contrast")]
     pub contrasts: Vec<Contrast>,

@@ -8,6 +8,7 @@ const FINDING: &str = r#"
 id = "F1"
 claim = "CoOp beats zero-shot CLIP"
 reference = "a test"
+note = "A note on this world."
 [[finding.contrast]]
 label = "CoOp − zero-shot"
 expect = "positive"
@@ -23,8 +24,11 @@ fn a_declared_finding_is_judged_in_the_report_and_in_findings_json() {
     assert!(out.status.success(), "{}", stderr(&out));
     let md = std::fs::read_to_string(env.path("reports/tiny/report.md")).unwrap();
     assert!(md.contains("## Findings") && md.contains("**F1**"), "{md}");
+    // The suite's note, printed under the table and kept in findings.json.
+    assert!(md.contains("- **F1**: A note on this world."), "{md}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(env.path("reports/tiny/findings.json")).unwrap()).unwrap();
+    assert_eq!(json[0]["note"], "A note on this world.", "{json}");
     let c = &json[0]["contrasts"][0];
     assert_eq!(c["n"], 2, "{json}");
     assert!(
