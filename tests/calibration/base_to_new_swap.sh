@@ -14,7 +14,11 @@
 # Usage: tests/calibration/base_to_new_swap.sh [BINARY] [WORK_DIR]
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-bin=${1:-$repo/target/debug/gram-bench}
+bin=${1:-${CARGO_TARGET_DIR:-$repo/target}/debug/gram-bench}
+if [ ! -x "$bin" ]; then
+    echo "base_to_new_swap.sh: no gram-bench binary at $bin (build it with cargo build, or pass its path)" >&2
+    exit 2
+fi
 work=${2:-$(mktemp -d)}
 cache=${GRAM_BENCH_CACHE:-$HOME/.cache/gram-bench}
 mkdir -p "$work/data"
