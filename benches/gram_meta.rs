@@ -71,7 +71,7 @@ fn bench(
         text: text.then(|| rc.init::<B>(tw, e, 1, &device)),
         vision: vision.then(|| rc.init::<B>(vw, e, 2, &device)),
     };
-    let mut meta = MetaLearner::new(prompt(text, tw), prompt(vision, vw), regs, 1e-2, 1.0, 0.0);
+    let mut meta = MetaLearner::new(prompt(text, tw), prompt(vision, vw), regs, 1e-2, 1.0, 0.0, 1e-8);
     meta.step(clip, &support, &query, 1e-3);
     let t = Instant::now();
     for _ in 0..runs {

@@ -83,6 +83,7 @@ fn a_meta_step_moves_the_initialisation_and_the_regulators_and_lowers_the_query_
             1.0,
             1.0,
             0.0,
+            1e-8,
         );
         let tensors = |meta: &MetaLearner<AB>| -> Vec<Vec<f32>> {
             meta.prompt
@@ -218,6 +219,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
         task_embedding: TaskEmbedding::ImageMean,
         outer_lr: 0.01,
         weight_decay: 0.0,
+        adam_epsilon: 1e-8,
         clip_norm: 1.0,
         steps: 4,
         tasks_per_step: 1,

@@ -217,7 +217,7 @@ fn params<B: AutodiffBackend>(ts: Vec<Tensor<B, 2>>) -> Vec<Param<Tensor<B, 2>>>
 
 impl<B: AutodiffBackend> MetaLearner<B> {
     /// θ₀ from `text` and `vision` (either may be empty, not both); each modality with prompts
-    /// needs its regulator.
+    /// needs its regulator. θ₀ and φ each get an AdamW with `weight_decay` and `epsilon`.
     pub fn new(
         text: Vec<Tensor<B, 2>>,
         vision: Vec<Tensor<B, 2>>,
@@ -225,12 +225,15 @@ impl<B: AutodiffBackend> MetaLearner<B> {
         inner_lr: f64,
         clip: f64,
         weight_decay: f32,
+        epsilon: f32,
     ) -> Self {
         assert!(
             (text.is_empty() || regulators.text.is_some()) && (vision.is_empty() || regulators.vision.is_some()),
             "each learned modality needs its regulator"
         );
-        let opt = || AdamWConfig::new().with_weight_decay(weight_decay);
+        // Adam's ε is the suite's (`adam_epsilon`): burn's default (1e-5) is not torch's (1e-8), which
+        // SUPMER's optimizers use, and it moves a first step's update by ~10% at these gradients.
+        let opt = || AdamWConfig::new().with_weight_decay(weight_decay).with_epsilon(epsilon);
         Self {
             prompt: MetaPrompt {
                 text: params(text),

@@ -30,7 +30,8 @@ pub enum RegulatorInit {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegulatorConfig {
-    /// Rank r of each low-rank layer.
+    /// Rank r of each low-rank layer; a rank above the gradient's width is the width (SUPMER's
+    /// `LRLinear`: `mid_dim = min(rank, in_features)`).
     pub rank: usize,
     /// Low-rank layers beyond the first (SUPMER's `n_hidden`).
     pub hidden_layers: usize,
@@ -57,7 +58,7 @@ impl RegulatorConfig {
         };
         let param = |v: Vec<f32>, s: [usize; 2]| Param::from_tensor(Tensor::from_data(TensorData::new(v, s), device));
         let zeros = |n: usize| Param::from_tensor(Tensor::zeros([n], device));
-        let r = self.rank;
+        let r = self.rank.min(d);
         let layers = (0..=self.hidden_layers)
             .map(|_| {
                 // Stored transposed for `x · Vᵀ · Uᵀ`: vt = Vᵀ [d, r], ut = Uᵀ [r, d].
@@ -207,6 +208,13 @@ mod tests {
         let want = host(mlp.mul_scalar(1.0 - c) + g.mul_scalar(c));
         let got = host(out);
         assert!(want.iter().zip(&got).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+
+    #[test]
+    fn a_rank_above_the_width_is_the_width_as_in_supmers_low_rank_layer() {
+        let wide = RegulatorConfig { rank: 100, ..cfg() }.init::<Cpu>(8, 6, 1, &Default::default());
+        assert_eq!(wide.layers[0].vt.dims(), [8, 8]);
+        assert_eq!(wide.layers[0].ut.dims(), [8, 8]);
     }
 
     /// First-order meta-gradient of one inner step: θ' = θ0 − α·ψ_φ(g_s) with the support gradient

@@ -216,6 +216,7 @@ inner_steps = 1
 task_embedding = "image-mean"
 outer_lr = 1e-3
 weight_decay = 0.0
+adam_epsilon = 1e-8
 clip_norm = 1.0
 steps = 40
 tasks_per_step = 1
