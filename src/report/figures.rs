@@ -19,7 +19,7 @@ use crate::suite::{Metric, Protocol, Suite};
 
 /// Okabe–Ito's eight, then Paul Tol's muted scheme: distinct under the common colour-vision
 /// deficiencies for the first eight.
-const PALETTE: [RGBColor; 15] = [
+pub(super) const PALETTE: [RGBColor; 15] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
@@ -45,7 +45,7 @@ pub struct Figure {
     pub title: String,
 }
 
-fn pe<E: std::fmt::Debug>(e: E) -> Error {
+pub(super) fn pe<E: std::fmt::Debug>(e: E) -> Error {
     Error::Internal(format!("figure: {e:?}"))
 }
 
@@ -60,7 +60,10 @@ fn colours(rows: &[AggRow]) -> BTreeMap<String, RGBColor> {
 }
 
 /// A legend in its own drawing area: a swatch and a name per entry.
-fn legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, entries: &[(String, RGBColor)]) -> Result<()> {
+pub(super) fn legend(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    entries: &[(String, RGBColor)],
+) -> Result<()> {
     for (i, (name, c)) in entries.iter().enumerate() {
         let y = 40 + 20 * i as i32;
         area.draw(&Rectangle::new([(8, y - 5), (26, y + 5)], c.filled()))
@@ -78,7 +81,7 @@ fn legend(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, entries: &[(St
     Ok(())
 }
 
-fn file_name(parts: &[&str]) -> String {
+pub(super) fn file_name(parts: &[&str]) -> String {
     let s: String = parts
         .join("-")
         .chars()
@@ -727,6 +730,8 @@ pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[Publish
     out.extend(transfer(dir, &runs)?);
     out.extend(forest(dir, &data.paired)?);
     out.extend(findings_forest(dir, &data.findings)?);
+    out.extend(super::gram_figures::budget(dir, &data.budget)?);
+    out.extend(super::gram_figures::host_gain(dir, &data.host_gains)?);
     remove_stale(dir, &out)?;
     Ok(out)
 }

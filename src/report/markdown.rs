@@ -98,6 +98,8 @@ pub fn render_markdown(
     if !data.paired.is_empty() {
         out.push_str(&gram_section(&data.paired));
     }
+    out.push_str(&super::gram_budget::markdown(&data.budget));
+    out.push_str(&super::host_gain::markdown(&data.host_gains));
     out.push_str(&per_seed_detail(data));
     if !data.missing.is_empty() || !data.failed.is_empty() {
         out.push_str("\n## Not in this report\n\n");

@@ -7,6 +7,9 @@ pub mod baseline;
 pub mod compare;
 pub mod figures;
 pub mod findings;
+pub mod gram_budget;
+pub mod gram_figures;
+pub mod host_gain;
 pub mod markdown;
 pub mod paired;
 pub mod paper_layout;
@@ -32,6 +35,10 @@ pub struct ReportData {
     pub paired: Vec<PairRow>,
     /// The suite's `[[finding]]`s, judged.
     pub findings: Vec<findings::FindingResult>,
+    /// GRAM's Δ against its meta-training budget (steps × corpus size).
+    pub budget: Vec<gram_budget::BudgetPoint>,
+    /// GRAM's Δ beside its host's own gain over zero-shot.
+    pub host_gains: Vec<host_gain::HostGain>,
     pub missing: Vec<String>,
     pub failed: Vec<String>,
 }
@@ -55,11 +62,15 @@ pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
     }
     let paired = paired::paired(&values, &pairs)?;
     let findings = findings::judge(&suite.findings, &values);
+    let budget = gram_budget::budget_points(suite, &paired);
+    let host_gains = host_gain::host_gains(suite, &paired);
     Ok(ReportData {
         values,
         rows,
         paired,
         findings,
+        budget,
+        host_gains,
         missing,
         failed,
     })
