@@ -204,40 +204,6 @@ mod tests {
         }
     }
 
-    const HEAD: &str = r#"
-schema = 1
-name = "budget"
-version = 1
-description = "budget unit test"
-[backbone]
-name = "micro-clip"
-[precision]
-default = "f32"
-[world]
-seed = 3
-test_images = 128
-image_size = 16
-patch_size = 8
-width = 32
-layers = 1
-context_length = 32
-corpus_size = 64
-steps = 2
-batch_size = 16
-lr = 0.001
-weight_decay = 0.1
-warmup_steps = 1
-[eval]
-batch_size = 8
-[data]
-fewshot = "sample"
-on_corrupt = "fail"
-[check]
-abs_tolerance = 1.0
-std_factor = 2.0
-fail_on = "regression"
-"#;
-
     const TAIL: &str = r#"
 [methods.coop]
 kind = "coop"
@@ -286,7 +252,7 @@ regulator = {{ rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }}
             format!("[methods.{name}]\nkind = \"gram\"\nhost = \"coop\"\nmeta = \"{run}\"\ninit = {init}\nregulate = true\n")
         };
         let text = [
-            HEAD.to_string(),
+            crate::suite::test_suite_head("budget", crate::suite::TEST_CHECK),
             meta("a", 100, 500, 1.0),
             meta("b", 300, 500, 1.0),
             meta("c", 300, 900, 1.0),

@@ -375,38 +375,7 @@ mod tests {
     use super::*;
     use crate::resolve::Unresolved;
 
-    const SUITE: &str = r#"
-schema = 1
-name = "cells"
-version = 1
-description = "plan unit tests"
-[backbone]
-name = "micro-clip"
-[precision]
-default = "f32"
-[world]
-seed = 3
-test_images = 128
-image_size = 16
-patch_size = 8
-width = 32
-layers = 1
-context_length = 32
-corpus_size = 64
-steps = 2
-batch_size = 16
-lr = 0.001
-weight_decay = 0.1
-warmup_steps = 1
-[eval]
-batch_size = 8
-[data]
-fewshot = "sample"
-on_corrupt = "fail"
-[check]
-abs_tolerance = 1.0
-std_factor = 2.0
-fail_on = "regression"
+    const METHODS: &str = r#"
 [methods.zs]
 kind = "zeroshot"
 templates = "dataset"
@@ -436,7 +405,8 @@ seeds = [1]
 "#;
 
     fn plan() -> Plan {
-        let suite = Suite::parse(std::path::Path::new("cells.toml"), SUITE).unwrap();
+        let text = crate::suite::test_suite_head("cells", crate::suite::TEST_CHECK) + METHODS;
+        let suite = Suite::parse(std::path::Path::new("cells.toml"), &text).unwrap();
         Plan::new(&suite, &Unresolved)
     }
 

@@ -238,3 +238,46 @@ pub fn list_suites(dir: &Path) -> Result<Vec<(PathBuf, Result<Suite>)>> {
     }
     Ok(out)
 }
+
+/// What unit tests of suites share: a valid suite up to its methods — a tiny embedded world, eval,
+/// data — with the `[check]` table given.
+#[cfg(test)]
+pub(crate) fn test_suite_head(name: &str, check: &str) -> String {
+    format!(
+        r#"
+schema = 1
+name = "{name}"
+version = 1
+description = "{name} unit tests"
+[backbone]
+name = "micro-clip"
+[precision]
+default = "f32"
+[world]
+seed = 3
+test_images = 128
+image_size = 16
+patch_size = 8
+width = 32
+layers = 1
+context_length = 32
+corpus_size = 64
+steps = 2
+batch_size = 16
+lr = 0.001
+weight_decay = 0.1
+warmup_steps = 1
+[eval]
+batch_size = 8
+[data]
+fewshot = "sample"
+on_corrupt = "fail"
+[check]
+{check}
+"#
+    )
+}
+
+/// The `[check]` body of most unit-test suites.
+#[cfg(test)]
+pub(crate) const TEST_CHECK: &str = "abs_tolerance = 1.0\nstd_factor = 2.0\nfail_on = \"regression\"";

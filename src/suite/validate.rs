@@ -70,6 +70,15 @@ impl Suite {
         if self.eval.batch_size == 0 {
             return Err("eval.batch_size must be positive".into());
         }
+        for (field, v) in [
+            ("abs_tolerance", self.check.abs_tolerance),
+            ("std_factor", self.check.std_factor),
+        ] {
+            // A NaN tolerance makes every comparison false, so `check` could never fail.
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("check.{field} must be finite and ≥ 0, not {v}"));
+            }
+        }
         for (name, m) in &self.methods {
             m.validate().map_err(|e| format!("methods.{name}: {e}"))?;
             if let MethodConfig::Gram(g) = m {
@@ -259,5 +268,42 @@ impl Suite {
             }
         }
         x.protocol.check_fields(&x.datasets, &x.targets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METHODS: &str = r#"
+[methods.zs]
+kind = "zeroshot"
+templates = "dataset"
+[[experiment]]
+protocol = "few-shot"
+methods = ["zs"]
+datasets = ["shapes"]
+shots = [1]
+seeds = [1]
+"#;
+
+    fn parse(abs: &str, std: &str) -> crate::error::Result<Suite> {
+        let check = format!("abs_tolerance = {abs}\nstd_factor = {std}\nfail_on = \"regression\"");
+        let text = crate::suite::test_suite_head("checks", &check) + METHODS;
+        Suite::parse(std::path::Path::new("checks.toml"), &text)
+    }
+
+    #[test]
+    fn a_check_tolerance_must_be_a_finite_non_negative_number() {
+        assert!(parse("0.01", "0.0").is_ok());
+        for (abs, std, field) in [
+            ("nan", "0.0", "abs_tolerance"),
+            ("-1.0", "0.0", "abs_tolerance"),
+            ("0.01", "nan", "std_factor"),
+            ("0.01", "inf", "std_factor"),
+        ] {
+            let err = parse(abs, std).unwrap_err().to_string();
+            assert!(err.contains(&format!("check.{field}")), "{abs}/{std}: {err}");
+        }
     }
 }
