@@ -157,24 +157,32 @@ pub enum ContextSource {
 /// and tokenizes "X … X phrase" (M − k placeholders): a phrase with more tokens than words (a
 /// comma is a token of its own) leaves its last tokens in the frozen suffix, before the class
 /// name. Reproduced as it is, since it is what the published numbers were trained with.
+/// The phrase a template-built context holds (the template less " {}.", underscores as spaces)
+/// and its word count, or why `template` cannot give one to `m` slots. Suite validation and
+/// `template_context` both apply it, so a bad pairing fails before any cell runs.
+pub fn template_phrase(template: &str, m: usize) -> std::result::Result<(String, usize), String> {
+    let Some(phrase) = template.strip_suffix(" {}.") else {
+        return Err(format!(
+            "a context from the template needs a template ending in \" {{}}.\" (ProGrad's form); {template:?} does not"
+        ));
+    };
+    let phrase = phrase.replace('_', " ");
+    let k = phrase.split(' ').count();
+    if k > m {
+        return Err(format!(
+            "template {template:?} has {k} words but n_ctx = {m}: the context must hold them"
+        ));
+    }
+    Ok((phrase, k))
+}
+
 pub fn template_context<B: Backend>(
     clip: &Clip<B>,
     tok: &ClipTokenizer,
     template: &str,
     m: usize,
 ) -> Result<(String, Tensor<B, 3>)> {
-    let Some(phrase) = template.strip_suffix(" {}.") else {
-        return Err(Error::Config(format!(
-            "a context from the template needs a template ending in \" {{}}.\" (ProGrad's form); {template:?} does not"
-        )));
-    };
-    let phrase = phrase.replace('_', " ");
-    let k = phrase.split(' ').count();
-    if k > m {
-        return Err(Error::Config(format!(
-            "template {template:?} has {k} words but n_ctx = {m}: the context must hold them"
-        )));
-    }
+    let (phrase, k) = template_phrase(template, m).map_err(Error::Config)?;
     let device = clip.logit_scale.val().device();
     let width = clip.text_model.token_embedding.dims()[1];
     let ids = tok.encode_padded(&[phrase.as_str()])?;

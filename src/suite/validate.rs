@@ -216,6 +216,29 @@ impl Suite {
     }
 
     /// One `[[experiment]]`.
+    /// A context built from the template (ProGrad's upstream form) needs the template of every
+    /// dataset it trains on to end in " {}." and fit its slots. Datasets only the lock declares are
+    /// checked when their cells are built.
+    fn check_template_context(&self, m: &MethodConfig, dataset: &str) -> std::result::Result<(), String> {
+        let MethodConfig::Prograd(p) = m else { return Ok(()) };
+        if p.ctx_source != crate::methods::ContextSource::Template {
+            return Ok(());
+        }
+        let template = match p.prior_templates.get(dataset) {
+            Some(t) => t.clone(),
+            None => match crate::data::catalog::catalog_with(&self.datasets)
+                .into_iter()
+                .find(|c| c.name == dataset)
+            {
+                Some(c) => c.template,
+                None => return Ok(()),
+            },
+        };
+        crate::methods::text_prompts::template_phrase(&template, p.n_ctx)
+            .map(|_| ())
+            .map_err(|e| format!("{e} (set prior_templates.{dataset} to a template that does)"))
+    }
+
     fn check_experiment(&self, x: &Experiment) -> std::result::Result<(), String> {
         for m in &x.methods {
             if !self.methods.contains_key(m) {
@@ -265,6 +288,8 @@ impl Suite {
                     }
                     trained.check_cell(d, k).map_err(|e| format!("methods.{m}.{e}"))?;
                 }
+                self.check_template_context(trained, d)
+                    .map_err(|e| format!("methods.{m} on `{d}`: {e}"))?;
             }
         }
         x.protocol.check_fields(&x.datasets, &x.targets)
@@ -305,5 +330,44 @@ seeds = [1]
             let err = parse(abs, std).unwrap_err().to_string();
             assert!(err.contains(&format!("check.{field}")), "{abs}/{std}: {err}");
         }
+    }
+
+    #[test]
+    fn a_template_built_context_needs_a_template_it_can_hold() {
+        let suite = |prior: &str| {
+            let methods = format!(
+                r#"
+[methods.prograd]
+kind = "prograd"
+n_ctx = 16
+ctx_init = ""
+ctx_source = "template"
+init_std = 0.02
+csc = false
+class_token_position = "end"
+batch_size = 8
+epochs = 1
+optim = {{ lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 0, warmup_lr = 1e-5 }}
+prior_templates = {prior}
+lambda = 1.0
+temperature = 1.0
+[[experiment]]
+protocol = "base-to-new"
+methods = ["prograd"]
+datasets = ["world", "patterns"]
+shots = [1]
+seeds = [1]
+"#
+            );
+            let text = crate::suite::test_suite_head("templates", crate::suite::TEST_CHECK) + &methods;
+            Suite::parse(std::path::Path::new("templates.toml"), &text)
+        };
+        // `patterns`' own template, "{} texture.", has no phrase before the class name.
+        let err = suite("{}").unwrap_err().to_string();
+        assert!(
+            err.contains("methods.prograd on `patterns`") && err.contains("prior_templates.patterns"),
+            "{err}"
+        );
+        assert!(suite(r#"{ patterns = "a texture of {}." }"#).is_ok());
     }
 }
