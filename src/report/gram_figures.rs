@@ -51,7 +51,18 @@ pub fn budget(dir: &Path, points: &[BudgetPoint]) -> Result<Vec<Figure>> {
         let metric = headline(all[0].pair.protocol);
         let title = format!("GRAM's budget · {curve} · {protocol} {shots}-shot: Δ {metric} vs meta-training steps");
         let host = curve.split(" · ").next().unwrap_or(&curve).to_string();
-        let file = file_name(&["budget", &host, &protocol, &source, &shots.to_string()]);
+        let shots_part = format!("{shots}-shot");
+        let parts: Vec<&str> = [
+            "budget",
+            host.as_str(),
+            protocol.as_str(),
+            source.as_str(),
+            shots_part.as_str(),
+        ]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect();
+        let file = file_name(&parts);
         let path = dir.join(&file);
         let root = SVGBackend::new(&path, (900, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(pe)?;

@@ -22,20 +22,53 @@ pub struct HostGain {
     pub gram_delta: PairRow,
 }
 
-/// Rows for every full-GRAM method whose host the suite also compares with a zero-shot method, on
-/// the same table (protocol, source, shots, metric), table averages only.
+/// A meta-training run's budget: outer steps and, for the world's corpus, its size.
+fn budget(suite: &Suite, meta: &str) -> Option<(usize, Option<usize>)> {
+    let spec = suite.gram.get(meta)?;
+    let size = match spec.corpus {
+        crate::gram::CorpusSpec::World { size } => Some(size),
+        crate::gram::CorpusSpec::Csv { .. } => None,
+    };
+    Some((spec.train.steps, size))
+}
+
+/// Rows for every full-GRAM method (θ₀ and ψ_φ) at the suite's usual meta-training budget whose
+/// host the suite also compares with a zero-shot method, on the same table (protocol, source,
+/// shots), table averages of the headline metric (HM for base-to-new, accuracy otherwise). The
+/// usual budget is the (steps, corpus size) most full-GRAM methods have (the smaller on a tie): the
+/// reading is about hosts at one GRAM budget, and a budget curve's other points would count one
+/// host several times.
 pub fn host_gains(suite: &Suite, pairs: &[PairRow]) -> Vec<HostGain> {
     let zero_shot = |name: &str| matches!(suite.methods.get(name), Some(MethodConfig::Zeroshot(_)));
+    let full: Vec<(&String, &crate::gram::GramConfig)> = suite
+        .methods
+        .iter()
+        .filter_map(|(name, m)| match m {
+            MethodConfig::Gram(g) if g.init && g.regulate => Some((name, g)),
+            _ => None,
+        })
+        .collect();
+    let mut counts: std::collections::BTreeMap<(usize, Option<usize>), usize> = Default::default();
+    for (_, g) in &full {
+        if let Some(b) = budget(suite, &g.meta) {
+            *counts.entry(b).or_default() += 1;
+        }
+    }
+    let usual = counts
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(b, _)| *b);
     let mut out = Vec::new();
-    for (name, m) in &suite.methods {
-        let MethodConfig::Gram(g) = m else { continue };
-        if !(g.init && g.regulate) {
+    for (name, g) in full {
+        if budget(suite, &g.meta) != usual {
             continue;
         }
-        for d in pairs
-            .iter()
-            .filter(|p| p.method == *name && p.against == g.host && p.dataset == AVERAGE)
-        {
+        for d in pairs.iter().filter(|p| {
+            p.method == *name
+                && p.against == g.host
+                && p.dataset == AVERAGE
+                && p.metric == super::gram_budget::headline(p.protocol)
+        }) {
             let same_table = |p: &&PairRow| {
                 p.method == g.host
                     && zero_shot(&p.against)
@@ -54,7 +87,6 @@ pub fn host_gains(suite: &Suite, pairs: &[PairRow]) -> Vec<HostGain> {
         let key = |x: &HostGain| {
             (
                 x.gram_delta.protocol.as_str(),
-                x.gram_delta.metric,
                 x.gram_delta.against.clone(),
                 x.gram_delta.method.clone(),
             )
@@ -220,6 +252,36 @@ pub fn markdown(rows: &[HostGain]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::gram_budget::tests::{pair, suite};
+    use crate::suite::Metric;
+
+    #[test]
+    fn one_row_per_host_and_table_at_the_usual_budget_on_the_headline_metric() {
+        let s = suite();
+        let host = |metric: Metric, delta: f64| PairRow {
+            against: "zs".into(),
+            method: "coop".into(),
+            ..pair("coop", metric, delta)
+        };
+        let pairs = vec![
+            host(Metric::Hm, 10.0),
+            host(Metric::Base, 12.0),
+            pair("g-a", Metric::Hm, -1.0),
+            pair("g-b", Metric::Hm, -2.0),
+            pair("g-b", Metric::Base, -3.0),
+            pair("g-other", Metric::Hm, -4.0),
+            pair("g-b-reg", Metric::Hm, -5.0),
+        ];
+        let rows = host_gains(&s, &pairs);
+        // (300 steps, 500 pairs) is the budget two of the four full-GRAM methods have.
+        let got: Vec<(&str, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.gram_delta.method.as_str(), r.host_gain.delta, r.gram_delta.delta))
+            .collect();
+        assert_eq!(got, vec![("g-b", 10.0, -2.0), ("g-other", 10.0, -4.0)]);
+        let md = markdown(&rows);
+        assert!(md.contains("Too few rows"), "{md}");
+    }
 
     #[test]
     fn spearman_of_orders_and_ties() {
