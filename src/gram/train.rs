@@ -387,10 +387,11 @@ fn artifact<B: AutodiffBackend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const VALID: &str = r#"
+    /// A valid meta-training table (3 steps, α = 1).
+    pub(crate) const VALID: &str = r#"
 text = { n_ctx = 4, depth = 1 }
 init_std = 0.02
 inner_lr = 1.0

@@ -219,20 +219,7 @@ pub(crate) mod tests {
         }
     }
 
-    const TAIL: &str = r#"
-[methods.zs]
-kind = "zeroshot"
-templates = "dataset"
-[methods.coop]
-kind = "coop"
-n_ctx = 4
-ctx_init = ""
-init_std = 0.02
-csc = false
-class_token_position = "end"
-batch_size = 8
-epochs = 1
-optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 0, warmup_lr = 1e-5 }
+    const EXPERIMENT: &str = r#"
 [[experiment]]
 protocol = "base-to-new"
 methods = ["zs", "coop", "g-a", "g-b", "g-c", "g-other", "g-b-reg"]
@@ -250,22 +237,10 @@ seeds = [1, 2]
 [gram.{name}]
 seed = 1
 corpus = {{ world = {{ size = {size} }} }}
-[gram.{name}.train]
-text = {{ n_ctx = 4, depth = 1 }}
-init_std = 0.02
-inner_lr = {inner_lr:?}
-inner_steps = 1
-task_embedding = "image-mean"
-outer_lr = 1e-3
-weight_decay = 0.0
-adam_epsilon = 1e-8
-clip_norm = 1.0
-steps = {steps}
-tasks_per_step = 1
-cluster = {{ domains = 2, classes_per_domain = 2, iterations = 5, order = "captions-then-images" }}
-episode = {{ ways = 2, shots = 1, queries = 2, query = "nearest-class-other-domain" }}
-regulator = {{ rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }}
-"#
+[gram.{name}.train]{}"#,
+                crate::gram::train::tests::VALID
+                    .replace("inner_lr = 1.0", &format!("inner_lr = {inner_lr:?}"))
+                    .replace("steps = 3", &format!("steps = {steps}"))
             )
         };
         let gram = |name: &str, run: &str, init: bool| {
@@ -282,7 +257,8 @@ regulator = {{ rank = 4, hidden_layers = 0, coef_hidden = 8, init = "xavier" }}
             gram("g-c", "c", true),
             gram("g-other", "other", true),
             gram("g-b-reg", "b", false),
-            TAIL.to_string(),
+            crate::suite::TEST_ZS_COOP.to_string(),
+            EXPERIMENT.to_string(),
         ]
         .concat();
         Suite::parse(std::path::Path::new("budget.toml"), &text).unwrap()

@@ -375,20 +375,7 @@ mod tests {
     use super::*;
     use crate::resolve::Unresolved;
 
-    const METHODS: &str = r#"
-[methods.zs]
-kind = "zeroshot"
-templates = "dataset"
-[methods.coop]
-kind = "coop"
-n_ctx = 4
-ctx_init = ""
-init_std = 0.02
-csc = false
-class_token_position = "end"
-batch_size = 8
-epochs = 1
-optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 0, warmup_lr = 1e-5 }
+    const EXPERIMENTS: &str = r#"
 [[experiment]]
 protocol = "base-to-new"
 methods = ["zs", "coop"]
@@ -405,7 +392,8 @@ seeds = [1]
 "#;
 
     fn plan() -> Plan {
-        let text = crate::suite::test_suite_head("cells", crate::suite::TEST_CHECK) + METHODS;
+        let text =
+            crate::suite::test_suite_head("cells", crate::suite::TEST_CHECK) + crate::suite::TEST_ZS_COOP + EXPERIMENTS;
         let suite = Suite::parse(std::path::Path::new("cells.toml"), &text).unwrap();
         Plan::new(&suite, &Unresolved)
     }

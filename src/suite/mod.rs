@@ -281,3 +281,21 @@ on_corrupt = "fail"
 /// The `[check]` body of most unit-test suites.
 #[cfg(test)]
 pub(crate) const TEST_CHECK: &str = "abs_tolerance = 1.0\nstd_factor = 2.0\nfail_on = \"regression\"";
+
+/// Zero-shot CLIP (`zs`) and a one-epoch CoOp (`coop`), the methods most unit-test suites need.
+#[cfg(test)]
+pub(crate) const TEST_ZS_COOP: &str = r#"
+[methods.zs]
+kind = "zeroshot"
+templates = "dataset"
+[methods.coop]
+kind = "coop"
+n_ctx = 4
+ctx_init = ""
+init_std = 0.02
+csc = false
+class_token_position = "end"
+batch_size = 8
+epochs = 1
+optim = { lr = 0.002, momentum = 0.9, weight_decay = 5e-4, warmup_epochs = 0, warmup_lr = 1e-5 }
+"#;
