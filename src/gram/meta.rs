@@ -232,7 +232,8 @@ impl<B: AutodiffBackend> MetaLearner<B> {
             "each learned modality needs its regulator"
         );
         // Adam's ε is the suite's (`adam_epsilon`): burn's default (1e-5) is not torch's (1e-8), which
-        // SUPMER's optimizers use, and it moves a first step's update by ~10% at these gradients.
+        // SUPMER's optimizers use, and it moves a first step's update by ~7% where a gradient
+        // element is ~1e-4 (docs/gram-supmer.md).
         let opt = || AdamWConfig::new().with_weight_decay(weight_decay).with_epsilon(epsilon);
         Self {
             prompt: MetaPrompt {

@@ -28,16 +28,26 @@ pub struct BudgetPoint {
     pub pair: PairRow,
 }
 
-/// What a meta-training run is apart from its budget (its steps and its world corpus's size); None
-/// for a corpus read from a file, whose size the suite does not state.
+/// A meta-training run's budget: its outer steps and, for the world's corpus, its size (a corpus
+/// read from a file has a size the suite does not state).
+pub fn budget(spec: &GramSpec) -> (usize, Option<usize>) {
+    let size = match spec.corpus {
+        CorpusSpec::World { size } => Some(size),
+        CorpusSpec::Csv { .. } => None,
+    };
+    (spec.train.steps, size)
+}
+
+/// What a meta-training run is apart from its budget, with its steps and corpus size; None for a
+/// corpus of unstated size.
 fn without_budget(spec: &GramSpec) -> Option<(String, usize, usize)> {
-    let CorpusSpec::World { size } = spec.corpus else {
+    let (steps, Some(size)) = budget(spec) else {
         return None;
     };
     let mut rest = serde_json::to_value(spec).ok()?;
     rest["train"]["steps"] = serde_json::Value::Null;
     rest["corpus"] = serde_json::Value::Null;
-    Some((rest.to_string(), spec.train.steps, size))
+    Some((rest.to_string(), steps, size))
 }
 
 /// The layout a curve's runs learn, for its name: "text 4×1", "text 4×2 + vision 4×2".
@@ -85,16 +95,13 @@ pub fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint> {
     }
     let mut out = Vec::new();
     for ((host, _), members) in curves {
-        let budgets: std::collections::BTreeSet<(usize, usize)> = members.iter().map(|m| (m.steps, m.size)).collect();
-        if budgets.len() < 2 {
-            continue;
-        }
+        let mut points: Vec<BudgetPoint> = Vec::new();
         for m in &members {
             for p in pairs
                 .iter()
                 .filter(|p| p.against == host && p.method == m.method && p.dataset == AVERAGE)
             {
-                out.push(BudgetPoint {
+                points.push(BudgetPoint {
                     curve: m.curve.clone(),
                     host: host.clone(),
                     method: m.method.clone(),
@@ -105,22 +112,16 @@ pub fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint> {
                 });
             }
         }
+        // A table of this curve that only one budget reached (a curve of one run, or a protocol
+        // run at the usual budget alone) is no curve.
+        let table = |x: &BudgetPoint| (x.pair.protocol, x.pair.source.clone(), x.pair.shots, x.pair.metric);
+        let mut reached: BTreeMap<_, std::collections::BTreeSet<(usize, usize)>> = BTreeMap::new();
+        for x in &points {
+            reached.entry(table(x)).or_default().insert((x.steps, x.corpus_pairs));
+        }
+        points.retain(|x| reached[&table(x)].len() >= 2);
+        out.extend(points);
     }
-    // A table only one budget reached (a protocol run at the usual budget alone) is no curve.
-    let table = |x: &BudgetPoint| {
-        (
-            x.curve.clone(),
-            x.pair.protocol,
-            x.pair.source.clone(),
-            x.pair.shots,
-            x.pair.metric,
-        )
-    };
-    let mut reached: BTreeMap<_, std::collections::BTreeSet<(usize, usize)>> = BTreeMap::new();
-    for x in &out {
-        reached.entry(table(x)).or_default().insert((x.steps, x.corpus_pairs));
-    }
-    out.retain(|x| reached[&table(x)].len() >= 2);
     out.sort_by(|a, b| {
         let key = |x: &BudgetPoint| {
             (
@@ -170,10 +171,7 @@ pub fn markdown(points: &[BudgetPoint]) -> String {
                 format!("`{}`", b.meta),
                 format!("{:.2}", p.against_mean),
                 format!("{:.2}", p.method_mean),
-                match p.ci95 {
-                    Some(h) => format!("{:+.2} ± {h:.2} ({})", p.delta, p.n),
-                    None => format!("{:+.2} ({})", p.delta, p.n),
-                },
+                p.delta_cell(),
                 p.verdict().to_string(),
             ]
         })

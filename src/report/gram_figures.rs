@@ -50,7 +50,7 @@ pub fn budget(dir: &Path, points: &[BudgetPoint]) -> Result<Vec<Figure>> {
         let x = (smin as f64 * 0.8)..(smax as f64 * 1.25);
         let metric = headline(all[0].pair.protocol);
         let title = format!("GRAM's budget · {curve} · {protocol} {shots}-shot: Δ {metric} vs meta-training steps");
-        let host = curve.split(" · ").next().unwrap_or(&curve).to_string();
+        let host = &all[0].host;
         let shots_part = format!("{shots}-shot");
         let parts: Vec<&str> = [
             "budget",
@@ -121,7 +121,7 @@ pub fn budget(dir: &Path, points: &[BudgetPoint]) -> Result<Vec<Figure>> {
 }
 
 /// GRAM's Δ (y) against the host's gain over zero-shot (x), a point per row with both intervals,
-/// coloured by protocol.
+/// each row its own colour in the legend.
 pub fn host_gain(dir: &Path, rows: &[HostGain]) -> Result<Vec<Figure>> {
     if rows.is_empty() {
         return Ok(Vec::new());

@@ -22,14 +22,9 @@ pub struct HostGain {
     pub gram_delta: PairRow,
 }
 
-/// A meta-training run's budget: outer steps and, for the world's corpus, its size.
+/// The budget of the `[gram.NAME]` run `meta`.
 fn budget(suite: &Suite, meta: &str) -> Option<(usize, Option<usize>)> {
-    let spec = suite.gram.get(meta)?;
-    let size = match spec.corpus {
-        crate::gram::CorpusSpec::World { size } => Some(size),
-        crate::gram::CorpusSpec::Csv { .. } => None,
-    };
-    Some((spec.train.steps, size))
+    suite.gram.get(meta).map(super::gram_budget::budget)
 }
 
 /// Rows for every full-GRAM method (θ₀ and ψ_φ) at the suite's usual meta-training budget whose
@@ -174,13 +169,6 @@ pub fn spearman_p(x: &[f64], y: &[f64]) -> Option<f64> {
     Some(extreme as f64 / total as f64)
 }
 
-fn delta_cell(p: &PairRow) -> String {
-    match p.ci95 {
-        Some(h) => format!("{:+.2} ± {h:.2} ({})", p.delta, p.n),
-        None => format!("{:+.2} ({})", p.delta, p.n),
-    }
-}
-
 /// The report's section (empty without rows).
 pub fn markdown(rows: &[HostGain]) -> String {
     if rows.is_empty() {
@@ -203,8 +191,8 @@ pub fn markdown(rows: &[HostGain]) -> String {
                 d.method.clone(),
                 format!("{:.2}", h.against_mean),
                 format!("{:.2}", h.method_mean),
-                delta_cell(h),
-                delta_cell(d),
+                h.delta_cell(),
+                d.delta_cell(),
                 d.verdict().to_string(),
             ]
         })
@@ -229,10 +217,11 @@ pub fn markdown(rows: &[HostGain]) -> String {
     out.push_str("\n\n");
     match spearman(&x, &y) {
         Some(rho) => {
-            let p = spearman_p(&x, &y)
+            let exact = spearman_p(&x, &y);
+            let p = exact
                 .map(|p| format!(", exact two-sided permutation p = {p:.3}"))
                 .unwrap_or_default();
-            let reading = match spearman_p(&x, &y) {
+            let reading = match exact {
                 Some(p) if p < 0.05 && rho < 0.0 => "the rows support the reading",
                 Some(p) if p < 0.05 => "the rows contradict the reading",
                 Some(_) => "too few rows, or too weak an order, to support or contradict the reading",

@@ -248,10 +248,7 @@ fn gram_section(rows: &[PairRow]) -> String {
             r.metric.to_string(),
             format!("{:.2}", r.against_mean),
             format!("{:.2}", r.method_mean),
-            match r.ci95 {
-                Some(h) => format!("{:+.2} ± {h:.2} ({})", r.delta, r.n),
-                None => format!("{:+.2} ({})", r.delta, r.n),
-            },
+            r.delta_cell(),
             r.verdict().to_string(),
         ]
     };

@@ -41,6 +41,14 @@ pub struct PairRow {
 }
 
 impl PairRow {
+    /// Δ with its interval half-width and seed count, as the report's tables print it.
+    pub fn delta_cell(&self) -> String {
+        match self.ci95 {
+            Some(h) => format!("{:+.2} ± {h:.2} ({})", self.delta, self.n),
+            None => format!("{:+.2} ({})", self.delta, self.n),
+        }
+    }
+
     pub fn verdict(&self) -> &'static str {
         match self.ci95 {
             Some(h) if self.delta - h > 0.0 => "helps",
