@@ -212,6 +212,17 @@ fn gram_step(
     (learner, measured)
 }
 
+/// The step's mean support and query losses equal SUPMER's within `TOL`.
+fn assert_losses(measured: &gram_bench::gram::MetaStep, want: &serde_json::Value) {
+    for (key, got) in [
+        ("support_loss", measured.support_loss),
+        ("query_loss", measured.query_loss),
+    ] {
+        let d = (got as f64 - want[key].as_f64().unwrap()).abs();
+        assert!(d <= TOL as f64, "{key}: {got} vs SUPMER's {}", want[key]);
+    }
+}
+
 fn compare_regulator(what: &str, got: &Regulator<AB>, fx: &Fixture, prefix: &str) -> Vec<(String, f32)> {
     supmer_layout(got)
         .into_iter()
@@ -228,16 +239,7 @@ fn one_meta_step_equals_supmers_meta_forward_without_its_coefficient_regularizer
     let fx = Fixture::load();
     let inp = StepInputs::load(&fx, &dev);
     let (learner, measured) = gram_step(&fx, &inp, &[0], &dev);
-    let want = &fx.meta["step"]["one_noreg"];
-    let loss_diff = |got: f32, key: &str| (got as f64 - want[key].as_f64().unwrap()).abs();
-    assert!(
-        loss_diff(measured.support_loss, "support_loss") <= TOL as f64,
-        "{measured:?} vs {want}"
-    );
-    assert!(
-        loss_diff(measured.query_loss, "query_loss") <= TOL as f64,
-        "{measured:?} vs {want}"
-    );
+    assert_losses(&measured, &fx.meta["step"]["one_noreg"]);
     let d = max_diff(
         "θ₀",
         values(learner.prompt.text[0].val()),
@@ -289,18 +291,7 @@ fn with_two_tasks_phi_agrees_and_supmers_theta0_keeps_only_the_last_tasks_gradie
     let fx = Fixture::load();
     let inp = StepInputs::load(&fx, &dev);
     let (both, measured) = gram_step(&fx, &inp, &[0, 1], &dev);
-    let want = &fx.meta["step"]["two_noreg"];
-    for key in ["support_loss", "query_loss"] {
-        let got = if key == "support_loss" {
-            measured.support_loss
-        } else {
-            measured.query_loss
-        };
-        assert!(
-            (got as f64 - want[key].as_f64().unwrap()).abs() <= TOL as f64,
-            "{key}: {got} vs {want}"
-        );
-    }
+    assert_losses(&measured, &fx.meta["step"]["two_noreg"]);
     let reg = both.regulators.text.as_ref().unwrap();
     for (name, d) in compare_regulator("φ", reg, &fx, "step.two_noreg.psi") {
         assert!(d <= TOL, "{name} after a two-task step differs from SUPMER's by {d}");
