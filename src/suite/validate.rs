@@ -60,6 +60,11 @@ impl Suite {
                 }
                 _ => {}
             }
+            if let Some(share) = w.template_caption_share {
+                if !(share > 0.0 && share <= 1.0) {
+                    return Err(format!("world.template_caption_share {share} must be in (0, 1]"));
+                }
+            }
         }
         if self.backbone.name.is_empty() {
             return Err("backbone.name is empty".into());

@@ -136,6 +136,19 @@ impl ClassSpec {
     }
 }
 
+/// A caption in the words a zero-shot prompt uses: one of the datasets with their own label space,
+/// drawn at random, its template filled with the name of the class `concept` belongs to there.
+pub fn template_caption(concept: &Concept, rng: &mut impl Rng) -> String {
+    let own: Vec<&WorldDataset> = WORLD_DATASETS.iter().filter(|d| d.variant_of.is_none()).collect();
+    let ds = own[rng.random_range(0..own.len())];
+    let class = ClassSpec {
+        colour: ds.axes.contains(&Axis::Colour).then_some(concept.colour),
+        texture: ds.axes.contains(&Axis::Texture).then_some(concept.texture),
+        shape: ds.axes.contains(&Axis::Shape).then_some(concept.shape),
+    };
+    ds.template.replace("{}", &class.name())
+}
+
 impl WorldDataset {
     /// Classes in label order: the product of the axes, first axis slowest.
     pub fn classes(&self) -> Vec<ClassSpec> {
@@ -239,6 +252,29 @@ fn stream_id(name: &str, split: usize, label: usize, index: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn template_captions_are_a_dataset_prompt_for_the_concept() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let c = Concept {
+            shape: Shape::Star,
+            colour: Colour::Red,
+            texture: Texture::Striped,
+            size: crate::world::Size::ALL[0],
+            position: crate::world::Position::ALL[0],
+        };
+        let seen: std::collections::BTreeSet<String> = (0..64).map(|_| template_caption(&c, &mut rng)).collect();
+        let want: std::collections::BTreeSet<String> = [
+            "a photo of a red star.",
+            "a drawing of a star, a type of shape.",
+            "red striped texture.",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        assert_eq!(seen, want);
+    }
+
     use super::*;
 
     #[test]

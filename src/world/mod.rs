@@ -72,4 +72,10 @@ pub struct WorldConfig {
     /// use); the others are seen whole. Absent: all of them. Needs `pretrain_crop_scale`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrain_crop_share: Option<f64>,
+    /// The fraction of pretraining captions written as a downstream dataset's hand-written
+    /// template filled with the concept's class name in that dataset (`world`, `shapes` or
+    /// `patterns`, one drawn at random): the phrasing zero-shot prompts use, which the other
+    /// captions never take for `patterns` (`{} texture.`) or `shapes`. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_caption_share: Option<f64>,
 }

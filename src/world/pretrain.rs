@@ -13,6 +13,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::concepts::{Colour, Concept, Domain, Shape};
+use super::datasets::template_caption;
 use super::render::render;
 use super::WorldConfig;
 use crate::clip::{
@@ -247,16 +248,24 @@ impl<B: AutodiffBackend> Pretraining<B> {
         imgs
     }
 
+    /// A fresh caption of corpus item `i`: a dataset's template for the share
+    /// `template_caption_share`, otherwise free alt-text. The share's draw is made only when a
+    /// share is set, so a world without one keeps the caption stream it had.
+    fn caption(&mut self, i: usize) -> String {
+        let (concept, domain) = self.corpus[i];
+        match self.w.template_caption_share {
+            Some(share) if self.rng.random::<f64>() < share => template_caption(&concept, &mut self.rng),
+            _ => concept.caption(domain, &mut self.rng),
+        }
+    }
+
     /// One optimizer step on a fresh batch (captions re-drawn each time an image is used); returns
     /// the step's symmetric InfoNCE loss, and fails on a loss that is not finite.
     pub fn step(&mut self) -> Result<f32> {
         let b = self.w.batch_size;
         let idx: Vec<usize> = (0..b).map(|_| self.rng.random_range(0..self.corpus.len())).collect();
         let imgs = self.batch_images(&idx);
-        let caps: Vec<String> = idx
-            .iter()
-            .map(|&i| self.corpus[i].0.caption(self.corpus[i].1, &mut self.rng))
-            .collect();
+        let caps: Vec<String> = idx.iter().map(|&i| self.caption(i)).collect();
         // Borrowed until the optimizer step, so an error on the way leaves the model in place.
         let model = self.model.as_ref().expect("a model between steps");
         let im = Clip::normalize(model.encode_image(self.pre.batch(&imgs, &self.device), &Default::default()));
@@ -496,7 +505,32 @@ mod tests {
             warmup_steps: 1,
             pretrain_crop_scale: crop_scale,
             pretrain_crop_share: crop_share,
+            template_caption_share: None,
         }
+    }
+
+    #[test]
+    fn the_template_share_decides_how_many_captions_are_prompts() {
+        let templated = |share: Option<f64>| {
+            let w = WorldConfig {
+                template_caption_share: share,
+                ..world(None, None)
+            };
+            let mut p =
+                Pretraining::<burn::backend::Autodiff<crate::backend::Cpu>>::new(&w, &Default::default()).unwrap();
+            let prompts: std::collections::BTreeSet<String> = (0..200)
+                .flat_map(|i| {
+                    let c = p.corpus[i].0;
+                    let mut r = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+                    (0..32).map(move |_| template_caption(&c, &mut r)).collect::<Vec<_>>()
+                })
+                .collect();
+            (0..200).filter(|&i| prompts.contains(&p.caption(i))).count()
+        };
+        assert_eq!(templated(None), 0);
+        assert_eq!(templated(Some(1.0)), 200);
+        let half = templated(Some(0.5));
+        assert!((70..130).contains(&half), "{half} of 200");
     }
 
     /// How many of 200 images a pretraining run with `w` sees other than as rendered.

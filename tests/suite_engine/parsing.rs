@@ -49,6 +49,9 @@ fn unknown_keys_and_bad_values_are_errors_with_file_and_line() {
     let e = parse(&world("pretrain_crop_scale = [0.08, 1.0]\npretrain_crop_share = 1.5")).unwrap_err();
     assert!(e.contains("pretrain_crop_share 1.5 must be in (0, 1]"), "{e}");
     assert!(parse(&world("pretrain_crop_scale = [0.08, 1.0]\npretrain_crop_share = 0.5")).is_ok());
+    let e = parse(&world("template_caption_share = nan")).unwrap_err();
+    assert!(e.contains("template_caption_share NaN must be in (0, 1]"), "{e}");
+    assert!(parse(&world("template_caption_share = 0.25")).is_ok());
 }
 
 #[test]
