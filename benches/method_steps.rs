@@ -16,6 +16,7 @@ use gram_bench::methods::{
     Batch, ClassTokenPosition, CoCoOpConfig, CoOpConfig, ContextSource, Epochs, IvlpConfig, KgCoOpConfig, MapleConfig,
     ProGradConfig, PromptSrcConfig, SgdConfig, VptConfig,
 };
+use gram_bench::run::CellMethod;
 use gram_bench::suite::methods::MethodConfig;
 
 type B = Autodiff<gram_bench::backend::Cpu>;
@@ -189,8 +190,9 @@ fn main() {
     );
     println!("| --- | --- |");
     for (name, cfg) in methods {
-        let mut m = cfg
-            .build(&gram_bench::methods::BuildInputs {
+        let mut m = CellMethod::build(
+            &cfg,
+            &gram_bench::methods::BuildInputs {
                 clip: &clip,
                 tok: &tok,
                 classnames: &names,
@@ -199,13 +201,15 @@ fn main() {
                 dataset: "test",
                 shots: 1,
                 seed: 1,
-            })
-            .expect("build");
-        m.train_step(&clip, batch(), 0.002).expect("warm-up");
+            },
+        )
+        .and_then(CellMethod::into_learner)
+        .expect("build");
+        m.step(&clip, batch(), 0.002).expect("warm-up");
         let times: Vec<f64> = (0..3)
             .map(|_| {
                 let t = Instant::now();
-                m.train_step(&clip, batch(), 0.002).expect("step");
+                m.step(&clip, batch(), 0.002).expect("step");
                 t.elapsed().as_secs_f64()
             })
             .collect();

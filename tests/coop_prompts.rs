@@ -64,7 +64,8 @@ fn coop_prompts_match_the_reference_prompt_learner() {
 fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
     use burn::backend::Autodiff;
     use burn::tensor::{Distribution, Int};
-    use gram_bench::methods::{Batch, CoOpConfig, Epochs, PromptMethod, SgdConfig};
+    use gram_bench::methods::{Batch, CoOpConfig, Epochs, SgdConfig};
+    use gram_bench::run::CellMethod;
     use gram_bench::suite::methods::MethodConfig;
     type AB = Autodiff<B>;
     let dev = Default::default();
@@ -87,8 +88,9 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
         },
     });
     let names: Vec<String> = ["dog", "cat", "sea lion"].iter().map(|s| s.to_string()).collect();
-    let mut m: Box<dyn PromptMethod<AB>> = cfg
-        .build(&gram_bench::methods::BuildInputs {
+    let mut m = CellMethod::build(
+        &cfg,
+        &gram_bench::methods::BuildInputs {
             clip: &clip.model,
             tok: &clip.tokenizer,
             classnames: &names,
@@ -97,25 +99,28 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
             dataset: "test",
             shots: 1,
             seed: 7,
-        })
-        .unwrap();
-    let ctx0 = m.save_artifact()["ctx"].clone();
+        },
+    )
+    .and_then(CellMethod::into_learner)
+    .unwrap();
+    let ctx0 = m.artifact()["ctx"].clone();
     let size = 32; // the fixture's image size
     for step in 0..3 {
         let batch = Batch {
             pixels: Tensor::<AB, 4>::random([4, 3, size, size], Distribution::Normal(0.0, 1.0), &dev),
             labels: Tensor::<AB, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, step], [4]), &dev),
         };
-        let loss = m.train_step(&clip.model, batch, 0.5).unwrap();
+        let loss = m.step(&clip.model, batch, 0.5).unwrap();
         assert!(loss.is_finite());
     }
-    let ctx1 = m.save_artifact()["ctx"].clone();
+    let ctx1 = m.artifact()["ctx"].clone();
     assert_eq!(ctx0.0, ctx1.0);
     assert!(ctx0.1 != ctx1.1, "the context did not move");
     assert!(clip.model.to_hf_tensors() == before, "a backbone tensor changed");
     // The artifact round-trips into a fresh instance (GRAM's initialisation seam).
-    let mut m2 = cfg
-        .build(&gram_bench::methods::BuildInputs {
+    let mut m2 = CellMethod::build(
+        &cfg,
+        &gram_bench::methods::BuildInputs {
             clip: &clip.model,
             tok: &clip.tokenizer,
             classnames: &names,
@@ -124,10 +129,12 @@ fn coop_training_moves_its_context_and_leaves_the_backbone_bit_identical() {
             dataset: "test",
             shots: 1,
             seed: 8,
-        })
-        .unwrap();
-    m2.load_artifact(&m.save_artifact()).unwrap();
-    assert_eq!(m2.save_artifact(), m.save_artifact());
+        },
+    )
+    .and_then(CellMethod::into_learner)
+    .unwrap();
+    m2.load(&m.artifact()).unwrap();
+    assert_eq!(m2.artifact(), m.artifact());
 }
 
 /// ProGrad's context from its template (upstream prograd.py:78-95), built independently here from

@@ -13,8 +13,9 @@ use gram_bench::clip::weights::SafetensorsStore;
 use gram_bench::clip::{load_clip, LoadOptions};
 use gram_bench::methods::{
     Batch, ClassSet, ClassTokenPosition, CoCoOpConfig, CoOpConfig, ContextSource, Epochs, IvlpConfig, KgCoOpConfig,
-    MapleConfig, ProGradConfig, PromptArtifact, PromptMethod, PromptSrcConfig, SgdConfig, VptConfig,
+    MapleConfig, ProGradConfig, PromptArtifact, PromptSrcConfig, SgdConfig, VptConfig,
 };
+use gram_bench::run::CellMethod;
 use gram_bench::suite::methods::MethodConfig;
 
 type AB = Autodiff<B>;
@@ -247,8 +248,9 @@ fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::De
     let lr = f.meta["lr"].as_f64().unwrap();
     let template = f.meta["template"].as_str().unwrap().to_string();
     for (name, cfg) in configs(&f.meta, lr) {
-        let mut m: Box<dyn PromptMethod<AB>> = cfg
-            .build(&gram_bench::methods::BuildInputs {
+        let mut m = CellMethod::build(
+            &cfg,
+            &gram_bench::methods::BuildInputs {
                 clip: &clip.model,
                 tok: &clip.tokenizer,
                 classnames: &f.names,
@@ -257,20 +259,23 @@ fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::De
                 dataset: "test",
                 shots: 1,
                 seed: 1,
-            })
-            .unwrap();
-        m.load_artifact(&f.artifact(&format!("{name}.init"))).unwrap();
-        m.begin_eval(
-            &eval_clip,
-            &clip.tokenizer,
-            &ClassSet {
-                names: &f.names,
-                template: &template,
             },
         )
+        .and_then(CellMethod::into_learner)
         .unwrap();
+        m.load(&f.artifact(&format!("{name}.init"))).unwrap();
+        let scorer = m
+            .scorer(
+                &eval_clip,
+                &clip.tokenizer,
+                &ClassSet {
+                    names: &f.names,
+                    template: &template,
+                },
+            )
+            .unwrap();
         let b = batch::<AB>(&f, &[0], &dev);
-        let logits = m.eval_logits(&eval_clip, b.pixels.inner());
+        let logits = scorer.logits(&eval_clip, b.pixels.inner());
         let d = max_diff(name, values(logits), f.get(&format!("{name}.logits")));
         eprintln!("{name}: logits {d:e}");
         assert!(d <= logit_tol, "{name}: logits differ from the reference by {d}");
@@ -280,18 +285,13 @@ fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::De
         } else {
             f.labels(&["labels"])
         };
-        let loss = m.train_step(&clip.model, batch::<AB>(&f, &labels, &dev), lr).unwrap();
+        let loss = m.step(&clip.model, batch::<AB>(&f, &labels, &dev), lr).unwrap();
         let want = f.get(&format!("{name}.loss")).1[0];
         assert!(
             (loss - want).abs() <= logit_tol,
             "{name}: loss {loss}, reference {want}"
         );
-        assert_artifact_close(
-            name,
-            &m.save_artifact(),
-            &f.artifact(&format!("{name}.after")),
-            step_tol,
-        );
+        assert_artifact_close(name, &m.artifact(), &f.artifact(&format!("{name}.after")), step_tol);
     }
 }
 
@@ -302,8 +302,9 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
     let f = Fixture::load();
     let lr = f.meta["lr"].as_f64().unwrap();
     let (_, cfg) = configs(&f.meta, lr).into_iter().find(|(n, _)| *n == "prograd").unwrap();
-    let mut m = cfg
-        .build(&gram_bench::methods::BuildInputs {
+    let mut m = CellMethod::build(
+        &cfg,
+        &gram_bench::methods::BuildInputs {
             clip: &clip.model,
             tok: &clip.tokenizer,
             classnames: &f.names,
@@ -312,16 +313,18 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
             dataset: "test",
             shots: 1,
             seed: 1,
-        })
-        .unwrap();
-    m.load_artifact(&f.artifact("prograd.init")).unwrap();
+        },
+    )
+    .and_then(CellMethod::into_learner)
+    .unwrap();
+    m.load(&f.artifact("prograd.init")).unwrap();
     assert_eq!(f.meta["prograd_agree"]["conflict"], false);
     let labels = f.labels(&["prograd_agree", "labels"]);
-    let loss = m.train_step(&clip.model, batch(&f, &labels, &dev), lr).unwrap();
+    let loss = m.step(&clip.model, batch(&f, &labels, &dev), lr).unwrap();
     assert!((loss - f.get("prograd_agree.loss").1[0]).abs() <= 1e-4);
     assert_artifact_close(
         "prograd (agree)",
-        &m.save_artifact(),
+        &m.artifact(),
         &f.artifact("prograd_agree.after"),
         1e-4,
     );
@@ -334,8 +337,9 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
     let before = clip.model.to_hf_tensors();
     let f = Fixture::load();
     for (name, cfg) in configs(&f.meta, 0.05) {
-        let mut m = cfg
-            .build(&gram_bench::methods::BuildInputs {
+        let mut m = CellMethod::build(
+            &cfg,
+            &gram_bench::methods::BuildInputs {
                 clip: &clip.model,
                 tok: &clip.tokenizer,
                 classnames: &f.names,
@@ -344,18 +348,20 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
                 dataset: "test",
                 shots: 1,
                 seed: 3,
-            })
-            .unwrap();
-        let p0 = m.save_artifact();
+            },
+        )
+        .and_then(CellMethod::into_learner)
+        .unwrap();
+        let p0 = m.artifact();
         let losses: Vec<f32> = (0..6)
             .map(|_| {
-                m.train_step(&clip.model, batch(&f, &f.labels(&["labels"]), &dev), 0.05)
+                m.step(&clip.model, batch(&f, &f.labels(&["labels"]), &dev), 0.05)
                     .unwrap()
             })
             .collect();
         // Six steps on one batch: the loss must go down.
         assert!(losses[5] < losses[0], "{name}: loss did not decrease: {losses:?}");
-        let p1 = m.save_artifact();
+        let p1 = m.artifact();
         assert_eq!(p0.keys().collect::<Vec<_>>(), p1.keys().collect::<Vec<_>>(), "{name}");
         assert!(p0.iter().any(|(k, v)| v.1 != p1[k].1), "{name}: no parameter moved");
         assert!(
@@ -363,8 +369,9 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
             "{name}: a backbone tensor changed"
         );
         // The artifact round-trips into a fresh instance.
-        let mut m2 = cfg
-            .build(&gram_bench::methods::BuildInputs {
+        let mut m2 = CellMethod::build(
+            &cfg,
+            &gram_bench::methods::BuildInputs {
                 clip: &clip.model,
                 tok: &clip.tokenizer,
                 classnames: &f.names,
@@ -373,10 +380,12 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
                 dataset: "test",
                 shots: 1,
                 seed: 4,
-            })
-            .unwrap();
-        m2.load_artifact(&p1).unwrap();
-        assert_eq!(m2.save_artifact(), p1, "{name}");
+            },
+        )
+        .and_then(CellMethod::into_learner)
+        .unwrap();
+        m2.load(&p1).unwrap();
+        assert_eq!(m2.artifact(), p1, "{name}");
     }
 }
 
@@ -384,7 +393,7 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
 /// alone; a learned-looking (non-identity) ψ_φ changes the trajectory.
 #[test]
 fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
-    use gram_bench::gram::{RegulatedGradients, RegulatorConfig, RegulatorInit, WithGram};
+    use gram_bench::gram::{theta0_init, RegulatedGradients, RegulatorConfig, RegulatorInit};
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let f = Fixture::load();
@@ -397,16 +406,20 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
     };
     for (name, cfg) in configs(&f.meta, 0.05) {
         let build = || {
-            cfg.build(&gram_bench::methods::BuildInputs {
-                clip: &clip.model,
-                tok: &clip.tokenizer,
-                classnames: &f.names,
-                template: "a photo of a {}.",
-                imagenet_like: false,
-                dataset: "test",
-                shots: 1,
-                seed: 5,
-            })
+            CellMethod::build(
+                &cfg,
+                &gram_bench::methods::BuildInputs {
+                    clip: &clip.model,
+                    tok: &clip.tokenizer,
+                    classnames: &f.names,
+                    template: "a photo of a {}.",
+                    imagenet_like: false,
+                    dataset: "test",
+                    shots: 1,
+                    seed: 5,
+                },
+            )
+            .and_then(CellMethod::into_learner)
             .unwrap()
         };
         let mut alone = build();
@@ -414,7 +427,7 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
         let theta0: PromptArtifact = host
             .prompt_params()
             .iter()
-            .map(|p| (p.role.theta0_name(), host.save_artifact()[&p.name].clone()))
+            .map(|p| (p.role.theta0_name(), host.artifact()[&p.name].clone()))
             .collect();
         let width = |text: bool| {
             host.prompt_params()
@@ -436,22 +449,94 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
                 text: text_w.map(|w| make(w, 11)),
                 vision: vision_w.map(|w| make(w, 12)),
                 task: Tensor::<B, 1>::from_data(TensorData::new(vec![0.3f32, -1.0, 0.5], [3]), &dev),
-                params: Vec::new(),
             }
         };
-        let mut with = WithGram::new(host, Some(&theta0), Some(regulate(true))).unwrap();
-        let mut other = WithGram::new(build(), Some(&theta0), Some(regulate(false))).unwrap();
+        let with_gram = |mut m: Box<dyn gram_bench::run::Learner<AB>>, identity: bool| {
+            m.load(&theta0_init(&m.prompt_params(), &m.artifact(), &theta0).unwrap())
+                .unwrap();
+            m.regulate(regulate(identity)).unwrap();
+            m
+        };
+        let mut with = with_gram(host, true);
+        let mut other = with_gram(build(), false);
         for _ in 0..3 {
-            let a = alone.train_step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
-            let b = with.train_step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
-            other.train_step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
+            let a = alone.step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
+            let b = with.step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
+            other.step(&clip.model, batch(&f, &labels, &dev), 0.05).unwrap();
             assert_eq!(a, b, "{name}: the loss differs");
         }
-        assert_eq!(alone.save_artifact(), with.save_artifact(), "{name}: parameters differ");
-        let (a, o) = (alone.save_artifact(), other.save_artifact());
+        assert_eq!(alone.artifact(), with.artifact(), "{name}: parameters differ");
+        let (a, o) = (alone.artifact(), other.artifact());
         assert!(
             other.prompt_params().iter().any(|p| a[&p.name] != o[&p.name]),
             "{name}: a non-identity regulator changed nothing"
         );
+    }
+}
+
+/// `MethodSpec::ENCODERS` is the one answer to whether a method leaves the image encoder frozen
+/// (the feature cache and the cost model read it); every method's scorer must agree with it.
+#[test]
+fn every_scorer_reads_frozen_features_exactly_when_its_spec_says_the_image_encoder_is_frozen() {
+    use gram_bench::methods::{LinearProbeConfig, TemplateSet, ZeroShotConfig};
+    let dev = Default::default();
+    let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
+    let eval_clip = clip.model.valid();
+    let f = Fixture::load();
+    let mut all = configs(&f.meta, 0.05);
+    all.push((
+        "zeroshot",
+        MethodConfig::Zeroshot(ZeroShotConfig {
+            templates: TemplateSet::Ensemble,
+        }),
+    ));
+    all.push((
+        "linear-probe",
+        MethodConfig::LinearProbe(LinearProbeConfig {
+            c_grid: vec![1.0],
+            c_search_steps: 0,
+            max_iter: 10,
+            tol: 1e-4,
+            normalize_features: true,
+        }),
+    ));
+    let classes = ClassSet {
+        names: &f.names,
+        template: "a photo of a {}.",
+    };
+    for (name, cfg) in all {
+        let mut m = CellMethod::build(
+            &cfg,
+            &gram_bench::methods::BuildInputs {
+                clip: &clip.model,
+                tok: &clip.tokenizer,
+                classnames: &f.names,
+                template: "a photo of a {}.",
+                imagenet_like: false,
+                dataset: "test",
+                shots: 1,
+                seed: 1,
+            },
+        )
+        .unwrap();
+        if let CellMethod::Features(_) = m {
+            let (dim, k) = (clip.model.text_projection.dims()[1], f.names.len());
+            let probe: PromptArtifact = [
+                ("weight".to_string(), (vec![dim, k], vec![0.5; dim * k])),
+                ("bias".to_string(), (vec![k], vec![0.0; k])),
+            ]
+            .into();
+            m.load(&probe).unwrap();
+        }
+        let scorer = m.scorer(&eval_clip, &clip.tokenizer, &classes, &dev).unwrap();
+        let frozen = cfg.encoders().unwrap().frozen_image();
+        assert_eq!(scorer.reads_frozen_features(), frozen, "{name}");
+        // A scorer of frozen features gives the same logits from features as from pixels.
+        let pixels = batch::<AB>(&f, &[0], &dev).pixels.inner();
+        let from_pixels = values(scorer.logits(&eval_clip, pixels.clone()));
+        match scorer.logits_from_features(&eval_clip, eval_clip.encode_image(pixels, &Default::default())) {
+            Some(l) => assert_eq!(values(l), from_pixels, "{name}"),
+            None => assert!(!frozen, "{name}"),
+        }
     }
 }

@@ -31,6 +31,7 @@ use crate::lock::Lock;
 use crate::methods::{Batch, BuildInputs, Training};
 use crate::report::markdown_table;
 use crate::resolve::ResolvedSuite;
+use crate::run::CellMethod;
 use crate::store::Store;
 use crate::suite::Suite;
 
@@ -326,16 +327,24 @@ fn methods<B: Backend>(
         } else {
             a.batch
         };
-        let mut m = mc.build(&BuildInputs {
-            clip,
-            tok: &tok,
-            classnames: &classnames,
-            template: "a photo of a {}.",
-            imagenet_like: true,
-            dataset: "imagenet",
-            shots: 16,
-            seed: 1,
-        })?;
+        let built = CellMethod::build(
+            mc,
+            &BuildInputs {
+                clip,
+                tok: &tok,
+                classnames: &classnames,
+                template: "a photo of a {}.",
+                imagenet_like: true,
+                dataset: "imagenet",
+                shots: 16,
+                seed: 1,
+            },
+        )?;
+        let CellMethod::Sgd(mut m) = built else {
+            return Err(Error::Internal(format!(
+                "{name}: its spec trains by SGD, its build does not"
+            )));
+        };
         let pixels = Inputs::<A<B>>::new(&cfg, batch, 0, 0, device).pixels;
         let labels: Vec<i64> = (0..batch).map(|i| (i % a.classes) as i64).collect();
         let labels = Tensor::<A<B>, 1, Int>::from_data(TensorData::new(labels, [batch]), device);
@@ -345,7 +354,7 @@ fn methods<B: Backend>(
                 pixels: pixels.clone(),
                 labels: labels.clone(),
             };
-            if let Err(e) = m.train_step(clip, b, schedule.optim.lr) {
+            if let Err(e) = m.step(clip, b, schedule.optim.lr) {
                 failure.get_or_insert(e);
             }
         });

@@ -14,10 +14,12 @@ use crate::files::sha256_hex;
 
 pub mod catalog;
 pub mod coop;
+pub mod def;
 pub mod fewshot_pkl;
 pub mod images;
 
-pub use catalog::{catalog, catalog_with, check_dataset_name, dataset_def, DatasetDef, Layout, UserDataset};
+pub use catalog::{catalog, catalog_with, check_dataset_name, dataset_def, UserDataset};
+pub use def::{DatasetDef, Layout};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Datum {

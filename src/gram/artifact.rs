@@ -6,7 +6,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::train::MetaTrainConfig;
+use super::config::MetaTrainConfig;
 use super::{Episode, EpisodeConfig, MetaLearner, MetaStep, Regulator, RegulatorConfig};
 use crate::error::{Error, Result};
 use crate::methods::PromptArtifact;

@@ -5,6 +5,7 @@
 
 pub mod artifact;
 pub mod cluster;
+pub mod config;
 pub mod corpus;
 pub mod episodes;
 pub mod meta;
@@ -15,10 +16,11 @@ pub mod train;
 pub mod spec;
 pub use artifact::{Checkpointing, MetaArtifact, SavedRegulator};
 pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, ClusterOrder, Hierarchy};
+pub use config::{MetaTrainConfig, PromptShape};
 pub use corpus::Corpus;
 pub use episodes::{sample_episode, Episode, EpisodeConfig, QueryRule};
 pub use meta::{ClassText, EpisodeSet, MetaLearner, MetaPrompt, MetaRegulators, MetaStep, TaskEmbedding};
-pub use plugin::{RegulatedGradients, WithGram};
+pub use plugin::{theta0_init, RegulatedGradients};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
 pub use spec::{CorpusSpec, GramConfig, GramSpec};
-pub use train::{meta_train, MetaInputs, MetaTrainConfig, PromptShape};
+pub use train::{meta_train, MetaInputs};

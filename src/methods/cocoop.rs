@@ -5,9 +5,8 @@
 //! forward of `images × classes` prompts (chunked at evaluation to bound memory), which is what makes
 //! CoCoOp affordable here.
 
-use burn::module::{AutodiffModule, Module, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -19,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{init_context, ClassPrompts};
-use super::{host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
+use super::{
+    host_tensor as host, loss_grads, Batch, Builder, ClassSet, PromptArtifact, PromptParam, PromptRole, Scorer,
+    SgdMethod,
+};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -63,14 +65,9 @@ impl MethodSpec for CoCoOpConfig {
         Training::sgd(&self.optim, &self.epochs, self.batch_size)
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(CoCoOp::new(
-            self.clone(),
-            i.clip,
-            i.tok,
-            i.classnames,
-            i.seed,
-        )?))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        let (method, params) = CoCoOp::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?;
+        Ok(to.sgd(method, params, &self.optim))
     }
 }
 
@@ -178,20 +175,18 @@ pub fn cocoop_logits<B: Backend>(
 pub struct CoCoOp<B: AutodiffBackend> {
     config: CoCoOpConfig,
     placeholder: String,
-    params: Option<CoCoOpParams<B>>,
-    optim: OptimizerAdaptor<Sgd<B::InnerBackend>, CoCoOpParams<B>, B>,
     train: ClassPrompts<B>,
-    eval: Option<(CoCoOpParams<B::InnerBackend>, ClassPrompts<B::InnerBackend>)>,
 }
 
 impl<B: AutodiffBackend> CoCoOp<B> {
+    /// The method and its initial parameters.
     pub fn new(
         config: CoCoOpConfig,
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
         seed: u64,
-    ) -> Result<Self> {
+    ) -> Result<(Self, CoCoOpParams<B>)> {
         let (placeholder, ctx) = init_context(clip, tok, &config.ctx_init, config.n_ctx, 1, config.init_std, seed)?;
         let [_, m, width] = ctx.dims();
         let d = clip.text_projection.dims()[1];
@@ -205,80 +200,42 @@ impl<B: AutodiffBackend> CoCoOp<B> {
         let mut rng = crate::seeds::rng(seed, crate::seeds::Stream::CocoopMetaNet);
         let params = CoCoOpParams::with_meta_net(ctx.reshape([m, width]), &mut rng, d, hidden);
         let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
-        Ok(Self {
-            optim: config.optim.burn_config().init(),
+        let method = Self {
             config,
             placeholder,
-            params: Some(params),
             train,
-            eval: None,
-        })
-    }
-
-    fn params(&self) -> &CoCoOpParams<B> {
-        self.params
-            .as_ref()
-            .expect("the parameters are only taken out during a step")
+        };
+        Ok((method, params))
     }
 }
 
-impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
-    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let params = self.params();
+impl<B: AutodiffBackend> SgdMethod<B> for CoCoOp<B> {
+    type Module = CoCoOpParams<B>;
+
+    fn loss(&self, params: &CoCoOpParams<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let img = clip.encode_image(batch.pixels, &Default::default()).detach();
         let logits = cocoop_logits(clip, params, &self.train, img, usize::MAX);
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let (value, grads) = loss_grads(loss, params);
-        Ok((value, grads))
+        Ok(loss_grads(loss, params))
     }
 
-    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
-        let params = self
-            .params
-            .take()
-            .expect("the parameters are only taken out during a step");
-        self.params = Some(self.optim.step(lr, params, grads));
-        Ok(())
-    }
-
-    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
-        let p = ClassPrompts::new(clip, tok, &self.placeholder, self.config.n_ctx, classes.names)?;
-        self.eval = Some((self.params().valid(), p));
-        Ok(())
-    }
-
-    fn eval_logits(
+    fn scorer(
         &self,
+        params: &CoCoOpParams<B::InnerBackend>,
         clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2> {
-        let f = clip.encode_image(pixels, &Default::default());
-        self.eval_logits_from_features(clip, f)
-            .expect("CoCoOp scores image features")
+        tok: &ClipTokenizer,
+        classes: &ClassSet,
+    ) -> Result<Scorer<B::InnerBackend>> {
+        let prompts = ClassPrompts::new(clip, tok, &self.placeholder, self.config.n_ctx, classes.names)?;
+        let params = params.clone();
+        Ok(Scorer::Features(Box::new(move |clip, features| {
+            cocoop_logits(clip, &params, &prompts, features, EVAL_PROMPTS_PER_FORWARD)
+        })))
     }
 
-    fn image_encoder_frozen(&self) -> bool {
-        true
-    }
-
-    fn eval_logits_from_features(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        image_features: Tensor<B::InnerBackend, 2>,
-    ) -> Option<Tensor<B::InnerBackend, 2>> {
-        let (params, prompts) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
-        Some(cocoop_logits(
-            clip,
-            params,
-            prompts,
-            image_features,
-            EVAL_PROMPTS_PER_FORWARD,
-        ))
-    }
-
-    fn prompt_params(&self) -> Vec<PromptParam> {
-        let c = &self.params().ctx;
+    fn prompt_params(&self, params: &CoCoOpParams<B>) -> Vec<PromptParam> {
+        let c = &params.ctx;
         vec![PromptParam {
             id: c.id,
             name: "ctx".into(),
@@ -289,25 +246,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
 
     /// Saved under the reference `PromptLearner`'s state-dict names, weights as torch stores them
     /// (`[out, in]`), so released CoCoOp checkpoints map onto it.
-    fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self
-            .params
-            .as_ref()
-            .expect("the parameters are only taken out during a step");
-        super::resume::save(m, &self.optim).map(Some)
-    }
-
-    fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self
-            .params
-            .take()
-            .expect("the parameters are only taken out during a step");
-        self.params = Some(super::resume::load(m, &mut self.optim, state)?);
-        Ok(())
-    }
-
-    fn save_artifact(&self) -> PromptArtifact {
-        let p = self.params();
+    fn artifact(&self, p: &CoCoOpParams<B>) -> PromptArtifact {
         let mut a = PromptArtifact::new();
         a.insert("ctx".into(), host(p.ctx.val().inner()));
         a.insert("meta_net.linear1.weight".into(), host(p.w1.val().inner().transpose()));
@@ -317,9 +256,9 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
         a
     }
 
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
-        let cur = self.save_artifact();
-        let device = self.params().ctx.val().device();
+    fn load(&self, params: &CoCoOpParams<B>, artifact: &PromptArtifact) -> Result<CoCoOpParams<B>> {
+        let cur = self.artifact(params);
+        let device = params.ctx.val().device();
         let get = |name: &str| -> Result<Vec<f32>> {
             let (shape, data) = artifact
                 .get(name)
@@ -349,13 +288,12 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoCoOp<B> {
                 Tensor::<B, 1>::from_data(TensorData::new(v, [n]), &device).require_grad(),
             ))
         };
-        self.params = Some(CoCoOpParams {
+        Ok(CoCoOpParams {
             ctx: t2("ctx", false)?,
             w1: t2("meta_net.linear1.weight", true)?,
             b1: t1("meta_net.linear1.bias")?,
             w2: t2("meta_net.linear2.weight", true)?,
             b2: t1("meta_net.linear2.bias")?,
-        });
-        Ok(())
+        })
     }
 }

@@ -5,8 +5,7 @@
 //! projected; logits are `exp(logit_scale) · cos(image, text)`.
 
 use burn::module::{Module, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -20,7 +19,7 @@ use super::text_prompts::{
 };
 use super::zeroshot::class_features;
 use super::{
-    host_tensor, image_logits, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole,
+    host_tensor, loss_grads, Batch, Builder, ClassSet, PromptArtifact, PromptParam, PromptRole, Scorer, SgdMethod,
 };
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -69,8 +68,9 @@ impl MethodSpec for CoOpConfig {
         Training::sgd(&self.optim, &self.epochs, self.batch_size)
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(CoOp::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        let (method, prompt) = CoOp::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?;
+        Ok(to.sgd(method, prompt, &self.optim))
     }
 }
 
@@ -110,11 +110,7 @@ pub struct CoOp<B: AutodiffBackend> {
     /// Normalized hand-crafted text features of the training classes (KgCoOp, ProGrad).
     zs_text: Option<Tensor<B, 2>>,
     placeholder: String,
-    prompt: Option<CoOpPrompt<B>>,
-    optim: OptimizerAdaptor<Sgd<B::InnerBackend>, CoOpPrompt<B>, B>,
     train: ClassPrompts<B>,
-    /// Normalized class features of the class set under evaluation.
-    eval: Option<Tensor<B::InnerBackend, 2>>,
 }
 
 impl<B: AutodiffBackend> CoOp<B> {
@@ -124,7 +120,7 @@ impl<B: AutodiffBackend> CoOp<B> {
         tok: &ClipTokenizer,
         classnames: &[String],
         seed: u64,
-    ) -> Result<Self> {
+    ) -> Result<(Self, CoOpPrompt<B>)> {
         Self::with_prior(
             config,
             Prior::None,
@@ -137,9 +133,9 @@ impl<B: AutodiffBackend> CoOp<B> {
         )
     }
 
-    /// A CoOp-family method: CoOp's prompt learner with `prior`, whose zero-shot features use the
-    /// training dataset's hand-crafted `template`; the context from `source` (the template's too
-    /// for ProGrad's).
+    /// A CoOp-family method and its initial context: CoOp's prompt learner with `prior`, whose
+    /// zero-shot features use the training dataset's hand-crafted `template`; the context from
+    /// `source` (the template's too for ProGrad's).
     #[allow(clippy::too_many_arguments)]
     pub fn with_prior(
         config: CoOpConfig,
@@ -150,7 +146,7 @@ impl<B: AutodiffBackend> CoOp<B> {
         classnames: &[String],
         template: &str,
         seed: u64,
-    ) -> Result<Self> {
+    ) -> Result<(Self, CoOpPrompt<B>)> {
         let sets = if config.csc { classnames.len() } else { 1 };
         let m = config.n_ctx;
         let (placeholder, ctx) = match source {
@@ -162,30 +158,24 @@ impl<B: AutodiffBackend> CoOp<B> {
             Prior::None => None,
             _ => Some(class_features(clip, tok, &[template.to_string()], classnames)?.detach()),
         };
-        Ok(Self {
-            optim: config.optim.burn_config().init(),
+        let prompt = CoOpPrompt {
+            ctx: Param::from_tensor(ctx.detach().require_grad()),
+        };
+        let method = Self {
             config,
             prior,
             zs_text,
             placeholder,
-            prompt: Some(CoOpPrompt {
-                ctx: Param::from_tensor(ctx.detach().require_grad()),
-            }),
             train,
-            eval: None,
-        })
-    }
-
-    fn prompt(&self) -> &CoOpPrompt<B> {
-        self.prompt
-            .as_ref()
-            .expect("the prompt is only taken out during a step")
+        };
+        Ok((method, prompt))
     }
 }
 
-impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
-    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let prompt = self.prompt();
+impl<B: AutodiffBackend> SgdMethod<B> for CoOp<B> {
+    type Module = CoOpPrompt<B>;
+
+    fn loss(&self, prompt: &CoOpPrompt<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let pos = self.config.class_token_position;
         let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
         let n = self.train.eos.len();
@@ -229,14 +219,14 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         Ok((value, grads))
     }
 
-    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
-        let prompt = self.prompt.take().expect("the prompt is only taken out during a step");
-        self.prompt = Some(self.optim.step(lr, prompt, grads));
-        Ok(())
-    }
-
-    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
-        let ctx = self.prompt().ctx.val().inner();
+    fn scorer(
+        &self,
+        prompt: &CoOpPrompt<B::InnerBackend>,
+        clip: &Clip<B::InnerBackend>,
+        tok: &ClipTokenizer,
+        classes: &ClassSet,
+    ) -> Result<Scorer<B::InnerBackend>> {
+        let ctx = prompt.ctx.val();
         if ctx.dims()[0] != 1 && ctx.dims()[0] != classes.names.len() {
             return Err(Error::Config(format!(
                 "coop: class-specific context was trained for {} classes and cannot score {} others",
@@ -245,35 +235,16 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
             )));
         }
         let p = ClassPrompts::new(clip, tok, &self.placeholder, self.config.n_ctx, classes.names)?;
-        let text = encode_prompts(clip, ctx, &p, self.config.class_token_position);
-        self.eval = Some(text);
-        Ok(())
+        Ok(Scorer::Classes(encode_prompts(
+            clip,
+            ctx,
+            &p,
+            self.config.class_token_position,
+        )))
     }
 
-    fn eval_logits(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2> {
-        let text = self.eval.clone().expect("begin_eval runs before eval_logits");
-        image_logits(clip, pixels, text)
-    }
-
-    fn image_encoder_frozen(&self) -> bool {
-        true
-    }
-
-    fn eval_logits_from_features(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        image_features: Tensor<B::InnerBackend, 2>,
-    ) -> Option<Tensor<B::InnerBackend, 2>> {
-        let text = self.eval.clone().expect("begin_eval runs before eval_logits");
-        Some(clip.logits_per_image(image_features, text))
-    }
-
-    fn prompt_params(&self) -> Vec<PromptParam> {
-        let c = &self.prompt().ctx;
+    fn prompt_params(&self, prompt: &CoOpPrompt<B>) -> Vec<PromptParam> {
+        let c = &prompt.ctx;
         vec![PromptParam {
             id: c.id,
             name: "ctx".into(),
@@ -282,41 +253,26 @@ impl<B: AutodiffBackend> PromptMethod<B> for CoOp<B> {
         }]
     }
 
-    fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self
-            .prompt
-            .as_ref()
-            .expect("the prompt is only taken out during a step");
-        super::resume::save(m, &self.optim).map(Some)
-    }
-
-    fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self.prompt.take().expect("the prompt is only taken out during a step");
-        self.prompt = Some(super::resume::load(m, &mut self.optim, state)?);
-        Ok(())
-    }
-
-    fn save_artifact(&self) -> PromptArtifact {
+    fn artifact(&self, prompt: &CoOpPrompt<B>) -> PromptArtifact {
         let mut a = PromptArtifact::new();
-        a.insert("ctx".into(), host_tensor(self.prompt().ctx.val().inner()));
+        a.insert("ctx".into(), host_tensor(prompt.ctx.val().inner()));
         a
     }
 
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
+    fn load(&self, prompt: &CoOpPrompt<B>, artifact: &PromptArtifact) -> Result<CoOpPrompt<B>> {
         let (shape, data) = artifact
             .get("ctx")
             .ok_or_else(|| Error::Input("coop artifact has no `ctx`".into()))?;
-        let cur = self.prompt().ctx.dims();
+        let cur = prompt.ctx.dims();
         if shape.as_slice() != cur {
             return Err(Error::Input(format!(
                 "coop artifact ctx has shape {shape:?}, this prompt needs {cur:?}"
             )));
         }
-        let device = self.prompt().ctx.val().device();
+        let device = prompt.ctx.val().device();
         let t = Tensor::<B, 3>::from_data(TensorData::new(data.clone(), [cur[0], cur[1], cur[2]]), &device);
-        self.prompt = Some(CoOpPrompt {
+        Ok(CoOpPrompt {
             ctx: Param::from_tensor(t.require_grad()),
-        });
-        Ok(())
+        })
     }
 }

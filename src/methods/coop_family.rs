@@ -52,9 +52,9 @@ macro_rules! coop_family {
 use burn::tensor::backend::AutodiffBackend;
 
 use super::coop::{CoOp, CoOpConfig, Prior};
-use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
+use super::spec::{BuildInputs, Builder, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{ClassTokenPosition, ContextSource};
-use super::{PromptMethod, PromptRole};
+use super::PromptRole;
 use crate::error::Result;
 
 /// What `coop_family!` generates: the CoOp part of the entry and its schedule.
@@ -106,9 +106,11 @@ impl<T: CoopFamily> MethodSpec for T {
         self.schedule()
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        let m = CoOp::with_prior(
-            self.coop(),
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        let coop = self.coop();
+        let optim = coop.optim.clone();
+        let (method, prompt) = CoOp::with_prior(
+            coop,
             self.prior(),
             self.context_source(),
             i.clip,
@@ -117,6 +119,6 @@ impl<T: CoopFamily> MethodSpec for T {
             self.prior_templates().get(i.dataset).map_or(i.template, String::as_str),
             i.seed,
         )?;
-        Ok(Box::new(m))
+        Ok(to.sgd(method, prompt, &optim))
     }
 }

@@ -4,10 +4,11 @@
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::multimodal::{check, MultiModal};
+use super::multimodal::{check, Coupling, MultiModal, MultiModalPrompts};
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
-use super::{PromptMethod, PromptRole};
+use super::spec::{layers, BuildInputs, Builder, EncoderUse, MethodSpec, Training};
+use super::PromptRole;
+use crate::clip::{Clip, ClipTokenizer};
 use crate::error::Result;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,7 +51,24 @@ impl MethodSpec for IvlpConfig {
         Training::sgd(&self.optim, &self.epochs, self.batch_size)
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(MultiModal::ivlp(self, i.clip, i.tok, i.classnames, i.seed)?))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        let (method, prompts) = model(self, i.clip, i.tok, i.classnames, i.seed)?;
+        Ok(to.sgd(method, prompts, &self.optim))
     }
+}
+
+/// IVLP's model and initial prompts (PromptSRC's too).
+pub(super) fn model<B: AutodiffBackend>(
+    c: &IvlpConfig,
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    classnames: &[String],
+    seed: u64,
+) -> Result<(MultiModal<B>, MultiModalPrompts<B>)> {
+    let common = (c.n_ctx_text, c.ctx_init.as_str(), c.text_depth, c.init_std);
+    let coupling = Coupling::Independent {
+        n_vision: c.n_ctx_vision,
+        vision_depth: c.vision_depth,
+    };
+    MultiModal::new("ivlp", common, coupling, clip, tok, classnames, seed)
 }

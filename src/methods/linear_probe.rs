@@ -10,8 +10,7 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
-use super::{ClassSet, PromptArtifact, PromptMethod};
-use crate::clip::{Clip, ClipTokenizer};
+use super::{Builder, ClassSet, FeatureFit, PromptArtifact, Scorer};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,8 +51,8 @@ impl MethodSpec for LinearProbeConfig {
         Training::Features
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(LinearProbe::new(self.clone(), i.classnames)))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        Ok(to.features(Box::new(LinearProbe::new(self.clone(), i.classnames))))
     }
 }
 
@@ -250,21 +249,19 @@ pub fn choose_c<T>(grid: &[f64], steps: usize, mut eval: impl FnMut(f64) -> (f64
     (chosen.1, chosen.2)
 }
 
-pub struct LinearProbe<B: AutodiffBackend> {
+pub struct LinearProbe {
     config: LinearProbeConfig,
     classnames: Vec<String>,
-    /// `[dim × k ‖ k]` after `fit_features`.
+    /// `[dim × k ‖ k]` once fitted (or loaded).
     weights: Option<(usize, Vec<f32>)>,
-    _backend: std::marker::PhantomData<B>,
 }
 
-impl<B: AutodiffBackend> LinearProbe<B> {
+impl LinearProbe {
     pub fn new(config: LinearProbeConfig, classnames: &[String]) -> Self {
         Self {
             config,
             classnames: classnames.to_vec(),
             weights: None,
-            _backend: std::marker::PhantomData,
         }
     }
 
@@ -279,13 +276,8 @@ impl<B: AutodiffBackend> LinearProbe<B> {
     }
 }
 
-impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
-    fn fit_features(
-        &mut self,
-        train: Labelled,
-        val: Labelled,
-        device: &burn::tensor::Device<B::InnerBackend>,
-    ) -> Result<LinearProbeFit> {
+impl<B: Backend> FeatureFit<B> for LinearProbe {
+    fn fit(&mut self, train: Labelled, val: Labelled, device: &B::Device) -> Result<LinearProbeFit> {
         let k = self.classnames.len();
         let dim = train.dim;
         let train = Labelled {
@@ -296,7 +288,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
             x: self.prepare(val.x, dim),
             ..val
         };
-        let (c, w) = search::<B::InnerBackend>(&train, &val, k, &self.config, device);
+        let (c, w) = search::<B>(&train, &val, k, &self.config, device);
         self.weights = Some((dim, w));
         Ok(LinearProbeFit {
             c,
@@ -305,53 +297,27 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
         })
     }
 
-    fn begin_eval(&mut self, _clip: &Clip<B::InnerBackend>, _tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
+    fn scorer(&self, classes: &ClassSet, device: &B::Device) -> Result<Scorer<B>> {
         if classes.names != self.classnames.as_slice() {
             return Err(Error::Config(
                 "a linear probe scores only the classes it was trained on (no base-to-new or transfer to other classes)"
                     .into(),
             ));
         }
-        if self.weights.is_none() {
-            return Err(Error::Internal("the linear probe has not been fitted".into()));
-        }
-        Ok(())
-    }
-
-    fn eval_logits(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2> {
-        let f = clip.encode_image(pixels, &Default::default());
-        self.eval_logits_from_features(clip, f).expect("fitted")
-    }
-
-    fn image_encoder_frozen(&self) -> bool {
-        true
-    }
-
-    fn eval_logits_from_features(
-        &self,
-        _clip: &Clip<B::InnerBackend>,
-        image_features: Tensor<B::InnerBackend, 2>,
-    ) -> Option<Tensor<B::InnerBackend, 2>> {
-        let (dim, w) = self.weights.as_ref()?;
+        let (dim, w) = self
+            .weights
+            .as_ref()
+            .ok_or_else(|| Error::Internal("the linear probe has not been fitted".into()))?;
         let k = self.classnames.len();
-        let device = image_features.device();
-        let x = if self.config.normalize_features {
-            Clip::normalize(image_features)
-        } else {
-            image_features
-        };
-        let f32 = (&device, DType::F32);
-        let wm = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(w[..dim * k].to_vec(), [*dim, k]), f32);
-        let b = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(w[dim * k..].to_vec(), [k]), f32);
-        // The fitted probe is f32 (see `fit`); the features are at the cell's precision.
-        Some(x.cast(DType::F32).matmul(wm) + b.unsqueeze::<2>())
+        let f32 = (device, DType::F32);
+        Ok(Scorer::Linear {
+            weight: Tensor::<B, 2>::from_data(TensorData::new(w[..dim * k].to_vec(), [*dim, k]), f32),
+            bias: Tensor::<B, 1>::from_data(TensorData::new(w[dim * k..].to_vec(), [k]), f32),
+            normalize: self.config.normalize_features,
+        })
     }
 
-    fn save_artifact(&self) -> PromptArtifact {
+    fn artifact(&self) -> PromptArtifact {
         let mut a = PromptArtifact::new();
         if let Some((dim, w)) = &self.weights {
             let k = self.classnames.len();
@@ -361,7 +327,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for LinearProbe<B> {
         a
     }
 
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
+    fn load(&mut self, artifact: &PromptArtifact) -> Result<()> {
         let (Some((ws, w)), Some((_, b))) = (artifact.get("weight"), artifact.get("bias")) else {
             return Err(Error::Input("linear-probe artifact needs `weight` and `bias`".into()));
         };

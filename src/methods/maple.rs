@@ -4,10 +4,10 @@
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::multimodal::{check, MultiModal};
+use super::multimodal::{check, Coupling, MultiModal};
 use super::optim::{Epochs, SgdConfig};
-use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
-use super::{PromptMethod, PromptRole};
+use super::spec::{layers, BuildInputs, Builder, EncoderUse, MethodSpec, Training};
+use super::PromptRole;
 use crate::error::Result;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,7 +42,9 @@ impl MethodSpec for MapleConfig {
         Training::sgd(&self.optim, &self.epochs, self.batch_size)
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(MultiModal::maple(self, i.clip, i.tok, i.classnames, i.seed)?))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        let common = (self.n_ctx, self.ctx_init.as_str(), self.depth, self.init_std);
+        let (method, prompts) = MultiModal::new("maple", common, Coupling::Maple, i.clip, i.tok, i.classnames, i.seed)?;
+        Ok(to.sgd(method, prompts, &self.optim))
     }
 }

@@ -1,11 +1,9 @@
-//! Prompt-tuning methods. The backbone is frozen and knows no method; each method owns its
-//! parameters and its training step behind [`PromptMethod`], and injects prompts only through the
-//! backbone's explicit inputs (token embeddings, deep prompts, visual prompt tokens).
-//!
-//! Wrappers (GRAM) plug in through two seams: [`PromptMethod::load_artifact`] initialises a
-//! method's prompt parameters from a saved artifact, and a step is split burn-style into
-//! [`PromptMethod::step`] (loss and gradients) and [`PromptMethod::apply`] (the optimizer), so a
-//! wrapper rewrites the gradients between the two.
+//! Prompt-tuning methods. The backbone is frozen and knows no method; a method says what it
+//! computes and injects prompts only through the backbone's explicit inputs (token embeddings,
+//! deep prompts, visual prompt tokens). By how it learns, a method is one of three kinds:
+//! [`SgdMethod`] (a module and its loss; the training loop in `run/` owns the optimizer, the
+//! schedule, the checkpoints and GRAM's gradient hook), [`FeatureFit`] (a closed-form fit on frozen
+//! features) or [`Frozen`] (nothing to learn). Every kind ends in a [`Scorer`].
 
 // Shared pieces.
 pub mod coop_family;
@@ -13,7 +11,7 @@ pub mod init;
 pub mod multimodal;
 pub mod optim;
 pub mod released;
-pub mod resume;
+pub mod scorer;
 pub mod spec;
 pub mod text_prompts;
 pub mod torch_zip;
@@ -32,6 +30,7 @@ pub mod zeroshot;
 
 use std::collections::BTreeMap;
 
+use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
@@ -46,19 +45,14 @@ pub use multimodal::MultiModal;
 pub use optim::{Epochs, PerCell, SgdConfig};
 pub use prograd::ProGradConfig;
 pub use promptsrc::PromptSrcConfig;
-pub use spec::{BuildInputs, EncoderUse, MethodSpec, SgdSchedule, Training};
+pub use scorer::Scorer;
+pub use spec::{BuildInputs, Builder, EncoderUse, MethodSpec, SgdSchedule, Training};
 pub use text_prompts::{ClassTokenPosition, ContextSource};
 pub use vpt::{Vpt, VptConfig};
 pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};
 
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
-
-/// Logits `[images, classes]` of normalized pixels against class features, for methods that leave
-/// the image encoder as it is (`logits_per_image` normalizes both sides).
-pub fn image_logits<B: Backend>(clip: &Clip<B>, pixels: Tensor<B, 4>, classes: Tensor<B, 2>) -> Tensor<B, 2> {
-    clip.logits_per_image(clip.encode_image(pixels, &Default::default()), classes)
-}
 
 /// A training batch: normalized pixels and labels in the training label space.
 pub struct Batch<B: Backend> {
@@ -127,94 +121,80 @@ pub struct ClassSet<'a> {
     pub template: &'a str,
 }
 
-pub trait PromptMethod<B: AutodiffBackend> {
-    /// The loss on `batch` and its gradients for the method's parameters; nothing is updated
-    /// (GRAM regulates the gradients between this and `apply`). SGD methods only: the spec's
-    /// `Training` says which methods the runner steps.
-    fn step(&mut self, _clip: &Clip<B>, _batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        Err(Error::Internal("this method does not train by SGD steps".into()))
-    }
+/// A method that learns by SGD: the module it learns and the loss it computes. The training loop
+/// (`run/`) owns the module between steps, the optimizer, the schedule, the epoch checkpoints and
+/// the gradient hook GRAM plugs into; the method never sees an optimizer.
+pub trait SgdMethod<B: AutodiffBackend> {
+    /// The learnable parameters (the loop hands them to the optimizer, which returns them updated).
+    type Module: AutodiffModule<B> + 'static;
 
-    /// One optimizer step with `grads` at learning rate `lr`.
-    fn apply(&mut self, _grads: GradientsParams, _lr: f64) -> Result<()> {
-        Err(Error::Internal("this method does not train by SGD steps".into()))
-    }
+    /// The loss on `batch` and its gradients for `module`'s parameters.
+    fn loss(&self, module: &Self::Module, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)>;
 
-    /// `step` then `apply`; returns the loss.
-    fn train_step(&mut self, clip: &Clip<B>, batch: Batch<B>, lr: f64) -> Result<f32> {
-        let (loss, grads) = self.step(clip, batch)?;
-        self.apply(grads, lr)?;
-        Ok(loss)
-    }
+    /// The module's prompt tensors (not meta-nets or projections): what GRAM initialises from θ₀
+    /// and whose gradients it regulates.
+    fn prompt_params(&self, module: &Self::Module) -> Vec<PromptParam>;
 
-    /// Methods whose spec trains on `Training::Features` (the linear probe): fits in closed form on
-    /// frozen features (`[n × dim]`, labels in the training label space) of the training and
-    /// validation images; returns what the record keeps about the fit (the chosen regularization).
-    fn fit_features(
-        &mut self,
-        _train: linear_probe::Labelled,
-        _val: linear_probe::Labelled,
-        _device: &burn::tensor::Device<B::InnerBackend>,
-    ) -> Result<linear_probe::LinearProbeFit> {
-        Err(crate::error::Error::Internal(
-            "this method trains by SGD, not on features".into(),
-        ))
-    }
+    /// The learned parameters by name (the reference implementation's state-dict names).
+    fn artifact(&self, module: &Self::Module) -> PromptArtifact;
 
-    /// Called after the last step of each epoch (`epoch` 0-based of `epochs`); PromptSRC's Gaussian
-    /// prompt aggregation happens here.
-    fn end_epoch(&mut self, _epoch: usize, _epochs: usize) -> Result<()> {
-        Ok(())
-    }
+    /// `module` with its parameters replaced by saved ones (names and shapes must match).
+    fn load(&self, module: &Self::Module, artifact: &PromptArtifact) -> Result<Self::Module>;
 
-    /// Prepares scoring against `classes` (for example, encodes the class prompts once).
-    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()>;
-
-    /// Logits `[batch, classes]` of normalized pixels against the classes of `begin_eval`.
-    fn eval_logits(
+    /// The scorer of a class set with the learned parameters.
+    fn scorer(
         &self,
+        module: &<Self::Module as AutodiffModule<B>>::InnerModule,
         clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2>;
+        tok: &ClipTokenizer,
+        classes: &ClassSet,
+    ) -> Result<Scorer<B::InnerBackend>>;
 
-    /// Whether evaluation reads only the frozen image encoder's features (then
-    /// `eval_logits_from_features` gives its logits and the feature cache serves it).
-    fn image_encoder_frozen(&self) -> bool {
-        false
+    /// Called after the last step of each epoch (`epoch` 0-based of `epochs`); returns the module
+    /// to go on with. PromptSRC's Gaussian prompt aggregation happens here.
+    fn end_epoch(&mut self, module: Self::Module, _epoch: usize, _epochs: usize) -> Result<Self::Module> {
+        Ok(module)
     }
 
-    /// Logits from image features of the frozen encoder (`Clip::encode_image` of normalized
-    /// pixels), for methods that leave the image encoder as it is, so the runner can compute a test
-    /// split's features once and reuse them (the feature cache). `None`: the method changes the
-    /// image encoder (visual prompts), and is evaluated through `eval_logits`.
-    fn eval_logits_from_features(
-        &self,
-        _clip: &Clip<B::InnerBackend>,
-        _image_features: Tensor<B::InnerBackend, 2>,
-    ) -> Option<Tensor<B::InnerBackend, 2>> {
-        None
+    /// What the method carries across epochs besides the module (PromptSRC's running aggregate),
+    /// for the loop's epoch checkpoint.
+    fn epoch_state(&self) -> PromptArtifact {
+        PromptArtifact::new()
     }
 
-    /// The method's prompt tensors (empty for methods without prompts).
-    fn prompt_params(&self) -> Vec<PromptParam> {
-        Vec::new()
+    /// Puts back what `epoch_state` returned.
+    fn restore_epoch_state(&mut self, state: &PromptArtifact) -> Result<()> {
+        match state.is_empty() {
+            true => Ok(()),
+            false => Err(Error::Store(
+                "a training checkpoint holds state across epochs this method does not keep".into(),
+            )),
+        }
     }
+}
 
-    /// The training state at an epoch's end (learned module, optimizer state, anything kept across
-    /// epochs), for a checkpoint inside the cell; `None`: the method keeps no such state, and an
-    /// interrupted cell starts over.
-    fn train_state(&self) -> Result<Option<resume::TrainState>> {
-        Ok(None)
-    }
+/// A method fitted in closed form on frozen image features (the linear probe).
+pub trait FeatureFit<B: Backend> {
+    /// Fits on the frozen features (`[n × dim]`, labels in the training label space) of the
+    /// training and validation images; returns what the record keeps about the fit.
+    fn fit(
+        &mut self,
+        train: linear_probe::Labelled,
+        val: linear_probe::Labelled,
+        device: &B::Device,
+    ) -> Result<linear_probe::LinearProbeFit>;
 
-    /// Puts back a state `train_state` returned.
-    fn restore_train_state(&mut self, _state: &resume::TrainState) -> Result<()> {
-        Err(Error::Internal("this method keeps no training state".into()))
-    }
+    /// The fitted parameters by name.
+    fn artifact(&self) -> PromptArtifact;
 
-    /// The learned parameters (empty for methods without any).
-    fn save_artifact(&self) -> PromptArtifact;
+    /// Replaces the fitted parameters with saved ones.
+    fn load(&mut self, artifact: &PromptArtifact) -> Result<()>;
 
-    /// Replaces the learned parameters with saved ones (shapes must match).
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()>;
+    /// The scorer of a class set (only the classes it was fitted on), its head on `device`.
+    fn scorer(&self, classes: &ClassSet, device: &B::Device) -> Result<Scorer<B>>;
+}
+
+/// A method with nothing to learn (zero-shot CLIP): a scorer from the frozen model alone.
+pub trait Frozen<B: Backend> {
+    fn scorer(&self, clip: &Clip<B>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<Scorer<B>>;
 }

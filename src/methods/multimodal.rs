@@ -11,8 +11,7 @@
 //! with "a photo of a" and 2 tokens, "of a" stays a fixed part of every prompt, as in MaPLe).
 
 use burn::module::{AutodiffModule, Module, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
@@ -21,25 +20,33 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::init::normal;
-use super::ivlp::IvlpConfig;
-use super::maple::MapleConfig;
 use super::optim::{Epochs, SgdConfig};
-use super::promptsrc::{gpa_weights, PromptSrcConfig};
 use super::text_prompts::ClassPrompts;
-use super::{host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
+use super::{
+    host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptParam, PromptRole, Scorer, SgdMethod,
+};
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
 
-/// PromptSRC's training-time state: the frozen anchors and the running aggregate.
-struct SelfRegulation<B: AutodiffBackend> {
-    config: PromptSrcConfig,
+/// PromptSRC's training-time state: its loss weights, the frozen anchors and the running aggregate.
+pub(super) struct SelfRegulation<B: AutodiffBackend> {
+    pub text_loss_weight: f64,
+    pub image_loss_weight: f64,
     /// GPA's (mean, std) for the cell's dataset and shot count.
-    gpa: (f64, f64),
+    pub gpa: (f64, f64),
     /// Normalized mean frozen text features of the training classes.
-    anchors: Tensor<B, 2>,
+    pub anchors: Tensor<B, 2>,
     /// Σ w_e · prompt_e so far, per artifact tensor.
-    aggregate: Option<Vec<(Vec<usize>, Vec<f32>)>>,
+    pub aggregate: Option<Vec<(Vec<usize>, Vec<f32>)>>,
+}
+
+/// GPA's weight of each epoch (1-based e = 1 … epochs): the normal density at e, normalized.
+pub fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
+    let pdf = |x: f64| (-(x - mean).powi(2) / (2.0 * std * std)).exp() / (std * (std::f64::consts::TAU).sqrt());
+    let w: Vec<f64> = (1..=epochs).map(|e| pdf(e as f64)).collect();
+    let sum: f64 = w.iter().sum();
+    w.iter().map(|x| x / sum).collect()
 }
 
 /// The checks MaPLe, IVLP and PromptSRC share.
@@ -174,42 +181,21 @@ pub struct MultiModal<B: AutodiffBackend> {
     src: Option<SelfRegulation<B>>,
     n_ctx: usize,
     placeholder: String,
-    prompts: Option<MultiModalPrompts<B>>,
-    optim: OptimizerAdaptor<Sgd<B::InnerBackend>, MultiModalPrompts<B>, B>,
     train: ClassPrompts<B>,
-    eval: Option<(MultiModalPrompts<B::InnerBackend>, Tensor<B::InnerBackend, 2>)>,
 }
 
 impl<B: AutodiffBackend> MultiModal<B> {
-    pub fn maple(
-        c: &MapleConfig,
-        clip: &Clip<B>,
-        tok: &ClipTokenizer,
-        classnames: &[String],
-        seed: u64,
-    ) -> Result<Self> {
-        let common = (c.n_ctx, c.ctx_init.as_str(), c.depth, c.init_std, &c.optim);
-        Self::new("maple", common, Coupling::Maple, clip, tok, classnames, seed)
-    }
-
-    pub fn ivlp(c: &IvlpConfig, clip: &Clip<B>, tok: &ClipTokenizer, classnames: &[String], seed: u64) -> Result<Self> {
-        let common = (c.n_ctx_text, c.ctx_init.as_str(), c.text_depth, c.init_std, &c.optim);
-        let coupling = Coupling::Independent {
-            n_vision: c.n_ctx_vision,
-            vision_depth: c.vision_depth,
-        };
-        Self::new("ivlp", common, coupling, clip, tok, classnames, seed)
-    }
-
-    fn new(
+    /// The model of `kind` with `(n_ctx, ctx_init, text_depth, init_std)` and `coupling`, and its
+    /// initial prompts.
+    pub(super) fn new(
         kind: &'static str,
-        (n, ctx_init, text_depth, std, optim): (usize, &str, usize, f64, &SgdConfig),
+        (n, ctx_init, text_depth, std): (usize, &str, usize, f64),
         coupling: Coupling,
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
         seed: u64,
-    ) -> Result<Self> {
+    ) -> Result<(Self, MultiModalPrompts<B>)> {
         let device = clip.logit_scale.val().device();
         let tw = clip.text_model.token_embedding.dims()[1];
         let vw = clip.vision_model.class_embedding.dims()[0];
@@ -279,75 +265,51 @@ impl<B: AutodiffBackend> MultiModal<B> {
             }
         };
         let train = ClassPrompts::new(clip, tok, &placeholder, n, classnames)?;
-        Ok(Self {
+        let method = Self {
             kind,
             src: None,
             n_ctx: n,
             placeholder,
-            prompts: Some(MultiModalPrompts {
-                ctx,
-                text_deep,
-                vision,
-                proj_w,
-                proj_b,
-            }),
-            optim: optim.burn_config().init(),
             train,
-            eval: None,
-        })
+        };
+        let prompts = MultiModalPrompts {
+            ctx,
+            text_deep,
+            vision,
+            proj_w,
+            proj_b,
+        };
+        Ok((method, prompts))
     }
 
-    pub fn promptsrc(
-        c: &PromptSrcConfig,
-        gpa: (f64, f64),
-        clip: &Clip<B>,
-        tok: &ClipTokenizer,
-        classnames: &[String],
-        seed: u64,
-    ) -> Result<Self> {
-        let mut m = Self::ivlp(&c.ivlp(), clip, tok, classnames, seed)?;
-        m.kind = "promptsrc";
-        // The mean of the frozen model's unnormalized features over the templates, normalized.
-        let mut sum: Option<Tensor<B, 2>> = None;
-        for t in &c.text_templates {
-            let texts: Vec<String> = classnames.iter().map(|n| super::zeroshot::fill(t, n)).collect();
-            let f = clip.encode_text(tok, &texts)?;
-            sum = Some(match sum {
-                Some(s) => s + f,
-                None => f,
-            });
-        }
-        let anchors = Clip::normalize(sum.expect("validated: templates are non-empty")).detach();
-        m.src = Some(SelfRegulation {
-            config: c.clone(),
-            gpa,
-            anchors,
-            aggregate: None,
-        });
-        Ok(m)
+    /// The same model under another method's name (in its messages).
+    pub(super) fn named(self, kind: &'static str) -> Self {
+        Self { kind, ..self }
     }
 
-    fn prompts(&self) -> &MultiModalPrompts<B> {
-        self.prompts
-            .as_ref()
-            .expect("the prompts are only taken out during a step")
+    /// With PromptSRC's self-regulating losses and prompt aggregation.
+    pub(super) fn self_regulated(self, src: SelfRegulation<B>) -> Self {
+        Self { src: Some(src), ..self }
     }
 }
 
-impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
-    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let p = self.prompts();
+impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
+    type Module = MultiModalPrompts<B>;
+
+    fn loss(&self, p: &MultiModalPrompts<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let text = p.text_features(clip, &self.train);
         let img = p.image_features(clip, batch.pixels.clone());
         let logits = clip.logits_per_image(img.clone(), text.clone());
         let n = logits.dims()[1];
         let mut loss = cross_entropy_with_logits(logits.clone(), batch.labels.one_hot(n).float());
         if let Some(src) = &self.src {
-            let c = &src.config;
             let zs_img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
             let zs_logits = clip.logits_per_image(zs_img.clone(), src.anchors.clone()).detach();
-            let l_text = (text - src.anchors.clone()).abs().mean().mul_scalar(c.text_loss_weight);
-            let l_img = (img - zs_img).abs().mean().mul_scalar(c.image_loss_weight);
+            let l_text = (text - src.anchors.clone())
+                .abs()
+                .mean()
+                .mul_scalar(src.text_loss_weight);
+            let l_img = (img - zs_img).abs().mean().mul_scalar(src.image_loss_weight);
             // KL(p_zs ‖ p) summed, over the number of logits (the reference's `kl_div(…, 'sum') / numel`).
             let numel = logits.dims().iter().product::<usize>() as f64;
             let log_p = log_softmax(logits, 1);
@@ -355,25 +317,15 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             let kl = (log_zs.clone().exp() * (log_zs - log_p)).sum().div_scalar(numel);
             loss = loss + kl + l_text + l_img;
         }
-        let (value, grads) = loss_grads(loss, p);
-        Ok((value, grads))
+        Ok(loss_grads(loss, p))
     }
 
-    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
-        let p = self
-            .prompts
-            .take()
-            .expect("the prompts are only taken out during a step");
-        self.prompts = Some(self.optim.step(lr, p, grads));
-        Ok(())
-    }
-
-    fn end_epoch(&mut self, epoch: usize, epochs: usize) -> Result<()> {
+    fn end_epoch(&mut self, p: MultiModalPrompts<B>, epoch: usize, epochs: usize) -> Result<MultiModalPrompts<B>> {
         let Some(src) = self.src.as_mut() else {
-            return Ok(());
+            return Ok(p);
         };
         let w = gpa_weights(epochs, src.gpa.0, src.gpa.1)[epoch] as f32;
-        let now = tensors(&self.prompts.as_ref().expect("outside a step").valid());
+        let now = tensors(&p.valid());
         match &mut src.aggregate {
             None => {
                 src.aggregate = Some(
@@ -390,37 +342,63 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
                 }
             }
         }
-        if epoch + 1 == epochs {
-            // The aggregated prompt is the trained one.
-            let agg = src.aggregate.take().expect("set above");
-            let names = names(self.prompts());
-            let artifact: PromptArtifact = names.into_iter().zip(agg).collect();
-            self.load_artifact(&artifact)?;
+        if epoch + 1 < epochs {
+            return Ok(p);
+        }
+        // The aggregated prompt is the trained one.
+        let agg = src.aggregate.take().expect("set above");
+        let artifact: PromptArtifact = names(&p).into_iter().zip(agg).collect();
+        self.load(&p, &artifact)
+    }
+
+    /// PromptSRC's running aggregate, as `aggregate.<i>` entries.
+    fn epoch_state(&self) -> PromptArtifact {
+        let agg = self.src.as_ref().and_then(|s| s.aggregate.as_ref());
+        agg.into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, t)| (format!("aggregate.{i:03}"), t.clone()))
+            .collect()
+    }
+
+    fn restore_epoch_state(&mut self, state: &PromptArtifact) -> Result<()> {
+        // BTreeMap order is the zero-padded index order.
+        let agg: Vec<(Vec<usize>, Vec<f32>)> = state
+            .iter()
+            .filter(|(k, _)| k.starts_with("aggregate."))
+            .map(|(_, v)| v.clone())
+            .collect();
+        match self.src.as_mut() {
+            Some(src) => src.aggregate = (!agg.is_empty()).then_some(agg),
+            None if !state.is_empty() => {
+                return Err(Error::Store(format!(
+                    "a training checkpoint holds state across epochs {} does not keep",
+                    self.kind
+                )))
+            }
+            None => {}
         }
         Ok(())
     }
 
-    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
-        let p = self.prompts().valid();
+    fn scorer(
+        &self,
+        p: &MultiModalPrompts<B::InnerBackend>,
+        clip: &Clip<B::InnerBackend>,
+        tok: &ClipTokenizer,
+        classes: &ClassSet,
+    ) -> Result<Scorer<B::InnerBackend>> {
         let cp = ClassPrompts::new(clip, tok, &self.placeholder, self.n_ctx, classes.names)?;
         let text = p.text_features(clip, &cp);
-        self.eval = Some((p, text));
-        Ok(())
-    }
-
-    fn eval_logits(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2> {
-        let (p, text) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
-        clip.logits_per_image(p.image_features(clip, pixels), text.clone())
+        let p = p.clone();
+        Ok(Scorer::Pixels(Box::new(move |clip, pixels| {
+            clip.logits_per_image(p.image_features(clip, pixels), text.clone())
+        })))
     }
 
     /// The text context, the deep text prompts and (IVLP, PromptSRC) the visual prompts; MaPLe's
     /// visual prompts are projections, not prompt tensors.
-    fn prompt_params(&self) -> Vec<PromptParam> {
-        let p = self.prompts();
+    fn prompt_params(&self, p: &MultiModalPrompts<B>) -> Vec<PromptParam> {
         let names = names(p);
         let roles = (0..=p.text_deep.len())
             .map(PromptRole::Text)
@@ -438,47 +416,12 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             .collect()
     }
 
-    /// With PromptSRC's running aggregate, stored as `aggregate.<i>` entries.
-    fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self
-            .prompts
-            .as_ref()
-            .expect("the prompts are only taken out during a step");
-        let mut state = super::resume::save(m, &self.optim)?;
-        if let Some(agg) = self.src.as_ref().and_then(|s| s.aggregate.as_ref()) {
-            for (i, t) in agg.iter().enumerate() {
-                state.extra.insert(format!("aggregate.{i:03}"), t.clone());
-            }
-        }
-        Ok(Some(state))
-    }
-
-    fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self
-            .prompts
-            .take()
-            .expect("the prompts are only taken out during a step");
-        self.prompts = Some(super::resume::load(m, &mut self.optim, state)?);
-        if let Some(src) = self.src.as_mut() {
-            // BTreeMap order is the zero-padded index order.
-            let agg: Vec<(Vec<usize>, Vec<f32>)> = state
-                .extra
-                .iter()
-                .filter(|(k, _)| k.starts_with("aggregate."))
-                .map(|(_, v)| v.clone())
-                .collect();
-            src.aggregate = (!agg.is_empty()).then_some(agg);
-        }
-        Ok(())
-    }
-
-    fn save_artifact(&self) -> PromptArtifact {
-        let p = self.prompts();
+    fn artifact(&self, p: &MultiModalPrompts<B>) -> PromptArtifact {
         names(p).into_iter().zip(tensors(&p.valid())).collect()
     }
 
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
-        let cur = self.save_artifact();
+    fn load(&self, p: &MultiModalPrompts<B>, artifact: &PromptArtifact) -> Result<MultiModalPrompts<B>> {
+        let cur = self.artifact(p);
         for (k, (shape, _)) in &cur {
             match artifact.get(k) {
                 None => return Err(Error::Input(format!("{} artifact has no `{k}`", self.kind))),
@@ -491,7 +434,7 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
                 _ => {}
             }
         }
-        let device = self.prompts().ctx.val().device();
+        let device = p.ctx.val().device();
         let t2 = |k: &str, transpose: bool| {
             let (s, d) = &artifact[k];
             let t = if transpose {
@@ -506,7 +449,6 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             let (s, d) = &artifact[k];
             Param::from_tensor(Tensor::<B, 1>::from_data(TensorData::new(d.clone(), [s[0]]), &device).require_grad())
         };
-        let p = self.prompts();
         let (nt, nv, np) = (p.text_deep.len(), p.vision.len(), p.proj_w.len());
         let all = names(p);
         let mut it = all.iter();
@@ -518,20 +460,19 @@ impl<B: AutodiffBackend> PromptMethod<B> for MultiModal<B> {
             proj_w.push(t2(it.next().expect("proj w"), true));
             proj_b.push(t1(it.next().expect("proj b")));
         }
-        self.prompts = Some(MultiModalPrompts {
+        Ok(MultiModalPrompts {
             ctx,
             text_deep,
             vision,
             proj_w,
             proj_b,
-        });
-        Ok(())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::promptsrc::gpa_weights;
+    use super::gpa_weights;
 
     #[test]
     fn gpa_weights_are_the_normalized_gaussian_over_epochs() {

@@ -2,13 +2,15 @@
 //! prompt aggregation (the model is `multimodal.rs`'s).
 
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::ivlp::IvlpConfig;
-use super::multimodal::MultiModal;
+use super::multimodal::SelfRegulation;
 use super::optim::{Epochs, PerCell, SgdConfig};
-use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
-use super::{PromptMethod, PromptRole};
+use super::spec::{BuildInputs, Builder, EncoderUse, MethodSpec, Training};
+use super::PromptRole;
+use crate::clip::Clip;
 use crate::error::Result;
 
 /// PromptSRC (Khattak et al., ICCV'23): IVLP prompts trained with self-regulating constraints
@@ -67,14 +69,6 @@ impl PromptSrcConfig {
     }
 }
 
-/// GPA's weight of each epoch (1-based e = 1 … epochs): the normal density at e, normalized.
-pub fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
-    let pdf = |x: f64| (-(x - mean).powi(2) / (2.0 * std * std)).exp() / (std * (std::f64::consts::TAU).sqrt());
-    let w: Vec<f64> = (1..=epochs).map(|e| pdf(e as f64)).collect();
-    let sum: f64 = w.iter().sum();
-    w.iter().map(|x| x / sum).collect()
-}
-
 impl MethodSpec for PromptSrcConfig {
     const PAPER_NAME: &'static str = "PromptSRC";
     const ENCODERS: EncoderUse = EncoderUse {
@@ -110,16 +104,28 @@ impl MethodSpec for PromptSrcConfig {
         self.gpa(dataset, shots).map(|_| ())
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let gpa = self.gpa(i.dataset, i.shots).map_err(crate::error::Error::Config)?;
-        Ok(Box::new(MultiModal::promptsrc(
-            self,
+        let (method, prompts) = super::ivlp::model(&self.ivlp(), i.clip, i.tok, i.classnames, i.seed)?;
+        // The mean of the frozen model's unnormalized features over the templates, normalized.
+        let mut sum: Option<Tensor<B, 2>> = None;
+        for t in &self.text_templates {
+            let texts: Vec<String> = i.classnames.iter().map(|n| super::zeroshot::fill(t, n)).collect();
+            let f = i.clip.encode_text(i.tok, &texts)?;
+            sum = Some(match sum {
+                Some(s) => s + f,
+                None => f,
+            });
+        }
+        let anchors = Clip::normalize(sum.expect("validated: templates are non-empty")).detach();
+        let method = method.named("promptsrc").self_regulated(SelfRegulation {
+            text_loss_weight: self.text_loss_weight,
+            image_loss_weight: self.image_loss_weight,
             gpa,
-            i.clip,
-            i.tok,
-            i.classnames,
-            i.seed,
-        )?))
+            anchors,
+            aggregate: None,
+        });
+        Ok(to.sgd(method, prompts, &self.optim))
     }
 }
 

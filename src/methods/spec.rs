@@ -6,7 +6,7 @@
 use burn::tensor::backend::AutodiffBackend;
 
 use super::optim::{Epochs, SgdConfig};
-use super::{PromptMethod, PromptRole};
+use super::{FeatureFit, Frozen, PromptRole, SgdMethod};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::Result;
 
@@ -140,7 +140,21 @@ pub trait MethodSpec {
 
     fn training(&self) -> Training<'_>;
 
-    fn build<B: AutodiffBackend>(&self, inputs: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>>;
+    /// Builds the method for one training label space and hands it to `to` by kind (its
+    /// `training` says which kind it is).
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, inputs: &BuildInputs<B>, to: V) -> Result<V::Out>;
+}
+
+/// What receives a built method, by how it learns: the runner, which trains each kind its own way
+/// (the SGD loop is generic over the method's module, so it gets the method's own type).
+pub trait Builder<B: AutodiffBackend> {
+    type Out;
+    /// A method trained by SGD, with its initial module and its optimizer's settings.
+    fn sgd<M: SgdMethod<B> + 'static>(self, method: M, module: M::Module, optim: &SgdConfig) -> Self::Out;
+    /// A method fitted on frozen features.
+    fn features(self, method: Box<dyn FeatureFit<B::InnerBackend>>) -> Self::Out;
+    /// A method with nothing to learn.
+    fn frozen(self, method: Box<dyn Frozen<B::InnerBackend>>) -> Self::Out;
 }
 
 /// A layout of `text.0 … text.(depth−1)` with `n_text` tokens each, then `vision.0 …` likewise.

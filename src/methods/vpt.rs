@@ -3,9 +3,8 @@
 //! `depth > 1` each block `1 … depth−1` replaces those tokens with its own learnable ones (deep).
 //! The text side is CLIP's, frozen, on a fixed hand-crafted prompt.
 
-use burn::module::{AutodiffModule, Module, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{GradientsParams, Optimizer, Sgd};
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{Tensor, TensorData};
@@ -17,7 +16,9 @@ use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::zeroshot::class_features;
-use super::{host_tensor, loss_grads, Batch, ClassSet, PromptArtifact, PromptMethod, PromptParam, PromptRole};
+use super::{
+    host_tensor, loss_grads, Batch, Builder, ClassSet, PromptArtifact, PromptParam, PromptRole, Scorer, SgdMethod,
+};
 use crate::clip::{Clip, ClipTokenizer, VisionPrompts};
 use crate::error::{Error, Result};
 
@@ -57,8 +58,9 @@ impl MethodSpec for VptConfig {
         Training::sgd(&self.optim, &self.epochs, self.batch_size)
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(Vpt::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        let (method, prompts) = Vpt::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?;
+        Ok(to.sgd(method, prompts, &self.optim))
     }
 }
 
@@ -90,21 +92,19 @@ fn layer_name(i: usize) -> String {
 
 pub struct Vpt<B: AutodiffBackend> {
     config: VptConfig,
-    prompts: Option<VisualPrompts<B>>,
-    optim: OptimizerAdaptor<Sgd<B::InnerBackend>, VisualPrompts<B>, B>,
     /// Normalized text features of the training classes (frozen).
     train_text: Tensor<B, 2>,
-    eval: Option<(VisualPrompts<B::InnerBackend>, Tensor<B::InnerBackend, 2>)>,
 }
 
 impl<B: AutodiffBackend> Vpt<B> {
+    /// The method and its initial prompts.
     pub fn new(
         config: VptConfig,
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
         seed: u64,
-    ) -> Result<Self> {
+    ) -> Result<(Self, VisualPrompts<B>)> {
         let layers = clip.vision_model.encoder.layers.len();
         if config.depth > layers {
             return Err(Error::Config(format!(
@@ -125,59 +125,37 @@ impl<B: AutodiffBackend> Vpt<B> {
             })
             .collect();
         let train_text = class_features(clip, tok, &[config.text_template.clone()], classnames)?.detach();
-        Ok(Self {
-            optim: config.optim.burn_config().init(),
-            config,
-            prompts: Some(VisualPrompts { layers }),
-            train_text,
-            eval: None,
-        })
-    }
-
-    fn prompts(&self) -> &VisualPrompts<B> {
-        self.prompts
-            .as_ref()
-            .expect("the prompts are only taken out during a step")
+        Ok((Self { config, train_text }, VisualPrompts { layers }))
     }
 }
 
-impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
-    fn step(&mut self, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let prompts = self.prompts();
+impl<B: AutodiffBackend> SgdMethod<B> for Vpt<B> {
+    type Module = VisualPrompts<B>;
+
+    fn loss(&self, prompts: &VisualPrompts<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let img = clip.encode_image(batch.pixels, &prompts.inputs());
         let logits = clip.logits_per_image(img, self.train_text.clone());
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
-        let (value, grads) = loss_grads(loss, prompts);
-        Ok((value, grads))
+        Ok(loss_grads(loss, prompts))
     }
 
-    fn apply(&mut self, grads: GradientsParams, lr: f64) -> Result<()> {
-        let prompts = self
-            .prompts
-            .take()
-            .expect("the prompts are only taken out during a step");
-        self.prompts = Some(self.optim.step(lr, prompts, grads));
-        Ok(())
-    }
-
-    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
-        let text = class_features(clip, tok, &[self.config.text_template.clone()], classes.names)?;
-        self.eval = Some((self.prompts().valid(), text));
-        Ok(())
-    }
-
-    fn eval_logits(
+    fn scorer(
         &self,
+        prompts: &VisualPrompts<B::InnerBackend>,
         clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2> {
-        let (prompts, text) = self.eval.as_ref().expect("begin_eval runs before eval_logits");
-        clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs()), text.clone())
+        tok: &ClipTokenizer,
+        classes: &ClassSet,
+    ) -> Result<Scorer<B::InnerBackend>> {
+        let text = class_features(clip, tok, &[self.config.text_template.clone()], classes.names)?;
+        let prompts = prompts.clone();
+        Ok(Scorer::Pixels(Box::new(move |clip, pixels| {
+            clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs()), text.clone())
+        })))
     }
 
-    fn prompt_params(&self) -> Vec<PromptParam> {
-        self.prompts()
+    fn prompt_params(&self, prompts: &VisualPrompts<B>) -> Vec<PromptParam> {
+        prompts
             .layers
             .iter()
             .enumerate()
@@ -190,25 +168,8 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
             .collect()
     }
 
-    fn train_state(&self) -> Result<Option<super::resume::TrainState>> {
-        let m = self
-            .prompts
-            .as_ref()
-            .expect("the prompts are only taken out during a step");
-        super::resume::save(m, &self.optim).map(Some)
-    }
-
-    fn restore_train_state(&mut self, state: &super::resume::TrainState) -> Result<()> {
-        let m = self
-            .prompts
-            .take()
-            .expect("the prompts are only taken out during a step");
-        self.prompts = Some(super::resume::load(m, &mut self.optim, state)?);
-        Ok(())
-    }
-
-    fn save_artifact(&self) -> PromptArtifact {
-        self.prompts()
+    fn artifact(&self, prompts: &VisualPrompts<B>) -> PromptArtifact {
+        prompts
             .layers
             .iter()
             .enumerate()
@@ -216,10 +177,10 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
             .collect()
     }
 
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
+    fn load(&self, prompts: &VisualPrompts<B>, artifact: &PromptArtifact) -> Result<VisualPrompts<B>> {
         let device = self.train_text.device();
         let mut layers = Vec::new();
-        for (i, p) in self.prompts().layers.iter().enumerate() {
+        for (i, p) in prompts.layers.iter().enumerate() {
             let name = layer_name(i);
             let (shape, data) = artifact
                 .get(&name)
@@ -233,7 +194,6 @@ impl<B: AutodiffBackend> PromptMethod<B> for Vpt<B> {
             let t = Tensor::<B, 3>::from_data(TensorData::new(data.clone(), cur), &device);
             layers.push(Param::from_tensor(t.require_grad()));
         }
-        self.prompts = Some(VisualPrompts { layers });
-        Ok(())
+        Ok(VisualPrompts { layers })
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{BuildInputs, EncoderUse, MethodSpec, Training};
-use super::{image_logits, ClassSet, PromptArtifact, PromptMethod};
+use super::{Builder, ClassSet, Frozen, Scorer};
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -48,8 +48,8 @@ impl MethodSpec for ZeroShotConfig {
         Training::None
     }
 
-    fn build<B: AutodiffBackend>(&self, i: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
-        Ok(Box::new(ZeroShot::new(self.clone(), i.imagenet_like)))
+    fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
+        Ok(to.frozen(Box::new(ZeroShot::new(self.clone(), i.imagenet_like))))
     }
 }
 
@@ -104,63 +104,21 @@ pub fn class_features<B: Backend>(
     Ok(Clip::normalize(sum))
 }
 
-pub struct ZeroShot<B: AutodiffBackend> {
+pub struct ZeroShot {
     config: ZeroShotConfig,
     imagenet_like: bool,
-    text: Option<Tensor<B::InnerBackend, 2>>,
 }
 
-impl<B: AutodiffBackend> ZeroShot<B> {
+impl ZeroShot {
     pub fn new(config: ZeroShotConfig, imagenet_like: bool) -> Self {
-        Self {
-            config,
-            imagenet_like,
-            text: None,
-        }
+        Self { config, imagenet_like }
     }
 }
 
-impl<B: AutodiffBackend> PromptMethod<B> for ZeroShot<B> {
-    fn begin_eval(&mut self, clip: &Clip<B::InnerBackend>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<()> {
+impl<B: Backend> Frozen<B> for ZeroShot {
+    fn scorer(&self, clip: &Clip<B>, tok: &ClipTokenizer, classes: &ClassSet) -> Result<Scorer<B>> {
         let templates = templates_for(self.config.templates, classes.template, self.imagenet_like);
-        self.text = Some(class_features(clip, tok, &templates, classes.names)?);
-        Ok(())
-    }
-
-    fn eval_logits(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        pixels: Tensor<B::InnerBackend, 4>,
-    ) -> Tensor<B::InnerBackend, 2> {
-        let text = self.text.clone().expect("begin_eval runs before eval_logits");
-        image_logits(clip, pixels, text)
-    }
-
-    fn image_encoder_frozen(&self) -> bool {
-        true
-    }
-
-    fn eval_logits_from_features(
-        &self,
-        clip: &Clip<B::InnerBackend>,
-        image_features: Tensor<B::InnerBackend, 2>,
-    ) -> Option<Tensor<B::InnerBackend, 2>> {
-        let text = self.text.clone().expect("begin_eval runs before eval_logits");
-        Some(clip.logits_per_image(image_features, text))
-    }
-
-    fn save_artifact(&self) -> PromptArtifact {
-        PromptArtifact::new()
-    }
-
-    fn load_artifact(&mut self, artifact: &PromptArtifact) -> Result<()> {
-        if artifact.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Internal(
-                "zero-shot CLIP has no prompt parameters to load".into(),
-            ))
-        }
+        Ok(Scorer::Classes(class_features(clip, tok, &templates, classes.names)?))
     }
 }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::AggRow;
 use crate::error::{Error, Result};
-use crate::suite::{CheckConfig, FailOn, Metric, Protocol};
+use crate::suite::{CheckConfig, FailOn, Metric, Protocol, Suite};
 
 /// One published number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,6 +176,23 @@ pub fn check(rule: &CheckConfig, baseline: &[AggRow], current: &[AggRow]) -> Vec
             }
         })
         .collect()
+}
+
+/// The published row a report row stands beside: same table protocol, method (by its paper name),
+/// dataset, metric and shots (any shots for a method that learns nothing).
+pub(super) fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
+    let method = suite.methods.get(&r.method)?;
+    let name = method.paper_name()?;
+    // A method that learns nothing (zero-shot) does not depend on the shots a table was run with.
+    let shot_free = !suite.trained_as(method).training().learns();
+    tables
+        .iter()
+        .filter(|t| t.protocol == r.protocol)
+        .flat_map(|t| &t.rows)
+        // Zero-shot numbers do not depend on the shots a table was run with.
+        .find(|p| {
+            p.method == name && p.dataset == r.dataset && p.metric == r.metric && (p.shots == r.shots || shot_free)
+        })
 }
 
 #[cfg(test)]

@@ -13,41 +13,11 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::aggregate::AggRow;
 use super::baseline::PublishedTable;
 use super::paired::PairRow;
+pub use super::plot::Figure;
+use super::plot::{file_name, legend, pe, PALETTE};
 use super::ReportData;
 use crate::error::{Error, Result};
 use crate::suite::{Metric, Protocol, Suite};
-
-/// Okabe–Ito's eight, then Paul Tol's muted scheme: distinct under the common colour-vision
-/// deficiencies for the first eight.
-pub(super) const PALETTE: [RGBColor; 15] = [
-    RGBColor(0, 114, 178),
-    RGBColor(230, 159, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(213, 94, 0),
-    RGBColor(204, 121, 167),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-    RGBColor(240, 228, 66),
-    RGBColor(136, 34, 85),
-    RGBColor(68, 170, 153),
-    RGBColor(153, 153, 51),
-    RGBColor(170, 68, 153),
-    RGBColor(17, 119, 51),
-    RGBColor(51, 34, 136),
-    RGBColor(221, 204, 119),
-];
-
-/// A figure written beside the report.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Figure {
-    /// File name under the report's directory.
-    pub file: String,
-    pub title: String,
-}
-
-pub(super) fn pe<E: std::fmt::Debug>(e: E) -> Error {
-    Error::Internal(format!("figure: {e:?}"))
-}
 
 /// Every method of the report, in one order, with its colour.
 fn colours(rows: &[AggRow]) -> BTreeMap<String, RGBColor> {
@@ -57,43 +27,6 @@ fn colours(rows: &[AggRow]) -> BTreeMap<String, RGBColor> {
         .enumerate()
         .map(|(i, m)| (m.to_string(), PALETTE[i % PALETTE.len()]))
         .collect()
-}
-
-/// A legend in its own drawing area: a swatch and a name per entry.
-pub(super) fn legend(
-    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
-    entries: &[(String, RGBColor)],
-) -> Result<()> {
-    for (i, (name, c)) in entries.iter().enumerate() {
-        let y = 40 + 20 * i as i32;
-        area.draw(&Rectangle::new([(8, y - 5), (26, y + 5)], c.filled()))
-            .map_err(pe)?;
-        area.draw(&Text::new(
-            name.clone(),
-            (32, y),
-            ("sans-serif", 13)
-                .into_font()
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(pe)?;
-    }
-    Ok(())
-}
-
-pub(super) fn file_name(parts: &[&str]) -> String {
-    let s: String = parts
-        .join("-")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{s}.svg")
 }
 
 /// A few-shot table's accuracy rows.
@@ -219,7 +152,7 @@ fn few_shot(
                         let pubs: Vec<(f64, f64)> = rs
                             .iter()
                             .filter_map(|r| {
-                                super::markdown::published_for(published, suite, r).map(|p| (r.shots as f64, p.value))
+                                super::baseline::published_for(published, suite, r).map(|p| (r.shots as f64, p.value))
                             })
                             .filter(|(_, v)| (y0..=y1).contains(v))
                             .collect();

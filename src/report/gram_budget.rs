@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::markdown::markdown_table;
 use super::paired::PairRow;
+use super::table::markdown_table;
 use crate::gram::{CorpusSpec, GramSpec};
 use crate::suite::methods::MethodConfig;
 use crate::suite::protocol::AVERAGE;
@@ -236,7 +236,7 @@ seeds = [1, 2]
 seed = 1
 corpus = {{ world = {{ size = {size} }} }}
 [gram.{name}.train]{}"#,
-                crate::gram::train::tests::VALID
+                crate::gram::config::tests::VALID
                     .replace("inner_lr = 1.0", &format!("inner_lr = {inner_lr:?}"))
                     .replace("steps = 3", &format!("steps = {steps}"))
             )

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::figures::{file_name, legend, pe, Figure, PALETTE};
 use super::gram_budget::{headline, BudgetPoint};
 use super::host_gain::HostGain;
+use super::plot::{file_name, legend, pe, Figure, PALETTE};
 use crate::error::Result;
 
 /// The range `lo..hi` padded by 10% (at least ±1 around a flat series), always including 0.

@@ -7,8 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::markdown::markdown_table;
 use super::paired::PairRow;
+use super::table::markdown_table;
 use crate::suite::methods::MethodConfig;
 use crate::suite::protocol::AVERAGE;
 use crate::suite::Suite;

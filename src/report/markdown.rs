@@ -4,13 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tabled::builder::Builder;
-use tabled::settings::Style;
-
 use super::aggregate::AggRow;
-use super::baseline::{PublishedRow, PublishedTable};
+use super::baseline::PublishedTable;
 use super::paired::PairRow;
 use super::paper_layout::against_published;
+use super::table::markdown_table;
 use super::ReportData;
 use crate::suite::protocol::AVERAGE;
 use crate::suite::Suite;
@@ -29,31 +27,6 @@ fn fmt_row(r: &AggRow) -> String {
         Some(s) => format!("{:.2} ± {:.2} ({})", r.mean, s, r.n),
         None => format!("{:.2} ({})", r.mean, r.n),
     }
-}
-
-/// A markdown table (tabled) of string cells under `header`.
-pub fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut b = Builder::default();
-    b.push_record(header.iter().map(|s| s.to_string()));
-    for r in rows {
-        b.push_record(r);
-    }
-    b.build().with(Style::markdown()).to_string()
-}
-
-pub(super) fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
-    let method = suite.methods.get(&r.method)?;
-    let name = method.paper_name()?;
-    // A method that learns nothing (zero-shot) does not depend on the shots a table was run with.
-    let shot_free = !suite.trained_as(method).training().learns();
-    tables
-        .iter()
-        .filter(|t| t.protocol == r.protocol)
-        .flat_map(|t| &t.rows)
-        // Zero-shot numbers do not depend on the shots a table was run with.
-        .find(|p| {
-            p.method == name && p.dataset == r.dataset && p.metric == r.metric && (p.shots == r.shots || shot_free)
-        })
 }
 
 /// Renders the markdown report.

@@ -13,8 +13,11 @@ pub mod host_gain;
 pub mod markdown;
 pub mod paired;
 pub mod paper_layout;
+pub mod plot;
+pub mod table;
 
-pub use markdown::{markdown_table, render_markdown};
+pub use markdown::render_markdown;
+pub use table::markdown_table;
 
 use std::path::{Path, PathBuf};
 

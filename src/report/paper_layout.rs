@@ -6,8 +6,8 @@
 //! "mean ± std".
 
 use super::aggregate::AggRow;
-use super::baseline::{tolerance, PublishedTable};
-use super::markdown::{markdown_table, published_for};
+use super::baseline::{published_for, tolerance, PublishedTable};
+use super::table::markdown_table;
 use crate::suite::protocol::AVERAGE;
 use crate::suite::{Metric, Protocol, Suite};
 

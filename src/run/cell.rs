@@ -8,12 +8,13 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 
+use super::learner::CellMethod;
 use super::session::Session;
 use super::Ad;
 use crate::data::images::check_decodable;
 use crate::data::{relabel, subsample_labels, Dataset, Datum};
 use crate::error::{Error, Result};
-use crate::methods::{BuildInputs, PromptMethod, Training};
+use crate::methods::{BuildInputs, Training};
 use crate::provenance::{git_commit, now_utc};
 use crate::resolve::ResolvedSuite;
 use crate::store::{CellConfig, CellDigests, CheckpointDigest, Environment, Record, Status, Timings, RECORD_SCHEMA};
@@ -106,32 +107,35 @@ impl<'a, B: Backend> Session<'a, B> {
             ..CellDigests::default()
         };
         let training = mc.training();
-        let mut method = mc.build(&BuildInputs {
-            clip: &self.clip,
-            tok: &self.tok,
-            classnames: &classnames,
-            template: &ds.def.template,
-            imagenet_like: ds.def.imagenet_like,
-            dataset: &s.dataset,
-            shots: s.shots,
-            seed: s.seed,
-        })?;
+        let mut method = CellMethod::build(
+            mc,
+            &BuildInputs {
+                clip: &self.clip,
+                tok: &self.tok,
+                classnames: &classnames,
+                template: &ds.def.template,
+                imagenet_like: ds.def.imagenet_like,
+                dataset: &s.dataset,
+                shots: s.shots,
+                seed: s.seed,
+            },
+        )?;
         record.timings.load_s = t_load.elapsed().as_secs_f64();
 
         let (eval_ds, eval_labels) = match s.phase {
             Phase::Train => {
                 if training.learns() {
-                    method = self.train_phase(cell, &ds, &labels, method, record)?;
+                    self.train_phase(cell, &ds, &labels, &mut method, record)?;
                 }
                 (ds.clone(), labels)
             }
             Phase::Checkpoint => {
-                digests.checkpoint = Some(self.checkpoint_phase(cell, method.as_mut())?);
+                digests.checkpoint = Some(self.checkpoint_phase(cell, &mut method)?);
                 (ds.clone(), labels)
             }
             Phase::Meta => return Err(Error::Internal("a meta cell reached the host phases".into())),
             Phase::Eval => {
-                self.load_trained(cell, training, method.as_mut())?;
+                self.load_trained(cell, training, &mut method)?;
                 let target = s.target.clone().unwrap_or_else(|| s.dataset.clone());
                 let tds = self.dataset(&target)?;
                 digests.data.insert(target.clone(), tds.digest());
@@ -145,23 +149,24 @@ impl<'a, B: Backend> Session<'a, B> {
             ..digests
         };
         let t = Instant::now();
-        let (metrics, per_class) = self.evaluate(method.as_mut(), &eval_ds, &eval_labels, record)?;
+        let frozen_image = mc.encoders().is_some_and(|e| e.frozen_image());
+        let (metrics, per_class) = self.evaluate(&method, frozen_image, &eval_ds, &eval_labels, record)?;
         record.timings.eval_s = t.elapsed().as_secs_f64();
         record.metrics = Some(metrics);
         record.per_class = per_class;
         Ok(())
     }
 
-    /// A train cell: the K-shot subset (decoded up front), GRAM's wrapping for a gram method, then
-    /// SGD or a feature fit; the learned parameters go beside the record.
+    /// A train cell: the K-shot subset (decoded up front), GRAM's θ₀ and gradient hook for a
+    /// gram method, then SGD or a feature fit; the learned parameters go beside the record.
     fn train_phase(
         &mut self,
         cell: &Cell,
         ds: &Dataset,
         labels: &[usize],
-        mut method: Box<dyn PromptMethod<Ad<B>>>,
+        method: &mut CellMethod<Ad<B>>,
         record: &mut Record,
-    ) -> Result<Box<dyn PromptMethod<Ad<B>>>> {
+    ) -> Result<()> {
         let s = &cell.spec;
         let host = self.host_config(cell)?;
         let gram = match &self.resolved.suite.methods[&s.method] {
@@ -182,44 +187,57 @@ impl<'a, B: Backend> Session<'a, B> {
         if train_items.is_empty() {
             return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
         }
-        if let Some(g) = gram {
-            method = self.with_gram(cell, g, method, &train_items, record)?;
-        }
         let t = Instant::now();
-        record.train = Some(if host.training() == Training::Features {
-            let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
-            let val_items = relabel(&picked, labels);
-            self.fit(method.as_mut(), &train_items, &val_items, record)?
-        } else {
-            let checkpoint = super::train::EpochCheckpoint {
-                path: self.store.train_checkpoint_path(&cell.key),
-                key: cell.key.clone(),
-            };
-            self.train(
-                method.as_mut(),
-                host,
-                &train_items,
-                &s.dataset,
-                s.shots,
-                s.seed,
-                Some(&checkpoint),
-            )?
+        record.train = Some(match (&mut *method, host.training()) {
+            (CellMethod::Features(fit), _) => {
+                if gram.is_some() {
+                    return Err(Error::Config(
+                        "gram: a feature-fitted method has no prompts to meta-learn".into(),
+                    ));
+                }
+                let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
+                let val_items = relabel(&picked, labels);
+                self.fit(fit.as_mut(), &train_items, &val_items, record)?
+            }
+            (CellMethod::Sgd(learner), Training::Sgd(schedule)) => {
+                if let Some(g) = gram {
+                    self.with_gram(cell, g, learner.as_mut(), &train_items, record)?;
+                }
+                let checkpoint = super::train::EpochCheckpoint {
+                    path: self.store.train_checkpoint_path(&cell.key),
+                    key: cell.key.clone(),
+                };
+                self.train(
+                    learner.as_mut(),
+                    schedule,
+                    &train_items,
+                    &s.dataset,
+                    s.shots,
+                    s.seed,
+                    Some(&checkpoint),
+                )?
+            }
+            _ => {
+                return Err(Error::Internal(format!(
+                    "`{}` was built for another kind of training than its spec says",
+                    host.kind()
+                )))
+            }
         });
         record.timings.train_s = t.elapsed().as_secs_f64();
-        self.store.put_artifact(&cell.key, &method.save_artifact())?;
-        Ok(method)
+        self.store.put_artifact(&cell.key, &method.artifact())
     }
 
     /// A checkpoint cell: the released checkpoint's tensors into the method, kept beside the record.
-    fn checkpoint_phase(&self, cell: &Cell, method: &mut dyn PromptMethod<Ad<B>>) -> Result<CheckpointDigest> {
+    fn checkpoint_phase(&self, cell: &Cell, method: &mut CellMethod<Ad<B>>) -> Result<CheckpointDigest> {
         let path = cell
             .spec
             .checkpoint
             .as_deref()
             .ok_or_else(|| Error::Internal("a checkpoint cell without a checkpoint".into()))?;
-        let loaded = crate::methods::released::read(Path::new(path), &method.save_artifact())?;
-        method.load_artifact(&loaded)?;
-        self.store.put_artifact(&cell.key, &method.save_artifact())?;
+        let loaded = crate::methods::released::read(Path::new(path), &method.artifact())?;
+        method.load(&loaded)?;
+        self.store.put_artifact(&cell.key, &method.artifact())?;
         Ok(CheckpointDigest {
             path: path.to_string(),
             sha256: crate::files::file_sha256(Path::new(path))?,
@@ -227,7 +245,7 @@ impl<'a, B: Backend> Session<'a, B> {
     }
 
     /// An eval cell: its train cell must have succeeded; what it learned is loaded.
-    fn load_trained(&self, cell: &Cell, training: Training, method: &mut dyn PromptMethod<Ad<B>>) -> Result<()> {
+    fn load_trained(&self, cell: &Cell, training: Training, method: &mut CellMethod<Ad<B>>) -> Result<()> {
         let dep = cell
             .depends_on
             .as_ref()
@@ -238,7 +256,7 @@ impl<'a, B: Backend> Session<'a, B> {
             None => return Err(Error::Run(format!("its train cell {dep} has not run"))),
         }
         if training.learns() {
-            method.load_artifact(&self.store.get_artifact(dep)?)?;
+            method.load(&self.store.get_artifact(dep)?)?;
         }
         Ok(())
     }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use super::learner::CellMethod;
 use super::session::Session;
 use super::Ad;
 use crate::data::images::{stream, BadImage, Transform};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::features::{FeatureSet, FeatureSource};
-use crate::methods::{ClassSet, PromptMethod};
+use crate::methods::{ClassSet, Scorer};
 use crate::store::{ClassAccuracy, FeatureOrigin, Metrics, Record};
 
 impl<B: Backend> Session<'_, B> {
@@ -49,10 +50,12 @@ impl<B: Backend> Session<'_, B> {
     }
 
     /// Top-1 accuracy of `method` on `ds`'s test images of `labels` (in that label space), per
-    /// class and overall.
+    /// class and overall. `frozen_image`: the method's spec says it leaves the image encoder as it
+    /// is (`MethodSpec::ENCODERS`), so the test split's cached features serve it.
     pub(super) fn evaluate(
         &mut self,
-        method: &mut dyn PromptMethod<Ad<B>>,
+        method: &CellMethod<Ad<B>>,
+        frozen_image: bool,
         ds: &Dataset,
         labels: &[usize],
         record: &mut Record,
@@ -72,19 +75,23 @@ impl<B: Backend> Session<'_, B> {
                 ds.def.name
             )));
         }
-        method.begin_eval(
-            &self.clip_eval,
-            &self.tok,
-            &ClassSet {
-                names: &names,
-                template: &ds.def.template,
-            },
-        )?;
+        let classes = ClassSet {
+            names: &names,
+            template: &ds.def.template,
+        };
+        let scorer = method.scorer(&self.clip_eval, &self.tok, &classes, &self.device)?;
+        if frozen_image != scorer.reads_frozen_features() {
+            return Err(Error::Internal(format!(
+                "the method's spec says its image encoder is {}, its scorer {} it",
+                if frozen_image { "frozen" } else { "prompted" },
+                if frozen_image { "prompts" } else { "does not prompt" }
+            )));
+        }
         let mut tally = Tally::new(names.len());
-        if self.use_features && method.image_encoder_frozen() {
-            self.score_features(method, ds, &items, &mut tally, record)?;
+        if self.use_features && frozen_image {
+            self.score_features(&scorer, ds, &items, &mut tally, record)?;
         } else {
-            self.score_images(method, ds, &items, &mut tally, record)?;
+            self.score_images(&scorer, ds, &items, &mut tally, record)?;
         }
         tally
             .metrics(&names)
@@ -94,7 +101,7 @@ impl<B: Backend> Session<'_, B> {
     /// Scores the test split's cached (or now computed) frozen image features.
     fn score_features(
         &mut self,
-        method: &dyn PromptMethod<Ad<B>>,
+        scorer: &Scorer<B>,
         ds: &Dataset,
         items: &[(usize, usize)],
         tally: &mut Tally,
@@ -112,9 +119,9 @@ impl<B: Backend> Session<'_, B> {
         for chunk in kept.chunks(self.resolved.suite.eval.batch_size) {
             let rows: Vec<f32> = chunk.iter().flat_map(|&(i, _)| feats.row(i).to_vec()).collect();
             let f = Tensor::<B, 2>::from_data(TensorData::new(rows, [chunk.len(), feats.dim]), &self.device);
-            let logits = method
-                .eval_logits_from_features(&self.clip_eval, f)
-                .ok_or_else(|| Error::Internal("the method scores image features but gave no logits".into()))?;
+            let logits = scorer
+                .logits_from_features(&self.clip_eval, f)
+                .ok_or_else(|| Error::Internal("the scorer prompts the image encoder".into()))?;
             tally.add(chunk, logits);
         }
         Ok(())
@@ -124,7 +131,7 @@ impl<B: Backend> Session<'_, B> {
     /// them.
     fn score_images(
         &mut self,
-        method: &dyn PromptMethod<Ad<B>>,
+        scorer: &Scorer<B>,
         ds: &Dataset,
         items: &[(usize, usize)],
         tally: &mut Tally,
@@ -149,7 +156,7 @@ impl<B: Backend> Session<'_, B> {
             let kept: Vec<(usize, usize)> = prepared.kept.iter().map(|&k| chunk[k]).collect();
             if !kept.is_empty() {
                 let pixels = Tensor::<B, 4>::from_data(TensorData::new(prepared.pixels, [kept.len(), 3, s, s]), device);
-                tally.add(&kept, method.eval_logits(clip, pixels));
+                tally.add(&kept, scorer.logits(clip, pixels));
             }
             Ok(())
         })?;

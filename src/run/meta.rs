@@ -8,14 +8,14 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use super::learner::Learner;
 use super::session::Session;
 use super::Ad;
 use crate::data::Datum;
 use crate::error::{Error, Result};
 use crate::features::{FeatureSet, FeatureSource};
 use crate::gram::corpus::drop_undecodable;
-use crate::gram::{meta_train, Checkpointing, Corpus, MetaInputs, RegulatedGradients, WithGram};
-use crate::methods::PromptMethod;
+use crate::gram::{meta_train, theta0_init, Checkpointing, Corpus, MetaInputs, RegulatedGradients};
 use crate::resolve::ResolvedSuite;
 use crate::store::{CellDigests, FeatureOrigin, FitSummary, MetaDigest, MetaFit, Record, Status, TrainSummary};
 use crate::suite::cells::Cell;
@@ -134,15 +134,16 @@ impl<'a, B: Backend> Session<'a, B> {
         Ok((self.features.put(&si, i)?, self.features.put(&sc, c)?))
     }
 
-    /// Wraps a gram method's host with θ₀ and ψ_φ from its meta-training cell.
+    /// GRAM on a host about to train: θ₀ from its meta-training cell replaces the host's initial
+    /// prompts, and ψ_φ becomes the learner's gradient hook.
     pub(super) fn with_gram(
         &mut self,
         cell: &Cell,
         g: &crate::gram::GramConfig,
-        host: Box<dyn PromptMethod<Ad<B>>>,
+        host: &mut dyn Learner<Ad<B>>,
         train_items: &[Datum],
         record: &mut Record,
-    ) -> Result<Box<dyn PromptMethod<Ad<B>>>> {
+    ) -> Result<()> {
         let store = self.store;
         let dep = cell
             .depends_on
@@ -153,26 +154,26 @@ impl<'a, B: Backend> Session<'a, B> {
             _ => return Err(Error::Run(format!("its meta-training cell {dep} has not succeeded"))),
         }
         let (art, artifact_sha256) = store.get_meta(dep)?;
-        let regulate = if g.regulate {
+        if g.init {
+            host.load(&theta0_init(&host.prompt_params(), &host.artifact(), &art.theta0)?)?;
+        }
+        if g.regulate {
             // The task embedding downstream is the meta run's, over the cell's training images
             // (meta-training used the support images' the same way).
             let (f, rows) = self.frozen_features(train_items, record)?;
             let kept: Vec<f32> = rows.iter().flat_map(|&i| f.row(i).to_vec()).collect();
             let features = Tensor::<B, 2>::from_data(TensorData::new(kept, [rows.len(), f.dim]), &self.device);
-            Some(RegulatedGradients::<Ad<B>> {
+            host.regulate(RegulatedGradients::<Ad<B>> {
                 text: art.regulator::<B>(true, &self.device)?,
                 vision: art.regulator::<B>(false, &self.device)?,
                 task: art.config.task_embedding.of(features),
-                params: Vec::new(),
-            })
-        } else {
-            None
-        };
+            })?;
+        }
         record.digests.meta = Some(MetaDigest {
             cell: dep.clone(),
             artifact_sha256,
             corpus_sha256: art.corpus_digest.clone(),
         });
-        Ok(Box::new(WithGram::new(host, g.init.then_some(&art.theta0), regulate)?))
+        Ok(())
     }
 }

@@ -9,7 +9,9 @@
 mod cell;
 mod eval;
 mod interrupt;
+pub mod learner;
 mod meta;
+pub mod resume;
 mod session;
 pub mod shard;
 #[cfg(test)]
@@ -36,6 +38,8 @@ use crate::suite::Suite;
 use crate::world::{ensure_world, WorldArtifacts, BACKBONE};
 
 type Ad<B> = Autodiff<B>;
+
+pub use learner::{CellMethod, Learner};
 
 /// What to do with cells that already have a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

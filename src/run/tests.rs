@@ -4,16 +4,26 @@
 
 use std::path::Path;
 
+use super::learner::CellMethod;
 use super::session::Session;
 use super::BackboneSource;
 use crate::backend::{BackendKind, Cpu};
 use crate::clip::LoadOptions;
 use crate::lock::Lock;
-use crate::methods::BuildInputs;
+use crate::methods::{BuildInputs, SgdSchedule, Training};
 use crate::resolve::ResolvedSuite;
 use crate::store::{Status, Store};
 use crate::suite::cells::Phase;
+use crate::suite::methods::MethodConfig;
 use crate::suite::Suite;
+
+/// The SGD schedule of a method entry.
+fn sgd(mc: &MethodConfig) -> SgdSchedule<'_> {
+    match mc.training() {
+        Training::Sgd(s) => s,
+        other => panic!("not an SGD method: {other:?}"),
+    }
+}
 
 const SUITE: &str = r#"
 schema = 1
@@ -153,8 +163,9 @@ fn the_sgd_loop_follows_the_schedule_and_drops_the_last_partial_batch() {
     let ds = s.dataset("mini").unwrap();
     let mc = f.resolved.suite.methods["coop"].clone();
     let names: Vec<String> = ds.classnames.clone();
-    let mut method = mc
-        .build(&BuildInputs {
+    let mut method = CellMethod::build(
+        &mc,
+        &BuildInputs {
             clip: &s.clip,
             tok: &s.tok,
             classnames: &names,
@@ -163,11 +174,13 @@ fn the_sgd_loop_follows_the_schedule_and_drops_the_last_partial_batch() {
             dataset: "mini",
             shots: 2,
             seed: 1,
-        })
-        .unwrap();
+        },
+    )
+    .and_then(CellMethod::into_learner)
+    .unwrap();
     // 5 items, batch 2: two full batches per epoch, the fifth item dropped (Dassl).
     let items: Vec<_> = ds.train[..5].to_vec();
-    let t = s.train(method.as_mut(), &mc, &items, "mini", 2, 1, None).unwrap();
+    let t = s.train(method.as_mut(), sgd(&mc), &items, "mini", 2, 1, None).unwrap();
     assert_eq!((t.epochs, t.steps, t.images), (3, 6, 5));
     assert_eq!(t.epoch_loss.len(), 3);
     assert!(
@@ -185,8 +198,9 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
         let mut s = f.session(&store, features);
         let ds = s.dataset("mini").unwrap();
         let mc = &f.resolved.suite.methods["zs"];
-        let mut method = mc
-            .build(&BuildInputs {
+        let method = CellMethod::build(
+            &mc,
+            &BuildInputs {
                 clip: &s.clip,
                 tok: &s.tok,
                 classnames: &ds.classnames,
@@ -195,11 +209,12 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
                 dataset: "mini",
                 shots: 2,
                 seed: 1,
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         let mut record = s.new_record(&f.resolved.plan.cells[0]);
         let labels: Vec<usize> = (0..ds.classnames.len()).collect();
-        let (m, per_class) = s.evaluate(method.as_mut(), &ds, &labels, &mut record).unwrap();
+        let (m, per_class) = s.evaluate(&method, true, &ds, &labels, &mut record).unwrap();
         (m, per_class, record.features)
     };
     let (a, pa, fa) = eval(false);
@@ -259,43 +274,51 @@ fn a_cell_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_run() {
     let mc = f.resolved.suite.methods["coop"].clone();
     let names: Vec<String> = ds.classnames.clone();
     let build = |s: &Session<Cpu>| {
-        mc.build(&BuildInputs {
-            clip: &s.clip,
-            tok: &s.tok,
-            classnames: &names,
-            template: &ds.def.template,
-            imagenet_like: false,
-            dataset: "mini",
-            shots: 2,
-            seed: 1,
-        })
+        CellMethod::build(
+            &mc,
+            &BuildInputs {
+                clip: &s.clip,
+                tok: &s.tok,
+                classnames: &names,
+                template: &ds.def.template,
+                imagenet_like: false,
+                dataset: "mini",
+                shots: 2,
+                seed: 1,
+            },
+        )
+        .and_then(CellMethod::into_learner)
         .unwrap()
     };
     let items: Vec<_> = ds.train.to_vec();
     let mut whole = build(&s);
-    let a = s.train(whole.as_mut(), &mc, &items, "mini", 3, 1, None).unwrap();
+    let a = s.train(whole.as_mut(), sgd(&mc), &items, "mini", 3, 1, None).unwrap();
     // A run that checkpoints leaves the state after epoch 2 of 3 (its record would remove it).
     let cp = super::train::EpochCheckpoint {
         path: f.dir.path().join("cp.json"),
         key: "k".into(),
     };
     let mut first = build(&s);
-    let b = s.train(first.as_mut(), &mc, &items, "mini", 3, 1, Some(&cp)).unwrap();
+    let b = s
+        .train(first.as_mut(), sgd(&mc), &items, "mini", 3, 1, Some(&cp))
+        .unwrap();
     assert_eq!((a.epoch_loss.clone(), b.resumed_at_epoch), (b.epoch_loss.clone(), None));
     assert!(cp.path.is_file());
     // A fresh method resumes from it and runs only the last epoch.
     let mut resumed = build(&s);
-    let c = s.train(resumed.as_mut(), &mc, &items, "mini", 3, 1, Some(&cp)).unwrap();
+    let c = s
+        .train(resumed.as_mut(), sgd(&mc), &items, "mini", 3, 1, Some(&cp))
+        .unwrap();
     assert_eq!(c.resumed_at_epoch, Some(2));
     assert_eq!(c.epoch_loss, a.epoch_loss);
-    assert_eq!(resumed.save_artifact(), whole.save_artifact());
+    assert_eq!(resumed.artifact(), whole.artifact());
     // Another cell's checkpoint is refused, not resumed from.
     let other = super::train::EpochCheckpoint {
         path: cp.path.clone(),
         key: "other".into(),
     };
     let e = s
-        .train(build(&s).as_mut(), &mc, &items, "mini", 3, 1, Some(&other))
+        .train(build(&s).as_mut(), sgd(&mc), &items, "mini", 3, 1, Some(&other))
         .unwrap_err()
         .to_string();
     assert!(e.contains("not of other"), "{e}");

@@ -7,14 +7,15 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::learner::Learner;
+use super::resume::TrainState;
 use super::session::Session;
 use super::Ad;
 use crate::data::images::{stream, Transform};
 use crate::data::Datum;
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
-use crate::methods::resume::TrainState;
-use crate::methods::{Batch, PromptMethod, SgdSchedule, Training};
+use crate::methods::{Batch, FeatureFit, SgdSchedule};
 use crate::store::{FitSummary, Record, TrainSummary};
 
 /// Where an SGD cell keeps its state between epochs (beside the records; removed once the cell's
@@ -65,24 +66,24 @@ impl EpochCheckpoint {
 }
 
 impl<B: Backend> Session<'_, B> {
+    /// Trains `learner` on `items` on `schedule` (its epochs resolved for `dataset` and `shots`),
+    /// resuming from and writing to `checkpoint`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn train(
         &mut self,
-        method: &mut dyn PromptMethod<Ad<B>>,
-        mc: &crate::suite::methods::MethodConfig,
+        learner: &mut dyn Learner<Ad<B>>,
+        schedule: SgdSchedule,
         items: &[Datum],
         dataset: &str,
         shots: usize,
         seed: u64,
         checkpoint: Option<&EpochCheckpoint>,
     ) -> Result<TrainSummary> {
-        let Training::Sgd(SgdSchedule {
+        let SgdSchedule {
             optim,
             epochs,
             batch_size,
-        }) = mc.training()
-        else {
-            return Err(Error::Internal(format!("`{}` does not train by SGD", mc.kind())));
-        };
+        } = schedule;
         let epochs = epochs.resolve(dataset, shots).map_err(Error::Config)?;
         let mut rng = crate::seeds::rng(seed, crate::seeds::Stream::BatchOrder);
         let mut order: Vec<usize> = (0..items.len()).collect();
@@ -124,7 +125,7 @@ impl<B: Backend> Session<'_, B> {
                         saved.sums.len()
                     )));
                 }
-                method.restore_train_state(&saved.state)?;
+                learner.restore(&saved.state)?;
                 sums = saved.sums;
                 resumed_at = Some(saved.epochs_done);
                 let keep: Vec<bool> = batch_epoch.iter().map(|&e| e >= saved.epochs_done).collect();
@@ -151,27 +152,25 @@ impl<B: Backend> Session<'_, B> {
             };
             let epoch = batch_epoch[b];
             let lr = optim.lr_at(epoch, epochs);
-            let (loss, grads) = method.step(clip, batch)?;
+            let (loss, grads) = learner.gradients(clip, batch)?;
             // A diverged loss stops the cell before its gradients touch the parameters.
             if !loss.is_finite() {
                 return Err(Error::Run(format!("training diverged: loss {loss} at epoch {epoch}")));
             }
             if !crate::faults::active(crate::faults::Fault::FrozenPrompt) {
-                method.apply(grads, lr)?;
+                learner.apply(grads, lr);
             }
             sums[epoch].0 += loss;
             sums[epoch].1 += 1;
             if batch_epoch.get(b + 1) != Some(&epoch) {
-                method.end_epoch(epoch, epochs)?;
+                learner.end_epoch(epoch, epochs)?;
                 if let (Some(cp), true) = (checkpoint, epoch + 1 < epochs) {
-                    if let Some(state) = method.train_state()? {
-                        cp.write(&SavedEpochs {
-                            key: cp.key.clone(),
-                            epochs_done: epoch + 1,
-                            sums: sums.clone(),
-                            state,
-                        })?;
-                    }
+                    cp.write(&SavedEpochs {
+                        key: cp.key.clone(),
+                        epochs_done: epoch + 1,
+                        sums: sums.clone(),
+                        state: learner.state()?,
+                    })?;
                 }
             }
             Ok(())
@@ -191,7 +190,7 @@ impl<B: Backend> Session<'_, B> {
     /// validation images.
     pub(super) fn fit(
         &mut self,
-        method: &mut dyn PromptMethod<Ad<B>>,
+        method: &mut dyn FeatureFit<B>,
         train: &[Datum],
         val: &[Datum],
         record: &mut Record,
@@ -207,7 +206,7 @@ impl<B: Backend> Session<'_, B> {
         let tr = labelled(train, record)?;
         let va = labelled(val, record)?;
         let images = tr.y.len();
-        let fit = method.fit_features(tr, va, &self.device)?;
+        let fit = method.fit(tr, va, &self.device)?;
         Ok(TrainSummary {
             epochs: 0,
             steps: 0,

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::gram::GramConfig;
 use crate::methods::{
-    BuildInputs, CoCoOpConfig, CoOpConfig, EncoderUse, IvlpConfig, KgCoOpConfig, LinearProbeConfig, MapleConfig,
-    MethodSpec, ProGradConfig, PromptMethod, PromptRole, PromptSrcConfig, Training, VptConfig, ZeroShotConfig,
+    BuildInputs, Builder, CoCoOpConfig, CoOpConfig, EncoderUse, IvlpConfig, KgCoOpConfig, LinearProbeConfig,
+    MapleConfig, MethodSpec, ProGradConfig, PromptRole, PromptSrcConfig, Training, VptConfig, ZeroShotConfig,
 };
 
 macro_rules! registry {
@@ -95,9 +95,10 @@ macro_rules! registry {
             }
 
             /// Instantiates the method for one training label space.
-            pub fn build<B: AutodiffBackend>(&self, inputs: &BuildInputs<B>) -> Result<Box<dyn PromptMethod<B>>> {
+            /// Builds the method and hands it to `to` by kind (see [`Builder`]).
+            pub fn build<B: AutodiffBackend, V: Builder<B>>(&self, inputs: &BuildInputs<B>, to: V) -> Result<V::Out> {
                 match self {
-                    $(MethodConfig::$variant(c) => c.build(inputs),)*
+                    $(MethodConfig::$variant(c) => c.build(inputs, to),)*
                     MethodConfig::Gram(_) => Err(Error::Internal(
                         "a gram method is built from its host and meta-training run, not on its own".into(),
                     )),
