@@ -1,5 +1,8 @@
 //! gram-bench: a reproducibility suite for CLIP prompt tuning (GRAM and the baselines it plugs into).
 
+// One function needs `unsafe` (`clip::fused::matmul_into`); it allows it with its argument.
+#![deny(unsafe_code)]
+
 pub mod backend;
 pub mod cli;
 pub mod clip;

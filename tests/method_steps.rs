@@ -240,6 +240,40 @@ fn every_method_matches_its_reference_on_wgpu() {
     every_method_matches::<burn::backend::Autodiff<burn::backend::Wgpu>>(&Default::default(), 1e-5, 1e-6);
 }
 
+/// `cfg`'s method built on `clip` for `names` (dataset "test", 1 shot).
+fn built<AB: burn::tensor::backend::AutodiffBackend>(
+    cfg: &MethodConfig,
+    clip: &gram_bench::clip::LoadedClip<AB>,
+    names: &[String],
+    template: &str,
+    seed: u64,
+) -> gram_bench::Result<CellMethod<AB>> {
+    CellMethod::build(
+        cfg,
+        &gram_bench::methods::BuildInputs {
+            clip: &clip.model,
+            tok: &clip.tokenizer,
+            classnames: names,
+            template,
+            imagenet_like: false,
+            dataset: "test",
+            shots: 1,
+            seed,
+        },
+    )
+}
+
+/// The SGD learner of `cfg`'s method.
+fn learner<AB: burn::tensor::backend::AutodiffBackend>(
+    cfg: &MethodConfig,
+    clip: &gram_bench::clip::LoadedClip<AB>,
+    names: &[String],
+    template: &str,
+    seed: u64,
+) -> gram_bench::Result<Box<dyn gram_bench::run::Learner<AB>>> {
+    built(cfg, clip, names, template, seed).and_then(CellMethod::into_learner)
+}
+
 fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::Device, logit_tol: f32, step_tol: f32) {
     let dev = dev.clone();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
@@ -248,21 +282,7 @@ fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::De
     let lr = f.meta["lr"].as_f64().unwrap();
     let template = f.meta["template"].as_str().unwrap().to_string();
     for (name, cfg) in configs(&f.meta, lr) {
-        let mut m = CellMethod::build(
-            &cfg,
-            &gram_bench::methods::BuildInputs {
-                clip: &clip.model,
-                tok: &clip.tokenizer,
-                classnames: &f.names,
-                template: &template,
-                imagenet_like: false,
-                dataset: "test",
-                shots: 1,
-                seed: 1,
-            },
-        )
-        .and_then(CellMethod::into_learner)
-        .unwrap();
+        let mut m = learner(&cfg, &clip, &f.names, &template, 1).unwrap();
         m.load(&f.artifact(&format!("{name}.init"))).unwrap();
         let scorer = m
             .scorer(
@@ -302,21 +322,7 @@ fn prograd_leaves_agreeing_gradients_unprojected() {
     let f = Fixture::load();
     let lr = f.meta["lr"].as_f64().unwrap();
     let (_, cfg) = configs(&f.meta, lr).into_iter().find(|(n, _)| *n == "prograd").unwrap();
-    let mut m = CellMethod::build(
-        &cfg,
-        &gram_bench::methods::BuildInputs {
-            clip: &clip.model,
-            tok: &clip.tokenizer,
-            classnames: &f.names,
-            template: f.meta["template"].as_str().unwrap(),
-            imagenet_like: false,
-            dataset: "test",
-            shots: 1,
-            seed: 1,
-        },
-    )
-    .and_then(CellMethod::into_learner)
-    .unwrap();
+    let mut m = learner(&cfg, &clip, &f.names, f.meta["template"].as_str().unwrap(), 1).unwrap();
     m.load(&f.artifact("prograd.init")).unwrap();
     assert_eq!(f.meta["prograd_agree"]["conflict"], false);
     let labels = f.labels(&["prograd_agree", "labels"]);
@@ -337,21 +343,7 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
     let before = clip.model.to_hf_tensors();
     let f = Fixture::load();
     for (name, cfg) in configs(&f.meta, 0.05) {
-        let mut m = CellMethod::build(
-            &cfg,
-            &gram_bench::methods::BuildInputs {
-                clip: &clip.model,
-                tok: &clip.tokenizer,
-                classnames: &f.names,
-                template: "a photo of a {}.",
-                imagenet_like: false,
-                dataset: "test",
-                shots: 1,
-                seed: 3,
-            },
-        )
-        .and_then(CellMethod::into_learner)
-        .unwrap();
+        let mut m = learner(&cfg, &clip, &f.names, "a photo of a {}.", 3).unwrap();
         let p0 = m.artifact();
         let losses: Vec<f32> = (0..6)
             .map(|_| {
@@ -369,21 +361,7 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
             "{name}: a backbone tensor changed"
         );
         // The artifact round-trips into a fresh instance.
-        let mut m2 = CellMethod::build(
-            &cfg,
-            &gram_bench::methods::BuildInputs {
-                clip: &clip.model,
-                tok: &clip.tokenizer,
-                classnames: &f.names,
-                template: "a photo of a {}.",
-                imagenet_like: false,
-                dataset: "test",
-                shots: 1,
-                seed: 4,
-            },
-        )
-        .and_then(CellMethod::into_learner)
-        .unwrap();
+        let mut m2 = learner(&cfg, &clip, &f.names, "a photo of a {}.", 4).unwrap();
         m2.load(&p1).unwrap();
         assert_eq!(m2.artifact(), p1, "{name}");
     }
@@ -405,23 +383,7 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
         init: RegulatorInit::Xavier,
     };
     for (name, cfg) in configs(&f.meta, 0.05) {
-        let build = || {
-            CellMethod::build(
-                &cfg,
-                &gram_bench::methods::BuildInputs {
-                    clip: &clip.model,
-                    tok: &clip.tokenizer,
-                    classnames: &f.names,
-                    template: "a photo of a {}.",
-                    imagenet_like: false,
-                    dataset: "test",
-                    shots: 1,
-                    seed: 5,
-                },
-            )
-            .and_then(CellMethod::into_learner)
-            .unwrap()
-        };
+        let build = || learner(&cfg, &clip, &f.names, "a photo of a {}.", 5).unwrap();
         let mut alone = build();
         let host = build();
         let theta0: PromptArtifact = host
@@ -505,20 +467,7 @@ fn every_scorer_reads_frozen_features_exactly_when_its_spec_says_the_image_encod
         template: "a photo of a {}.",
     };
     for (name, cfg) in all {
-        let mut m = CellMethod::build(
-            &cfg,
-            &gram_bench::methods::BuildInputs {
-                clip: &clip.model,
-                tok: &clip.tokenizer,
-                classnames: &f.names,
-                template: "a photo of a {}.",
-                imagenet_like: false,
-                dataset: "test",
-                shots: 1,
-                seed: 1,
-            },
-        )
-        .unwrap();
+        let mut m = built(&cfg, &clip, &f.names, "a photo of a {}.", 1).unwrap();
         if let CellMethod::Features(_) = m {
             let (dim, k) = (clip.model.text_projection.dims()[1], f.names.len());
             let probe: PromptArtifact = [

@@ -337,7 +337,8 @@ fn attention_heads(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, causal: bool)
 
 /// `dst = lhs · rhs` into the row-major `m × n` matrix `dst`, each operand given as (values, row
 /// stride, column stride): the `gemm` call burn-flex's naive attention makes (no accumulation into
-/// `dst`, one thread), so the sums run in its order.
+/// `dst`, one thread), so the sums run in its order. The crate's one `unsafe` block.
+#[allow(unsafe_code)]
 fn matmul_into(
     dst: &mut [f32],
     [m, n, k]: [usize; 3],
@@ -348,7 +349,12 @@ fn matmul_into(
     assert!(dst.len() >= m * n, "matmul_into: destination too small");
     assert!(lhs.len() > last(m, k, lhs_rs, lhs_cs), "matmul_into: lhs too small");
     assert!(rhs.len() > last(k, n, rhs_rs, rhs_cs), "matmul_into: rhs too small");
-    // SAFETY: the asserts above keep every element the strides reach inside its slice.
+    // SAFETY: `gemm::gemm` reads `lhs` at `i·lhs_rs + p·lhs_cs` and `rhs` at `p·rhs_rs + j·rhs_cs`
+    // for i < m, p < k, j < n, and writes `dst` at `i·n + j`; the asserts above keep the largest
+    // of each inside its slice, and the strides are non-negative. `dst` is a `&mut` borrow, so it
+    // aliases neither input. With `read_dst = false` (and alpha 0) `dst`'s old values are never
+    // read, so uninitialized-looking contents cannot leak in. `Parallelism::None`: no other thread
+    // touches the buffers.
     unsafe {
         gemm::gemm(
             m,

@@ -1,11 +1,14 @@
 //! From records to numbers: every slot of a suite's plan becomes one row of a polars DataFrame
 //! (protocol, method, dataset, source, shots, seed, metric, value); aggregation groups by
 //! everything but the seed. Spreads are sample standard deviations (ddof = 1; Dassl's
-//! `parse_test_res.py` prints numpy's ddof = 0) and CI95 = 1.96 · std / √n. Base-to-new harmonic
+//! `parse_test_res.py` prints numpy's ddof = 0) and CI95 = t₀.₉₇₅(n − 1) · std / √n, Student's t as in
+//! every paired table (none for one seed). Base-to-new harmonic
 //! means and averages over datasets are computed here from the per-dataset means, never copied.
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use super::stats::t975;
 
 use crate::error::{Error, Result};
 use crate::store::{Status, Store};
@@ -45,6 +48,7 @@ pub struct AggRow {
     pub mean: f64,
     /// Sample std over seeds (ddof = 1); 0 when n = 1. None for derived rows (HM, averages).
     pub std: Option<f64>,
+    /// Half-width of the mean's 95% Student-t interval; None for one seed and for derived rows.
     pub ci95: Option<f64>,
 }
 
@@ -154,7 +158,7 @@ fn rows_of(df: &DataFrame, derived: bool) -> Result<Vec<AggRow>> {
                 n: n_i,
                 mean: mean[i].unwrap_or(f64::NAN),
                 std: sd,
-                ci95: sd.map(|s| 1.96 * s / (n_i.max(1) as f64).sqrt()),
+                ci95: sd.filter(|_| n_i > 1).map(|s| t975(n_i - 1) * s / (n_i as f64).sqrt()),
             })
         })
         .collect()
@@ -306,7 +310,7 @@ mod tests {
         assert!((r.mean - 73.0).abs() < 1e-12);
         // Deviations -3, -1, 4: sum of squares 26, ddof 1 → sqrt(13).
         assert!((r.std.unwrap() - 13f64.sqrt()).abs() < 1e-12);
-        assert!((r.ci95.unwrap() - 1.96 * 13f64.sqrt() / 3f64.sqrt()).abs() < 1e-12);
+        assert!((r.ci95.unwrap() - 4.303 * 13f64.sqrt() / 3f64.sqrt()).abs() < 1e-12);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::SeedValue;
 use super::markdown_table;
-use super::paired::mean_ci95;
+use super::stats::mean_ci95;
 use crate::suite::{Metric, Protocol};
 
 /// One table row of both runs.

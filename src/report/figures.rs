@@ -340,10 +340,10 @@ fn base_to_new(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
     Ok(out)
 }
 
-/// Source and each target per method, for each transfer protocol and source.
-fn transfer(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
+/// Source and each target per method, for each source of a transfer protocol.
+fn transfer(dir: &Path, runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
-    for protocol in [Protocol::CrossDomain, Protocol::CrossDataset] {
+    {
         fn of(rows: &[AggRow], protocol: Protocol) -> Vec<&AggRow> {
             rows.iter()
                 .filter(|r| r.protocol == protocol && r.metric == Metric::Accuracy && r.dataset != "average")
@@ -606,10 +606,7 @@ pub fn render_compare(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let both: Vec<AggRow> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
     let colour = colours(&both);
-    let mut out = few_shot(dir, suite, &runs, published, &colour)?;
-    out.extend(few_shot_bars(dir, &runs)?);
-    out.extend(base_to_new(dir, &runs)?);
-    out.extend(transfer(dir, &runs)?);
+    let mut out = protocol_figures(dir, suite, &runs, published, &colour)?;
     let forest_rows: Vec<ForestRow> = rows
         .iter()
         .map(|r| ForestRow {
@@ -649,6 +646,35 @@ pub fn render_compare(
     Ok(out)
 }
 
+/// Each protocol's figures of `runs`. The match is exhaustive: a protocol added to `Protocol` does
+/// not compile until it says what it draws.
+fn protocol_figures(
+    dir: &Path,
+    suite: &Suite,
+    runs: &[Run],
+    published: &[PublishedTable],
+    colour: &BTreeMap<String, RGBColor>,
+) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    for protocol in [
+        Protocol::FewShot,
+        Protocol::BaseToNew,
+        Protocol::CrossDomain,
+        Protocol::CrossDataset,
+    ] {
+        out.extend(match protocol {
+            Protocol::FewShot => {
+                let mut f = few_shot(dir, suite, runs, published, colour)?;
+                f.extend(few_shot_bars(dir, runs)?);
+                f
+            }
+            Protocol::BaseToNew => base_to_new(dir, runs)?,
+            Protocol::CrossDomain | Protocol::CrossDataset => transfer(dir, runs, protocol)?,
+        });
+    }
+    Ok(out)
+}
+
 /// Writes every figure the report's numbers support under `dir`; what was written, in report order.
 pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[PublishedTable]) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -657,10 +683,7 @@ pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[Publish
         label: "",
         rows: &data.rows,
     }];
-    let mut out = few_shot(dir, suite, &runs, published, &colour)?;
-    out.extend(few_shot_bars(dir, &runs)?);
-    out.extend(base_to_new(dir, &runs)?);
-    out.extend(transfer(dir, &runs)?);
+    let mut out = protocol_figures(dir, suite, &runs, published, &colour)?;
     out.extend(forest(dir, &data.paired)?);
     out.extend(findings_forest(dir, &data.findings)?);
     out.extend(super::gram_figures::budget(dir, &data.budget)?);

@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::aggregate::SeedValue;
-use super::paired::{mean_ci95, with_derived};
+use super::paired::with_derived;
+use super::stats::mean_ci95;
 pub use crate::suite::finding::{Contrast, Finding, Sign, Term};
 
 fn matches(t: &Term, v: &SeedValue) -> bool {

@@ -14,6 +14,7 @@ pub mod markdown;
 pub mod paired;
 pub mod paper_layout;
 pub mod plot;
+pub mod stats;
 pub mod table;
 
 pub use markdown::render_markdown;

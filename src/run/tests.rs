@@ -17,6 +17,28 @@ use crate::suite::cells::Phase;
 use crate::suite::methods::MethodConfig;
 use crate::suite::Suite;
 
+/// `mc`'s method built for the `mini` dataset's `classnames` (2 shots, seed 1).
+fn mini_method(
+    s: &Session<Cpu>,
+    mc: &MethodConfig,
+    classnames: &[String],
+    ds: &crate::data::Dataset,
+) -> crate::Result<CellMethod<burn::backend::Autodiff<Cpu>>> {
+    CellMethod::build(
+        mc,
+        &BuildInputs {
+            clip: &s.clip,
+            tok: &s.tok,
+            classnames,
+            template: &ds.def.template,
+            imagenet_like: false,
+            dataset: "mini",
+            shots: 2,
+            seed: 1,
+        },
+    )
+}
+
 /// The SGD schedule of a method entry.
 fn sgd(mc: &MethodConfig) -> SgdSchedule<'_> {
     match mc.training() {
@@ -163,21 +185,9 @@ fn the_sgd_loop_follows_the_schedule_and_drops_the_last_partial_batch() {
     let ds = s.dataset("mini").unwrap();
     let mc = f.resolved.suite.methods["coop"].clone();
     let names: Vec<String> = ds.classnames.clone();
-    let mut method = CellMethod::build(
-        &mc,
-        &BuildInputs {
-            clip: &s.clip,
-            tok: &s.tok,
-            classnames: &names,
-            template: &ds.def.template,
-            imagenet_like: false,
-            dataset: "mini",
-            shots: 2,
-            seed: 1,
-        },
-    )
-    .and_then(CellMethod::into_learner)
-    .unwrap();
+    let mut method = mini_method(&s, &mc, &names, &ds)
+        .and_then(CellMethod::into_learner)
+        .unwrap();
     // 5 items, batch 2: two full batches per epoch, the fifth item dropped (Dassl).
     let items: Vec<_> = ds.train[..5].to_vec();
     let t = s.train(method.as_mut(), sgd(&mc), &items, "mini", 2, 1, None).unwrap();
@@ -198,20 +208,7 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
         let mut s = f.session(&store, features);
         let ds = s.dataset("mini").unwrap();
         let mc = &f.resolved.suite.methods["zs"];
-        let method = CellMethod::build(
-            &mc,
-            &BuildInputs {
-                clip: &s.clip,
-                tok: &s.tok,
-                classnames: &ds.classnames,
-                template: &ds.def.template,
-                imagenet_like: false,
-                dataset: "mini",
-                shots: 2,
-                seed: 1,
-            },
-        )
-        .unwrap();
+        let method = mini_method(&s, &mc, &ds.classnames, &ds).unwrap();
         let mut record = s.new_record(&f.resolved.plan.cells[0]);
         let labels: Vec<usize> = (0..ds.classnames.len()).collect();
         let (m, per_class) = s.evaluate(&method, true, &ds, &labels, &mut record).unwrap();
@@ -274,21 +271,9 @@ fn a_cell_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_run() {
     let mc = f.resolved.suite.methods["coop"].clone();
     let names: Vec<String> = ds.classnames.clone();
     let build = |s: &Session<Cpu>| {
-        CellMethod::build(
-            &mc,
-            &BuildInputs {
-                clip: &s.clip,
-                tok: &s.tok,
-                classnames: &names,
-                template: &ds.def.template,
-                imagenet_like: false,
-                dataset: "mini",
-                shots: 2,
-                seed: 1,
-            },
-        )
-        .and_then(CellMethod::into_learner)
-        .unwrap()
+        mini_method(&s, &mc, &names, &ds)
+            .and_then(CellMethod::into_learner)
+            .unwrap()
     };
     let items: Vec<_> = ds.train.to_vec();
     let mut whole = build(&s);
