@@ -10,6 +10,7 @@ pub mod model;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;
+pub mod torch_zip;
 pub mod vision;
 pub mod weights;
 pub mod workload;

@@ -14,7 +14,6 @@ pub mod released;
 pub mod scorer;
 pub mod spec;
 pub mod text_prompts;
-pub mod torch_zip;
 
 // One file per method (each registered with one line in `suite/methods.rs`).
 pub mod cocoop;

@@ -1,6 +1,6 @@
 //! Released prompt checkpoints: the PyTorch pickles the CoOp, CoCoOp and MaPLe repositories publish
 //! (`prompt_learner/model.pth.tar-N`, Dassl's `{"state_dict": …, "epoch": …, "optimizer": …,
-//! "scheduler": …}`), read with [`super::torch_zip`] (burn's reader for pre-1.6 files) and mapped onto a method's parameters by name: a parameter `ctx` is the
+//! "scheduler": …}`), read with [`crate::clip::torch_zip`] (burn's reader for pre-1.6 files) and mapped onto a method's parameters by name: a parameter `ctx` is the
 //! state-dict entry `ctx` or the one entry ending in `.ctx` (whole-model checkpoints prefix
 //! `prompt_learner.`); buffers such as `token_prefix` are ignored, and shapes must match (up to unit
 //! dimensions).
@@ -18,10 +18,10 @@ pub fn read(path: &Path, expected: &PromptArtifact) -> Result<PromptArtifact> {
     if !path.is_file() {
         return Err(bad("the released checkpoint is not there".into()));
     }
-    let tensors = if super::torch_zip::is_zip(path) {
+    let tensors = if crate::clip::torch_zip::is_zip(path) {
         // `torch.save`'s zip format: read with our tolerant reader, which takes the state dict and
         // leaves the optimizer and scheduler Dassl saves beside it unbuilt.
-        super::torch_zip::read(path)?
+        crate::clip::torch_zip::read(path)?
             .tensors
             .into_iter()
             .map(|(k, t)| (k, (t.shape, t.values)))

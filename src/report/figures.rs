@@ -656,12 +656,7 @@ fn protocol_figures(
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
-    for protocol in [
-        Protocol::FewShot,
-        Protocol::BaseToNew,
-        Protocol::CrossDomain,
-        Protocol::CrossDataset,
-    ] {
+    for protocol in Protocol::ALL {
         out.extend(match protocol {
             Protocol::FewShot => {
                 let mut f = few_shot(dir, suite, runs, published, colour)?;
