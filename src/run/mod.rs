@@ -30,7 +30,6 @@ use self::session::Session;
 use crate::backend::{dispatch, BackendKind, Precision, WithBackend};
 use crate::clip::LoadOptions;
 use crate::error::{Error, Result};
-use crate::lock::Lock;
 use crate::resolve::{needs_world, ResolvedSuite};
 use crate::store::{Status, Store};
 use crate::suite::cells::{inputs, Cell, Phase};
@@ -236,7 +235,7 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
     if world.is_some() && opts.backend == BackendKind::Cpu && !crate::backend::cpu_kernels_match_the_baselines() {
         eprintln!("{}", crate::backend::OTHER_KERNELS_WARNING);
     }
-    let model = resolve_backbone(suite, &resolved.lock, world.as_ref())?;
+    let model = resolve_backbone(suite, resolved, world.as_ref())?;
     let work = RunWork {
         resolved,
         overwrite: opts.overwrite,
@@ -271,7 +270,9 @@ pub struct BackboneSource {
     pub id: String,
 }
 
-fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) -> Result<BackboneSource> {
+/// The backbone's checkpoint and pin; its identity is the resolution's (the one cell keys spell).
+fn resolve_backbone(suite: &Suite, resolved: &ResolvedSuite, world: Option<&WorldArtifacts>) -> Result<BackboneSource> {
+    let (lock, id) = (&resolved.lock, resolved.inputs.backbone.clone());
     if suite.backbone.name == BACKBONE {
         let world = world.ok_or_else(|| Error::Config("micro-clip needs the embedded world".into()))?;
         return Ok(BackboneSource {
@@ -282,7 +283,7 @@ fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) 
                 "the world's build recorded (the cached world is damaged: delete {} to rebuild it)",
                 world.model_dir.parent().unwrap_or(&world.model_dir).display()
             ),
-            id: format!("{BACKBONE}@world-{}", world.manifest.key),
+            id,
         });
     }
     let e = lock.backbone(&suite.backbone.name)?;
@@ -295,7 +296,7 @@ fn resolve_backbone(suite: &Suite, lock: &Lock, world: Option<&WorldArtifacts>) 
         },
         sha256: Some(e.sha256.clone()),
         pinned_by: "datasets.lock pins".into(),
-        id: format!("{}@sha256:{}", suite.backbone.name, e.sha256),
+        id,
     })
 }
 

@@ -129,7 +129,7 @@ fn fixture() -> Fixture {
     let lock = Lock::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets.lock")).unwrap();
     let suite = Suite::parse(Path::new("unit.toml"), SUITE).unwrap();
     let resolved = ResolvedSuite::new(suite, &lock, Some(dir.path())).unwrap();
-    let model = super::resolve_backbone(&resolved.suite, &resolved.lock, None).unwrap();
+    let model = super::resolve_backbone(&resolved.suite, &resolved, None).unwrap();
     Fixture { dir, resolved, model }
 }
 
