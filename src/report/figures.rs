@@ -12,9 +12,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::aggregate::AggRow;
 use super::baseline::PublishedTable;
-use super::paired::PairRow;
+use super::forest::{findings_forest, forest, forest_colour, forest_plot, ForestRow};
 pub use super::plot::Figure;
-use super::plot::{file_name, legend, pe, PALETTE};
+use super::plot::{file_name, legend, pe, row_labels, PALETTE};
 use super::ReportData;
 use crate::error::{Error, Result};
 use crate::suite::{Metric, Protocol, Suite};
@@ -188,20 +188,6 @@ fn few_shot(
         out.push(Figure { file, title });
     }
     Ok(out)
-}
-
-/// A y-axis formatter for a chart of `labels.len()` rows over `0..len`, first row at the top: each
-/// label at the middle of its row, nothing at the other ticks (asked for at every half row).
-fn row_labels(labels: Vec<String>) -> impl Fn(&f64) -> String {
-    let n = labels.len() as f64;
-    move |y| {
-        let i = (n - y - 0.5).round();
-        if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
-            labels[i as usize].clone()
-        } else {
-            String::new()
-        }
-    }
 }
 
 /// Horizontal grouped bars: one row of bars per method (names on the axis), one bar per series,
@@ -395,137 +381,6 @@ fn transfer(dir: &Path, runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>>
         }
     }
     Ok(out)
-}
-
-/// One row of a forest plot: a difference, its 95% half-width, and whether it is clear of zero
-/// in the expected (green), other (vermillion) or no (grey) direction.
-struct ForestRow {
-    label: String,
-    delta: f64,
-    ci95: Option<f64>,
-    colour: RGBColor,
-}
-
-fn forest_colour(delta: f64, ci95: Option<f64>) -> RGBColor {
-    match ci95 {
-        Some(h) if delta - h > 0.0 => PALETTE[2],
-        Some(h) if delta + h < 0.0 => PALETTE[3],
-        _ => RGBColor(90, 90, 90),
-    }
-}
-
-/// Δ with its 95% interval, one row each, zero marked.
-fn forest_plot(path: &Path, title: &str, x_desc: &str, rows: &[ForestRow]) -> Result<()> {
-    let reach = rows
-        .iter()
-        .map(|p| p.delta.abs() + p.ci95.unwrap_or(0.0))
-        .fold(1.0f64, f64::max)
-        * 1.1;
-    let n = rows.len() as f64;
-    let root = SVGBackend::new(path, (900, 90 + 24 * rows.len() as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(pe)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 17))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(330)
-        .build_cartesian_2d(-reach..reach, 0f64..n)
-        .map_err(pe)?;
-    let labels = row_labels(rows.iter().map(|r| r.label.clone()).collect());
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(rows.len() * 2 + 1)
-        .y_label_formatter(&labels)
-        .x_desc(x_desc)
-        .draw()
-        .map_err(pe)?;
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(0.0, 0.0), (0.0, n)],
-            BLACK.stroke_width(1),
-        )))
-        .map_err(pe)?;
-    for (i, p) in rows.iter().enumerate() {
-        let y = n - i as f64 - 0.5;
-        if let Some(h) = p.ci95 {
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(p.delta - h, y), (p.delta + h, y)],
-                    p.colour.stroke_width(2),
-                )))
-                .map_err(pe)?;
-        }
-        chart
-            .draw_series(std::iter::once(Circle::new((p.delta, y), 4, p.colour.filled())))
-            .map_err(pe)?;
-    }
-    root.present().map_err(pe)
-}
-
-/// Δ (method − host) with its 95% interval for every paired comparison on a table's average
-/// (HM for base-to-new).
-fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
-    let rows: Vec<ForestRow> = pairs
-        .iter()
-        .filter(|p| p.dataset == "average" && matches!(p.metric, Metric::Accuracy | Metric::Hm))
-        .map(|p| ForestRow {
-            label: format!(
-                "{} − {} · {} {}{}",
-                p.method,
-                p.against,
-                p.protocol.as_str(),
-                p.shots,
-                if p.metric == Metric::Hm { " (HM)" } else { "-shot" }
-            ),
-            delta: p.delta,
-            ci95: p.ci95,
-            colour: forest_colour(p.delta, p.ci95),
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let title = "±GRAM and declared comparisons: Δ on the average (95% interval)".to_string();
-    let file = "delta-forest.svg".to_string();
-    forest_plot(
-        &dir.join(&file),
-        &title,
-        "Δ (points): method − what it is compared with, mean over seeds",
-        &rows,
-    )?;
-    Ok(vec![Figure { file, title }])
-}
-
-/// Each finding's contrasts as a forest: Δ with its 95% interval, green where the finding holds,
-/// vermillion where it is contradicted, grey where the interval covers zero.
-fn findings_forest(dir: &Path, findings: &[super::findings::FindingResult]) -> Result<Vec<Figure>> {
-    use super::findings::Verdict;
-    let rows: Vec<ForestRow> = findings
-        .iter()
-        .flat_map(|f| {
-            f.contrasts
-                .iter()
-                .filter(|c| c.verdict != Verdict::Missing)
-                .map(move |c| ForestRow {
-                    label: format!("{} {} ({})", f.id, c.label, c.expect.as_str()),
-                    delta: c.delta,
-                    ci95: c.ci95,
-                    colour: match c.verdict {
-                        Verdict::Holds => PALETTE[2],
-                        Verdict::Contradicted => PALETTE[3],
-                        _ => RGBColor(90, 90, 90),
-                    },
-                })
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let title = "Findings: each contrast's Δ (95% interval; green holds, red contradicted)".to_string();
-    let file = "findings-forest.svg".to_string();
-    forest_plot(&dir.join(&file), &title, "Δ (points), mean over seeds", &rows)?;
-    Ok(vec![Figure { file, title }])
 }
 
 /// Few-shot tables run at one shot count have no curve to draw: accuracy per method as bars, one

@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod compare;
 pub mod figures;
 pub mod findings;
+pub mod forest;
 pub mod gram_budget;
 pub mod gram_figures;
 pub mod host_gain;

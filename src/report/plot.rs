@@ -71,3 +71,17 @@ pub fn file_name(parts: &[&str]) -> String {
         .collect();
     format!("{s}.svg")
 }
+
+/// A y-axis formatter for a chart of `labels.len()` rows over `0..len`, first row at the top: each
+/// label at the middle of its row, nothing at the other ticks (asked for at every half row).
+pub fn row_labels(labels: Vec<String>) -> impl Fn(&f64) -> String {
+    let n = labels.len() as f64;
+    move |y| {
+        let i = (n - y - 0.5).round();
+        if ((n - y - 0.5) - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+            labels[i as usize].clone()
+        } else {
+            String::new()
+        }
+    }
+}
