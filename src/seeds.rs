@@ -35,7 +35,7 @@ impl Stream {
     fn salt(self) -> u64 {
         match self {
             Stream::BatchOrder => 0xa09_5eed,
-            Stream::CocoopMetaNet => 0x3e7a_4e7,
+            Stream::CocoopMetaNet => 0x03e7_a4e7,
             Stream::WorldCorpus => 0x3e7a_c0de,
             Stream::MetaTraining => 0x6a7a,
             Stream::RegulatorDown => 0x5eed,

@@ -153,7 +153,7 @@ fn prograd_template_context_is_upstreams_including_its_word_token_quirk() {
     let n = tok.tokens(phrase).unwrap().len();
     assert!(n > 8, "more tokens than words ({n}), so the quirk is exercised");
     let (placeholder, ctx) = template_context(model, tok, "a type of pet, a photo of a {}.", 16).unwrap();
-    assert_eq!(placeholder, format!("{} {phrase}", vec!["X"; 8].join(" ")));
+    assert_eq!(placeholder, format!("{} {phrase}", ["X"; 8].join(" ")));
     assert_eq!(ctx.dims()[..2], [1, 16]);
     let width = ctx.dims()[2];
     let ids = tok.encode_padded(&[phrase]).unwrap();
@@ -169,12 +169,12 @@ fn prograd_template_context_is_upstreams_including_its_word_token_quirk() {
     );
     // A four-word phrase of four tokens fills the last four of 16 slots exactly.
     let (placeholder, _) = template_context(model, tok, "a photo of a {}.", 16).unwrap();
-    assert_eq!(placeholder, format!("{} a photo of a", vec!["X"; 12].join(" ")));
+    assert_eq!(placeholder, format!("{} a photo of a", ["X"; 12].join(" ")));
     for (bad, why) in [
         ("a photo of a {}, a type of texture.", "ending"),
         ("{} texture.", "ending"),
     ] {
-        let e = template_context(model, tok, bad, 16).err().expect(why).to_string();
+        let e = template_context(model, tok, bad, 16).expect_err(why).to_string();
         assert!(e.contains("\" {}.\""), "{bad}: {e}");
     }
     let e = template_context(model, tok, "a type of pet, a photo of a {}.", 4)

@@ -237,7 +237,7 @@ fn meta_training_on_a_tsv_corpus_produces_an_artifact() {
                 images: &feats.0,
                 captions: &feats.1,
                 config: cfg,
-                seed: seed,
+                seed,
                 checkpoint: ck,
             },
             &mut |_, _| {},

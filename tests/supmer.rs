@@ -73,8 +73,11 @@ impl Fixture {
     }
 }
 
+/// A tensor by name: its shape and values.
+type Named = (String, (Vec<usize>, Vec<f32>));
+
 /// gram-bench's regulator tensors in SUPMER's layout and names, for comparison.
-fn supmer_layout(reg: &Regulator<AB>) -> Vec<(String, (Vec<usize>, Vec<f32>))> {
+fn supmer_layout(reg: &Regulator<AB>) -> Vec<Named> {
     let t = |x: Tensor<AB, 2>| values(x.transpose());
     let mut out = Vec::new();
     for (i, l) in reg.layers.iter().enumerate() {

@@ -52,7 +52,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run a suite's cells (resuming: cells with a record are skipped).
     Run(RunArgs),
-    /// Aggregate a suite's records and write reports/<suite>/{report.md, aggregate.csv, aggregate.json}.
+    /// Aggregate a suite's records and write `reports/<suite>/{report.md, aggregate.csv, aggregate.json}`.
     Report(ReportArgs),
     /// Save baselines from our own runs (baselines/NAME.json).
     #[command(subcommand)]

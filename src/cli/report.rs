@@ -1,4 +1,4 @@
-//! `gram-bench report`: a suite's records aggregated into reports/<suite>/.
+//! `gram-bench report`: a suite's records aggregated into `reports/<suite>/`.
 
 use std::path::{Path, PathBuf};
 

@@ -374,7 +374,7 @@ impl<'a> Machine<'a> {
                     let items = self.pop_mark()?;
                     self.stack.push(Value::Tuple(items))
                 }
-                0x85 | 0x86 | 0x87 => {
+                0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     if self.stack.len() < n {
                         return Err("stack underflow".into());
@@ -480,7 +480,7 @@ impl<'a> Machine<'a> {
 }
 
 fn pairs(items: Vec<Value>) -> Step<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err("a dict with an odd number of items".into());
     }
     let mut it = items.into_iter();

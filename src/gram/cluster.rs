@@ -1,5 +1,5 @@
 //! Cross-modal hierarchical clustering of an image–text corpus into meta-training structure
-//! (reconstruction [U]; shared/reference/gram.md §1.3): spherical k-means on the caption features
+//! (reconstruction \[U\]; shared/reference/gram.md §1.3): spherical k-means on the caption features
 //! gives coarse groups ("domains"); inside each domain, spherical k-means on the image features
 //! gives fine groups ("classes"); each class is named by the caption nearest its captions' mean
 //! feature. All arithmetic runs on the burn backend (similarities as matmuls, row chunks bound
@@ -22,7 +22,7 @@ pub struct ClusterConfig {
     pub classes_per_domain: usize,
     /// Lloyd iterations of each k-means.
     pub iterations: usize,
-    /// Which modality makes the domains and which the classes within them [U].
+    /// Which modality makes the domains and which the classes within them \[U\].
     pub order: ClusterOrder,
 }
 

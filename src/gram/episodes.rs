@@ -1,4 +1,4 @@
-//! Meta-training episodes from the clustered corpus (reconstruction [U]): an N-way K-shot support
+//! Meta-training episodes from the clustered corpus (reconstruction \[U\]): an N-way K-shot support
 //! set from the classes of one domain and a query set shifted in domain. The declared rule
 //! (`query = "nearest-class-other-domain"`): another domain is drawn, each support class is matched
 //! to a distinct class there by the cosine of their class-name (caption) features, greedily from

@@ -1,4 +1,4 @@
-//! GRAM's first-order meta-training step, reconstruction [U] after SUPMER's bi-level loop
+//! GRAM's first-order meta-training step, reconstruction \[U\] after SUPMER's bi-level loop
 //! (shared/reference/gram.md §1.2), for textual prompts, visual prompts or both (UNIGRAM):
 //!
 //! ```text

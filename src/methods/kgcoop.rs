@@ -19,7 +19,7 @@ impl CoopFamily for KgCoOpConfig {
     }
 
     fn check_own(&self) -> std::result::Result<(), String> {
-        if !(self.weight >= 0.0) {
+        if self.weight.is_nan() || self.weight < 0.0 {
             return Err("weight must be >= 0".into());
         }
         Ok(())

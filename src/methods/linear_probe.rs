@@ -38,10 +38,10 @@ impl MethodSpec for LinearProbeConfig {
     const OPEN_VOCABULARY: bool = false;
 
     fn validate(&self) -> std::result::Result<(), String> {
-        if self.c_grid.is_empty() || self.c_grid.iter().any(|c| !(*c > 0.0)) {
+        if self.c_grid.is_empty() || self.c_grid.iter().any(|c| c.is_nan() || *c <= 0.0) {
             return Err("c_grid must list positive values".into());
         }
-        if self.max_iter == 0 || !(self.tol > 0.0) {
+        if self.max_iter == 0 || self.tol.is_nan() || self.tol <= 0.0 {
             return Err("max_iter and tol must be positive".into());
         }
         Ok(())

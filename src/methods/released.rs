@@ -68,7 +68,7 @@ pub fn read(path: &Path, expected: &PromptArtifact) -> Result<PromptArtifact> {
 }
 
 /// Pre-1.6 `torch.save` files (a bare pickle stream), through burn's reader.
-fn legacy(path: &Path) -> Result<std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+fn legacy(path: &Path) -> Result<super::PromptArtifact> {
     let bad = |m: String| Error::Input(format!("{}: {m}", path.display()));
     let reader = PytorchReader::with_top_level_key(path, "state_dict")
         .or_else(|_| PytorchReader::new(path))

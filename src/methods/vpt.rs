@@ -124,7 +124,7 @@ impl<B: AutodiffBackend> Vpt<B> {
                 Param::from_tensor(Tensor::<B, 3>::from_data(data, &device).require_grad())
             })
             .collect();
-        let train_text = class_features(clip, tok, &[config.text_template.clone()], classnames)?.detach();
+        let train_text = class_features(clip, tok, std::slice::from_ref(&config.text_template), classnames)?.detach();
         Ok((Self { config, train_text }, VisualPrompts { layers }))
     }
 }
@@ -147,7 +147,12 @@ impl<B: AutodiffBackend> SgdMethod<B> for Vpt<B> {
         tok: &ClipTokenizer,
         classes: &ClassSet,
     ) -> Result<Scorer<B::InnerBackend>> {
-        let text = class_features(clip, tok, &[self.config.text_template.clone()], classes.names)?;
+        let text = class_features(
+            clip,
+            tok,
+            std::slice::from_ref(&self.config.text_template),
+            classes.names,
+        )?;
         let prompts = prompts.clone();
         Ok(Scorer::Pixels(Box::new(move |clip, pixels| {
             clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs()), text.clone())

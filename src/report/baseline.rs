@@ -20,7 +20,7 @@ pub struct PublishedRow {
     pub metric: Metric,
     pub shots: usize,
     pub value: f64,
-    /// Confirmed in several independent copies of the table ([C]) or not ([U]).
+    /// Confirmed in several independent copies of the table (\[C\]) or not (\[U\]).
     pub confirmed: bool,
     /// Why this value, where the sources disagree or the paper's own figure is not comparable.
     #[serde(default, skip_serializing_if = "Option::is_none")]

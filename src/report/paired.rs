@@ -195,7 +195,7 @@ pub fn to_csv(rows: &[PairRow]) -> String {
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{},{}\n",
             r.protocol,
             r.against,
             r.method,
@@ -204,9 +204,9 @@ pub fn to_csv(rows: &[PairRow]) -> String {
             r.shots,
             r.metric,
             r.n,
-            format!("{:.6}", r.against_mean),
-            format!("{:.6}", r.method_mean),
-            format!("{:.6}", r.delta),
+            r.against_mean,
+            r.method_mean,
+            r.delta,
             r.ci95.map(|c| format!("{c:.6}")).unwrap_or_default(),
             r.verdict()
         ));

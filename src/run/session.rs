@@ -54,6 +54,8 @@ pub(super) struct Session<'a, B: Backend> {
 
 impl<'a, B: Backend> Session<'a, B> {
     /// Loads the backbone (its digest checked against the pin first) on `device`.
+    // What one run shares, each part from its own source; a struct of them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         resolved: &'a ResolvedSuite,
         model: &'a BackboneSource,

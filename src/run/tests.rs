@@ -208,7 +208,7 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
         let mut s = f.session(&store, features);
         let ds = s.dataset("mini").unwrap();
         let mc = &f.resolved.suite.methods["zs"];
-        let method = mini_method(&s, &mc, &ds.classnames, &ds).unwrap();
+        let method = mini_method(&s, mc, &ds.classnames, &ds).unwrap();
         let mut record = s.new_record(&f.resolved.plan.cells[0]);
         let labels: Vec<usize> = (0..ds.classnames.len()).collect();
         let (m, per_class) = s.evaluate(&method, true, &ds, &labels, &mut record).unwrap();
@@ -271,7 +271,7 @@ fn a_cell_resumed_from_its_epoch_checkpoint_equals_an_uninterrupted_run() {
     let mc = f.resolved.suite.methods["coop"].clone();
     let names: Vec<String> = ds.classnames.clone();
     let build = |s: &Session<Cpu>| {
-        mini_method(&s, &mc, &names, &ds)
+        mini_method(s, &mc, &names, &ds)
             .and_then(CellMethod::into_learner)
             .unwrap()
     };

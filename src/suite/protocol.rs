@@ -79,6 +79,9 @@ pub fn harmonic_mean(base: f64, new: f64) -> f64 {
     }
 }
 
+/// A derived metric, the two it is computed from, and the rule.
+pub type Derivation = (Metric, [Metric; 2], fn(f64, f64) -> f64);
+
 impl Protocol {
     pub const ALL: [Protocol; 4] = [
         Protocol::FewShot,
@@ -160,7 +163,7 @@ impl Protocol {
     }
 
     /// A metric derived from two others of the same row, and how: base-to-new's harmonic mean.
-    pub fn derived(self) -> Option<(Metric, [Metric; 2], fn(f64, f64) -> f64)> {
+    pub fn derived(self) -> Option<Derivation> {
         match self {
             Protocol::BaseToNew => Some((Metric::Hm, [Metric::Base, Metric::New], harmonic_mean)),
             _ => None,

@@ -254,12 +254,10 @@ impl Suite {
         // Dataset names are resolved against the catalog and datasets.lock when the suite is
         // planned (`ResolvedSuite::new`), since the lock may declare user datasets.
         if x.methods.is_empty() || x.datasets.is_empty() || x.shots.is_empty() || x.seeds.is_empty() {
-            return Err(format!(
-                "methods, datasets, shots and seeds must each list at least one"
-            ));
+            return Err("methods, datasets, shots and seeds must each list at least one".into());
         }
         if x.shots.contains(&0) {
-            return Err(format!("shots must be positive"));
+            return Err("shots must be positive".into());
         }
         if x.protocol != Protocol::FewShot {
             if let Some(m) = x.methods.iter().find(|m| !self.methods[*m].open_vocabulary()) {

@@ -15,6 +15,9 @@ pub(super) fn slice0(t: &FlexTensor, (start, len): (usize, usize)) -> FlexTensor
     t.narrow(0, start, len).to_contiguous()
 }
 
+/// Each slice's rows and what its backward needs.
+pub(super) type KeptSlices = Vec<((usize, usize), LnSlice)>;
+
 /// What the backward of one slice needs, as autodiff's composed ops would have kept it.
 #[derive(Clone, Debug)]
 pub(super) struct LnSlice {
@@ -157,8 +160,8 @@ pub(super) fn layer_norm_autodiff(
     let input = x.primitive.to_contiguous();
     let dims = input.layout().shape().clone();
     let ranges = slices(dims[0], dims[1] * dims[2]);
-    let run = || -> (FlexTensor, Vec<((usize, usize), LnSlice)>) {
-        let (outs, kept): (Vec<FlexTensor>, Vec<((usize, usize), LnSlice)>) = ranges
+    let run = || -> (FlexTensor, KeptSlices) {
+        let (outs, kept): (Vec<FlexTensor>, KeptSlices) = ranges
             .par_iter()
             .map(|&r| {
                 let (out, keep) = ln_forward_slice(slice0(&input, r), &gamma_b, &beta_b, eps);
