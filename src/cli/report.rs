@@ -96,7 +96,6 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     let dir = a.out.join(&resolved.suite.name).join("compare");
     let (this_rows, other_rows) = (aggregate(&this_values)?, aggregate(&other_values)?);
     let figures = render_compare(
-        &dir,
         &resolved.suite,
         [
             Run {
@@ -112,9 +111,14 @@ pub fn report(a: &ReportArgs) -> Result<()> {
         &published_tables(&resolved.suite)?,
     )?;
     let md = compare_markdown(&rows, unpaired, &this_label, &other_label) + &figures_markdown(&figures);
-    crate::files::write_atomic(&dir.join("compare.md"), md.as_bytes())?;
-    let json = serde_json::to_vec_pretty(&rows).map_err(|e| Error::Internal(e.to_string()))?;
-    crate::files::write_atomic(&dir.join("compare.json"), &json)?;
+    let files = vec![
+        ("compare.md".to_string(), md.clone().into_bytes()),
+        (
+            "compare.json".to_string(),
+            crate::report::pretty_json("compare", &rows)?,
+        ),
+    ];
+    crate::report::write_files(&dir, files, &figures)?;
     println!("{md}");
     eprintln!(
         "wrote {} (compare.json and {} figures beside it)",
@@ -153,7 +157,7 @@ pub(super) fn write_suite_report(
         )));
     }
     let published = published_tables(suite)?;
-    let figures = crate::report::figures::render(&out.join(&suite.name), suite, &data, &published)?;
+    let figures = crate::report::figures::render(suite, &data, &published)?;
     let md = render_markdown(
         suite,
         suite_path,
@@ -161,7 +165,7 @@ pub(super) fn write_suite_report(
         &published,
         &world_note(suite, &cache_of(store)),
     ) + &crate::report::figures::markdown(&figures);
-    let path = write_report(out, suite, &md, &data)?;
+    let path = write_report(out, suite, &md, &data, &figures)?;
     if print {
         println!("{md}");
     }

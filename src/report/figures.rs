@@ -5,7 +5,6 @@
 //! names label rows of horizontal bars, so 15 methods do not overlap.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -16,7 +15,7 @@ use super::forest::{findings_forest, forest, forest_colour, forest_plot, ForestR
 pub use super::plot::Figure;
 use super::plot::{file_name, legend, pe, row_labels, PALETTE};
 use super::ReportData;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::suite::{Metric, Protocol, Suite};
 
 /// Every method of the report, in one order, with its colour.
@@ -54,7 +53,6 @@ pub struct Run<'a> {
 /// Accuracy against shots (log scale), a line and a ±1 std band per method and run (the second
 /// run dashed), published points as crosses.
 fn few_shot(
-    dir: &Path,
     suite: &Suite,
     runs: &[Run],
     published: &[PublishedTable],
@@ -83,9 +81,9 @@ fn few_shot(
         );
         let title = format!("{}Few-shot: {d}", compared(runs));
         let file = file_name(&["few-shot", d]);
-        let path = dir.join(&file);
+        let mut svg = String::new();
         {
-            let root = SVGBackend::new(&path, (860, 460)).into_drawing_area();
+            let root = SVGBackend::with_string(&mut svg, (860, 460)).into_drawing_area();
             root.fill(&WHITE).map_err(pe)?;
             let (plot, side) = root.split_horizontally(660);
             let mut chart = ChartBuilder::on(&plot)
@@ -185,7 +183,7 @@ fn few_shot(
             }
             root.present().map_err(pe)?;
         }
-        out.push(Figure { file, title });
+        out.push(Figure { file, title, svg });
     }
     Ok(out)
 }
@@ -193,7 +191,7 @@ fn few_shot(
 /// Horizontal grouped bars: one row of bars per method (names on the axis), one bar per series,
 /// the value written at its end.
 fn grouped_bars(
-    path: &Path,
+    svg: &mut String,
     title: &str,
     methods: &[String],
     series: &[(String, RGBColor)],
@@ -205,7 +203,7 @@ fn grouped_bars(
     // The legend's column as wide as its longest name (13 px sans-serif: about 7 px a character).
     let longest = series.iter().map(|(s, _)| s.chars().count()).max().unwrap_or(0) as u32;
     let side_w = (40 + 7 * longest).max(180);
-    let root = SVGBackend::new(path, (680 + side_w, height.max(200))).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (680 + side_w, height.max(200))).into_drawing_area();
     root.fill(&WHITE).map_err(pe)?;
     let (plot, side) = root.split_horizontally(680);
     let n = methods.len() as f64;
@@ -278,7 +276,7 @@ fn run_series(what: &[(String, RGBColor)], runs: &[Run]) -> Vec<((String, RGBCol
 }
 
 /// Base / new / HM per method, for the average and each dataset.
-fn base_to_new(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
+fn base_to_new(runs: &[Run]) -> Result<Vec<Figure>> {
     fn b2n(rows: &[AggRow]) -> Vec<&AggRow> {
         rows.iter().filter(|r| r.protocol == Protocol::BaseToNew).collect()
     }
@@ -320,14 +318,15 @@ fn base_to_new(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
                 .map(|r| r.mean)
         };
         let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
-        grouped_bars(&dir.join(&file), &title, &methods, &names, &value)?;
-        out.push(Figure { file, title });
+        let mut svg = String::new();
+        grouped_bars(&mut svg, &title, &methods, &names, &value)?;
+        out.push(Figure { file, title, svg });
     }
     Ok(out)
 }
 
 /// Source and each target per method, for each source of a transfer protocol.
-fn transfer(dir: &Path, runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
+fn transfer(runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     {
         fn of(rows: &[AggRow], protocol: Protocol) -> Vec<&AggRow> {
@@ -376,8 +375,9 @@ fn transfer(dir: &Path, runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>>
                     .map(|r| r.mean)
             };
             let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
-            grouped_bars(&dir.join(&file), &title, &methods, &names, &value)?;
-            out.push(Figure { file, title });
+            let mut svg = String::new();
+            grouped_bars(&mut svg, &title, &methods, &names, &value)?;
+            out.push(Figure { file, title, svg });
         }
     }
     Ok(out)
@@ -385,7 +385,7 @@ fn transfer(dir: &Path, runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>>
 
 /// Few-shot tables run at one shot count have no curve to draw: accuracy per method as bars, one
 /// per dataset and the average.
-fn few_shot_bars(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
+fn few_shot_bars(runs: &[Run]) -> Result<Vec<Figure>> {
     let all: Vec<&AggRow> = runs.iter().flat_map(|run| few_shot_rows(run.rows)).collect();
     let per_dataset: BTreeMap<&str, BTreeSet<usize>> = all.iter().fold(BTreeMap::new(), |mut m, r| {
         m.entry(r.dataset.as_str()).or_default().insert(r.shots);
@@ -430,38 +430,24 @@ fn few_shot_bars(dir: &Path, runs: &[Run]) -> Result<Vec<Figure>> {
                 .map(|r| r.mean)
         };
         let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
-        grouped_bars(&dir.join(&file), &title, &methods, &names, &value)?;
-        out.push(Figure { file, title });
+        let mut svg = String::new();
+        grouped_bars(&mut svg, &title, &methods, &names, &value)?;
+        out.push(Figure { file, title, svg });
     }
     Ok(out)
 }
 
-/// Removes the SVGs under `dir` that `keep` does not name: figures of an earlier report whose
-/// tables this one no longer has would be stale.
-fn remove_stale(dir: &Path, keep: &[Figure]) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".svg") && !keep.iter().any(|f| f.file == name) {
-            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
-        }
-    }
-    Ok(())
-}
-
-/// Two runs of one table overlaid, written under `dir` (its own folder, beside the report's
-/// figures): few-shot curves (this run solid, the other dashed), base-to-new and transfer bars
+/// Two runs of one table overlaid (written in their own folder, beside the report's figures): few-shot curves (this run solid, the other dashed), base-to-new and transfer bars
 /// side by side (the other paler), and a forest of this − other on every table row.
 pub fn render_compare(
-    dir: &Path,
     suite: &Suite,
     runs: [Run; 2],
     rows: &[super::compare::CompareRow],
     published: &[PublishedTable],
 ) -> Result<Vec<Figure>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let both: Vec<AggRow> = runs.iter().flat_map(|r| r.rows.iter().cloned()).collect();
     let colour = colours(&both);
-    let mut out = protocol_figures(dir, suite, &runs, published, &colour)?;
+    let mut out = protocol_figures(suite, &runs, published, &colour)?;
     let forest_rows: Vec<ForestRow> = rows
         .iter()
         .map(|r| ForestRow {
@@ -489,22 +475,19 @@ pub fn render_compare(
     if !forest_rows.is_empty() {
         let title = format!("{} − {}: Δ per table row (95% interval)", runs[0].label, runs[1].label);
         let file = "delta-forest.svg".to_string();
-        forest_plot(
-            &dir.join(&file),
+        let svg = forest_plot(
             &title,
             "Δ (points): mean over seeds of the paired differences",
             &forest_rows,
         )?;
-        out.push(Figure { file, title });
+        out.push(Figure { file, title, svg });
     }
-    remove_stale(dir, &out)?;
     Ok(out)
 }
 
 /// Each protocol's figures of `runs`. The match is exhaustive: a protocol added to `Protocol` does
 /// not compile until it says what it draws.
 fn protocol_figures(
-    dir: &Path,
     suite: &Suite,
     runs: &[Run],
     published: &[PublishedTable],
@@ -514,31 +497,29 @@ fn protocol_figures(
     for protocol in Protocol::ALL {
         out.extend(match protocol {
             Protocol::FewShot => {
-                let mut f = few_shot(dir, suite, runs, published, colour)?;
-                f.extend(few_shot_bars(dir, runs)?);
+                let mut f = few_shot(suite, runs, published, colour)?;
+                f.extend(few_shot_bars(runs)?);
                 f
             }
-            Protocol::BaseToNew => base_to_new(dir, runs)?,
-            Protocol::CrossDomain | Protocol::CrossDataset => transfer(dir, runs, protocol)?,
+            Protocol::BaseToNew => base_to_new(runs)?,
+            Protocol::CrossDomain | Protocol::CrossDataset => transfer(runs, protocol)?,
         });
     }
     Ok(out)
 }
 
-/// Writes every figure the report's numbers support under `dir`; what was written, in report order.
-pub fn render(dir: &Path, suite: &Suite, data: &ReportData, published: &[PublishedTable]) -> Result<Vec<Figure>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+/// Every figure the report's numbers support, in report order.
+pub fn render(suite: &Suite, data: &ReportData, published: &[PublishedTable]) -> Result<Vec<Figure>> {
     let colour = colours(&data.rows);
     let runs = [Run {
         label: "",
         rows: &data.rows,
     }];
-    let mut out = protocol_figures(dir, suite, &runs, published, &colour)?;
-    out.extend(forest(dir, &data.paired)?);
-    out.extend(findings_forest(dir, &data.findings)?);
-    out.extend(super::gram_figures::budget(dir, &data.budget)?);
-    out.extend(super::gram_figures::host_gain(dir, &data.host_gains)?);
-    remove_stale(dir, &out)?;
+    let mut out = protocol_figures(suite, &runs, published, &colour)?;
+    out.extend(forest(&data.paired)?);
+    out.extend(findings_forest(&data.findings)?);
+    out.extend(super::gram_figures::budget(&data.budget)?);
+    out.extend(super::gram_figures::host_gain(&data.host_gains)?);
     Ok(out)
 }
 

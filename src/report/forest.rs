@@ -1,8 +1,6 @@
 //! Forest plots: a Δ per row with its 95% interval (±GRAM pairs, the findings' contrasts, run vs
 //! run), coloured by what the interval says.
 
-use std::path::Path;
-
 use plotters::prelude::*;
 
 use super::paired::PairRow;
@@ -28,57 +26,61 @@ pub(super) fn forest_colour(delta: f64, ci95: Option<f64>) -> RGBColor {
 }
 
 /// Δ with its 95% interval, one row each, zero marked.
-pub(super) fn forest_plot(path: &Path, title: &str, x_desc: &str, rows: &[ForestRow]) -> Result<()> {
+pub(super) fn forest_plot(title: &str, x_desc: &str, rows: &[ForestRow]) -> Result<String> {
     let reach = rows
         .iter()
         .map(|p| p.delta.abs() + p.ci95.unwrap_or(0.0))
         .fold(1.0f64, f64::max)
         * 1.1;
     let n = rows.len() as f64;
-    let root = SVGBackend::new(path, (900, 90 + 24 * rows.len() as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(pe)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 17))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(330)
-        .build_cartesian_2d(-reach..reach, 0f64..n)
-        .map_err(pe)?;
-    let labels = row_labels(rows.iter().map(|r| r.label.clone()).collect());
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(rows.len() * 2 + 1)
-        .y_label_formatter(&labels)
-        .x_desc(x_desc)
-        .draw()
-        .map_err(pe)?;
-    chart
-        .draw_series(std::iter::once(PathElement::new(
-            vec![(0.0, 0.0), (0.0, n)],
-            BLACK.stroke_width(1),
-        )))
-        .map_err(pe)?;
-    for (i, p) in rows.iter().enumerate() {
-        let y = n - i as f64 - 0.5;
-        if let Some(h) = p.ci95 {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 90 + 24 * rows.len() as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(330)
+            .build_cartesian_2d(-reach..reach, 0f64..n)
+            .map_err(pe)?;
+        let labels = row_labels(rows.iter().map(|r| r.label.clone()).collect());
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(rows.len() * 2 + 1)
+            .y_label_formatter(&labels)
+            .x_desc(x_desc)
+            .draw()
+            .map_err(pe)?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(0.0, 0.0), (0.0, n)],
+                BLACK.stroke_width(1),
+            )))
+            .map_err(pe)?;
+        for (i, p) in rows.iter().enumerate() {
+            let y = n - i as f64 - 0.5;
+            if let Some(h) = p.ci95 {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(p.delta - h, y), (p.delta + h, y)],
+                        p.colour.stroke_width(2),
+                    )))
+                    .map_err(pe)?;
+            }
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(p.delta - h, y), (p.delta + h, y)],
-                    p.colour.stroke_width(2),
-                )))
+                .draw_series(std::iter::once(Circle::new((p.delta, y), 4, p.colour.filled())))
                 .map_err(pe)?;
         }
-        chart
-            .draw_series(std::iter::once(Circle::new((p.delta, y), 4, p.colour.filled())))
-            .map_err(pe)?;
+        root.present().map_err(pe)?;
     }
-    root.present().map_err(pe)
+    Ok(svg)
 }
 
 /// Δ (method − host) with its 95% interval for every paired comparison on a table's average
 /// (HM for base-to-new).
-pub(super) fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
+pub(super) fn forest(pairs: &[PairRow]) -> Result<Vec<Figure>> {
     let rows: Vec<ForestRow> = pairs
         .iter()
         .filter(|p| p.dataset == "average" && matches!(p.metric, Metric::Accuracy | Metric::Hm))
@@ -101,18 +103,17 @@ pub(super) fn forest(dir: &Path, pairs: &[PairRow]) -> Result<Vec<Figure>> {
     }
     let title = "±GRAM and declared comparisons: Δ on the average (95% interval)".to_string();
     let file = "delta-forest.svg".to_string();
-    forest_plot(
-        &dir.join(&file),
+    let svg = forest_plot(
         &title,
         "Δ (points): method − what it is compared with, mean over seeds",
         &rows,
     )?;
-    Ok(vec![Figure { file, title }])
+    Ok(vec![Figure { file, title, svg }])
 }
 
 /// Each finding's contrasts as a forest: Δ with its 95% interval, green where the finding holds,
 /// vermillion where it is contradicted, grey where the interval covers zero.
-pub(super) fn findings_forest(dir: &Path, findings: &[super::findings::FindingResult]) -> Result<Vec<Figure>> {
+pub(super) fn findings_forest(findings: &[super::findings::FindingResult]) -> Result<Vec<Figure>> {
     use super::findings::Verdict;
     let rows: Vec<ForestRow> = findings
         .iter()
@@ -137,6 +138,6 @@ pub(super) fn findings_forest(dir: &Path, findings: &[super::findings::FindingRe
     }
     let title = "Findings: each contrast's Δ (95% interval; green holds, red contradicted)".to_string();
     let file = "findings-forest.svg".to_string();
-    forest_plot(&dir.join(&file), &title, "Δ (points), mean over seeds", &rows)?;
-    Ok(vec![Figure { file, title }])
+    let svg = forest_plot(&title, "Δ (points), mean over seeds", &rows)?;
+    Ok(vec![Figure { file, title, svg }])
 }

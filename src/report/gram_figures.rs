@@ -4,7 +4,6 @@
 //! intervals drawn).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use plotters::prelude::*;
 
@@ -21,7 +20,7 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 }
 
 /// One SVG per (curve, protocol, shots): Δ of the headline metric against outer steps.
-pub fn budget(dir: &Path, points: &[BudgetPoint]) -> Result<Vec<Figure>> {
+pub fn budget(points: &[BudgetPoint]) -> Result<Vec<Figure>> {
     type Panel<'a> = BTreeMap<usize, Vec<&'a BudgetPoint>>;
     let mut panels: BTreeMap<(String, String, String, usize), Panel> = BTreeMap::new();
     for p in points.iter().filter(|p| p.pair.metric == headline(p.pair.protocol)) {
@@ -63,66 +62,68 @@ pub fn budget(dir: &Path, points: &[BudgetPoint]) -> Result<Vec<Figure>> {
         .filter(|p| !p.is_empty())
         .collect();
         let file = file_name(&parts);
-        let path = dir.join(&file);
-        let root = SVGBackend::new(&path, (900, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(pe)?;
-        let (plot, side) = root.split_horizontally(720);
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(&title, ("sans-serif", 15))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x.clone().log_scale(), padded(lo, hi))
-            .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .x_desc("outer meta-training steps (log scale)")
-            .y_desc(format!("Δ {metric}: GRAM − host (points)"))
-            .draw()
-            .map_err(pe)?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(x.start, 0.0), (x.end, 0.0)],
-                BLACK.stroke_width(1),
-            )))
-            .map_err(pe)?;
-        let mut entries = Vec::new();
-        for (i, (corpus, pts)) in by_corpus.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
-            let mut pts = pts.clone();
-            pts.sort_by_key(|p| p.steps);
-            chart
-                .draw_series(LineSeries::new(
-                    pts.iter().map(|p| (p.steps as f64, p.pair.delta)),
-                    c.stroke_width(2),
-                ))
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (900, 480)).into_drawing_area();
+            root.fill(&WHITE).map_err(pe)?;
+            let (plot, side) = root.split_horizontally(720);
+            let mut chart = ChartBuilder::on(&plot)
+                .caption(&title, ("sans-serif", 15))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x.clone().log_scale(), padded(lo, hi))
                 .map_err(pe)?;
-            for p in &pts {
-                let s = p.steps as f64;
-                if let Some(h) = p.pair.ci95 {
+            chart
+                .configure_mesh()
+                .x_desc("outer meta-training steps (log scale)")
+                .y_desc(format!("Δ {metric}: GRAM − host (points)"))
+                .draw()
+                .map_err(pe)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x.start, 0.0), (x.end, 0.0)],
+                    BLACK.stroke_width(1),
+                )))
+                .map_err(pe)?;
+            let mut entries = Vec::new();
+            for (i, (corpus, pts)) in by_corpus.iter().enumerate() {
+                let c = PALETTE[i % PALETTE.len()];
+                let mut pts = pts.clone();
+                pts.sort_by_key(|p| p.steps);
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter().map(|p| (p.steps as f64, p.pair.delta)),
+                        c.stroke_width(2),
+                    ))
+                    .map_err(pe)?;
+                for p in &pts {
+                    let s = p.steps as f64;
+                    if let Some(h) = p.pair.ci95 {
+                        chart
+                            .draw_series(std::iter::once(PathElement::new(
+                                vec![(s, p.pair.delta - h), (s, p.pair.delta + h)],
+                                c.stroke_width(1),
+                            )))
+                            .map_err(pe)?;
+                    }
                     chart
-                        .draw_series(std::iter::once(PathElement::new(
-                            vec![(s, p.pair.delta - h), (s, p.pair.delta + h)],
-                            c.stroke_width(1),
-                        )))
+                        .draw_series(std::iter::once(Circle::new((s, p.pair.delta), 4, c.filled())))
                         .map_err(pe)?;
                 }
-                chart
-                    .draw_series(std::iter::once(Circle::new((s, p.pair.delta), 4, c.filled())))
-                    .map_err(pe)?;
+                entries.push((format!("{corpus} corpus pairs"), c));
             }
-            entries.push((format!("{corpus} corpus pairs"), c));
+            legend(&side, &entries)?;
+            root.present().map_err(pe)?;
         }
-        legend(&side, &entries)?;
-        root.present().map_err(pe)?;
-        out.push(Figure { file, title });
+        out.push(Figure { file, title, svg });
     }
     Ok(out)
 }
 
 /// GRAM's Δ (y) against the host's gain over zero-shot (x), a point per row with both intervals,
 /// each row its own colour in the legend.
-pub fn host_gain(dir: &Path, rows: &[HostGain]) -> Result<Vec<Figure>> {
+pub fn host_gain(rows: &[HostGain]) -> Result<Vec<Figure>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -137,64 +138,66 @@ pub fn host_gain(dir: &Path, rows: &[HostGain]) -> Result<Vec<Figure>> {
     let (yl, yh) = span(&|r| (r.gram_delta.delta, r.gram_delta.ci95));
     let title = "GRAM's Δ against the host's own gain over zero-shot (table averages, 95% intervals)".to_string();
     let file = "gram-vs-host-gain.svg".to_string();
-    let path = dir.join(&file);
-    let root = SVGBackend::new(&path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(pe)?;
-    let (plot, side) = root.split_horizontally(660);
-    let (xr, yr) = (padded(xl, xh), padded(yl, yh));
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(&title, ("sans-serif", 14))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(xr.clone(), yr.clone())
-        .map_err(pe)?;
-    chart
-        .configure_mesh()
-        .x_desc("host − zero-shot (points)")
-        .y_desc("GRAM − host (points)")
-        .draw()
-        .map_err(pe)?;
-    for line in [
-        vec![(xr.start, 0.0), (xr.end, 0.0)],
-        vec![(0.0, yr.start), (0.0, yr.end)],
-    ] {
-        chart
-            .draw_series(std::iter::once(PathElement::new(line, BLACK.stroke_width(1))))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let (plot, side) = root.split_horizontally(660);
+        let (xr, yr) = (padded(xl, xh), padded(yl, yh));
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(&title, ("sans-serif", 14))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(xr.clone(), yr.clone())
             .map_err(pe)?;
-    }
-    let mut entries: Vec<(String, RGBColor)> = Vec::new();
-    for r in rows {
-        let label = format!(
-            "{} ({} {})",
-            r.gram_delta.against,
-            r.gram_delta.protocol.as_str(),
-            r.gram_delta.metric
-        );
-        let c = PALETTE[entries.len() % PALETTE.len()];
-        let (x, y) = (r.host_gain.delta, r.gram_delta.delta);
-        if let Some(h) = r.host_gain.ci95 {
+        chart
+            .configure_mesh()
+            .x_desc("host − zero-shot (points)")
+            .y_desc("GRAM − host (points)")
+            .draw()
+            .map_err(pe)?;
+        for line in [
+            vec![(xr.start, 0.0), (xr.end, 0.0)],
+            vec![(0.0, yr.start), (0.0, yr.end)],
+        ] {
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x - h, y), (x + h, y)],
-                    c.stroke_width(1),
-                )))
+                .draw_series(std::iter::once(PathElement::new(line, BLACK.stroke_width(1))))
                 .map_err(pe)?;
         }
-        if let Some(h) = r.gram_delta.ci95 {
+        let mut entries: Vec<(String, RGBColor)> = Vec::new();
+        for r in rows {
+            let label = format!(
+                "{} ({} {})",
+                r.gram_delta.against,
+                r.gram_delta.protocol.as_str(),
+                r.gram_delta.metric
+            );
+            let c = PALETTE[entries.len() % PALETTE.len()];
+            let (x, y) = (r.host_gain.delta, r.gram_delta.delta);
+            if let Some(h) = r.host_gain.ci95 {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x - h, y), (x + h, y)],
+                        c.stroke_width(1),
+                    )))
+                    .map_err(pe)?;
+            }
+            if let Some(h) = r.gram_delta.ci95 {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x, y - h), (x, y + h)],
+                        c.stroke_width(1),
+                    )))
+                    .map_err(pe)?;
+            }
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x, y - h), (x, y + h)],
-                    c.stroke_width(1),
-                )))
+                .draw_series(std::iter::once(Circle::new((x, y), 5, c.filled())))
                 .map_err(pe)?;
+            entries.push((label, c));
         }
-        chart
-            .draw_series(std::iter::once(Circle::new((x, y), 5, c.filled())))
-            .map_err(pe)?;
-        entries.push((label, c));
+        legend(&side, &entries)?;
+        root.present().map_err(pe)?;
     }
-    legend(&side, &entries)?;
-    root.present().map_err(pe)?;
-    Ok(vec![Figure { file, title }])
+    Ok(vec![Figure { file, title, svg }])
 }

@@ -86,23 +86,56 @@ pub fn published_tables(suite: &Suite) -> Result<Vec<PublishedTable>> {
     suite.published.iter().map(|p| load_published(Path::new(p))).collect()
 }
 
-/// Writes `report.md`, `aggregate.csv` and `aggregate.json` (and `gram_delta.csv` for suites
-/// with GRAM methods, `findings.json` for suites with findings) under `out/<suite>/`.
-pub fn write_report(out: &Path, suite: &Suite, markdown: &str, data: &ReportData) -> Result<PathBuf> {
+/// A report's files, by name under its folder, as the renderers made them.
+pub type ReportFiles = Vec<(String, Vec<u8>)>;
+
+/// Writes `report.md`, `aggregate.csv`, `aggregate.json` and the figures (and `gram_delta.csv` for
+/// suites with GRAM methods, `findings.json` for suites with findings) under `out/<suite>/`.
+pub fn write_report(
+    out: &Path,
+    suite: &Suite,
+    markdown: &str,
+    data: &ReportData,
+    figures: &[figures::Figure],
+) -> Result<PathBuf> {
     let (rows, pairs) = (&data.rows, &data.paired);
-    let dir = out.join(&suite.name);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut files: ReportFiles = vec![
+        ("report.md".into(), markdown.as_bytes().to_vec()),
+        ("aggregate.csv".into(), to_csv(rows).into_bytes()),
+        ("aggregate.json".into(), pretty_json("aggregate", rows)?),
+    ];
     if !data.findings.is_empty() {
-        let json = serde_json::to_vec_pretty(&data.findings).map_err(|e| Error::Internal(format!("findings: {e}")))?;
-        write_atomic(&dir.join("findings.json"), &json)?;
+        files.push(("findings.json".into(), pretty_json("findings", &data.findings)?));
     }
     if !pairs.is_empty() {
-        write_atomic(&dir.join("gram_delta.csv"), paired::to_csv(pairs).as_bytes())?;
+        files.push(("gram_delta.csv".into(), paired::to_csv(pairs).into_bytes()));
     }
-    write_atomic(&dir.join("aggregate.csv"), to_csv(rows).as_bytes())?;
-    let json = serde_json::to_vec_pretty(rows).map_err(|e| Error::Internal(format!("aggregate: {e}")))?;
-    write_atomic(&dir.join("aggregate.json"), &json)?;
-    let md = dir.join("report.md");
-    write_atomic(&md, markdown.as_bytes())?;
-    Ok(md)
+    let dir = out.join(&suite.name);
+    write_files(&dir, files, figures)?;
+    Ok(dir.join("report.md"))
+}
+
+/// The one place a report reaches the disk: `files` and `figures` under `dir`, each written
+/// atomically, and the figures (`*.svg`) an earlier report left there that this one no longer has
+/// removed.
+pub fn write_files(dir: &Path, files: ReportFiles, figures: &[figures::Figure]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (name, bytes) in files {
+        write_atomic(&dir.join(name), &bytes)?;
+    }
+    for f in figures {
+        write_atomic(&dir.join(&f.file), f.svg.as_bytes())?;
+    }
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".svg") && !figures.iter().any(|f| f.file == name) {
+            std::fs::remove_file(e.path()).map_err(|err| Error::io(&e.path(), err))?;
+        }
+    }
+    Ok(())
+}
+
+/// `value` as pretty JSON (`what` names it in an error).
+pub fn pretty_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(format!("{what}: {e}")))
 }

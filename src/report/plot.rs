@@ -26,12 +26,13 @@ pub const PALETTE: [RGBColor; 15] = [
     RGBColor(221, 204, 119),
 ];
 
-/// A figure written beside the report.
+/// A figure of the report: its file name under the report's directory, its title and the SVG a
+/// renderer drew (the report's writer puts it on disk with the report's other files).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figure {
-    /// File name under the report's directory.
     pub file: String,
     pub title: String,
+    pub svg: String,
 }
 
 pub fn pe<E: std::fmt::Debug>(e: E) -> Error {
