@@ -67,7 +67,7 @@ impl MethodSpec for CoCoOpConfig {
 
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let (method, params) = CoCoOp::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?;
-        Ok(to.sgd(method, params, &self.optim))
+        Ok(to.sgd(method, params))
     }
 }
 

@@ -70,7 +70,7 @@ impl MethodSpec for CoOpConfig {
 
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let (method, prompt) = CoOp::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?;
-        Ok(to.sgd(method, prompt, &self.optim))
+        Ok(to.sgd(method, prompt))
     }
 }
 

@@ -107,10 +107,8 @@ impl<T: CoopFamily> MethodSpec for T {
     }
 
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
-        let coop = self.coop();
-        let optim = coop.optim.clone();
         let (method, prompt) = CoOp::with_prior(
-            coop,
+            self.coop(),
             self.prior(),
             self.context_source(),
             i.clip,
@@ -119,6 +117,6 @@ impl<T: CoopFamily> MethodSpec for T {
             self.prior_templates().get(i.dataset).map_or(i.template, String::as_str),
             i.seed,
         )?;
-        Ok(to.sgd(method, prompt, &optim))
+        Ok(to.sgd(method, prompt))
     }
 }

@@ -53,7 +53,7 @@ impl MethodSpec for IvlpConfig {
 
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let (method, prompts) = model(self, i.clip, i.tok, i.classnames, i.seed)?;
-        Ok(to.sgd(method, prompts, &self.optim))
+        Ok(to.sgd(method, prompts))
     }
 }
 

@@ -45,6 +45,6 @@ impl MethodSpec for MapleConfig {
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let common = (self.n_ctx, self.ctx_init.as_str(), self.depth, self.init_std);
         let (method, prompts) = MultiModal::new("maple", common, Coupling::Maple, i.clip, i.tok, i.classnames, i.seed)?;
-        Ok(to.sgd(method, prompts, &self.optim))
+        Ok(to.sgd(method, prompts))
     }
 }

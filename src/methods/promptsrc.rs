@@ -125,7 +125,7 @@ impl MethodSpec for PromptSrcConfig {
             anchors,
             aggregate: None,
         });
-        Ok(to.sgd(method, prompts, &self.optim))
+        Ok(to.sgd(method, prompts))
     }
 }
 

@@ -149,8 +149,9 @@ pub trait MethodSpec {
 /// (the SGD loop is generic over the method's module, so it gets the method's own type).
 pub trait Builder<B: AutodiffBackend> {
     type Out;
-    /// A method trained by SGD, with its initial module and its optimizer's settings.
-    fn sgd<M: SgdMethod<B> + 'static>(self, method: M, module: M::Module, optim: &SgdConfig) -> Self::Out;
+    /// A method trained by SGD, with its initial module (the optimizer and schedule are the
+    /// runner's, from the spec's `training`).
+    fn sgd<M: SgdMethod<B> + 'static>(self, method: M, module: M::Module) -> Self::Out;
     /// A method fitted on frozen features.
     fn features(self, method: Box<dyn FeatureFit<B::InnerBackend>>) -> Self::Out;
     /// A method with nothing to learn.

@@ -60,7 +60,7 @@ impl MethodSpec for VptConfig {
 
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let (method, prompts) = Vpt::new(self.clone(), i.clip, i.tok, i.classnames, i.seed)?;
-        Ok(to.sgd(method, prompts, &self.optim))
+        Ok(to.sgd(method, prompts))
     }
 }
 

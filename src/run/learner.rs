@@ -13,8 +13,7 @@ use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 use crate::gram::RegulatedGradients;
 use crate::methods::{
-    Batch, BuildInputs, Builder, ClassSet, FeatureFit, Frozen, PromptArtifact, PromptParam, Scorer, SgdConfig,
-    SgdMethod,
+    Batch, BuildInputs, Builder, ClassSet, FeatureFit, Frozen, PromptArtifact, PromptParam, Scorer, SgdMethod, Training,
 };
 use crate::suite::methods::MethodConfig;
 
@@ -26,9 +25,15 @@ pub enum CellMethod<A: AutodiffBackend> {
 }
 
 impl<A: AutodiffBackend> CellMethod<A> {
-    /// Builds `config`'s method (a gram method's host: GRAM is added by the runner).
+    /// Builds `config`'s method (a gram method's host: GRAM is added by the runner); an SGD
+    /// method's optimizer from its spec's schedule.
     pub fn build(config: &MethodConfig, inputs: &BuildInputs<A>) -> Result<Self> {
-        config.build(inputs, Build)
+        config.build(
+            inputs,
+            Build {
+                training: config.training(),
+            },
+        )?
     }
 
     /// The learner of a method built as an SGD method.
@@ -76,27 +81,47 @@ impl<A: AutodiffBackend> CellMethod<A> {
     }
 }
 
-/// The [`Builder`] that wraps each kind into a [`CellMethod`].
-struct Build;
+/// The [`Builder`] that wraps each kind into a [`CellMethod`], with the spec's training.
+struct Build<'a> {
+    training: Training<'a>,
+}
 
-impl<A: AutodiffBackend> Builder<A> for Build {
-    type Out = CellMethod<A>;
+impl Build<'_> {
+    fn kind_mismatch(&self, built: &str) -> Error {
+        Error::Internal(format!(
+            "a method built {built}, and its spec trains it as {:?}",
+            self.training
+        ))
+    }
+}
 
-    fn sgd<M: SgdMethod<A> + 'static>(self, method: M, module: M::Module, optim: &SgdConfig) -> CellMethod<A> {
-        CellMethod::Sgd(Box::new(SgdLearner {
+impl<A: AutodiffBackend> Builder<A> for Build<'_> {
+    type Out = Result<CellMethod<A>>;
+
+    fn sgd<M: SgdMethod<A> + 'static>(self, method: M, module: M::Module) -> Result<CellMethod<A>> {
+        let Training::Sgd(schedule) = self.training else {
+            return Err(self.kind_mismatch("for SGD"));
+        };
+        Ok(CellMethod::Sgd(Box::new(SgdLearner {
             method,
             module,
-            optim: optim.burn_config().init(),
+            optim: schedule.optim.burn_config().init(),
             hook: None,
-        }))
+        })))
     }
 
-    fn features(self, method: Box<dyn FeatureFit<A::InnerBackend>>) -> CellMethod<A> {
-        CellMethod::Features(method)
+    fn features(self, method: Box<dyn FeatureFit<A::InnerBackend>>) -> Result<CellMethod<A>> {
+        match self.training {
+            Training::Features => Ok(CellMethod::Features(method)),
+            _ => Err(self.kind_mismatch("as a feature fit")),
+        }
     }
 
-    fn frozen(self, method: Box<dyn Frozen<A::InnerBackend>>) -> CellMethod<A> {
-        CellMethod::Frozen(method)
+    fn frozen(self, method: Box<dyn Frozen<A::InnerBackend>>) -> Result<CellMethod<A>> {
+        match self.training {
+            Training::None => Ok(CellMethod::Frozen(method)),
+            _ => Err(self.kind_mismatch("with nothing to learn")),
+        }
     }
 }
 
