@@ -49,10 +49,7 @@ impl<B: AutodiffBackend> RegulatedGradients<B> {
 
     /// Fails unless every prompt of `params` has a regulator of its modality and token width.
     pub fn check(&self, params: &[PromptParam]) -> Result<()> {
-        if params.is_empty() {
-            return Err(Error::Config("gram: the host method has no prompt tensors".into()));
-        }
-        for p in params {
+        for p in host_prompts(params)? {
             let reg = self.regulator(p.role).ok_or_else(|| {
                 Error::Config(format!(
                     "gram: no {} gradient regulator for the prompt `{}`",
@@ -88,6 +85,14 @@ impl<B: AutodiffBackend> RegulatedGradients<B> {
     }
 }
 
+/// A host's prompt tensors; GRAM on a host without any would change nothing, so it is refused.
+fn host_prompts(params: &[PromptParam]) -> Result<&[PromptParam]> {
+    match params.is_empty() {
+        true => Err(Error::Config("gram: the host method has no prompt tensors".into())),
+        false => Ok(params),
+    }
+}
+
 /// Shapes equal once unit dimensions are dropped (CoOp's `[1, M, w]` context takes θ₀'s `[M, w]`).
 fn same_tokens(a: &[usize], b: &[usize]) -> bool {
     let strip = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
@@ -102,11 +107,8 @@ pub fn theta0_init(
     artifact: &PromptArtifact,
     theta0: &PromptArtifact,
 ) -> Result<PromptArtifact> {
-    if params.is_empty() {
-        return Err(Error::Config("gram: the host method has no prompt tensors".into()));
-    }
     let mut art = artifact.clone();
-    for p in params {
+    for p in host_prompts(params)? {
         let key = p.role.theta0_name();
         let (shape, data) = theta0.get(&key).ok_or_else(|| {
             Error::Config(format!(

@@ -163,12 +163,18 @@ pub trait SgdMethod<B: AutodiffBackend> {
 
     /// Puts back what `epoch_state` returned.
     fn restore_epoch_state(&mut self, state: &PromptArtifact) -> Result<()> {
-        match state.is_empty() {
-            true => Ok(()),
-            false => Err(Error::Store(
-                "a training checkpoint holds state across epochs this method does not keep".into(),
-            )),
-        }
+        no_epoch_state(state)
+    }
+}
+
+/// What a method that keeps nothing across epochs restores: nothing, and it refuses a checkpoint
+/// that holds something.
+pub fn no_epoch_state(state: &PromptArtifact) -> Result<()> {
+    match state.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Store(
+            "a training checkpoint holds state across epochs this method does not keep".into(),
+        )),
     }
 }
 

@@ -362,22 +362,16 @@ impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
     }
 
     fn restore_epoch_state(&mut self, state: &PromptArtifact) -> Result<()> {
+        let Some(src) = self.src.as_mut() else {
+            return super::no_epoch_state(state);
+        };
         // BTreeMap order is the zero-padded index order.
         let agg: Vec<(Vec<usize>, Vec<f32>)> = state
             .iter()
             .filter(|(k, _)| k.starts_with("aggregate."))
             .map(|(_, v)| v.clone())
             .collect();
-        match self.src.as_mut() {
-            Some(src) => src.aggregate = (!agg.is_empty()).then_some(agg),
-            None if !state.is_empty() => {
-                return Err(Error::Store(format!(
-                    "a training checkpoint holds state across epochs {} does not keep",
-                    self.kind
-                )))
-            }
-            None => {}
-        }
+        src.aggregate = (!agg.is_empty()).then_some(agg);
         Ok(())
     }
 
