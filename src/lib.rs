@@ -7,6 +7,7 @@ pub mod backend;
 pub mod cli;
 pub mod clip;
 pub mod data;
+pub mod device_check;
 pub mod error;
 pub mod estimate;
 pub mod faults;

@@ -31,7 +31,9 @@ const FLOORS: &[(&str, u8)] = &[
     // Cost estimates and the Slurm launcher read the resolution and the store, like runs.
     ("estimate", 10),
     ("slurm", 10),
-    ("cli", 11),
+    // Measuring a backend runs methods' steps as the runner builds them.
+    ("device_check", 11),
+    ("cli", 12),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -145,7 +145,7 @@ fn an_unknown_part_is_one_clear_error() {
     let out = device_check(&env, &common::fixture(""), "check.json", &["--skip", "everything"]);
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("the parts are parity, encoders, methods and suite"),
+        stderr(&out).contains("possible values: parity, encoders, methods, suite"),
         "{}",
         stderr(&out)
     );

@@ -1,37 +1,19 @@
 //! `gram-bench device-check`: the one command a person runs on a GPU machine (no network, no
-//! toolchain: carry the stripped binary, `suites/`, `datasets.lock` and `tests/fixtures/`). It
-//! checks that the backend computes what the CPU and the references compute, and measures it:
-//! 1. parity — the tiny CLIP fixtures in both checkpoint layouts against transformers' outputs;
-//! 2. encoders — ViT-B/16 (random weights) image and text forward, and forward + backward to prompt
-//!    tokens, at `--batch`, with achieved TFLOP/s from the analytic FLOP count (`clip::flops`);
-//! 3. methods — one training step of every SGD method of a suite at ViT-B/16 shapes, against the
-//!    time its FLOPs would take at the image encoder's measured throughput;
-//! 4. suite — a small suite (`suites/backend-check.toml`) run on this backend and on the CPU, every
-//!    cell's test images compared.
-//!
-//! Parts 1–3 run at each `--precision` (a process each: burn fixes a device's float format once per
-//! process); the suite runs at its own precisions. It prints a table per part and writes everything
-//! to one JSON file.
+//! toolchain: carry the stripped binary, `suites/`, `datasets.lock` and `tests/fixtures/`). The
+//! measuring is the library's (`crate::device_check`); this file holds the arguments, runs parts
+//! 1–3 in a process per precision and the suite on two backends, and prints the tables.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use clap::Args;
-use serde::{Deserialize, Serialize};
+use clap::{Args, ValueEnum};
 
-use crate::backend::{dispatch, BackendKind, Precision, WithBackend};
-use crate::clip::weights::SafetensorsStore;
-use crate::clip::workload::Inputs;
-use crate::clip::{flops, load_clip, Clip, ClipConfig, ClipTokenizer, LoadOptions, RandomInit, VisionPrompts};
+use crate::backend::{BackendKind, Precision};
+use crate::device_check::{compare_stores, measure, DeviceReport, Measurement, Part, PrecisionRun, SuiteCell};
 use crate::error::{Error, Result};
 use crate::lock::Lock;
-use crate::methods::{Batch, BuildInputs, Training};
 use crate::report::markdown_table;
 use crate::resolve::ResolvedSuite;
-use crate::run::CellMethod;
 use crate::store::Store;
 use crate::suite::Suite;
 
@@ -75,314 +57,34 @@ pub struct DeviceCheckArgs {
     /// The JSON file written.
     #[arg(long, default_value = "device-check.json")]
     pub out: PathBuf,
-    /// Leave out parts (parity, encoders, methods, suite; repeatable).
-    #[arg(long)]
-    pub skip: Vec<String>,
+    /// Leave out parts (repeatable).
+    #[arg(long, value_enum)]
+    pub skip: Vec<Part>,
     /// Internal: compute parts 1–3 at the one `--precision` given and write them to `--out`.
     #[arg(long, hide = true)]
     pub child: bool,
 }
 
-/// The parity tolerance at each precision: the tiny fixtures' outputs (unit-norm embeddings, and
-/// logits at the fixture's scale) against transformers' f32 ones. f32: `tests/parity.rs`'s. f16
-/// and bf16: measured on the CPU backend (README, "Precision": largest differences 4.1e-3 and
-/// 2.7e-2, both on the logits), with room for kernels that sum in other orders (×2.5 and ×4);
-/// f16 keeps 11 significant bits, bf16 8.
-pub fn parity_tolerance(p: Precision) -> f32 {
-    match p {
-        Precision::F32 => 1e-4,
-        Precision::F16 => 1e-2,
-        Precision::Bf16 => 1e-1,
-    }
-}
-
-#[derive(Serialize, Deserialize, Debug, Default)]
-pub struct DeviceReport {
-    pub backend: String,
-    pub batch: usize,
-    /// Parts 1–3 at each precision.
-    pub runs: Vec<PrecisionRun>,
-    pub suite: Vec<SuiteCell>,
-    pub passed: bool,
-    pub seconds: f64,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct PrecisionRun {
-    pub precision: Precision,
-    pub parity_tolerance: f32,
-    pub parity: Vec<ParityRow>,
-    pub encoders: Vec<Throughput>,
-    pub methods: Vec<MethodStep>,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct ParityRow {
-    pub layout: String,
-    pub output: String,
-    pub max_abs_diff: f32,
-    pub ok: bool,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct Throughput {
-    pub what: String,
-    pub items: usize,
-    pub seconds: f64,
-    pub gflops: f64,
-    pub tflops_per_s: f64,
-    pub of_peak: Option<f64>,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct MethodStep {
-    pub method: String,
-    pub kind: String,
-    pub batch: usize,
-    pub seconds: f64,
-    pub images_per_s: f64,
-    /// Forward + backward FLOPs of the passes the step makes (a lower bound: extra passes such as
-    /// ProGrad's second backward are not counted).
-    pub gflops: f64,
-    /// Measured time over the time those FLOPs take at the image encoder's measured throughput.
-    /// Text passes are counted at 77 tokens: methods that pool on the prompt's prefix (the CoOp
-    /// family) compute less, so below 1× is possible.
-    pub times_flop_time: f64,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct SuiteCell {
-    pub cell: String,
-    pub cpu: String,
-    pub this_backend: String,
-    pub images_apart: usize,
-    pub ok: bool,
-}
-
-/// Parts 1–3 at one precision (the process's).
-struct Measure<'a>(&'a DeviceCheckArgs, Precision);
-
-impl WithBackend for Measure<'_> {
-    type Output = Result<PrecisionRun>;
-    fn run<B: Backend>(self, device: B::Device) -> Result<PrecisionRun> {
-        let (a, precision) = (self.0, self.1);
-        let mut r = PrecisionRun {
-            precision,
-            parity_tolerance: parity_tolerance(precision),
-            parity: Vec::new(),
-            encoders: Vec::new(),
-            methods: Vec::new(),
-        };
-        if !a.skip.iter().any(|s| s == "parity") {
-            r.parity = parity::<B>(&a.fixtures, r.parity_tolerance, &device)?;
-        }
-        let (do_encoders, do_methods) = (
-            !a.skip.iter().any(|s| s == "encoders"),
-            !a.skip.iter().any(|s| s == "methods"),
-        );
-        if do_encoders || do_methods {
-            // One ViT-B/16 (random weights, frozen) for both parts; the forwards use its inner module.
-            let vit: Clip<Autodiff<B>> = ClipConfig::vit_b_16().init(&mut RandomInit::new(0), &device)?.freeze();
-            if do_encoders {
-                let peak = if precision.is_f32() {
-                    a.peak_tflops
-                } else {
-                    a.peak_tflops_half
-                };
-                r.encoders = encoders::<B>(a, &vit, peak, &device);
-            }
-            if do_methods {
-                let image_rate = r.encoders.first().map(|t| t.tflops_per_s);
-                r.methods = methods::<B>(a, &vit, &device, image_rate)?;
-            }
-        }
-        Ok(r)
-    }
-}
-
-/// (image embeds, text embeds, logits) of the tiny fixtures against the recorded references.
-fn parity<B: Backend>(fixtures: &Path, tolerance: f32, device: &B::Device) -> Result<Vec<ParityRow>> {
-    let reference = fixtures.join("reference.safetensors");
-    let store = SafetensorsStore::open(std::slice::from_ref(&reference))?;
-    // The token ids are int64, which the weight store (floats only) does not read.
-    let bytes = std::fs::read(&reference).map_err(|e| Error::io(&reference, e))?;
-    let ids_view = safetensors::SafeTensors::deserialize(&bytes)
-        .and_then(|st| st.tensor("input_ids"))
-        .map_err(|e| Error::Input(format!("{}: input_ids: {e}", reference.display())))?;
-    let ids: Vec<Vec<u32>> = ids_view
-        .data()
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact(8)")) as u32)
-        .collect::<Vec<_>>()
-        .chunks(ids_view.shape()[1])
-        .map(<[u32]>::to_vec)
-        .collect();
-    let (ps, pixel_values) = store.read("pixel_values")?;
-    let layouts: [(&'static str, PathBuf, LoadOptions); 2] = [
-        ("huggingface", fixtures.join("tiny-clip-hf"), LoadOptions::default()),
-        (
-            "openai",
-            fixtures.join("tiny-clip-openai.safetensors"),
-            LoadOptions {
-                config: Some(fixtures.join("tiny-clip-openai.json")),
-                tokenizer: Some(fixtures.join("tiny-clip-hf/tokenizer.json")),
-            },
-        ),
-    ];
-    let mut rows = Vec::new();
-    for (layout, path, opts) in layouts {
-        let clip = load_clip::<B>(&path, &opts, device)?;
-        let m = &clip.model;
-        let pixels = Tensor::<B, 4>::from_data(
-            TensorData::new(pixel_values.clone(), [ps[0], ps[1], ps[2], ps[3]]),
-            device,
-        );
-        let image = m.encode_image(pixels, &VisionPrompts::default());
-        let text = m.text_features(m.text_model.forward_ids(&ids, device, false).pooled);
-        let logits = m.logits_per_image(image.clone(), text.clone());
-        for (output, got) in [
-            ("image_embeds", Clip::normalize(image)),
-            ("text_embeds", Clip::normalize(text)),
-            ("logits_per_image", logits),
-        ] {
-            let want = store.read(output)?.1;
-            let got = super::clip::rows(got)?.concat();
-            let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-            let ok = got.len() == want.len() && d <= tolerance;
-            rows.push(ParityRow {
-                layout: layout.into(),
-                output: output.into(),
-                max_abs_diff: d,
-                ok,
-            });
+impl DeviceCheckArgs {
+    fn measurement(&self) -> Measurement {
+        Measurement {
+            batch: self.batch,
+            classes: self.classes,
+            repeats: self.repeats,
+            methods_from: self.methods_from.clone(),
+            fixtures: self.fixtures.clone(),
+            peak_tflops: self.peak_tflops,
+            peak_tflops_half: self.peak_tflops_half,
+            skip: self.skip.clone(),
         }
     }
-    Ok(rows)
-}
-
-fn throughput(what: &str, items: usize, seconds: f64, flops: f64, peak: Option<f64>) -> Throughput {
-    let tflops_per_s = flops / seconds / 1e12;
-    Throughput {
-        what: what.into(),
-        items,
-        seconds,
-        gflops: flops / 1e9,
-        tflops_per_s,
-        of_peak: peak.map(|p| tflops_per_s / p),
-    }
-}
-
-/// ViT-B/16 with random weights: forwards, and forward + backward to prompt tokens (counted as
-/// twice the forward: the weights are frozen, so the backward computes input gradients only).
-fn encoders<B: Backend>(
-    a: &DeviceCheckArgs,
-    vit: &Clip<Autodiff<B>>,
-    peak: Option<f64>,
-    device: &B::Device,
-) -> Vec<Throughput> {
-    let cfg = ClipConfig::vit_b_16();
-    let n = a.batch;
-    let (img, txt) = (flops::image_forward(&cfg, n), flops::text_forward(&cfg, n, 77));
-    let [image, text, image_back, text_back] = crate::estimate::measure_passes(vit, &cfg, n, a.repeats, device);
-    vec![
-        throughput("image encoder, forward", n, image, img, peak),
-        throughput("text encoder, forward (77 tokens)", n, text, txt, peak),
-        throughput(
-            "image, forward + backward to 8 VPT tokens",
-            n,
-            image_back,
-            2.0 * img,
-            peak,
-        ),
-        throughput(
-            "text, forward + backward to 4 context vectors",
-            n,
-            text_back,
-            2.0 * txt,
-            peak,
-        ),
-    ]
-}
-
-fn methods<B: Backend>(
-    a: &DeviceCheckArgs,
-    clip: &Clip<Autodiff<B>>,
-    device: &B::Device,
-    image_tflops: Option<f64>,
-) -> Result<Vec<MethodStep>> {
-    type A<B> = Autodiff<B>;
-    let suite = Suite::load(&a.methods_from)?;
-    let cfg = ClipConfig::vit_b_16();
-    let tok = ClipTokenizer::openai(77)?;
-    let classnames: Vec<String> = (0..a.classes).map(|i| format!("class {i}")).collect();
-    let mut out = Vec::new();
-    for (name, mc) in &suite.methods {
-        let Training::Sgd(schedule) = mc.training() else {
-            continue; // zero-shot, the linear probe and gram entries (their host is timed) take no step
-        };
-        let uses = mc.encoders().unwrap_or(crate::methods::EncoderUse::FROZEN);
-        // CoCoOp's text encoder runs once per image: its own batch, as upstream trains it.
-        let batch = if uses.text_per_image {
-            schedule.batch_size
-        } else {
-            a.batch
-        };
-        let built = CellMethod::build(
-            mc,
-            &BuildInputs {
-                clip,
-                tok: &tok,
-                classnames: &classnames,
-                template: "a photo of a {}.",
-                imagenet_like: true,
-                dataset: "imagenet",
-                shots: 16,
-                seed: 1,
-            },
-        )?;
-        let CellMethod::Sgd(mut m) = built else {
-            return Err(Error::Internal(format!(
-                "{name}: its spec trains by SGD, its build does not"
-            )));
-        };
-        let pixels = Inputs::<A<B>>::new(&cfg, batch, 0, 0, device).pixels;
-        let labels: Vec<i64> = (0..batch).map(|i| (i % a.classes) as i64).collect();
-        let labels = Tensor::<A<B>, 1, Int>::from_data(TensorData::new(labels, [batch]), device);
-        let mut failure = None;
-        let seconds = crate::estimate::time(a.repeats, || {
-            let b = Batch {
-                pixels: pixels.clone(),
-                labels: labels.clone(),
-            };
-            if let Err(e) = m.step(clip, b, schedule.optim.lr) {
-                failure.get_or_insert(e);
-            }
-        });
-        if let Some(e) = failure {
-            return Err(Error::Run(format!("{name}: training step: {e}")));
-        }
-        let texts = a.classes * if uses.text_per_image { batch } else { 1 };
-        let f = flops::image_forward(&cfg, batch) * if uses.image_backward { 2.0 } else { 1.0 }
-            + flops::text_forward(&cfg, texts, 77) * if uses.text_backward { 2.0 } else { 1.0 };
-        out.push(MethodStep {
-            method: name.clone(),
-            kind: mc.kind().to_string(),
-            batch,
-            seconds,
-            images_per_s: batch as f64 / seconds,
-            gflops: f / 1e9,
-            times_flop_time: image_tflops.map_or(f64::NAN, |t| seconds / (f / (t * 1e12))),
-        });
-    }
-    Ok(out)
 }
 
 /// The suite on `backend` and on the CPU (each through this binary's `run`), cell by cell.
 fn suite_part(a: &DeviceCheckArgs) -> Result<Vec<SuiteCell>> {
     let exe = super::common::this_binary()?;
-    let backends = [BackendKind::Cpu, a.backend];
-    for b in backends {
-        let store = a.work.join(format!("store-{b}"));
+    let store = |b: BackendKind| a.work.join(format!("store-{b}"));
+    for b in [BackendKind::Cpu, a.backend] {
         let status = std::process::Command::new(&exe)
             .args([
                 "run",
@@ -392,7 +94,7 @@ fn suite_part(a: &DeviceCheckArgs) -> Result<Vec<SuiteCell>> {
                 &b.to_string(),
             ])
             .arg("--store")
-            .arg(&store)
+            .arg(store(b))
             .arg("--cache")
             .arg(a.work.join("cache"))
             .arg("--lock")
@@ -404,39 +106,14 @@ fn suite_part(a: &DeviceCheckArgs) -> Result<Vec<SuiteCell>> {
         }
     }
     let resolved = ResolvedSuite::new(Suite::load(&a.suite)?, &Lock::load(&a.lock)?, None)?;
-    let open = |b: BackendKind| Store::open_read(&a.work.join(format!("store-{b}")), &resolved.suite.name);
-    let (cpu, this) = (open(BackendKind::Cpu), open(a.backend));
-    let mut out = Vec::new();
-    for c in &resolved.plan.cells {
-        let metrics =
-            |s: &Store| -> Result<Option<crate::store::Metrics>> { Ok(s.get(&c.key)?.and_then(|r| r.metrics)) };
-        let (Some(x), Some(y)) = (metrics(&cpu)?, metrics(&this)?) else {
-            continue; // meta-training cells have no test metrics
-        };
-        let apart = x.correct.abs_diff(y.correct);
-        out.push(SuiteCell {
-            cell: crate::run::cell_label(c),
-            cpu: format!("{:.2}% ({}/{})", x.accuracy, x.correct, x.total),
-            this_backend: format!("{:.2}% ({}/{})", y.accuracy, y.correct, y.total),
-            images_apart: apart,
-            ok: apart <= 1 && x.total == y.total,
-        });
-    }
-    Ok(out)
+    let open = |b: BackendKind| Store::open_read(&store(b), &resolved.suite.name);
+    compare_stores(&resolved, &open(BackendKind::Cpu), &open(a.backend))
 }
 
 pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
     let t0 = Instant::now();
-    for s in &a.skip {
-        if !["parity", "encoders", "methods", "suite"].contains(&s.as_str()) {
-            return Err(Error::Input(format!(
-                "--skip {s}: the parts are parity, encoders, methods and suite"
-            )));
-        }
-    }
-    if a.batch == 0 || a.classes == 0 {
-        return Err(Error::Input("--batch and --classes must be positive".into()));
-    }
+    let m = a.measurement();
+    m.validate()?;
     // The JSON is written at the end of a long run: its folder must exist before the run starts.
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -450,7 +127,7 @@ pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
         let [p] = precisions[..] else {
             return Err(Error::Input("--child computes one --precision".into()));
         };
-        let run = dispatch(a.backend, p, Measure(a, p))??;
+        let run = measure(&m, a.backend, p)?;
         let json = serde_json::to_string(&run).map_err(|e| Error::Internal(e.to_string()))?;
         return crate::files::write_atomic(&a.out, json.as_bytes());
     }
@@ -460,16 +137,16 @@ pub fn device_check(a: &DeviceCheckArgs) -> Result<()> {
         ..Default::default()
     };
     if let [p] = precisions[..] {
-        r.runs.push(dispatch(a.backend, p, Measure(a, p))??);
+        r.runs.push(measure(&m, a.backend, p)?);
     } else {
         for p in precisions {
             r.runs.push(measure_in_child(a, p)?);
         }
     }
-    if !a.skip.iter().any(|s| s == "suite") {
+    if m.runs(Part::Suite) {
         r.suite = suite_part(a)?;
     }
-    r.passed = r.runs.iter().flat_map(|run| &run.parity).all(|p| p.ok) && r.suite.iter().all(|s| s.ok);
+    r.passed = r.passes();
     r.seconds = t0.elapsed().as_secs_f64();
     print_tables(&r);
     let json = serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?;
@@ -511,7 +188,8 @@ fn measure_in_child(a: &DeviceCheckArgs, p: Precision) -> Result<PrecisionRun> {
         }
     }
     for s in &a.skip {
-        cmd.args(["--skip", s]);
+        let part = s.to_possible_value().expect("every part has a name");
+        cmd.args(["--skip", part.get_name()]);
     }
     let status = cmd
         .status()

@@ -7,9 +7,9 @@ use clap::Args;
 
 use burn::tensor::backend::Backend;
 
-use super::device_check::DeviceReport;
 use crate::backend::{dispatch, BackendKind, WithBackend};
 use crate::clip::ClipConfig;
+use crate::device_check::DeviceReport;
 use crate::error::{Error, Result};
 use crate::estimate::{backbone_config, calibrate, PassCounter, PassTimes};
 use crate::lock::Lock;
