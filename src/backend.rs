@@ -17,7 +17,7 @@ pub type Cpu = burn::backend::Flex;
 /// patched to never take AVX-512 kernels (vendor/macerator/PATCHED.md), so any AVX2 CPU computes
 /// the same bits; an older x86-64 CPU or another architecture takes narrower or other kernels,
 /// whose sums round differently.
-pub fn cpu_kernels_match_the_baselines() -> bool {
+pub(crate) fn cpu_kernels_match_the_baselines() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2")
@@ -35,7 +35,7 @@ pub fn cpu_kernels_match_the_baselines() -> bool {
 
 /// The warning a run on the embedded world prints when [`cpu_kernels_match_the_baselines`] is
 /// false: its numbers can differ in the last digits from baselines saved on an AVX2 machine.
-pub const OTHER_KERNELS_WARNING: &str = "warning: this CPU has no AVX2/FMA (x86-64-v3): the CPU \
+pub(crate) const OTHER_KERNELS_WARNING: &str = "warning: this CPU has no AVX2/FMA (x86-64-v3): the CPU \
 backend's kernels take another path here, so the embedded world's numbers can differ in their last \
 digits from those in reports/ and baselines/ (made on AVX2 and AVX-512 machines, which agree bit for \
 bit); `check --baseline` may flag such differences";
@@ -95,7 +95,7 @@ impl Precision {
 
     /// f32: the format every record made before precision was a setting was computed in (keys
     /// leave it out, so those records keep their keys).
-    pub fn is_f32(&self) -> bool {
+    pub(crate) fn is_f32(&self) -> bool {
         *self == Self::F32
     }
 
@@ -128,7 +128,7 @@ impl fmt::Display for Precision {
 
 /// Sets `device`'s float format to `precision` for the rest of this process: an error when the
 /// backend cannot compute at it there, or when this process already computed at another one.
-pub fn set_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
+pub(crate) fn set_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
     let want = precision.dtype();
     match set_default_float_dtype::<B>(device, want) {
         Ok(()) => Ok(()),
@@ -151,14 +151,14 @@ pub fn set_precision<B: Backend>(device: &B::Device, precision: Precision) -> Re
 }
 
 /// Work that is generic over the backend; [`dispatch`] picks the concrete one at run time.
-pub trait WithBackend {
+pub(crate) trait WithBackend {
     type Output;
     fn run<B: Backend>(self, device: B::Device) -> Self::Output;
 }
 
 impl BackendKind {
     /// An error naming the cargo feature when this binary was built without the backend.
-    pub fn ensure_compiled(self) -> Result<()> {
+    pub(crate) fn ensure_compiled(self) -> Result<()> {
         let compiled = match self {
             Self::Cpu => true,
             Self::Wgpu => cfg!(feature = "wgpu"),
@@ -175,7 +175,7 @@ impl BackendKind {
 }
 
 /// Runs `work` on backend `kind`'s default device at `precision` (see [`set_precision`]).
-pub fn dispatch<W: WithBackend>(kind: BackendKind, precision: Precision, work: W) -> Result<W::Output> {
+pub(crate) fn dispatch<W: WithBackend>(kind: BackendKind, precision: Precision, work: W) -> Result<W::Output> {
     fn on<B: Backend, W: WithBackend>(precision: Precision, work: W) -> Result<W::Output> {
         let device = B::Device::default();
         set_precision::<B>(&device, precision)?;

@@ -6,10 +6,10 @@
 //! 3. methods — one training step of every SGD method of a suite at ViT-B/16 shapes, against the
 //!    time its FLOPs would take at the image encoder's measured throughput;
 //! 4. suite — a small suite run on this backend and on the CPU, every cell's test images compared
-//!    ([`compare_stores`]; running the two suites is the caller's).
+//!    (`compare_stores`; running the two suites is the caller's).
 //!
 //! Parts 1–3 run at one precision per process (burn fixes a device's float format once per
-//! process): [`measure`]. The report's types are what `device-check` writes as JSON and what
+//! process): `measure`. The report's types are what `device-check` writes as JSON and what
 //! `plan --pricing` reads back.
 
 use std::path::{Path, PathBuf};
@@ -42,7 +42,7 @@ pub enum Part {
 
 /// What parts 1–3 measure, and with what.
 #[derive(Clone, Debug)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     /// Images per encoder batch and per training step; prompts per text batch.
     pub batch: usize,
     /// Classes of a method's training step (its prompts per text pass).
@@ -76,7 +76,7 @@ impl Measurement {
 }
 
 /// Parts 1–3 on `backend` at `precision` (this process's: call it once per process and precision).
-pub fn measure(m: &Measurement, backend: BackendKind, precision: Precision) -> Result<PrecisionRun> {
+pub(crate) fn measure(m: &Measurement, backend: BackendKind, precision: Precision) -> Result<PrecisionRun> {
     m.validate()?;
     dispatch(backend, precision, Measure(m, precision))?
 }
@@ -96,7 +96,7 @@ pub fn parity_tolerance(p: Precision) -> f32 {
 
 /// Everything a device check measured.
 #[derive(Serialize, Deserialize, Debug, Default)]
-pub struct DeviceReport {
+pub(crate) struct DeviceReport {
     pub backend: String,
     pub batch: usize,
     /// Parts 1–3 at each precision.
@@ -108,7 +108,7 @@ pub struct DeviceReport {
 
 /// Parts 1–3 at one precision.
 #[derive(Serialize, Deserialize, Debug)]
-pub struct PrecisionRun {
+pub(crate) struct PrecisionRun {
     pub precision: Precision,
     pub parity_tolerance: f32,
     pub parity: Vec<ParityRow>,
@@ -117,7 +117,7 @@ pub struct PrecisionRun {
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct ParityRow {
+pub(crate) struct ParityRow {
     pub layout: String,
     pub output: String,
     pub max_abs_diff: f32,
@@ -135,7 +135,7 @@ pub struct Throughput {
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct MethodStep {
+pub(crate) struct MethodStep {
     pub method: String,
     pub kind: String,
     pub batch: usize,
@@ -151,7 +151,7 @@ pub struct MethodStep {
 }
 
 #[derive(Serialize, Deserialize, Debug)]
-pub struct SuiteCell {
+pub(crate) struct SuiteCell {
     pub cell: String,
     pub cpu: String,
     pub this_backend: String,
@@ -383,7 +383,7 @@ fn methods<B: Backend>(
 
 /// The suite's cells as the CPU's store and this backend's store hold them: each cell's correct test
 /// images, within one image of each other (meta-training cells have no test metrics: left out).
-pub fn compare_stores(resolved: &ResolvedSuite, cpu: &Store, this: &Store) -> Result<Vec<SuiteCell>> {
+pub(crate) fn compare_stores(resolved: &ResolvedSuite, cpu: &Store, this: &Store) -> Result<Vec<SuiteCell>> {
     let mut out = Vec::new();
     for c in &resolved.plan.cells {
         let metrics =

@@ -42,7 +42,7 @@ pub fn time(repeats: usize, mut f: impl FnMut()) -> f64 {
 
 /// Seconds per image or per sequence of each pass.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PassTimes {
+pub(crate) struct PassTimes {
     pub image_forward: f64,
     /// Forward and backward to prompt tokens (the weights frozen).
     pub image_backward: f64,
@@ -54,7 +54,7 @@ pub struct PassTimes {
 impl PassTimes {
     /// Times from an effective throughput: a pass's FLOPs (forward + backward counted as two
     /// forwards, as `device-check` counts them) at `tflops`.
-    pub fn at_tflops(cfg: &ClipConfig, tflops: f64) -> Self {
+    pub(crate) fn at_tflops(cfg: &ClipConfig, tflops: f64) -> Self {
         let (img, txt) = (
             flops::image_forward(cfg, 1),
             flops::text_forward(cfg, 1, cfg.text.max_position_embeddings),
@@ -71,7 +71,7 @@ impl PassTimes {
 
 /// Seconds of each pass over a batch of `batch` images / sequences, in `PassTimes`' order, on a
 /// frozen model (random weights do as well as trained ones for timing).
-pub fn measure_passes<B: Backend>(
+pub(crate) fn measure_passes<B: Backend>(
     m: &Clip<Autodiff<B>>,
     cfg: &ClipConfig,
     batch: usize,
@@ -101,7 +101,12 @@ pub fn measure_passes<B: Backend>(
 }
 
 /// [`measure_passes`] per item.
-pub fn calibrate<B: Backend>(cfg: &ClipConfig, batch: usize, repeats: usize, device: &B::Device) -> Result<PassTimes> {
+pub(crate) fn calibrate<B: Backend>(
+    cfg: &ClipConfig,
+    batch: usize,
+    repeats: usize,
+    device: &B::Device,
+) -> Result<PassTimes> {
     let m: Clip<Autodiff<B>> = cfg.init(&mut crate::clip::RandomInit::new(0), device)?.freeze();
     let [i, t, ib, tb] = measure_passes(&m, cfg, batch, repeats, device);
     let n = batch as f64;
@@ -115,7 +120,7 @@ pub fn calibrate<B: Backend>(cfg: &ClipConfig, batch: usize, repeats: usize, dev
 
 /// The architecture of a suite's backbone: the micro-CLIP's from the `[world]` table; a lock
 /// backbone's from its config file or checkpoint directory when they are here, else from its name.
-pub fn backbone_config(resolved: &ResolvedSuite) -> Result<ClipConfig> {
+pub(crate) fn backbone_config(resolved: &ResolvedSuite) -> Result<ClipConfig> {
     let suite = &resolved.suite;
     if suite.backbone.name == crate::world::BACKBONE {
         let w = suite
@@ -146,7 +151,7 @@ pub fn backbone_config(resolved: &ResolvedSuite) -> Result<ClipConfig> {
 
 /// A cell's work in passes (images or sequences through each).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Passes {
+pub(crate) struct Passes {
     pub image_forward: f64,
     pub image_backward: f64,
     pub text_forward: f64,
@@ -165,7 +170,7 @@ impl Passes {
 /// Classes and test images of CoOp's datasets as published (CoOp, IJCV 2022, Table 7; the
 /// ImageNet variants' test sets as released): what a plan counts with when the data are not on
 /// this machine.
-pub fn published_size(dataset: &str) -> Option<(usize, usize)> {
+pub(crate) fn published_size(dataset: &str) -> Option<(usize, usize)> {
     Some(match dataset {
         "imagenet" => (1000, 50_000),
         "caltech101" => (100, 2_465),
@@ -227,7 +232,7 @@ fn sizes(resolved: &ResolvedSuite, name: &str, which: Subsample) -> (usize, usiz
 /// Counts the passes of a plan's cells, in plan order: it remembers the test splits whose
 /// frozen-encoder features an earlier cell computed (the feature cache) and each dataset half's
 /// sizes (counted once, not once per cell).
-pub struct PassCounter<'a> {
+pub(crate) struct PassCounter<'a> {
     resolved: &'a ResolvedSuite,
     encoded: HashSet<String>,
     sizes: HashMap<(String, Subsample), (usize, usize, usize)>,

@@ -6,7 +6,7 @@
 
 /// A bug in the code, as opposed to a wrong value in a suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Every class is prompted with its neighbour's name (the label ↔ name map off by one).
     ShuffledClassnames,
     /// Cells evaluate on the validation split instead of the test split.
@@ -15,8 +15,9 @@ pub enum Fault {
     FrozenPrompt,
 }
 
+#[cfg(feature = "planted-faults")]
 impl Fault {
-    pub const ALL: [Fault; 3] = [Fault::ShuffledClassnames, Fault::WrongSplit, Fault::FrozenPrompt];
+    const ALL: [Fault; 3] = [Fault::ShuffledClassnames, Fault::WrongSplit, Fault::FrozenPrompt];
 
     /// The name `GRAM_BENCH_PLANTED_FAULT` takes.
     pub fn name(self) -> &'static str {
@@ -30,19 +31,19 @@ impl Fault {
 
 /// Whether `fault` is planted in this process.
 #[cfg(feature = "planted-faults")]
-pub fn active(fault: Fault) -> bool {
+pub(crate) fn active(fault: Fault) -> bool {
     std::env::var("GRAM_BENCH_PLANTED_FAULT").is_ok_and(|v| v == fault.name())
 }
 
 /// Whether `fault` is planted in this process: never, in a build without `planted-faults`.
 #[cfg(not(feature = "planted-faults"))]
-pub fn active(_fault: Fault) -> bool {
+pub(crate) fn active(_fault: Fault) -> bool {
     false
 }
 
 /// Refuses an unknown fault name, so a typo in the script cannot pass as "nothing detected".
 #[cfg(feature = "planted-faults")]
-pub fn check_env() -> crate::error::Result<()> {
+pub(crate) fn check_env() -> crate::error::Result<()> {
     match std::env::var("GRAM_BENCH_PLANTED_FAULT") {
         Ok(v) if !Fault::ALL.iter().any(|f| f.name() == v) => Err(crate::error::Error::Input(format!(
             "GRAM_BENCH_PLANTED_FAULT={v}: not a fault this build plants ({})",
@@ -57,6 +58,6 @@ pub fn check_env() -> crate::error::Result<()> {
 }
 
 #[cfg(not(feature = "planted-faults"))]
-pub fn check_env() -> crate::error::Result<()> {
+pub(crate) fn check_env() -> crate::error::Result<()> {
     Ok(())
 }

@@ -31,7 +31,7 @@ const FORMAT: u32 = 3;
 
 /// What a cached entry was computed from (kept in the file, for a reader's inspection).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FeatureSource {
+pub(crate) struct FeatureSource {
     pub weights_sha256: String,
     pub dataset: String,
     pub split: String,
@@ -61,7 +61,7 @@ impl FeatureSource {
 
 /// SHA-256 over each file's path, size and modification time (or its absence), in order: what the
 /// images are on disk now, at the cost of one `stat` per image, not of reading them.
-pub fn files_fingerprint(paths: &[PathBuf]) -> String {
+pub(crate) fn files_fingerprint(paths: &[PathBuf]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for p in paths {
@@ -165,7 +165,7 @@ struct Info {
 }
 
 /// Where features are kept: `<dir>/<key>.safetensors`, or nowhere on disk (`dir = None`).
-pub struct FeatureCache {
+pub(crate) struct FeatureCache {
     dir: Option<PathBuf>,
     mem: HashMap<String, Arc<FeatureSet>>,
 }
@@ -195,7 +195,7 @@ impl FeatureCache {
         Some(set)
     }
 
-    pub fn put(&mut self, source: &FeatureSource, set: FeatureSet) -> Result<Arc<FeatureSet>> {
+    pub(crate) fn put(&mut self, source: &FeatureSource, set: FeatureSet) -> Result<Arc<FeatureSet>> {
         let key = source.key();
         if let Some(dir) = &self.dir {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

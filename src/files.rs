@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename. A
 /// reader sees the old file or the whole new one, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -37,7 +37,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Removes the temp files `write_atomic` left in `dir` when its process was killed mid-write: those
 /// whose writer (the pid in the name) is no longer running. Returns how many were removed. Temp
 /// files of live writers (another runner on the same store) are left alone.
-pub fn sweep_stale_temps(dir: &Path) -> usize {
+pub(crate) fn sweep_stale_temps(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -74,7 +74,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Lower-case hex SHA-256 of a file's content, read in 1 MiB blocks.
-pub fn file_sha256(path: &Path) -> Result<String> {
+pub(crate) fn file_sha256(path: &Path) -> Result<String> {
     use std::io::Read;
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut h = Sha256::new();
@@ -110,7 +110,7 @@ pub fn expand(s: &str) -> Result<String> {
 }
 
 /// Parses `text` (read from `path`) as strict TOML; an error points at `file:line:col`.
-pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+pub(crate) fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     toml::from_str(text).map_err(|e| {
         let msg = e.message().to_string();
         match e.span() {

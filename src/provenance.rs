@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 /// UTC timestamp, RFC 3339, from the system clock.
-pub fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -29,13 +29,13 @@ pub fn now_utc() -> String {
 }
 
 /// The git commit this binary was built from (`build.rs`), or `unknown`.
-pub fn git_commit() -> String {
+pub(crate) fn git_commit() -> String {
     option_env!("GRAM_BENCH_GIT_COMMIT").unwrap_or("unknown").to_string()
 }
 
 /// Where built worlds and the feature cache live: `$GRAM_BENCH_CACHE`, else
 /// `$XDG_CACHE_HOME/gram-bench`, else `~/.cache/gram-bench`.
-pub fn default_cache_dir() -> PathBuf {
+pub(crate) fn default_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("GRAM_BENCH_CACHE") {
         return PathBuf::from(p);
     }

@@ -29,14 +29,14 @@ pub struct Inputs {
 }
 
 /// Where a cell's K-shot subset comes from, decided from the suite's policy and the files on disk.
-pub enum FewShotFrom {
+pub(crate) enum FewShotFrom {
     Sampled,
     /// CoOp's cached file (present or, under `fewshot = "coop"`, required but absent).
     Coop(PathBuf),
 }
 
 impl Inputs {
-    pub fn fewshot_from(&self, dataset: &str, shots: usize, seed: u64) -> FewShotFrom {
+    pub(crate) fn fewshot_from(&self, dataset: &str, shots: usize, seed: u64) -> FewShotFrom {
         let (Some(ds), Some(root)) = (self.datasets.get(dataset), &self.data_root) else {
             return FewShotFrom::Sampled;
         };
@@ -75,7 +75,7 @@ impl Digests for Inputs {
 
 /// Digests for counting cells when the real ones cannot be read (no data root, backbone not
 /// pinned): the plan's shape is right, its keys are not.
-pub struct Unresolved;
+pub(crate) struct Unresolved;
 
 impl Digests for Unresolved {
     fn backbone(&self) -> String {
@@ -90,7 +90,7 @@ impl Digests for Unresolved {
 }
 
 /// The datasets a suite names.
-pub fn suite_datasets(suite: &Suite) -> Vec<String> {
+pub(crate) fn suite_datasets(suite: &Suite) -> Vec<String> {
     let mut names: Vec<String> = suite
         .experiments
         .iter()
@@ -102,7 +102,7 @@ pub fn suite_datasets(suite: &Suite) -> Vec<String> {
 }
 
 /// Whether a suite needs the embedded world built (its backbone or one of its datasets).
-pub fn needs_world(suite: &Suite) -> bool {
+pub(crate) fn needs_world(suite: &Suite) -> bool {
     suite.backbone.name == BACKBONE
         || suite_datasets(suite)
             .iter()
@@ -111,7 +111,7 @@ pub fn needs_world(suite: &Suite) -> bool {
 
 /// Every dataset `suite` names is known: built in, or declared by `lock` (which holds the suite's
 /// own declarations, `Lock::with_datasets`).
-pub fn check_dataset_names(suite: &Suite, lock: &Lock) -> Result<()> {
+pub(crate) fn check_dataset_names(suite: &Suite, lock: &Lock) -> Result<()> {
     for name in suite_datasets(suite) {
         check_dataset_name(&name, &lock.user_datasets)
             .map_err(|e| Error::Config(format!("suite `{}`: {e}", suite.name)))?;
@@ -179,7 +179,7 @@ impl ResolvedSuite {
 
     /// The suite with nothing read (no data, no pins): cells counted under placeholder keys, for
     /// a plan when the real inputs are not on this machine.
-    pub fn unresolved(suite: Suite, lock: Lock) -> ResolvedSuite {
+    pub(crate) fn unresolved(suite: Suite, lock: Lock) -> ResolvedSuite {
         let inputs = Inputs {
             world_key: suite.world.as_ref().map(crate::world::build::world_key),
             backbone: Unresolved.backbone(),
@@ -198,7 +198,7 @@ impl ResolvedSuite {
 
     /// Refuses datasets whose split definition, class names or counts differ from what
     /// datasets.lock pins (unless `allow_changed`).
-    pub fn check_pins(&self, allow_changed: bool) -> Result<()> {
+    pub(crate) fn check_pins(&self, allow_changed: bool) -> Result<()> {
         for (name, ds) in &self.inputs.datasets {
             if let Some(pin) = self.lock.datasets.get(name) {
                 let diff = crate::lock::verify::pin_mismatches(name, pin, ds);

@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// Who draws from a seed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// A train cell's batch order and crop seeds (the SGD loop).
     BatchOrder,
     /// CoCoOp's meta-net init.
@@ -50,13 +50,13 @@ impl Stream {
 }
 
 /// The random stream `stream` of `seed`.
-pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
+pub(crate) fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ stream.salt())
 }
 
 /// The `index`-th independent sub-stream of `stream` (ChaCha's stream number), for draws that
 /// must not depend on the order in which items are produced.
-pub fn indexed_rng(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
+pub(crate) fn indexed_rng(seed: u64, stream: Stream, index: u64) -> ChaCha8Rng {
     let mut r = rng(seed, stream);
     r.set_stream(index);
     r

@@ -24,11 +24,11 @@ use crate::store::{Status, Store};
 use crate::suite::cells::{Cell, Phase};
 
 /// Slurm's `MaxArraySize` when `scontrol` does not say (its default: indices 0..1000).
-pub const DEFAULT_MAX_ARRAY_SIZE: usize = 1001;
+pub(crate) const DEFAULT_MAX_ARRAY_SIZE: usize = 1001;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Stage {
+pub(crate) enum Stage {
     Meta,
     Train,
     Eval,
@@ -54,7 +54,7 @@ impl Stage {
 
 /// One submitted array: tasks `offset .. offset + count` of its stage.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ArrayJob {
+pub(crate) struct ArrayJob {
     pub job_id: String,
     pub offset: usize,
     pub count: usize,
@@ -62,7 +62,7 @@ pub struct ArrayJob {
 
 /// The tasks of one stage at one precision, each a list of cell keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StagePlan {
+pub(crate) struct StagePlan {
     pub stage: Stage,
     pub precision: Precision,
     pub tasks: Vec<Vec<String>>,
@@ -73,7 +73,7 @@ pub struct StagePlan {
 /// What the tasks of a submission run: the suite and where its inputs and records are (absolute
 /// paths: tasks start wherever the cluster starts them), and the stages.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub id: String,
     pub suite: PathBuf,
     pub store: PathBuf,
@@ -133,7 +133,7 @@ impl Manifest {
 /// Splits `cells` (in plan order) into stages, per precision, and tasks of at most
 /// `cells_per_task` cells; an evaluation goes in a task with the others of the same train cell
 /// where they fit.
-pub fn stage_plans(resolved: &ResolvedSuite, cells: &[&Cell], cells_per_task: usize) -> Vec<StagePlan> {
+pub(crate) fn stage_plans(resolved: &ResolvedSuite, cells: &[&Cell], cells_per_task: usize) -> Vec<StagePlan> {
     let mut groups: BTreeMap<(Stage, &str), (Precision, Vec<&Cell>)> = BTreeMap::new();
     for c in cells {
         let p = resolved.suite.precision.of_cell(&c.spec);
@@ -164,7 +164,7 @@ pub fn stage_plans(resolved: &ResolvedSuite, cells: &[&Cell], cells_per_task: us
 
 /// The cells of `resolved` to submit: selected, neither recorded ok nor queued in an earlier
 /// submission (`queued`: key → job).
-pub fn cells_to_submit<'a>(
+pub(crate) fn cells_to_submit<'a>(
     resolved: &'a ResolvedSuite,
     store: &Store,
     only: &[(String, String)],
@@ -273,7 +273,7 @@ pub fn sbatch(script: &Path) -> Result<String> {
 }
 
 /// The cluster's `MaxArraySize` (`scontrol show config`), or Slurm's default when it cannot be read.
-pub fn max_array_size() -> usize {
+pub(crate) fn max_array_size() -> usize {
     slurm_cmd("scontrol", &["show", "config"])
         .ok()
         .and_then(|out| {
@@ -287,7 +287,7 @@ pub fn max_array_size() -> usize {
 
 /// The queue as `squeue` shows it: (array job id, task index) → state.
 #[derive(Debug, Default)]
-pub struct Queue {
+pub(crate) struct Queue {
     tasks: HashMap<(String, Option<usize>), String>,
 }
 
@@ -322,7 +322,7 @@ impl Queue {
 }
 
 /// The keys of the cells of submissions still in the queue → "job_task STATE".
-pub fn queued_cells(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> HashMap<String, String> {
+pub(crate) fn queued_cells(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> HashMap<String, String> {
     manifests
         .iter()
         .flat_map(|(_, m)| m.queued_tasks(queue))
@@ -335,7 +335,7 @@ pub fn queued_cells(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> HashMap
 }
 
 /// Every array job id of the submissions still in the queue (each once).
-pub fn queued_jobs(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> Vec<String> {
+pub(crate) fn queued_jobs(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for (_, a, _, _) in manifests.iter().flat_map(|(_, m)| m.queued_tasks(queue)) {
         if !out.contains(&a.job_id) {
@@ -346,13 +346,13 @@ pub fn queued_jobs(manifests: &[(PathBuf, Manifest)], queue: &Queue) -> Vec<Stri
 }
 
 /// Splits `tasks` tasks into arrays of at most `max` (`MaxArraySize`: indices below it).
-pub fn array_chunks(tasks: usize, max: usize) -> Vec<(usize, usize)> {
+pub(crate) fn array_chunks(tasks: usize, max: usize) -> Vec<(usize, usize)> {
     let max = max.max(1);
     (0..tasks).step_by(max).map(|o| (o, max.min(tasks - o))).collect()
 }
 
 /// The key sets of a task, for the runner.
-pub fn task_keys(m: &Manifest, stage_index: usize, task: usize) -> Result<HashSet<String>> {
+pub(crate) fn task_keys(m: &Manifest, stage_index: usize, task: usize) -> Result<HashSet<String>> {
     let s = m
         .stages
         .get(stage_index)

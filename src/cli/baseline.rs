@@ -33,7 +33,7 @@ pub struct BaselineSaveArgs {
     pub force: bool,
 }
 
-pub fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
+pub(crate) fn baseline_save(a: &BaselineSaveArgs) -> Result<()> {
     let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
     let suite = &resolved.suite;
     let store = Store::open_read(&a.store.store, &suite.name);

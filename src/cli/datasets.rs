@@ -41,7 +41,7 @@ pub(super) fn need_root(flag: &Option<std::path::PathBuf>) -> Result<std::path::
         .ok_or_else(|| Error::Input("no data root: pass --data-root DIR (or set GRAM_BENCH_DATA)".into()))
 }
 
-pub fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
+pub(crate) fn datasets_lock(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
     let mut lock = Lock::load(&a.lock)?;
     let view = lock_with_suite(&lock, a)?;
@@ -88,7 +88,7 @@ pub(super) fn lock_with_suite(lock: &Lock, a: &DatasetsArgs) -> Result<Lock> {
     }
 }
 
-pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
+pub(crate) fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
     let root = need_root(&a.data_root)?;
     let lock = lock_with_suite(&Lock::load(&a.lock)?, a)?;
     let defs = crate::lock::verify::selected(&a.names, &lock)?;
@@ -128,7 +128,7 @@ pub fn datasets_verify(a: &DatasetsArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn datasets_describe(a: &DatasetsArgs) -> Result<()> {
+pub(crate) fn datasets_describe(a: &DatasetsArgs) -> Result<()> {
     let [name] = a.names.as_slice() else {
         return Err(Error::Input("describe takes one dataset name".into()));
     };

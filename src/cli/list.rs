@@ -13,7 +13,7 @@ pub struct ListArgs {
     pub dir: PathBuf,
 }
 
-pub fn list(dir: &Path) -> Result<()> {
+pub(crate) fn list(dir: &Path) -> Result<()> {
     let suites = list_suites(dir)?;
     if suites.is_empty() {
         println!("no suites in {}", dir.display());

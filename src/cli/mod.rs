@@ -22,8 +22,9 @@ mod world;
 
 use baseline::BaselineCommand;
 use check::CheckArgs;
+pub use clip::embed;
 use clip::ClipCommand;
-pub use clip::{embed, EmbedArgs, EmbedOutput};
+
 use common::SuiteArg;
 use datasets::DatasetsCommand;
 use device_check::DeviceCheckArgs;

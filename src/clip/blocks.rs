@@ -62,7 +62,7 @@ pub(super) fn linear<B: Backend>(
 
 /// `ln(x)` computed in f32 whatever `x`'s precision, and cast back: CLIP's `LayerNorm` does this
 /// (`super().forward(x.type(torch.float32)).type(orig_type)`), so its fp16 models normalize in f32.
-pub fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+pub(crate) fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {
     let dtype = x.dtype();
     if dtype == DType::F32 {
         return ln.forward(x);

@@ -62,10 +62,10 @@ pub struct ClipConfig {
 }
 
 impl ClipVisionConfig {
-    pub fn num_patches(&self) -> usize {
+    pub(crate) fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }
-    pub fn num_positions(&self) -> usize {
+    pub(crate) fn num_positions(&self) -> usize {
         self.num_patches() + 1
     }
 }
@@ -101,7 +101,7 @@ fn openai_vision(width: usize, layers: usize, heads: usize, image: usize, patch:
 
 impl ClipConfig {
     /// OpenAI ViT-B/32 (`openai/clip-vit-base-patch32`).
-    pub fn vit_b_32() -> Self {
+    pub(crate) fn vit_b_32() -> Self {
         Self::new(openai_text(512, 8), openai_vision(768, 12, 12, 224, 32), 512)
     }
     /// OpenAI ViT-B/16 (`openai/clip-vit-base-patch16`).
@@ -109,11 +109,11 @@ impl ClipConfig {
         Self::new(openai_text(512, 8), openai_vision(768, 12, 12, 224, 16), 512)
     }
     /// OpenAI ViT-L/14 (`openai/clip-vit-large-patch14`).
-    pub fn vit_l_14() -> Self {
+    pub(crate) fn vit_l_14() -> Self {
         Self::new(openai_text(768, 12), openai_vision(1024, 24, 16, 224, 14), 768)
     }
     /// OpenAI ViT-L/14@336px (`openai/clip-vit-large-patch14-336`).
-    pub fn vit_l_14_336() -> Self {
+    pub(crate) fn vit_l_14_336() -> Self {
         Self::new(openai_text(768, 12), openai_vision(1024, 24, 16, 336, 14), 768)
     }
 
@@ -130,16 +130,9 @@ impl ClipConfig {
         ]
     }
 
-    pub fn by_name(name: &str) -> Option<Self> {
-        Self::named()
-            .into_iter()
-            .find(|(names, _)| names.contains(&name))
-            .map(|(_, c)| c)
-    }
-
-    /// [`by_name`](Self::by_name) ignoring case, `/`, `-`, `_` and `@`: the names a lock file's
+    /// A named config, the name's case, `/`, `-`, `_` and `@` ignored: the names a lock file's
     /// keys use (`vit-b16`, `clip-vit-b16` is not one).
-    pub fn by_loose_name(name: &str) -> Option<Self> {
+    pub(crate) fn by_loose_name(name: &str) -> Option<Self> {
         let squash = |s: &str| -> String {
             s.chars()
                 .filter(|c| !matches!(c, '/' | '-' | '_' | '@'))
@@ -155,7 +148,7 @@ impl ClipConfig {
 
     /// Reads either an HF `config.json` or an open_clip model config (`embed_dim`, `vision_cfg`,
     /// `text_cfg`), whichever the file is.
-    pub fn from_json_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{}: not valid JSON: {e}", path.display())))?;
@@ -172,7 +165,7 @@ impl ClipConfig {
 
     /// HF `CLIPConfig` JSON. Missing keys take transformers' own `CLIPTextConfig` /
     /// `CLIPVisionConfig` defaults, exactly as `CLIPModel.from_pretrained` would.
-    pub fn from_hf_json(value: serde_json::Value) -> Result<Self> {
+    pub(crate) fn from_hf_json(value: serde_json::Value) -> Result<Self> {
         let cfg: HfClipConfig =
             serde_json::from_value(value).map_err(|e| Error::Config(format!("not an HF CLIP config: {e}")))?;
         // transformers rebuilds each tower from `*_config_dict` (with its defaults) when present and lets
@@ -213,7 +206,7 @@ impl ClipConfig {
 
     /// open_clip model config (`ViT-B-16.json` style). open_clip derives the vision head count as
     /// width / head_width; both are explicit here when the file says so.
-    pub fn from_open_clip_json(value: serde_json::Value) -> Result<Self> {
+    pub(crate) fn from_open_clip_json(value: serde_json::Value) -> Result<Self> {
         let cfg: OpenClipConfig =
             serde_json::from_value(value).map_err(|e| Error::Config(format!("not an open_clip model config: {e}")))?;
         let v = cfg.vision_cfg;
@@ -432,16 +425,19 @@ mod tests {
 
     #[test]
     fn named_configs_have_real_head_counts() {
-        let l14 = ClipConfig::by_name("ViT-L/14").unwrap();
+        let l14 = ClipConfig::by_loose_name("ViT-L/14").unwrap();
         assert_eq!(l14.vision.num_attention_heads, 16);
         assert_eq!(l14.text.num_attention_heads, 12);
         assert_eq!(
-            ClipConfig::by_name("ViT-L/14@336px").unwrap().vision.num_positions(),
+            ClipConfig::by_loose_name("ViT-L/14@336px")
+                .unwrap()
+                .vision
+                .num_positions(),
             577
         );
         assert_eq!(ClipConfig::vit_b_16().vision.num_positions(), 197);
         assert_eq!(ClipConfig::vit_b_32().vision.num_positions(), 50);
-        assert!(ClipConfig::by_name("ViT-H/14").is_none());
+        assert!(ClipConfig::by_loose_name("ViT-H/14").is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::weights::transpose;
 use crate::error::{Error, Result};
 
 /// Tensors keyed by their HF name, in HF's orientation (`[out, in]` for linear weights).
-pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+pub(crate) type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn host<B: Backend, const D: usize>(t: &Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
     let data = t.to_data().convert::<f32>();
@@ -120,7 +120,7 @@ fn act(a: Activation) -> &'static str {
 
 impl ClipConfig {
     /// The HF `config.json` that [`ClipConfig::from_hf_json`] reads back to `self`.
-    pub fn to_hf_json(&self) -> serde_json::Value {
+    pub(crate) fn to_hf_json(&self) -> serde_json::Value {
         let (t, v) = (&self.text, &self.vision);
         json!({
             "architectures": ["CLIPModel"],
@@ -154,13 +154,13 @@ impl ClipConfig {
 }
 
 /// Writes `dir/config.json`, the HF `CLIPModel` config of `config` (the directory must exist).
-pub fn write_hf_config(dir: &Path, config: &ClipConfig) -> Result<()> {
+pub(crate) fn write_hf_config(dir: &Path, config: &ClipConfig) -> Result<()> {
     let text = serde_json::to_string_pretty(&config.to_hf_json()).expect("a JSON value always serializes");
     crate::files::write_atomic(&dir.join("config.json"), text.as_bytes())
 }
 
 /// Writes `dir/config.json` and `dir/model.safetensors` (f32).
-pub fn save_hf_dir<B: Backend>(dir: &Path, config: &ClipConfig, model: &Clip<B>) -> Result<()> {
+pub(crate) fn save_hf_dir<B: Backend>(dir: &Path, config: &ClipConfig, model: &Clip<B>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_hf_config(dir, config)?;
     let tensors = model.to_hf_tensors();

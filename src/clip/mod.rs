@@ -17,8 +17,10 @@ pub mod workload;
 
 pub use checkpoint::{load_clip, LoadOptions, LoadedClip};
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
-pub use export::save_hf_dir;
-pub use model::{Clip, DeepPrompts, PromptSlot, TextOutput, VisionOutput, VisionPrompts};
+pub(crate) use export::save_hf_dir;
+pub use model::{Clip, DeepPrompts, PromptSlot, VisionPrompts};
+
 pub use preprocess::Preprocess;
 pub use tokenizer::ClipTokenizer;
-pub use weights::{Layout, RandomInit, WeightSource};
+pub(crate) use weights::Layout;
+pub use weights::RandomInit;

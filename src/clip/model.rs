@@ -7,12 +7,15 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+pub(crate) use super::blocks::Encoder;
 use super::blocks::*;
-pub use super::blocks::{DeepPrompts, Encoder, EncoderLayer, Mlp, PromptSlot, SelfAttention};
+pub use super::blocks::{DeepPrompts, PromptSlot};
 use super::config::ClipConfig;
-pub use super::text::{ids_tensor, TextOutput, TextTransformer};
+pub use super::text::ids_tensor;
+pub(crate) use super::text::TextTransformer;
 use super::tokenizer::ClipTokenizer;
-pub use super::vision::{VisionOutput, VisionPrompts, VisionTransformer};
+pub use super::vision::VisionPrompts;
+pub(crate) use super::vision::VisionTransformer;
 use super::weights::WeightSource;
 use crate::error::Result;
 
@@ -60,7 +63,7 @@ impl<B: Backend> Clip<B> {
     }
 
     /// Projected (not normalized) image features.
-    pub fn image_features(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub(crate) fn image_features(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
         pooled.matmul(self.visual_projection.val())
     }
 
@@ -84,13 +87,13 @@ impl<B: Backend> Clip<B> {
     }
 
     /// exp(logit_scale): what cosine similarities are multiplied by.
-    pub fn logit_scale_value(&self) -> f32 {
+    pub(crate) fn logit_scale_value(&self) -> f32 {
         use burn::tensor::ElementConversion;
         self.logit_scale.val().exp().into_scalar().elem()
     }
 
     /// The same model with `logit_scale = ln(scale)` (temperature calibration).
-    pub fn with_logit_scale(mut self, scale: f64) -> Self {
+    pub(crate) fn with_logit_scale(mut self, scale: f64) -> Self {
         let device = self.logit_scale.val().device();
         let v = burn::tensor::TensorData::new(vec![scale.ln() as f32], [1]);
         self.logit_scale = Param::from_tensor(Tensor::from_data(v, &device));

@@ -13,9 +13,9 @@ use crate::error::{Error, Result};
 
 /// OpenAI CLIP's normalization constants, digit for digit as OpenAI and open_clip publish them.
 #[allow(clippy::excessive_precision)]
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub(crate) const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 #[allow(clippy::excessive_precision)]
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub(crate) const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocess {
@@ -259,7 +259,13 @@ fn crop(img: &RgbImage, left: u32, top: u32, w: u32, h: u32) -> RgbImage {
 
 /// torchvision's RandomResizedCrop box `[left, top, width, height]`: ten tries at a random area and
 /// log-uniform aspect ratio, then a centre crop clamped to the ratio range.
-pub fn random_resized_crop_box(w: u32, h: u32, scale: (f64, f64), ratio: (f64, f64), rng: &mut impl Rng) -> [u32; 4] {
+pub(crate) fn random_resized_crop_box(
+    w: u32,
+    h: u32,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut impl Rng,
+) -> [u32; 4] {
     let area = (w * h) as f64;
     let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
     for _ in 0..10 {
@@ -323,13 +329,13 @@ impl Preprocess {
 
     /// Training transform up to uint8: RandomResizedCrop(scale 0.08–1, ratio 3/4–4/3, bicubic) and a
     /// horizontal flip with probability 1/2.
-    pub fn train_u8(&self, img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
+    pub(crate) fn train_u8(&self, img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
         self.resized_crop_flip_u8(img, (0.08, 1.0), rng)
     }
 
     /// RandomResizedCrop of area fraction `scale` (ratio 3/4–4/3, bicubic), then a horizontal flip
     /// with probability 1/2.
-    pub fn resized_crop_flip_u8(&self, img: &RgbImage, scale: (f64, f64), rng: &mut impl Rng) -> RgbImage {
+    pub(crate) fn resized_crop_flip_u8(&self, img: &RgbImage, scale: (f64, f64), rng: &mut impl Rng) -> RgbImage {
         let s = self.image_size as u32;
         let (w, h) = img.dimensions();
         let [l, t, cw, ch] = random_resized_crop_box(w, h, scale, (3.0 / 4.0, 4.0 / 3.0), rng);

@@ -13,16 +13,14 @@ use crate::error::{Error, Result};
 pub const OPENAI_BPE_GZ: &[u8] = include_bytes!("bpe_simple_vocab_16e6.txt.gz");
 
 /// Number of merges OpenAI keeps: 49152 - 256 - 2.
-pub const OPENAI_MERGES: usize = 48_894;
+pub(crate) const OPENAI_MERGES: usize = 48_894;
 
-pub const SOT: &str = "<|startoftext|>";
-pub const EOT: &str = "<|endoftext|>";
+pub(crate) const SOT: &str = "<|startoftext|>";
+pub(crate) const EOT: &str = "<|endoftext|>";
 
 pub struct ClipTokenizer {
     inner: Tokenizer,
     context_length: usize,
-    sot: u32,
-    eot: u32,
 }
 
 /// GPT-2's byte-to-unicode table, in OpenAI's vocabulary order: the printable bytes (which map to
@@ -139,7 +137,8 @@ impl ClipTokenizer {
                 .token_to_id(t)
                 .ok_or_else(|| Error::Tokenizer(format!("vocabulary has no `{t}` token; not a CLIP tokenizer")))
         };
-        let (sot, eot) = (id(SOT)?, id(EOT)?);
+        id(SOT)?;
+        id(EOT)?;
         // Truncation counts the added SOT/EOT, so an over-long text keeps its EOT as the last token.
         inner
             .with_truncation(Some(TruncationParams {
@@ -150,22 +149,11 @@ impl ClipTokenizer {
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(Self {
-            inner,
-            context_length,
-            sot,
-            eot,
-        })
+        Ok(Self { inner, context_length })
     }
 
     pub fn context_length(&self) -> usize {
         self.context_length
-    }
-    pub fn sot_id(&self) -> u32 {
-        self.sot
-    }
-    pub fn eot_id(&self) -> u32 {
-        self.eot
     }
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
@@ -222,7 +210,10 @@ mod tests {
     fn openai_vocab_is_complete_and_known_ids_match() {
         let tok = ClipTokenizer::openai(77).unwrap();
         assert_eq!(tok.vocab_size(), 49408);
-        assert_eq!((tok.sot_id(), tok.eot_id()), (49406, 49407));
+        assert_eq!(
+            (tok.inner.token_to_id(SOT), tok.inner.token_to_id(EOT)),
+            (Some(49406), Some(49407))
+        );
         assert_eq!(
             tok.encode("a photo of a cat.").unwrap(),
             vec![49406, 320, 1125, 539, 320, 2368, 269, 49407]

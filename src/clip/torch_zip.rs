@@ -67,7 +67,7 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
 }
 
 /// Whether `path` is a zip archive (what `torch.save` writes since PyTorch 1.6).
-pub fn is_zip(path: &Path) -> bool {
+pub(crate) fn is_zip(path: &Path) -> bool {
     let mut head = [0u8; 4];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))

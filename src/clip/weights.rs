@@ -158,7 +158,7 @@ fn is_ignorable_hf_buffer(name: &str) -> bool {
 }
 
 /// An HF `CLIPModel` checkpoint: keys are used as they are.
-pub struct HfLayout {
+pub(crate) struct HfLayout {
     store: SafetensorsStore,
     used: BTreeSet<String>,
 }
@@ -207,7 +207,7 @@ enum Map {
 }
 
 /// An OpenAI / open_clip state dict (`visual.conv1.weight`, `transformer.resblocks.N.attn.in_proj_weight`, ...).
-pub struct OpenAiLayout {
+pub(crate) struct OpenAiLayout {
     store: SafetensorsStore,
     used: BTreeSet<String>,
 }
@@ -267,7 +267,7 @@ impl OpenAiLayout {
     }
 
     /// Infers the architecture from tensor shapes; see [`infer_openai_config`].
-    pub fn infer_config(&self) -> Result<(&'static str, ClipConfig)> {
+    pub(crate) fn infer_config(&self) -> Result<(&'static str, ClipConfig)> {
         let names: Vec<&str> = self.store.names().collect();
         infer_openai_config(&names, |n| self.store.shape(n).map(<[usize]>::to_vec))
     }
@@ -277,7 +277,7 @@ impl OpenAiLayout {
 /// does, except the head count: that is not in the file, so the shapes must match a named
 /// checkpoint config exactly, or the caller must supply a config.
 /// Returns the matched checkpoint name with its config.
-pub fn infer_openai_config(
+pub(crate) fn infer_openai_config(
     names: &[&str],
     shape: impl Fn(&str) -> Option<Vec<usize>>,
 ) -> Result<(&'static str, ClipConfig)> {
@@ -465,7 +465,7 @@ pub enum Layout {
     OpenAi,
 }
 
-pub fn detect_layout(store: &SafetensorsStore) -> Result<Layout> {
+pub(crate) fn detect_layout(store: &SafetensorsStore) -> Result<Layout> {
     if store.contains("vision_model.embeddings.patch_embedding.weight") {
         Ok(Layout::HuggingFace)
     } else if store.contains("visual.conv1.weight") {
@@ -481,7 +481,7 @@ pub fn detect_layout(store: &SafetensorsStore) -> Result<Layout> {
 }
 
 /// Rejects PyTorch pickles with a message that says how to convert them.
-pub fn reject_pickle(path: &Path) -> Result<()> {
+pub(crate) fn reject_pickle(path: &Path) -> Result<()> {
     let mut head = [0u8; 9];
     let mut len = 0u64;
     if let Ok(mut f) = std::fs::File::open(path) {

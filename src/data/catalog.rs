@@ -26,7 +26,7 @@ pub struct UserDataset {
 }
 
 /// What a user dataset may not be: a built-in's name, a template without `{}`.
-pub fn check_user_dataset(name: &str, u: &UserDataset) -> std::result::Result<(), String> {
+pub(crate) fn check_user_dataset(name: &str, u: &UserDataset) -> std::result::Result<(), String> {
     if catalog().iter().any(|d| d.name == name) {
         return Err(format!("`{name}` is the name of a built-in dataset; pick another"));
     }
@@ -57,7 +57,7 @@ pub fn catalog() -> Vec<DatasetDef> {
 
 /// The built-in datasets plus user datasets (datasets.lock's `[user_datasets]` and a suite's
 /// `[datasets]`).
-pub fn catalog_with(user: &BTreeMap<String, UserDataset>) -> Vec<DatasetDef> {
+pub(crate) fn catalog_with(user: &BTreeMap<String, UserDataset>) -> Vec<DatasetDef> {
     let mut out = catalog();
     out.extend(user.iter().map(|(name, u)| DatasetDef {
         name: name.clone(),
@@ -74,7 +74,7 @@ pub fn catalog_with(user: &BTreeMap<String, UserDataset>) -> Vec<DatasetDef> {
     out
 }
 
-pub fn check_dataset_name(name: &str, user: &BTreeMap<String, UserDataset>) -> std::result::Result<(), String> {
+pub(crate) fn check_dataset_name(name: &str, user: &BTreeMap<String, UserDataset>) -> std::result::Result<(), String> {
     let all = catalog_with(user);
     if all.iter().any(|d| d.name == name) {
         return Ok(());
@@ -86,7 +86,7 @@ pub fn check_dataset_name(name: &str, user: &BTreeMap<String, UserDataset>) -> s
     ))
 }
 
-pub fn dataset_def(name: &str, user: &BTreeMap<String, UserDataset>) -> Result<DatasetDef> {
+pub(crate) fn dataset_def(name: &str, user: &BTreeMap<String, UserDataset>) -> Result<DatasetDef> {
     catalog_with(user)
         .into_iter()
         .find(|d| d.name == name)

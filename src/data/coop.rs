@@ -214,7 +214,7 @@ fn wnid_folders(
 }
 
 /// Reads the non-JSON layouts under a dataset folder.
-pub fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
+pub(crate) fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
     let mut listing = String::new();
     match layout {
         Layout::Fgvc => {
@@ -309,7 +309,7 @@ pub fn load_layout(dir: &Path, layout: &Layout) -> Result<Splits> {
 }
 
 /// Where a user keeps CoOp's `DATA/` folder: `--data-root`, else `$GRAM_BENCH_DATA`, else `$DATA`.
-pub fn data_root(flag: Option<PathBuf>) -> Option<PathBuf> {
+pub(crate) fn data_root(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| std::env::var_os("GRAM_BENCH_DATA").map(PathBuf::from))
         .or_else(|| std::env::var_os("DATA").map(PathBuf::from))
 }

@@ -16,7 +16,7 @@ use super::{sha256_hex, Dataset, Datum};
 use crate::error::{Error, Result};
 
 /// Where CoOp caches the K-shot subset of `seed` for a dataset folder.
-pub fn pkl_path(dataset_dir: &Path, shots: usize, seed: u64) -> PathBuf {
+pub(crate) fn pkl_path(dataset_dir: &Path, shots: usize, seed: u64) -> PathBuf {
     dataset_dir
         .join("split_fewshot")
         .join(format!("shot_{shots}-seed_{seed}.pkl"))

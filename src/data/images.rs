@@ -16,7 +16,7 @@ use crate::clip::Preprocess;
 use crate::error::Result;
 
 /// Batches prepared ahead of the one being computed.
-pub const PREFETCH: usize = 2;
+pub(crate) const PREFETCH: usize = 2;
 
 /// Decoded images, kept while they fit `budget` bytes (the embedded world fits whole; beyond it,
 /// real datasets are decoded again when a cell needs them).
@@ -140,7 +140,7 @@ where
 }
 
 /// Which of `paths` decode (in parallel, warming the cache), and those that do not.
-pub fn check_decodable(cache: &ImageCache, paths: &[&Path]) -> Vec<BadImage> {
+pub(crate) fn check_decodable(cache: &ImageCache, paths: &[&Path]) -> Vec<BadImage> {
     paths
         .par_iter()
         .filter_map(|p| {

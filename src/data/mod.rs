@@ -18,8 +18,9 @@ pub mod def;
 pub mod fewshot_pkl;
 pub mod images;
 
-pub use catalog::{catalog, catalog_with, check_dataset_name, dataset_def, UserDataset};
-pub use def::{DatasetDef, Layout};
+pub use catalog::catalog;
+pub(crate) use catalog::{catalog_with, check_dataset_name, dataset_def};
+pub(crate) use def::{DatasetDef, Layout};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Datum {
@@ -137,7 +138,7 @@ impl Dataset {
     }
 
     /// Where the split definition is read from, relative to the data root.
-    pub fn split_source(&self) -> String {
+    pub(crate) fn split_source(&self) -> String {
         match &self.def.layout {
             Layout::SplitZhou { split_file, .. } => format!("{}/{split_file}", self.def.folder),
             Layout::Fgvc => format!("{}/images_variant_{{train,val,test}}.txt", self.def.folder),
@@ -209,7 +210,7 @@ pub fn subsample_labels(n: usize, which: Subsample) -> Vec<usize> {
 }
 
 /// `items` restricted to `labels`, relabelled 0.. in that order.
-pub fn relabel(items: &[Datum], labels: &[usize]) -> Vec<Datum> {
+pub(crate) fn relabel(items: &[Datum], labels: &[usize]) -> Vec<Datum> {
     let map: BTreeMap<usize, usize> = labels.iter().enumerate().map(|(i, &l)| (l, i)).collect();
     items
         .iter()

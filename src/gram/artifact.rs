@@ -69,7 +69,7 @@ pub fn regulator_tensors<B: Backend>(r: &Regulator<B>) -> Vec<(Vec<usize>, Vec<f
 }
 
 /// φ rebuilt from its tensors (a regulator of the same config supplies the structure).
-pub fn regulator_from<B: Backend>(
+pub(crate) fn regulator_from<B: Backend>(
     cfg: &RegulatorConfig,
     width: usize,
     task_dim: usize,

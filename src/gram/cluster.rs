@@ -67,7 +67,12 @@ fn assign<B: Backend>(x: &Tensor<B, 2>, centroids: &Tensor<B, 2>) -> (Vec<usize>
 /// Spherical k-means of the rows of `x` (`[n, d]`): k-means++ seeding (by cosine distance),
 /// `iterations` Lloyd steps; returns each row's cluster and the unit-norm centroids. `k` is capped
 /// at `n`; an emptied cluster keeps its previous centroid.
-pub fn kmeans<B: Backend>(x: Tensor<B, 2>, k: usize, iterations: usize, seed: u64) -> (Vec<usize>, Tensor<B, 2>) {
+pub(crate) fn kmeans<B: Backend>(
+    x: Tensor<B, 2>,
+    k: usize,
+    iterations: usize,
+    seed: u64,
+) -> (Vec<usize>, Tensor<B, 2>) {
     let [n, d] = x.dims();
     let k = k.min(n).max(1);
     let device = x.device();
@@ -148,7 +153,7 @@ pub fn kmeans<B: Backend>(x: Tensor<B, 2>, k: usize, iterations: usize, seed: u6
 
 /// The corpus organised for meta-training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Hierarchy {
+pub(crate) struct Hierarchy {
     /// Each item's domain.
     pub domain: Vec<usize>,
     /// Each item's class (global id).
@@ -161,7 +166,7 @@ pub struct Hierarchy {
 
 /// Domains from one modality's features, classes within each domain from the other's (`order`;
 /// both `[n, d]`, item i's caption and image in row i). Each class is named by a caption either way.
-pub fn cross_modal_hierarchy<B: Backend>(
+pub(crate) fn cross_modal_hierarchy<B: Backend>(
     text: Tensor<B, 2>,
     image: Tensor<B, 2>,
     cfg: &ClusterConfig,

@@ -80,7 +80,7 @@ impl MetaTrainConfig {
     }
 
     /// θ₀'s tensors a host role needs and how many tokens each has.
-    pub fn provides(&self, role: crate::methods::PromptRole) -> Option<usize> {
+    pub(crate) fn provides(&self, role: crate::methods::PromptRole) -> Option<usize> {
         use crate::methods::PromptRole;
         let (shape, layer) = match role {
             PromptRole::Text(l) => (self.text.as_ref()?, l),

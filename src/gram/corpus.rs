@@ -242,7 +242,7 @@ pub fn corpus_features<B: Backend>(
 }
 
 /// The rows `keep` of a feature set.
-pub fn feature_rows(set: &FeatureSet, keep: &[usize]) -> FeatureSet {
+pub(crate) fn feature_rows(set: &FeatureSet, keep: &[usize]) -> FeatureSet {
     FeatureSet {
         dim: set.dim,
         features: keep.iter().flat_map(|&i| set.row(i).to_vec()).collect(),
@@ -254,7 +254,7 @@ pub fn feature_rows(set: &FeatureSet, keep: &[usize]) -> FeatureSet {
 
 /// The corpus without the pairs whose image did not decode, and its features' matching rows
 /// (shared as they are when every image decoded).
-pub fn drop_undecodable(
+pub(crate) fn drop_undecodable(
     corpus: Corpus,
     images: Arc<FeatureSet>,
     captions: Arc<FeatureSet>,

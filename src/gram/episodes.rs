@@ -51,7 +51,7 @@ fn cos(a: &[f32], b: &[f32]) -> f32 {
 
 /// Draws episodes from one hierarchy; each class's items are listed once, not per episode (a
 /// 1M-pair corpus has thousands of classes).
-pub struct EpisodeSampler<'a> {
+pub(crate) struct EpisodeSampler<'a> {
     h: &'a Hierarchy,
     class_text: &'a [Vec<f32>],
     items: Vec<Vec<usize>>,
@@ -145,19 +145,19 @@ impl<'a> EpisodeSampler<'a> {
     }
 }
 
-/// One episode from a sampler built for this call (tests and one-off draws).
-pub fn sample_episode(
-    h: &Hierarchy,
-    class_text: &[Vec<f32>],
-    cfg: &EpisodeConfig,
-    rng: &mut impl Rng,
-) -> Option<Episode> {
-    EpisodeSampler::new(h, class_text).sample(cfg, rng)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One episode from a sampler built for this call.
+    fn sample_episode(
+        h: &Hierarchy,
+        class_text: &[Vec<f32>],
+        cfg: &EpisodeConfig,
+        rng: &mut impl Rng,
+    ) -> Option<Episode> {
+        EpisodeSampler::new(h, class_text).sample(cfg, rng)
+    }
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 

@@ -63,7 +63,7 @@ pub struct EpisodeSet<'a, B: Backend> {
 
 /// Normalized class features of CoOp-style prompts with `text[0]` as context and `text[1..]` as
 /// deep prompts at the context's position.
-pub fn prompted_text<B: Backend>(clip: &Clip<B>, text: &[Tensor<B, 2>], p: &ClassPrompts<B>) -> Tensor<B, 2> {
+pub(crate) fn prompted_text<B: Backend>(clip: &Clip<B>, text: &[Tensor<B, 2>], p: &ClassPrompts<B>) -> Tensor<B, 2> {
     let embeds = assemble(text[0].clone().unsqueeze::<3>(), p, ClassTokenPosition::End);
     let deep = (text.len() > 1).then(|| {
         let mut layers = vec![None];
@@ -77,7 +77,7 @@ pub fn prompted_text<B: Backend>(clip: &Clip<B>, text: &[Tensor<B, 2>], p: &Clas
 }
 
 /// VPT-style vision inputs from `vision[0]` (shallow) and `vision[1..]` (deep).
-pub fn vision_inputs<B: Backend>(vision: &[Tensor<B, 2>]) -> VisionPrompts<B> {
+pub(crate) fn vision_inputs<B: Backend>(vision: &[Tensor<B, 2>]) -> VisionPrompts<B> {
     VisionPrompts {
         shallow: vision.first().map(|v| v.clone().unsqueeze::<3>()),
         deep: (0..vision.len())
@@ -87,7 +87,7 @@ pub fn vision_inputs<B: Backend>(vision: &[Tensor<B, 2>]) -> VisionPrompts<B> {
 }
 
 /// Cross-entropy of a set under prompts `text` (may be empty) and `vision` (may be empty).
-pub fn prompt_loss<B: Backend>(
+pub(crate) fn prompt_loss<B: Backend>(
     clip: &Clip<B>,
     text: &[Tensor<B, 2>],
     vision: &[Tensor<B, 2>],
@@ -262,7 +262,7 @@ impl<B: AutodiffBackend> MetaLearner<B> {
     }
 
     /// Restores what `state` saved (the learner must have been built with the same shapes).
-    pub fn load_state(mut self, state: &[Vec<u8>], device: &B::Device) -> Result<Self> {
+    pub(crate) fn load_state(mut self, state: &[Vec<u8>], device: &B::Device) -> Result<Self> {
         let [prompt, regulators, prompt_opt, reg_opt] = state else {
             return Err(Error::Store(format!(
                 "meta-training state has {} parts, not 4",

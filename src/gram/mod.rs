@@ -14,13 +14,17 @@ pub mod regulator;
 pub mod train;
 
 pub mod spec;
-pub use artifact::{Checkpointing, MetaArtifact, SavedRegulator};
-pub use cluster::{cross_modal_hierarchy, kmeans, ClusterConfig, ClusterOrder, Hierarchy};
+pub use artifact::Checkpointing;
+pub(crate) use artifact::MetaArtifact;
+pub(crate) use cluster::{cross_modal_hierarchy, Hierarchy};
+pub use cluster::{ClusterConfig, ClusterOrder};
 pub use config::{MetaTrainConfig, PromptShape};
 pub use corpus::Corpus;
-pub use episodes::{sample_episode, Episode, EpisodeConfig, QueryRule};
-pub use meta::{ClassText, EpisodeSet, MetaLearner, MetaPrompt, MetaRegulators, MetaStep, TaskEmbedding};
+pub(crate) use episodes::Episode;
+pub use episodes::{EpisodeConfig, QueryRule};
+
+pub use meta::{ClassText, EpisodeSet, MetaLearner, MetaRegulators, MetaStep, TaskEmbedding};
 pub use plugin::{theta0_init, RegulatedGradients};
 pub use regulator::{Regulator, RegulatorConfig, RegulatorInit};
-pub use spec::{CorpusSpec, GramConfig, GramSpec};
+pub(crate) use spec::{CorpusSpec, GramConfig, GramSpec};
 pub use train::{meta_train, MetaInputs};

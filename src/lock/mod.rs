@@ -14,7 +14,7 @@ use crate::data::catalog::{check_user_dataset, UserDataset};
 use crate::error::{Error, Result};
 use crate::files::{expand, file_sha256, parse_toml, write_atomic};
 
-pub const LOCK_VERSION: u32 = 1;
+pub(crate) const LOCK_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +70,7 @@ pub struct Lock {
 impl Lock {
     /// This lock with the datasets suite `suite` declares added to its user datasets; a name both
     /// declare must be declared identically.
-    pub fn with_datasets(&self, suite: &str, datasets: &BTreeMap<String, UserDataset>) -> Result<Lock> {
+    pub(crate) fn with_datasets(&self, suite: &str, datasets: &BTreeMap<String, UserDataset>) -> Result<Lock> {
         let mut out = self.clone();
         for (name, u) in datasets {
             match out.user_datasets.get(name) {
@@ -172,7 +172,7 @@ fn weight_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 /// The digest `datasets.lock` pins for a checkpoint: the file's SHA-256, or for several files the
 /// SHA-256 of their digests, one per line, in name order.
-pub fn weights_digest(path: &Path) -> Result<String> {
+pub(crate) fn weights_digest(path: &Path) -> Result<String> {
     let files = weight_files(path)?;
     if files.len() == 1 {
         return file_sha256(&files[0]);

@@ -14,7 +14,7 @@ use crate::files::file_sha256;
 
 /// The pin of a dataset as it is on disk now (`images_sha256` only when asked for: it reads every
 /// image).
-pub fn entry_of(ds: &Dataset, images_sha256: Option<String>) -> DatasetEntry {
+pub(crate) fn entry_of(ds: &Dataset, images_sha256: Option<String>) -> DatasetEntry {
     DatasetEntry {
         split_source: ds.split_source(),
         split_sha256: ds.split_digest.clone(),
@@ -39,7 +39,7 @@ fn images_of(ds: &Dataset) -> Vec<PathBuf> {
 
 /// SHA-256 over `relative path \t SHA-256 of the file` lines of every image the splits list, in
 /// path order (files hashed in parallel). Absent files are errors.
-pub fn image_tree_digest(root: &Path, ds: &Dataset) -> Result<String> {
+pub(crate) fn image_tree_digest(root: &Path, ds: &Dataset) -> Result<String> {
     let base = root.join(&ds.def.folder);
     let files = images_of(ds);
     let digests: Vec<String> = files.par_iter().map(|p| file_sha256(p)).collect::<Result<_>>()?;
@@ -53,7 +53,7 @@ pub fn image_tree_digest(root: &Path, ds: &Dataset) -> Result<String> {
 
 /// How the data on disk differ from a pin (empty = as pinned); the split and class-name digests
 /// and counts, which `run` also refuses.
-pub fn pin_mismatches(name: &str, pin: &DatasetEntry, ds: &Dataset) -> Vec<String> {
+pub(crate) fn pin_mismatches(name: &str, pin: &DatasetEntry, ds: &Dataset) -> Vec<String> {
     let mut out = Vec::new();
     let relock = format!("re-pin with `gram-bench datasets lock {name}` if the change is intended");
     if pin.split_sha256 != ds.split_digest {
@@ -119,7 +119,12 @@ fn layout_hints(root: &Path, def: &DatasetDef) -> Vec<String> {
 }
 
 /// One dataset's findings (empty = all good) and its state on disk if it loaded.
-pub fn verify_one(root: &Path, def: &DatasetDef, lock: &Lock, deep: bool) -> (Vec<String>, Option<DatasetEntry>) {
+pub(crate) fn verify_one(
+    root: &Path,
+    def: &DatasetDef,
+    lock: &Lock,
+    deep: bool,
+) -> (Vec<String>, Option<DatasetEntry>) {
     let mut problems = layout_hints(root, def);
     let ds = match Dataset::load(root, def) {
         Ok(ds) => ds,

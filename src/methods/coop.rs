@@ -81,7 +81,11 @@ pub struct CoOpPrompt<B: Backend> {
 }
 
 /// ProGrad's update direction: `g − λ (g · ĝ_kd) ĝ_kd` when `g · g_kd < 0`, else `g` unchanged.
-pub fn project_conflict<B: Backend, const D: usize>(g: Tensor<B, D>, g_kd: Tensor<B, D>, lambda: f64) -> Tensor<B, D> {
+pub(crate) fn project_conflict<B: Backend, const D: usize>(
+    g: Tensor<B, D>,
+    g_kd: Tensor<B, D>,
+    lambda: f64,
+) -> Tensor<B, D> {
     let dot: f32 = (g.clone() * g_kd.clone()).sum().into_scalar().elem();
     let kd_sq: f32 = g_kd.clone().powi_scalar(2).sum().into_scalar().elem();
     if dot >= 0.0 || kd_sq <= 0.0 {
@@ -93,7 +97,7 @@ pub fn project_conflict<B: Backend, const D: usize>(g: Tensor<B, D>, g_kd: Tenso
 /// What a CoOp-family method adds to CoOp's cross-entropy step, against the zero-shot prior (the
 /// frozen CLIP's features of the dataset's hand-crafted template for the training classes).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Prior {
+pub(crate) enum Prior {
     /// CoOp: cross-entropy alone.
     None,
     /// KgCoOp (Yao et al., CVPR'23): `CE + weight · (1 − mean_c cos(w_c, w_c^clip))`.
@@ -137,7 +141,7 @@ impl<B: AutodiffBackend> CoOp<B> {
     /// zero-shot features use the training dataset's hand-crafted `template`; the context from
     /// `source` (the template's too for ProGrad's).
     #[allow(clippy::too_many_arguments)]
-    pub fn with_prior(
+    pub(crate) fn with_prior(
         config: CoOpConfig,
         prior: Prior,
         source: ContextSource,

@@ -58,7 +58,7 @@ use super::PromptRole;
 use crate::error::Result;
 
 /// What `coop_family!` generates: the CoOp part of the entry and its schedule.
-pub trait FamilyFields {
+pub(crate) trait FamilyFields {
     /// The CoOp prompt learner's part of the config.
     fn coop(&self) -> CoOpConfig;
     fn prior_templates(&self) -> &std::collections::BTreeMap<String, String>;
@@ -67,7 +67,7 @@ pub trait FamilyFields {
 
 /// A CoOp-family method: CoOp's prompt learner and schedule plus a prior on its step. Its spec
 /// (layout, training, build) is CoOp's with the prior; the method adds its name and own checks.
-pub trait CoopFamily: FamilyFields {
+pub(crate) trait CoopFamily: FamilyFields {
     const PAPER_NAME: &'static str;
     /// CoOp's: text prompts, the image encoder frozen (ProGrad adds its second text backward).
     const ENCODERS: EncoderUse = EncoderUse::TEXT_PROMPTS;

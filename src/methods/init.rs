@@ -12,7 +12,7 @@ pub fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// `n` draws of N(0, std²) (Box–Muller), so the init is the same on every backend.
-pub fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
+pub(crate) fn normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let u1: f64 = 1.0 - rng.random::<f64>();

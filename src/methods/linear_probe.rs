@@ -204,7 +204,7 @@ pub struct LinearProbeFit {
 }
 
 /// The chosen C and the weights fitted with it (see [`choose_c`]).
-pub fn search<B: Backend>(
+pub(crate) fn search<B: Backend>(
     train: &Labelled,
     val: &Labelled,
     k: usize,
@@ -223,7 +223,7 @@ pub fn search<B: Backend>(
 /// steps — the bracket starts at [C*/10, 10·C*]; each step evaluates both ends, the better (the
 /// left on a tie) is the step's C, and the bracket halves towards it in log10(C). The last step's
 /// C and fit are kept.
-pub fn choose_c<T>(grid: &[f64], steps: usize, mut eval: impl FnMut(f64) -> (f64, T)) -> (f64, T) {
+pub(crate) fn choose_c<T>(grid: &[f64], steps: usize, mut eval: impl FnMut(f64) -> (f64, T)) -> (f64, T) {
     let mut chosen = grid
         .iter()
         .map(|&c| {

@@ -35,20 +35,23 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 
 pub use cocoop::{CoCoOp, CoCoOpConfig};
-pub use coop::{CoOp, CoOpConfig, Prior};
+
+pub use coop::{CoOp, CoOpConfig};
 pub use ivlp::IvlpConfig;
 pub use kgcoop::KgCoOpConfig;
 pub use linear_probe::{LinearProbe, LinearProbeConfig};
 pub use maple::MapleConfig;
-pub use multimodal::MultiModal;
+
 pub use optim::{Epochs, PerCell, SgdConfig};
 pub use prograd::ProGradConfig;
 pub use promptsrc::PromptSrcConfig;
-pub use scorer::Scorer;
-pub use spec::{BuildInputs, Builder, EncoderUse, MethodSpec, SgdSchedule, Training};
+pub(crate) use scorer::Scorer;
+pub use spec::{BuildInputs, MethodSpec};
+pub(crate) use spec::{Builder, EncoderUse, SgdSchedule, Training};
 pub use text_prompts::{ClassTokenPosition, ContextSource};
 pub use vpt::{Vpt, VptConfig};
-pub use zeroshot::{TemplateSet, ZeroShot, ZeroShotConfig};
+
+pub use zeroshot::{TemplateSet, ZeroShotConfig};
 
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
@@ -60,13 +63,13 @@ pub struct Batch<B: Backend> {
 }
 
 /// A tensor's shape and values on the host, as artifacts store them.
-pub fn host_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+pub(crate) fn host_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
     let d = t.into_data().convert::<f32>();
     (d.shape.to_vec(), d.to_vec::<f32>().expect("converted to f32"))
 }
 
 /// A loss's value and its gradients for `module`'s parameters.
-pub fn loss_grads<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
+pub(crate) fn loss_grads<B: AutodiffBackend, M: burn::module::AutodiffModule<B>>(
     loss: Tensor<B, 1>,
     module: &M,
 ) -> (f32, GradientsParams) {
@@ -169,7 +172,7 @@ pub trait SgdMethod<B: AutodiffBackend> {
 
 /// What a method that keeps nothing across epochs restores: nothing, and it refuses a checkpoint
 /// that holds something.
-pub fn no_epoch_state(state: &PromptArtifact) -> Result<()> {
+pub(crate) fn no_epoch_state(state: &PromptArtifact) -> Result<()> {
     match state.is_empty() {
         true => Ok(()),
         false => Err(Error::Store(

@@ -42,7 +42,7 @@ pub(super) struct SelfRegulation<B: AutodiffBackend> {
 }
 
 /// GPA's weight of each epoch (1-based e = 1 … epochs): the normal density at e, normalized.
-pub fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
+pub(crate) fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
     let pdf = |x: f64| (-(x - mean).powi(2) / (2.0 * std * std)).exp() / (std * (std::f64::consts::TAU).sqrt());
     let w: Vec<f64> = (1..=epochs).map(|e| pdf(e as f64)).collect();
     let sum: f64 = w.iter().sum();
@@ -69,7 +69,7 @@ pub(super) fn check(
 /// the visual input prompt and `proj_w[i]` maps `text_deep[i − 1]` to vision block `i`'s (weights
 /// stored `[in, out]`).
 #[derive(Module, Debug)]
-pub struct MultiModalPrompts<B: Backend> {
+pub(crate) struct MultiModalPrompts<B: Backend> {
     pub ctx: Param<Tensor<B, 2>>,
     pub text_deep: Vec<Param<Tensor<B, 2>>>,
     pub vision: Vec<Param<Tensor<B, 2>>>,
@@ -125,14 +125,14 @@ impl<B: Backend> MultiModalPrompts<B> {
     }
 
     /// Normalized image features with the visual prompts.
-    pub fn image_features(&self, clip: &Clip<B>, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+    pub(crate) fn image_features(&self, clip: &Clip<B>, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
         Clip::normalize(clip.encode_image(pixels, &self.vision_inputs()))
     }
 }
 
 /// Which of the two designs, with the sizes each needs.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Coupling {
+pub(crate) enum Coupling {
     Independent { n_vision: usize, vision_depth: usize },
     Maple,
 }
@@ -176,7 +176,7 @@ fn tensors<B: Backend>(p: &MultiModalPrompts<B>) -> Vec<(Vec<usize>, Vec<f32>)> 
     out
 }
 
-pub struct MultiModal<B: AutodiffBackend> {
+pub(crate) struct MultiModal<B: AutodiffBackend> {
     kind: &'static str,
     src: Option<SelfRegulation<B>>,
     n_ctx: usize,

@@ -31,7 +31,7 @@ impl SgdConfig {
     /// The learning rate of epoch `epoch` (0-based) out of `max_epochs`: `warmup_lr` during warm-up,
     /// then `CosineAnnealingLR(T_max = max_epochs)` stepped once per epoch after it, exactly as
     /// Dassl chains the two (the cosine's step count restarts when the warm-up ends).
-    pub fn lr_at(&self, epoch: usize, max_epochs: usize) -> f64 {
+    pub(crate) fn lr_at(&self, epoch: usize, max_epochs: usize) -> f64 {
         if epoch < self.warmup_epochs {
             return self.warmup_lr;
         }
@@ -40,7 +40,7 @@ impl SgdConfig {
     }
 
     /// burn's SGD configured as torch's `SGD(momentum, dampening=0, nesterov=False, weight_decay)`.
-    pub fn burn_config(&self) -> burn::optim::SgdConfig {
+    pub(crate) fn burn_config(&self) -> burn::optim::SgdConfig {
         burn::optim::SgdConfig::new()
             .with_momentum(Some(MomentumConfig {
                 momentum: self.momentum,

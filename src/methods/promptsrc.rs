@@ -42,7 +42,7 @@ pub struct PromptSrcConfig {
 
 impl PromptSrcConfig {
     /// GPA's (mean, std) for a cell training on `dataset` with `shots` per class.
-    pub fn gpa(&self, dataset: &str, shots: usize) -> std::result::Result<(f64, f64), String> {
+    pub(crate) fn gpa(&self, dataset: &str, shots: usize) -> std::result::Result<(f64, f64), String> {
         let m = self
             .gpa_mean
             .resolve(dataset, shots)

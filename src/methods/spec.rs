@@ -80,7 +80,7 @@ pub struct EncoderUse {
 
 impl EncoderUse {
     /// Both encoders frozen: zero-shot CLIP and the linear probe.
-    pub const FROZEN: EncoderUse = EncoderUse {
+    pub(crate) const FROZEN: EncoderUse = EncoderUse {
         text_backward: false,
         image_backward: false,
         text_per_image: false,
@@ -88,17 +88,17 @@ impl EncoderUse {
         second_text_backward: false,
     };
     /// Text prompts learned, the image encoder frozen: CoOp and its family.
-    pub const TEXT_PROMPTS: EncoderUse = EncoderUse {
+    pub(crate) const TEXT_PROMPTS: EncoderUse = EncoderUse {
         text_backward: true,
         ..EncoderUse::FROZEN
     };
     /// Visual prompts learned, the text encoder frozen (VPT).
-    pub const VISUAL_PROMPTS: EncoderUse = EncoderUse {
+    pub(crate) const VISUAL_PROMPTS: EncoderUse = EncoderUse {
         image_backward: true,
         ..EncoderUse::FROZEN
     };
     /// Prompts in both encoders (MaPLe, IVLP, PromptSRC).
-    pub const BOTH_PROMPTS: EncoderUse = EncoderUse {
+    pub(crate) const BOTH_PROMPTS: EncoderUse = EncoderUse {
         text_backward: true,
         image_backward: true,
         ..EncoderUse::FROZEN

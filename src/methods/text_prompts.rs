@@ -33,7 +33,7 @@ pub struct ClassPrompts<B: Backend> {
 }
 
 /// The string CoOp tokenizes for a class: context placeholders (or the init phrase), then the name.
-pub fn prompt_text(placeholder: &str, classname: &str) -> String {
+pub(crate) fn prompt_text(placeholder: &str, classname: &str) -> String {
     format!("{placeholder} {}.", classname.replace('_', " "))
 }
 
@@ -112,7 +112,7 @@ pub fn encode_prompts<B: Backend>(
 /// The initial context `[sets, M, width]` and the placeholder string its prompts are tokenized with:
 /// the token embeddings of `ctx_init` (which must be M tokens), or N(0, std²) drawn on the host
 /// (seeded, so a cell's init does not depend on the backend's RNG) with "X X … X".
-pub fn init_context<B: Backend>(
+pub(crate) fn init_context<B: Backend>(
     clip: &Clip<B>,
     tok: &ClipTokenizer,
     ctx_init: &str,
@@ -160,7 +160,7 @@ pub enum ContextSource {
 /// The phrase a template-built context holds (the template less " {}.", underscores as spaces)
 /// and its word count, or why `template` cannot give one to `m` slots. Suite validation and
 /// `template_context` both apply it, so a bad pairing fails before any cell runs.
-pub fn template_phrase(template: &str, m: usize) -> std::result::Result<(String, usize), String> {
+pub(crate) fn template_phrase(template: &str, m: usize) -> std::result::Result<(String, usize), String> {
     let Some(phrase) = template.strip_suffix(" {}.") else {
         return Err(format!(
             "a context from the template needs a template ending in \" {{}}.\" (ProGrad's form); {template:?} does not"

@@ -13,7 +13,7 @@ use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
 /// CoOp's `IMAGENET_TEMPLATES_SELECT`.
-pub const ENSEMBLE_TEMPLATES: [&str; 7] = [
+pub(crate) const ENSEMBLE_TEMPLATES: [&str; 7] = [
     "itap of a {}.",
     "a bad photo of the {}.",
     "a origami {}.",
@@ -54,13 +54,13 @@ impl MethodSpec for ZeroShotConfig {
 }
 
 /// `template` with the class name filled in (`_` read as a space, as CoOp does).
-pub fn fill(template: &str, classname: &str) -> String {
+pub(crate) fn fill(template: &str, classname: &str) -> String {
     template.replacen("{}", &classname.replace('_', " "), 1)
 }
 
 /// The one rule for a hand-written template, checked wherever a suite gives one: exactly one `{}`,
 /// which [`fill`] replaces with the class name (a second would reach the text encoder as "{}").
-pub fn check_template(template: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_template(template: &str) -> std::result::Result<(), String> {
     match template.matches("{}").count() {
         1 => Ok(()),
         0 => Err(format!("template {template:?} has no {{}} for the class name")),
@@ -71,7 +71,7 @@ pub fn check_template(template: &str) -> std::result::Result<(), String> {
 }
 
 /// The templates a class set is scored with.
-pub fn templates_for(set: TemplateSet, dataset_template: &str, imagenet_like: bool) -> Vec<String> {
+pub(crate) fn templates_for(set: TemplateSet, dataset_template: &str, imagenet_like: bool) -> Vec<String> {
     match set {
         TemplateSet::Dataset => vec![dataset_template.to_string()],
         TemplateSet::Ensemble => {
@@ -85,7 +85,7 @@ pub fn templates_for(set: TemplateSet, dataset_template: &str, imagenet_like: bo
 }
 
 /// Normalized text features of `names` averaged over `templates` and re-normalized: `[classes, e]`.
-pub fn class_features<B: Backend>(
+pub(crate) fn class_features<B: Backend>(
     clip: &Clip<B>,
     tok: &ClipTokenizer,
     templates: &[String],
@@ -104,7 +104,7 @@ pub fn class_features<B: Backend>(
     Ok(Clip::normalize(sum))
 }
 
-pub struct ZeroShot {
+pub(crate) struct ZeroShot {
     config: ZeroShotConfig,
     imagenet_like: bool,
 }

@@ -103,7 +103,7 @@ pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<SeedValue>, Vec<String
     Ok((values, missing, failed))
 }
 
-pub fn to_frame(values: &[SeedValue]) -> Result<DataFrame> {
+pub(crate) fn to_frame(values: &[SeedValue]) -> Result<DataFrame> {
     df!(
         "protocol" => values.iter().map(|v| v.protocol.as_str()).collect::<Vec<_>>(),
         "method" => values.iter().map(|v| v.method.as_str()).collect::<Vec<_>>(),
@@ -120,7 +120,7 @@ pub fn to_frame(values: &[SeedValue]) -> Result<DataFrame> {
 const KEYS: [&str; 6] = ["protocol", "method", "dataset", "source", "shots", "metric"];
 
 /// A string column of `df` as owned strings (null → "").
-pub fn str_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+pub(crate) fn str_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     Ok(df
         .column(name)
         .map_err(pe)?
@@ -132,7 +132,7 @@ pub fn str_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
 }
 
 /// A numeric column of `df` as f64.
-pub fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
+pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
     let c = df.column(name).map_err(pe)?.cast(&DataType::Float64).map_err(pe)?;
     Ok(c.f64().map_err(pe)?.iter().collect())
 }
@@ -245,7 +245,7 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
 }
 
 /// The aggregate as CSV (no polars csv feature: it pulls a network stack).
-pub fn to_csv(rows: &[AggRow]) -> String {
+pub(crate) fn to_csv(rows: &[AggRow]) -> String {
     let q = |s: &str| {
         if s.contains([',', '"', '\n']) {
             format!("\"{}\"", s.replace('"', "\"\""))

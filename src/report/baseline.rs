@@ -38,7 +38,7 @@ pub struct PublishedTable {
     pub rows: Vec<PublishedRow>,
 }
 
-pub fn load_published(path: &Path) -> Result<PublishedTable> {
+pub(crate) fn load_published(path: &Path) -> Result<PublishedTable> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: not a published table: {e}", path.display())))
 }
@@ -46,7 +46,7 @@ pub fn load_published(path: &Path) -> Result<PublishedTable> {
 /// A baseline saved from our own runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SavedBaseline {
+pub(crate) struct SavedBaseline {
     pub name: String,
     pub suite: String,
     pub suite_version: u32,
@@ -55,7 +55,7 @@ pub struct SavedBaseline {
     pub rows: Vec<AggRow>,
 }
 
-pub fn baseline_path(dir: &Path, name: &str) -> Result<PathBuf> {
+pub(crate) fn baseline_path(dir: &Path, name: &str) -> Result<PathBuf> {
     if name.is_empty()
         || !name
             .chars()
@@ -69,7 +69,7 @@ pub fn baseline_path(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(dir.join(format!("{name}.json")))
 }
 
-pub fn load_saved(path: &Path) -> Result<SavedBaseline> {
+pub(crate) fn load_saved(path: &Path) -> Result<SavedBaseline> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: not a saved baseline: {e}", path.display())))
 }
@@ -116,12 +116,12 @@ impl Verdict {
 }
 
 /// The fields `check --only` accepts: those of a report row (seeds are pooled in a row).
-pub const ROW_FILTER_FIELDS: &[&str] = &["protocol", "method", "dataset", "shots", "metric"];
+pub(crate) const ROW_FILTER_FIELDS: &[&str] = &["protocol", "method", "dataset", "shots", "metric"];
 
 /// The baseline rows matching every `field=value` filter (`average` is a dataset value, so a
 /// dataset filter leaves the averages out); an error when nothing matches, so a check cannot pass
 /// by comparing nothing.
-pub fn select_rows(rows: &[AggRow], filters: &[(String, String)]) -> Result<Vec<AggRow>> {
+pub(crate) fn select_rows(rows: &[AggRow], filters: &[(String, String)]) -> Result<Vec<AggRow>> {
     let matches = |r: &AggRow| {
         filters.iter().all(|(k, v)| match k.as_str() {
             "protocol" => r.protocol.as_str() == v,

@@ -86,7 +86,7 @@ pub fn compare(this: &[SeedValue], other: &[SeedValue]) -> (Vec<CompareRow>, usi
 }
 
 /// The comparison as markdown: a summary line, then one row per table row.
-pub fn to_markdown(rows: &[CompareRow], unpaired: usize, this: &str, other: &str) -> String {
+pub(crate) fn to_markdown(rows: &[CompareRow], unpaired: usize, this: &str, other: &str) -> String {
     let values: usize = rows.iter().map(|r| r.n).sum();
     let identical: usize = rows.iter().map(|r| r.identical).sum();
     let largest = rows.iter().map(|r| r.delta.abs()).fold(0.0, f64::max);

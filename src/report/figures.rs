@@ -12,7 +12,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::aggregate::AggRow;
 use super::baseline::PublishedTable;
 use super::forest::{findings_forest, forest, forest_colour, forest_plot, ForestRow};
-pub use super::plot::Figure;
+pub(crate) use super::plot::Figure;
 use super::plot::{file_name, legend, pe, row_labels, PALETTE};
 use super::ReportData;
 use crate::error::Result;
@@ -45,7 +45,7 @@ fn compared(runs: &[Run]) -> &'static str {
 }
 
 /// One run's rows in a figure that may overlay two runs: the first is drawn solid, the other dashed.
-pub struct Run<'a> {
+pub(crate) struct Run<'a> {
     pub label: &'a str,
     pub rows: &'a [AggRow],
 }
@@ -439,7 +439,7 @@ fn few_shot_bars(runs: &[Run]) -> Result<Vec<Figure>> {
 
 /// Two runs of one table overlaid (written in their own folder, beside the report's figures): few-shot curves (this run solid, the other dashed), base-to-new and transfer bars
 /// side by side (the other paler), and a forest of this − other on every table row.
-pub fn render_compare(
+pub(crate) fn render_compare(
     suite: &Suite,
     runs: [Run; 2],
     rows: &[super::compare::CompareRow],

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::aggregate::SeedValue;
 use super::paired::with_derived;
 use super::stats::mean_ci95;
-pub use crate::suite::finding::{Contrast, Finding, Sign, Term};
+pub(crate) use crate::suite::finding::{Contrast, Finding, Sign, Term};
 
 fn matches(t: &Term, v: &SeedValue) -> bool {
     v.protocol == t.protocol
@@ -86,7 +86,7 @@ impl FindingResult {
 }
 
 /// Judges every finding on the suite's per-seed values.
-pub fn judge(findings: &[Finding], values: &[SeedValue]) -> Vec<FindingResult> {
+pub(crate) fn judge(findings: &[Finding], values: &[SeedValue]) -> Vec<FindingResult> {
     let all = with_derived(values);
     findings
         .iter()
@@ -157,7 +157,7 @@ fn contrast(c: &Contrast, all: &[SeedValue]) -> ContrastResult {
 }
 
 /// The report's Findings section (empty when the suite declares none).
-pub fn findings_markdown(results: &[FindingResult]) -> String {
+pub(crate) fn findings_markdown(results: &[FindingResult]) -> String {
     if results.is_empty() {
         return String::new();
     }

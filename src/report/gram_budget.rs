@@ -66,7 +66,7 @@ fn layout(spec: &GramSpec) -> String {
 /// Every budget curve of the suite: full-GRAM methods (θ₀ and ψ_φ) on one host whose runs differ
 /// only in steps and corpus size, with at least two distinct budgets; the points are the paired rows
 /// on each table's average, sorted by curve, protocol, metric, corpus size and steps.
-pub fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint> {
+pub(crate) fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint> {
     struct Member {
         curve: String,
         method: String,
@@ -140,7 +140,7 @@ pub fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint> {
 }
 
 /// The metric a curve is drawn for: HM for base-to-new, accuracy otherwise.
-pub fn headline(protocol: Protocol) -> Metric {
+pub(crate) fn headline(protocol: Protocol) -> Metric {
     match protocol {
         Protocol::BaseToNew => Metric::Hm,
         _ => Metric::Accuracy,

@@ -123,7 +123,7 @@ pub fn budget(points: &[BudgetPoint]) -> Result<Vec<Figure>> {
 
 /// GRAM's Δ (y) against the host's gain over zero-shot (x), a point per row with both intervals,
 /// each row its own colour in the legend.
-pub fn host_gain(rows: &[HostGain]) -> Result<Vec<Figure>> {
+pub(crate) fn host_gain(rows: &[HostGain]) -> Result<Vec<Figure>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }

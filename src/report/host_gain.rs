@@ -33,7 +33,7 @@ fn budget(suite: &Suite, meta: &str) -> Option<(usize, Option<usize>)> {
 /// usual budget is the (steps, corpus size) most full-GRAM methods have (the smaller on a tie): the
 /// reading is about hosts at one GRAM budget, and a budget curve's other points would count one
 /// host several times.
-pub fn host_gains(suite: &Suite, pairs: &[PairRow]) -> Vec<HostGain> {
+pub(crate) fn host_gains(suite: &Suite, pairs: &[PairRow]) -> Vec<HostGain> {
     let zero_shot = |name: &str| matches!(suite.methods.get(name), Some(MethodConfig::Zeroshot(_)));
     let full: Vec<(&String, &crate::gram::GramConfig)> = suite
         .methods
@@ -112,7 +112,7 @@ fn ranks(v: &[f64]) -> Vec<f64> {
 }
 
 /// Spearman's rank correlation of `x` and `y` (None for fewer than three pairs or a constant side).
-pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+pub(crate) fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
     if x.len() != y.len() || x.len() < 3 {
         return None;
     }
@@ -129,7 +129,7 @@ pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
 
 /// The exact two-sided permutation p-value of Spearman's ρ for `n` distinct ranks (n ≤ 8: every
 /// permutation), or None above that.
-pub fn spearman_p(x: &[f64], y: &[f64]) -> Option<f64> {
+pub(crate) fn spearman_p(x: &[f64], y: &[f64]) -> Option<f64> {
     let rho = spearman(x, y)?;
     let n = x.len();
     if n > 8 {

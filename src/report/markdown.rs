@@ -30,7 +30,7 @@ fn fmt_row(r: &AggRow) -> String {
 }
 
 /// Renders the markdown report.
-pub fn render_markdown(
+pub(crate) fn render_markdown(
     suite: &Suite,
     suite_path: &Path,
     data: &ReportData,

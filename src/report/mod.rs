@@ -18,8 +18,8 @@ pub mod plot;
 pub mod stats;
 pub mod table;
 
-pub use markdown::render_markdown;
-pub use table::markdown_table;
+pub(crate) use markdown::render_markdown;
+pub(crate) use table::markdown_table;
 
 use std::path::{Path, PathBuf};
 
@@ -48,7 +48,7 @@ pub struct ReportData {
     pub failed: Vec<String>,
 }
 
-pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
+pub(crate) fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
     let (values, missing, failed) = collect(plan, store)?;
     let rows = aggregate(&values)?;
     let mut pairs: Vec<(String, String)> = suite
@@ -82,16 +82,16 @@ pub fn gather(plan: &Plan, store: &Store, suite: &Suite) -> Result<ReportData> {
 }
 
 /// Loads the published tables a suite names (paths relative to the working directory).
-pub fn published_tables(suite: &Suite) -> Result<Vec<PublishedTable>> {
+pub(crate) fn published_tables(suite: &Suite) -> Result<Vec<PublishedTable>> {
     suite.published.iter().map(|p| load_published(Path::new(p))).collect()
 }
 
 /// A report's files, by name under its folder, as the renderers made them.
-pub type ReportFiles = Vec<(String, Vec<u8>)>;
+pub(crate) type ReportFiles = Vec<(String, Vec<u8>)>;
 
 /// Writes `report.md`, `aggregate.csv`, `aggregate.json` and the figures (and `gram_delta.csv` for
 /// suites with GRAM methods, `findings.json` for suites with findings) under `out/<suite>/`.
-pub fn write_report(
+pub(crate) fn write_report(
     out: &Path,
     suite: &Suite,
     markdown: &str,
@@ -118,7 +118,7 @@ pub fn write_report(
 /// The one place a report reaches the disk: `files` and `figures` under `dir`, each written
 /// atomically, and the figures (`*.svg`) an earlier report left there that this one no longer has
 /// removed.
-pub fn write_files(dir: &Path, files: ReportFiles, figures: &[figures::Figure]) -> Result<()> {
+pub(crate) fn write_files(dir: &Path, files: ReportFiles, figures: &[figures::Figure]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (name, bytes) in files {
         write_atomic(&dir.join(name), &bytes)?;
@@ -136,6 +136,6 @@ pub fn write_files(dir: &Path, files: ReportFiles, figures: &[figures::Figure]) 
 }
 
 /// `value` as pretty JSON (`what` names it in an error).
-pub fn pretty_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<Vec<u8>> {
+pub(crate) fn pretty_json<T: serde::Serialize + ?Sized>(what: &str, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| Error::Internal(format!("{what}: {e}")))
 }

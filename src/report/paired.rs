@@ -43,7 +43,7 @@ pub struct PairRow {
 
 impl PairRow {
     /// Δ with its interval half-width and seed count, as the report's tables print it.
-    pub fn delta_cell(&self) -> String {
+    pub(crate) fn delta_cell(&self) -> String {
         match self.ci95 {
             Some(h) => format!("{:+.2} ± {h:.2} ({})", self.delta, self.n),
             None => format!("{:+.2} ({})", self.delta, self.n),
@@ -189,7 +189,7 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
 
 /// The rows as CSV (values to 6 decimals: polars' grouped sums may differ in the last bits
 /// between runs, and the file should not).
-pub fn to_csv(rows: &[PairRow]) -> String {
+pub(crate) fn to_csv(rows: &[PairRow]) -> String {
     let mut out = String::from(
         "protocol,against,method,dataset,source,shots,metric,n,against_mean,method_mean,delta,ci95_t,verdict\n",
     );

@@ -13,7 +13,7 @@ use crate::suite::{Metric, Protocol, Suite};
 
 /// Where a reproduced number stands against the published one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PublishedVerdict {
+pub(crate) enum PublishedVerdict {
     /// |Δ| within the suite's check tolerance.
     Reproduced,
     Above,
@@ -30,7 +30,7 @@ impl PublishedVerdict {
     }
 
     /// The mark a paper-layout cell carries.
-    pub fn mark(self) -> &'static str {
+    pub(crate) fn mark(self) -> &'static str {
         match self {
             PublishedVerdict::Reproduced => "✓",
             PublishedVerdict::Above => "▲",
@@ -41,7 +41,7 @@ impl PublishedVerdict {
 
 /// One reproduced row against its published number.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AgainstPublished {
+pub(crate) struct AgainstPublished {
     pub published: f64,
     pub confirmed: bool,
     pub delta: f64,
@@ -50,7 +50,7 @@ pub struct AgainstPublished {
 
 /// The row's published number, Δ and verdict under the suite's check tolerance; None when the
 /// suite's tables have no number for it.
-pub fn against_published(tables: &[PublishedTable], suite: &Suite, r: &AggRow) -> Option<AgainstPublished> {
+pub(crate) fn against_published(tables: &[PublishedTable], suite: &Suite, r: &AggRow) -> Option<AgainstPublished> {
     let p = published_for(tables, suite, r)?;
     let delta = r.mean - p.value;
     let verdict = if delta.abs() <= tolerance(&suite.check, r) {

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 
 /// Okabe–Ito's eight, then Paul Tol's muted scheme: distinct under the common colour-vision
 /// deficiencies for the first eight.
-pub const PALETTE: [RGBColor; 15] = [
+pub(crate) const PALETTE: [RGBColor; 15] = [
     RGBColor(0, 114, 178),
     RGBColor(230, 159, 0),
     RGBColor(0, 158, 115),
@@ -35,7 +35,7 @@ pub struct Figure {
     pub svg: String,
 }
 
-pub fn pe<E: std::fmt::Debug>(e: E) -> Error {
+pub(crate) fn pe<E: std::fmt::Debug>(e: E) -> Error {
     Error::Internal(format!("figure: {e:?}"))
 }
 
@@ -75,7 +75,7 @@ pub fn file_name(parts: &[&str]) -> String {
 
 /// A y-axis formatter for a chart of `labels.len()` rows over `0..len`, first row at the top: each
 /// label at the middle of its row, nothing at the other ticks (asked for at every half row).
-pub fn row_labels(labels: Vec<String>) -> impl Fn(&f64) -> String {
+pub(crate) fn row_labels(labels: Vec<String>) -> impl Fn(&f64) -> String {
     let n = labels.len() as f64;
     move |y| {
         let i = (n - y - 0.5).round();

@@ -2,7 +2,7 @@
 
 /// The mean of paired differences `d` (0 for none) and the half-width of its 95% Student-t interval
 /// (None for fewer than two).
-pub fn mean_ci95(d: &[f64]) -> (f64, Option<f64>) {
+pub(crate) fn mean_ci95(d: &[f64]) -> (f64, Option<f64>) {
     let n = d.len();
     let mean = d.iter().sum::<f64>() / n.max(1) as f64;
     let ci95 = (n > 1).then(|| {
@@ -14,7 +14,7 @@ pub fn mean_ci95(d: &[f64]) -> (f64, Option<f64>) {
 
 /// The 0.975 quantile of Student's t with `df` degrees of freedom: the standard table to 30, then
 /// the Cornish–Fisher expansion around the normal quantile (error < 1e-3 there).
-pub fn t975(df: usize) -> f64 {
+pub(crate) fn t975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
         12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,

@@ -4,7 +4,7 @@ use tabled::builder::Builder;
 use tabled::settings::Style;
 
 /// A markdown table (tabled) of string cells under `header`.
-pub fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn markdown_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut b = Builder::default();
     b.push_record(header.iter().map(|s| s.to_string()));
     for r in rows {

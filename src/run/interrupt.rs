@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 /// Cells this run has recorded so far, for the message.
 #[derive(Clone, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     pub recorded: Arc<AtomicUsize>,
 }
 
 impl Progress {
-    pub fn recorded_one(&self) {
+    pub(crate) fn recorded_one(&self) {
         self.recorded.fetch_add(1, Ordering::SeqCst);
     }
 }

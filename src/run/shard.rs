@@ -37,7 +37,7 @@ impl std::fmt::Display for Shard {
 
 impl Shard {
     /// The shard (1-based) of `count` that owns `cell`.
-    pub fn owner(cell: &Cell, count: usize) -> usize {
+    pub(crate) fn owner(cell: &Cell, count: usize) -> usize {
         let unit = match (cell.spec.phase, cell.depends_on.as_deref()) {
             (Phase::Eval, Some(dep)) => dep,
             _ => cell.key.as_str(),

@@ -20,7 +20,7 @@ use crate::store::{FitSummary, Record, TrainSummary};
 
 /// Where an SGD cell keeps its state between epochs (beside the records; removed once the cell's
 /// record is written), and which cell it belongs to.
-pub struct EpochCheckpoint {
+pub(crate) struct EpochCheckpoint {
     pub path: std::path::PathBuf,
     pub key: String,
 }

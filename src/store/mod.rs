@@ -13,11 +13,11 @@ use crate::methods::PromptArtifact;
 
 mod record;
 
-pub use record::{
+pub(crate) use record::{
     host_name, CellConfig, CellDigests, CheckpointDigest, ClassAccuracy, Environment, FeatureOrigin, FewShotOrigin,
-    FewShotSourceKind, FitSummary, MetaDigest, MetaFit, Metrics, Record, SlurmJob, Status, Timings, TrainSummary,
-    RECORD_SCHEMA,
+    FewShotSourceKind, MetaDigest, MetaFit, Metrics, SlurmJob, Timings, TrainSummary, RECORD_SCHEMA,
 };
+pub use record::{FitSummary, Record, Status};
 
 pub struct Store {
     pub root: PathBuf,
@@ -54,7 +54,7 @@ impl Store {
     }
 
     /// Opens an existing store for reading only.
-    pub fn open_read(root: &Path, suite: &str) -> Store {
+    pub(crate) fn open_read(root: &Path, suite: &str) -> Store {
         Store { root: root.join(suite) }
     }
 
@@ -62,7 +62,7 @@ impl Store {
         self.root.join("records").join(format!("{key}.json"))
     }
 
-    pub fn artifact_path(&self, key: &str) -> PathBuf {
+    pub(crate) fn artifact_path(&self, key: &str) -> PathBuf {
         self.root.join("artifacts").join(format!("{key}.json"))
     }
 
@@ -111,7 +111,7 @@ impl Store {
     }
 
     /// Writes `record` atomically (temp file in the same directory, fsync, rename).
-    pub fn put(&self, record: &Record) -> Result<()> {
+    pub(crate) fn put(&self, record: &Record) -> Result<()> {
         let path = self.record_path(&record.key);
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| Error::Store(format!("record: {e}")))?;
         write_atomic(&path, &bytes)
@@ -128,12 +128,12 @@ impl Store {
         }
     }
 
-    pub fn put_artifact(&self, key: &str, artifact: &PromptArtifact) -> Result<()> {
+    pub(crate) fn put_artifact(&self, key: &str, artifact: &PromptArtifact) -> Result<()> {
         let bytes = serde_json::to_vec(artifact).map_err(|e| Error::Store(format!("artifact: {e}")))?;
         write_atomic(&self.artifact_path(key), &bytes)
     }
 
-    pub fn get_artifact(&self, key: &str) -> Result<PromptArtifact> {
+    pub(crate) fn get_artifact(&self, key: &str) -> Result<PromptArtifact> {
         let p = self.artifact_path(key);
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Store(format!("{}: unreadable artifact ({e})", p.display())))
@@ -147,12 +147,12 @@ impl Store {
 
     /// Where an unfinished SGD cell keeps its state after each epoch (removed once its record is
     /// written).
-    pub fn train_checkpoint_path(&self, key: &str) -> PathBuf {
+    pub(crate) fn train_checkpoint_path(&self, key: &str) -> PathBuf {
         self.root.join("artifacts").join(format!("{key}.train-checkpoint.json"))
     }
 
     /// Writes `record` and then removes the cell's epoch checkpoint, which it supersedes.
-    pub fn put_finished(&self, record: &Record) -> Result<()> {
+    pub(crate) fn put_finished(&self, record: &Record) -> Result<()> {
         self.put(record)?;
         let p = self.train_checkpoint_path(&record.key);
         match std::fs::remove_file(&p) {
@@ -162,18 +162,18 @@ impl Store {
     }
 
     /// Where an unfinished meta-training cell keeps its checkpoint (removed when it finishes).
-    pub fn meta_checkpoint_path(&self, key: &str) -> PathBuf {
+    pub(crate) fn meta_checkpoint_path(&self, key: &str) -> PathBuf {
         self.root.join("artifacts").join(format!("{key}.meta-checkpoint.json"))
     }
 
     /// A GRAM meta-training artifact, beside the prompt artifacts.
-    pub fn put_meta(&self, key: &str, art: &crate::gram::MetaArtifact) -> Result<()> {
+    pub(crate) fn put_meta(&self, key: &str, art: &crate::gram::MetaArtifact) -> Result<()> {
         let bytes = serde_json::to_vec(art).map_err(|e| Error::Store(format!("meta artifact: {e}")))?;
         write_atomic(&self.meta_path(key), &bytes)
     }
 
     /// A meta artifact and the SHA-256 of its file (what downstream records cite).
-    pub fn get_meta(&self, key: &str) -> Result<(crate::gram::MetaArtifact, String)> {
+    pub(crate) fn get_meta(&self, key: &str) -> Result<(crate::gram::MetaArtifact, String)> {
         let p = self.meta_path(key);
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         let art = serde_json::from_slice(&bytes)

@@ -25,7 +25,7 @@ use crate::suite::{BackboneSpec, DataConfig, EvalConfig};
 use crate::world::WorldConfig;
 
 /// The record format this build writes and reads.
-pub const RECORD_SCHEMA: u32 = 1;
+pub(crate) const RECORD_SCHEMA: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,7 +143,7 @@ pub struct SlurmJob {
 
 impl SlurmJob {
     /// From this process's environment (None outside Slurm).
-    pub fn from_env() -> Option<Self> {
+    pub(crate) fn from_env() -> Option<Self> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         match (var("SLURM_ARRAY_JOB_ID"), var("SLURM_ARRAY_TASK_ID")) {
             (Some(job_id), Some(task)) => Some(Self {
@@ -167,7 +167,7 @@ impl SlurmJob {
 }
 
 /// This machine's host name.
-pub fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

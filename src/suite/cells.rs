@@ -14,7 +14,7 @@ use crate::data::Subsample;
 use crate::error::{Error, Result};
 
 /// Bumped when what a cell computes changes for the same inputs (so old records stop matching).
-pub const CELL_FORMAT: u32 = 1;
+pub(crate) const CELL_FORMAT: u32 = 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,7 +116,7 @@ fn hash(value: &serde_json::Value) -> String {
 }
 
 /// The key of a cell.
-pub fn cell_key(
+pub(crate) fn cell_key(
     suite: &Suite,
     method: &MethodConfig,
     spec: &CellSpec,
@@ -167,7 +167,7 @@ pub fn cell_key(
 }
 
 /// The key and spec of the meta-training cell of `[gram.NAME]`.
-pub fn meta_cell(suite: &Suite, name: &str, digests: &dyn Digests) -> Option<Cell> {
+pub(crate) fn meta_cell(suite: &Suite, name: &str, digests: &dyn Digests) -> Option<Cell> {
     let spec = suite.gram.get(name)?;
     let corpus = match &spec.corpus {
         crate::gram::CorpusSpec::World { .. } => json!({ "world": suite.world }),
@@ -312,11 +312,11 @@ impl Plan {
     /// cell also pulls in the cells it needs. Filters that select nothing are an error, for
     /// `plan` as for `run`.
     /// Each cell by its key.
-    pub fn by_key(&self) -> BTreeMap<&str, &Cell> {
+    pub(crate) fn by_key(&self) -> BTreeMap<&str, &Cell> {
         self.cells.iter().map(|c| (c.key.as_str(), c)).collect()
     }
 
-    pub fn select(&self, filters: &[(String, String)]) -> Result<Vec<&Cell>> {
+    pub(crate) fn select(&self, filters: &[(String, String)]) -> Result<Vec<&Cell>> {
         let mut by_field: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (k, v) in filters {
             by_field.entry(k.as_str()).or_default().push(v.as_str());
@@ -356,10 +356,10 @@ impl Plan {
 }
 
 /// The fields `--only` accepts.
-pub const FILTER_FIELDS: &[&str] = &["method", "dataset", "target", "phase", "shots", "seed"];
+pub(crate) const FILTER_FIELDS: &[&str] = &["method", "dataset", "target", "phase", "shots", "seed"];
 
 /// The cells `cell` needs, nearest first, however deep (eval → train → GRAM meta-training), from
-/// a plan's [`Plan::by_key`].
+/// a plan's `Plan::by_key`.
 pub fn inputs<'a>(cell: &Cell, by_key: &BTreeMap<&str, &'a Cell>) -> Vec<&'a Cell> {
     let mut out = Vec::new();
     let mut next = cell.depends_on.as_deref().and_then(|k| by_key.get(k).copied());

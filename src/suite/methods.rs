@@ -27,7 +27,8 @@ macro_rules! registry {
 
         impl MethodConfig {
             /// Every kind a suite may name.
-            pub const KINDS: &'static [&'static str] = &[$($kind,)* "gram"];
+            #[cfg(test)]
+            const KINDS: &'static [&'static str] = &[$($kind,)* "gram"];
 
             pub fn kind(&self) -> &'static str {
                 match self {
@@ -38,7 +39,7 @@ macro_rules! registry {
 
             /// The name published tables give the method (None for GRAM-wrapped hosts, which the
             /// report compares with their host instead).
-            pub fn paper_name(&self) -> Option<&'static str> {
+            pub(crate) fn paper_name(&self) -> Option<&'static str> {
                 match self {
                     $(MethodConfig::$variant(_) => Some(<$config as MethodSpec>::PAPER_NAME),)*
                     MethodConfig::Gram(_) => None,
@@ -46,7 +47,7 @@ macro_rules! registry {
             }
 
             /// Whether the method scores classes it was not trained on (a gram method: its host's).
-            pub fn open_vocabulary(&self) -> bool {
+            pub(crate) fn open_vocabulary(&self) -> bool {
                 match self {
                     $(MethodConfig::$variant(_) => <$config as MethodSpec>::OPEN_VOCABULARY,)*
                     MethodConfig::Gram(_) => true,
@@ -62,7 +63,7 @@ macro_rules! registry {
             }
 
             /// See `MethodSpec::check_cell` (a gram method: its host's, checked through `trained_as`).
-            pub fn check_cell(&self, dataset: &str, shots: usize) -> std::result::Result<(), String> {
+            pub(crate) fn check_cell(&self, dataset: &str, shots: usize) -> std::result::Result<(), String> {
                 match self {
                     $(MethodConfig::$variant(c) => c.check_cell(dataset, shots),)*
                     MethodConfig::Gram(_) => Ok(()),
@@ -79,7 +80,7 @@ macro_rules! registry {
             }
 
             /// The prompt tensors the method learns (see `MethodSpec::prompt_layout`).
-            pub fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
+            pub(crate) fn prompt_layout(&self) -> Option<Vec<(PromptRole, usize)>> {
                 match self {
                     $(MethodConfig::$variant(c) => c.prompt_layout(),)*
                     MethodConfig::Gram(_) => None,

@@ -8,7 +8,7 @@ pub mod methods;
 pub mod protocol;
 mod validate;
 
-pub use protocol::{Metric, Protocol};
+pub(crate) use protocol::{Metric, Protocol};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use crate::world::WorldConfig;
 use methods::MethodConfig;
 
 /// The suite file format this build reads.
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +100,7 @@ impl PrecisionSpec {
     }
 
     /// The precision `cell` computes in (GRAM's meta-training: the default).
-    pub fn of_cell(&self, cell: &cells::CellSpec) -> Precision {
+    pub(crate) fn of_cell(&self, cell: &cells::CellSpec) -> Precision {
         match cell.phase {
             cells::Phase::Meta => self.default,
             _ => self.of(&cell.method),
@@ -187,7 +187,7 @@ pub struct Experiment {
 
 impl Experiment {
     /// The checkpoint path of one cell, placeholders filled and variables expanded.
-    pub fn checkpoint_path(&self, method: &str, dataset: &str, shots: usize, seed: u64) -> Option<String> {
+    pub(crate) fn checkpoint_path(&self, method: &str, dataset: &str, shots: usize, seed: u64) -> Option<String> {
         self.checkpoint.as_ref().map(|t| {
             let filled = t
                 .replace("{method}", method)
@@ -201,7 +201,7 @@ impl Experiment {
 
 impl Suite {
     /// The config that trains a method: a gram method's host, else the method itself.
-    pub fn trained_as<'a>(&'a self, m: &'a MethodConfig) -> &'a MethodConfig {
+    pub(crate) fn trained_as<'a>(&'a self, m: &'a MethodConfig) -> &'a MethodConfig {
         match m {
             MethodConfig::Gram(g) => self.methods.get(&g.host).unwrap_or(m),
             _ => m,
@@ -224,7 +224,7 @@ impl Suite {
 }
 
 /// Suites shipped in `suites/`, for `gram-bench list`.
-pub fn list_suites(dir: &Path) -> Result<Vec<(PathBuf, Result<Suite>)>> {
+pub(crate) fn list_suites(dir: &Path) -> Result<Vec<(PathBuf, Result<Suite>)>> {
     let mut out = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut paths: Vec<PathBuf> = entries

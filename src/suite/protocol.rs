@@ -32,7 +32,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 4] = [Metric::Accuracy, Metric::Base, Metric::New, Metric::Hm];
+    pub(crate) const ALL: [Metric; 4] = [Metric::Accuracy, Metric::Base, Metric::New, Metric::Hm];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -68,10 +68,10 @@ pub struct Evaluation {
 }
 
 /// The name of the row averaging a table's datasets.
-pub const AVERAGE: &str = "average";
+pub(crate) const AVERAGE: &str = "average";
 
 /// A base/new harmonic mean (0 when both are 0).
-pub fn harmonic_mean(base: f64, new: f64) -> f64 {
+pub(crate) fn harmonic_mean(base: f64, new: f64) -> f64 {
     if base + new == 0.0 {
         0.0
     } else {
@@ -80,10 +80,10 @@ pub fn harmonic_mean(base: f64, new: f64) -> f64 {
 }
 
 /// A derived metric, the two it is computed from, and the rule.
-pub type Derivation = (Metric, [Metric; 2], fn(f64, f64) -> f64);
+pub(crate) type Derivation = (Metric, [Metric; 2], fn(f64, f64) -> f64);
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    pub(crate) const ALL: [Protocol; 4] = [
         Protocol::FewShot,
         Protocol::BaseToNew,
         Protocol::CrossDataset,
@@ -104,12 +104,12 @@ impl Protocol {
     }
 
     /// Train on one source, test on targets.
-    pub fn transfer(self) -> bool {
+    pub(crate) fn transfer(self) -> bool {
         matches!(self, Protocol::CrossDataset | Protocol::CrossDomain)
     }
 
     /// An experiment's fields as this protocol needs them (`datasets`, `targets`).
-    pub fn check_fields(self, datasets: &[String], targets: &[String]) -> std::result::Result<(), String> {
+    pub(crate) fn check_fields(self, datasets: &[String], targets: &[String]) -> std::result::Result<(), String> {
         if self.transfer() {
             if datasets.len() != 1 || targets.is_empty() {
                 return Err("needs exactly one source in `datasets` and at least one `targets`".into());
@@ -121,7 +121,7 @@ impl Protocol {
     }
 
     /// The classes a train cell learns.
-    pub fn train_classes(self) -> Subsample {
+    pub(crate) fn train_classes(self) -> Subsample {
         match self {
             Protocol::BaseToNew => Subsample::Base,
             _ => Subsample::All,

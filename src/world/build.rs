@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 
 /// Where a built world lives.
 #[derive(Clone, Debug)]
-pub struct WorldArtifacts {
+pub(crate) struct WorldArtifacts {
     /// The data root holding one folder per world dataset.
     pub data_root: PathBuf,
     /// The micro-CLIP as an HF directory.
@@ -29,7 +29,7 @@ pub struct WorldArtifacts {
 
 /// `world.json` in a built world: what it is and how the micro-CLIP did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct WorldManifest {
+pub(crate) struct WorldManifest {
     pub world_version: u32,
     pub key: String,
     pub config: WorldConfig,
@@ -46,7 +46,7 @@ pub struct WorldManifest {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum WeightsSource {
+pub(crate) enum WeightsSource {
     /// `src/world/pinned/`: the same bits on every machine.
     Pinned,
     /// Pretrained on this machine (a `[world]` table nothing is pinned for).
@@ -55,7 +55,7 @@ pub enum WeightsSource {
 }
 
 /// Pretrains the micro-CLIP for `cfg` on the CPU and saves it as an HF directory at `model_dir`.
-pub fn pretrain_into(cfg: &WorldConfig, model_dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PretrainReport> {
+pub(crate) fn pretrain_into(cfg: &WorldConfig, model_dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PretrainReport> {
     let device = Default::default();
     let mut last_print = std::time::Instant::now();
     let (clip_cfg, model, report) =
@@ -72,7 +72,7 @@ pub fn pretrain_into(cfg: &WorldConfig, model_dir: &Path, log: &mut dyn FnMut(&s
 }
 
 /// The cache key of a world: its version and full config.
-pub fn world_key(cfg: &WorldConfig) -> String {
+pub(crate) fn world_key(cfg: &WorldConfig) -> String {
     let mut h = Sha256::new();
     h.update(format!("gram-bench world v{WORLD_VERSION}\n"));
     h.update(serde_json::to_vec(cfg).expect("world config serializes"));
@@ -82,7 +82,7 @@ pub fn world_key(cfg: &WorldConfig) -> String {
 
 /// The world for `cfg` in `cache` if it is complete there (its manifest, data and weights); a
 /// world with any of them missing counts as not built, and building replaces it.
-pub fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtifacts> {
+pub(crate) fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtifacts> {
     let dir = cache.join(format!("world-{}", world_key(cfg)));
     let text = std::fs::read_to_string(dir.join("world.json")).ok()?;
     let manifest: WorldManifest = serde_json::from_str(&text).ok()?;
@@ -95,13 +95,13 @@ pub fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtifacts> {
 }
 
 /// Whether [`ensure_world`] would pretrain a micro-CLIP for `cfg` (not cached, nothing pinned for it).
-pub fn would_pretrain(cache: &Path, cfg: &WorldConfig) -> Result<bool> {
+pub(crate) fn would_pretrain(cache: &Path, cfg: &WorldConfig) -> Result<bool> {
     Ok(cached_world(cache, cfg).is_none() && !Pin::embedded()?.is_some_and(|p| p.fits(cfg)))
 }
 
 /// Returns the world for `cfg` under `cache`, building it first if it is not there.
 /// `log` receives human-readable progress lines.
-pub fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) -> Result<WorldArtifacts> {
+pub(crate) fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(&str)) -> Result<WorldArtifacts> {
     let key = world_key(cfg);
     let dir = cache.join(format!("world-{key}"));
     if let Some(w) = cached_world(cache, cfg) {

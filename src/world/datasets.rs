@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// Which attributes make up a class; the others vary freely inside it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Axis {
+pub(crate) enum Axis {
     Colour,
     Texture,
     Shape,
@@ -22,7 +22,7 @@ pub enum Axis {
 
 /// One world dataset, described the way the CoOp datasets are: folder, split file, template.
 #[derive(Clone, Debug)]
-pub struct WorldDataset {
+pub(crate) struct WorldDataset {
     /// Name used in suites, and its folder under the world's data root.
     pub name: &'static str,
     /// The split file inside the folder is `split_zhou_<split_name>.json`.
@@ -45,7 +45,7 @@ pub struct WorldDataset {
 /// The embedded datasets. `world` (colour × shape) plays ImageNet: the source of cross-dataset and
 /// cross-domain transfer, with domain variants in the roles of ImageNet-Sketch/-R/-A; the others are
 /// downstream targets with their own label spaces and templates.
-pub const WORLD_DATASETS: &[WorldDataset] = &[
+pub(crate) const WORLD_DATASETS: &[WorldDataset] = &[
     WorldDataset {
         name: "world",
         split_name: "World",
@@ -93,13 +93,13 @@ const fn world_variant(name: &'static str, split_name: &'static str, domain: Dom
     }
 }
 
-pub fn world_dataset(name: &str) -> Option<&'static WorldDataset> {
+pub(crate) fn world_dataset(name: &str) -> Option<&'static WorldDataset> {
     WORLD_DATASETS.iter().find(|d| d.name == name)
 }
 
 /// A class: the fixed attribute values (None = free).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClassSpec {
+pub(crate) struct ClassSpec {
     pub colour: Option<Colour>,
     pub texture: Option<Texture>,
     pub shape: Option<Shape>,
@@ -138,7 +138,7 @@ impl ClassSpec {
 
 /// A caption in the words a zero-shot prompt uses: one of the datasets with their own label space,
 /// drawn at random, its template filled with the name of the class `concept` belongs to there.
-pub fn template_caption(concept: &Concept, rng: &mut impl Rng) -> String {
+pub(crate) fn template_caption(concept: &Concept, rng: &mut impl Rng) -> String {
     let own: Vec<&WorldDataset> = WORLD_DATASETS.iter().filter(|d| d.variant_of.is_none()).collect();
     let ds = own[rng.random_range(0..own.len())];
     let class = ClassSpec {
@@ -188,7 +188,7 @@ struct Split {
 
 impl WorldDataset {
     /// Test images per class for a test split of about `test_images` (rounded up to whole classes).
-    pub fn test_per_class(&self, test_images: usize) -> usize {
+    pub(crate) fn test_per_class(&self, test_images: usize) -> usize {
         test_images.div_ceil(self.classes().len())
     }
 }
@@ -196,7 +196,13 @@ impl WorldDataset {
 /// Renders `ds` under `root/<name>/` (images in `images/<class>/`, PNG) and writes its split file,
 /// with `test_per_class` test images per class.
 /// Every image is a pure function of (`seed`, dataset, split, class, index).
-pub fn write_dataset(root: &Path, ds: &WorldDataset, seed: u64, image_size: u32, test_per_class: usize) -> Result<()> {
+pub(crate) fn write_dataset(
+    root: &Path,
+    ds: &WorldDataset,
+    seed: u64,
+    image_size: u32,
+    test_per_class: usize,
+) -> Result<()> {
     let dir = root.join(ds.name);
     let classes = ds.classes();
     let mut split = Split {

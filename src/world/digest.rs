@@ -35,7 +35,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// The digest of every file under `dir` (relative paths with `/`, sorted).
-pub fn tree_digest(dir: &Path) -> Result<String> {
+pub(crate) fn tree_digest(dir: &Path) -> Result<String> {
     let mut files = Vec::new();
     files_under(dir, &mut files)?;
     let mut rows: Vec<(String, PathBuf)> = files
@@ -57,7 +57,7 @@ pub fn tree_digest(dir: &Path) -> Result<String> {
 }
 
 /// The content digests of a world's data root and micro-CLIP directory.
-pub fn world_digests(data_root: &Path, model_dir: &Path) -> Result<WorldDigests> {
+pub(crate) fn world_digests(data_root: &Path, model_dir: &Path) -> Result<WorldDigests> {
     let datasets = WORLD_DATASETS
         .iter()
         .map(|d| Ok((d.name.to_string(), tree_digest(&data_root.join(d.name))?)))

@@ -12,19 +12,20 @@ pub mod render;
 
 use serde::{Deserialize, Serialize};
 
-pub use build::{ensure_world, WorldArtifacts};
-pub use concepts::{Colour, Concept, Domain, Position, Shape, Size, Texture};
-pub use datasets::{world_dataset, WorldDataset, WORLD_DATASETS};
-pub use digest::WorldDigests;
+pub(crate) use build::{ensure_world, WorldArtifacts};
+pub(crate) use concepts::Concept;
+pub use concepts::{Colour, Domain, Position, Shape, Size, Texture};
+pub(crate) use datasets::{world_dataset, WORLD_DATASETS};
+
 pub use render::render;
 
 /// Bumped whenever the generator, renderer, datasets or pretraining change what they produce, so
 /// cached worlds and every cell that used one are rebuilt.
-pub const WORLD_VERSION: u32 = 5;
+pub(crate) const WORLD_VERSION: u32 = 5;
 
 impl WorldConfig {
     /// Whether `other` pretrains the same micro-CLIP (every key but the datasets' `test_images`).
-    pub fn same_pretraining(&self, other: &WorldConfig) -> bool {
+    pub(crate) fn same_pretraining(&self, other: &WorldConfig) -> bool {
         let other = WorldConfig {
             test_images: self.test_images,
             ..other.clone()
@@ -34,7 +35,7 @@ impl WorldConfig {
 }
 
 /// The backbone name suites use for the embedded micro-CLIP.
-pub const BACKBONE: &str = "micro-clip";
+pub(crate) const BACKBONE: &str = "micro-clip";
 
 /// Everything that decides the embedded world and its micro-CLIP (a suite's `[world]` table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

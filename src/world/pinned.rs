@@ -26,7 +26,7 @@ const MANIFEST: &str = include_str!("pinned/pin.json");
 /// machine must build (`gram-bench world build SUITE --record-digests` writes an entry).
 const DIGESTS: &str = include_str!("pinned/digests.json");
 /// Where `DIGESTS` lives in the repository.
-pub const DIGESTS_PATH: &str = "src/world/pinned/digests.json";
+pub(crate) const DIGESTS_PATH: &str = "src/world/pinned/digests.json";
 
 /// The committed digests of the world `key`, if the repository records them.
 fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
@@ -37,7 +37,7 @@ fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
 
 /// Compares world `key`'s `digests` with the committed ones: `Ok(true)` when they match,
 /// `Ok(false)` when the repository records none for it, an error naming what differs otherwise.
-pub fn verify_committed(key: &str, digests: &WorldDigests) -> Result<bool> {
+pub(crate) fn verify_committed(key: &str, digests: &WorldDigests) -> Result<bool> {
     let Some(committed) = committed_digests(key)? else {
         return Ok(false);
     };
@@ -53,7 +53,7 @@ pub fn verify_committed(key: &str, digests: &WorldDigests) -> Result<bool> {
 }
 
 /// Adds (or replaces) the digests of world `key` in the digests file at `path`.
-pub fn record_digests(path: &Path, key: &str, digests: &WorldDigests) -> Result<()> {
+pub(crate) fn record_digests(path: &Path, key: &str, digests: &WorldDigests) -> Result<()> {
     let mut all: BTreeMap<String, WorldDigests> = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -67,7 +67,7 @@ pub fn record_digests(path: &Path, key: &str, digests: &WorldDigests) -> Result<
 /// `pin.json`: the world the weights belong to and how they were made.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PinManifest {
+pub(crate) struct PinManifest {
     /// The generator version the weights were pretrained under.
     pub world_version: u32,
     pub config: WorldConfig,
@@ -82,7 +82,7 @@ pub struct PinManifest {
 }
 
 /// The pinned micro-CLIP.
-pub struct Pin {
+pub(crate) struct Pin {
     pub manifest: PinManifest,
     weights: &'static [u8],
 }
@@ -111,12 +111,12 @@ impl Pin {
     }
 
     /// Whether these weights were pretrained for `cfg` under this generator version.
-    pub fn fits(&self, cfg: &WorldConfig) -> bool {
+    pub(crate) fn fits(&self, cfg: &WorldConfig) -> bool {
         self.manifest.world_version == WORLD_VERSION && self.manifest.config.same_pretraining(cfg)
     }
 
     /// Writes the pinned model as an HF CLIP directory (`config.json`, `model.safetensors`).
-    pub fn write_model_dir(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn write_model_dir(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::clip::export::write_hf_config(dir, &micro_clip_config(&self.manifest.config))?;
         write_atomic(&dir.join("model.safetensors"), self.weights)
@@ -124,7 +124,7 @@ impl Pin {
 }
 
 /// Writes a new pin (the files `include_bytes!` reads) from a freshly pretrained model directory.
-pub fn write_pin(out: &Path, model_dir: &Path, manifest: &PinManifest) -> Result<()> {
+pub(crate) fn write_pin(out: &Path, model_dir: &Path, manifest: &PinManifest) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let src = model_dir.join("model.safetensors");
     let bytes = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
@@ -135,7 +135,7 @@ pub fn write_pin(out: &Path, model_dir: &Path, manifest: &PinManifest) -> Result
 
 /// The first steps' losses that differ between the pinned run and a replay, as
 /// `(step, pinned, replayed)`; empty when every one is bit-identical.
-pub fn trajectory_differences(pinned: &[f32], replayed: &[f32]) -> Vec<(usize, f32, f32)> {
+pub(crate) fn trajectory_differences(pinned: &[f32], replayed: &[f32]) -> Vec<(usize, f32, f32)> {
     pinned
         .iter()
         .zip(replayed)

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 /// Colour–shape pairs that never appear in the pretraining corpus: one colour per shape and one
 /// shape per colour (8 of the 64 pairs; a quarter held out left held-out pairs at 0.73× the seen
 /// ones, README "Calibration log").
-pub fn held_out(shape: Shape, colour: Colour) -> bool {
+pub(crate) fn held_out(shape: Shape, colour: Colour) -> bool {
     let s = Shape::ALL.iter().position(|&x| x == shape).expect("shape is in ALL");
     let c = Colour::ALL.iter().position(|&x| x == colour).expect("colour is in ALL");
     s == c
@@ -87,7 +87,7 @@ pub struct PretrainReport {
     /// (step, mean loss over the preceding window).
     #[serde(default)]
     pub loss_curve: Vec<(usize, f32)>,
-    /// The temperature calibration that follows pretraining ([`calibrate_temperature`]): the
+    /// The temperature calibration that follows pretraining (`calibrate_temperature`): the
     /// learned logit scale, the one kept, and the zero-shot NLL under each.
     #[serde(default)]
     pub calibration: Option<Calibration>,
@@ -147,7 +147,7 @@ fn accuracy(pred: &[usize], truth: &[usize], key: impl Fn(usize) -> usize) -> f6
 
 /// How many of the first steps' losses a report keeps bit for bit, so a replay can prove that
 /// pretraining still computes what it computed (`gram-bench world replay`).
-pub const TRAJECTORY_STEPS: usize = 8;
+pub(crate) const TRAJECTORY_STEPS: usize = 8;
 
 /// Steps per point of the loss curve a report keeps (the window's mean loss).
 const CURVE_EVERY: usize = 100;
@@ -155,7 +155,7 @@ const CURVE_EVERY: usize = 100;
 type Adamw<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, Clip<B>, B>;
 
 /// One pretraining run, step by step: the corpus, the model, the optimizer and the batch stream.
-pub struct Pretraining<B: AutodiffBackend> {
+pub(crate) struct Pretraining<B: AutodiffBackend> {
     w: WorldConfig,
     cfg: ClipConfig,
     model: Option<Clip<B>>,
@@ -366,7 +366,7 @@ pub struct Calibration {
 /// every method that keeps the backbone's scale then chases those errors. Predictions, and so
 /// every zero-shot accuracy, are unchanged. README, "Calibration log", has the measurements behind
 /// the choice of views.
-pub fn calibrate_temperature<B: Backend>(
+pub(crate) fn calibrate_temperature<B: Backend>(
     w: &WorldConfig,
     model: &Clip<B>,
     tok: &ClipTokenizer,

@@ -78,13 +78,13 @@ pub fn quick_gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 }
 
 /// The composition the fused kernels reproduce (and every other backend runs).
-pub fn quick_gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub(crate) fn quick_gelu_composed<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone() * sigmoid(x * 1.702)
 }
 
 /// `[a, m, n, c] → [a, n, m, c]`, materialized contiguous (what `swap_dims(1, 2)` is as a view).
 /// Attention splits heads with it (`[b, l, h, d] → [b, h, l, d]`) and merges them back.
-pub fn swap_middle<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
+pub(crate) fn swap_middle<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 4> {
     on_cpu(t, swap_middle_autodiff, swap_middle_cpu, |t| t.swap_dims(1, 2))
 }
 
@@ -118,7 +118,11 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, 
 /// `ln(x)` over the last dim of `[batch, seq, width]`, as `LayerNorm::forward` computes it, when `x` is
 /// the CPU backend's f32 tensor under autodiff and `ln` has a shift; otherwise `x` comes back as
 /// `Err`, for the caller's own norm. `eps` must be the one `ln` was made with (burn keeps it private).
-pub fn layer_norm<B: Backend>(ln: &LayerNorm<B>, eps: f64, x: Tensor<B, 3>) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
+pub(crate) fn layer_norm<B: Backend>(
+    ln: &LayerNorm<B>,
+    eps: f64,
+    x: Tensor<B, 3>,
+) -> Result<Tensor<B, 3>, Tensor<B, 3>> {
     if x.dtype() != DType::F32 || ln.beta.is_none() {
         return Err(x);
     }
