@@ -9,6 +9,7 @@ use std::time::Instant;
 use burn::tensor::backend::Backend;
 
 use super::learner::CellMethod;
+use super::outcome::{HostOutcome, Outcome, Skipped, TrainOutcome};
 use super::session::Session;
 use super::Ad;
 use crate::data::images::check_decodable;
@@ -70,9 +71,12 @@ impl<'a, B: Backend> Session<'a, B> {
     pub(super) fn run_cell(&mut self, cell: &Cell) -> Record {
         let t0 = Instant::now();
         let mut record = self.new_record(cell);
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(cell, &mut record)));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(cell)));
         match result {
-            Ok(Ok(())) => record.status = Status::Ok,
+            Ok(Ok(outcome)) => {
+                outcome.write_into(&mut record);
+                record.status = Status::Ok;
+            }
             Ok(Err(e)) => record.error = Some(e.to_string()),
             Err(panic) => {
                 let msg = panic
@@ -90,9 +94,9 @@ impl<'a, B: Backend> Session<'a, B> {
 
     /// A cell's phases: build the method for its training label space, train / load / fetch what
     /// it learned, evaluate.
-    pub(super) fn compute(&mut self, cell: &Cell, record: &mut Record) -> Result<()> {
+    pub(super) fn compute(&mut self, cell: &Cell) -> Result<Outcome> {
         if cell.spec.phase == Phase::Meta {
-            return self.meta(cell, record);
+            return Ok(Outcome::Meta(Box::new(self.meta(cell)?)));
         }
         let s = &cell.spec;
         let mc = self.host_config(cell)?;
@@ -120,12 +124,13 @@ impl<'a, B: Backend> Session<'a, B> {
                 seed: s.seed,
             },
         )?;
-        record.timings.load_s = t_load.elapsed().as_secs_f64();
+        let load_s = t_load.elapsed().as_secs_f64();
 
+        let mut train = None;
         let (eval_ds, eval_labels) = match s.phase {
             Phase::Train => {
                 if training.learns() {
-                    self.train_phase(cell, &ds, &labels, &mut method, record)?;
+                    train = Some(self.train_phase(cell, &ds, &labels, &mut method)?);
                 }
                 (ds.clone(), labels)
             }
@@ -143,18 +148,14 @@ impl<'a, B: Backend> Session<'a, B> {
                 (tds, tl)
             }
         };
-        // A gram train cell noted its meta-training cell while building the method.
-        record.digests = CellDigests {
-            meta: record.digests.meta.take(),
-            ..digests
-        };
-        let t = Instant::now();
         let frozen_image = mc.encoders().is_some_and(|e| e.frozen_image());
-        let (metrics, per_class) = self.evaluate(&method, frozen_image, &eval_ds, &eval_labels, record)?;
-        record.timings.eval_s = t.elapsed().as_secs_f64();
-        record.metrics = Some(metrics);
-        record.per_class = per_class;
-        Ok(())
+        let eval = self.evaluate(&method, frozen_image, &eval_ds, &eval_labels)?;
+        Ok(Outcome::Host(Box::new(HostOutcome {
+            load_s,
+            digests,
+            train,
+            eval,
+        })))
     }
 
     /// A train cell: the K-shot subset (decoded up front), GRAM's θ₀ and gradient hook for a
@@ -165,8 +166,7 @@ impl<'a, B: Backend> Session<'a, B> {
         ds: &Dataset,
         labels: &[usize],
         method: &mut CellMethod<Ad<B>>,
-        record: &mut Record,
-    ) -> Result<()> {
+    ) -> Result<TrainOutcome> {
         let s = &cell.spec;
         let host = self.host_config(cell)?;
         let gram = match &self.resolved.suite.methods[&s.method] {
@@ -176,19 +176,20 @@ impl<'a, B: Backend> Session<'a, B> {
         let fewshot = self.fewshot(ds, s.shots, s.seed)?;
         let picked: Vec<Datum> = fewshot.train.iter().map(|&i| ds.train[i].clone()).collect();
         let val_idx = fewshot.val.clone();
-        record.fewshot = Some(fewshot);
         let mut train_items = relabel(&picked, labels);
         // Decode the subset once up front: corrupt images are dealt with before any batch is
         // drawn, and the decoded images stay cached for every epoch.
         let paths: Vec<&Path> = train_items.iter().map(|d| d.path.as_path()).collect();
         let bad = check_decodable(&self.images, &paths);
         train_items.retain(|d| !bad.iter().any(|b| b.path == d.path));
-        self.corrupt(bad, record)?;
+        let mut skipped = Skipped::default();
+        self.corrupt(bad, &mut skipped)?;
         if train_items.is_empty() {
             return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
         }
         let t = Instant::now();
-        record.train = Some(match (&mut *method, host.training()) {
+        let mut meta = None;
+        let summary = match (&mut *method, host.training()) {
             (CellMethod::Features(fit), _) => {
                 if gram.is_some() {
                     return Err(Error::Config(
@@ -197,11 +198,11 @@ impl<'a, B: Backend> Session<'a, B> {
                 }
                 let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
                 let val_items = relabel(&picked, labels);
-                self.fit(fit.as_mut(), &train_items, &val_items, record)?
+                self.fit(fit.as_mut(), &train_items, &val_items, &mut skipped)?
             }
             (CellMethod::Sgd(learner), Training::Sgd(schedule)) => {
                 if let Some(g) = gram {
-                    self.with_gram(cell, g, learner.as_mut(), &train_items, record)?;
+                    meta = Some(self.with_gram(cell, g, learner.as_mut(), &train_items, &mut skipped)?);
                 }
                 let checkpoint = super::train::EpochCheckpoint {
                     path: self.store.train_checkpoint_path(&cell.key),
@@ -223,9 +224,16 @@ impl<'a, B: Backend> Session<'a, B> {
                     host.kind()
                 )))
             }
-        });
-        record.timings.train_s = t.elapsed().as_secs_f64();
-        self.store.put_artifact(&cell.key, &method.artifact())
+        };
+        let seconds = t.elapsed().as_secs_f64();
+        self.store.put_artifact(&cell.key, &method.artifact())?;
+        Ok(TrainOutcome {
+            fewshot,
+            summary,
+            meta,
+            skipped,
+            seconds,
+        })
     }
 
     /// A checkpoint cell: the released checkpoint's tensors into the method, kept beside the record.

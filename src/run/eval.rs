@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::learner::CellMethod;
+use super::outcome::{EvalOutcome, Features, Skipped};
 use super::session::Session;
 use super::Ad;
 use crate::data::images::{stream, BadImage, Transform};
@@ -16,11 +18,11 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::features::{FeatureSet, FeatureSource};
 use crate::methods::{ClassSet, Scorer};
-use crate::store::{ClassAccuracy, FeatureOrigin, Metrics, Record};
+use crate::store::{ClassAccuracy, FeatureOrigin, Metrics};
 
 impl<B: Backend> Session<'_, B> {
     /// The image features of `ds`'s whole test split, from the feature cache or computed now.
-    pub(super) fn test_features(&mut self, ds: &Dataset, record: &mut Record) -> Result<Arc<FeatureSet>> {
+    fn test_features(&mut self, ds: &Dataset) -> Result<(Arc<FeatureSet>, Features)> {
         let files = self
             .test_files
             .entry(ds.def.name.clone())
@@ -40,13 +42,11 @@ impl<B: Backend> Session<'_, B> {
             batch_size: self.resolved.suite.eval.batch_size,
         };
         if let Some(f) = self.features.get(&source) {
-            record.features = Some(FeatureOrigin::Cached);
-            return Ok(f);
+            return Ok((f, Features::cached()));
         }
         let set = self.encode(&ds.test)?;
-        record.timings.features_s = set.compute_s;
-        record.features = Some(FeatureOrigin::Computed);
-        self.features.put(&source, set)
+        let computed = Features::computed(set.compute_s);
+        Ok((self.features.put(&source, set)?, computed))
     }
 
     /// Top-1 accuracy of `method` on `ds`'s test images of `labels` (in that label space), per
@@ -58,8 +58,8 @@ impl<B: Backend> Session<'_, B> {
         frozen_image: bool,
         ds: &Dataset,
         labels: &[usize],
-        record: &mut Record,
-    ) -> Result<(Metrics, Vec<ClassAccuracy>)> {
+    ) -> Result<EvalOutcome> {
+        let t = Instant::now();
         let names: Vec<String> = labels.iter().map(|&l| ds.classnames[l].clone()).collect();
         let map: BTreeMap<usize, usize> = labels.iter().enumerate().map(|(i, &l)| (l, i)).collect();
         // (position in the test split, label in the evaluated label space)
@@ -88,14 +88,22 @@ impl<B: Backend> Session<'_, B> {
             )));
         }
         let mut tally = Tally::new(names.len());
-        if self.use_features && frozen_image {
-            self.score_features(&scorer, ds, &items, &mut tally, record)?;
+        let mut skipped = Skipped::default();
+        let features = if self.use_features && frozen_image {
+            self.score_features(&scorer, ds, &items, &mut tally, &mut skipped)?
         } else {
-            self.score_images(&scorer, ds, &items, &mut tally, record)?;
-        }
-        tally
+            self.score_images(&scorer, ds, &items, &mut tally, &mut skipped)?
+        };
+        let (metrics, per_class) = tally
             .metrics(&names)
-            .ok_or_else(|| Error::Input(format!("{}: no test image decoded", ds.def.name)))
+            .ok_or_else(|| Error::Input(format!("{}: no test image decoded", ds.def.name)))?;
+        Ok(EvalOutcome {
+            metrics,
+            per_class,
+            features,
+            skipped,
+            seconds: t.elapsed().as_secs_f64(),
+        })
     }
 
     /// Scores the test split's cached (or now computed) frozen image features.
@@ -105,16 +113,16 @@ impl<B: Backend> Session<'_, B> {
         ds: &Dataset,
         items: &[(usize, usize)],
         tally: &mut Tally,
-        record: &mut Record,
-    ) -> Result<()> {
-        let feats = self.test_features(ds, record)?;
+        skipped: &mut Skipped,
+    ) -> Result<Features> {
+        let (feats, origin) = self.test_features(ds)?;
         let bad: Vec<BadImage> = feats
             .bad
             .iter()
             .filter(|b| items.iter().any(|&(i, _)| ds.test[i].path == b.path))
             .cloned()
             .collect();
-        self.corrupt(bad, record)?;
+        self.corrupt(bad, skipped)?;
         let kept: Vec<(usize, usize)> = items.iter().copied().filter(|&(i, _)| feats.ok[i]).collect();
         for chunk in kept.chunks(self.resolved.suite.eval.batch_size) {
             let rows: Vec<f32> = chunk.iter().flat_map(|&(i, _)| feats.row(i).to_vec()).collect();
@@ -124,7 +132,7 @@ impl<B: Backend> Session<'_, B> {
                 .ok_or_else(|| Error::Internal("the scorer prompts the image encoder".into()))?;
             tally.add(chunk, logits);
         }
-        Ok(())
+        Ok(origin)
     }
 
     /// Encodes the test images through the method (its image encoder may be prompted) and scores
@@ -135,9 +143,8 @@ impl<B: Backend> Session<'_, B> {
         ds: &Dataset,
         items: &[(usize, usize)],
         tally: &mut Tally,
-        record: &mut Record,
-    ) -> Result<()> {
-        record.features = Some(FeatureOrigin::Encoded);
+        skipped: &mut Skipped,
+    ) -> Result<Features> {
         let bs = self.resolved.suite.eval.batch_size;
         let batches: Vec<Vec<(PathBuf, Transform)>> = items
             .chunks(bs)
@@ -160,7 +167,11 @@ impl<B: Backend> Session<'_, B> {
             }
             Ok(())
         })?;
-        self.corrupt(bad_all, record)
+        self.corrupt(bad_all, skipped)?;
+        Ok(Features {
+            origin: FeatureOrigin::Encoded,
+            compute_s: 0.0,
+        })
     }
 }
 

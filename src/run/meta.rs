@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::learner::Learner;
+use super::outcome::{Features, MetaOutcome, Skipped};
 use super::session::Session;
 use super::Ad;
 use crate::data::Datum;
@@ -17,13 +18,13 @@ use crate::features::{FeatureSet, FeatureSource};
 use crate::gram::corpus::drop_undecodable;
 use crate::gram::{meta_train, theta0_init, Checkpointing, Corpus, MetaInputs, RegulatedGradients};
 use crate::resolve::ResolvedSuite;
-use crate::store::{CellDigests, FeatureOrigin, FitSummary, MetaDigest, MetaFit, Record, Status, TrainSummary};
+use crate::store::{CellDigests, FitSummary, MetaDigest, MetaFit, Status, TrainSummary};
 use crate::suite::cells::Cell;
 
 impl<'a, B: Backend> Session<'a, B> {
     /// A meta-training cell: the corpus, its frozen features, `meta_train` (checkpointed beside
     /// the records), the artifact.
-    pub(super) fn meta(&mut self, cell: &Cell, record: &mut Record) -> Result<()> {
+    pub(super) fn meta(&mut self, cell: &Cell) -> Result<MetaOutcome> {
         let store = self.store;
         let name = &cell.spec.method;
         let resolved: &'a ResolvedSuite = self.resolved;
@@ -34,10 +35,11 @@ impl<'a, B: Backend> Session<'a, B> {
             .ok_or_else(|| Error::Internal(format!("a meta cell of no [gram.{name}]")))?;
         let t = Instant::now();
         let corpus = spec.corpus.open(self.pre.image_size as u32, spec.seed)?;
-        record.timings.load_s = t.elapsed().as_secs_f64();
-        let (images, captions) = self.corpus_features(&corpus, record)?;
+        let load_s = t.elapsed().as_secs_f64();
+        let (images, captions, features) = self.corpus_features(&corpus)?;
         // Pairs whose image does not decode: the suite's on_corrupt decides (fail, or leave out).
-        self.corrupt(images.bad.clone(), record)?;
+        let mut skipped = Skipped::default();
+        self.corrupt(images.bad.clone(), &mut skipped)?;
         let (corpus, images, captions) = drop_undecodable(corpus, images, captions);
         let t = Instant::now();
         let checkpoint = Checkpointing {
@@ -70,8 +72,8 @@ impl<'a, B: Backend> Session<'a, B> {
                 last = Instant::now();
             }
         })?;
-        record.timings.train_s = t.elapsed().as_secs_f64();
-        record.digests = CellDigests {
+        let train_s = t.elapsed().as_secs_f64();
+        let digests = CellDigests {
             backbone: self.model.id.clone(),
             weights_sha256: self.weights_digest.clone(),
             corpus_sha256: Some(art.corpus_digest.clone()),
@@ -84,24 +86,32 @@ impl<'a, B: Backend> Session<'a, B> {
             final_vision_coefficient: last.and_then(|t| t.vision_coefficient).map(f64::from),
             resumed_from_checkpoint: resumed_from,
         });
-        record.train = Some(TrainSummary {
+        let summary = TrainSummary {
             epochs: 0,
             steps: art.trace.len(),
             images: corpus.len(),
             epoch_loss: art.trace.iter().map(|t| t.query_loss).collect(),
             fit: Some(fit),
             resumed_at_epoch: None,
-        });
+        };
         store.put_meta(&cell.key, &art)?;
         match std::fs::remove_file(&checkpoint.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&checkpoint.path, e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&checkpoint.path, e)),
+            _ => {}
         }
+        Ok(MetaOutcome {
+            load_s,
+            features,
+            skipped,
+            digests,
+            summary,
+            train_s,
+        })
     }
 
     /// The corpus's frozen image and caption features, through the feature cache like a test
     /// split's; keyed by the corpus's content, so every meta run on one corpus shares them.
-    fn corpus_features(&mut self, corpus: &Corpus, record: &mut Record) -> Result<(Arc<FeatureSet>, Arc<FeatureSet>)> {
+    fn corpus_features(&mut self, corpus: &Corpus) -> Result<(Arc<FeatureSet>, Arc<FeatureSet>, Features)> {
         let corpus_digest = corpus.digest()?;
         let batch_size = self.resolved.suite.eval.batch_size;
         let source = |split: &str| FeatureSource {
@@ -118,8 +128,7 @@ impl<'a, B: Backend> Session<'a, B> {
         };
         let (si, sc) = (source("images"), source("captions"));
         if let (Some(i), Some(c)) = (self.features.get(&si), self.features.get(&sc)) {
-            record.features = Some(FeatureOrigin::Cached);
-            return Ok((i, c));
+            return Ok((i, c, Features::cached()));
         }
         let (i, c) = crate::gram::corpus::corpus_features(
             &self.clip_eval,
@@ -129,21 +138,20 @@ impl<'a, B: Backend> Session<'a, B> {
             &self.images,
             batch_size,
         )?;
-        record.timings.features_s = i.compute_s;
-        record.features = Some(FeatureOrigin::Computed);
-        Ok((self.features.put(&si, i)?, self.features.put(&sc, c)?))
+        let computed = Features::computed(i.compute_s);
+        Ok((self.features.put(&si, i)?, self.features.put(&sc, c)?, computed))
     }
 
     /// GRAM on a host about to train: θ₀ from its meta-training cell replaces the host's initial
-    /// prompts, and ψ_φ becomes the learner's gradient hook.
+    /// prompts, and ψ_φ becomes the learner's gradient hook. Returns the meta-training cell's digest.
     pub(super) fn with_gram(
         &mut self,
         cell: &Cell,
         g: &crate::gram::GramConfig,
         host: &mut dyn Learner<Ad<B>>,
         train_items: &[Datum],
-        record: &mut Record,
-    ) -> Result<()> {
+        skipped: &mut Skipped,
+    ) -> Result<MetaDigest> {
         let store = self.store;
         let dep = cell
             .depends_on
@@ -160,7 +168,7 @@ impl<'a, B: Backend> Session<'a, B> {
         if g.regulate {
             // The task embedding downstream is the meta run's, over the cell's training images
             // (meta-training used the support images' the same way).
-            let (f, rows) = self.frozen_features(train_items, record)?;
+            let (f, rows) = self.frozen_features(train_items, skipped)?;
             let kept: Vec<f32> = rows.iter().flat_map(|&i| f.row(i).to_vec()).collect();
             let features = Tensor::<B, 2>::from_data(TensorData::new(kept, [rows.len(), f.dim]), &self.device);
             host.regulate(RegulatedGradients::<Ad<B>> {
@@ -169,11 +177,10 @@ impl<'a, B: Backend> Session<'a, B> {
                 task: art.config.task_embedding.of(features),
             })?;
         }
-        record.digests.meta = Some(MetaDigest {
+        Ok(MetaDigest {
             cell: dep.clone(),
             artifact_sha256,
             corpus_sha256: art.corpus_digest.clone(),
-        });
-        Ok(())
+        })
     }
 }

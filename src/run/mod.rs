@@ -11,6 +11,7 @@ mod eval;
 mod interrupt;
 pub mod learner;
 mod meta;
+mod outcome;
 pub mod resume;
 mod session;
 pub mod shard;

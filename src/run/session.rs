@@ -10,6 +10,7 @@ use std::sync::Arc;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::Backend;
 
+use super::outcome::Skipped;
 use super::{Ad, BackboneSource};
 use crate::backend::{BackendKind, Precision};
 use crate::clip::{load_clip, Clip, ClipTokenizer, Preprocess};
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::features::{encode_images, FeatureCache, FeatureSet};
 use crate::lock::weights_digest;
 use crate::resolve::{FewShotFrom, ResolvedSuite};
-use crate::store::{FewShotOrigin, FewShotSourceKind, Record, Store};
+use crate::store::{FewShotOrigin, FewShotSourceKind, Store};
 use crate::suite::OnCorrupt;
 use crate::world::WorldArtifacts;
 
@@ -183,8 +184,9 @@ impl<'a, B: Backend> Session<'a, B> {
         }
     }
 
-    /// Applies the suite's `on_corrupt` policy to images that did not decode.
-    pub(super) fn corrupt(&self, bad: Vec<BadImage>, record: &mut Record) -> Result<()> {
+    /// Applies the suite's `on_corrupt` policy to images that did not decode: an error, or the
+    /// images noted in `skipped`.
+    pub(super) fn corrupt(&self, bad: Vec<BadImage>, skipped: &mut Skipped) -> Result<()> {
         if bad.is_empty() {
             return Ok(());
         }
@@ -196,11 +198,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 bad.len() - 1
             ))),
             OnCorrupt::Skip => {
-                for b in bad {
-                    if !record.skipped_images.contains(&b) {
-                        record.skipped_images.push(b);
-                    }
-                }
+                skipped.add(bad);
                 Ok(())
             }
         }
@@ -221,9 +219,9 @@ impl<'a, B: Backend> Session<'a, B> {
 
     /// The frozen encoder's features (eval transform) of `items`, and which of them decoded (the
     /// others go through the suite's corrupt-image policy).
-    pub(super) fn frozen_features(&self, items: &[Datum], record: &mut Record) -> Result<(FeatureSet, Vec<usize>)> {
+    pub(super) fn frozen_features(&self, items: &[Datum], skipped: &mut Skipped) -> Result<(FeatureSet, Vec<usize>)> {
         let set = self.encode(items)?;
-        self.corrupt(set.bad.clone(), record)?;
+        self.corrupt(set.bad.clone(), skipped)?;
         let keep = (0..items.len()).filter(|&i| set.ok[i]).collect();
         Ok((set, keep))
     }

@@ -209,10 +209,9 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
         let ds = s.dataset("mini").unwrap();
         let mc = &f.resolved.suite.methods["zs"];
         let method = mini_method(&s, mc, &ds.classnames, &ds).unwrap();
-        let mut record = s.new_record(&f.resolved.plan.cells[0]);
         let labels: Vec<usize> = (0..ds.classnames.len()).collect();
-        let (m, per_class) = s.evaluate(&method, true, &ds, &labels, &mut record).unwrap();
-        (m, per_class, record.features)
+        let e = s.evaluate(&method, true, &ds, &labels).unwrap();
+        (e.metrics, e.per_class, e.features.origin)
     };
     let (a, pa, fa) = eval(false);
     let (b, pb, fb) = eval(true);
@@ -224,7 +223,7 @@ fn evaluation_counts_every_test_image_once_and_the_feature_cache_changes_nothing
         "cached features must score as encoded images do"
     );
     use crate::store::FeatureOrigin;
-    assert_eq!((fa, fb), (Some(FeatureOrigin::Encoded), Some(FeatureOrigin::Computed)));
+    assert_eq!((fa, fb), (FeatureOrigin::Encoded, FeatureOrigin::Computed));
 }
 
 fn per_class_total(p: &[crate::store::ClassAccuracy]) -> usize {

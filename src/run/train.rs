@@ -8,6 +8,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::learner::Learner;
+use super::outcome::Skipped;
 use super::resume::TrainState;
 use super::session::Session;
 use super::Ad;
@@ -16,7 +17,7 @@ use crate::data::Datum;
 use crate::error::{Error, Result};
 use crate::methods::linear_probe::Labelled;
 use crate::methods::{Batch, FeatureFit, SgdSchedule};
-use crate::store::{FitSummary, Record, TrainSummary};
+use crate::store::{FitSummary, TrainSummary};
 
 /// Where an SGD cell keeps its state between epochs (beside the records; removed once the cell's
 /// record is written), and which cell it belongs to.
@@ -193,18 +194,18 @@ impl<B: Backend> Session<'_, B> {
         method: &mut dyn FeatureFit<B>,
         train: &[Datum],
         val: &[Datum],
-        record: &mut Record,
+        skipped: &mut Skipped,
     ) -> Result<TrainSummary> {
-        let labelled = |items: &[Datum], record: &mut Record| -> Result<Labelled> {
-            let (set, keep) = self.frozen_features(items, record)?;
+        let labelled = |items: &[Datum], skipped: &mut Skipped| -> Result<Labelled> {
+            let (set, keep) = self.frozen_features(items, skipped)?;
             Ok(Labelled {
                 x: keep.iter().flat_map(|&i| set.row(i).to_vec()).collect(),
                 y: keep.iter().map(|&i| items[i].label).collect(),
                 dim: set.dim,
             })
         };
-        let tr = labelled(train, record)?;
-        let va = labelled(val, record)?;
+        let tr = labelled(train, skipped)?;
+        let va = labelled(val, skipped)?;
         let images = tr.y.len();
         let fit = method.fit(tr, va, &self.device)?;
         Ok(TrainSummary {
