@@ -1,5 +1,5 @@
 //! The paper suites cannot drift from the upstream settings silently: every value below is what the
-//! upstream code runs (repository@commit, file:line, as `../shared/reference/upstream-settings.md`
+//! upstream code runs (repository@commit, file:line, as `docs/upstream-settings.md`
 //! records them), and the test fails when a suite's method says otherwise. A value the project
 //! deliberately keeps different is not listed here; it is justified in the suite file instead.
 

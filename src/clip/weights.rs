@@ -597,7 +597,7 @@ mod tests {
         assert!(OpenAiLayout::map("text_model.nonsense").is_err());
     }
 
-    /// The shapes of an OpenAI ViT-B/16 state dict (shared/reference/clip.md).
+    /// The shapes of an OpenAI ViT-B/16 state dict (docs/clip-layouts.md).
     fn vit_b_16_shapes() -> BTreeMap<String, Vec<usize>> {
         let mut m = BTreeMap::new();
         for (n, s) in [

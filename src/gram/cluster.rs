@@ -1,7 +1,7 @@
 //! Cross-modal hierarchical clustering of an image–text corpus into meta-training structure
-//! (reconstruction \[U\]; shared/reference/gram.md §1.3): spherical k-means on the caption features
-//! gives coarse groups ("domains"); inside each domain, spherical k-means on the image features
-//! gives fine groups ("classes"); each class is named by the caption nearest its captions' mean
+//! (reconstruction \[U\]; docs/gram.md, "Choices the paper leaves open"): spherical k-means on the
+//! caption features gives coarse groups ("domains"); inside each domain, spherical k-means on the
+//! image features gives fine groups ("classes"); each class is named by the caption nearest its captions' mean
 //! feature. All arithmetic runs on the burn backend (similarities as matmuls, row chunks bound
 //! memory), so the same code serves a CPU or a GPU.
 

@@ -1,5 +1,5 @@
 //! GRAM's first-order meta-training step, reconstruction \[U\] after SUPMER's bi-level loop
-//! (shared/reference/gram.md §1.2), for textual prompts, visual prompts or both (UNIGRAM):
+//! (docs/gram.md, "The reconstruction"), for textual prompts, visual prompts or both (UNIGRAM):
 //!
 //! ```text
 //! g_s = ∇_θ L_CE(support; θ₀)                  (a constant: first order)

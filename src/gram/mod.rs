@@ -1,5 +1,5 @@
 //! GRAM (Li et al., ICCV'23) as a declared reconstruction: every choice the paper leaves open is a
-//! suite parameter with its provenance (shared/reference/gram.md). This module holds its parts;
+//! suite parameter with its provenance (docs/gram.md). This module holds its parts;
 //! the meta-training loop, the clustering of the corpus and the plug-in for host methods build on
 //! them.
 

@@ -1,5 +1,5 @@
 //! GRAM's gradient regulating function ψ_φ, as the same group's public SUPMER code builds it
-//! (`model/grad_trans.py`; reconstruction \[U\] for GRAM, see shared/reference/gram.md):
+//! (`model/grad_trans.py`; reconstruction \[U\] for GRAM, see docs/gram.md):
 //!
 //! - each row `g_j` of a prompt gradient `[rows, d]` goes through `hidden_layers + 1` low-rank
 //!   layers `x ← ReLU(x Vᵀ Uᵀ + b)` (U ∈ R^{d×r}, V ∈ R^{r×d}, b = 0 at init);

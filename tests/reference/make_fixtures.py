@@ -87,7 +87,7 @@ def randomize(model):
 
 
 def hf_to_openai(sd):
-    """HF CLIP keys -> OpenAI/open_clip keys (the mapping documented in shared/reference/clip.md)."""
+    """HF CLIP keys -> OpenAI/open_clip keys (the mapping documented in docs/clip-layouts.md)."""
     out = {}
     for tower, hf, oa in (("text", "text_model", ""), ("vision", "vision_model", "visual.")):
         for n in range(LAYERS):

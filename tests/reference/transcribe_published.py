@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Transcribe the published tables of shared/reference/published-results.md into
-baselines/published/*.json (one file per paper table), keeping each number's source and its
-confirmed [C] / unconfirmed [U] mark. Run once when the reference file changes:
+"""Transcribe the published tables of a research note (markdown tables under headings 4.1–4.4,
+one per paper table) into baselines/published/*.json, keeping each number's source and its
+confirmed [C] / unconfirmed [U] mark. It ran once on the project's research note; the numbers,
+with where each was read, are now in docs/published-results.md, which each file's `source` cites.
+Three rows were edited by hand since (docs/published-results.md, "How the JSON files were made"),
+so a re-run needs those edits again:
 
-    python3 tests/reference/transcribe_published.py ../shared/reference/published-results.md
+    python3 tests/reference/transcribe_published.py NOTE.md
 """
 import json
 import os
@@ -56,13 +59,13 @@ def num(cell):
 
 def main(path):
     text = open(path).read()
-    src = "shared/reference/published-results.md"
+    src = "docs/published-results.md"
     out = {}
     for heading, header, rows in tables(text):
         if heading.startswith("4.1") and header[0] == "Dataset" and "CLIP B" in header:
             t = out.setdefault("base_to_new", {"table": "base-to-new generalization (CoCoOp protocol)",
                                                "protocol": "base-to-new", "backbone": "ViT-B/16",
-                                               "source": f"{src} §4.1", "rows": []})
+                                               "source": f"{src}#base-to-new-generalization", "rows": []})
             for r in rows:
                 for h, c in zip(header[1:], r[1:]):
                     method, metric = h.rsplit(" ", 1)
@@ -87,7 +90,7 @@ def main(path):
         elif heading.startswith("4.2"):
             t = out.setdefault("cross_dataset", {"table": "cross-dataset transfer (16-shot ImageNet source)",
                                                  "protocol": "cross-dataset", "backbone": "ViT-B/16",
-                                                 "source": f"{src} §4.2", "rows": []})
+                                                 "source": f"{src}#cross-dataset-transfer", "rows": []})
             seen = set()
             for r in rows:
                 method = r[0].split(" (")[0]
@@ -100,7 +103,7 @@ def main(path):
         elif heading.startswith("4.3"):
             t = out.setdefault("cross_domain", {"table": "cross-domain generalization (ImageNet → V2/Sketch/A/R)",
                                                 "protocol": "cross-domain", "backbone": "ViT-B/16",
-                                                "source": f"{src} §4.3", "rows": []})
+                                                "source": f"{src}#cross-domain-generalization", "rows": []})
             for r in rows:
                 method = r[0].split(" (")[0].strip('"')
                 confirmed = "[U]" not in r[0]
@@ -116,7 +119,7 @@ def main(path):
         elif heading.startswith("4.4") and header[0] == "Dataset":
             t = out.setdefault("few_shot", {"table": "few-shot classification (all classes, K shots)",
                                             "protocol": "few-shot", "backbone": "ViT-B/16",
-                                            "source": f"{src} §4.4", "rows": []})
+                                            "source": f"{src}#few-shot-classification", "rows": []})
             for r in rows:
                 for h, c in zip(header[1:], r[1:]):
                     if h == "CLIP ZS":

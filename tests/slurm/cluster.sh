@@ -2,7 +2,7 @@
 # A throwaway single-node Slurm cluster on localhost (munged + slurmctld + slurmd), for the Slurm
 # tests: `cluster.sh start DIR [CPUS]` writes slurm.conf and state under DIR, starts the daemons and
 # waits until the node is idle; `cluster.sh stop DIR` stops them by PID. The facts it relies on are
-# in ../shared/reference/slurm.md (Slurm 22.05, Debian 12). Needs root and Debian's slurmctld,
+# in docs/slurm.md (Slurm 22.05, Debian 12). Needs root and Debian's slurmctld,
 # slurmd, slurm-client and munge packages (.ci/run installs them).
 set -euo pipefail
 
