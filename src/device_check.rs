@@ -83,9 +83,9 @@ pub(crate) fn measure(m: &Measurement, backend: BackendKind, precision: Precisio
 
 /// The parity tolerance at each precision: the tiny fixtures' outputs (unit-norm embeddings, and
 /// logits at the fixture's scale) against transformers' f32 ones. f32: `tests/parity.rs`'s. f16
-/// and bf16: measured on the CPU backend (README, "Precision": largest differences 4.1e-3 and
-/// 2.7e-2, both on the logits), with room for kernels that sum in other orders (×2.5 and ×4);
-/// f16 keeps 11 significant bits, bf16 8.
+/// and bf16: measured on the CPU backend (docs/performance.md, "Precision": largest differences
+/// 4.1e-3 and 2.7e-2, both on the logits), with room for kernels that sum in other orders (×2.5 and
+/// ×4); f16 keeps 11 significant bits, bf16 8.
 pub fn parity_tolerance(p: Precision) -> f32 {
     match p {
         Precision::F32 => 1e-4,
@@ -344,7 +344,7 @@ fn methods<B: Backend>(
                 seed: 1,
             },
         )?;
-        let CellMethod::Sgd(mut m) = built else {
+        let CellMethod::Sgd(mut m, _) = built else {
             return Err(Error::Internal(format!(
                 "{name}: its spec trains by SGD, its build does not"
             )));

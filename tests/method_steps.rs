@@ -232,8 +232,8 @@ fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
 }
 
 /// The same on the wgpu backend (CI: Mesa's lavapipe), at the CPU's tolerances: measured there,
-/// logits within 2.5e-6 and parameters after the step within 7e-8 of the reference (README, GPU
-/// backends in CI).
+/// logits within 2.5e-6 and parameters after the step within 7e-8 of the reference
+/// (docs/performance.md, "GPU backends in CI (wgpu on lavapipe)").
 #[cfg(feature = "wgpu")]
 #[test]
 fn every_method_matches_its_reference_on_wgpu() {
@@ -241,13 +241,13 @@ fn every_method_matches_its_reference_on_wgpu() {
 }
 
 /// `cfg`'s method built on `clip` for `names` (dataset "test", 1 shot).
-fn built<AB: burn::tensor::backend::AutodiffBackend>(
-    cfg: &MethodConfig,
+fn built<'a, AB: burn::tensor::backend::AutodiffBackend>(
+    cfg: &'a MethodConfig,
     clip: &gram_bench::clip::LoadedClip<AB>,
     names: &[String],
     template: &str,
     seed: u64,
-) -> gram_bench::Result<CellMethod<AB>> {
+) -> gram_bench::Result<CellMethod<'a, AB>> {
     CellMethod::build(
         cfg,
         &gram_bench::methods::BuildInputs {

@@ -168,7 +168,6 @@ impl<'a, B: Backend> Session<'a, B> {
         method: &mut CellMethod<Ad<B>>,
     ) -> Result<TrainOutcome> {
         let s = &cell.spec;
-        let host = self.host_config(cell)?;
         let gram = match &self.resolved.suite.methods[&s.method] {
             MethodConfig::Gram(g) => Some(g),
             _ => None,
@@ -189,18 +188,16 @@ impl<'a, B: Backend> Session<'a, B> {
         }
         let t = Instant::now();
         let mut meta = None;
-        let summary = match (&mut *method, host.training()) {
-            (CellMethod::Features(fit), _) => {
-                if gram.is_some() {
-                    return Err(Error::Config(
-                        "gram: a feature-fitted method has no prompts to meta-learn".into(),
-                    ));
-                }
+        let summary = match method {
+            // Nothing to train: the caller asks only of methods that learn.
+            CellMethod::Frozen(_) => return Err(Error::Internal("zero-shot CLIP reached training".into())),
+            // A suite's validation refuses a gram method on a host without prompts.
+            CellMethod::Features(fit) => {
                 let picked: Vec<Datum> = val_idx.iter().map(|&i| ds.val[i].clone()).collect();
                 let val_items = relabel(&picked, labels);
                 self.fit(fit.as_mut(), &train_items, &val_items, &mut skipped)?
             }
-            (CellMethod::Sgd(learner), Training::Sgd(schedule)) => {
+            CellMethod::Sgd(learner, schedule) => {
                 if let Some(g) = gram {
                     meta = Some(self.with_gram(cell, g, learner.as_mut(), &train_items, &mut skipped)?);
                 }
@@ -210,19 +207,13 @@ impl<'a, B: Backend> Session<'a, B> {
                 };
                 self.train(
                     learner.as_mut(),
-                    schedule,
+                    *schedule,
                     &train_items,
                     &s.dataset,
                     s.shots,
                     s.seed,
                     Some(&checkpoint),
                 )?
-            }
-            _ => {
-                return Err(Error::Internal(format!(
-                    "`{}` was built for another kind of training than its spec says",
-                    host.kind()
-                )))
             }
         };
         let seconds = t.elapsed().as_secs_f64();

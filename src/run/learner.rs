@@ -13,21 +13,23 @@ use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 use crate::gram::RegulatedGradients;
 use crate::methods::{
-    Batch, BuildInputs, Builder, ClassSet, FeatureFit, Frozen, PromptArtifact, PromptParam, Scorer, SgdMethod, Training,
+    Batch, BuildInputs, Builder, ClassSet, FeatureFit, Frozen, PromptArtifact, PromptParam, Scorer, SgdMethod,
+    SgdSchedule, Training,
 };
 use crate::suite::methods::MethodConfig;
 
-/// A method built for one training label space, by how it learns.
-pub enum CellMethod<A: AutodiffBackend> {
+/// A method built for one training label space, by how it learns; an SGD method with the schedule
+/// its spec trains it on (the one its optimizer was built from).
+pub enum CellMethod<'a, A: AutodiffBackend> {
     Frozen(Box<dyn Frozen<A::InnerBackend>>),
     Features(Box<dyn FeatureFit<A::InnerBackend>>),
-    Sgd(Box<dyn Learner<A>>),
+    Sgd(Box<dyn Learner<A>>, SgdSchedule<'a>),
 }
 
-impl<A: AutodiffBackend> CellMethod<A> {
+impl<'a, A: AutodiffBackend> CellMethod<'a, A> {
     /// Builds `config`'s method (a gram method's host: GRAM is added by the runner); an SGD
     /// method's optimizer from its spec's schedule.
-    pub fn build(config: &MethodConfig, inputs: &BuildInputs<A>) -> Result<Self> {
+    pub fn build(config: &'a MethodConfig, inputs: &BuildInputs<A>) -> Result<Self> {
         config.build(
             inputs,
             Build {
@@ -39,7 +41,7 @@ impl<A: AutodiffBackend> CellMethod<A> {
     /// The learner of a method built as an SGD method.
     pub fn into_learner(self) -> Result<Box<dyn Learner<A>>> {
         match self {
-            CellMethod::Sgd(l) => Ok(l),
+            CellMethod::Sgd(l, _) => Ok(l),
             _ => Err(Error::Internal("the method does not train by SGD".into())),
         }
     }
@@ -49,7 +51,7 @@ impl<A: AutodiffBackend> CellMethod<A> {
         match self {
             CellMethod::Frozen(_) => PromptArtifact::new(),
             CellMethod::Features(m) => m.artifact(),
-            CellMethod::Sgd(l) => l.artifact(),
+            CellMethod::Sgd(l, _) => l.artifact(),
         }
     }
 
@@ -61,7 +63,7 @@ impl<A: AutodiffBackend> CellMethod<A> {
                 "zero-shot CLIP has no parameters to load, and the artifact holds some".into(),
             )),
             CellMethod::Features(m) => m.load(artifact),
-            CellMethod::Sgd(l) => l.load(artifact),
+            CellMethod::Sgd(l, _) => l.load(artifact),
         }
     }
 
@@ -76,7 +78,7 @@ impl<A: AutodiffBackend> CellMethod<A> {
         match self {
             CellMethod::Frozen(m) => m.scorer(clip, tok, classes),
             CellMethod::Features(m) => m.scorer(classes, device),
-            CellMethod::Sgd(l) => l.scorer(clip, tok, classes),
+            CellMethod::Sgd(l, _) => l.scorer(clip, tok, classes),
         }
     }
 }
@@ -95,29 +97,30 @@ impl Build<'_> {
     }
 }
 
-impl<A: AutodiffBackend> Builder<A> for Build<'_> {
-    type Out = Result<CellMethod<A>>;
+impl<'a, A: AutodiffBackend> Builder<A> for Build<'a> {
+    type Out = Result<CellMethod<'a, A>>;
 
-    fn sgd<M: SgdMethod<A> + 'static>(self, method: M, module: M::Module) -> Result<CellMethod<A>> {
+    fn sgd<M: SgdMethod<A> + 'static>(self, method: M, module: M::Module) -> Result<CellMethod<'a, A>> {
         let Training::Sgd(schedule) = self.training else {
             return Err(self.kind_mismatch("for SGD"));
         };
-        Ok(CellMethod::Sgd(Box::new(SgdLearner {
+        let learner = SgdLearner {
             method,
             module,
             optim: schedule.optim.burn_config().init(),
             hook: None,
-        })))
+        };
+        Ok(CellMethod::Sgd(Box::new(learner), schedule))
     }
 
-    fn features(self, method: Box<dyn FeatureFit<A::InnerBackend>>) -> Result<CellMethod<A>> {
+    fn features(self, method: Box<dyn FeatureFit<A::InnerBackend>>) -> Result<CellMethod<'a, A>> {
         match self.training {
             Training::Features => Ok(CellMethod::Features(method)),
             _ => Err(self.kind_mismatch("as a feature fit")),
         }
     }
 
-    fn frozen(self, method: Box<dyn Frozen<A::InnerBackend>>) -> Result<CellMethod<A>> {
+    fn frozen(self, method: Box<dyn Frozen<A::InnerBackend>>) -> Result<CellMethod<'a, A>> {
         match self.training {
             Training::None => Ok(CellMethod::Frozen(method)),
             _ => Err(self.kind_mismatch("with nothing to learn")),

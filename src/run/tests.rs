@@ -18,12 +18,12 @@ use crate::suite::methods::MethodConfig;
 use crate::suite::Suite;
 
 /// `mc`'s method built for the `mini` dataset's `classnames` (2 shots, seed 1).
-fn mini_method(
+fn mini_method<'a>(
     s: &Session<Cpu>,
-    mc: &MethodConfig,
+    mc: &'a MethodConfig,
     classnames: &[String],
     ds: &crate::data::Dataset,
-) -> crate::Result<CellMethod<burn::backend::Autodiff<Cpu>>> {
+) -> crate::Result<CellMethod<'a, burn::backend::Autodiff<Cpu>>> {
     CellMethod::build(
         mc,
         &BuildInputs {
