@@ -1,6 +1,6 @@
 //! CLIP encoders at ViT-B/16 shapes with random weights: 8 images, 100 prompts; forward, and
 //! forward + backward through prompt tokens (CoOp context vectors, VPT visual tokens).
-//! The same shapes in PyTorch: benches/pytorch_encoders.py. Figures: README, "Performance".
+//! The same shapes in PyTorch: benches/pytorch_encoders.py. Figures: docs/performance.md, "Performance".
 //!
 //!     cargo bench --bench encoders                      # CPU (flex)
 //!     cargo bench --bench encoders --features ndarray   # adds the ndarray backend, for comparison

@@ -2,7 +2,7 @@
 //! gradient, regulated inner step, query loss, AdamW on θ₀ and φ) for an N-way episode, with
 //! textual prompts (4 context tokens; images as frozen features), visual prompts (4 tokens at the
 //! input; images through the prompted vision tower, forward and backward) and both (UNIGRAM), at
-//! the embedded world's micro-CLIP shapes and at ViT-B/16 shapes (random weights). Figures: README.
+//! the embedded world's micro-CLIP shapes and at ViT-B/16 shapes (random weights). Figures: docs/gram-runs.md, "Speed".
 //!
 //!     cargo bench --profile dev --bench gram_meta
 use std::time::Instant;

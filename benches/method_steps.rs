@@ -2,7 +2,7 @@
 //! images at 224 px, 10 classes, each method's published prompt sizes (CoOp M = 16; CoCoOp M = 4;
 //! VPT 8 tokens × 12 layers; MaPLe 2 tokens × 9; IVLP and PromptSRC 4 + 4 tokens × 9). And CoCoOp's
 //! text side twice: the batched forward it uses (all images' prompts in one pass) and one pass per
-//! image as the reference loops. Seconds per step, median of 3 after a warm-up. Figures: README.
+//! image as the reference loops. Seconds per step, median of 3 after a warm-up. Figures: docs/performance.md, "One training step per method".
 //!
 //!     cargo bench --profile dev --bench method_steps
 use std::time::Instant;

@@ -4,7 +4,7 @@
 //!     cargo bench --bench micro_train                      # flex
 //!     cargo bench --bench micro_train --features ndarray   # ndarray instead
 //!
-//! Figures: README, "Performance".
+//! Figures: docs/performance.md, "Performance".
 use burn::backend::Autodiff;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::loss::cross_entropy_with_logits;

@@ -2,7 +2,7 @@
 //! photos): decode + CLIP eval preprocessing (224) in images/s on one core and on all cores, and
 //! the end-to-end evaluation of one test split at ViT-B/16 shapes (decode, preprocess, encode;
 //! random weights), which is what the feature cache saves for every later method on that split.
-//! Figures: README, "Performance".
+//! Figures: docs/performance.md, "Performance".
 //!
 //!     cargo bench --bench pipeline
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The encoder table of README "Performance", measured side by side: for each case, burn's criterion
+# The encoder table of docs/performance.md, "Performance", measured side by side: for each case, burn's criterion
 # bench (benches/encoders.rs) and PyTorch's (benches/pytorch_encoders.py) one after the other, at
 # the same thread count, for each build given. Medians: criterion's estimate for burn, over --reps
 # timed runs for PyTorch. Prints a markdown table and writes it as JSON.

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The default CPU backend (burn-flex: measured faster than ndarray here, see README).
+/// The default CPU backend (burn-flex: measured faster than ndarray here, see docs/performance.md,
+/// "Performance").
 pub type Cpu = burn::backend::Flex;
 
 /// Whether this CPU runs the CPU backend's SIMD kernels on the path every committed embedded-world

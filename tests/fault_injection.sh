@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fault injection against the built binary: what an operator and a damaged disk do to a run, and
-# what the store and caches must do about it (README, "Reliability"). One line per case, a total,
-# and a non-zero exit on any miss.
+# what the store and caches must do about it (docs/reliability.md, "Reliability: what the store and
+# caches guarantee"). One line per case, a total, and a non-zero exit on any miss.
 #
 #   kill -9 at random points of a run × KILLS (default 20), each resumed; the records' numbers and
 #     the trained prompts then equal an uninterrupted run's

@@ -269,7 +269,7 @@ mod tests {
 
     /// Not a timing test: when asked, prints the cost of k-means and of the whole hierarchy at
     /// the scale a CPU should handle, 100k pairs (`cargo test --lib -- --ignored --nocapture
-    /// kmeans_at_scale`; figures in the README).
+    /// kmeans_at_scale`; figures in docs/gram-runs.md, "The parts").
     #[test]
     #[ignore]
     fn kmeans_at_scale() {

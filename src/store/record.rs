@@ -1,7 +1,7 @@
 //! The record of one cell: what ran (the spec and the resolved config), on what (the digests of
 //! every input), what came out (metrics, per-class accuracy, the training summary), where and how
-//! long. Every field is typed; the README's "Record schema" section lists them, and this file is
-//! the reference.
+//! long. Every field is typed; `Record`'s documentation lists them (docs/records.md, "Record
+//! schema", points there and describes the store on disk), and this file is the reference.
 //!
 //! Format versions (`schema`):
 //! - 1: the format since records exist; this build writes it and reads it. Records written before
@@ -30,7 +30,10 @@ pub(crate) const RECORD_SCHEMA: u32 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// `ok`: the cell finished; its numbers are in `metrics`.
     Ok,
+    /// `failed`: the cell stopped on an error or a panic; `error` says why. The suite's run goes on
+    /// (and exits 1 at the end); `run --overwrite only-missing`, the default, computes the cell again.
     Failed,
 }
 
@@ -257,34 +260,105 @@ pub struct FewShotOrigin {
     pub val_source: Option<FewShotSourceKind>,
 }
 
-/// Everything a finished (or failed) cell leaves behind.
+/// Everything a finished (or failed) cell leaves behind: the record schema.
+///
+/// One JSON file per cell, `results/<suite>/records/<key>.json` (`results/` is the default store;
+/// `--store` names another). Records are written to a temporary file, fsynced and renamed, so a
+/// killed run leaves whole records or none. A record that cannot be read is an error, never
+/// silently overwritten.
+///
+/// `schema` is the record format: this build writes and reads schema 1, the format every earlier
+/// record already had. Records written before the record was typed are read as they are:
+/// `tests/records.rs` reads such records from `tests/fixtures/records/` and writes them back
+/// unchanged. A record of another schema is refused with a message saying what to do, never
+/// recomputed silently.
+///
+/// The fields, by what they say:
+///
+/// - the cell and its outcome: `schema` (the format), `key`, `status` (`ok` / `failed`), `error`
+///   (why it failed), `suite`, `suite_version`, `cell` (method, phase, dataset, classes, shots,
+///   seed, target, checkpoint), `depends_on`;
+/// - what it ran with: `config` (`backbone`, `precision`, `data`, `eval`, `method`, `world`;
+///   `method` null for meta cells; `precision` absent in records made before it was a setting: f32);
+/// - every input, pinned: `digests` (`backbone`, `weights_sha256`, `data` {dataset: digest},
+///   `checkpoint` {`path`, `sha256`}, `meta` {`cell`, `artifact_sha256`, `corpus_sha256`},
+///   `corpus_sha256`);
+/// - the numbers: `metrics` (`accuracy`, `correct`, `total`, `macro_accuracy`), `per_class`;
+/// - the K-shot subset: `fewshot` (`train`, `val` indices, `source` sampled / coop-pkl, `file`,
+///   `sha256`, `val_source`);
+/// - the training: `train` (`epochs`, `steps`, `images`, `epoch_loss`, `resumed_at_epoch` when an
+///   interrupted cell resumed from its epoch checkpoint, `fit`: linear probe {`c`, `train_images`,
+///   `val_images`} or meta {`final_query_loss`, `final_text_coefficient`,
+///   `final_vision_coefficient`, `resumed_from_checkpoint`});
+/// - how and where: `skipped_images`, `features` (computed / cached / encoded), `timings`,
+///   `environment` (crate version, git commit, backend, device, OS, threads, `host`, `slurm`
+///   {`job_id`, `array_task_id`} when run by Slurm), `started_at`, `finished_at`.
+///
+/// Each field's own documentation below says more.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// `RECORD_SCHEMA`.
+    /// The record format, `RECORD_SCHEMA`: 1 in this build, which refuses records of any other.
     pub schema: u32,
-    /// The cell's key (its file name in `records/`).
+    /// The cell's key (its file name in `records/`): the SHA-256 of what the cell computes (resolved
+    /// method config, phase, classes, shots, seed, target, the digests of the data and weights it
+    /// touches, the evaluation config, the suite's name and version, and the precision when it is not
+    /// f32). A record whose key is not its file name is refused.
     pub key: String,
+    /// `ok` or `failed`.
     pub status: Status,
+    /// The suite's name.
     pub suite: String,
+    /// The suite's own `version` (bumping it invalidates every cell the suite produced).
     pub suite_version: u32,
+    /// Which cell: `method`, `phase` (`train`, `eval`, `checkpoint`), `dataset`, `train_classes`,
+    /// `shots`, `seed`, and for eval cells `target` and `target_classes`; `checkpoint` for cells of a
+    /// released checkpoint.
     pub cell: CellSpec,
     /// The key of the cell it needs first (an eval cell's train cell, a gram cell's meta cell).
     pub depends_on: Option<String>,
+    /// What the cell ran with, as the suite resolved it: `backbone`, `precision` (the float format it
+    /// computed in; absent in records made before precision was a setting, which computed in f32),
+    /// `data`, `eval`, `method` (null for meta-training cells) and `world`.
     pub config: CellConfig,
+    /// Every input, pinned: `backbone` (`micro-clip@world-<key>` or `<lock name>@sha256:<pin>`),
+    /// `weights_sha256`, `data` (each dataset read and its digest), `checkpoint` (`path`, `sha256`),
+    /// `meta` (`cell`, `artifact_sha256`, `corpus_sha256`: the meta-training a gram cell took θ₀ and
+    /// ψ_φ from) and `corpus_sha256` (meta-training cells). A failed cell may have none or some of
+    /// them (`{}`).
     pub digests: CellDigests,
+    /// The numbers, at full precision: `accuracy` (micro top-1 in percent, as Dassl reports),
+    /// `correct`, `total` and `macro_accuracy` (the mean of the per-class accuracies). None for a
+    /// failed cell and for a meta-training cell, which tests nothing.
     pub metrics: Option<Metrics>,
+    /// Each test class's `class`, `n`, `correct` and `accuracy`.
     pub per_class: Vec<ClassAccuracy>,
+    /// The K-shot subset of a train cell: `train` and `val` indices into the dataset's splits,
+    /// `source` (`sampled`: gram-bench's seeded sampler; `coop-pkl`: CoOp's
+    /// `split_fewshot/shot_K-seed_S.pkl`), and for that file its `file`, `sha256` and `val_source`.
     pub fewshot: Option<FewShotOrigin>,
+    /// The training: `epochs`, `steps`, `images`, `epoch_loss` (the mean loss of each epoch;
+    /// meta-training cells: the query loss of each meta step), `resumed_at_epoch` when an interrupted
+    /// cell resumed from its epoch checkpoint, and `fit`: the linear probe's (`c`, `train_images`,
+    /// `val_images`) or a meta-training run's (`final_query_loss`, `final_text_coefficient`,
+    /// `final_vision_coefficient`, `resumed_from_checkpoint`).
     pub train: Option<TrainSummary>,
     /// Images left out because they did not decode (`on_corrupt = "skip"`), by path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_images: Vec<BadImage>,
+    /// Where the cell's image features came from: `computed` (by this cell, and stored in the
+    /// feature cache), `cached` (read from the feature cache), or `encoded` (the method changes the
+    /// image encoder, or `run --no-feature-cache` was given).
     #[serde(default)]
     pub features: Option<FeatureOrigin>,
+    /// Seconds: `load_s`, `train_s`, `eval_s` (of which `features_s` computed the test split's image
+    /// features), `total_s`.
     pub timings: Timings,
+    /// How and where it ran: `crate_version`, `git_commit`, `backend`, `device`, `os`, `threads`
+    /// (rayon's pool), `host`, and `slurm` (`job_id`, `array_task_id`) when Slurm ran it.
     pub environment: Environment,
     /// RFC 3339 UTC.
     pub started_at: String,
+    /// RFC 3339 UTC.
     pub finished_at: String,
     /// Why a failed cell failed.
     pub error: Option<String>,

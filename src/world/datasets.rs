@@ -72,8 +72,9 @@ pub(crate) const WORLD_DATASETS: &[WorldDataset] = &[
         split_name: "Patterns",
         template: "{} texture.",
         axes: &[Axis::Texture, Axis::Colour],
-        // DTD's images are photos of surfaces; a rendition here (README, "Calibration log", runs J–L:
-        // in the cluttered domain, as in the photo domain, CoOp's gain was mostly the domain's).
+        // DTD's images are photos of surfaces; a rendition here (docs/calibration-log.md,
+        // "Calibration log", runs J–L: in the cluttered domain, as in the photo domain, CoOp's gain
+        // was mostly the domain's).
         domain: Domain::Cartoon,
         per_class: [16, 4],
         variant_of: None,

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 
 /// Colour–shape pairs that never appear in the pretraining corpus: one colour per shape and one
 /// shape per colour (8 of the 64 pairs; a quarter held out left held-out pairs at 0.73× the seen
-/// ones, README "Calibration log").
+/// ones, docs/calibration-log.md, "Calibration log").
 pub(crate) fn held_out(shape: Shape, colour: Colour) -> bool {
     let s = Shape::ALL.iter().position(|&x| x == shape).expect("shape is in ALL");
     let c = Colour::ALL.iter().position(|&x| x == colour).expect("colour is in ALL");
@@ -364,8 +364,8 @@ pub struct Calibration {
 /// (the smoke world's learned 39 gave CoOp a first-epoch cross-entropy of 7.4 at 72% zero-shot
 /// accuracy: a crop of a 32-pixel world often loses the object, and the errors are confident), and
 /// every method that keeps the backbone's scale then chases those errors. Predictions, and so
-/// every zero-shot accuracy, are unchanged. README, "Calibration log", has the measurements behind
-/// the choice of views.
+/// every zero-shot accuracy, are unchanged. docs/calibration-log.md, "Calibration log", has the
+/// measurements behind the choice of views.
 pub(crate) fn calibrate_temperature<B: Backend>(
     w: &WorldConfig,
     model: &Clip<B>,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Where CoOp's gain on new classes comes from, on the pinned embedded world (README, "Calibration
-# log", runs O–Q). Not part of CI: a measurement, run by hand (about 3 min on 2 cores).
+# Where CoOp's gain on new classes comes from, on the pinned embedded world
+# (docs/calibration-log.md, "Calibration log", runs O–Q). Not part of CI: a measurement, run by hand
+# (about 3 min on 2 cores).
 #
 # Two 24-class datasets are cut from the `world` dataset's photo renders, their halves built with no
 # word in common:

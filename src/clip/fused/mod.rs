@@ -4,7 +4,8 @@
 //! Why: on the CPU backend every tensor op is one pass over memory into a fresh buffer, run on one
 //! thread for element-wise maps, and under autodiff every op also keeps its inputs for the backward.
 //! QuickGELU `x · σ(1.702 x)` is three ops forward and five backward; at ViT-B/16's text shapes it
-//! cost more than a third of the forward + backward's non-matmul time (README, "Performance").
+//! cost more than a third of the forward + backward's non-matmul time (docs/performance.md,
+//! "Performance").
 //!
 //! Why bit-identical: the embedded world's micro-CLIP is pinned, and `world replay` checks that
 //! pretraining still reproduces its first steps bit for bit; the embedded suites' baselines allow no
