@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::report::baseline::{baseline_path, check as check_rows, load_saved, select_rows};
-use crate::report::{gather, markdown_table};
+use crate::report::check_export::CheckOutcome;
+use crate::report::gather;
 use crate::store::Store;
-use crate::suite::{FailOn, Suite};
+use crate::suite::Suite;
 
 use super::common::*;
 
@@ -26,6 +28,15 @@ pub struct CheckArgs {
     /// metric; repeatable): after `run --only`, compare what was rerun.
     #[arg(long, value_parser = parse_row_filter)]
     pub only: Vec<(String, String)>,
+    /// Also write the verdicts as JUnit XML (one test case per metric; failures for regressed,
+    /// changed and missing ones), for a CI service's test view. Written whether the check passes
+    /// or not.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write a short markdown verdict (counts, the rule, the failing metrics), e.g. into
+    /// `$GITHUB_STEP_SUMMARY`.
+    #[arg(long, value_name = "FILE")]
+    pub summary: Option<PathBuf>,
 }
 
 pub fn check(a: &CheckArgs) -> Result<()> {
@@ -53,59 +64,35 @@ pub fn check(a: &CheckArgs) -> Result<()> {
     } else {
         select_rows(&base.rows, &a.only)?
     };
-    let out = check_rows(&suite.check, &selected, &data.rows);
-    let rows = out
-        .iter()
-        .map(|c| {
-            let b = &c.baseline;
-            vec![
-                b.protocol.to_string(),
-                b.method.clone(),
-                b.dataset.clone(),
-                b.shots.to_string(),
-                b.metric.to_string(),
-                format!("{:.2}", b.mean),
-                c.current.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
-                c.delta.map(|v| format!("{v:+.2}")).unwrap_or_else(|| "—".into()),
-                format!("{:.2}", c.tolerance),
-                c.verdict.as_str().to_string(),
-            ]
-        })
-        .collect();
-    println!(
-        "{}",
-        markdown_table(
-            &[
-                "Protocol",
-                "Method",
-                "Dataset",
-                "Shots",
-                "Metric",
-                "Baseline",
-                "Current",
-                "Δ",
-                "Tolerance",
-                "Verdict"
-            ],
-            rows
-        )
-    );
-    let above = match suite.check.fail_on {
-        FailOn::Regression => "improved",
-        FailOn::AnyChange => "CHANGED (fails too)",
+    let rows = check_rows(&suite.check, &selected, &data.rows);
+    let outcome = CheckOutcome {
+        suite: &suite.name,
+        baseline: &base.name,
+        rule: &suite.check,
+        rows: &rows,
     };
+    // The CI files first: a failed check is exactly when a dashboard needs them.
+    if let Some(path) = &a.junit {
+        write_atomic(path, &outcome.junit()?)?;
+    }
+    if let Some(path) = &a.summary {
+        write_atomic(path, outcome.summary().as_bytes())?;
+    }
     println!(
-        "\nRule: regressed when current < baseline − max({} pt, {} × baseline seed std); {above} when above by as much.",
-        suite.check.abs_tolerance, suite.check.std_factor
+        "{}
+
+{}",
+        outcome.table(),
+        outcome.rule_text()
     );
-    let bad = out.iter().filter(|c| c.verdict.fails()).count();
-    if bad > 0 {
+    if !outcome.passed() {
         return Err(Error::Run(format!(
-            "check failed: {bad} of {} metrics regressed, changed or missing against baseline `{}`",
-            out.len(),
+            "check failed: {} of {} metrics regressed, changed or missing against baseline `{}`",
+            outcome.failures(),
+            rows.len(),
             base.name
         )));
     }
-    eprintln!("check passed: {} metrics against baseline `{}`", out.len(), base.name);
+    eprintln!("check passed: {} metrics against baseline `{}`", rows.len(), base.name);
     Ok(())
 }

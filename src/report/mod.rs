@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod baseline;
+pub mod check_export;
 pub mod compare;
 pub mod figures;
 pub mod findings;

@@ -86,12 +86,35 @@ fn under_any_change_a_gain_fails_the_check_and_only_selects_what_is_compared() {
         }
     }
     std::fs::write(&path, serde_json::to_vec(&b).unwrap()).unwrap();
-    let out = env.run(&["check", s, "--baseline", "nightly"]);
+    let (junit, summary) = (env.path("ci/junit.xml"), env.path("ci/summary.md"));
+    std::fs::create_dir_all(env.path("ci")).unwrap();
+    let ci = [
+        "--junit",
+        junit.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ];
+    let out = env.run(&[&["check", s, "--baseline", "nightly"][..], &ci].concat());
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("CHANGED"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("CHANGED"));
+    // The CI files are written on failure too, and count what the table shows.
+    let changed = stdout.lines().filter(|l| l.contains("CHANGED")).count() - 1; // less the rule line
+    let metrics = stdout.lines().filter(|l| l.starts_with('|')).count() - 2; // less header and rule
+    let (cases, failures) = junit_counts(&junit);
+    assert_eq!((cases, failures), (metrics, changed));
+    assert!(changed > 0 && changed < metrics);
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("against baseline `nightly` — FAILED"), "{md}");
+    assert!(
+        md.contains(&format!("{metrics} metrics:")) && md.contains(&format!("{changed} changed")),
+        "{md}"
+    );
     // CoOp's metrics alone are unchanged: that check passes; a filter matching nothing is an error.
-    let out = env.run(&["check", s, "--baseline", "nightly", "--only", "method=coop"]);
+    let out = env.run(&[&["check", s, "--baseline", "nightly", "--only", "method=coop"][..], &ci].concat());
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(junit_counts(&junit).1, 0);
+    assert!(std::fs::read_to_string(&summary).unwrap().contains("— passed"));
     let out = env.run(&["check", s, "--baseline", "nightly", "--only", "method=nothing"]);
     assert!(!out.status.success());
     assert!(
@@ -99,4 +122,21 @@ fn under_any_change_a_gain_fails_the_check_and_only_selects_what_is_compared() {
         "{}",
         stderr(&out)
     );
+}
+
+/// (test cases, failures) of a JUnit file, read as XML.
+fn junit_counts(path: &std::path::Path) -> (usize, usize) {
+    use xml::reader::{EventReader, XmlEvent};
+    let file = std::fs::File::open(path).unwrap();
+    let (mut cases, mut failures) = (0, 0);
+    for ev in EventReader::new(std::io::BufReader::new(file)) {
+        if let XmlEvent::StartElement { name, .. } = ev.expect("well-formed JUnit XML") {
+            match name.local_name.as_str() {
+                "testcase" => cases += 1,
+                "failure" => failures += 1,
+                _ => {}
+            }
+        }
+    }
+    (cases, failures)
 }
