@@ -27,8 +27,8 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
         "\"end\"",
         "CoOp train.py:95",
     ),
-    ("few-shot", "coop", "batch_size", "32", "CoOp vit_b16.yaml:17"),
-    ("few-shot", "coop", "optim.lr", "0.002", "CoOp vit_b16.yaml:3"),
+    ("few-shot", "coop", "batch_size", "32", "CoOp vit_b16.yaml:3"),
+    ("few-shot", "coop", "optim.lr", "0.002", "CoOp vit_b16.yaml:17"),
     (
         "few-shot",
         "coop",
@@ -157,21 +157,21 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
         "maple",
         "optim.lr",
         "0.0035",
-        "MaPLe vit_b16_c2_ep5_batch4_2ctx.yaml:3",
+        "MaPLe vit_b16_c2_ep5_batch4_2ctx.yaml:17",
     ),
     (
         "base-to-new",
         "maple",
         "epochs",
         "5",
-        "MaPLe vit_b16_c2_ep5_batch4_2ctx.yaml:17",
+        "MaPLe vit_b16_c2_ep5_batch4_2ctx.yaml:18",
     ),
     (
         "base-to-new",
         "maple",
         "batch_size",
         "4",
-        "MaPLe vit_b16_c2_ep5_batch4_2ctx.yaml:18",
+        "MaPLe vit_b16_c2_ep5_batch4_2ctx.yaml:3",
     ),
     (
         "cross-dataset",
@@ -197,8 +197,8 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
     // IVLP: muzairkhattak/PromptSRC@bb95c77 configs/trainers/IVLP/vit_b16_c2_ep20_batch4_4+4ctx.yaml.
     ("base-to-new", "ivlp", "text_depth", "9", "PromptSRC IVLP yaml:34-39"),
     ("base-to-new", "ivlp", "vision_depth", "9", "PromptSRC IVLP yaml:34-39"),
-    ("base-to-new", "ivlp", "optim.lr", "0.0025", "PromptSRC IVLP yaml:4"),
-    ("base-to-new", "ivlp", "epochs", "20", "PromptSRC IVLP yaml:18"),
+    ("base-to-new", "ivlp", "optim.lr", "0.0025", "PromptSRC IVLP yaml:18"),
+    ("base-to-new", "ivlp", "epochs", "20", "PromptSRC IVLP yaml:19"),
     // PromptSRC: muzairkhattak/PromptSRC@bb95c77 configs/trainers/PromptSRC/.
     (
         "base-to-new",
@@ -318,22 +318,22 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
         "KgCoOp trainers/kgcoop.py:41",
     ),
     ("base-to-new", "prograd", "prior_templates", PROGRAD_TEMPLATES, "ProGrad prograd.py:201-217"),
-    // ProGrad's prompt and schedule: base2new_train_prograd.sh:12 (N_CTX 16), rn50_ep100.yaml:3,17,37
+    // ProGrad's prompt and schedule: base2new_train_prograd.sh:12 (N_CTX 16), rn50_ep100.yaml:3,17,18,37
     // (batch 32, 100 epochs, CTX_INIT True = the template's context, prograd.py:78-95).
     ("base-to-new", "prograd", "n_ctx", "16", "ProGrad base2new_train_prograd.sh:12"),
     ("cross-domain", "prograd", "n_ctx", "16", "ProGrad base2new_train_prograd.sh:12"),
     ("base-to-new", "prograd", "ctx_source", "\"template\"", "ProGrad rn50_ep100.yaml:37, prograd.py:78-95"),
     ("cross-domain", "prograd", "ctx_source", "\"template\"", "ProGrad rn50_ep100.yaml:37, prograd.py:78-95"),
     ("base-to-new", "prograd", "batch_size", "32", "ProGrad rn50_ep100.yaml:3"),
-    ("base-to-new", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:17"),
-    ("cross-domain", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:17"),
-    ("base-to-new", "prograd", "optim.lr", "0.002", "ProGrad rn50_ep100.yaml:16"),
+    ("base-to-new", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:18"),
+    ("cross-domain", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:18"),
+    ("base-to-new", "prograd", "optim.lr", "0.002", "ProGrad rn50_ep100.yaml:17"),
     ("cross-domain", "prograd", "prior_templates", PROGRAD_TEMPLATES, "ProGrad prograd.py:201-217"),
     // VPT (deep): multimodal-prompt-learning configs/trainers/VPT/vit_b16_c2_ep5_batch4_4.yaml.
     ("cross-domain", "vpt", "n_ctx", "8", "VPT yaml:34"),
     ("cross-domain", "vpt", "depth", "12", "VPT yaml:37"),
-    ("cross-domain", "vpt", "optim.lr", "0.0025", "VPT yaml:4"),
-    ("cross-domain", "vpt", "epochs", "5", "VPT yaml:18"),
+    ("cross-domain", "vpt", "optim.lr", "0.0025", "VPT yaml:18"),
+    ("cross-domain", "vpt", "epochs", "5", "VPT yaml:19"),
 ];
 
 fn value_at<'a>(v: &'a toml::Value, path: &str) -> Option<&'a toml::Value> {

@@ -1,4 +1,4 @@
-//! Every meta-training choice a suite states (`[methods.NAME.train]` of a gram entry), and the
+//! Every meta-training choice a suite states (`[gram.NAME.train]`), and the
 //! checks the types cannot make.
 
 use serde::{Deserialize, Serialize};
