@@ -168,6 +168,38 @@ fn half_precision_weights_load_in_both_layouts() {
     }
 }
 
+#[test]
+fn an_openai_state_dict_with_its_config_scalars_loads_and_an_unknown_tensor_is_refused() {
+    // `torch.jit.load(...).state_dict()` of OpenAI's archives holds `input_resolution`,
+    // `context_length` and `vocab_size` beside the weights.
+    let dir = tempfile::tempdir().unwrap();
+    let r = Reference::load();
+    let cfg = fixture("tiny-clip-openai.json");
+    let with = |extra: &'static [&'static str]| {
+        let path = dir.path().join(format!("openai-{}.safetensors", extra.join("-")));
+        let mut added = false;
+        rewrite(&fixture("tiny-clip-openai.safetensors"), &path, Dtype::F32, |n, t| {
+            let mut out = vec![(n.to_string(), t)];
+            if !std::mem::replace(&mut added, true) {
+                out.extend(extra.iter().map(|e| (e.to_string(), (vec![], vec![1.0]))));
+            }
+            out
+        });
+        path
+    };
+    let clip = load(&with(&["input_resolution", "context_length", "vocab_size"]), Some(&cfg));
+    let [image, _, _] = outputs(&clip.model, &r, "input_ids");
+    assert!(max_diff("image_embeds", image, r.get("image_embeds")) <= TOL);
+    let opts = LoadOptions {
+        config: Some(cfg),
+        tokenizer: Some(fixture("tiny-clip-hf/tokenizer.json")),
+    };
+    let e = load_clip::<B>(&with(&["stray_tensor"]), &opts, &Default::default())
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("stray_tensor"), "{e}");
+}
+
 /// The same checks on the wgpu backend (CI runs them on Mesa's lavapipe, a software Vulkan device:
 /// the cubecl kernels the GPU backends share, executed), at the same tolerance.
 #[cfg(feature = "wgpu")]

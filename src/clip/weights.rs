@@ -392,11 +392,14 @@ impl WeightSource for OpenAiLayout {
     }
 
     fn finish(&mut self) -> Result<()> {
-        // open_clip keeps the causal mask as a buffer in some versions; it holds nothing learned.
+        // open_clip keeps the causal mask as a buffer in some versions, and OpenAI's TorchScript
+        // archives carry their config as scalars (OpenAI's own `build_model` deletes them before
+        // loading): none holds anything learned, and the named config fixes the shapes.
+        const NOT_WEIGHTS: [&str; 4] = ["attn_mask", "input_resolution", "context_length", "vocab_size"];
         let left: Vec<String> = self
             .store
             .names()
-            .filter(|n| !self.used.contains(*n) && *n != "attn_mask")
+            .filter(|n| !self.used.contains(*n) && !NOT_WEIGHTS.contains(n))
             .map(str::to_string)
             .collect();
         if left.is_empty() {
