@@ -16,6 +16,7 @@ mod lock;
 mod plan;
 mod report;
 mod run;
+mod shell;
 mod slurm;
 mod validate;
 mod world;
@@ -36,8 +37,11 @@ use run::RunArgs;
 use slurm::SlurmCommand;
 use world::WorldArgs;
 
+/// `--version`: the crate's version and the commit a release binary was built from (src/build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GRAM_BENCH_BUILD"), ")");
+
 #[derive(Parser, Debug)]
-#[command(name = "gram-bench", version, about = "Reproducibility suite for CLIP prompt tuning")]
+#[command(name = "gram-bench", version = VERSION, about = "Reproducibility suite for CLIP prompt tuning")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -77,6 +81,10 @@ pub enum Command {
     /// Run a suite's cells as Slurm job arrays, and follow them.
     #[command(subcommand)]
     Slurm(SlurmCommand),
+    /// Print a shell's completion script for gram-bench (bash, zsh, fish, elvish, powershell).
+    Completions(shell::CompletionsArgs),
+    /// Write gram-bench's man pages (one per command) into a folder, or the main page to stdout.
+    Man(shell::ManArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -98,6 +106,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::check(&a),
         Command::World(a) => world::world(&a),
         Command::DeviceCheck(a) => device_check::device_check(&a),
+        Command::Completions(a) => shell::completions(&a),
+        Command::Man(a) => shell::man(&a),
         Command::Slurm(SlurmCommand::Submit(a)) => slurm::submit(&a),
         Command::Slurm(SlurmCommand::Status(a)) => slurm::status(&a),
         Command::Slurm(SlurmCommand::Task(a)) => slurm::task(&a),
