@@ -155,10 +155,34 @@ fn every_relative_link_and_anchor_in_the_documents_resolves() {
     assert!(bad.is_empty(), "{} dead links:\n{}", bad.len(), bad.join("\n"));
 }
 
-/// The files of the repository a reader may follow a path from (the vendored crate is upstream's).
+/// The files of the repository a reader may follow a path from: git's list (untracked build output
+/// and caches are not the repository's), else a walk that leaves out the usual such folders. The
+/// vendored crate is upstream's.
 fn repository_files() -> Vec<PathBuf> {
-    // Build output (cargo's, mdBook's docs/book) and stores are not the repository's text.
-    let skip = ["target", ".git", "vendor", "results", "node_modules", "book"];
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(repo())
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && !o.stdout.is_empty());
+    if let Some(o) = listed {
+        return o
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| repo().join(String::from_utf8_lossy(p).as_ref()))
+            .filter(|p| !p.starts_with(repo().join("vendor")) && p.is_file())
+            .collect();
+    }
+    let skip = [
+        "target",
+        ".git",
+        "vendor",
+        "results",
+        "node_modules",
+        "book",
+        "nightly-out",
+    ];
     let mut out = Vec::new();
     let mut stack = vec![repo()];
     while let Some(dir) = stack.pop() {
@@ -166,7 +190,7 @@ fn repository_files() -> Vec<PathBuf> {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             if p.is_dir() {
-                if !skip.contains(&name.as_str()) {
+                if !(dir == repo() && skip.contains(&name.as_str())) {
                     stack.push(p);
                 }
             } else {
@@ -247,6 +271,13 @@ fn command_lines(code: &str) -> Vec<String> {
             Some(i) => line[..i].trim_end(),
             None => line,
         };
+        // A redirection or a second command ends the command's own arguments.
+        let line = [" > ", " >> ", " 2>", " && ", " ; "]
+            .iter()
+            .filter_map(|op| line.find(op))
+            .min()
+            .map_or(line, |i| line[..i].trim_end());
+        let line = line.strip_prefix("./").unwrap_or(line);
         let args = if let Some(rest) = line.strip_prefix("gram-bench ") {
             rest.to_string()
         } else if line.starts_with("cargo run") {
@@ -305,10 +336,15 @@ fn every_command_line_in_the_documents_parses() {
 fn command_lines_come_from_code_with_synopses_and_comments_left_out() {
     let code = "gram-bench run suites/smoke.toml   # the main command\n\
                 cargo run --release -- check suites/smoke.toml \\\n  --baseline smoke\n\
-                gram-bench plan SUITE [--only F=V]\nls results\n";
+                gram-bench plan SUITE [--only F=V]\nls results\n\
+                gram-bench completions bash > ~/.bash_completion && echo done\n";
     assert_eq!(
         command_lines(code),
-        ["run suites/smoke.toml", "check suites/smoke.toml    --baseline smoke"]
+        [
+            "run suites/smoke.toml",
+            "check suites/smoke.toml    --baseline smoke",
+            "completions bash"
+        ]
     );
 }
 

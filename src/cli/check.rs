@@ -33,8 +33,8 @@ pub struct CheckArgs {
     /// or not.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Also write a short markdown verdict (counts, the rule, the failing metrics), e.g. into
-    /// `$GITHUB_STEP_SUMMARY`.
+    /// Also write a short markdown verdict (counts, the rule, the failing metrics), for a CI job's
+    /// summary page (the file is replaced: append it to `$GITHUB_STEP_SUMMARY`, as .ci/nightly does).
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
 }
@@ -71,20 +71,19 @@ pub fn check(a: &CheckArgs) -> Result<()> {
         rule: &suite.check,
         rows: &rows,
     };
-    // The CI files first: a failed check is exactly when a dashboard needs them.
-    if let Some(path) = &a.junit {
-        write_atomic(path, &outcome.junit()?)?;
+    println!("{}\n\n{}", outcome.table(), outcome.rule_text());
+    // Written whether the check passes or not: a failed check is when a dashboard needs them.
+    for (path, bytes) in [
+        (&a.junit, outcome.junit()?),
+        (&a.summary, outcome.summary().into_bytes()),
+    ] {
+        if let Some(path) = path {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            write_atomic(path, &bytes)?;
+        }
     }
-    if let Some(path) = &a.summary {
-        write_atomic(path, outcome.summary().as_bytes())?;
-    }
-    println!(
-        "{}
-
-{}",
-        outcome.table(),
-        outcome.rule_text()
-    );
     if !outcome.passed() {
         return Err(Error::Run(format!(
             "check failed: {} of {} metrics regressed, changed or missing against baseline `{}`",

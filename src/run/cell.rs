@@ -184,7 +184,11 @@ impl<'a, B: Backend> Session<'a, B> {
         let mut skipped = Skipped::default();
         self.corrupt(bad, &mut skipped)?;
         if train_items.is_empty() {
-            return Err(Error::Input(format!("{}: the training split is empty", s.dataset)));
+            return Err(Error::Input(format!(
+                "{}: the training split is empty{}",
+                s.dataset,
+                skipped.explain()
+            )));
         }
         let t = Instant::now();
         let mut meta = None;

@@ -96,7 +96,7 @@ impl<B: Backend> Session<'_, B> {
         };
         let (metrics, per_class) = tally
             .metrics(&names)
-            .ok_or_else(|| Error::Input(format!("{}: no test image decoded", ds.def.name)))?;
+            .ok_or_else(|| Error::Input(format!("{}: no test image decoded{}", ds.def.name, skipped.explain())))?;
         Ok(EvalOutcome {
             metrics,
             per_class,

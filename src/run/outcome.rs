@@ -20,6 +20,19 @@ impl Skipped {
         }
     }
 
+    /// How many images were left out and why the first one was, for an error that follows from
+    /// them (a failed cell's record keeps its error, not its findings).
+    pub(super) fn explain(&self) -> String {
+        match self.0.first() {
+            None => String::new(),
+            Some(b) => format!(
+                " ({} image(s) left out by on_corrupt = \"skip\"; the first: {})",
+                self.0.len(),
+                b.error
+            ),
+        }
+    }
+
     fn then(mut self, later: Skipped) -> Skipped {
         self.add(later.0);
         self
@@ -150,6 +163,12 @@ mod tests {
         a.add(vec![bad("x"), bad("y"), bad("x")]);
         let mut b = Skipped::default();
         b.add(vec![bad("z"), bad("y")]);
-        assert_eq!(a.then(b).0, vec![bad("x"), bad("y"), bad("z")]);
+        let all = a.then(b);
+        assert_eq!(all.0, vec![bad("x"), bad("y"), bad("z")]);
+        assert_eq!(
+            all.explain(),
+            " (3 image(s) left out by on_corrupt = \"skip\"; the first: x: does not decode)"
+        );
+        assert_eq!(Skipped::default().explain(), "");
     }
 }

@@ -13,11 +13,12 @@ use crate::methods::PromptArtifact;
 
 mod record;
 
-pub(crate) use record::{
-    host_name, CellConfig, CellDigests, CheckpointDigest, ClassAccuracy, Environment, FeatureOrigin, FewShotOrigin,
-    FewShotSourceKind, MetaDigest, MetaFit, Metrics, SlurmJob, Timings, TrainSummary, RECORD_SCHEMA,
+pub(crate) use record::{host_name, RECORD_SCHEMA};
+// The record's field types: public with it, so a library user can name what a record holds.
+pub use record::{
+    CellConfig, CellDigests, CheckpointDigest, ClassAccuracy, Environment, FeatureOrigin, FewShotOrigin,
+    FewShotSourceKind, FitSummary, MetaDigest, MetaFit, Metrics, Record, SlurmJob, Status, Timings, TrainSummary,
 };
-pub use record::{FitSummary, Record, Status};
 
 pub struct Store {
     pub root: PathBuf,

@@ -211,7 +211,8 @@ pub struct MetaDigest {
     pub corpus_sha256: String,
 }
 
-/// Digests of everything a cell read. A failed cell may have none or some of them (`{}`).
+/// Digests of everything a cell read (`{}` in a failed cell's record, which holds what the cell
+/// ran with, where, and its error).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CellDigests {
     /// `micro-clip@world-<key>` or `<lock name>@sha256:<pin>`.
@@ -323,8 +324,9 @@ pub struct Record {
     /// Every input, pinned: `backbone` (`micro-clip@world-<key>` or `<lock name>@sha256:<pin>`),
     /// `weights_sha256`, `data` (each dataset read and its digest), `checkpoint` (`path`, `sha256`),
     /// `meta` (`cell`, `artifact_sha256`, `corpus_sha256`: the meta-training a gram cell took θ₀ and
-    /// ψ_φ from) and `corpus_sha256` (meta-training cells). A failed cell may have none or some of
-    /// them (`{}`).
+    /// ψ_φ from) and `corpus_sha256` (meta-training cells). `{}` for a failed cell: its findings
+    /// (digests, few-shot subset, training, skipped images, timings but the total) are not written;
+    /// its `error` says why it failed, naming the images left out when they are the cause.
     pub digests: CellDigests,
     /// The numbers, at full precision: `accuracy` (micro top-1 in percent, as Dassl reports),
     /// `correct`, `total` and `macro_accuracy` (the mean of the per-class accuracies). None for a
