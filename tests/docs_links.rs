@@ -254,9 +254,9 @@ fn nothing_in_the_repository_names_a_path_outside_it() {
 fn the_path_scanner_finds_citations_and_leaves_values_alone() {
     // Spelled through `up` so that this file itself names no such path.
     let up = "../";
-    let text = format!("see {up}shared/reference/gram.md §1\n`\"{up}x\"` and $(dirname $0)/{up}.. and ({up}docs/a.md)");
+    let text = format!("see {up}notes/outside/gram.md §1\n`\"{up}x\"` and $(dirname $0)/{up}.. and ({up}docs/a.md)");
     let got: Vec<String> = parent_relative_paths(&text).into_iter().map(|(p, _)| p).collect();
-    assert_eq!(got, [format!("{up}shared/reference/gram.md"), format!("{up}docs/a.md")]);
+    assert_eq!(got, [format!("{up}notes/outside/gram.md"), format!("{up}docs/a.md")]);
 }
 
 /// The command lines a code block shows: `gram-bench …` and `cargo run … -- …` (as `gram-bench`),
