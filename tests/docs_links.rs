@@ -16,20 +16,31 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// README.md and every markdown page under docs/.
-fn documents() -> Vec<PathBuf> {
-    let mut out = vec![repo().join("README.md")];
-    let mut stack = vec![repo().join("docs")];
+/// Every file under `root`, leaving out the folders of `root` itself named in `skip`.
+fn walk(root: &Path, skip: &[&str]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "md") {
+            if !p.is_dir() {
                 out.push(p);
+            } else if !(dir == root && skip.iter().any(|s| p.file_name().is_some_and(|n| n == *s))) {
+                stack.push(p);
             }
         }
     }
+    out
+}
+
+/// README.md and every markdown page under docs/.
+fn documents() -> Vec<PathBuf> {
+    let mut out = vec![repo().join("README.md")];
+    out.extend(
+        walk(&repo().join("docs"), &[])
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
     out.sort();
     out
 }
@@ -183,22 +194,7 @@ fn repository_files() -> Vec<PathBuf> {
         "book",
         "nightly-out",
     ];
-    let mut out = Vec::new();
-    let mut stack = vec![repo()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().to_string();
-            if p.is_dir() {
-                if !(dir == repo() && skip.contains(&name.as_str())) {
-                    stack.push(p);
-                }
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    walk(&repo(), &skip)
 }
 
 /// Relative paths a text names that start with `../` and name a file (an extension) or a chain of
