@@ -13,8 +13,8 @@ use super::stats::t975;
 use crate::error::{Error, Result};
 use crate::store::{Status, Store};
 use crate::suite::cells::Plan;
-use crate::suite::protocol::AVERAGE;
-use crate::suite::{Metric, Protocol};
+use crate::suite::RowId;
+use crate::suite::{Metric, Protocol, Scope};
 
 fn pe(e: PolarsError) -> Error {
     Error::Internal(format!("aggregation: {e}"))
@@ -23,47 +23,23 @@ fn pe(e: PolarsError) -> Error {
 /// One number of one seed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeedValue {
-    pub protocol: Protocol,
-    pub method: String,
-    pub dataset: String,
-    pub source: String,
-    pub shots: usize,
+    #[serde(flatten)]
+    pub id: RowId,
     pub seed: u64,
-    pub metric: Metric,
     pub value: f64,
 }
 
 /// Mean, spread and count of one metric over seeds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AggRow {
-    pub protocol: Protocol,
-    pub method: String,
-    /// A dataset name, or `average` for the mean over the table's datasets.
-    pub dataset: String,
-    /// Source dataset of transfer rows ("" otherwise).
-    pub source: String,
-    pub shots: usize,
-    pub metric: Metric,
+    #[serde(flatten)]
+    pub id: RowId,
     pub n: usize,
     pub mean: f64,
     /// Sample std over seeds (ddof = 1); 0 when n = 1. None for derived rows (HM, averages).
     pub std: Option<f64>,
     /// Half-width of the mean's 95% Student-t interval; None for one seed and for derived rows.
     pub ci95: Option<f64>,
-}
-
-impl AggRow {
-    /// The identity a baseline is matched on.
-    pub fn id(&self) -> (Protocol, String, String, String, usize, Metric) {
-        (
-            self.protocol,
-            self.method.clone(),
-            self.dataset.clone(),
-            self.source.clone(),
-            self.shots,
-            self.metric,
-        )
-    }
 }
 
 /// Status of the plan's slots in the store: (values, missing slots, failed slots).
@@ -86,13 +62,15 @@ pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<SeedValue>, Vec<String
                     .metrics
                     .ok_or_else(|| Error::Store(format!("record {} is ok but has no metrics", s.key)))?;
                 values.push(SeedValue {
-                    protocol: s.protocol,
-                    method: s.method.clone(),
-                    dataset: s.dataset.clone(),
-                    source: s.source.clone().unwrap_or_default(),
-                    shots: s.shots,
+                    id: RowId {
+                        protocol: s.protocol,
+                        method: s.method.clone(),
+                        dataset: Scope::Dataset(s.dataset.clone()),
+                        source: s.source.clone(),
+                        shots: s.shots,
+                        metric: s.metric,
+                    },
                     seed: s.seed,
-                    metric: s.metric,
                     value: m.accuracy,
                 });
             }
@@ -103,18 +81,45 @@ pub fn collect(plan: &Plan, store: &Store) -> Result<(Vec<SeedValue>, Vec<String
     Ok((values, missing, failed))
 }
 
+/// The values as a frame; a row identity's fields become columns as files spell them (the
+/// average as `average`, no source as ""), and [`row_ids`] reads them back.
 pub(crate) fn to_frame(values: &[SeedValue]) -> Result<DataFrame> {
     df!(
-        "protocol" => values.iter().map(|v| v.protocol.as_str()).collect::<Vec<_>>(),
-        "method" => values.iter().map(|v| v.method.as_str()).collect::<Vec<_>>(),
-        "dataset" => values.iter().map(|v| v.dataset.as_str()).collect::<Vec<_>>(),
-        "source" => values.iter().map(|v| v.source.as_str()).collect::<Vec<_>>(),
-        "shots" => values.iter().map(|v| v.shots as i64).collect::<Vec<_>>(),
+        "protocol" => values.iter().map(|v| v.id.protocol.as_str()).collect::<Vec<_>>(),
+        "method" => values.iter().map(|v| v.id.method.as_str()).collect::<Vec<_>>(),
+        "dataset" => values.iter().map(|v| v.id.dataset.as_str()).collect::<Vec<_>>(),
+        "source" => values.iter().map(|v| v.id.source.as_deref().unwrap_or("")).collect::<Vec<_>>(),
+        "shots" => values.iter().map(|v| v.id.shots as i64).collect::<Vec<_>>(),
         "seed" => values.iter().map(|v| v.seed as i64).collect::<Vec<_>>(),
-        "metric" => values.iter().map(|v| v.metric.as_str()).collect::<Vec<_>>(),
+        "metric" => values.iter().map(|v| v.id.metric.as_str()).collect::<Vec<_>>(),
         "value" => values.iter().map(|v| v.value).collect::<Vec<_>>(),
     )
     .map_err(pe)
+}
+
+/// The row identities of a frame's rows, with `method` taken from the frame's `method` column or,
+/// where the frame has none (a pairing's groups), from `method`.
+pub(crate) fn row_ids(df: &DataFrame, method: Option<&str>) -> Result<Vec<RowId>> {
+    let s = |name: &str| str_column(df, name);
+    let (protocol, dataset, source, metric) = (s("protocol")?, s("dataset")?, s("source")?, s("metric")?);
+    let methods = match method {
+        Some(m) => vec![m.to_string(); df.height()],
+        None => s("method")?,
+    };
+    let shots = f64_column(df, "shots")?;
+    let bad = |what: &str, v: &str| Error::Internal(format!("a frame holds the {what} `{v}`"));
+    (0..df.height())
+        .map(|i| {
+            Ok(RowId {
+                protocol: Protocol::parse(&protocol[i]).ok_or_else(|| bad("protocol", &protocol[i]))?,
+                method: methods[i].clone(),
+                dataset: Scope::parse(&dataset[i]),
+                source: (!source[i].is_empty()).then(|| source[i].clone()),
+                shots: shots[i].unwrap_or(0.0) as usize,
+                metric: Metric::parse(&metric[i]).ok_or_else(|| bad("metric", &metric[i]))?,
+            })
+        })
+        .collect()
 }
 
 const KEYS: [&str; 6] = ["protocol", "method", "dataset", "source", "shots", "metric"];
@@ -138,30 +143,23 @@ pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>>
 }
 
 fn rows_of(df: &DataFrame, derived: bool) -> Result<Vec<AggRow>> {
-    let s = |name: &str| str_column(df, name);
     let f = |name: &str| f64_column(df, name);
-    let (protocol, method, dataset, source, metric) =
-        (s("protocol")?, s("method")?, s("dataset")?, s("source")?, s("metric")?);
-    let (shots, n, mean, std) = (f("shots")?, f("n")?, f("mean")?, f("std")?);
-    (0..df.height())
-        .map(|i| {
+    let (n, mean, std) = (f("n")?, f("mean")?, f("std")?);
+    Ok(row_ids(df, None)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| {
             let n_i = n[i].unwrap_or(0.0) as usize;
             let sd = if derived { None } else { Some(std[i].unwrap_or(0.0)) };
-            let bad = |what: &str, v: &str| Error::Internal(format!("aggregation produced the {what} `{v}`"));
-            Ok(AggRow {
-                protocol: Protocol::parse(&protocol[i]).ok_or_else(|| bad("protocol", &protocol[i]))?,
-                method: method[i].clone(),
-                dataset: dataset[i].clone(),
-                source: source[i].clone(),
-                shots: shots[i].unwrap_or(0.0) as usize,
-                metric: Metric::parse(&metric[i]).ok_or_else(|| bad("metric", &metric[i]))?,
+            AggRow {
+                id,
                 n: n_i,
                 mean: mean[i].unwrap_or(f64::NAN),
                 std: sd,
                 ci95: sd.filter(|_| n_i > 1).map(|s| t975(n_i - 1) * s / (n_i as f64).sqrt()),
-            })
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Per-dataset rows over seeds, plus derived rows: base-to-new HM per dataset, and per table the
@@ -202,7 +200,7 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
             col("n").min().alias("n"),
             col("dataset").n_unique().alias("k"),
         ])
-        .with_column(lit(AVERAGE).alias("dataset"))
+        .with_column(lit(Scope::AVERAGE).alias("dataset"))
         .with_column(lit(NULL).cast(DataType::Float64).alias("std"))
         .sort(
             ["protocol", "method", "source", "shots", "metric"],
@@ -211,32 +209,27 @@ pub fn aggregate(values: &[SeedValue]) -> Result<Vec<AggRow>> {
         .collect()
         .map_err(pe)?;
     let mut averages = rows_of(&avg, true)?;
-    averages.retain(|r| r.protocol.averaged(&r.source));
+    averages.retain(|r| r.id.averaged());
     rows.extend(averages);
 
     // Derived metrics (base-to-new's HM) of each row's means, averages included.
     let mut derived = Vec::new();
     for a in &rows {
-        let Some((metric, [from, with], combine)) = a.protocol.derived() else {
+        let Some((metric, [from, with], combine)) = a.id.protocol.derived() else {
             continue;
         };
-        if a.metric != from {
+        if a.id.metric != from {
             continue;
         }
         // The row that differs from this one in its metric only.
-        let other = AggRow {
-            metric: with,
-            ..a.clone()
-        }
-        .id();
-        if let Some(b) = rows.iter().find(|r| r.id() == other) {
+        let other = a.id.with_metric(with);
+        if let Some(b) = rows.iter().find(|r| r.id == other) {
             derived.push(AggRow {
-                metric,
+                id: a.id.with_metric(metric),
                 n: a.n.min(b.n),
                 mean: combine(a.mean, b.mean),
                 std: None,
                 ci95: None,
-                ..a.clone()
             });
         }
     }
@@ -258,12 +251,12 @@ pub(crate) fn to_csv(rows: &[AggRow]) -> String {
     for r in rows {
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{},{},{}\n",
-            q(r.protocol.as_str()),
-            q(&r.method),
-            q(&r.dataset),
-            q(&r.source),
-            r.shots,
-            q(r.metric.as_str()),
+            q(r.id.protocol.as_str()),
+            q(&r.id.method),
+            q(r.id.dataset.as_str()),
+            q(r.id.source.as_deref().unwrap_or("")),
+            r.id.shots,
+            q(r.id.metric.as_str()),
             r.n,
             r.mean,
             opt(r.std),
@@ -280,20 +273,22 @@ mod tests {
 
     fn v(protocol: &str, dataset: &str, metric: &str, seed: u64, value: f64) -> SeedValue {
         SeedValue {
-            protocol: Protocol::parse(protocol).unwrap(),
-            method: "coop".into(),
-            dataset: dataset.into(),
-            source: String::new(),
-            shots: 16,
+            id: RowId {
+                protocol: Protocol::parse(protocol).unwrap(),
+                method: "coop".into(),
+                dataset: Scope::parse(dataset),
+                source: None,
+                shots: 16,
+                metric: Metric::parse(metric).unwrap(),
+            },
             seed,
-            metric: Metric::parse(metric).unwrap(),
             value,
         }
     }
 
     fn find<'a>(rows: &'a [AggRow], dataset: &str, metric: &str) -> &'a AggRow {
         rows.iter()
-            .find(|r| r.dataset == dataset && r.metric.as_str() == metric)
+            .find(|r| r.id.dataset == dataset && r.id.metric.as_str() == metric)
             .unwrap()
     }
 
@@ -336,14 +331,13 @@ mod tests {
 
     #[test]
     fn transfer_averages_cover_targets_not_the_source() {
-        let mut src = v("cross-domain", "world", "accuracy", 1, 90.0);
-        src.source = String::new();
+        let src = v("cross-domain", "world", "accuracy", 1, 90.0);
         let mut t1 = v("cross-domain", "sketch", "accuracy", 1, 40.0);
-        t1.source = "world".into();
+        t1.id.source = Some("world".into());
         let mut t2 = v("cross-domain", "clutter", "accuracy", 1, 60.0);
-        t2.source = "world".into();
+        t2.id.source = Some("world".into());
         let rows = aggregate(&[src, t1, t2]).unwrap();
-        let avgs: Vec<&AggRow> = rows.iter().filter(|r| r.dataset == "average").collect();
+        let avgs: Vec<&AggRow> = rows.iter().filter(|r| r.id.dataset.is_average()).collect();
         assert_eq!(avgs.len(), 1);
         assert!((avgs[0].mean - 50.0).abs() < 1e-12);
     }

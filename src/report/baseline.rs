@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::AggRow;
 use crate::error::{Error, Result};
-use crate::suite::{CheckConfig, FailOn, Metric, Protocol, Suite};
+use crate::suite::{CheckConfig, FailOn, Metric, Protocol, Scope, Suite};
 
 /// One published number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -16,7 +16,7 @@ use crate::suite::{CheckConfig, FailOn, Metric, Protocol, Suite};
 pub struct PublishedRow {
     /// Method as the paper names it (CLIP, CoOp, CoCoOp, ...).
     pub method: String,
-    pub dataset: String,
+    pub dataset: Scope,
     pub metric: Metric,
     pub shots: usize,
     pub value: f64,
@@ -124,11 +124,11 @@ pub(crate) const ROW_FILTER_FIELDS: &[&str] = &["protocol", "method", "dataset",
 pub(crate) fn select_rows(rows: &[AggRow], filters: &[(String, String)]) -> Result<Vec<AggRow>> {
     let matches = |r: &AggRow| {
         filters.iter().all(|(k, v)| match k.as_str() {
-            "protocol" => r.protocol.as_str() == v,
-            "method" => &r.method == v,
-            "dataset" => &r.dataset == v,
-            "shots" => r.shots.to_string() == *v,
-            "metric" => r.metric.as_str() == v,
+            "protocol" => r.id.protocol.as_str() == v,
+            "method" => &r.id.method == v,
+            "dataset" => r.id.dataset.as_str() == v,
+            "shots" => r.id.shots.to_string() == *v,
+            "metric" => r.id.metric.as_str() == v,
             _ => false,
         })
     };
@@ -150,7 +150,7 @@ pub fn check(rule: &CheckConfig, baseline: &[AggRow], current: &[AggRow]) -> Vec
         .iter()
         .map(|b| {
             let tol = tolerance(rule, b);
-            let cur = current.iter().find(|c| c.id() == b.id()).map(|c| c.mean);
+            let cur = current.iter().find(|c| c.id == b.id).map(|c| c.mean);
             let (delta, verdict) = match cur {
                 None => (None, Verdict::Missing),
                 Some(c) => {
@@ -181,17 +181,19 @@ pub fn check(rule: &CheckConfig, baseline: &[AggRow], current: &[AggRow]) -> Vec
 /// The published row a report row stands beside: same table protocol, method (by its paper name),
 /// dataset, metric and shots (any shots for a method that learns nothing).
 pub(super) fn published_for<'a>(tables: &'a [PublishedTable], suite: &Suite, r: &AggRow) -> Option<&'a PublishedRow> {
-    let method = suite.methods.get(&r.method)?;
+    let method = suite.methods.get(&r.id.method)?;
     let name = method.paper_name()?;
     // A method that learns nothing (zero-shot) does not depend on the shots a table was run with.
     let shot_free = !suite.trained_as(method).training().learns();
     tables
         .iter()
-        .filter(|t| t.protocol == r.protocol)
+        .filter(|t| t.protocol == r.id.protocol)
         .flat_map(|t| &t.rows)
-        // Zero-shot numbers do not depend on the shots a table was run with.
         .find(|p| {
-            p.method == name && p.dataset == r.dataset && p.metric == r.metric && (p.shots == r.shots || shot_free)
+            p.method == name
+                && p.dataset == r.id.dataset
+                && p.metric == r.id.metric
+                && (p.shots == r.id.shots || shot_free)
         })
 }
 
@@ -201,12 +203,14 @@ mod tests {
 
     fn row(metric: &str, mean: f64, std: Option<f64>) -> AggRow {
         AggRow {
-            protocol: Protocol::FewShot,
-            method: "coop".into(),
-            dataset: "world".into(),
-            source: String::new(),
-            shots: 4,
-            metric: Metric::parse(metric).unwrap(),
+            id: crate::suite::RowId {
+                protocol: Protocol::FewShot,
+                method: "coop".into(),
+                dataset: Scope::Dataset("world".into()),
+                source: None,
+                shots: 4,
+                metric: Metric::parse(metric).unwrap(),
+            },
             n: 3,
             mean,
             std,

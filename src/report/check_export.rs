@@ -47,11 +47,11 @@ impl CheckOutcome<'_> {
             .map(|c| {
                 let b = &c.baseline;
                 vec![
-                    b.protocol.to_string(),
-                    b.method.clone(),
-                    b.dataset.clone(),
-                    b.shots.to_string(),
-                    b.metric.to_string(),
+                    b.id.protocol.to_string(),
+                    b.id.method.clone(),
+                    b.id.dataset.to_string(),
+                    b.id.shots.to_string(),
+                    b.id.metric.to_string(),
                     format!("{:.2}", b.mean),
                     c.current.map(|v| format!("{v:.2}")).unwrap_or_else(|| "—".into()),
                     c.delta.map(|v| format!("{v:+.2}")).unwrap_or_else(|| "—".into()),
@@ -137,13 +137,9 @@ impl CheckOutcome<'_> {
         .map_err(xml_err)?;
         for c in self.rows {
             let b = &c.baseline;
-            let class = format!("{}.{}.{}", self.suite, b.protocol, b.method);
-            let from = if b.source.is_empty() {
-                String::new()
-            } else {
-                format!(" from {}", b.source)
-            };
-            let name = format!("{}{from} {}-shot {}", b.dataset, b.shots, b.metric);
+            let class = format!("{}.{}.{}", self.suite, b.id.protocol, b.id.method);
+            let from = b.id.source.as_ref().map(|s| format!(" from {s}")).unwrap_or_default();
+            let name = format!("{}{from} {}-shot {}", b.id.dataset, b.id.shots, b.id.metric);
             w.write(
                 XmlEvent::start_element("testcase")
                     .attr("classname", &class)

@@ -11,17 +11,13 @@ use serde::{Deserialize, Serialize};
 use super::aggregate::SeedValue;
 use super::markdown_table;
 use super::stats::mean_ci95;
-use crate::suite::{Metric, Protocol};
+use crate::suite::RowId;
 
 /// One table row of both runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompareRow {
-    pub protocol: Protocol,
-    pub method: String,
-    pub dataset: String,
-    pub source: String,
-    pub shots: usize,
-    pub metric: Metric,
+    #[serde(flatten)]
+    pub id: RowId,
     /// Seeds both runs have.
     pub n: usize,
     pub this_mean: f64,
@@ -34,25 +30,13 @@ pub struct CompareRow {
     pub identical: usize,
 }
 
-type Id = (Protocol, String, String, String, usize, Metric);
-
-fn id(v: &SeedValue) -> Id {
-    (
-        v.protocol,
-        v.method.clone(),
-        v.dataset.clone(),
-        v.source.clone(),
-        v.shots,
-        v.metric,
-    )
-}
-
 /// The rows both runs have, paired by seed; and how many values only one of them has.
 pub fn compare(this: &[SeedValue], other: &[SeedValue]) -> (Vec<CompareRow>, usize) {
-    let index =
-        |vs: &[SeedValue]| -> BTreeMap<(Id, u64), f64> { vs.iter().map(|v| ((id(v), v.seed), v.value)).collect() };
+    let index = |vs: &[SeedValue]| -> BTreeMap<(RowId, u64), f64> {
+        vs.iter().map(|v| ((v.id.clone(), v.seed), v.value)).collect()
+    };
     let (a, b) = (index(this), index(other));
-    let mut groups: BTreeMap<Id, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut groups: BTreeMap<RowId, Vec<(f64, f64)>> = BTreeMap::new();
     for (k, x) in &a {
         if let Some(y) = b.get(k) {
             groups.entry(k.0.clone()).or_default().push((*x, *y));
@@ -62,17 +46,12 @@ pub fn compare(this: &[SeedValue], other: &[SeedValue]) -> (Vec<CompareRow>, usi
     let unpaired = a.len() + b.len() - 2 * paired;
     let rows = groups
         .into_iter()
-        .map(|((protocol, method, dataset, source, shots, metric), pairs)| {
+        .map(|(id, pairs)| {
             let n = pairs.len();
             let mean = |f: &dyn Fn(&(f64, f64)) -> f64| pairs.iter().map(f).sum::<f64>() / n as f64;
             let (delta, ci95) = mean_ci95(&pairs.iter().map(|p| p.0 - p.1).collect::<Vec<_>>());
             CompareRow {
-                protocol,
-                method,
-                dataset,
-                source,
-                shots,
-                metric,
+                id,
                 n,
                 this_mean: mean(&|p| p.0),
                 other_mean: mean(&|p| p.1),
@@ -105,15 +84,11 @@ pub(crate) fn to_markdown(rows: &[CompareRow], unpaired: usize, this: &str, othe
         .iter()
         .map(|r| {
             vec![
-                r.protocol.as_str().to_string(),
-                r.method.clone(),
-                if r.source.is_empty() {
-                    r.dataset.clone()
-                } else {
-                    format!("{} → {}", r.source, r.dataset)
-                },
-                r.shots.to_string(),
-                r.metric.to_string(),
+                r.id.protocol.as_str().to_string(),
+                r.id.method.clone(),
+                r.id.dataset_label(),
+                r.id.shots.to_string(),
+                r.id.metric.to_string(),
                 r.n.to_string(),
                 format!("{:.2}", r.this_mean),
                 format!("{:.2}", r.other_mean),
@@ -147,15 +122,19 @@ pub(crate) fn to_markdown(rows: &[CompareRow], unpaired: usize, this: &str, othe
 mod tests {
     use super::*;
 
+    use crate::suite::{Metric, Protocol, Scope};
+
     fn v(method: &str, seed: u64, value: f64) -> SeedValue {
         SeedValue {
-            protocol: Protocol::FewShot,
-            method: method.into(),
-            dataset: "world".into(),
-            source: String::new(),
-            shots: 4,
+            id: RowId {
+                protocol: Protocol::FewShot,
+                method: method.into(),
+                dataset: Scope::Dataset("world".into()),
+                source: None,
+                shots: 4,
+                metric: Metric::Accuracy,
+            },
             seed,
-            metric: Metric::Accuracy,
             value,
         }
     }

@@ -16,11 +16,11 @@ pub(crate) use super::plot::Figure;
 use super::plot::{file_name, legend, pe, row_labels, PALETTE};
 use super::ReportData;
 use crate::error::Result;
-use crate::suite::{Metric, Protocol, Suite};
+use crate::suite::{Metric, Protocol, Scope, Suite};
 
 /// Every method of the report, in one order, with its colour.
 fn colours(rows: &[AggRow]) -> BTreeMap<String, RGBColor> {
-    let names: BTreeSet<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+    let names: BTreeSet<&str> = rows.iter().map(|r| r.id.method.as_str()).collect();
     names
         .into_iter()
         .enumerate()
@@ -31,7 +31,7 @@ fn colours(rows: &[AggRow]) -> BTreeMap<String, RGBColor> {
 /// A few-shot table's accuracy rows.
 fn few_shot_rows(rows: &[AggRow]) -> Vec<&AggRow> {
     rows.iter()
-        .filter(|r| r.protocol == Protocol::FewShot && r.metric == Metric::Accuracy)
+        .filter(|r| r.id.protocol == Protocol::FewShot && r.id.metric == Metric::Accuracy)
         .collect()
 }
 
@@ -59,11 +59,11 @@ fn few_shot(
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<Vec<Figure>> {
     let all: Vec<&AggRow> = runs.iter().flat_map(|run| few_shot_rows(run.rows)).collect();
-    let datasets: BTreeSet<&str> = all.iter().map(|r| r.dataset.as_str()).collect();
+    let datasets: BTreeSet<&str> = all.iter().map(|r| r.id.dataset.as_str()).collect();
     let mut out = Vec::new();
     for d in datasets {
-        let here: Vec<&&AggRow> = all.iter().filter(|r| r.dataset == d).collect();
-        let shots: BTreeSet<usize> = here.iter().map(|r| r.shots).collect();
+        let here: Vec<&&AggRow> = all.iter().filter(|r| r.id.dataset == d).collect();
+        let shots: BTreeSet<usize> = here.iter().map(|r| r.id.shots).collect();
         if shots.len() < 2 {
             continue;
         }
@@ -109,16 +109,16 @@ fn few_shot(
             for (i, run) in runs.iter().enumerate() {
                 let by_method: BTreeMap<&str, Vec<&AggRow>> = few_shot_rows(run.rows)
                     .into_iter()
-                    .filter(|r| r.dataset == d)
+                    .filter(|r| r.id.dataset == d)
                     .fold(BTreeMap::new(), |mut m, r| {
-                        m.entry(r.method.as_str()).or_insert_with(Vec::new).push(r);
+                        m.entry(r.id.method.as_str()).or_insert_with(Vec::new).push(r);
                         m
                     });
                 for (m, rs) in &by_method {
                     let c = colour[*m];
                     let mut pts: Vec<(f64, f64, f64)> = rs
                         .iter()
-                        .map(|r| (r.shots as f64, r.mean, r.std.unwrap_or(0.0)))
+                        .map(|r| (r.id.shots as f64, r.mean, r.std.unwrap_or(0.0)))
                         .collect();
                     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                     let band: Vec<(f64, f64)> = pts
@@ -150,7 +150,8 @@ fn few_shot(
                         let pubs: Vec<(f64, f64)> = rs
                             .iter()
                             .filter_map(|r| {
-                                super::baseline::published_for(published, suite, r).map(|p| (r.shots as f64, p.value))
+                                super::baseline::published_for(published, suite, r)
+                                    .map(|p| (r.id.shots as f64, p.value))
                             })
                             .filter(|(_, v)| (y0..=y1).contains(v))
                             .collect();
@@ -278,17 +279,17 @@ fn run_series(what: &[(String, RGBColor)], runs: &[Run]) -> Vec<((String, RGBCol
 /// Base / new / HM per method, for the average and each dataset.
 fn base_to_new(runs: &[Run]) -> Result<Vec<Figure>> {
     fn b2n(rows: &[AggRow]) -> Vec<&AggRow> {
-        rows.iter().filter(|r| r.protocol == Protocol::BaseToNew).collect()
+        rows.iter().filter(|r| r.id.protocol == Protocol::BaseToNew).collect()
     }
     let all: Vec<&AggRow> = runs.iter().flat_map(|run| b2n(run.rows)).collect();
-    let mut datasets: Vec<&str> = all
+    let mut datasets: Vec<&Scope> = all
         .iter()
-        .map(|r| r.dataset.as_str())
+        .map(|r| &r.id.dataset)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     // The average first.
-    datasets.sort_by_key(|d| (*d != "average", *d));
+    datasets.sort_by_key(|d| !d.is_average());
     let metrics = [Metric::Base, Metric::New, Metric::Hm];
     let what = [
         ("base".to_string(), RGBColor(0, 114, 178)),
@@ -300,20 +301,23 @@ fn base_to_new(runs: &[Run]) -> Result<Vec<Figure>> {
     for d in datasets {
         let methods: Vec<String> = all
             .iter()
-            .filter(|r| r.dataset == d)
-            .map(|r| r.method.clone())
+            .filter(|r| r.id.dataset == *d)
+            .map(|r| r.id.method.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let title = format!("{}Base-to-new: {d} (base, new, HM)", compared(runs));
-        let file = file_name(&["base-to-new", d]);
+        let file = file_name(&["base-to-new", d.as_str()]);
         let value = |m: &str, j: usize| {
             let (w, i) = series[j].1;
             runs[i]
                 .rows
                 .iter()
                 .find(|r| {
-                    r.protocol == Protocol::BaseToNew && r.dataset == d && r.method == m && r.metric == metrics[w]
+                    r.id.protocol == Protocol::BaseToNew
+                        && r.id.dataset == *d
+                        && r.id.method == m
+                        && r.id.metric == metrics[w]
                 })
                 .map(|r| r.mean)
         };
@@ -331,24 +335,20 @@ fn transfer(runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
     {
         fn of(rows: &[AggRow], protocol: Protocol) -> Vec<&AggRow> {
             rows.iter()
-                .filter(|r| r.protocol == protocol && r.metric == Metric::Accuracy && r.dataset != "average")
+                .filter(|r| r.id.protocol == protocol && r.id.metric == Metric::Accuracy && !r.id.dataset.is_average())
                 .collect()
         }
         let all: Vec<&AggRow> = runs.iter().flat_map(|run| of(run.rows, protocol)).collect();
-        let sources: BTreeSet<&str> = all
-            .iter()
-            .filter(|r| !r.source.is_empty())
-            .map(|r| r.source.as_str())
-            .collect();
+        let sources: BTreeSet<&str> = all.iter().filter_map(|r| r.id.source.as_deref()).collect();
         for src in sources {
             let targets: BTreeSet<&str> = all
                 .iter()
-                .filter(|r| r.source == src)
-                .map(|r| r.dataset.as_str())
+                .filter(|r| r.id.source.as_deref() == Some(src))
+                .map(|r| r.id.dataset.as_str())
                 .collect();
             // (dataset, source) of each bar kind: the source's own test set first.
-            let mut kinds = vec![(src, "")];
-            kinds.extend(targets.iter().map(|t| (*t, src)));
+            let mut kinds = vec![(src, None)];
+            kinds.extend(targets.iter().map(|t| (*t, Some(src))));
             let mut what = vec![(format!("{src} (source)"), PALETTE[6])];
             what.extend(
                 targets
@@ -359,8 +359,8 @@ fn transfer(runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
             let series = run_series(&what, runs);
             let methods: Vec<String> = all
                 .iter()
-                .filter(|r| r.source == src)
-                .map(|r| r.method.clone())
+                .filter(|r| r.id.source.as_deref() == Some(src))
+                .map(|r| r.id.method.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
@@ -371,7 +371,7 @@ fn transfer(runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
                 let (dataset, source) = kinds[w];
                 of(runs[i].rows, protocol)
                     .into_iter()
-                    .find(|r| r.method == m && r.dataset == dataset && r.source == source)
+                    .find(|r| r.id.method == m && r.id.dataset == dataset && r.id.source.as_deref() == source)
                     .map(|r| r.mean)
             };
             let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
@@ -388,35 +388,35 @@ fn transfer(runs: &[Run], protocol: Protocol) -> Result<Vec<Figure>> {
 fn few_shot_bars(runs: &[Run]) -> Result<Vec<Figure>> {
     let all: Vec<&AggRow> = runs.iter().flat_map(|run| few_shot_rows(run.rows)).collect();
     let per_dataset: BTreeMap<&str, BTreeSet<usize>> = all.iter().fold(BTreeMap::new(), |mut m, r| {
-        m.entry(r.dataset.as_str()).or_default().insert(r.shots);
+        m.entry(r.id.dataset.as_str()).or_default().insert(r.id.shots);
         m
     });
     // Curves are drawn where a dataset has two shot counts or more.
     if per_dataset.values().any(|s| s.len() > 1) {
         return Ok(Vec::new());
     }
-    let shots: BTreeSet<usize> = all.iter().map(|r| r.shots).collect();
+    let shots: BTreeSet<usize> = all.iter().map(|r| r.id.shots).collect();
     let mut out = Vec::new();
     for k in shots {
-        let mut datasets: Vec<&str> = all
+        let mut datasets: Vec<&Scope> = all
             .iter()
-            .filter(|r| r.shots == k)
-            .map(|r| r.dataset.as_str())
+            .filter(|r| r.id.shots == k)
+            .map(|r| &r.id.dataset)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         // The average last.
-        datasets.sort_by_key(|d| (*d == "average", *d));
+        datasets.sort_by_key(|d| d.is_average());
         let what: Vec<(String, RGBColor)> = datasets
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.to_string(), if *d == "average" { PALETTE[6] } else { PALETTE[i % 6] }))
+            .map(|(i, d)| (d.to_string(), if d.is_average() { PALETTE[6] } else { PALETTE[i % 6] }))
             .collect();
         let series = run_series(&what, runs);
         let methods: Vec<String> = all
             .iter()
-            .filter(|r| r.shots == k)
-            .map(|r| r.method.clone())
+            .filter(|r| r.id.shots == k)
+            .map(|r| r.id.method.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -426,7 +426,7 @@ fn few_shot_bars(runs: &[Run]) -> Result<Vec<Figure>> {
             let (w, i) = series[j].1;
             few_shot_rows(runs[i].rows)
                 .into_iter()
-                .find(|r| r.method == m && r.dataset == datasets[w] && r.shots == k)
+                .find(|r| r.id.method == m && r.id.dataset == *datasets[w] && r.id.shots == k)
                 .map(|r| r.mean)
         };
         let names: Vec<(String, RGBColor)> = series.iter().map(|s| s.0.clone()).collect();
@@ -453,18 +453,14 @@ pub(crate) fn render_compare(
         .map(|r| ForestRow {
             label: format!(
                 "{} · {} {} · {}{}",
-                r.method,
-                r.protocol.as_str(),
-                r.shots,
-                if r.source.is_empty() {
-                    r.dataset.clone()
-                } else {
-                    format!("{} → {}", r.source, r.dataset)
-                },
-                if r.metric == Metric::Accuracy {
+                r.id.method,
+                r.id.protocol.as_str(),
+                r.id.shots,
+                r.id.dataset_label(),
+                if r.id.metric == Metric::Accuracy {
                     String::new()
                 } else {
-                    format!(" ({})", r.metric)
+                    format!(" ({})", r.id.metric)
                 }
             ),
             delta: r.delta,

@@ -15,15 +15,6 @@ use super::paired::with_derived;
 use super::stats::mean_ci95;
 pub(crate) use crate::suite::finding::{Contrast, Finding, Sign, Term};
 
-fn matches(t: &Term, v: &SeedValue) -> bool {
-    v.protocol == t.protocol
-        && v.method == t.method
-        && v.dataset == t.dataset
-        && v.source == t.source.clone().unwrap_or_default()
-        && v.shots == t.shots
-        && v.metric == t.metric
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -103,10 +94,8 @@ pub(crate) fn judge(findings: &[Finding], values: &[SeedValue]) -> Vec<FindingRe
 fn contrast(c: &Contrast, all: &[SeedValue]) -> ContrastResult {
     // Per term: its value for each seed.
     let per_term = |t: &Term| -> BTreeMap<u64, f64> {
-        all.iter()
-            .filter(|v| matches(t, v))
-            .map(|v| (v.seed, v.value))
-            .collect()
+        let id = t.id();
+        all.iter().filter(|v| v.id == id).map(|v| (v.seed, v.value)).collect()
     };
     let plus: Vec<(&Term, BTreeMap<u64, f64>)> = c.plus.iter().map(|t| (t, per_term(t))).collect();
     let minus: Vec<(&Term, BTreeMap<u64, f64>)> = c.minus.iter().map(|t| (t, per_term(t))).collect();
@@ -222,17 +211,19 @@ pub(crate) fn findings_markdown(results: &[FindingResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::{Metric, Protocol};
+    use crate::suite::{Metric, Protocol, RowId, Scope};
 
     fn v(method: &str, shots: usize, seed: u64, value: f64) -> SeedValue {
         SeedValue {
-            protocol: Protocol::FewShot,
-            method: method.into(),
-            dataset: "d".into(),
-            source: String::new(),
-            shots,
+            id: RowId {
+                protocol: Protocol::FewShot,
+                method: method.into(),
+                dataset: Scope::parse("d"),
+                source: None,
+                shots,
+                metric: Metric::Accuracy,
+            },
             seed,
-            metric: Metric::Accuracy,
             value,
         }
     }
@@ -241,7 +232,7 @@ mod tests {
         Term {
             protocol: Protocol::FewShot,
             method: method.into(),
-            dataset: "d".into(),
+            dataset: Scope::parse("d"),
             source: None,
             shots,
             metric: Metric::Accuracy,
@@ -305,20 +296,17 @@ mod tests {
         let mut values = Vec::new();
         for s in 1..=3 {
             for (ds, base) in [("x", 40.0), ("y", 60.0 + s as f64)] {
-                values.push(SeedValue {
-                    dataset: ds.into(),
-                    ..v("a", 1, s, base + 1.0)
-                });
-                values.push(SeedValue {
-                    dataset: ds.into(),
-                    ..v("b", 1, s, base)
-                });
+                for (m, value) in [("a", base + 1.0), ("b", base)] {
+                    let mut x = v(m, 1, s, value);
+                    x.id.dataset = Scope::parse(ds);
+                    values.push(x);
+                }
             }
         }
         let mut f = finding(Sign::Positive);
         let c = &mut f.contrasts[0];
         for t in c.plus.iter_mut().chain(c.minus.iter_mut()) {
-            t.dataset = "average".into();
+            t.dataset = Scope::Average;
             t.shots = 1;
         }
         let r = &judge(&[f], &values)[0];

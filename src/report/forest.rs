@@ -83,15 +83,15 @@ pub(super) fn forest_plot(title: &str, x_desc: &str, rows: &[ForestRow]) -> Resu
 pub(super) fn forest(pairs: &[PairRow]) -> Result<Vec<Figure>> {
     let rows: Vec<ForestRow> = pairs
         .iter()
-        .filter(|p| p.dataset == "average" && matches!(p.metric, Metric::Accuracy | Metric::Hm))
+        .filter(|p| p.id.dataset.is_average() && matches!(p.id.metric, Metric::Accuracy | Metric::Hm))
         .map(|p| ForestRow {
             label: format!(
                 "{} − {} · {} {}{}",
-                p.method,
+                p.id.method,
                 p.against,
-                p.protocol.as_str(),
-                p.shots,
-                if p.metric == Metric::Hm { " (HM)" } else { "-shot" }
+                p.id.protocol.as_str(),
+                p.id.shots,
+                if p.id.metric == Metric::Hm { " (HM)" } else { "-shot" }
             ),
             delta: p.delta,
             ci95: p.ci95,

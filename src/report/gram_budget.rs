@@ -11,7 +11,6 @@ use super::paired::PairRow;
 use super::table::markdown_table;
 use crate::gram::{CorpusSpec, GramSpec};
 use crate::suite::methods::MethodConfig;
-use crate::suite::protocol::AVERAGE;
 use crate::suite::{Metric, Protocol, Suite};
 
 /// One point of a budget curve: GRAM (θ₀ and ψ_φ) from one meta-training run against its host.
@@ -99,7 +98,7 @@ pub(crate) fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint
         for m in &members {
             for p in pairs
                 .iter()
-                .filter(|p| p.against == host && p.method == m.method && p.dataset == AVERAGE)
+                .filter(|p| p.against == host && p.id.method == m.method && p.id.dataset.is_average())
             {
                 points.push(BudgetPoint {
                     curve: m.curve.clone(),
@@ -114,7 +113,14 @@ pub(crate) fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint
         }
         // A table of this curve that only one budget reached (a curve of one run, or a protocol
         // run at the usual budget alone) is no curve.
-        let table = |x: &BudgetPoint| (x.pair.protocol, x.pair.source.clone(), x.pair.shots, x.pair.metric);
+        let table = |x: &BudgetPoint| {
+            (
+                x.pair.id.protocol,
+                x.pair.id.source.clone(),
+                x.pair.id.shots,
+                x.pair.id.metric,
+            )
+        };
         let mut reached: BTreeMap<_, std::collections::BTreeSet<(usize, usize)>> = BTreeMap::new();
         for x in &points {
             reached.entry(table(x)).or_default().insert((x.steps, x.corpus_pairs));
@@ -126,10 +132,10 @@ pub(crate) fn budget_points(suite: &Suite, pairs: &[PairRow]) -> Vec<BudgetPoint
         let key = |x: &BudgetPoint| {
             (
                 x.curve.clone(),
-                x.pair.protocol.as_str(),
-                x.pair.source.clone(),
-                x.pair.shots,
-                x.pair.metric,
+                x.pair.id.protocol.as_str(),
+                x.pair.id.source.clone(),
+                x.pair.id.shots,
+                x.pair.id.metric,
                 x.corpus_pairs,
                 x.steps,
             )
@@ -163,9 +169,9 @@ pub fn markdown(points: &[BudgetPoint]) -> String {
             let p = &b.pair;
             vec![
                 b.curve.clone(),
-                p.protocol.to_string(),
-                p.shots.to_string(),
-                p.metric.to_string(),
+                p.id.protocol.to_string(),
+                p.id.shots.to_string(),
+                p.id.metric.to_string(),
                 b.steps.to_string(),
                 b.corpus_pairs.to_string(),
                 format!("`{}`", b.meta),
@@ -202,13 +208,15 @@ pub(crate) mod tests {
 
     pub(crate) fn pair(method: &str, metric: Metric, delta: f64) -> PairRow {
         PairRow {
-            protocol: Protocol::BaseToNew,
+            id: crate::suite::RowId {
+                protocol: Protocol::BaseToNew,
+                method: method.into(),
+                dataset: crate::suite::Scope::Average,
+                source: None,
+                shots: 16,
+                metric,
+            },
             against: "coop".into(),
-            method: method.into(),
-            dataset: AVERAGE.into(),
-            source: String::new(),
-            shots: 16,
-            metric,
             n: 3,
             against_mean: 70.0,
             method_mean: 70.0 + delta,
@@ -278,7 +286,7 @@ corpus = {{ world = {{ size = {size} }} }}
         let points = budget_points(&s, &pairs);
         let hm: Vec<(usize, usize, f64)> = points
             .iter()
-            .filter(|p| p.pair.metric == Metric::Hm)
+            .filter(|p| p.pair.id.metric == Metric::Hm)
             .map(|p| (p.steps, p.corpus_pairs, p.pair.delta))
             .collect();
         assert_eq!(hm, vec![(100, 500, -1.0), (300, 500, 0.5), (300, 900, 2.0)]);

@@ -22,14 +22,17 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 /// One SVG per (curve, protocol, shots): Δ of the headline metric against outer steps.
 pub fn budget(points: &[BudgetPoint]) -> Result<Vec<Figure>> {
     type Panel<'a> = BTreeMap<usize, Vec<&'a BudgetPoint>>;
-    let mut panels: BTreeMap<(String, String, String, usize), Panel> = BTreeMap::new();
-    for p in points.iter().filter(|p| p.pair.metric == headline(p.pair.protocol)) {
+    let mut panels: BTreeMap<(String, String, Option<String>, usize), Panel> = BTreeMap::new();
+    for p in points
+        .iter()
+        .filter(|p| p.pair.id.metric == headline(p.pair.id.protocol))
+    {
         panels
             .entry((
                 p.curve.clone(),
-                p.pair.protocol.as_str().to_string(),
-                p.pair.source.clone(),
-                p.pair.shots,
+                p.pair.id.protocol.as_str().to_string(),
+                p.pair.id.source.clone(),
+                p.pair.id.shots,
             ))
             .or_default()
             .entry(p.corpus_pairs)
@@ -47,7 +50,7 @@ pub fn budget(points: &[BudgetPoint]) -> Result<Vec<Figure>> {
             .iter()
             .fold((usize::MAX, 0), |(a, b), p| (a.min(p.steps), b.max(p.steps)));
         let x = (smin as f64 * 0.8)..(smax as f64 * 1.25);
-        let metric = headline(all[0].pair.protocol);
+        let metric = headline(all[0].pair.id.protocol);
         let title = format!("GRAM's budget · {curve} · {protocol} {shots}-shot: Δ {metric} vs meta-training steps");
         let host = &all[0].host;
         let shots_part = format!("{shots}-shot");
@@ -55,7 +58,7 @@ pub fn budget(points: &[BudgetPoint]) -> Result<Vec<Figure>> {
             "budget",
             host.as_str(),
             protocol.as_str(),
-            source.as_str(),
+            source.as_deref().unwrap_or(""),
             shots_part.as_str(),
         ]
         .into_iter()
@@ -170,8 +173,8 @@ pub(crate) fn host_gain(rows: &[HostGain]) -> Result<Vec<Figure>> {
             let label = format!(
                 "{} ({} {})",
                 r.gram_delta.against,
-                r.gram_delta.protocol.as_str(),
-                r.gram_delta.metric
+                r.gram_delta.id.protocol.as_str(),
+                r.gram_delta.id.metric
             );
             let c = PALETTE[entries.len() % PALETTE.len()];
             let (x, y) = (r.host_gain.delta, r.gram_delta.delta);

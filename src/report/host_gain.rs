@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use super::paired::PairRow;
 use super::table::markdown_table;
 use crate::suite::methods::MethodConfig;
-use crate::suite::protocol::AVERAGE;
 use crate::suite::Suite;
 
 /// One host on one table: its own gain over zero-shot and GRAM's Δ over it.
@@ -59,16 +58,17 @@ pub(crate) fn host_gains(suite: &Suite, pairs: &[PairRow]) -> Vec<HostGain> {
             continue;
         }
         for d in pairs.iter().filter(|p| {
-            p.method == *name
+            p.id.method == *name
                 && p.against == g.host
-                && p.dataset == AVERAGE
-                && p.metric == super::gram_budget::headline(p.protocol)
+                && p.id.dataset.is_average()
+                && p.id.metric == super::gram_budget::headline(p.id.protocol)
         }) {
             let same_table = |p: &&PairRow| {
-                p.method == g.host
+                p.id.method == g.host
                     && zero_shot(&p.against)
-                    && p.dataset == AVERAGE
-                    && (p.protocol, &p.source, p.shots, p.metric) == (d.protocol, &d.source, d.shots, d.metric)
+                    && p.id.dataset.is_average()
+                    && (p.id.protocol, &p.id.source, p.id.shots, p.id.metric)
+                        == (d.id.protocol, &d.id.source, d.id.shots, d.id.metric)
             };
             if let Some(h) = pairs.iter().find(same_table) {
                 out.push(HostGain {
@@ -81,9 +81,9 @@ pub(crate) fn host_gains(suite: &Suite, pairs: &[PairRow]) -> Vec<HostGain> {
     out.sort_by(|a, b| {
         let key = |x: &HostGain| {
             (
-                x.gram_delta.protocol.as_str(),
+                x.gram_delta.id.protocol.as_str(),
                 x.gram_delta.against.clone(),
-                x.gram_delta.method.clone(),
+                x.gram_delta.id.method.clone(),
             )
         };
         key(a).cmp(&key(b))
@@ -184,11 +184,11 @@ pub fn markdown(rows: &[HostGain]) -> String {
         .map(|r| {
             let (h, d) = (&r.host_gain, &r.gram_delta);
             vec![
-                d.protocol.to_string(),
-                d.shots.to_string(),
-                d.metric.to_string(),
+                d.id.protocol.to_string(),
+                d.id.shots.to_string(),
+                d.id.metric.to_string(),
                 d.against.clone(),
-                d.method.clone(),
+                d.id.method.clone(),
                 format!("{:.2}", h.against_mean),
                 format!("{:.2}", h.method_mean),
                 h.delta_cell(),
@@ -249,7 +249,6 @@ mod tests {
         let s = suite();
         let host = |metric: Metric, delta: f64| PairRow {
             against: "zs".into(),
-            method: "coop".into(),
             ..pair("coop", metric, delta)
         };
         let pairs = vec![
@@ -265,7 +264,7 @@ mod tests {
         // (300 steps, 500 pairs) is the budget two of the four full-GRAM methods have.
         let got: Vec<(&str, f64, f64)> = rows
             .iter()
-            .map(|r| (r.gram_delta.method.as_str(), r.host_gain.delta, r.gram_delta.delta))
+            .map(|r| (r.gram_delta.id.method.as_str(), r.host_gain.delta, r.gram_delta.delta))
             .collect();
         assert_eq!(got, vec![("g-b", 10.0, -2.0), ("g-other", 10.0, -4.0)]);
         let md = markdown(&rows);

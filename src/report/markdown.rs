@@ -10,16 +10,11 @@ use super::paired::PairRow;
 use super::paper_layout::against_published;
 use super::table::markdown_table;
 use super::ReportData;
-use crate::suite::protocol::AVERAGE;
 use crate::suite::Suite;
 
 /// A transfer row's source dataset, "—" for the others.
-fn source_cell(source: &str) -> String {
-    if source.is_empty() {
-        "—".into()
-    } else {
-        source.to_string()
-    }
+fn source_cell(source: &Option<String>) -> String {
+    source.clone().unwrap_or_else(|| "—".into())
 }
 
 fn fmt_row(r: &AggRow) -> String {
@@ -91,7 +86,7 @@ fn protocol_tables(suite: &Suite, data: &ReportData, published: &[PublishedTable
     let mut out = String::new();
     let mut by_protocol: BTreeMap<&str, Vec<&AggRow>> = BTreeMap::new();
     for r in &data.rows {
-        by_protocol.entry(r.protocol.as_str()).or_default().push(r);
+        by_protocol.entry(r.id.protocol.as_str()).or_default().push(r);
     }
     for x in &suite.experiments {
         let Some(rows) = by_protocol.remove(x.protocol.as_str()) else {
@@ -102,23 +97,16 @@ fn protocol_tables(suite: &Suite, data: &ReportData, published: &[PublishedTable
         out.push_str("**Every row**\n\n");
         let mut body = Vec::new();
         let mut rows = rows;
-        rows.sort_by(|a, b| {
+        rows.sort_by_key(|r| {
+            let id = &r.id;
             (
-                a.dataset == AVERAGE,
-                &a.source,
-                a.shots,
-                &a.method,
-                &a.dataset,
-                a.metric,
+                id.dataset.is_average(),
+                id.source.clone(),
+                id.shots,
+                id.method.clone(),
+                id.dataset.clone(),
+                id.metric,
             )
-                .cmp(&(
-                    b.dataset == AVERAGE,
-                    &b.source,
-                    b.shots,
-                    &b.method,
-                    &b.dataset,
-                    b.metric,
-                ))
         });
         for r in rows {
             let (pub_s, delta, verdict) = match against_published(published, suite, r) {
@@ -130,11 +118,11 @@ fn protocol_tables(suite: &Suite, data: &ReportData, published: &[PublishedTable
                 None => ("—".into(), "—".into(), "no published number".into()),
             };
             body.push(vec![
-                r.method.clone(),
-                r.dataset.clone(),
-                source_cell(&r.source),
-                r.shots.to_string(),
-                r.metric.to_string(),
+                r.id.method.clone(),
+                r.id.dataset.to_string(),
+                source_cell(&r.id.source),
+                r.id.shots.to_string(),
+                r.id.metric.to_string(),
                 fmt_row(r),
                 pub_s,
                 delta,
@@ -166,17 +154,19 @@ fn per_seed_detail(data: &ReportData) -> String {
     let mut seeds: Vec<u64> = data.values.iter().map(|v| v.seed).collect();
     seeds.sort_unstable();
     seeds.dedup();
-    type RowId = (String, String, String, String, usize, String);
-    let mut detail: BTreeMap<RowId, BTreeMap<u64, f64>> = BTreeMap::new();
+    // Rows in the order of their names (protocol and metric as words, not as variants).
+    type Key = (String, String, String, String, usize, String);
+    let mut detail: BTreeMap<Key, BTreeMap<u64, f64>> = BTreeMap::new();
     for v in &data.values {
+        let id = &v.id;
         detail
             .entry((
-                v.protocol.to_string(),
-                v.method.clone(),
-                v.dataset.clone(),
-                v.source.clone(),
-                v.shots,
-                v.metric.to_string(),
+                id.protocol.to_string(),
+                id.method.clone(),
+                id.dataset.to_string(),
+                id.source.clone().unwrap_or_default(),
+                id.shots,
+                id.metric.to_string(),
             ))
             .or_default()
             .insert(v.seed, v.value);
@@ -212,13 +202,13 @@ fn gram_section(rows: &[PairRow]) -> String {
     );
     let cells = |r: &PairRow| {
         vec![
-            r.protocol.to_string(),
+            r.id.protocol.to_string(),
             r.against.clone(),
-            r.method.clone(),
-            r.dataset.clone(),
-            source_cell(&r.source),
-            r.shots.to_string(),
-            r.metric.to_string(),
+            r.id.method.clone(),
+            r.id.dataset.to_string(),
+            source_cell(&r.id.source),
+            r.id.shots.to_string(),
+            r.id.metric.to_string(),
             format!("{:.2}", r.against_mean),
             format!("{:.2}", r.method_mean),
             r.delta_cell(),
@@ -238,14 +228,21 @@ fn gram_section(rows: &[PairRow]) -> String {
         "Δ (95% CI)",
         "Verdict",
     ];
-    let order = |r: &&PairRow| (r.protocol.as_str(), r.against.clone(), r.method.clone(), r.metric);
-    let mut avg: Vec<&PairRow> = rows.iter().filter(|r| r.dataset == AVERAGE).collect();
+    let order = |r: &&PairRow| {
+        (
+            r.id.protocol.as_str(),
+            r.against.clone(),
+            r.id.method.clone(),
+            r.id.metric,
+        )
+    };
+    let mut avg: Vec<&PairRow> = rows.iter().filter(|r| r.id.dataset.is_average()).collect();
     avg.sort_by_key(order);
     out.push_str("Averages over each table's datasets (targets for transfer):\n\n");
     out.push_str(&markdown_table(&header, avg.into_iter().map(cells).collect()));
     out.push_str("\n\nPer dataset:\n\n");
-    let mut each: Vec<&PairRow> = rows.iter().filter(|r| r.dataset != AVERAGE).collect();
-    each.sort_by_key(|r| (order(r), r.dataset.clone()));
+    let mut each: Vec<&PairRow> = rows.iter().filter(|r| !r.id.dataset.is_average()).collect();
+    each.sort_by_key(|r| (order(r), r.id.dataset.clone()));
     out.push_str(&markdown_table(&header, each.into_iter().map(cells).collect()));
     out.push_str("\n\n");
     out

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::aggregate::{f64_column, str_column, to_frame, SeedValue};
+use super::aggregate::{f64_column, row_ids, to_frame, SeedValue};
 use super::stats::t975;
 use crate::error::{Error, Result};
-use crate::suite::protocol::AVERAGE;
-use crate::suite::{Metric, Protocol};
+use crate::suite::RowId;
+use crate::suite::Scope;
 
 fn pe(e: PolarsError) -> Error {
     Error::Internal(format!("paired differences: {e}"))
@@ -24,14 +24,11 @@ fn pe(e: PolarsError) -> Error {
 /// One comparison (a GRAM method against its host, or a declared pair) on one dataset and metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PairRow {
-    pub protocol: Protocol,
+    /// The row of the method compared (a GRAM method, or a `[[compare]]`'s `method`).
+    #[serde(flatten)]
+    pub id: RowId,
     /// The host, or what a `[[compare]]` compares against.
     pub against: String,
-    pub method: String,
-    pub dataset: String,
-    pub source: String,
-    pub shots: usize,
-    pub metric: Metric,
     /// Seeds both have.
     pub n: usize,
     pub against_mean: f64,
@@ -64,49 +61,34 @@ impl PairRow {
 /// derived metrics per seed (base-to-new's HM), by the rules of `suite/protocol.rs`.
 pub(crate) fn with_derived(values: &[SeedValue]) -> Vec<SeedValue> {
     let mut all = values.to_vec();
-    type Table = (Protocol, String, String, usize, Metric, u64);
-    let mut tables: BTreeMap<Table, Vec<f64>> = BTreeMap::new();
-    for v in values.iter().filter(|v| v.protocol.averaged(&v.source)) {
-        tables
-            .entry((
-                v.protocol,
-                v.method.clone(),
-                v.source.clone(),
-                v.shots,
-                v.metric,
-                v.seed,
-            ))
-            .or_default()
-            .push(v.value);
+    // Per table (the average's row) and seed, the values it averages.
+    let mut tables: BTreeMap<(RowId, u64), Vec<f64>> = BTreeMap::new();
+    for v in values.iter().filter(|v| v.id.averaged()) {
+        let average = RowId {
+            dataset: Scope::Average,
+            ..v.id.clone()
+        };
+        tables.entry((average, v.seed)).or_default().push(v.value);
     }
-    for ((protocol, method, source, shots, metric, seed), vals) in tables {
+    for ((id, seed), vals) in tables {
         all.push(SeedValue {
-            protocol,
-            method,
-            dataset: AVERAGE.to_string(),
-            source,
-            shots,
+            id,
             seed,
-            metric,
             value: vals.iter().sum::<f64>() / vals.len() as f64,
         });
     }
     let mut derived = Vec::new();
     for a in &all {
-        let Some((metric, [from, with], combine)) = a.protocol.derived() else {
+        let Some((metric, [from, with], combine)) = a.id.protocol.derived() else {
             continue;
         };
-        let partner = |b: &&SeedValue| {
-            b.metric == with
-                && (b.protocol, &b.method, &b.dataset, &b.source, b.shots, b.seed)
-                    == (a.protocol, &a.method, &a.dataset, &a.source, a.shots, a.seed)
-        };
-        if a.metric == from {
-            if let Some(b) = all.iter().find(partner) {
+        if a.id.metric == from {
+            let partner = a.id.with_metric(with);
+            if let Some(b) = all.iter().find(|b| b.id == partner && b.seed == a.seed) {
                 derived.push(SeedValue {
-                    metric,
+                    id: a.id.with_metric(metric),
+                    seed: a.seed,
                     value: combine(a.value, b.value),
-                    ..a.clone()
                 });
             }
         }
@@ -161,21 +143,13 @@ pub fn paired(values: &[SeedValue], pairs: &[(String, String)]) -> Result<Vec<Pa
             )
             .collect()
             .map_err(pe)?;
-        let s = |name: &str| str_column(&df, name);
         let f = |name: &str| f64_column(&df, name);
-        let (protocol, dataset, source, metric) = (s("protocol")?, s("dataset")?, s("source")?, s("metric")?);
-        let (shots, n, h, g, d, sd) = (f("shots")?, f("n")?, f("h")?, f("g")?, f("d")?, f("sd")?);
-        for i in 0..df.height() {
+        let (n, h, g, d, sd) = (f("n")?, f("h")?, f("g")?, f("d")?, f("sd")?);
+        for (i, id) in row_ids(&df, Some(method))?.into_iter().enumerate() {
             let n_i = n[i].unwrap_or(0.0) as usize;
-            let bad = |what: &str, v: &str| Error::Internal(format!("pairing produced the {what} `{v}`"));
             out.push(PairRow {
-                protocol: Protocol::parse(&protocol[i]).ok_or_else(|| bad("protocol", &protocol[i]))?,
+                id,
                 against: host.clone(),
-                method: method.clone(),
-                dataset: dataset[i].clone(),
-                source: source[i].clone(),
-                shots: shots[i].unwrap_or(0.0) as usize,
-                metric: Metric::parse(&metric[i]).ok_or_else(|| bad("metric", &metric[i]))?,
                 n: n_i,
                 against_mean: h[i].unwrap_or(f64::NAN),
                 method_mean: g[i].unwrap_or(f64::NAN),
@@ -196,13 +170,13 @@ pub(crate) fn to_csv(rows: &[PairRow]) -> String {
     for r in rows {
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{},{:.6},{:.6},{:.6},{},{}\n",
-            r.protocol,
+            r.id.protocol,
             r.against,
-            r.method,
-            r.dataset,
-            r.source,
-            r.shots,
-            r.metric,
+            r.id.method,
+            r.id.dataset,
+            r.id.source.as_deref().unwrap_or(""),
+            r.id.shots,
+            r.id.metric,
             r.n,
             r.against_mean,
             r.method_mean,
@@ -218,15 +192,19 @@ pub(crate) fn to_csv(rows: &[PairRow]) -> String {
 mod tests {
     use super::*;
 
+    use crate::suite::{Metric, Protocol};
+
     fn v(protocol: &str, method: &str, dataset: &str, metric: &str, seed: u64, value: f64) -> SeedValue {
         SeedValue {
-            protocol: Protocol::parse(protocol).unwrap(),
-            method: method.into(),
-            dataset: dataset.into(),
-            source: String::new(),
-            shots: 4,
+            id: RowId {
+                protocol: Protocol::parse(protocol).unwrap(),
+                method: method.into(),
+                dataset: Scope::parse(dataset),
+                source: None,
+                shots: 4,
+                metric: Metric::parse(metric).unwrap(),
+            },
             seed,
-            metric: Metric::parse(metric).unwrap(),
             value,
         }
     }
@@ -253,26 +231,26 @@ mod tests {
         // A seed only the host has is not paired.
         vals.push(v("few-shot", "host", "a", "accuracy", 4, 99.0));
         let rows = paired(&vals, &[("host".into(), "gram".into())]).unwrap();
-        let a = rows.iter().find(|r| r.dataset == "a").unwrap();
+        let a = rows.iter().find(|r| r.id.dataset == "a").unwrap();
         assert_eq!(a.n, 3);
         assert!((a.delta - 2.0).abs() < 1e-12);
         assert!((a.against_mean - 30.0).abs() < 1e-12);
         assert!((a.ci95.unwrap() - 4.303 * 0.1 / 3f64.sqrt()).abs() < 1e-9);
         assert_eq!(a.verdict(), "helps");
-        let b = rows.iter().find(|r| r.dataset == "b").unwrap();
+        let b = rows.iter().find(|r| r.id.dataset == "b").unwrap();
         assert_eq!((b.delta, b.ci95, b.verdict()), (0.0, Some(0.0), "no clear effect"));
         // The average over datasets is paired per seed: Δ_s = (1.8 + 0.1 s) / 2.
-        let avg = rows.iter().find(|r| r.dataset == "average").unwrap();
+        let avg = rows.iter().find(|r| r.id.dataset.is_average()).unwrap();
         assert!((avg.delta - 1.0).abs() < 1e-12);
         assert!((avg.ci95.unwrap() - 4.303 * 0.05 / 3f64.sqrt()).abs() < 1e-9);
         // A Δ that varies with the seed (1, 2, 3) has an interval reaching below 0 at n = 3.
         let mut wide = vals.clone();
-        for x in wide.iter_mut().filter(|x| x.method == "gram" && x.dataset == "a") {
+        for x in wide.iter_mut().filter(|x| x.id.method == "gram" && x.id.dataset == "a") {
             x.value += (x.seed as f64 - 2.0) * 0.9;
         }
         let w = paired(&wide, &[("host".into(), "gram".into())]).unwrap();
         assert_eq!(
-            w.iter().find(|r| r.dataset == "a").unwrap().verdict(),
+            w.iter().find(|r| r.id.dataset == "a").unwrap().verdict(),
             "no clear effect"
         );
     }
@@ -290,7 +268,7 @@ mod tests {
         let rows = paired(&vals, &[("host".into(), "gram".into())]).unwrap();
         let hm = rows
             .iter()
-            .find(|r| r.dataset == "a" && r.metric == Metric::Hm)
+            .find(|r| r.id.dataset == "a" && r.id.metric == Metric::Hm)
             .unwrap();
         let hm_of = |b: f64, n: f64| 2.0 * b * n / (b + n);
         let want: f64 = (1..=3)
@@ -302,6 +280,8 @@ mod tests {
             / 3.0;
         assert!((hm.delta - want).abs() < 1e-9);
         assert_eq!(hm.verdict(), "hurts");
-        assert!(rows.iter().any(|r| r.dataset == "average" && r.metric == Metric::Hm));
+        assert!(rows
+            .iter()
+            .any(|r| r.id.dataset.is_average() && r.id.metric == Metric::Hm));
     }
 }

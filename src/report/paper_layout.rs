@@ -8,8 +8,7 @@
 use super::aggregate::AggRow;
 use super::baseline::{published_for, tolerance, PublishedTable};
 use super::table::markdown_table;
-use crate::suite::protocol::AVERAGE;
-use crate::suite::{Metric, Protocol, Suite};
+use crate::suite::{Metric, Protocol, Scope, Suite};
 
 /// Where a reproduced number stands against the published one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,64 +119,80 @@ pub fn tables(suite: &Suite, protocol: Protocol, rows: &[&AggRow], published: &[
     // Methods and datasets in the order the suite declares them, as the paper's tables do.
     let methods = ordered(experiments.iter().flat_map(|x| x.methods.iter().map(String::as_str)))
         .into_iter()
-        .filter(|m| rows.iter().any(|r| r.method == *m))
+        .filter(|m| rows.iter().any(|r| r.id.method == *m))
         .collect::<Vec<_>>();
-    let find = |m: &str, d: &str, source: &str, shots: usize, metric: Metric| {
+    let find = |m: &str, d: &Scope, source: Option<&str>, shots: usize, metric: Metric| {
         rows.iter()
-            .find(|r| r.method == m && r.dataset == d && r.source == source && r.shots == shots && r.metric == metric)
+            .find(|r| {
+                let id = &r.id;
+                id.method == m
+                    && id.dataset == *d
+                    && id.source.as_deref() == source
+                    && id.shots == shots
+                    && id.metric == metric
+            })
             .copied()
     };
-    let mut shots: Vec<usize> = rows.iter().map(|r| r.shots).collect();
+    // The suite's datasets, in its order, as table columns.
+    let declared = || -> Vec<Scope> {
+        ordered(experiments.iter().flat_map(|x| x.datasets.iter().map(String::as_str)))
+            .into_iter()
+            .map(|d| Scope::Dataset(d.to_string()))
+            .collect()
+    };
+    let has = |d: &Scope, k: usize| rows.iter().any(|r| r.id.dataset == *d && r.id.shots == k);
+    let mut shots: Vec<usize> = rows.iter().map(|r| r.id.shots).collect();
     shots.sort_unstable();
     shots.dedup();
     let mut out = String::from("**In the paper's layout**\n\n");
     for &k in &shots {
         match protocol {
             Protocol::FewShot => {
-                let mut datasets = ordered(experiments.iter().flat_map(|x| x.datasets.iter().map(String::as_str)));
-                datasets.retain(|d| rows.iter().any(|r| r.dataset == *d && r.shots == k));
-                if rows.iter().any(|r| r.dataset == AVERAGE && r.shots == k) {
-                    datasets.push(AVERAGE);
+                let mut datasets = declared();
+                datasets.retain(|d| has(d, k));
+                if has(&Scope::Average, k) {
+                    datasets.push(Scope::Average);
                 }
                 let body = methods
                     .iter()
-                    .filter(|m| rows.iter().any(|r| r.method == **m && r.shots == k))
+                    .filter(|m| rows.iter().any(|r| r.id.method == **m && r.id.shots == k))
                     .map(|m| {
                         let complete = datasets
                             .iter()
-                            .all(|d| *d == AVERAGE || find(m, d, "", k, Metric::Accuracy).is_some());
+                            .all(|d| d.is_average() || find(m, d, None, k, Metric::Accuracy).is_some());
                         let mut row = vec![m.to_string()];
                         row.extend(datasets.iter().map(|d| {
-                            let c = cell(published, suite, find(m, d, "", k, Metric::Accuracy));
-                            partial(c, *d == AVERAGE && !complete)
+                            let c = cell(published, suite, find(m, d, None, k, Metric::Accuracy));
+                            partial(c, d.is_average() && !complete)
                         }));
                         row
                     })
                     .collect();
                 let mut header = vec!["Method"];
-                header.extend(datasets.iter().copied());
+                header.extend(datasets.iter().map(Scope::as_str));
                 out.push_str(&format!("{k} shots, top-1 accuracy (%):\n\n"));
                 out.push_str(&markdown_table(&header, body));
                 out.push_str("\n\n");
             }
             Protocol::BaseToNew => {
-                let mut datasets = vec![AVERAGE];
-                datasets.extend(ordered(
-                    experiments.iter().flat_map(|x| x.datasets.iter().map(String::as_str)),
-                ));
-                datasets.retain(|d| rows.iter().any(|r| r.dataset == *d && r.shots == k));
+                let mut datasets = vec![Scope::Average];
+                datasets.extend(declared());
+                datasets.retain(|d| has(d, k));
                 for (i, d) in datasets.iter().enumerate() {
                     let body = methods
                         .iter()
-                        .filter(|m| rows.iter().any(|r| r.method == **m && r.dataset == *d && r.shots == k))
+                        .filter(|m| {
+                            rows.iter()
+                                .any(|r| r.id.method == **m && r.id.dataset == *d && r.id.shots == k)
+                        })
                         .map(|m| {
                             let complete = datasets
                                 .iter()
-                                .all(|e| *e == AVERAGE || find(m, e, "", k, Metric::Base).is_some());
+                                .all(|e| e.is_average() || find(m, e, None, k, Metric::Base).is_some());
                             let mut row = vec![m.to_string()];
                             row.extend([Metric::Base, Metric::New, Metric::Hm].into_iter().map(|metric| {
-                                let c = cell(published, suite, find(m, d, "", k, metric));
-                                partial(c, *d == AVERAGE && !complete)
+                                let c = cell(published, suite, find(m, d, None, k, metric));
+                                partial(c, d.is_average() && !complete)
                             }));
                             row
                         })
@@ -192,39 +207,44 @@ pub fn tables(suite: &Suite, protocol: Protocol, rows: &[&AggRow], published: &[
             Protocol::CrossDataset | Protocol::CrossDomain => {
                 for x in &experiments {
                     for source in &x.datasets {
-                        let mut targets: Vec<&str> = x.targets.iter().map(String::as_str).collect();
-                        targets.retain(|t| {
+                        let from = Some(source.as_str());
+                        let in_table = |d: &Scope| {
                             rows.iter()
-                                .any(|r| r.dataset == *t && r.source == *source && r.shots == k)
-                        });
+                                .any(|r| r.id.dataset == *d && r.id.source.as_deref() == from && r.id.shots == k)
+                        };
+                        let mut targets: Vec<Scope> = x.targets.iter().map(|t| Scope::Dataset(t.clone())).collect();
+                        targets.retain(|t| in_table(t));
                         if targets.is_empty() {
                             continue;
                         }
-                        let has_avg = rows
-                            .iter()
-                            .any(|r| r.dataset == AVERAGE && r.source == *source && r.shots == k);
+                        let has_avg = in_table(&Scope::Average);
+                        let own = Scope::Dataset(source.clone());
                         let body = methods
                             .iter()
                             .filter(|m| x.methods.iter().any(|xm| xm == *m))
                             .map(|m| {
                                 let mut row = vec![
                                     m.to_string(),
-                                    cell(published, suite, find(m, source, "", k, Metric::Accuracy)),
+                                    cell(published, suite, find(m, &own, None, k, Metric::Accuracy)),
                                 ];
                                 row.extend(
                                     targets
                                         .iter()
-                                        .map(|t| cell(published, suite, find(m, t, source, k, Metric::Accuracy))),
+                                        .map(|t| cell(published, suite, find(m, t, from, k, Metric::Accuracy))),
                                 );
                                 if has_avg {
-                                    row.push(cell(published, suite, find(m, AVERAGE, source, k, Metric::Accuracy)));
+                                    row.push(cell(
+                                        published,
+                                        suite,
+                                        find(m, &Scope::Average, from, k, Metric::Accuracy),
+                                    ));
                                 }
                                 row
                             })
                             .collect();
                         let source_col = format!("{source} (source)");
                         let mut header = vec!["Method", source_col.as_str()];
-                        header.extend(targets.iter().copied());
+                        header.extend(targets.iter().map(Scope::as_str));
                         if has_avg {
                             header.push("average (targets)");
                         }

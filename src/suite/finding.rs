@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Metric, Protocol};
+use super::{Metric, Protocol, RowId, Scope};
 
 /// `[[finding]]`: one claim of the literature and the contrasts that test it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub struct Term {
     pub protocol: Protocol,
     pub method: String,
     /// A dataset, or `average` (the table's mean over its datasets, targets only for transfer).
-    pub dataset: String,
+    pub dataset: Scope,
     /// Transfer tables: the source dataset (its own row names the source as `dataset` and has no
     /// `source`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,6 +69,18 @@ pub struct Term {
 }
 
 impl Term {
+    /// The report row this term reads.
+    pub fn id(&self) -> RowId {
+        RowId {
+            protocol: self.protocol,
+            method: self.method.clone(),
+            dataset: self.dataset.clone(),
+            source: self.source.clone(),
+            shots: self.shots,
+            metric: self.metric,
+        }
+    }
+
     pub fn describe(&self) -> String {
         let from = self.source.as_ref().map(|s| format!(" from {s}")).unwrap_or_default();
         format!(

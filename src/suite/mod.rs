@@ -6,9 +6,11 @@ pub mod cells;
 pub mod finding;
 pub mod methods;
 pub mod protocol;
+pub mod row;
 mod validate;
 
-pub(crate) use protocol::{Metric, Protocol};
+pub(crate) use protocol::{Metric, Protocol, Scope};
+pub(crate) use row::RowId;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -67,8 +67,94 @@ pub struct Evaluation {
     pub source: Option<String>,
 }
 
-/// The name of the row averaging a table's datasets.
-pub(crate) const AVERAGE: &str = "average";
+/// The datasets one number of a table covers: one dataset, or the table's average over its
+/// datasets (over the targets only, for transfer tables). Files and suites spell the average
+/// `average`, which is why no dataset may take that name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Dataset(String),
+    Average,
+}
+
+impl Scope {
+    /// How files and suites spell the average.
+    pub(crate) const AVERAGE: &'static str = "average";
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Scope::Dataset(d) => d,
+            Scope::Average => Scope::AVERAGE,
+        }
+    }
+
+    /// The scope a file or suite names.
+    pub fn parse(s: &str) -> Scope {
+        if s == Scope::AVERAGE {
+            Scope::Average
+        } else {
+            Scope::Dataset(s.to_string())
+        }
+    }
+
+    /// The dataset, unless this is the average.
+    pub fn dataset(&self) -> Option<&str> {
+        match self {
+            Scope::Dataset(d) => Some(d),
+            Scope::Average => None,
+        }
+    }
+
+    pub fn is_average(&self) -> bool {
+        matches!(self, Scope::Average)
+    }
+}
+
+/// Ordered by name, so every table keeps the order its rows had when the average was a name.
+impl Ord for Scope {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for Scope {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Scope {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Scope {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Err(serde::de::Error::custom("a dataset name is empty"));
+        }
+        Ok(Scope::parse(&s))
+    }
+}
 
 /// A base/new harmonic mean (0 when both are 0).
 pub(crate) fn harmonic_mean(base: f64, new: f64) -> f64 {
@@ -156,10 +242,10 @@ impl Protocol {
         }
     }
 
-    /// Whether a row (with `source`, "" for non-transfer rows) counts in its table's average:
+    /// Whether a row (with `source`, None for non-transfer rows) counts in its table's average:
     /// transfer tables average their targets only (the source row is reported on its own).
-    pub fn averaged(self, source: &str) -> bool {
-        !self.transfer() || !source.is_empty()
+    pub fn averaged(self, source: Option<&str>) -> bool {
+        !self.transfer() || source.is_some()
     }
 
     /// A metric derived from two others of the same row, and how: base-to-new's harmonic mean.
@@ -201,8 +287,8 @@ mod tests {
             .check_fields(&["a".into(), "c".into()], &t)
             .is_err());
         assert!(Protocol::FewShot.check_fields(&["a".into()], &t).is_err());
-        assert!(!Protocol::CrossDataset.averaged("") && Protocol::CrossDataset.averaged("a"));
-        assert!(Protocol::BaseToNew.averaged(""));
+        assert!(!Protocol::CrossDataset.averaged(None) && Protocol::CrossDataset.averaged(Some("a")));
+        assert!(Protocol::BaseToNew.averaged(None));
         let e = Protocol::CrossDataset.evaluations("a", &t);
         assert_eq!(e.len(), 2);
         assert_eq!(e[1].source.as_deref(), Some("a"));

@@ -60,6 +60,9 @@ impl Suite {
                 }
                 _ => {}
             }
+            if w.text_layers == Some(0) {
+                return Err("world.text_layers must be positive (blocks of the text tower)".into());
+            }
             if let Some(share) = w.template_caption_share {
                 if !(share > 0.0 && share <= 1.0) {
                     return Err(format!("world.template_caption_share {share} must be in (0, 1]"));
@@ -149,7 +152,7 @@ impl Suite {
                     x.protocol == t.protocol
                         && x.methods.contains(&t.method)
                         && x.shots.contains(&t.shots)
-                        && (t.dataset == crate::suite::protocol::AVERAGE || datasets.contains(&&t.dataset))
+                        && t.dataset.dataset().is_none_or(|d| datasets.iter().any(|x| *x == d))
                 });
                 if !produced {
                     return Err(format!(
@@ -259,6 +262,16 @@ impl Suite {
         if x.shots.contains(&0) {
             return Err("shots must be positive".into());
         }
+        if x.datasets
+            .iter()
+            .chain(&x.targets)
+            .any(|d| d == crate::suite::Scope::AVERAGE)
+        {
+            return Err(format!(
+                "no dataset may be named `{}`: reports name the mean over a table's datasets so",
+                crate::suite::Scope::AVERAGE
+            ));
+        }
         if x.protocol != Protocol::FewShot {
             if let Some(m) = x.methods.iter().find(|m| !self.methods[*m].open_vocabulary()) {
                 return Err(format!(
@@ -333,6 +346,16 @@ seeds = [1]
             let err = parse(abs, std).unwrap_err().to_string();
             assert!(err.contains(&format!("check.{field}")), "{abs}/{std}: {err}");
         }
+    }
+
+    #[test]
+    fn no_dataset_takes_the_name_reports_give_the_average() {
+        let text = crate::suite::test_suite_head("avg", crate::suite::TEST_CHECK)
+            + &METHODS.replace(r#"datasets = ["shapes"]"#, r#"datasets = ["average"]"#);
+        let err = Suite::parse(std::path::Path::new("avg.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no dataset may be named `average`"), "{err}");
     }
 
     #[test]
