@@ -55,6 +55,10 @@ pub struct WorldConfig {
     /// Transformer width of both towers (heads = width / 32) and the joint embedding size.
     pub width: usize,
     pub layers: usize,
+    /// Transformer blocks of the text tower alone; absent: `layers`. A deeper text tower lets a
+    /// learned context act on each class name differently (docs/calibration-log.md, run U).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_layers: Option<usize>,
     pub context_length: usize,
     /// Images in the pretraining corpus.
     pub corpus_size: usize,

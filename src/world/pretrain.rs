@@ -38,7 +38,7 @@ pub fn micro_clip_config(w: &WorldConfig) -> ClipConfig {
             49408,
             w.width,
             4 * w.width,
-            w.layers,
+            w.text_layers.unwrap_or(w.layers),
             heads,
             w.context_length,
             Activation::QuickGelu,
@@ -506,6 +506,7 @@ mod tests {
             pretrain_crop_scale: crop_scale,
             pretrain_crop_share: crop_share,
             template_caption_share: None,
+            text_layers: None,
         }
     }
 
