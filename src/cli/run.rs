@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::run::{run_suite, Overwrite, RunOptions};
+use crate::run::{run_suite, Jobs, Overwrite, RunOptions};
 use crate::suite::Suite;
 
 use super::common::*;
@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// has not recorded yet is skipped with a line saying which; run the shard again after it.
     #[arg(long)]
     pub shard: Option<crate::run::shard::Shard>,
+    /// How many cells to compute at once (each with its own loaded backbone; a cell's numbers do
+    /// not depend on it). `auto`: one per core for the embedded world's micro-CLIP on the CPU (at
+    /// most 8), otherwise 1.
+    #[arg(long, default_value = "auto")]
+    pub jobs: Jobs,
     /// Internal: run only the cells of this precision (a run relaunches itself with it for each
     /// precision other than its own, since a process computes at one).
     #[arg(long, hide = true)]
@@ -63,6 +68,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         shard: a.shard,
         keys: None,
         precision: a.precision_group,
+        jobs: a.jobs.resolve(&resolved.suite, a.backend),
     };
     let s = run_suite(&resolved, &opts)?;
     eprintln!(

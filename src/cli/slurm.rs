@@ -259,6 +259,7 @@ pub fn task(a: &TaskArgs) -> Result<()> {
         shard: None,
         keys: Some(keys),
         precision: Some(stage.precision),
+        jobs: crate::run::Jobs::Auto.resolve(&resolved.suite, m.backend),
     };
     let s = run_suite(&resolved, &opts)?;
     eprintln!(

@@ -12,6 +12,7 @@ mod interrupt;
 pub mod learner;
 mod meta;
 mod outcome;
+mod queue;
 pub mod resume;
 mod session;
 pub mod shard;
@@ -19,9 +20,11 @@ pub mod shard;
 mod tests;
 mod train;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
@@ -52,6 +55,45 @@ pub enum Overwrite {
     Never,
 }
 
+/// `--jobs`: how many cells a run computes at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jobs {
+    /// On the CPU, the embedded world's micro-CLIP cells, each too small to keep more than about
+    /// one core busy, run one per core of the thread pool (at most [`Jobs::AUTO_MAX`]); anything
+    /// else — a full-size backbone, whose cells fill the machine and its memory, or a GPU — one
+    /// at a time.
+    Auto,
+    Count(usize),
+}
+
+impl Jobs {
+    pub const AUTO_MAX: usize = 8;
+
+    /// The number of cells at once for `suite` on `backend`.
+    pub fn resolve(self, suite: &Suite, backend: BackendKind) -> usize {
+        match self {
+            Jobs::Count(n) => n.max(1),
+            Jobs::Auto if backend == BackendKind::Cpu && suite.backbone.name == BACKBONE => {
+                rayon::current_num_threads().clamp(1, Jobs::AUTO_MAX)
+            }
+            Jobs::Auto => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for Jobs {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Jobs::Auto),
+            _ => match s.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Jobs::Count(n)),
+                _ => Err(format!("`{s}`: give a number of cells (1 or more) or `auto`")),
+            },
+        }
+    }
+}
+
 /// How to run: where records and caches go, on which backend, which cells.
 pub struct RunOptions {
     pub store: PathBuf,
@@ -71,6 +113,10 @@ pub struct RunOptions {
     /// when none of those is left to run, of the first other one), and count the rest in
     /// [`RunSummary::later`]: a process computes at one precision (`backend::set_precision`).
     pub precision: Option<Precision>,
+    /// Cells computed at once, each by a worker with its own session (loaded backbone, image
+    /// cache); the workers share one thread pool, and a cell's numbers do not depend on how many
+    /// run beside it.
+    pub jobs: usize,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +285,7 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
     let model = resolve_backbone(suite, resolved, world.as_ref())?;
     let work = RunWork {
         resolved,
+        jobs: opts.jobs.clamp(1, todo.len()),
         overwrite: opts.overwrite,
         model: &model,
         world: world.as_ref(),
@@ -304,6 +351,7 @@ fn resolve_backbone(suite: &Suite, resolved: &ResolvedSuite, world: Option<&Worl
 /// The cells to run and what a session needs, handed to the chosen backend.
 struct RunWork<'a> {
     resolved: &'a ResolvedSuite,
+    jobs: usize,
     overwrite: Overwrite,
     model: &'a BackboneSource,
     world: Option<&'a WorldArtifacts>,
@@ -320,7 +368,7 @@ struct RunWork<'a> {
 impl RunWork<'_> {
     /// Whether a cell `cell` depends on, at any depth, has no record yet and is either locked by
     /// another runner now or was deferred to one earlier in this run.
-    fn upstream_busy(&self, cell: &Cell, deferred: &std::collections::HashSet<String>) -> Result<bool> {
+    fn upstream_busy(&self, cell: &Cell, deferred: &HashSet<String>) -> Result<bool> {
         for d in inputs(cell, &self.resolved.plan.by_key()) {
             let k = &d.key;
             if self.store.get(k)?.is_none() && (deferred.contains(k) || self.store.try_lock(k)?.is_none()) {
@@ -334,17 +382,6 @@ impl RunWork<'_> {
 impl WithBackend for RunWork<'_> {
     type Output = Result<RunSummary>;
     fn run<B: Backend>(self, device: B::Device) -> Result<RunSummary> {
-        let mut session = Session::<B>::new(
-            self.resolved,
-            self.model,
-            self.world,
-            self.store,
-            self.features.clone(),
-            device,
-            self.backend,
-            self.precision,
-        )?;
-        let mut summary = RunSummary::default();
         let bar = if self.tty {
             let b = ProgressBar::new(self.todo.len() as u64);
             b.set_style(
@@ -356,65 +393,166 @@ impl WithBackend for RunWork<'_> {
         } else {
             None
         };
-        // Cells this run left to another runner (busy): what depends on them waits too.
-        let mut deferred = std::collections::HashSet::new();
-        for (i, cell) in self.todo.iter().enumerate() {
-            let label = cell_label(cell);
-            if let Some(b) = &bar {
-                b.set_message(label.clone());
-            }
-            // One line per cell, whatever became of it; the bar counts every cell dealt with.
-            let done = |outcome: &str| {
-                let msg = format!("[{}/{}] {label}: {outcome}", i + 1, self.todo.len());
-                match &bar {
-                    Some(b) => {
-                        b.println(msg);
-                        b.inc(1);
-                    }
-                    None => eprintln!("{msg}"),
-                }
-            };
-            let Some(_lock) = self.store.try_lock(&cell.key)? else {
-                deferred.insert(cell.key.clone());
-                summary.busy += 1;
-                done("another runner is computing it; skipped");
-                continue;
-            };
-            // Another runner may have finished it since this run made its list.
-            if self.overwrite != Overwrite::Always && self.store.get(&cell.key)?.is_some_and(|r| r.status == Status::Ok)
-            {
-                summary.skipped += 1;
-                done("recorded by another runner");
-                continue;
-            }
-            // A cell it depends on, however deep (eval → train → GRAM's meta-training), is being
-            // computed elsewhere or was left to another runner earlier in this run: leave this
-            // one to that runner's turn rather than record a false failure.
-            if self.upstream_busy(cell, &deferred)? {
-                deferred.insert(cell.key.clone());
-                summary.busy += 1;
-                done("a cell it depends on is being computed by another runner; skipped");
-                continue;
-            }
-            let record = session.run_cell(cell);
-            self.store.put_finished(&record)?;
-            self.progress.recorded_one();
-            summary.ran += 1;
-            match (&record.status, &record.metrics) {
-                (Status::Ok, Some(m)) => done(&format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s)),
-                (Status::Ok, None) => done(&format!("done ({:.1} s)", record.timings.total_s)),
-                _ => {
-                    summary.failed += 1;
-                    done(&format!(
-                        "FAILED: {}",
-                        record.error.as_deref().unwrap_or("unknown error")
-                    ));
-                }
-            }
+        if self.jobs > 1 {
+            eprintln!("computing {} cells at once (--jobs {})", self.jobs, self.jobs);
         }
+        let queue = queue::Queue::new(self.todo, &self.resolved.plan.cells);
+        let shared = Shared {
+            summary: Mutex::new(RunSummary::default()),
+            deferred: Mutex::new(HashSet::new()),
+            dealt: AtomicUsize::new(0),
+        };
+        let results: Vec<Result<()>> = if self.jobs == 1 {
+            vec![self.worker::<B>(device, &queue, &shared, bar.as_ref())]
+        } else {
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..self.jobs)
+                    .map(|_| {
+                        let (device, queue, shared, bar) = (device.clone(), &queue, &shared, bar.as_ref());
+                        let work = &self;
+                        // The main thread's stack size: a cell's autodiff graph is walked recursively.
+                        std::thread::Builder::new()
+                            .stack_size(WORKER_STACK)
+                            .spawn_scoped(s, move || work.worker::<B>(device, queue, shared, bar))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| match w {
+                        Ok(handle) => handle
+                            .join()
+                            .unwrap_or_else(|_| Err(Error::Internal("a run's worker panicked".into()))),
+                        Err(e) => Err(Error::Run(format!("starting a worker thread: {e}"))),
+                    })
+                    .collect()
+            })
+        };
         if let Some(b) = bar {
             b.finish_and_clear();
         }
-        Ok(summary)
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(shared.summary.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The stack each worker thread gets (the main thread's usual 8 MiB).
+const WORKER_STACK: usize = 8 << 20;
+
+/// What a run's workers count together.
+struct Shared {
+    summary: Mutex<RunSummary>,
+    /// Cells this run left to another runner (busy): what depends on them waits too.
+    deferred: Mutex<HashSet<String>>,
+    /// Cells dealt with so far, for the progress lines.
+    dealt: AtomicUsize,
+}
+
+impl Shared {
+    fn count(&self, f: impl FnOnce(&mut RunSummary)) {
+        f(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn deferred(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RunWork<'_> {
+    /// One worker: a session of its own, and the queue's cells until none is left. An error of
+    /// the store (not of a cell, which its record holds) stops every worker.
+    fn worker<B: Backend>(
+        &self,
+        device: B::Device,
+        queue: &queue::Queue,
+        shared: &Shared,
+        bar: Option<&ProgressBar>,
+    ) -> Result<()> {
+        let result = self.work::<B>(device, queue, shared, bar);
+        if result.is_err() {
+            queue.stop();
+        }
+        result
+    }
+
+    fn work<B: Backend>(
+        &self,
+        device: B::Device,
+        queue: &queue::Queue,
+        shared: &Shared,
+        bar: Option<&ProgressBar>,
+    ) -> Result<()> {
+        let mut session = Session::<B>::new(
+            self.resolved,
+            self.model,
+            self.world,
+            self.store,
+            self.features.clone(),
+            device,
+            self.backend,
+            self.precision,
+            self.jobs,
+        )?;
+        while let Some(cell) = queue.next()? {
+            if let Some(b) = bar {
+                b.set_message(cell_label(cell));
+            }
+            let outcome = self.compute(&mut session, cell, shared);
+            queue.finish(cell);
+            let line = outcome?;
+            // One line per cell, whatever became of it; the bar counts every cell dealt with.
+            let msg = format!(
+                "[{}/{}] {}: {line}",
+                shared.dealt.fetch_add(1, Ordering::SeqCst) + 1,
+                self.todo.len(),
+                cell_label(cell)
+            );
+            match bar {
+                Some(b) => {
+                    b.println(msg);
+                    b.inc(1);
+                }
+                None => eprintln!("{msg}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Locks, computes and records one cell, or says why another runner has it; the progress
+    /// line's outcome.
+    fn compute<B: Backend>(&self, session: &mut Session<B>, cell: &Cell, shared: &Shared) -> Result<String> {
+        let Some(_lock) = self.store.try_lock(&cell.key)? else {
+            shared.deferred().insert(cell.key.clone());
+            shared.count(|s| s.busy += 1);
+            return Ok("another runner is computing it; skipped".into());
+        };
+        // Another runner may have finished it since this run made its list.
+        if self.overwrite != Overwrite::Always && self.store.get(&cell.key)?.is_some_and(|r| r.status == Status::Ok) {
+            shared.count(|s| s.skipped += 1);
+            return Ok("recorded by another runner".into());
+        }
+        // A cell it depends on, however deep (eval → train → GRAM's meta-training), is being
+        // computed elsewhere or was left to another runner earlier in this run: leave this
+        // one to that runner's turn rather than record a false failure.
+        let busy = {
+            let deferred = shared.deferred().clone();
+            self.upstream_busy(cell, &deferred)?
+        };
+        if busy {
+            shared.deferred().insert(cell.key.clone());
+            shared.count(|s| s.busy += 1);
+            return Ok("a cell it depends on is being computed by another runner; skipped".into());
+        }
+        let record = session.run_cell(cell);
+        self.store.put_finished(&record)?;
+        self.progress.recorded_one();
+        shared.count(|s| s.ran += 1);
+        Ok(match (&record.status, &record.metrics) {
+            (Status::Ok, Some(m)) => format!("{:.2}% ({:.1} s)", m.accuracy, record.timings.total_s),
+            (Status::Ok, None) => format!("done ({:.1} s)", record.timings.total_s),
+            _ => {
+                shared.count(|s| s.failed += 1);
+                format!("FAILED: {}", record.error.as_deref().unwrap_or("unknown error"))
+            }
+        })
     }
 }

@@ -24,7 +24,8 @@ use crate::store::{FewShotOrigin, FewShotSourceKind, Store};
 use crate::suite::OnCorrupt;
 use crate::world::WorldArtifacts;
 
-/// Decoded images kept across cells (the embedded world fits whole).
+/// Decoded images kept across cells (the embedded world fits whole), shared out among a run's
+/// workers.
 const IMAGE_CACHE_BYTES: usize = 2 << 30;
 
 /// What all cells of a run share.
@@ -66,6 +67,7 @@ impl<'a, B: Backend> Session<'a, B> {
         device: B::Device,
         backend: BackendKind,
         precision: Precision,
+        workers: usize,
     ) -> Result<Self> {
         let digest = weights_digest(&model.path)?;
         if let Some(pinned) = &model.sha256 {
@@ -110,7 +112,7 @@ impl<'a, B: Backend> Session<'a, B> {
             weights_digest: digest,
             datasets: resolved.inputs.datasets.clone().into_iter().collect(),
             test_files: HashMap::new(),
-            images: ImageCache::new(IMAGE_CACHE_BYTES),
+            images: ImageCache::new(IMAGE_CACHE_BYTES / workers.max(1)),
             use_features: features.is_some(),
             features: FeatureCache::new(features),
         })

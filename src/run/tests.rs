@@ -145,6 +145,7 @@ impl Fixture {
             Default::default(),
             BackendKind::Cpu,
             crate::backend::Precision::F32,
+            1,
         )
         .unwrap()
     }
@@ -170,6 +171,7 @@ fn a_backbone_whose_weights_differ_from_the_pin_is_refused_before_any_cell() {
         Default::default(),
         BackendKind::Cpu,
         crate::backend::Precision::F32,
+        1,
     )
     .err()
     .unwrap()
@@ -327,9 +329,31 @@ fn records_of_other_weights_under_the_same_backbone_are_not_mixed_with_new_ones(
         Default::default(),
         BackendKind::Cpu,
         crate::backend::Precision::F32,
+        1,
     )
     .err()
     .unwrap()
     .to_string();
     assert!(e.contains("would mix under the same keys"), "{e}");
+}
+
+#[test]
+fn jobs_auto_runs_micro_clip_cells_side_by_side_on_the_cpu_only() {
+    use super::Jobs;
+    assert_eq!("auto".parse::<Jobs>(), Ok(Jobs::Auto));
+    assert_eq!("3".parse::<Jobs>(), Ok(Jobs::Count(3)));
+    for bad in ["0", "-1", "two", ""] {
+        assert!(bad.parse::<Jobs>().unwrap_err().contains("or `auto`"), "{bad}");
+    }
+    let text = crate::suite::test_suite_head("jobs", crate::suite::TEST_CHECK)
+        + crate::suite::TEST_ZS_COOP
+        + "[[experiment]]\nprotocol = \"few-shot\"\nmethods = [\"zs\"]\ndatasets = [\"shapes\"]\nshots = [1]\nseeds = [1]\n";
+    let world = Suite::parse(Path::new("jobs.toml"), &text).unwrap();
+    let cores = rayon::current_num_threads().clamp(1, Jobs::AUTO_MAX);
+    assert_eq!(Jobs::Auto.resolve(&world, BackendKind::Cpu), cores);
+    assert_eq!(Jobs::Auto.resolve(&world, BackendKind::Wgpu), 1);
+    assert_eq!(Jobs::Count(5).resolve(&world, BackendKind::Wgpu), 5);
+    let mut lock_backbone = world.clone();
+    lock_backbone.backbone.name = "ViT-B/16".into();
+    assert_eq!(Jobs::Auto.resolve(&lock_backbone, BackendKind::Cpu), 1);
 }
