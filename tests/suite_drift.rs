@@ -324,6 +324,8 @@ const UPSTREAM: &[(&str, &str, &str, &str, &str)] = &[
     ("cross-domain", "prograd", "n_ctx", "16", "ProGrad base2new_train_prograd.sh:12"),
     ("base-to-new", "prograd", "ctx_source", "\"template\"", "ProGrad rn50_ep100.yaml:37, prograd.py:78-95"),
     ("cross-domain", "prograd", "ctx_source", "\"template\"", "ProGrad rn50_ep100.yaml:37, prograd.py:78-95"),
+    ("base-to-new", "prograd", "transfer_template", "\"target\"", "ProGrad prograd.py:78-95 (the evaluated dataset's CUSTOM_TEMPLATES)"),
+    ("cross-domain", "prograd", "transfer_template", "\"target\"", "ProGrad prograd.py:78-95 (the evaluated dataset's CUSTOM_TEMPLATES)"),
     ("base-to-new", "prograd", "batch_size", "32", "ProGrad rn50_ep100.yaml:3"),
     ("base-to-new", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:18"),
     ("cross-domain", "prograd", "epochs.default", "100", "ProGrad rn50_ep100.yaml:18"),

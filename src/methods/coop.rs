@@ -12,10 +12,12 @@ use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::coop_family::Context;
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{
-    encode_prompts, init_context, template_context, ClassPrompts, ClassTokenPosition, ContextSource,
+    encode_prompts, init_context, template_context, template_placeholder, ClassPrompts, ClassTokenPosition,
+    TransferTemplate,
 };
 use super::zeroshot::class_features;
 use super::{
@@ -113,8 +115,42 @@ pub struct CoOp<B: AutodiffBackend> {
     prior: Prior,
     /// Normalized hand-crafted text features of the training classes (KgCoOp, ProGrad).
     zs_text: Option<Tensor<B, 2>>,
-    placeholder: String,
+    placeholder: Placeholder,
     train: ClassPrompts<B>,
+}
+
+/// The words a prompt's context slots are tokenized as (they decide the frozen suffix and the
+/// end-of-text position; the slots' vectors are the learned context).
+enum Placeholder {
+    /// The same on every dataset ("X X X X", or the `ctx_init` phrase).
+    Fixed(String),
+    /// A template's phrase: the training dataset's while training; on another dataset per
+    /// `on_targets`.
+    Template {
+        trained: String,
+        templates: std::collections::BTreeMap<String, String>,
+        on_targets: TransferTemplate,
+    },
+}
+
+impl Placeholder {
+    fn trained(&self) -> &str {
+        match self {
+            Placeholder::Fixed(p) | Placeholder::Template { trained: p, .. } => p,
+        }
+    }
+
+    /// The placeholder for scoring `classes` with a context of `m` slots.
+    fn on(&self, classes: &ClassSet, m: usize) -> Result<String> {
+        match self {
+            Placeholder::Template {
+                templates,
+                on_targets: TransferTemplate::Target,
+                ..
+            } => template_placeholder(Context::template_on(templates, classes.dataset, classes.template), m),
+            _ => Ok(self.trained().to_string()),
+        }
+    }
 }
 
 impl<B: AutodiffBackend> CoOp<B> {
@@ -125,26 +161,17 @@ impl<B: AutodiffBackend> CoOp<B> {
         classnames: &[String],
         seed: u64,
     ) -> Result<(Self, CoOpPrompt<B>)> {
-        Self::with_prior(
-            config,
-            Prior::None,
-            ContextSource::CtxInit,
-            clip,
-            tok,
-            classnames,
-            "",
-            seed,
-        )
+        Self::with_prior(config, Prior::None, Context::CtxInit, clip, tok, classnames, "", seed)
     }
 
     /// A CoOp-family method and its initial context: CoOp's prompt learner with `prior`, whose
     /// zero-shot features use the training dataset's hand-crafted `template`; the context from
-    /// `source` (the template's too for ProGrad's).
+    /// `context` (the template's too for ProGrad's).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_prior(
         config: CoOpConfig,
         prior: Prior,
-        source: ContextSource,
+        context: Context<'_>,
         clip: &Clip<B>,
         tok: &ClipTokenizer,
         classnames: &[String],
@@ -153,11 +180,22 @@ impl<B: AutodiffBackend> CoOp<B> {
     ) -> Result<(Self, CoOpPrompt<B>)> {
         let sets = if config.csc { classnames.len() } else { 1 };
         let m = config.n_ctx;
-        let (placeholder, ctx) = match source {
-            ContextSource::CtxInit => init_context(clip, tok, &config.ctx_init, m, sets, config.init_std, seed)?,
-            ContextSource::Template => template_context(clip, tok, template, m)?,
+        let (placeholder, ctx) = match context {
+            Context::CtxInit => {
+                let (p, ctx) = init_context(clip, tok, &config.ctx_init, m, sets, config.init_std, seed)?;
+                (Placeholder::Fixed(p), ctx)
+            }
+            Context::Template { templates, on_targets } => {
+                let (p, ctx) = template_context(clip, tok, template, m)?;
+                let placeholder = Placeholder::Template {
+                    trained: p,
+                    templates: templates.clone(),
+                    on_targets,
+                };
+                (placeholder, ctx)
+            }
         };
-        let train = ClassPrompts::new(clip, tok, &placeholder, m, classnames)?;
+        let train = ClassPrompts::new(clip, tok, placeholder.trained(), m, classnames)?;
         let zs_text = match prior {
             Prior::None => None,
             _ => Some(class_features(clip, tok, &[template.to_string()], classnames)?.detach()),
@@ -238,7 +276,8 @@ impl<B: AutodiffBackend> SgdMethod<B> for CoOp<B> {
                 classes.names.len()
             )));
         }
-        let p = ClassPrompts::new(clip, tok, &self.placeholder, self.config.n_ctx, classes.names)?;
+        let placeholder = self.placeholder.on(classes, self.config.n_ctx)?;
+        let p = ClassPrompts::new(clip, tok, &placeholder, self.config.n_ctx, classes.names)?;
         Ok(Scorer::Classes(encode_prompts(
             clip,
             ctx,
@@ -278,5 +317,100 @@ impl<B: AutodiffBackend> SgdMethod<B> for CoOp<B> {
         Ok(CoOpPrompt {
             ctx: Param::from_tensor(t.require_grad()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use burn::module::AutodiffModule;
+
+    use super::*;
+    use crate::clip::{load_clip, LoadOptions};
+
+    type B = burn::backend::Autodiff<crate::backend::Cpu>;
+
+    fn config() -> CoOpConfig {
+        CoOpConfig {
+            n_ctx: 16,
+            ctx_init: String::new(),
+            init_std: 0.02,
+            csc: false,
+            class_token_position: ClassTokenPosition::End,
+            batch_size: 8,
+            epochs: Epochs::Fixed(1),
+            optim: SgdConfig {
+                lr: 0.002,
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                warmup_epochs: 0,
+                warmup_lr: 1e-5,
+            },
+        }
+    }
+
+    /// ProGrad's template context trained on a dataset whose template is "a photo of a {}." and
+    /// scored on one whose template is "a type of pet, a photo of a {}." (more tokens than words
+    /// on the tiny fixture's vocabulary, so the two placeholders leave different frozen suffixes):
+    /// with `target`, the class features are those of a prompt learner built for the evaluated
+    /// dataset with the trained context loaded, as upstream evaluates; with `source`, those of
+    /// the training dataset's placeholder.
+    #[test]
+    fn a_template_context_on_a_transfer_target_takes_the_targets_words_as_upstream_does() {
+        let dev = Default::default();
+        let clip = load_clip::<B>(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-clip-hf"),
+            &LoadOptions::default(),
+            &dev,
+        )
+        .unwrap();
+        let (model, tok) = (&clip.model, &clip.tokenizer);
+        let names = vec!["beagle".to_string(), "sea lion".to_string()];
+        let (source_t, target_t) = ("a photo of a {}.", "a type of pet, a photo of a {}.");
+        let no_overrides = BTreeMap::new();
+        let build = |template: &str, on_targets| {
+            let context = Context::Template {
+                templates: &no_overrides,
+                on_targets,
+            };
+            CoOp::<B>::with_prior(config(), Prior::None, context, model, tok, &names, template, 1).unwrap()
+        };
+        let features = |m: &CoOp<B>, prompt: &CoOpPrompt<B>, dataset: &str, template: &str| -> Vec<f32> {
+            let classes = ClassSet {
+                dataset,
+                names: &names,
+                template,
+            };
+            match m.scorer(&prompt.valid(), &model.valid(), tok, &classes).unwrap() {
+                Scorer::Classes(t) => t.into_data().to_vec().unwrap(),
+                _ => panic!("CoOp scores class features"),
+            }
+        };
+        // A trained context stands in as one moved off its initial value.
+        let trained = |p: CoOpPrompt<B>| CoOpPrompt {
+            ctx: Param::from_tensor(p.ctx.val().add_scalar(0.01).detach().require_grad()),
+        };
+        let (on_source_ds, prompt) = build(source_t, TransferTemplate::Target);
+        let prompt = trained(prompt);
+        let target = features(&on_source_ds, &prompt, "pets", target_t);
+        // Upstream: the prompt learner built for the target, with the trained context loaded.
+        let (built_for_target, _) = build(target_t, TransferTemplate::Target);
+        assert_eq!(target, features(&built_for_target, &prompt, "pets", target_t));
+        // The old rule: the training dataset's words everywhere.
+        let (keep_source, _) = build(source_t, TransferTemplate::Source);
+        let source = features(&keep_source, &prompt, "pets", target_t);
+        assert_eq!(source, features(&on_source_ds, &prompt, "imagenet", source_t));
+        assert_ne!(source, target, "the two placeholders must give different features here");
+        // A dataset's override in `templates` is its template on a target too.
+        let overrides = BTreeMap::from([("pets".to_string(), target_t.to_string())]);
+        let context = Context::Template {
+            templates: &overrides,
+            on_targets: TransferTemplate::Target,
+        };
+        let (with_override, _) =
+            CoOp::<B>::with_prior(config(), Prior::None, context, model, tok, &names, source_t, 1).unwrap();
+        assert_eq!(features(&with_override, &prompt, "pets", "a photo of a {}."), target);
     }
 }

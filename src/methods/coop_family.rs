@@ -53,9 +53,33 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::coop::{CoOp, CoOpConfig, Prior};
 use super::spec::{BuildInputs, Builder, EncoderUse, MethodSpec, Training};
-use super::text_prompts::{ClassTokenPosition, ContextSource};
+use super::text_prompts::{ClassTokenPosition, TransferTemplate};
 use super::PromptRole;
 use crate::error::Result;
+
+/// Where a CoOp-family context's words come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Context<'a> {
+    /// CoOp's `ctx_init` phrase, or random.
+    CtxInit,
+    /// A template's phrase (ProGrad's): each dataset's from `templates` where it names one, else
+    /// the dataset's own; on a transfer target, `on_targets` says whose.
+    Template {
+        templates: &'a std::collections::BTreeMap<String, String>,
+        on_targets: TransferTemplate,
+    },
+}
+
+impl Context<'_> {
+    /// The template this context and the prior use on `dataset`, whose own is `own`.
+    pub(crate) fn template_on<'t>(
+        templates: &'t std::collections::BTreeMap<String, String>,
+        dataset: &str,
+        own: &'t str,
+    ) -> &'t str {
+        templates.get(dataset).map_or(own, String::as_str)
+    }
+}
 
 /// What `coop_family!` generates: the CoOp part of the entry and its schedule.
 pub(crate) trait FamilyFields {
@@ -73,8 +97,8 @@ pub(crate) trait CoopFamily: FamilyFields {
     const ENCODERS: EncoderUse = EncoderUse::TEXT_PROMPTS;
     fn prior(&self) -> Prior;
     /// Where the context comes from (CoOp's `ctx_init` unless the method says otherwise).
-    fn context_source(&self) -> ContextSource {
-        ContextSource::CtxInit
+    fn context(&self) -> Context<'_> {
+        Context::CtxInit
     }
     /// The method's own fields (CoOp's are checked as CoOp's).
     fn check_own(&self) -> std::result::Result<(), String>;
@@ -90,7 +114,7 @@ impl<T: CoopFamily> MethodSpec for T {
             super::zeroshot::check_template(t).map_err(|e| format!("prior_templates.{d}: {e}"))?;
         }
         let coop = self.coop();
-        if self.context_source() == ContextSource::Template
+        if matches!(self.context(), Context::Template { .. })
             && (!coop.ctx_init.is_empty() || coop.csc || coop.class_token_position != ClassTokenPosition::End)
         {
             return Err("a context from the template needs ctx_init = \"\", csc = false and class_token_position = \"end\" (its phrase sits before the class name)".into());
@@ -110,11 +134,11 @@ impl<T: CoopFamily> MethodSpec for T {
         let (method, prompt) = CoOp::with_prior(
             self.coop(),
             self.prior(),
-            self.context_source(),
+            self.context(),
             i.clip,
             i.tok,
             i.classnames,
-            self.prior_templates().get(i.dataset).map_or(i.template, String::as_str),
+            Context::template_on(self.prior_templates(), i.dataset, i.template),
             i.seed,
         )?;
         Ok(to.sgd(method, prompt))

@@ -48,7 +48,7 @@ pub use promptsrc::PromptSrcConfig;
 pub(crate) use scorer::Scorer;
 pub use spec::{BuildInputs, MethodSpec};
 pub(crate) use spec::{Builder, EncoderUse, SgdSchedule, Training};
-pub use text_prompts::{ClassTokenPosition, ContextSource};
+pub use text_prompts::{ClassTokenPosition, ContextSource, TransferTemplate};
 pub use vpt::{Vpt, VptConfig};
 
 pub use zeroshot::{TemplateSet, ZeroShotConfig};
@@ -118,6 +118,8 @@ pub type PromptArtifact = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The class set an evaluation scores against.
 pub struct ClassSet<'a> {
+    /// The dataset the classes are of (a method may keep per-dataset words).
+    pub dataset: &'a str,
     pub names: &'a [String],
     /// The dataset's hand-crafted template.
     pub template: &'a str,

@@ -152,6 +152,31 @@ pub enum ContextSource {
     Template,
 }
 
+/// Which template a template-built context takes when its prompt is evaluated on another dataset
+/// (a transfer target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferTemplate {
+    /// The evaluated dataset's, as ProGrad's code does: its evaluation builds the prompt learner
+    /// for the target dataset (BeierZhu/Prompt-align@1b76203 ProGrad.public/trainers/prograd.py:78-95
+    /// reads `CUSTOM_TEMPLATES[cfg.DATASET.NAME]`) and loads only the learned `ctx`, so the
+    /// placeholder words that decide the frozen suffix are the target's.
+    Target,
+    /// The training dataset's, everywhere.
+    Source,
+}
+
+/// The placeholder a template-built context of `m` slots tokenizes as: `m − k` "X"s, then the
+/// template's k-word phrase.
+pub(crate) fn template_placeholder(template: &str, m: usize) -> Result<String> {
+    let (phrase, k) = template_phrase(template, m).map_err(Error::Config)?;
+    Ok(vec!["X"; m - k]
+        .into_iter()
+        .chain([phrase.as_str()])
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 /// ProGrad's initial context `[1, M, width]` and placeholder for a template ending in " {}.".
 /// Upstream counts the phrase's *words* (k) but copies its first k *tokens* into the last k slots,
 /// and tokenizes "X … X phrase" (M − k placeholders): a phrase with more tokens than words (a
@@ -192,10 +217,5 @@ pub fn template_context<B: Backend>(
         .detach()
         .narrow(1, 1, k);
     let ctx = Tensor::cat(vec![Tensor::<B, 3>::zeros([1, m - k, width], &device), words], 1);
-    let placeholder = vec!["X"; m - k]
-        .into_iter()
-        .chain([phrase.as_str()])
-        .collect::<Vec<_>>()
-        .join(" ");
-    Ok((placeholder, ctx))
+    Ok((template_placeholder(template, m)?, ctx))
 }

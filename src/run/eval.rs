@@ -76,6 +76,7 @@ impl<B: Backend> Session<'_, B> {
             )));
         }
         let classes = ClassSet {
+            dataset: &ds.def.name,
             names: &names,
             template: &ds.def.template,
         };

@@ -225,11 +225,14 @@ impl Suite {
 
     /// One `[[experiment]]`.
     /// A context built from the template (ProGrad's upstream form) needs the template of every
-    /// dataset it trains on to end in " {}." and fit its slots. Datasets only the lock declares are
-    /// checked when their cells are built.
-    fn check_template_context(&self, m: &MethodConfig, dataset: &str) -> std::result::Result<(), String> {
+    /// dataset it trains on — and, with `transfer_template = "target"`, is evaluated on — to end in
+    /// " {}." and fit its slots. Datasets only the lock declares are checked when their cells are
+    /// built.
+    fn check_template_context(&self, m: &MethodConfig, dataset: &str, target: bool) -> std::result::Result<(), String> {
         let MethodConfig::Prograd(p) = m else { return Ok(()) };
-        if p.ctx_source != crate::methods::ContextSource::Template {
+        if p.ctx_source != crate::methods::ContextSource::Template
+            || (target && p.transfer_template != Some(crate::methods::TransferTemplate::Target))
+        {
             return Ok(());
         }
         let template = match p.prior_templates.get(dataset) {
@@ -304,8 +307,12 @@ impl Suite {
                     }
                     trained.check_cell(d, k).map_err(|e| format!("methods.{m}.{e}"))?;
                 }
-                self.check_template_context(trained, d)
+                self.check_template_context(trained, d, false)
                     .map_err(|e| format!("methods.{m} on `{d}`: {e}"))?;
+            }
+            for t in &x.targets {
+                self.check_template_context(trained, t, true)
+                    .map_err(|e| format!("methods.{m} evaluated on `{t}`: {e}"))?;
             }
         }
         x.protocol.check_fields(&x.datasets, &x.targets)
@@ -368,6 +375,7 @@ kind = "prograd"
 n_ctx = 16
 ctx_init = ""
 ctx_source = "template"
+transfer_template = "target"
 init_std = 0.02
 csc = false
 class_token_position = "end"
