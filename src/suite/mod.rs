@@ -2,6 +2,7 @@
 //! (nothing falls back to a code default), unknown keys are errors with file:line, and the file
 //! carries its own version, which is part of every cell's key.
 
+mod bounds;
 pub mod cells;
 pub mod finding;
 pub mod methods;
@@ -218,8 +219,9 @@ impl Suite {
 
     pub fn parse(path: &Path, text: &str) -> Result<Suite> {
         let suite: Suite = crate::files::parse_toml(path, text)?;
-        suite
-            .validate()
+        let raw: toml::Value = crate::files::parse_toml(path, text)?;
+        bounds::check(&raw)
+            .and_then(|()| suite.validate())
             .map_err(|m| Error::Config(format!("{}: {m}", path.display())))?;
         Ok(suite)
     }
