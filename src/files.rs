@@ -15,10 +15,14 @@ use crate::error::{Error, Result};
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
+    // Unique per write, not only per process: a run's workers may write the same file at once
+    // (two cells caching one dataset's features), and each must rename its own whole temp file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let written = (|| {
         let mut f = File::create(&tmp)?;
@@ -48,7 +52,7 @@ pub(crate) fn sweep_stale_temps(dir: &Path) -> usize {
         let Some(pid) = name
             .strip_prefix('.')
             .and_then(|n| n.rsplit_once(".tmp-"))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            .and_then(|(_, writer)| writer.split('-').next()?.parse::<u32>().ok())
         else {
             continue;
         };
@@ -145,11 +149,13 @@ mod tests {
         assert_eq!(left.len(), 1, "{left:?}");
         // A dead writer's temp (pid far above pid_max) goes; this process's own stays.
         let dead = dir.path().join(".a.json.tmp-4294967");
-        let mine = dir.path().join(format!(".b.json.tmp-{}", std::process::id()));
-        std::fs::write(&dead, b"partial").unwrap();
-        std::fs::write(&mine, b"partial").unwrap();
-        assert_eq!(sweep_stale_temps(dir.path()), 1);
-        assert!(!dead.exists() && mine.exists());
+        let dead_write = dir.path().join(".c.json.tmp-4294967-12");
+        let mine = dir.path().join(format!(".b.json.tmp-{}-3", std::process::id()));
+        for p in [&dead, &dead_write, &mine] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        assert_eq!(sweep_stale_temps(dir.path()), 2);
+        assert!(!dead.exists() && !dead_write.exists() && mine.exists());
     }
 
     #[test]
@@ -172,6 +178,25 @@ mod tests {
         assert_eq!(expand("a/${GRAM_BENCH_FILES_TEST}/b").unwrap(), "a/v/b");
         let e = expand("${GRAM_BENCH_FILES_UNSET}").unwrap_err().to_string();
         assert!(e.contains("GRAM_BENCH_FILES_UNSET"), "{e}");
+    }
+
+    #[test]
+    fn threads_writing_one_file_at_once_each_write_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let payloads: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1 << 16]).collect();
+        std::thread::scope(|s| {
+            for bytes in &payloads {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(p, bytes).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(payloads.contains(&std::fs::read(&p).unwrap()));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file is left");
     }
 
     #[test]
