@@ -2,228 +2,21 @@
 //! tiny HF fixture and a fixed batch: from the same initial parameters, the logits before training,
 //! the training loss (within 1e-5), and the parameters after one SGD step (momentum 0.9, weight decay
 //! 5e-4; within 1e-6) agree. And for every method: only its own parameters change (the backbone stays
-//! bit-identical).
+//! bit-identical). The harness (configs, fixture, batch, learner) is shared with tests/upstream_steps.rs
+//! (tests/common/method_harness.rs).
 mod common;
 
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
+use common::method_harness::{assert_artifact_close, batch, built, configs, learner, Fixture};
 use common::{fixture, max_diff, values, B};
-use gram_bench::clip::weights::SafetensorsStore;
 use gram_bench::clip::{load_clip, LoadOptions};
-use gram_bench::methods::{
-    Batch, ClassSet, ClassTokenPosition, CoCoOpConfig, CoOpConfig, ContextSource, Epochs, IvlpConfig, KgCoOpConfig,
-    MapleConfig, ProGradConfig, PromptArtifact, PromptSrcConfig, SgdConfig, VptConfig,
-};
+use gram_bench::methods::{ClassSet, PromptArtifact};
 use gram_bench::run::CellMethod;
 use gram_bench::suite::methods::MethodConfig;
 
 type AB = Autodiff<B>;
-
-fn sgd(lr: f64) -> SgdConfig {
-    SgdConfig {
-        lr,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        warmup_epochs: 0,
-        warmup_lr: 0.0,
-    }
-}
-
-fn coop(lr: f64) -> CoOpConfig {
-    CoOpConfig {
-        n_ctx: 4,
-        ctx_init: String::new(),
-        init_std: 0.02,
-        csc: false,
-        class_token_position: ClassTokenPosition::End,
-        batch_size: 4,
-        epochs: Epochs::Fixed(1),
-        optim: sgd(lr),
-    }
-}
-
-/// The methods as the reference script configures them.
-fn configs(meta: &serde_json::Value, lr: f64) -> Vec<(&'static str, MethodConfig)> {
-    let c = coop(lr);
-    vec![
-        ("coop", MethodConfig::Coop(c.clone())),
-        (
-            "kgcoop",
-            MethodConfig::Kgcoop(KgCoOpConfig {
-                n_ctx: c.n_ctx,
-                ctx_init: c.ctx_init.clone(),
-                init_std: c.init_std,
-                csc: c.csc,
-                class_token_position: c.class_token_position,
-                batch_size: c.batch_size,
-                epochs: c.epochs.clone(),
-                optim: c.optim.clone(),
-                prior_templates: Default::default(),
-                weight: meta["kgcoop"]["weight"].as_f64().unwrap(),
-            }),
-        ),
-        (
-            "prograd",
-            MethodConfig::Prograd(ProGradConfig {
-                n_ctx: c.n_ctx,
-                ctx_init: c.ctx_init.clone(),
-                init_std: c.init_std,
-                csc: c.csc,
-                class_token_position: c.class_token_position,
-                batch_size: c.batch_size,
-                epochs: c.epochs.clone(),
-                optim: c.optim.clone(),
-                prior_templates: Default::default(),
-                lambda: meta["prograd"]["lambda"].as_f64().unwrap(),
-                temperature: meta["prograd"]["temperature"].as_f64().unwrap(),
-                ctx_source: ContextSource::CtxInit,
-            }),
-        ),
-        (
-            "cocoop",
-            MethodConfig::Cocoop(CoCoOpConfig {
-                n_ctx: 4,
-                ctx_init: String::new(),
-                init_std: 0.02,
-                meta_net_reduction: meta["cocoop"]["meta_net_reduction"].as_u64().unwrap() as usize,
-                batch_size: 4,
-                epochs: Epochs::Fixed(1),
-                optim: sgd(lr),
-            }),
-        ),
-        (
-            "vpt",
-            MethodConfig::Vpt(VptConfig {
-                n_ctx: meta["vpt"]["n_ctx"].as_u64().unwrap() as usize,
-                depth: meta["vpt"]["depth"].as_u64().unwrap() as usize,
-                init_std: 0.02,
-                text_template: "a photo of a {}.".into(),
-                batch_size: 4,
-                epochs: Epochs::Fixed(1),
-                optim: sgd(lr),
-            }),
-        ),
-        (
-            "maple",
-            MethodConfig::Maple(MapleConfig {
-                n_ctx: meta["maple"]["n_ctx"].as_u64().unwrap() as usize,
-                ctx_init: meta["maple"]["ctx_init"].as_str().unwrap().into(),
-                depth: meta["maple"]["depth"].as_u64().unwrap() as usize,
-                init_std: 0.02,
-                batch_size: 4,
-                epochs: Epochs::Fixed(1),
-                optim: sgd(lr),
-            }),
-        ),
-        (
-            "ivlp",
-            MethodConfig::Ivlp(IvlpConfig {
-                n_ctx_text: meta["ivlp"]["n_ctx_text"].as_u64().unwrap() as usize,
-                ctx_init: meta["ivlp"]["ctx_init"].as_str().unwrap().into(),
-                text_depth: meta["ivlp"]["text_depth"].as_u64().unwrap() as usize,
-                n_ctx_vision: meta["ivlp"]["n_ctx_vision"].as_u64().unwrap() as usize,
-                vision_depth: meta["ivlp"]["vision_depth"].as_u64().unwrap() as usize,
-                init_std: 0.02,
-                batch_size: 4,
-                epochs: Epochs::Fixed(1),
-                optim: sgd(lr),
-            }),
-        ),
-        (
-            "promptsrc",
-            MethodConfig::Promptsrc(PromptSrcConfig {
-                n_ctx_text: meta["ivlp"]["n_ctx_text"].as_u64().unwrap() as usize,
-                ctx_init: meta["ivlp"]["ctx_init"].as_str().unwrap().into(),
-                text_depth: meta["ivlp"]["text_depth"].as_u64().unwrap() as usize,
-                n_ctx_vision: meta["ivlp"]["n_ctx_vision"].as_u64().unwrap() as usize,
-                vision_depth: meta["ivlp"]["vision_depth"].as_u64().unwrap() as usize,
-                init_std: 0.02,
-                text_loss_weight: meta["promptsrc"]["text_loss_weight"].as_f64().unwrap(),
-                image_loss_weight: meta["promptsrc"]["image_loss_weight"].as_f64().unwrap(),
-                text_templates: meta["promptsrc"]["templates"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t.as_str().unwrap().to_string())
-                    .collect(),
-                gpa_mean: gram_bench::methods::PerCell::Fixed(15.0),
-                gpa_std: gram_bench::methods::PerCell::Fixed(1.0),
-                batch_size: 4,
-                epochs: Epochs::Fixed(1),
-                optim: sgd(lr),
-            }),
-        ),
-    ]
-}
-
-struct Fixture {
-    refs: SafetensorsStore,
-    meta: serde_json::Value,
-    names: Vec<String>,
-}
-
-impl Fixture {
-    fn load() -> Self {
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture("method_steps.json")).unwrap()).unwrap();
-        let names = meta["classnames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        Self {
-            refs: SafetensorsStore::open(&[fixture("method_steps.safetensors")]).unwrap(),
-            meta,
-            names,
-        }
-    }
-
-    fn get(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
-        self.refs.read(name).unwrap_or_else(|e| panic!("{name}: {e}"))
-    }
-
-    /// The tensors under `prefix.` as an artifact.
-    fn artifact(&self, prefix: &str) -> PromptArtifact {
-        self.refs
-            .names()
-            .filter_map(|n| {
-                n.strip_prefix(&format!("{prefix}."))
-                    .map(|k| (k.to_string(), self.get(n)))
-            })
-            .collect()
-    }
-
-    fn labels(&self, key: &[&str]) -> Vec<i64> {
-        let mut v = &self.meta;
-        for k in key {
-            v = &v[k];
-        }
-        v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
-    }
-}
-
-fn batch<Bk: burn::tensor::backend::AutodiffBackend>(f: &Fixture, labels: &[i64], dev: &Bk::Device) -> Batch<Bk> {
-    let (shape, data) = f.get("pixels");
-    Batch {
-        pixels: Tensor::from_data(TensorData::new(data, [shape[0], shape[1], shape[2], shape[3]]), dev),
-        labels: Tensor::<Bk, 1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), dev),
-    }
-}
-
-fn assert_artifact_close(what: &str, got: &PromptArtifact, want: &PromptArtifact, tol: f32) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "{what}: parameter names"
-    );
-    for (k, g) in got {
-        let d = max_diff(&format!("{what} {k}"), g.clone(), want[k].clone());
-        eprintln!("{what} {k}: after one step {d:e}");
-        assert!(d <= tol, "{what}: `{k}` differs from the reference by {d}");
-    }
-}
 
 #[test]
 fn every_method_matches_its_reference_logits_loss_and_one_sgd_step() {
@@ -240,45 +33,11 @@ fn every_method_matches_its_reference_on_wgpu() {
     every_method_matches::<burn::backend::Autodiff<burn::backend::Wgpu>>(&Default::default(), 1e-5, 1e-6);
 }
 
-/// `cfg`'s method built on `clip` for `names` (dataset "test", 1 shot).
-fn built<'a, AB: burn::tensor::backend::AutodiffBackend>(
-    cfg: &'a MethodConfig,
-    clip: &gram_bench::clip::LoadedClip<AB>,
-    names: &[String],
-    template: &str,
-    seed: u64,
-) -> gram_bench::Result<CellMethod<'a, AB>> {
-    CellMethod::build(
-        cfg,
-        &gram_bench::methods::BuildInputs {
-            clip: &clip.model,
-            tok: &clip.tokenizer,
-            classnames: names,
-            template,
-            imagenet_like: false,
-            dataset: "test",
-            shots: 1,
-            seed,
-        },
-    )
-}
-
-/// The SGD learner of `cfg`'s method.
-fn learner<AB: burn::tensor::backend::AutodiffBackend>(
-    cfg: &MethodConfig,
-    clip: &gram_bench::clip::LoadedClip<AB>,
-    names: &[String],
-    template: &str,
-    seed: u64,
-) -> gram_bench::Result<Box<dyn gram_bench::run::Learner<AB>>> {
-    built(cfg, clip, names, template, seed).and_then(CellMethod::into_learner)
-}
-
 fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::Device, logit_tol: f32, step_tol: f32) {
     let dev = dev.clone();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let eval_clip = clip.model.valid();
-    let f = Fixture::load();
+    let f = Fixture::load("method_steps");
     let lr = f.meta["lr"].as_f64().unwrap();
     let template = f.meta["template"].as_str().unwrap().to_string();
     for (name, cfg) in configs(&f.meta, lr) {
@@ -289,6 +48,7 @@ fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::De
                 &eval_clip,
                 &clip.tokenizer,
                 &ClassSet {
+                    dataset: "fixture",
                     names: &f.names,
                     template: &template,
                 },
@@ -319,7 +79,7 @@ fn every_method_matches<AB: burn::tensor::backend::AutodiffBackend>(dev: &AB::De
 fn prograd_leaves_agreeing_gradients_unprojected() {
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
-    let f = Fixture::load();
+    let f = Fixture::load("method_steps");
     let lr = f.meta["lr"].as_f64().unwrap();
     let (_, cfg) = configs(&f.meta, lr).into_iter().find(|(n, _)| *n == "prograd").unwrap();
     let mut m = learner(&cfg, &clip, &f.names, f.meta["template"].as_str().unwrap(), 1).unwrap();
@@ -341,7 +101,7 @@ fn training_decreases_the_loss_and_moves_only_the_methods_parameters() {
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let before = clip.model.to_hf_tensors();
-    let f = Fixture::load();
+    let f = Fixture::load("method_steps");
     for (name, cfg) in configs(&f.meta, 0.05) {
         let mut m = learner(&cfg, &clip, &f.names, "a photo of a {}.", 3).unwrap();
         let p0 = m.artifact();
@@ -374,7 +134,7 @@ fn gram_with_an_identity_regulator_and_the_hosts_init_is_the_host() {
     use gram_bench::gram::{theta0_init, RegulatedGradients, RegulatorConfig, RegulatorInit};
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
-    let f = Fixture::load();
+    let f = Fixture::load("method_steps");
     let labels = f.labels(&["labels"]);
     let rc = RegulatorConfig {
         rank: 4,
@@ -444,7 +204,7 @@ fn every_scorer_reads_frozen_features_exactly_when_its_spec_says_the_image_encod
     let dev = Default::default();
     let clip = load_clip::<AB>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
     let eval_clip = clip.model.valid();
-    let f = Fixture::load();
+    let f = Fixture::load("method_steps");
     let mut all = configs(&f.meta, 0.05);
     all.push((
         "zeroshot",
@@ -463,6 +223,7 @@ fn every_scorer_reads_frozen_features_exactly_when_its_spec_says_the_image_encod
         }),
     ));
     let classes = ClassSet {
+        dataset: "fixture",
         names: &f.names,
         template: "a photo of a {}.",
     };

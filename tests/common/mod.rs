@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: fixture paths, reference tensors, safetensors writing.
 #![allow(dead_code)]
 
+pub mod method_harness;
 pub mod suite_env;
 
 use std::collections::BTreeMap;
