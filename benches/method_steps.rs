@@ -107,6 +107,7 @@ fn main() {
                 lambda: 1.0,
                 temperature: 1.0,
                 ctx_source: ContextSource::CtxInit,
+                transfer_template: None,
             }),
         ),
         (

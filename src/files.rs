@@ -196,7 +196,11 @@ mod tests {
             }
         });
         assert!(payloads.contains(&std::fs::read(&p).unwrap()));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file is left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file is left"
+        );
     }
 
     #[test]

@@ -42,8 +42,13 @@ impl CoopFamily for ProGradConfig {
                 templates: &self.prior_templates,
                 on_targets,
             },
-            // `check_own` refuses a template context without its transfer rule.
-            _ => Context::CtxInit,
+            // `check_own` refuses a template context without its transfer rule; unchecked, it
+            // keeps the training words everywhere, as before the rule existed.
+            (ContextSource::Template, None) => Context::Template {
+                templates: &self.prior_templates,
+                on_targets: TransferTemplate::Source,
+            },
+            (ContextSource::CtxInit, _) => Context::CtxInit,
         }
     }
 

@@ -58,6 +58,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 device: format!("{:?}", self.device),
                 os: std::env::consts::OS.to_string(),
                 threads: rayon::current_num_threads(),
+                cells_at_once: self.workers,
                 host: crate::store::host_name(),
                 slurm: crate::store::SlurmJob::from_env(),
             },

@@ -419,9 +419,14 @@ impl WithBackend for RunWork<'_> {
                 workers
                     .into_iter()
                     .map(|w| match w {
-                        Ok(handle) => handle
-                            .join()
-                            .unwrap_or_else(|_| Err(Error::Internal("a run's worker panicked".into()))),
+                        Ok(handle) => handle.join().unwrap_or_else(|panic| {
+                            let msg = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "no message".into());
+                            Err(Error::Internal(format!("a run's worker panicked: {msg}")))
+                        }),
                         Err(e) => Err(Error::Run(format!("starting a worker thread: {e}"))),
                     })
                     .collect()
@@ -432,6 +437,23 @@ impl WithBackend for RunWork<'_> {
         }
         results.into_iter().collect::<Result<Vec<()>>>()?;
         Ok(shared.summary.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// A cell a worker holds: given back to the queue however the worker leaves it — and if by a
+/// panic outside the cell's own guard (the store, a lock), the run stops, so no other worker waits
+/// for it forever.
+struct Taken<'q, 'a> {
+    queue: &'q queue::Queue<'a>,
+    cell: &'a Cell,
+}
+
+impl Drop for Taken<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.queue.stop();
+        }
+        self.queue.finish(self.cell);
     }
 }
 
@@ -496,8 +518,9 @@ impl RunWork<'_> {
             if let Some(b) = bar {
                 b.set_message(cell_label(cell));
             }
+            let taken = Taken { queue, cell };
             let outcome = self.compute(&mut session, cell, shared);
-            queue.finish(cell);
+            drop(taken);
             let line = outcome?;
             // One line per cell, whatever became of it; the bar counts every cell dealt with.
             let msg = format!(

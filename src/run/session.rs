@@ -52,6 +52,8 @@ pub(super) struct Session<'a, B: Backend> {
     pub(super) features: FeatureCache,
     /// Whether the feature cache is used at all (off: every evaluation encodes its images).
     pub(super) use_features: bool,
+    /// The run's workers, each with a session like this one.
+    pub(super) workers: usize,
 }
 
 impl<'a, B: Backend> Session<'a, B> {
@@ -114,6 +116,7 @@ impl<'a, B: Backend> Session<'a, B> {
             test_files: HashMap::new(),
             images: ImageCache::new(IMAGE_CACHE_BYTES / workers.max(1)),
             use_features: features.is_some(),
+            workers,
             features: FeatureCache::new(features),
         })
     }

@@ -126,12 +126,24 @@ pub struct Environment {
     /// The size of the thread pool the cell ran on (rayon's, which `RAYON_NUM_THREADS` sets), not
     /// the number of cores.
     pub threads: usize,
+    /// Cells its run computed at once on that pool (`run --jobs`): its timings were taken with
+    /// that many beside it. Absent: one.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub cells_at_once: usize,
     /// The machine's host name (absent in records made before it was recorded).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// The Slurm job the cell ran in, when it ran in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmJob>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// Where in Slurm a cell ran: an array task is (array job id, task id) — Slurm gives the last task

@@ -7,8 +7,9 @@
 //! A number at a path this table does not know is refused too: a field added to a suite type
 //! without a bound here fails the unit test that walks every committed suite.
 
-/// Where a bound applies: dotted keys, `*` for any key (a method's or a GRAM run's name, a
-/// per-dataset value), `[]` for any element of a list.
+/// Where a bound applies: dotted keys, `*` for any key (a method's or a GRAM run's name), `[]` for
+/// any element of a list, and a final `**` for one key or more (a per-dataset value, which may be
+/// per shot count within it: `epochs = { imagenet = { 1 = 50 }, default = 200 }`).
 struct Bound {
     path: &'static str,
     min: f64,
@@ -88,7 +89,7 @@ const BOUNDS: &[Bound] = &[
     closed("methods.*.init_std", 0.0, 10.0),
     closed("methods.*.batch_size", 1.0, BATCH),
     closed("methods.*.epochs", 1.0, 100_000.0),
-    closed("methods.*.epochs.*", 1.0, 100_000.0),
+    closed("methods.*.epochs.**", 1.0, 100_000.0),
     positive("methods.*.optim.lr", 10.0),
     closed("methods.*.optim.momentum", 0.0, 1.0),
     closed("methods.*.optim.weight_decay", 0.0, 10.0),
@@ -101,9 +102,9 @@ const BOUNDS: &[Bound] = &[
     closed("methods.*.image_loss_weight", 0.0, WEIGHT),
     closed("methods.*.text_loss_weight", 0.0, WEIGHT),
     closed("methods.*.gpa_mean", 0.0, 100_000.0),
-    closed("methods.*.gpa_mean.*", 0.0, 100_000.0),
+    closed("methods.*.gpa_mean.**", 0.0, 100_000.0),
     positive("methods.*.gpa_std", 100_000.0),
-    positive("methods.*.gpa_std.*", 100_000.0),
+    positive("methods.*.gpa_std.**", 100_000.0),
     positive("methods.*.c_grid.[]", 1e12),
     closed("methods.*.c_search_steps", 0.0, 1000.0),
     closed("methods.*.max_iter", 1.0, STEPS),
@@ -138,7 +139,11 @@ const BOUNDS: &[Bound] = &[
 impl Bound {
     fn matches(&self, path: &[String]) -> bool {
         let pattern: Vec<&str> = self.path.split('.').collect();
-        pattern.len() == path.len() && pattern.iter().zip(path).all(|(p, k)| *p == "*" || p == k)
+        let same = |pattern: &[&str], path: &[String]| pattern.iter().zip(path).all(|(p, k)| *p == "*" || p == k);
+        match pattern.split_last() {
+            Some((&"**", head)) => path.len() > head.len() && same(head, &path[..head.len()]),
+            _ => pattern.len() == path.len() && same(&pattern, path),
+        }
     }
 
     fn holds(&self, v: f64) -> bool {
@@ -247,6 +252,11 @@ mod tests {
                 "[1, 100000]",
             ),
             (
+                "[methods.coop.epochs]\nimagenet = { 16 = 1e9 }",
+                "methods.coop.epochs.imagenet.16",
+                "[1, 100000]",
+            ),
+            (
                 "[methods.coop.optim]\nlr = -0.1",
                 "methods.coop.optim.lr = -0.1",
                 "(0, 10]",
@@ -282,6 +292,14 @@ mod tests {
             assert!(e.contains(field) && e.contains(range), "{text}: {e}");
         }
         assert!(check(&raw("[world]\nsteps = 12000\nlr = 0.005")).is_ok());
+        assert!(check(&raw(
+            "[methods.coop]\nepochs = { imagenet = { 1 = 50 }, default = 200 }"
+        ))
+        .is_ok());
+        assert!(check(&raw(
+            "[methods.coop]\nepochs = { imagenet = { 1 = 50 }, default = 200 }"
+        ))
+        .is_ok());
     }
 
     #[test]

@@ -65,9 +65,6 @@ impl Suite {
         for (name, u) in &self.datasets {
             check_user_dataset(name, u).map_err(|e| format!("datasets.{name}: {e}"))?;
         }
-        if self.eval.batch_size == 0 {
-            return Err("eval.batch_size must be positive".into());
-        }
         for (name, m) in &self.methods {
             m.validate().map_err(|e| format!("methods.{name}: {e}"))?;
             if let MethodConfig::Gram(g) = m {

@@ -56,7 +56,7 @@ pub struct WorldConfig {
     pub width: usize,
     pub layers: usize,
     /// Transformer blocks of the text tower alone; absent: `layers`. A deeper text tower lets a
-    /// learned context act on each class name differently (docs/calibration-log.md, run U).
+    /// learned context act on each class name differently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_layers: Option<usize>,
     pub context_length: usize,
