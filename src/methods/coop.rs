@@ -12,11 +12,10 @@ use burn::tensor::loss::cross_entropy_with_logits;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::coop_family::Context;
 use super::optim::{Epochs, SgdConfig};
 use super::spec::{layers, BuildInputs, EncoderUse, MethodSpec, Training};
 use super::text_prompts::{
-    encode_prompts, init_context, template_context, template_placeholder, ClassPrompts, ClassTokenPosition,
+    encode_prompts, init_context, template_context, template_placeholder, ClassPrompts, ClassTokenPosition, Context,
     TransferTemplate,
 };
 use super::zeroshot::class_features;

@@ -53,33 +53,9 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::coop::{CoOp, CoOpConfig, Prior};
 use super::spec::{BuildInputs, Builder, EncoderUse, MethodSpec, Training};
-use super::text_prompts::{ClassTokenPosition, TransferTemplate};
+use super::text_prompts::{ClassTokenPosition, Context};
 use super::PromptRole;
 use crate::error::Result;
-
-/// Where a CoOp-family context's words come from.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Context<'a> {
-    /// CoOp's `ctx_init` phrase, or random.
-    CtxInit,
-    /// A template's phrase (ProGrad's): each dataset's from `templates` where it names one, else
-    /// the dataset's own; on a transfer target, `on_targets` says whose.
-    Template {
-        templates: &'a std::collections::BTreeMap<String, String>,
-        on_targets: TransferTemplate,
-    },
-}
-
-impl Context<'_> {
-    /// The template this context and the prior use on `dataset`, whose own is `own`.
-    pub(crate) fn template_on<'t>(
-        templates: &'t std::collections::BTreeMap<String, String>,
-        dataset: &str,
-        own: &'t str,
-    ) -> &'t str {
-        templates.get(dataset).map_or(own, String::as_str)
-    }
-}
 
 /// What `coop_family!` generates: the CoOp part of the entry and its schedule.
 pub(crate) trait FamilyFields {

@@ -1,10 +1,9 @@
 //! ProGrad (Zhu et al., ICCV'23): CoOp's prompt learner with prompt-aligned gradients.
 
 use super::coop::Prior;
-use super::coop_family::Context;
 use super::coop_family::CoopFamily;
 use super::spec::EncoderUse;
-use super::text_prompts::{ContextSource, TransferTemplate};
+use super::text_prompts::{Context, ContextSource, TransferTemplate};
 
 crate::coop_family!(
     /// ProGrad: CoOp whose cross-entropy gradient is projected off the zero-shot distillation

@@ -166,6 +166,30 @@ pub enum TransferTemplate {
     Source,
 }
 
+/// Where a CoOp-family context's words come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Context<'a> {
+    /// CoOp's `ctx_init` phrase, or random.
+    CtxInit,
+    /// A template's phrase (ProGrad's): each dataset's from `templates` where it names one, else
+    /// the dataset's own; on a transfer target, `on_targets` says whose.
+    Template {
+        templates: &'a std::collections::BTreeMap<String, String>,
+        on_targets: TransferTemplate,
+    },
+}
+
+impl Context<'_> {
+    /// The template this context and the prior use on `dataset`, whose own is `own`.
+    pub(crate) fn template_on<'t>(
+        templates: &'t std::collections::BTreeMap<String, String>,
+        dataset: &str,
+        own: &'t str,
+    ) -> &'t str {
+        templates.get(dataset).map_or(own, String::as_str)
+    }
+}
+
 /// The placeholder a template-built context of `m` slots tokenizes as: `m − k` "X"s, then the
 /// template's k-word phrase.
 pub(crate) fn template_placeholder(template: &str, m: usize) -> Result<String> {
