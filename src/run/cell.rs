@@ -79,14 +79,7 @@ impl<'a, B: Backend> Session<'a, B> {
                 record.status = Status::Ok;
             }
             Ok(Err(e)) => record.error = Some(e.to_string()),
-            Err(panic) => {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                record.error = Some(format!("panicked: {msg}"));
-            }
+            Err(panic) => record.error = Some(format!("panicked: {}", super::panic_message(&*panic))),
         }
         record.timings.total_s = t0.elapsed().as_secs_f64();
         record.finished_at = now_utc();

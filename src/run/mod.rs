@@ -425,12 +425,10 @@ impl WithBackend for RunWork<'_> {
                     .into_iter()
                     .map(|w| match w {
                         Ok(handle) => handle.join().unwrap_or_else(|panic| {
-                            let msg = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_else(|| "no message".into());
-                            Err(Error::Internal(format!("a run's worker panicked: {msg}")))
+                            Err(Error::Internal(format!(
+                                "a run's worker panicked: {}",
+                                panic_message(&*panic)
+                            )))
                         }),
                         Err(e) => Err(Error::Run(format!("starting a worker thread: {e}"))),
                     })
@@ -460,6 +458,15 @@ impl Drop for Taken<'_, '_> {
         }
         self.queue.finish(self.cell);
     }
+}
+
+/// What a panic said (its `String` or `&str` payload).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// The stack each worker thread gets (the main thread's usual 8 MiB).
