@@ -99,22 +99,9 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::resolve::Unresolved;
-    use crate::suite::cells::Plan;
 
     fn plan() -> Vec<Cell> {
-        let text = crate::suite::test_suite_head("q", crate::suite::TEST_CHECK)
-            + crate::suite::TEST_ZS_COOP
-            + r#"
-[[experiment]]
-protocol = "base-to-new"
-methods = ["zs", "coop"]
-datasets = ["shapes"]
-shots = [1]
-seeds = [1, 2]
-"#;
-        let suite = crate::suite::Suite::parse(std::path::Path::new("q.toml"), &text).unwrap();
-        Plan::new(&suite, &Unresolved).cells
+        crate::suite::cells::tests::plan().cells
     }
 
     #[test]

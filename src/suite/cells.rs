@@ -371,7 +371,7 @@ pub fn inputs<'a>(cell: &Cell, by_key: &BTreeMap<&str, &'a Cell>) -> Vec<&'a Cel
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::resolve::Unresolved;
 
@@ -391,7 +391,8 @@ shots = [1]
 seeds = [1]
 "#;
 
-    fn plan() -> Plan {
+    /// A plan with base-to-new and cross-domain cells (evaluations depending on trainings).
+    pub(crate) fn plan() -> Plan {
         let text =
             crate::suite::test_suite_head("cells", crate::suite::TEST_CHECK) + crate::suite::TEST_ZS_COOP + EXPERIMENTS;
         let suite = Suite::parse(std::path::Path::new("cells.toml"), &text).unwrap();
