@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Proves vendor/macerator is macerator 0.3.4 as published on crates.io but for the change
-# docs/vendor.md explains: one default-features line and a lints table in Cargo.toml, plus
-# PATCHED.md; the published Cargo.lock left out. Fetches the published crate with cargo (crates.io).
+# Proves each vendored crate is the one published on crates.io but for the change docs/vendor.md
+# explains: vendor/macerator (macerator 0.3.4) differs by one default-features line and a lints
+# table in Cargo.toml; vendor/burn-autodiff (burn-autodiff 0.21.0) by exactly
+# docs/patches/burn-autodiff-thread-scoped-sweep.patch. Each adds PATCHED.md and leaves out the
+# published Cargo.lock. Fetches the published crates with cargo (crates.io).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -9,7 +11,7 @@ trap 'rm -rf "$work"' EXIT
 
 mkdir -p "$work/probe/src"
 echo 'fn main() {}' > "$work/probe/src/main.rs"
-printf '[package]\nname = "probe"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\nmacerator = "=0.3.4"\n' \
+printf '[package]\nname = "probe"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\nmacerator = "=0.3.4"\nburn-autodiff = "=0.21.0"\n' \
   > "$work/probe/Cargo.toml"
 (cd "$work/probe" && cargo fetch --quiet)
 crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/macerator-0.3.4.crate | head -1)
@@ -48,3 +50,16 @@ if [ "$actual" != "$expected" ]; then
   exit 1
 fi
 echo "vendor_patch: vendor/macerator = macerator 0.3.4 as published, but for the documented Cargo.toml change"
+
+# burn-autodiff: the published crate with the documented patch applied is the vendored tree.
+crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/burn-autodiff-0.21.0.crate | head -1)
+tar -xzf "$crate" -C "$work"
+published="$work/burn-autodiff-0.21.0"
+vendored="$repo/vendor/burn-autodiff"
+patch --quiet -p1 -d "$published" < "$repo/docs/patches/burn-autodiff-thread-scoped-sweep.patch"
+if ! diff -r -x PATCHED.md -x .cargo-ok -x Cargo.lock "$published" "$vendored"; then
+  echo "vendor_patch: vendor/burn-autodiff is not the published 0.21.0 plus the documented patch" >&2
+  exit 1
+fi
+[ -f "$vendored/PATCHED.md" ] || { echo "vendor_patch: burn-autodiff's PATCHED.md is missing" >&2; exit 1; }
+echo "vendor_patch: vendor/burn-autodiff = burn-autodiff 0.21.0 as published, plus docs/patches/burn-autodiff-thread-scoped-sweep.patch"
