@@ -26,7 +26,7 @@ use crate::clip::{Clip, Preprocess};
 use crate::data::images::{stream, BadImage, ImageCache, Transform};
 use crate::error::{Error, Result};
 
-/// Bumped when how features are computed changes.
+/// Bumped when how features are computed or keyed changes.
 const FORMAT: u32 = 3;
 
 /// What a cached entry was computed from (kept in the file, for a reader's inspection).
@@ -59,8 +59,10 @@ impl FeatureSource {
     }
 }
 
-/// SHA-256 over each file's path, size and modification time (or its absence), in order: what the
-/// images are on disk now, at the cost of one `stat` per image, not of reading them.
+/// SHA-256 over each file's path, size, modification time and (on Unix) inode and status-change
+/// time (or its absence), in order: what the images are on disk now, at the cost of one `stat` per
+/// image, not of reading them. The status-change time is the kernel's, which no tool sets back: a
+/// file replaced by another of the same size and modification time (`touch -r`) is another key.
 pub(crate) fn files_fingerprint(paths: &[PathBuf]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -74,7 +76,14 @@ pub(crate) fn files_fingerprint(paths: &[PathBuf]) -> String {
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map(|d| d.as_nanos())
                     .unwrap_or(0);
-                h.update(format!("\0{}\0{mtime}\n", m.len()).as_bytes());
+                #[cfg(unix)]
+                let changed = {
+                    use std::os::unix::fs::MetadataExt;
+                    format!("\0{}\0{}.{}", m.ino(), m.ctime(), m.ctime_nsec())
+                };
+                #[cfg(not(unix))]
+                let changed = String::new();
+                h.update(format!("\0{}\0{mtime}{changed}\n", m.len()).as_bytes());
             }
             Err(_) => h.update(b"\0missing\n"),
         }
@@ -195,15 +204,22 @@ impl FeatureCache {
         Some(set)
     }
 
-    pub(crate) fn put(&mut self, source: &FeatureSource, set: FeatureSet) -> Result<Arc<FeatureSet>> {
+    /// Keeps `set` in memory and on disk. The disk copy is an optimisation: when it cannot be
+    /// written (a full disk, a read-only cache), the run warns once and goes on without it.
+    pub(crate) fn put(&mut self, source: &FeatureSource, set: FeatureSet) -> Arc<FeatureSet> {
         let key = source.key();
         if let Some(dir) = &self.dir {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            write(&Self::path(dir, &key), source, &set)?;
+            let written = std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(dir, e))
+                .and_then(|()| write(&Self::path(dir, &key), source, &set));
+            if let Err(e) = written {
+                eprintln!("warning: image features cannot be cached on disk ({e}); this run keeps them in memory only");
+                self.dir = None;
+            }
         }
         let set = Arc::new(set);
         self.mem.insert(key, set.clone());
-        Ok(set)
+        set
     }
 }
 
@@ -307,7 +323,7 @@ mod tests {
             compute_s: 1.5,
         };
         let mut c = FeatureCache::new(Some(dir.path().to_path_buf()));
-        c.put(&source("a"), set.clone()).unwrap();
+        c.put(&source("a"), set.clone());
         // A fresh cache reads it back from disk.
         let mut c2 = FeatureCache::new(Some(dir.path().to_path_buf()));
         assert_eq!(*c2.get(&source("a")).unwrap(), set);
@@ -335,8 +351,26 @@ mod tests {
         // Without a directory, only memory.
         let mut m = FeatureCache::new(None);
         assert!(m.get(&source("a")).is_none());
-        m.put(&source("a"), set.clone()).unwrap();
+        m.put(&source("a"), set.clone());
         assert_eq!(m.get(&source("a")).unwrap().row(2), &[3.25, 4.0]);
+    }
+
+    #[test]
+    fn a_cache_that_cannot_be_written_is_left_for_memory_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-folder");
+        std::fs::write(&file, b"x").unwrap();
+        let set = FeatureSet {
+            dim: 1,
+            features: vec![0.5],
+            ok: vec![true],
+            bad: Vec::new(),
+            compute_s: 0.0,
+        };
+        let mut c = FeatureCache::new(Some(file.join("features")));
+        assert_eq!(*c.put(&source("a"), set.clone()), set);
+        assert_eq!(*c.get(&source("a")).unwrap(), set);
+        assert!(c.dir.is_none());
     }
 
     #[test]
@@ -353,5 +387,18 @@ mod tests {
         assert_ne!(a, truncated);
         std::fs::remove_file(&paths[2]).unwrap();
         assert_ne!(truncated, files_fingerprint(&paths));
+        // Replaced by other bytes of the same size, its modification time set back.
+        let before = files_fingerprint(&paths[..1]);
+        let mtime = std::fs::metadata(&paths[0]).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&paths[0], b"9876543210").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&paths[0])
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&paths[0]).unwrap().modified().unwrap(), mtime);
+        assert_ne!(before, files_fingerprint(&paths[..1]));
     }
 }

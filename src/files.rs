@@ -11,25 +11,31 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename. A
-/// reader sees the old file or the whole new one, never a part.
+/// reader sees the old file or the whole new one, never a part. The temp file is locked while it
+/// is written, which is how [`sweep_stale_temps`] tells a live writer's from a killed one's on any
+/// host sharing the store.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     // Unique per write, not only per process: a run's workers may write the same file at once
-    // (two cells caching one dataset's features), and each must rename its own whole temp file.
+    // (two cells caching one dataset's features), and each must rename its own whole temp file;
+    // the random part keeps two hosts' runners (equal pids) apart on a shared store.
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
+        ".{}{TEMP_MARK}{}-{}-{:016x}",
         path.file_name().and_then(|s| s.to_str()).unwrap_or("file"),
         std::process::id(),
-        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        rand::random::<u64>()
     ));
-    let written = (|| {
+    let written = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
+        f.lock()?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
         drop(f);
-        std::fs::rename(&tmp, path)
+        Ok(())
     })();
     written.map_err(|e| {
         // A failed write (a full disk) leaves no partial temp file behind to fill it further.
@@ -38,9 +44,17 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Removes the temp files `write_atomic` left in `dir` when its process was killed mid-write: those
-/// whose writer (the pid in the name) is no longer running. Returns how many were removed. Temp
-/// files of live writers (another runner on the same store) are left alone.
+/// What marks a [`write_atomic`] temp file's name (after a leading dot and the target's name).
+const TEMP_MARK: &str = ".tmp-";
+
+/// How old an unlocked temp file must be before it is swept: a writer creates its file and locks
+/// it in the next call, and this keeps that instant out of reach.
+const TEMP_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes the temp files `write_atomic` left in `dir` when its writer was killed mid-write: those
+/// no writer holds locked, and older than [`TEMP_GRACE`]. A live writer's (another runner on this
+/// host or another one sharing the store) holds its lock, whatever its pid, and is left alone.
+/// Returns how many were removed.
 pub(crate) fn sweep_stale_temps(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -48,28 +62,26 @@ pub(crate) fn sweep_stale_temps(dir: &Path) -> usize {
     let mut removed = 0;
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(pid) = name
-            .strip_prefix('.')
-            .and_then(|n| n.rsplit_once(".tmp-"))
-            .and_then(|(_, writer)| writer.split('-').next()?.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !process_alive(pid) && std::fs::remove_file(e.path()).is_ok() {
+        let is_temp = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('.'))
+            .is_some_and(|n| n.contains(TEMP_MARK));
+        if is_temp && stale(&e.path()) && std::fs::remove_file(e.path()).is_ok() {
             removed += 1;
         }
     }
     removed
 }
 
-fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        Path::new("/proc").join(pid.to_string()).exists()
-    } else {
-        // Without /proc, keep every temp file: removing a live writer's would lose its record.
-        true
-    }
+/// Whether the temp file at `p` is old and unlocked (its writer is gone).
+fn stale(p: &Path) -> bool {
+    let old = std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= TEMP_GRACE);
+    // Taking the lock proves no writer holds it; it is released when `f` closes, before removal.
+    old && File::open(p).is_ok_and(|f| f.try_lock().is_ok())
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -147,15 +159,28 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left.len(), 1, "{left:?}");
-        // A dead writer's temp (pid far above pid_max) goes; this process's own stays.
+        // Unlocked and old temps go (whatever pid their name has, this process's included); one a
+        // writer holds locked stays, however old, and so does a fresh one.
+        let old = std::time::SystemTime::now() - TEMP_GRACE - std::time::Duration::from_secs(1);
         let dead = dir.path().join(".a.json.tmp-4294967");
-        let dead_write = dir.path().join(".c.json.tmp-4294967-12");
+        let dead_write = dir.path().join(".c.json.tmp-4294967-12-00ab");
         let mine = dir.path().join(format!(".b.json.tmp-{}-3", std::process::id()));
-        for p in [&dead, &dead_write, &mine] {
+        let live = dir.path().join(".d.json.tmp-1-1-ff");
+        let fresh = dir.path().join(".e.json.tmp-1-2-ff");
+        for p in [&dead, &dead_write, &mine, &live, &fresh] {
             std::fs::write(p, b"partial").unwrap();
+            if p != &fresh {
+                File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
+            }
         }
-        assert_eq!(sweep_stale_temps(dir.path()), 2);
-        assert!(!dead.exists() && !dead_write.exists() && mine.exists());
+        let writer = File::open(&live).unwrap();
+        writer.lock().unwrap();
+        assert_eq!(sweep_stale_temps(dir.path()), 3);
+        assert!(!dead.exists() && !dead_write.exists() && !mine.exists());
+        assert!(live.exists() && fresh.exists());
+        drop(writer);
+        assert_eq!(sweep_stale_temps(dir.path()), 1);
+        assert!(!live.exists());
     }
 
     #[test]

@@ -197,6 +197,53 @@ pub struct Sbatch {
     pub extra: Vec<String>,
 }
 
+impl Sbatch {
+    /// Refuses a value that would not stay inside its `#SBATCH` line: a control character (a
+    /// newline starts a shell line, and sbatch stops reading directives at the first non-`#SBATCH`
+    /// line, dropping later ones such as `--dependency`), whitespace in a single-value option, an
+    /// extra argument that is not an option, and a log folder no `--output` line can name.
+    pub fn check(&self, logs: &Path) -> Result<()> {
+        let bad =
+            |what: &str, v: &str, why: &str| Err(Error::Input(format!("slurm {what} `{}`: {why}", v.escape_debug())));
+        let control = |v: &str| v.chars().any(char::is_control);
+        let single = [
+            ("--partition", &self.partition),
+            ("--gres", &self.gres),
+            ("--gpus", &self.gpus),
+            ("--mem", &self.mem),
+            ("--time", &self.time),
+        ];
+        for (flag, v) in single {
+            if let Some(v) = v {
+                if v.is_empty() || control(v) || v.chars().any(char::is_whitespace) {
+                    return bad(flag, v, "one word without spaces or control characters");
+                }
+            }
+        }
+        for e in &self.extra {
+            if control(e) {
+                return bad(
+                    "--sbatch-arg",
+                    e,
+                    "has a control character (a newline would end the #SBATCH block)",
+                );
+            }
+            if !e.starts_with('-') {
+                return bad("--sbatch-arg", e, "is not an sbatch option (it starts with `-`)");
+            }
+        }
+        let l = logs.to_string_lossy();
+        if control(&l) || l.chars().any(char::is_whitespace) {
+            return bad(
+                "log folder",
+                &l,
+                "has whitespace or a control character, which an #SBATCH --output line cannot hold",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The sbatch script of one array: `count` tasks from `offset` of stage `stage_index`, after
 /// `after` (job ids) when given.
 #[allow(clippy::too_many_arguments)]
@@ -352,11 +399,23 @@ pub(crate) fn array_chunks(tasks: usize, max: usize) -> Vec<(usize, usize)> {
 }
 
 /// The key sets of a task, for the runner.
-pub(crate) fn task_keys(m: &Manifest, stage_index: usize, task: usize) -> Result<HashSet<String>> {
+/// The task an array's task `index` runs (`offset + index` of stage `stage_index`) and its cells.
+pub(crate) fn task_keys(
+    m: &Manifest,
+    stage_index: usize,
+    offset: usize,
+    index: usize,
+) -> Result<(usize, HashSet<String>)> {
     let s = m
         .stages
         .get(stage_index)
         .ok_or_else(|| Error::Input(format!("submission {}: no stage {stage_index}", m.id)))?;
+    let task = offset.checked_add(index).ok_or_else(|| {
+        Error::Input(format!(
+            "submission {}: task {index} at offset {offset} is past every task",
+            m.id
+        ))
+    })?;
     let t = s.tasks.get(task).ok_or_else(|| {
         Error::Input(format!(
             "submission {}: stage {} has no task {task}",
@@ -364,11 +423,71 @@ pub(crate) fn task_keys(m: &Manifest, stage_index: usize, task: usize) -> Result
             s.stage.as_str()
         ))
     })?;
-    Ok(t.iter().cloned().collect())
+    Ok((task, t.iter().cloned().collect()))
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_task_index_past_the_submission_is_an_error_not_an_overflow() {
+        let m = Manifest {
+            id: "7".into(),
+            suite: "s.toml".into(),
+            store: "/s".into(),
+            cache: "/c".into(),
+            lock: "datasets.lock".into(),
+            data_root: None,
+            backend: BackendKind::Cpu,
+            stages: vec![StagePlan {
+                stage: Stage::Train,
+                precision: Precision::F32,
+                tasks: vec![vec!["a".into()], vec!["b".into()]],
+                arrays: Vec::new(),
+            }],
+        };
+        let (task, keys) = task_keys(&m, 0, 1, 0).unwrap();
+        assert_eq!((task, keys), (1, HashSet::from(["b".to_string()])));
+        assert!(task_keys(&m, 0, 1, 1).unwrap_err().to_string().contains("no task 2"));
+        assert!(task_keys(&m, 0, usize::MAX, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("past every task"));
+        assert!(task_keys(&m, 1, 0, 0).is_err());
+    }
+
+    #[test]
+    fn sbatch_values_that_would_leave_their_line_are_refused() {
+        let logs = Path::new("/s/logs");
+        assert!(Sbatch::default().check(logs).is_ok());
+        let ok = Sbatch {
+            partition: Some("gpu".into()),
+            time: Some("1-00:00:00".into()),
+            extra: vec!["--account=lab".into(), "--comment=a b".into()],
+            ..Default::default()
+        };
+        assert!(ok.check(logs).is_ok());
+        let injected = Sbatch {
+            partition: Some("gpu\nrm -rf ~".into()),
+            ..Default::default()
+        };
+        let e = injected.check(logs).unwrap_err().to_string();
+        assert!(e.contains("--partition") && e.contains("\\n"), "{e}");
+        for extra in ["--qos=x\n#SBATCH --dependency=none", "qos=x"] {
+            let s = Sbatch {
+                extra: vec![extra.into()],
+                ..Default::default()
+            };
+            assert!(s.check(logs).is_err(), "{extra}");
+        }
+        assert!(Sbatch {
+            mem: Some("4 G".into()),
+            ..Default::default()
+        }
+        .check(logs)
+        .is_err());
+        assert!(Sbatch::default().check(Path::new("/s/my logs")).is_err());
+    }
+
     use super::*;
 
     #[test]

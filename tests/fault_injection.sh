@@ -7,10 +7,11 @@
 #     the trained prompts then equal an uninterrupted run's
 #   SIGINT: the run says what it recorded and how to resume
 #   three runners at once on a suite with GRAM cross-domain: every runner exits 0, no false failure
-#   a truncated JPEG; bit-flipped cached micro-CLIP weights; a feature-cache entry with a damaged
+#   a truncated JPEG; bit-flipped cached micro-CLIP weights; a relabelled cached split; a feature-cache entry with a damaged
 #   payload; a test image truncated while its features are cached; a record copied under another
-#   cell's name; a record of schema 99; temp files of a killed writer; more shots than a class
-#   has; --only twice on one field (plan and run agree); a refused suite leaves no results folder
+#   cell's name; a record of schema 99; temp files of a killed writer and a live one; more shots than a class
+#   has; --only twice on one field (plan and run agree); a refused suite leaves no results folder;
+#   a runner whose every cell is busy in another runner exits 0; SIGTERM stops a child run too
 #
 # Usage (repository root): tests/fault_injection.sh [BIN]   (default: the debug build, built here)
 set -uo pipefail
@@ -208,6 +209,19 @@ if ! out=$("$bin" clip embed --model "$repo/tests/fixtures/tiny-clip-hf" --image
 else
   miss "truncated JPEG" "accepted: $(head -c 200 <<<"$out")"
 fi
+# The same cut behind a comment segment holding a start-of-scan and end-of-image pair (as an EXIF
+# thumbnail does), which fooled a byte-pattern check: libjpeg's own end-of-data signal decides.
+{
+  head -c 2 "$repo/tests/fixtures/images/hopper.jpg"
+  printf '\xff\xfe\x00\x06\xff\xda\xff\xd9'
+  tail -c +3 "$repo/tests/fixtures/images/hopper.jpg" | head -c -4000
+} >"$dir/commented.jpg"
+if ! out=$("$bin" clip embed --model "$repo/tests/fixtures/tiny-clip-hf" --image "$dir/commented.jpg" 2>&1) &&
+  grep -q "truncated JPEG" <<<"$out"; then
+  ok "a cut JPEG behind a comment holding FF DA … FF D9 is refused"
+else
+  miss "truncated JPEG behind a comment" "accepted: $(head -c 200 <<<"$out")"
+fi
 
 # 5. Bit-flipped cached micro-CLIP weights (same size) are refused before any cell.
 new_case weights
@@ -218,10 +232,35 @@ if [ -z "$model" ]; then
 else
   size=$(stat -c %s "$model")
   printf '\x55\xaa\x55\xaa' | dd of="$model" bs=1 seek=$((size - 64)) conv=notrunc status=none
-  if ! out=$(gb run faults.toml --no-report 2>&1) && grep -qi "match" <<<"$out"; then
+  if ! out=$(gb run faults.toml --no-report 2>&1) && grep -q "differs from its build: the micro-CLIP's weights" <<<"$out"; then
     ok "bit-flipped cached micro-CLIP weights (same size) are refused before any cell"
   else
     miss "bit-flipped weights" "not refused: $(tail -1 <<<"$out")"
+  fi
+fi
+
+# 5b. A cached world's split file relabelled in place (its manifest edited or not) is refused
+# before any cell, where it used to give other numbers under the same cell keys.
+new_case relabel
+cp -r "$ref/cache" "$dir/cache"
+split=$(ls "$dir"/cache/world-*/data/*/split_zhou_*.json 2>/dev/null | head -1)
+if [ -z "$split" ]; then
+  miss "relabelled split" "no cached split file found"
+else
+  python3 - "$split" <<'PY'
+import json, sys
+p = sys.argv[1]
+s = json.load(open(p))
+labels = sorted({e[1] for e in s["test"]})
+for e in s["test"][:20]:
+    e[1] = labels[(labels.index(e[1]) + 1) % len(labels)]
+json.dump(s, open(p, "w"))
+PY
+  if ! out=$(gb run faults.toml --no-report 2>&1) && grep -q "the cached world differs from its build" <<<"$out" &&
+    [ ! -d "$dir/results/faults/records" -o -z "$(ls "$dir/results/faults/records" 2>/dev/null)" ]; then
+    ok "a cached world's split file relabelled in place is refused before any cell"
+  else
+    miss "relabelled split" "not refused: $(tail -1 <<<"$out")"
   fi
 fi
 
@@ -239,13 +278,14 @@ else
   miss "damaged feature cache" "${why:-$(tail -2 "$dir/run.log")}"
 fi
 
-# 7. A test image truncated while its features are cached: the cell sees it, not the cache.
+# 7. A test image truncated while its features are cached: the world's digests stop the run
+# before any cell (the feature cache's own key, for datasets outside the world, is `features::tests`).
 new_case image
 cp -r "$ref/cache" "$dir/cache"
 img=$(find "$dir"/cache/world-*/data/shapes -name 'test_*.png' | sort | head -1)
 truncate -s 40 "$img"
-if ! out=$(gb run faults.toml --no-report --only method=zs 2>&1) && grep -q "$(basename "$img")" <<<"$out"; then
-  ok "a truncated test image fails its cell although its features were cached"
+if ! out=$(gb run faults.toml --no-report --only method=zs 2>&1) && grep -q "differs from its build: dataset \`shapes\`" <<<"$out"; then
+  ok "a test image truncated under a warm feature cache stops the run, naming its dataset"
 else
   miss "truncated test image under a warm cache" "$(tail -2 <<<"$out")"
 fi
@@ -270,14 +310,21 @@ else
 fi
 cp "$dir/saved.json" "${recs[0]}"
 
-# 9. Temp files of a killed writer are swept; a live one's would not be (pid 4194304 > pid_max).
-touch "$dir/results/faults/records/.x.json.tmp-4194304"
+# 9. A killed writer's temp file (unlocked, an hour old) is swept; a live writer's (locked, as
+# write_atomic holds it; from this host or another sharing the store, whatever pid it names) is not.
+t="$dir/results/faults/records"
+touch -d '1 hour ago' "$t/.x.json.tmp-4194304" "$t/.y.json.tmp-1-1-ff"
+flock "$t/.y.json.tmp-1-1-ff" sleep 30 &
+holder=$!
+sleep 0.3
 gb run faults.toml --no-report >/dev/null 2>&1
-if [ ! -e "$dir/results/faults/records/.x.json.tmp-4194304" ]; then
-  ok "a killed writer's temp file is removed"
+if [ ! -e "$t/.x.json.tmp-4194304" ] && [ -e "$t/.y.json.tmp-1-1-ff" ]; then
+  ok "a killed writer's temp file is removed, a live writer's (locked) kept"
 else
-  miss "stale temp file" "still there"
+  miss "stale temp file" "$(ls -a "$t" | grep tmp- | tr '\n' ' ')"
 fi
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
 
 # 10. More shots than a class has fails the cell, saying so.
 new_case shots
@@ -307,6 +354,59 @@ if [ ! -e "$dir/results" ]; then
   ok "a refused suite leaves no results folder"
 else
   miss "refused suite" "results/ was created"
+fi
+
+# 13. A runner that finds every cell it may take busy in another runner exits 0 and says so (its
+# report step too), instead of failing for want of finished cells.
+new_case all_busy
+gb world build faults.toml >/dev/null 2>&1
+one=(--only method=coop --only dataset=shapes --only seed=1)
+(cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" exec "$bin" run faults.toml --no-report "${one[@]}" >"$dir/first.log" 2>&1) &
+first=$!
+held=0
+for _ in $(seq 1 200); do
+  for l in "$dir"/results/faults/locks/*.lock; do
+    [ -e "$l" ] && ! flock -n "$l" true 2>/dev/null && held=1
+  done
+  [ "$held" = 1 ] && break
+  sleep 0.05
+done
+out=$(gb run faults.toml "${one[@]}" 2>&1)
+rc=$?
+wait "$first"
+if [ "$held" = 1 ] && [ "$rc" -eq 0 ] && grep -Eq "nothing finished yet: [0-9]+ cells are being computed by other runners" <<<"$out"; then
+  ok "every cell busy in another runner: exit 0, saying what the other runner is computing"
+else
+  miss "every cell busy" "lock seen: $held, exit $rc: $(tail -2 <<<"$out")"
+fi
+
+# 14. SIGTERM while another precision's cells run in a child process: the child stops with the
+# parent (none goes on to record a cell), and the parent says so.
+new_case child
+sed -i 's/^default = "f32"$/default = "f32"\nmethods = { coop = "f16" }/' "$dir/faults.toml"
+gb world build faults.toml >/dev/null 2>&1
+(cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" exec "$bin" run faults.toml --no-report 2>"$dir/err.log") &
+parent=$!
+child=""
+for _ in $(seq 1 600); do
+  child=$(pgrep -P "$parent" -f -- "--precision-group" || true)
+  [ -n "$child" ] && break
+  sleep 0.1
+done
+sleep 1
+kill -TERM "$parent"
+wait "$parent"
+rc=$?
+sleep 0.5
+records_then=$(ls "$dir"/results/faults/records | wc -l)
+sleep 2
+records_later=$(ls "$dir"/results/faults/records | wc -l)
+if [ -n "$child" ] && [ "$rc" -eq 143 ] && ! kill -0 "$child" 2>/dev/null && [ "$records_then" = "$records_later" ] &&
+  grep -q "stopped with it" "$dir/err.log"; then
+  ok "SIGTERM with a child run at another precision: the child stops too, and the parent says so"
+else
+  miss "SIGTERM with a child" "child ${child:-never seen}, exit $rc, records $records_then then $records_later: $(tail -1 "$dir/err.log")"
+  [ -n "$child" ] && kill -9 "$child" 2>/dev/null
 fi
 
 echo "fault injection: $pass passed, $fail missed"

@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 
 use crate::backend::{dispatch, BackendKind, WithBackend};
 use crate::clip::ClipConfig;
-use crate::device_check::DeviceReport;
+use crate::device_check::{DeviceReport, Throughput};
 use crate::error::{Error, Result};
 use crate::estimate::{backbone_config, calibrate, PassCounter, PassTimes};
 use crate::lock::Lock;
@@ -61,6 +61,24 @@ impl WithBackend for Calibrate<'_> {
     }
 }
 
+/// The longest time one measured batch of a device-check report may take (a day): beyond it the
+/// row is damaged, not slow.
+const MAX_ROW_SECONDS: f64 = 86_400.0;
+
+/// A device-check encoder row's seconds per item, refused unless a run can be priced at it.
+fn seconds_per_item(row: &Throughput) -> std::result::Result<f64, String> {
+    if row.items == 0 {
+        return Err(format!("encoder row `{}` measured 0 items", row.what));
+    }
+    if !(row.seconds.is_finite() && row.seconds > 0.0 && row.seconds <= MAX_ROW_SECONDS) {
+        return Err(format!(
+            "encoder row `{}` took {} s; a measured time is positive and at most {MAX_ROW_SECONDS} s",
+            row.what, row.seconds
+        ));
+    }
+    Ok(row.seconds / row.items as f64)
+}
+
 fn pricing(a: &PlanArgs, resolved: &ResolvedSuite) -> Result<Option<Pricing>> {
     let precision = resolved.suite.precision.default;
     if let Some(t) = a.tflops {
@@ -90,8 +108,8 @@ fn pricing(a: &PlanArgs, resolved: &ResolvedSuite) -> Result<Option<Pricing>> {
                 path.display()
             ))
         })?;
-        let [i, t, ib, tb] = match &run.encoders[..] {
-            [i, t, ib, tb] => [i, t, ib, tb].map(|x| x.seconds / x.items as f64),
+        let rows = match &run.encoders[..] {
+            [i, t, ib, tb] => [i, t, ib, tb],
             _ => {
                 return Err(Error::Input(format!(
                     "{}: its encoder part was skipped",
@@ -99,6 +117,11 @@ fn pricing(a: &PlanArgs, resolved: &ResolvedSuite) -> Result<Option<Pricing>> {
                 )))
             }
         };
+        let mut per_item = [0.0; 4];
+        for (slot, row) in per_item.iter_mut().zip(rows) {
+            *slot = seconds_per_item(row).map_err(|why| Error::Input(format!("{}: {why}", path.display())))?;
+        }
+        let [i, t, ib, tb] = per_item;
         return Ok(Some(Pricing {
             times: PassTimes {
                 image_forward: i,
@@ -245,4 +268,36 @@ pub fn plan(a: &PlanArgs) -> Result<()> {
         None => println!("For time estimates: --estimate-on BACKEND, --rates DEVICE_CHECK.json or --tflops X."),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(items: usize, seconds: f64) -> Throughput {
+        Throughput {
+            what: "image forward".into(),
+            items,
+            seconds,
+            gflops: 1.0,
+            tflops_per_s: 1.0,
+            of_peak: None,
+        }
+    }
+
+    #[test]
+    fn a_device_check_row_prices_only_a_measured_time() {
+        assert_eq!(seconds_per_item(&row(4, 2.0)), Ok(0.5));
+        for (items, seconds) in [
+            (0, 1.0),
+            (4, 0.0),
+            (4, -1.0),
+            (4, f64::NAN),
+            (4, f64::INFINITY),
+            (4, 1e9),
+        ] {
+            let why = seconds_per_item(&row(items, seconds)).unwrap_err();
+            assert!(why.contains("image forward"), "{why}");
+        }
+    }
 }

@@ -69,7 +69,11 @@ pub(super) fn world_note(suite: &Suite, cache: &Path) -> String {
 
 pub fn report(a: &ReportArgs) -> Result<()> {
     let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
-    write_suite_report(&resolved, &a.suite, &a.store, &a.out, a.compare.is_none())?;
+    if let SuiteReport::NothingFinished =
+        write_suite_report(&resolved, &a.suite, &a.store, &a.out, a.compare.is_none())?
+    {
+        return Err(nothing_finished(&resolved, &a.suite, &a.store));
+    }
     let Some(other_store) = &a.compare else {
         return Ok(());
     };
@@ -138,23 +142,35 @@ fn run_labels(this: &Path, other: &Path) -> (String, String) {
     }
 }
 
+/// What [`write_suite_report`] did.
+pub(super) enum SuiteReport {
+    Written,
+    /// The store holds no finished cell of the suite: there is nothing to report yet.
+    NothingFinished,
+}
+
+/// The error for a report of a suite with no finished cells.
+pub(super) fn nothing_finished(resolved: &ResolvedSuite, suite_path: &Path, store: &StoreArgs) -> Error {
+    Error::Input(format!(
+        "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
+        resolved.suite.name,
+        store.store.display(),
+        suite_path.display()
+    ))
+}
+
 pub(super) fn write_suite_report(
     resolved: &ResolvedSuite,
     suite_path: &Path,
     store: &StoreArgs,
     out: &Path,
     print: bool,
-) -> Result<()> {
+) -> Result<SuiteReport> {
     let suite = &resolved.suite;
     let records = Store::open_read(&store.store, &suite.name);
     let data = gather(&resolved.plan, &records, suite)?;
     if data.values.is_empty() {
-        return Err(Error::Input(format!(
-            "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
-            suite.name,
-            store.store.display(),
-            suite_path.display()
-        )));
+        return Ok(SuiteReport::NothingFinished);
     }
     let published = published_tables(suite)?;
     let figures = crate::report::figures::render(suite, &data, &published)?;
@@ -170,5 +186,5 @@ pub(super) fn write_suite_report(
         println!("{md}");
     }
     eprintln!("wrote {} (and aggregate.csv, aggregate.json beside it)", path.display());
-    Ok(())
+    Ok(SuiteReport::Written)
 }

@@ -9,7 +9,7 @@ use crate::run::{run_suite, Jobs, Overwrite, RunOptions};
 use crate::suite::Suite;
 
 use super::common::*;
-use super::report::write_suite_report;
+use super::report::{nothing_finished, write_suite_report, SuiteReport};
 use crate::backend::{BackendKind, Precision};
 
 #[derive(Args, Debug)]
@@ -44,11 +44,10 @@ pub struct RunArgs {
     /// has not recorded yet is skipped with a line saying which; run the shard again after it.
     #[arg(long)]
     pub shard: Option<crate::run::shard::Shard>,
-    /// How many cells to compute at once (each with its own loaded backbone). `auto`: one per core
-    /// for the embedded world's micro-CLIP on the CPU (at most 8), otherwise 1. More than one is
-    /// not yet bit-identical to one at a time (measured: 1 of 462 nightly cells differed), so the
-    /// default is 1 and baselines are made with it.
-    #[arg(long, default_value = "1")]
+    /// How many cells to compute at once (each with its own loaded backbone); every number is the
+    /// same bits as one at a time. `auto`: one per core for the embedded world's micro-CLIP on the
+    /// CPU (at most 8), otherwise 1.
+    #[arg(long, default_value = "auto")]
     pub jobs: Jobs,
     /// Internal: run only the cells of this precision (a run relaunches itself with it for each
     /// precision other than its own, since a process computes at one).
@@ -105,7 +104,23 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     }
     if !a.no_report && problems.is_empty() {
-        write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)?;
+        if let SuiteReport::NothingFinished = write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)? {
+            // Every cell this run could take is another runner's: not a failure, nothing to report yet.
+            if s.busy + s.waiting == 0 {
+                return Err(nothing_finished(&resolved, &a.suite, &a.store));
+            }
+            eprintln!(
+                "nothing finished yet: {} cells are being computed by other runners{}; `gram-bench report {}` \
+                 writes the report once they are done",
+                s.busy,
+                if s.waiting > 0 {
+                    format!(" and {} wait on other shards", s.waiting)
+                } else {
+                    String::new()
+                },
+                a.suite.display()
+            );
+        }
     }
     if !problems.is_empty() {
         return Err(Error::Run(problems.join("; ")));
@@ -123,8 +138,17 @@ fn relaunch_at(p: Precision, no_report_given: bool) -> Result<bool> {
     if !no_report_given {
         cmd.arg("--no-report");
     }
-    let status = cmd
-        .status()
+    // The handler (installed here if this process ran no cell itself) stops the child with it.
+    let command: Vec<String> = std::env::args().collect();
+    crate::run::interrupt::install(0, command.join(" "));
+    let mut child = cmd
+        .spawn()
         .map_err(|e| Error::Run(format!("running {}: {e}", exe.display())))?;
+    let watched = crate::run::interrupt::watch_child(child.id());
+    let status = child.wait();
+    // Reaped: the handler, if one is stopping the run, no longer waits for it.
+    drop(watched);
+    crate::run::interrupt::hold_if_stopping();
+    let status = status.map_err(|e| Error::Run(format!("waiting for {}: {e}", exe.display())))?;
     Ok(status.success())
 }

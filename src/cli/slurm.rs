@@ -159,6 +159,7 @@ pub fn submit(a: &SubmitArgs) -> Result<()> {
         max_parallel: a.max_parallel,
         extra: a.sbatch_args.clone(),
     };
+    sb.check(&logs)?;
     if !a.dry_run {
         std::fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
         m.save(&dir)?;
@@ -231,7 +232,7 @@ pub fn task(a: &TaskArgs) -> Result<()> {
         .map_err(|_| Error::Input("SLURM_ARRAY_TASK_ID is not set: `slurm task` runs inside a Slurm array".into()))?
         .parse()
         .map_err(|_| Error::Input("SLURM_ARRAY_TASK_ID is not a number".into()))?;
-    let keys = task_keys(&m, a.stage_index, a.offset + index)?;
+    let (task_index, keys) = task_keys(&m, a.stage_index, a.offset, index)?;
     let stage = &m.stages[a.stage_index];
     let store_args = StoreArgs {
         store: m.store.clone(),
@@ -245,7 +246,7 @@ pub fn task(a: &TaskArgs) -> Result<()> {
         m.id,
         stage.stage.as_str(),
         stage.precision,
-        a.offset + index,
+        task_index,
         keys.len()
     );
     let opts = RunOptions {

@@ -101,22 +101,29 @@ fn install_quiet_hook() {
 
 /// JPEG through libjpeg-turbo's decoder (mozjpeg, C build without SIMD), as PIL decodes: islow IDCT
 /// and fancy chroma upsampling, bit-exact with Pillow on the fixtures (the pure-Rust decoders were
-/// measured 3-4 levels off on a 4:2:0 photo). CMYK files, which libjpeg cannot turn into RGB, go
-/// through the image crate.
+/// measured 3-4 levels off on a 4:2:0 photo). CMYK files, which libjpeg cannot turn into RGB, are
+/// read to the end by libjpeg (for its end-of-data signal) and converted by the image crate.
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
-    // libjpeg only warns on a file cut short and fills in the rest; PIL, which the upstream code
-    // reads with, raises "image file is truncated". Refuse it here, before decoding.
-    if !ends_its_scans(bytes) {
-        return Err("truncated JPEG: no end-of-image marker after the scan data".into());
-    }
+    // libjpeg only warns on a file cut short (JWRN_JPEG_EOF) and fills in the rest; PIL, which the
+    // upstream code reads with, raises "image file is truncated". The warning comes from libjpeg
+    // asking its source for bytes past the end, which `EndWatch` sees: whatever the file holds
+    // before its scan (a comment or an EXIF thumbnail with markers of its own), a file that ends
+    // before libjpeg's last marker is refused.
+    let ran_out = std::sync::atomic::AtomicBool::new(false);
     install_quiet_hook();
     QUIET_PANICS.with(|q| q.set(true));
     let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        let d = mozjpeg::Decompress::new_reader(EndWatch {
+            rest: bytes,
+            ran_out: &ran_out,
+        })?;
         if matches!(
             d.color_space(),
             mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
         ) {
+            let mut img = d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?;
+            let _: Vec<[u8; 4]> = img.read_scanlines()?;
+            img.finish()?;
             return Ok(None);
         }
         let mut img = d.rgb()?;
@@ -126,6 +133,11 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         Ok(Some((w, h, px.into_iter().flatten().collect())))
     });
     QUIET_PANICS.with(|q| q.set(false));
+    if ran_out.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(
+            "truncated JPEG: its data ends before its end-of-image marker (libjpeg: premature end of data)".into(),
+        );
+    }
     match decoded {
         Ok(Ok(Some((w, h, rgb)))) => RgbImage::from_raw(w as u32, h as u32, rgb)
             .ok_or_else(|| "decoded size does not match the header".to_string()),
@@ -144,14 +156,33 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     }
 }
 
-/// Whether an end-of-image marker (FF D9) follows the first start-of-scan (FF DA). Entropy-coded
-/// data cannot hold FF D9 (a data FF is stuffed as FF 00), so a file cut anywhere after its scan
-/// begins, even by two bytes, has none; bytes after the marker (as some cameras write) are allowed.
-fn ends_its_scans(bytes: &[u8]) -> bool {
-    let Some(sos) = bytes.windows(2).position(|w| w == [0xFF, 0xDA]) else {
-        return false;
-    };
-    bytes[sos + 2..].windows(2).any(|w| w == [0xFF, 0xD9])
+/// A JPEG's bytes as libjpeg's source, noting when libjpeg asks for bytes past the end: what it
+/// then reports as premature end of data (and pads with a fake end-of-image marker).
+struct EndWatch<'a> {
+    rest: &'a [u8],
+    ran_out: &'a std::sync::atomic::AtomicBool,
+}
+
+impl std::io::Read for EndWatch<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::io::BufRead::fill_buf(self)?.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for EndWatch<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.rest.is_empty() {
+            self.ran_out.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(self.rest)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rest = &self.rest[n.min(self.rest.len())..];
+    }
 }
 
 /// PIL's bicubic kernel (a = -0.5, i.e. Catmull-Rom), support 2.
@@ -406,6 +437,21 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains("truncated JPEG"), "cut by {cut}: {e}");
+        }
+        // A comment segment before the frame holding a start-of-scan and an end-of-image pair (as
+        // an EXIF thumbnail does) does not hide a cut: libjpeg's own end-of-data signal decides.
+        let mut commented = jpeg[..2].to_vec();
+        commented.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x06, 0xFF, 0xDA, 0xFF, 0xD9]);
+        commented.extend_from_slice(&jpeg[2..]);
+        assert_eq!(
+            load_rgb(&write("commented.jpg", &commented)).unwrap(),
+            load_rgb(&write("w.jpg", &jpeg)).unwrap()
+        );
+        for cut in [2, (jpeg.len() - sos) / 2] {
+            let e = load_rgb(&write("commented-cut.jpg", &commented[..commented.len() - cut]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("truncated JPEG"), "commented, cut by {cut}: {e}");
         }
     }
 

@@ -62,6 +62,15 @@ pub fn read(path: &Path, expected: &PromptArtifact) -> Result<PromptArtifact> {
                 data_shape
             )));
         }
+        // A prompt with a NaN or an infinity scores every class alike (or not at all): refused
+        // here, not recorded as an accuracy.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "`{key}` holds {} at element {i} (of {}): not a trained prompt",
+                values[i],
+                values.len()
+            )));
+        }
         out.insert(name.clone(), (shape.clone(), values.clone()));
     }
     Ok(out)
@@ -85,4 +94,45 @@ fn legacy(path: &Path) -> Result<super::PromptArtifact> {
         out.insert(key, (data.shape.to_vec(), values));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A released CoOp checkpoint (upstream's trainer, Dassl's format) whose tensors are all NaN.
+    #[test]
+    fn a_released_prompt_holding_nan_is_refused() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/released/trained/coop/eurosat/seed1/prompt_learner/model.pth.tar-50");
+        let sound = crate::clip::torch_zip::read(&fixture).unwrap();
+        let (key, ctx) = sound.tensors.iter().find(|(k, _)| k.ends_with("ctx")).unwrap();
+        let expected = PromptArtifact::from([("ctx".to_string(), (ctx.shape.clone(), Vec::new()))]);
+        assert!(read(&fixture, &expected).is_ok(), "the sound checkpoint reads");
+
+        let dir = tempfile::tempdir().unwrap();
+        let nan = dir.path().join("model.pth.tar-50");
+        let mut src = zip::ZipArchive::new(std::fs::File::open(&fixture).unwrap()).unwrap();
+        let mut out = zip::ZipWriter::new(std::fs::File::create(&nan).unwrap());
+        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for i in 0..src.len() {
+            let mut f = src.by_index(i).unwrap();
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).unwrap();
+            if f.name().contains("/data/") {
+                for c in bytes.chunks_exact_mut(4) {
+                    c.copy_from_slice(&f32::NAN.to_le_bytes());
+                }
+            }
+            out.start_file(f.name(), stored).unwrap();
+            out.write_all(&bytes).unwrap();
+        }
+        out.finish().unwrap();
+        let e = read(&nan, &expected).unwrap_err().to_string();
+        assert!(
+            e.contains(key.as_str()) && e.contains("NaN") && e.contains("not a trained prompt"),
+            "{e}"
+        );
+    }
 }

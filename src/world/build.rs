@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::datasets::{write_dataset, WORLD_DATASETS};
-use super::digest::{world_digests, WorldDigests};
+use super::digest::{differences, world_digests, WorldDigests};
 use super::pinned::{verify_committed, Pin};
 use super::pretrain::{pretrain, PretrainReport};
 use super::{WorldConfig, WORLD_VERSION};
@@ -94,6 +94,39 @@ pub(crate) fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtif
     (world.data_root.is_dir() && world.model_dir.join("model.safetensors").is_file()).then_some(world)
 }
 
+/// Checks a cached world's files before anything uses them: every dataset and the weights must
+/// hash to what its build recorded and, for a world the repository records, to the committed
+/// digests (a split file relabelled in place, or weights changed with `world.json` edited to
+/// match, would otherwise give records under the same keys as sound ones).
+fn verify_cached(world: &WorldArtifacts, dir: &Path) -> Result<()> {
+    let now = world_digests(&world.data_root, &world.model_dir)?;
+    let damaged = |what: String| {
+        Error::Input(format!(
+            "{}: the cached world {what}; delete that folder and run again (the world is rebuilt)",
+            dir.display()
+        ))
+    };
+    // A world built before builds recorded digests is checked against the committed ones only.
+    if let Some(built) = &world.manifest.digests {
+        let diff = differences(built, &now);
+        if !diff.is_empty() {
+            return Err(damaged(format!("differs from its build: {}", diff.join(", "))));
+        }
+    }
+    let committed = crate::world::pinned::committed_digests(&world.manifest.key)?;
+    if let Some(committed) = committed {
+        let diff = differences(&committed, &now);
+        if !diff.is_empty() {
+            return Err(damaged(format!(
+                "differs from the world the repository records ({}): {}",
+                super::pinned::DIGESTS_PATH,
+                diff.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Whether [`ensure_world`] would pretrain a micro-CLIP for `cfg` (not cached, nothing pinned for it).
 pub(crate) fn would_pretrain(cache: &Path, cfg: &WorldConfig) -> Result<bool> {
     Ok(cached_world(cache, cfg).is_none() && !Pin::embedded()?.is_some_and(|p| p.fits(cfg)))
@@ -105,6 +138,7 @@ pub(crate) fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(
     let key = world_key(cfg);
     let dir = cache.join(format!("world-{key}"));
     if let Some(w) = cached_world(cache, cfg) {
+        verify_cached(&w, &dir)?;
         return Ok(w);
     }
     std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
@@ -113,6 +147,7 @@ pub(crate) fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(
     lock.lock().map_err(|e| Error::io(&lock_path, e))?;
     // Another runner may have finished it while this one waited for the lock.
     if let Some(w) = cached_world(cache, cfg) {
+        verify_cached(&w, &dir)?;
         return Ok(w);
     }
     let t0 = std::time::Instant::now();
@@ -129,6 +164,40 @@ pub(crate) fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(
         "building the embedded world {key} (once; cached in {})",
         dir.display()
     ));
+    // A build that fails (a bad table, a full disk, a world unlike the committed one) leaves no
+    // half-built folder behind.
+    let manifest = match build_into(&tmp, &key, cfg, t0, log) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    if dir.exists() {
+        // An incomplete world (see `cached_world`): replaced whole.
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    let p = &manifest.pretrain;
+    log(&format!(
+        "  micro-CLIP zero-shot (from its pretraining run): held-out colour-shape pairs {:.1}% (seen {:.1}%, chance 1.6%); built in {:.0} s",
+        p.held_out_pairs_acc, p.seen_pairs_acc, manifest.build_seconds
+    ));
+    Ok(WorldArtifacts {
+        data_root: dir.join("data"),
+        model_dir: dir.join("micro-clip"),
+        manifest,
+    })
+}
+
+/// Writes world `key`'s datasets, micro-CLIP and manifest into `tmp`.
+fn build_into(
+    tmp: &Path,
+    key: &str,
+    cfg: &WorldConfig,
+    t0: std::time::Instant,
+    log: &mut dyn FnMut(&str),
+) -> Result<WorldManifest> {
     for ds in WORLD_DATASETS {
         write_dataset(
             &tmp.join("data"),
@@ -159,17 +228,12 @@ pub(crate) fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(
     };
     let digests = world_digests(&tmp.join("data"), &tmp.join("micro-clip"))?;
     // A world the repository records must come out the same here, or it is not cached at all.
-    match verify_committed(&key, &digests) {
-        Ok(true) => log("  every dataset and the weights match the committed digests"),
-        Ok(false) => {}
-        Err(e) => {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            return Err(e);
-        }
+    if verify_committed(key, &digests)? {
+        log("  every dataset and the weights match the committed digests");
     }
     let manifest = WorldManifest {
         world_version: WORLD_VERSION,
-        key: key.clone(),
+        key: key.to_string(),
         config: cfg.clone(),
         pretrain: report,
         micro_clip: source,
@@ -182,19 +246,5 @@ pub(crate) fn ensure_world(cache: &Path, cfg: &WorldConfig, log: &mut dyn FnMut(
         serde_json::to_string_pretty(&manifest).expect("manifest serializes"),
     )
     .map_err(|e| Error::io(&mpath, e))?;
-    if dir.exists() {
-        // An incomplete world (see `cached_world`): replaced whole.
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
-    let p = &manifest.pretrain;
-    log(&format!(
-        "  micro-CLIP zero-shot (from its pretraining run): held-out colour-shape pairs {:.1}% (seen {:.1}%, chance 1.6%); built in {:.0} s",
-        p.held_out_pairs_acc, p.seen_pairs_acc, manifest.build_seconds
-    ));
-    Ok(WorldArtifacts {
-        data_root: dir.join("data"),
-        model_dir: dir.join("micro-clip"),
-        manifest,
-    })
+    Ok(manifest)
 }

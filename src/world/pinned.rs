@@ -29,7 +29,7 @@ const DIGESTS: &str = include_str!("pinned/digests.json");
 pub(crate) const DIGESTS_PATH: &str = "src/world/pinned/digests.json";
 
 /// The committed digests of the world `key`, if the repository records them.
-fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
+pub(crate) fn committed_digests(key: &str) -> Result<Option<WorldDigests>> {
     let all: BTreeMap<String, WorldDigests> =
         serde_json::from_str(DIGESTS).map_err(|e| Error::Internal(format!("{DIGESTS_PATH}: {e}")))?;
     Ok(all.get(key).cloned())
