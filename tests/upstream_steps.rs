@@ -8,11 +8,10 @@
 //! CoOp, CoCoOp, KgCoOp, ProGrad (projected and not, its template context, and that context scored on
 //! another dataset), VPT, MaPLe, IVLP and PromptSRC (method_steps' two anchor templates and upstream's 60).
 //!
-//! One difference is named and asserted as such: upstream's VPT runs in f32 but casts its prompt tokens
-//! to f16 where they join the sequence (github.com/muzairkhattak/multimodal-prompt-learning@69bce21
-//! clip/model.py:405 `self.VPT.expand(...).half()` and :238 `self.VPT_shallow...half()`); gram-bench
-//! keeps them f32. `vpt_as_published` is that run; gram-bench from the f16-rounded initial tokens
-//! reproduces it.
+//! Upstream's VPT runs in f32 but casts its prompt tokens to f16 where they join the sequence
+//! (github.com/muzairkhattak/multimodal-prompt-learning@69bce21 clip/model.py:405
+//! `self.VPT.expand(...).half()` and :238 `self.VPT_shallow...half()`); `vpt_as_published` is that
+//! run, which VPT's `f16_prompt_tokens = true` reproduces.
 mod common;
 
 use std::collections::BTreeMap;
@@ -222,59 +221,49 @@ fn prograd_on_a_transfer_target_takes_the_targets_words_as_upstream() {
     );
 }
 
-/// The named difference. Upstream's VPT (multimodal-prompt-learning@69bce21 trainers/vpt.py:41 returns
-/// `model.float()`) casts the prompt tokens `.half()` before concatenating them with the f32 patch
-/// tokens (clip/model.py:405 for the first layer's, :238 for each deeper layer's), so its forward sees
-/// f16-rounded prompts and its gradient passes through an f16 cast; gram-bench keeps the prompts f32
-/// (the fixture's `vpt`, the same upstream run with `.half()` the identity, matches it within the
-/// tolerances above). Here: from the same initial tokens the published run's logits are off by more
-/// than the tolerance, and from the f16-rounded initial tokens gram-bench reproduces its logits, its
-/// loss and its step (after − init), what is left being the f16 rounding of upstream's gradient.
+/// Upstream's VPT (multimodal-prompt-learning@69bce21 trainers/vpt.py:41 returns `model.float()`)
+/// casts the prompt tokens `.half()` before concatenating them with the f32 patch tokens
+/// (clip/model.py:405 for the first layer's, :238 for each deeper layer's), so its forward sees
+/// f16-rounded prompts and its gradient passes through an f16 cast. `f16_prompt_tokens = true` is
+/// that run: from the same initial tokens it matches the published run within the tolerances; with
+/// the switch off (the fixture's `vpt`, the same upstream run with `.half()` the identity, matches
+/// that) the published run's logits are off by more than the tolerance.
 #[test]
-fn vpt_as_published_differs_by_its_f16_prompt_tokens() {
+fn vpt_as_published_is_the_f16_prompt_tokens_switch() {
     let clip = tiny_clip();
     let f = Fixture::load("upstream_steps");
     let entries = entry_configs(&f);
-    let cfg = &entries["vpt"];
     let init = f.artifact("vpt_as_published.init");
-    let same = measure(&clip, &f, "vpt_as_published", cfg, Some(&init));
+    let off = measure(&clip, &f, "vpt_as_published", &entries["vpt"], Some(&init));
     assert!(
-        same.logits > LOGITS,
+        off.logits > LOGITS,
         "the f16 prompt tokens no longer show in upstream's VPT logits ({}): is the difference gone?",
-        same.logits
+        off.logits
     );
-    let rounded: PromptArtifact = init
-        .iter()
-        .map(|(k, (s, v))| {
-            let r = v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect();
-            (k.clone(), (s.clone(), r))
-        })
-        .collect();
-    let m = measure(&clip, &f, "vpt_as_published", cfg, Some(&rounded));
-    let want = f.artifact("vpt_as_published.after");
-    let step = m
-        .artifact
-        .iter()
-        .map(|(k, (_, got))| {
-            let (ours, theirs) = (&rounded[k].1, &init[k].1);
-            got.iter()
-                .zip(ours)
-                .zip(want[k].1.iter().zip(theirs))
-                .map(|((a, a0), (b, b0))| ((a - a0) - (b - b0)).abs())
-                .fold(0.0, f32::max)
-        })
-        .fold(0.0, f32::max);
+    let MethodConfig::Vpt(mut vpt) = entries["vpt"].clone() else {
+        panic!("the vpt entry is VPT")
+    };
+    vpt.f16_prompt_tokens = true;
+    let on = measure(&clip, &f, "vpt_as_published", &MethodConfig::Vpt(vpt), Some(&init));
     eprintln!(
-        "vpt_as_published from f16-rounded tokens: logits {:.1e}, loss {:.1e}, step {step:.1e}",
-        m.logits, m.loss
+        "vpt_as_published: switch off: logits {:.1e}; on: logits {:.1e}, loss {:.1e}, after {:.1e}",
+        off.logits, on.logits, on.loss, on.after
     );
     assert!(
-        m.logits <= 1e-5,
-        "logits from the rounded tokens differ by {}",
-        m.logits
+        on.logits <= LOGITS,
+        "logits with f16 prompt tokens differ by {}",
+        on.logits
     );
-    assert!(m.loss <= LOSS, "the loss from the rounded tokens differs by {}", m.loss);
-    assert!(step <= AFTER, "the step from the rounded tokens differs by {step}");
+    assert!(
+        on.loss <= LOSS,
+        "the loss with f16 prompt tokens differs by {}",
+        on.loss
+    );
+    assert!(
+        on.after <= AFTER,
+        "the step with f16 prompt tokens differs by {}",
+        on.after
+    );
 }
 
 /// The two fixture sets compare directly: every entry that method_steps also has starts from its
@@ -317,4 +306,145 @@ fn upstream_fixtures_start_where_method_steps_start_and_name_their_sources() {
         assert!(files.values().all(|d| d.as_str().is_some_and(|d| d.len() == 64)), "{k}");
     }
     assert!(up.meta["stand_ins"].as_array().is_some_and(|s| !s.is_empty()));
+}
+
+/// Every float tensor of `m`, in module order: its shape, format and values as f32 bits.
+type ParamBits = (Vec<usize>, burn::tensor::DType, Vec<u32>);
+fn param_bits<Bk: burn::tensor::backend::Backend, M: burn::module::Module<Bk>>(m: &M) -> Vec<ParamBits> {
+    struct Collect(Vec<ParamBits>);
+    impl<Bk: burn::tensor::backend::Backend> burn::module::ModuleVisitor<Bk> for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<burn::tensor::Tensor<Bk, D>>) {
+            let t = p.val();
+            let dtype = t.dtype();
+            let d = t.into_data().convert::<f32>();
+            let bits = d.as_slice::<f32>().unwrap().iter().map(|x| x.to_bits()).collect();
+            self.0.push((p.dims().to_vec(), dtype, bits));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+/// `m` with every float tensor cast to `dtype`.
+fn cast_all<Bk: burn::tensor::backend::Backend, M: burn::module::Module<Bk>>(m: M, dtype: burn::tensor::DType) -> M {
+    struct Cast(burn::tensor::DType);
+    impl<Bk: burn::tensor::backend::Backend> burn::module::ModuleMapper<Bk> for Cast {
+        fn map_float<const D: usize>(
+            &mut self,
+            p: burn::module::Param<burn::tensor::Tensor<Bk, D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<Bk, D>> {
+            let (id, t, mapper) = p.consume();
+            burn::module::Param::from_mapped_value(id, t.cast(self.0), mapper)
+        }
+    }
+    m.map(&mut Cast(dtype))
+}
+
+/// PromptSRC's GPA sums the whole state dict (promptsrc.py:322-335), so upstream evaluates a
+/// backbone folded through those sums: `gpa_whole_model_fp16` and `_fp32` are upstream's own
+/// `state_dict_weighting`/`state_dict_add` over 20 epochs applied to the frozen model of an fp16
+/// run (the fixture's fp16 values, clip/model.py's `convert_weights` dtype mix, the class-name
+/// token embeddings at fp16 as PromptSRC's buffers hold them) and of an fp32 run.
+/// `gpa::whole_model` gives the same bits — for the tensors upstream keeps at fp32 but casts to the
+/// run's format where it uses them (position and class embeddings, logit scale), upstream's value
+/// cast so — and they are not the unfolded ones.
+#[test]
+fn promptsrc_gpa_whole_model_folds_the_backbone_bit_for_bit_as_upstream() {
+    use burn::tensor::DType;
+    use gram_bench::methods::gpa::{gpa_weights, whole_model};
+    let f = Fixture::load("upstream_steps");
+    let g = &f.meta["gpa_whole_model"];
+    let weights = gpa_weights(
+        g["epochs"].as_u64().unwrap() as usize,
+        g["mean"].as_f64().unwrap(),
+        g["std"].as_f64().unwrap(),
+    );
+    let dev = Default::default();
+    let hf = load_clip::<B>(&fixture("tiny-clip-hf"), &LoadOptions::default(), &dev).unwrap();
+    let opts = LoadOptions {
+        config: Some(fixture("tiny-clip-openai.json")),
+        tokenizer: Some(fixture("tiny-clip-hf/tokenizer.json")),
+    };
+    let stored = |x: u32, dtype: DType| match dtype {
+        DType::F16 => half::f16::from_f32(f32::from_bits(x)).to_f32().to_bits(),
+        _ => x,
+    };
+    for (run, dtype) in [("fp16", DType::F16), ("fp32", DType::F32)] {
+        // The fixture's weights as fp16 values (upstream's run read them so), at the run's format.
+        let clip = cast_all(cast_all(hf.model.clone(), DType::F16), dtype);
+        let folded = param_bits(&whole_model(&clip, &weights));
+        let want = load_clip::<B>(&fixture(&format!("gpa_whole_model_{run}.safetensors")), &opts, &dev).unwrap();
+        let want = param_bits(&want.model);
+        assert_eq!(folded.len(), want.len());
+        let (mut differ, mut moved) = (0usize, 0usize);
+        for ((s, at, a), (t, _, b)) in folded.iter().zip(&want) {
+            assert_eq!(s, t);
+            let n = a.iter().zip(b).filter(|(x, y)| **x != stored(**y, *at)).count();
+            if n > 0 {
+                let (x, y) = a.iter().zip(b).find(|(x, y)| **x != stored(**y, *at)).unwrap();
+                eprintln!(
+                    "  {s:?} {at:?}: {n} differ, e.g. {} vs {}",
+                    f32::from_bits(*x),
+                    f32::from_bits(*y)
+                );
+            }
+            differ += n;
+        }
+        for ((_, _, a), (_, _, b)) in folded.iter().zip(param_bits(&clip)) {
+            moved += a.iter().zip(&b).filter(|(x, y)| *x != *y).count();
+        }
+        let total: usize = want.iter().map(|(_, _, b)| b.len()).sum();
+        eprintln!(
+            "gpa whole model, {run} run: {differ} of {total} values differ from upstream's; {moved} folded away \
+             from the backbone's"
+        );
+        assert_eq!(
+            differ, 0,
+            "{run}: {differ} of {total} folded values differ from upstream's"
+        );
+        assert!(
+            moved > total / 10,
+            "{run}: only {moved} of {total} values moved: the fold is not exercised"
+        );
+    }
+}
+
+/// With `gpa_whole_model`, PromptSRC scores with the folded backbone (`gpa::whole_model`): its
+/// logits move off the unfolded backbone's, by the fold's f32 rounding here (an f32 cell).
+#[test]
+fn promptsrc_with_the_whole_model_gpa_scores_on_the_folded_backbone() {
+    let clip = tiny_clip();
+    let f = Fixture::load("upstream_steps");
+    let entries = entry_configs(&f);
+    let template = f.meta["template"].as_str().unwrap();
+    let dev = Default::default();
+    let eval_clip = clip.model.valid();
+    let logits = |cfg: &MethodConfig| {
+        let mut m = learner(cfg, &clip, &f.names, template, 1).unwrap();
+        m.load(&f.artifact("promptsrc.init")).unwrap();
+        let classes = ClassSet {
+            dataset: "test",
+            names: &f.names,
+            template,
+        };
+        let s = m.scorer(&eval_clip, &clip.tokenizer, &classes).unwrap();
+        values(s.logits(&eval_clip, batch::<AB>(&f, &[0], &dev).pixels.inner()))
+    };
+    let off = logits(&entries["promptsrc"]);
+    let MethodConfig::Promptsrc(mut on) = entries["promptsrc"].clone() else {
+        panic!("the promptsrc entry is PromptSRC")
+    };
+    // Weights over 20 epochs (one epoch's single weight, 1, folds nothing); scoring without the
+    // switch does not depend on them.
+    on.gpa_whole_model = true;
+    on.epochs = gram_bench::methods::PerCell::Fixed(20);
+    (on.gpa_mean, on.gpa_std) = (
+        gram_bench::methods::PerCell::Fixed(15.0),
+        gram_bench::methods::PerCell::Fixed(1.0),
+    );
+    let on = logits(&MethodConfig::Promptsrc(on));
+    let d = max_diff("whole-model gpa", on.clone(), off.clone());
+    eprintln!("promptsrc logits, whole-model GPA vs prompts only: {d:.1e}");
+    assert!(d > 0.0 && d < LOGITS, "the folded backbone moves the logits by {d}");
 }

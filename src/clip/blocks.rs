@@ -60,6 +60,16 @@ pub(super) fn linear<B: Backend>(
     })
 }
 
+/// `x` at `dtype`: itself when it is already there (no cast node under autodiff, so an all-f32
+/// computation keeps its graph and its bits), else cast.
+pub fn at_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(dtype)
+    }
+}
+
 /// `ln(x)` computed in f32 whatever `x`'s precision, and cast back: CLIP's `LayerNorm` does this
 /// (`super().forward(x.type(torch.float32)).type(orig_type)`), so its fp16 models normalize in f32.
 pub(crate) fn norm<B: Backend, const D: usize>(ln: &LayerNorm<B>, x: Tensor<B, D>) -> Tensor<B, D> {

@@ -3,9 +3,9 @@
 //! Field names mirror the HF checkpoint keys, which are what [`WeightSource`] is asked for. The
 //! towers are `text.rs` and `vision.rs`, their shared blocks `blocks.rs`.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 pub(crate) use super::blocks::Encoder;
 use super::blocks::*;
@@ -60,6 +60,31 @@ impl<B: Backend> Clip<B> {
     /// optimizer can move them. Prompt-tuning methods train only their own tensors.
     pub fn freeze(self) -> Self {
         self.no_grad()
+    }
+
+    /// The float format the backbone's weights are stored (and computed) in.
+    pub fn dtype(&self) -> DType {
+        self.logit_scale.val().dtype()
+    }
+
+    /// The same backbone at f32: itself (a clone sharing the weights) when it is f32 already, else
+    /// every weight cast up. Upstream computes some frozen references in fp32 inside an fp16 run
+    /// (ProGrad's zero-shot teacher: `CLIP` with `clip_model.float()`; PromptSRC's text anchors:
+    /// `load_clip_to_cpu(cfg, True).float()`); their fp32 weights are the fp16 checkpoint's values
+    /// widened, which is what casting this one's gives.
+    pub fn at_f32(&self) -> Self {
+        struct Widen;
+        impl<B: Backend> ModuleMapper<B> for Widen {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+                let (id, t, mapper) = p.consume();
+                Param::from_mapped_value(id, at_dtype(t, DType::F32), mapper)
+            }
+        }
+        if self.dtype() == DType::F32 {
+            self.clone()
+        } else {
+            self.clone().map(&mut Widen)
+        }
     }
 
     /// Projected (not normalized) image features.

@@ -97,6 +97,9 @@ impl<B: Backend> VisionTransformer<B> {
             [b, c, h, wd],
             s = self.image_size
         );
+        // The tower's own format, as CLIP's `image.type(self.dtype)`: pixels stay f32 until here, so a
+        // teacher at f32 inside a cell at f16 sees the same values as upstream's.
+        let pixels = super::blocks::at_dtype(pixels, self.patch_embedding.val().dtype());
         let p = self.patch_size;
         let opts = ConvOptions::new([p, p], [0, 0], [1, 1], 1);
         let patches = conv2d(pixels, self.patch_embedding.val(), None, opts); // [b, w, g, g]

@@ -9,7 +9,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{DType, ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::optim::{Epochs, SgdConfig};
@@ -22,6 +22,7 @@ use super::zeroshot::class_features;
 use super::{
     host_tensor, loss_grads, Batch, Builder, ClassSet, PromptArtifact, PromptParam, PromptRole, Scorer, SgdMethod,
 };
+use crate::clip::blocks::at_dtype;
 use crate::clip::{Clip, ClipTokenizer};
 use crate::error::{Error, Result};
 
@@ -109,11 +110,53 @@ pub(crate) enum Prior {
     Projected { lambda: f64, temperature: f64 },
 }
 
+/// ProGrad's zero-shot teacher: the frozen backbone's logits for the dataset's hand-crafted
+/// template, computed at f32 whatever the cell's format — upstream's teacher is a `CLIP` built with
+/// `clip_model.float()` (Prompt-align trainers/prograd.py `CLIP`), images and all, and its
+/// probabilities multiply the student's log-probabilities at f32 (torch's type promotion).
+pub struct ZeroShotTeacher<B: Backend> {
+    /// The backbone widened to f32 when the cell's is not (`None`: the cell's own backbone is the
+    /// teacher, and the student's image features are reused).
+    clip: Option<Clip<B>>,
+    /// Normalized class features, f32.
+    text: Tensor<B, 2>,
+    /// exp(logit_scale), f32.
+    scale: Tensor<B, 2>,
+}
+
+impl<B: Backend> ZeroShotTeacher<B> {
+    pub fn new(clip: &Clip<B>, tok: &ClipTokenizer, template: &str, classnames: &[String]) -> Result<Self> {
+        let wide = (clip.dtype() != DType::F32).then(|| clip.at_f32());
+        let by = wide.as_ref().unwrap_or(clip);
+        let text = class_features(by, tok, &[template.to_string()], classnames)?.detach();
+        let scale = by.logit_scale.val().exp().unsqueeze::<2>().detach();
+        Ok(Self {
+            clip: wide,
+            text,
+            scale,
+        })
+    }
+
+    /// Logits `[images, classes]` at f32. `pixels`: the f32 pixels, needed (and only given) when
+    /// the teacher has its own widened backbone; `own`: the cell backbone's normalized image
+    /// features of the same images, which an f32 cell's teacher takes as its own.
+    pub fn logits(&self, pixels: Option<Tensor<B, 4>>, own: Tensor<B, 2>) -> Tensor<B, 2> {
+        let img = match (&self.clip, pixels) {
+            (Some(c), Some(p)) => Clip::normalize(c.encode_image(p, &Default::default())).detach(),
+            _ => own,
+        };
+        Clip::normalize(img).matmul(Clip::normalize(self.text.clone()).transpose()) * self.scale.clone()
+    }
+}
+
 pub struct CoOp<B: AutodiffBackend> {
     config: CoOpConfig,
     prior: Prior,
-    /// Normalized hand-crafted text features of the training classes (KgCoOp, ProGrad).
+    /// KgCoOp's normalized hand-crafted text features of the training classes, at the cell's
+    /// format (upstream computes them with the run's model).
     zs_text: Option<Tensor<B, 2>>,
+    /// ProGrad's zero-shot teacher.
+    teacher: Option<ZeroShotTeacher<B>>,
     placeholder: Placeholder,
     train: ClassPrompts<B>,
 }
@@ -196,8 +239,14 @@ impl<B: AutodiffBackend> CoOp<B> {
         };
         let train = ClassPrompts::new(clip, tok, placeholder.trained(), m, classnames)?;
         let zs_text = match prior {
-            Prior::None => None,
-            _ => Some(class_features(clip, tok, &[template.to_string()], classnames)?.detach()),
+            Prior::KnowledgeGuided { .. } => {
+                Some(class_features(clip, tok, &[template.to_string()], classnames)?.detach())
+            }
+            _ => None,
+        };
+        let teacher = match prior {
+            Prior::Projected { .. } => Some(ZeroShotTeacher::new(clip, tok, template, classnames)?),
+            _ => None,
         };
         let prompt = CoOpPrompt {
             ctx: Param::from_tensor(ctx.detach().require_grad()),
@@ -206,6 +255,7 @@ impl<B: AutodiffBackend> CoOp<B> {
             config,
             prior,
             zs_text,
+            teacher,
             placeholder,
             train,
         };
@@ -218,26 +268,33 @@ impl<B: AutodiffBackend> SgdMethod<B> for CoOp<B> {
 
     fn loss(&self, prompt: &CoOpPrompt<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let pos = self.config.class_token_position;
+        // An f32 teacher in a cell at another format encodes the f32 pixels itself.
+        let teacher_pixels = self
+            .teacher
+            .as_ref()
+            .filter(|t| t.clip.is_some())
+            .map(|_| batch.pixels.clone());
         let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
         let n = self.train.eos.len();
         let target = batch.labels.one_hot(n).float();
         let ce_of =
             |text: Tensor<B, 2>| cross_entropy_with_logits(clip.logits_per_image(img.clone(), text), target.clone());
-        let (value, grads) = match (&self.prior, &self.zs_text) {
-            (Prior::KnowledgeGuided { weight }, Some(zs)) => {
+        let (value, grads) = match (&self.prior, &self.zs_text, &self.teacher) {
+            (Prior::KnowledgeGuided { weight }, Some(zs), _) => {
                 let text = encode_prompts(clip, prompt.ctx.val(), &self.train, pos);
                 // Both sides are unit vectors: the row sums are the cosines.
                 let cos = (text.clone() * zs.clone()).sum_dim(1).mean();
                 let loss = ce_of(text) + cos.neg().add_scalar(1.0).mul_scalar(*weight);
                 loss_grads(loss, prompt)
             }
-            (Prior::Projected { lambda, temperature }, Some(zs)) => {
+            (Prior::Projected { lambda, temperature }, _, Some(teacher)) => {
                 // burn's backward consumes the graph, so each loss gets its own text forward.
                 let t = *temperature;
-                let teacher = softmax(clip.logits_per_image(img.clone(), zs.clone()).div_scalar(t), 1).detach();
+                let teacher = softmax(teacher.logits(teacher_pixels, img.clone()).div_scalar(t), 1).detach();
                 let student =
                     clip.logits_per_image(img.clone(), encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
-                let kd = (teacher * log_softmax(student.div_scalar(t), 1))
+                // As torch promotes `tea_prob * log_softmax(stu)`: the product at the teacher's f32.
+                let kd = (teacher * at_dtype(log_softmax(student.div_scalar(t), 1), DType::F32))
                     .sum_dim(1)
                     .mean()
                     .neg()

@@ -7,6 +7,7 @@
 
 // Shared pieces.
 pub mod coop_family;
+pub mod gpa;
 pub mod init;
 pub mod multimodal;
 pub mod optim;

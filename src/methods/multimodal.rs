@@ -15,16 +15,18 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::gpa::{gpa_weights, Fold};
 use super::init::normal;
 use super::optim::{Epochs, SgdConfig};
 use super::text_prompts::ClassPrompts;
 use super::{
     host_tensor as host, loss_grads, Batch, ClassSet, PromptArtifact, PromptParam, PromptRole, Scorer, SgdMethod,
 };
+use crate::clip::blocks::at_dtype;
 use crate::clip::model::ids_tensor;
 use crate::clip::{Clip, ClipTokenizer, DeepPrompts, PromptSlot, VisionPrompts};
 use crate::error::{Error, Result};
@@ -35,18 +37,19 @@ pub(super) struct SelfRegulation<B: AutodiffBackend> {
     pub image_loss_weight: f64,
     /// GPA's (mean, std) for the cell's dataset and shot count.
     pub gpa: (f64, f64),
-    /// Normalized mean frozen text features of the training classes.
+    /// The cell's epochs, over which GPA weighs.
+    pub epochs: usize,
+    /// Normalized mean frozen text features of the training classes, at f32 (upstream's).
     pub anchors: Tensor<B, 2>,
     /// Σ w_e · prompt_e so far, per artifact tensor.
     pub aggregate: Option<Vec<(Vec<usize>, Vec<f32>)>>,
-}
-
-/// GPA's weight of each epoch (1-based e = 1 … epochs): the normal density at e, normalized.
-pub(crate) fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
-    let pdf = |x: f64| (-(x - mean).powi(2) / (2.0 * std * std)).exp() / (std * (std::f64::consts::TAU).sqrt());
-    let w: Vec<f64> = (1..=epochs).map(|e| pdf(e as f64)).collect();
-    let sum: f64 = w.iter().sum();
-    w.iter().map(|x| x / sum).collect()
+    /// Aggregate as upstream does (`PromptSrcConfig::gpa_whole_model`): the prompts' products and
+    /// sums rounded to their format, and the backbone folded too (`gpa::whole_model`).
+    pub whole_model: bool,
+    /// The training class names: upstream's final test of them runs in the training process, whose
+    /// class-name token embeddings (`token_prefix`/`token_suffix` buffers) were aggregated with the
+    /// rest; another class set is scored by a fresh model that loads the checkpoint less those.
+    pub train_names: Vec<String>,
 }
 
 /// The checks MaPLe, IVLP and PromptSRC share.
@@ -301,11 +304,17 @@ impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
         let img = p.image_features(clip, batch.pixels.clone());
         let logits = clip.logits_per_image(img.clone(), text.clone());
         let n = logits.dims()[1];
-        let mut loss = cross_entropy_with_logits(logits.clone(), batch.labels.one_hot(n).float());
+        let loss = cross_entropy_with_logits(logits.clone(), batch.labels.one_hot(n).float());
         if let Some(src) = &self.src {
+            // Upstream's frozen image encoder runs at the cell's format; the anchors join its
+            // logits cast down (`fixed_embeddings.half()`) and the text loss at their f32 (torch
+            // promotes `l1_loss(fp16, fp32)`), so the summed loss is f32 as upstream's is.
+            let cell = logits.dtype();
             let zs_img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
-            let zs_logits = clip.logits_per_image(zs_img.clone(), src.anchors.clone()).detach();
-            let l_text = (text - src.anchors.clone())
+            let zs_logits = clip
+                .logits_per_image(zs_img.clone(), at_dtype(src.anchors.clone(), cell))
+                .detach();
+            let l_text = (at_dtype(text, DType::F32) - src.anchors.clone())
                 .abs()
                 .mean()
                 .mul_scalar(src.text_loss_weight);
@@ -315,7 +324,8 @@ impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
             let log_p = log_softmax(logits, 1);
             let log_zs = log_softmax(zs_logits, 1);
             let kl = (log_zs.clone().exp() * (log_zs - log_p)).sum().div_scalar(numel);
-            loss = loss + kl + l_text + l_img;
+            let loss = at_dtype(loss + kl, DType::F32) + l_text + at_dtype(l_img, DType::F32);
+            return Ok(loss_grads(loss, p));
         }
         Ok(loss_grads(loss, p))
     }
@@ -324,20 +334,32 @@ impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
         let Some(src) = self.src.as_mut() else {
             return Ok(p);
         };
+        if epochs != src.epochs {
+            return Err(Error::Run(format!(
+                "promptsrc: trained over {epochs} epochs, built for {}",
+                src.epochs
+            )));
+        }
         let w = gpa_weights(epochs, src.gpa.0, src.gpa.1)[epoch] as f32;
+        // Without `whole_model`, at f32 whatever the prompts' format (f32's rounding is Fold's at f32).
+        let fold = Fold::at(if src.whole_model {
+            p.ctx.val().dtype()
+        } else {
+            DType::F32
+        });
         let now = tensors(&p.valid());
         match &mut src.aggregate {
             None => {
                 src.aggregate = Some(
                     now.into_iter()
-                        .map(|(s, d)| (s, d.into_iter().map(|x| x * w).collect()))
+                        .map(|(s, d)| (s, d.into_iter().map(|x| fold.term(x, w)).collect()))
                         .collect(),
                 )
             }
             Some(acc) => {
                 for ((_, a), (_, d)) in acc.iter_mut().zip(now) {
                     for (x, y) in a.iter_mut().zip(d) {
-                        *x += y * w;
+                        *x = fold.add(*x, fold.term(y, w));
                     }
                 }
             }
@@ -382,11 +404,28 @@ impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
         tok: &ClipTokenizer,
         classes: &ClassSet,
     ) -> Result<Scorer<B::InnerBackend>> {
-        let cp = ClassPrompts::new(clip, tok, &self.placeholder, self.n_ctx, classes.names)?;
-        let text = p.text_features(clip, &cp);
+        let src = self.src.as_ref().filter(|s| s.whole_model);
+        let Some(src) = src else {
+            let cp = ClassPrompts::new(clip, tok, &self.placeholder, self.n_ctx, classes.names)?;
+            let text = p.text_features(clip, &cp);
+            let p = p.clone();
+            return Ok(Scorer::Pixels(Box::new(move |clip, pixels| {
+                clip.logits_per_image(p.image_features(clip, pixels), text.clone())
+            })));
+        };
+        // Upstream's aggregated backbone scores, whatever backbone the caller holds.
+        let epochs = src.epochs;
+        let folded = super::gpa::whole_model(clip, &gpa_weights(epochs, src.gpa.0, src.gpa.1));
+        let words = if classes.names == src.train_names.as_slice() {
+            &folded
+        } else {
+            clip
+        };
+        let cp = ClassPrompts::new(words, tok, &self.placeholder, self.n_ctx, classes.names)?;
+        let text = p.text_features(&folded, &cp);
         let p = p.clone();
-        Ok(Scorer::Pixels(Box::new(move |clip, pixels| {
-            clip.logits_per_image(p.image_features(clip, pixels), text.clone())
+        Ok(Scorer::Pixels(Box::new(move |_, pixels| {
+            folded.logits_per_image(p.image_features(&folded, pixels), text.clone())
         })))
     }
 
@@ -461,21 +500,5 @@ impl<B: AutodiffBackend> SgdMethod<B> for MultiModal<B> {
             proj_w,
             proj_b,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gpa_weights;
-
-    #[test]
-    fn gpa_weights_are_the_normalized_gaussian_over_epochs() {
-        let w = gpa_weights(20, 15.0, 1.0);
-        assert_eq!(w.len(), 20);
-        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-        let top = w.iter().cloned().fold(0.0, f64::max);
-        assert_eq!(w[14], top, "epoch 15 weighs most");
-        assert!((w[13] - w[15]).abs() < 1e-15, "symmetric around the mean");
-        assert!(w[0] < 1e-30);
     }
 }

@@ -1,7 +1,7 @@
 //! PromptSRC (Khattak et al., ICCV'23): IVLP prompts with self-regulating constraints and Gaussian
 //! prompt aggregation (the model is `multimodal.rs`'s).
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,7 @@ use super::multimodal::SelfRegulation;
 use super::optim::{Epochs, PerCell, SgdConfig};
 use super::spec::{BuildInputs, Builder, EncoderUse, MethodSpec, Training};
 use super::PromptRole;
-use crate::clip::Clip;
+use crate::clip::{Clip, ClipTokenizer};
 use crate::error::Result;
 
 /// PromptSRC (Khattak et al., ICCV'23): IVLP prompts trained with self-regulating constraints
@@ -35,6 +35,11 @@ pub struct PromptSrcConfig {
     pub text_templates: Vec<String>,
     pub gpa_mean: PerCell<f64>,
     pub gpa_std: PerCell<f64>,
+    /// Aggregate as upstream does (`gpa.rs`): its GPA sums the whole state dict in each tensor's
+    /// format, so the prompts' products and sums round to their format and the evaluated backbone
+    /// is the frozen one folded through the same sums. Absent: false, the prompts alone at f32.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gpa_whole_model: bool,
     pub batch_size: usize,
     pub epochs: Epochs,
     pub optim: SgdConfig,
@@ -106,27 +111,48 @@ impl MethodSpec for PromptSrcConfig {
 
     fn build<B: AutodiffBackend, V: Builder<B>>(&self, i: &BuildInputs<B>, to: V) -> Result<V::Out> {
         let gpa = self.gpa(i.dataset, i.shots).map_err(crate::error::Error::Config)?;
+        let epochs = self
+            .epochs
+            .resolve(i.dataset, i.shots)
+            .map_err(|e| crate::error::Error::Config(format!("epochs: {e}")))?;
         let (method, prompts) = super::ivlp::model(&self.ivlp(), i.clip, i.tok, i.classnames, i.seed)?;
-        // The mean of the frozen model's unnormalized features over the templates, normalized.
-        let mut sum: Option<Tensor<B, 2>> = None;
-        for t in &self.text_templates {
-            let texts: Vec<String> = i.classnames.iter().map(|n| super::zeroshot::fill(t, n)).collect();
-            let f = i.clip.encode_text(i.tok, &texts)?;
-            sum = Some(match sum {
-                Some(s) => s + f,
-                None => f,
-            });
-        }
-        let anchors = Clip::normalize(sum.expect("validated: templates are non-empty")).detach();
+        let anchors = anchors(i.clip, i.tok, &self.text_templates, i.classnames)?;
         let method = method.named("promptsrc").self_regulated(SelfRegulation {
             text_loss_weight: self.text_loss_weight,
             image_loss_weight: self.image_loss_weight,
             gpa,
+            epochs,
             anchors,
             aggregate: None,
+            whole_model: self.gpa_whole_model,
+            train_names: i.classnames.to_vec(),
         });
         Ok(to.sgd(method, prompts))
     }
+}
+
+/// PromptSRC's text anchors `[classes, e]`: the mean of the frozen model's unnormalized features
+/// over `templates`, normalized, all at f32 whatever the backbone's format — upstream encodes them
+/// with `load_clip_to_cpu(cfg, True).float()` and keeps them f32 (PromptSRC trainers/promptsrc.py
+/// `fixed_embeddings`).
+pub fn anchors<B: Backend>(
+    clip: &Clip<B>,
+    tok: &ClipTokenizer,
+    templates: &[String],
+    classnames: &[String],
+) -> Result<Tensor<B, 2>> {
+    let clip = clip.at_f32();
+    let mut sum: Option<Tensor<B, 2>> = None;
+    for t in templates {
+        let texts: Vec<String> = classnames.iter().map(|n| super::zeroshot::fill(t, n)).collect();
+        let f = clip.encode_text(tok, &texts)?;
+        sum = Some(match sum {
+            Some(s) => s + f,
+            None => f,
+        });
+    }
+    let sum = sum.ok_or_else(|| crate::error::Error::Config("promptsrc: no text templates".into()))?;
+    Ok(Clip::normalize(sum).detach())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::loss::cross_entropy_with_logits;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,11 @@ pub struct VptConfig {
     pub init_std: f64,
     /// The frozen text prompt, `{}` = the class name (the reference: "a photo of a {}.").
     pub text_template: String,
+    /// Round the prompt tokens to f16 where they join the patch tokens, their gradient included,
+    /// as the MaPLe repository's VPT does in its f32 runs (clip/model.py `.half()` on `VPT` and
+    /// `VPT_shallow`; the concatenation promotes back to f32). Absent: false, the prompts as learned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub f16_prompt_tokens: bool,
     pub batch_size: usize,
     pub epochs: Epochs,
     pub optim: SgdConfig,
@@ -71,11 +76,20 @@ pub struct VisualPrompts<B: Backend> {
 }
 
 impl<B: Backend> VisualPrompts<B> {
-    pub fn inputs(&self) -> VisionPrompts<B> {
+    /// The tokens each layer takes; `f16_tokens`: rounded to f16 and back (see
+    /// [`VptConfig::f16_prompt_tokens`]; nothing to round when they are f16 already).
+    pub fn inputs(&self, f16_tokens: bool) -> VisionPrompts<B> {
+        let val = |p: &Param<Tensor<B, 3>>| {
+            let t = p.val();
+            match t.dtype() {
+                DType::F32 if f16_tokens => t.cast(DType::F16).cast(DType::F32),
+                _ => t,
+            }
+        };
         VisionPrompts {
-            shallow: self.layers.first().map(|p| p.val()),
+            shallow: self.layers.first().map(val),
             deep: (0..self.layers.len())
-                .map(|i| (i > 0).then(|| self.layers[i].val()))
+                .map(|i| (i > 0).then(|| val(&self.layers[i])))
                 .collect(),
         }
     }
@@ -133,7 +147,7 @@ impl<B: AutodiffBackend> SgdMethod<B> for Vpt<B> {
     type Module = VisualPrompts<B>;
 
     fn loss(&self, prompts: &VisualPrompts<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
-        let img = clip.encode_image(batch.pixels, &prompts.inputs());
+        let img = clip.encode_image(batch.pixels, &prompts.inputs(self.config.f16_prompt_tokens));
         let logits = clip.logits_per_image(img, self.train_text.clone());
         let n = logits.dims()[1];
         let loss = cross_entropy_with_logits(logits, batch.labels.one_hot(n).float());
@@ -153,9 +167,9 @@ impl<B: AutodiffBackend> SgdMethod<B> for Vpt<B> {
             std::slice::from_ref(&self.config.text_template),
             classes.names,
         )?;
-        let prompts = prompts.clone();
+        let (prompts, f16) = (prompts.clone(), self.config.f16_prompt_tokens);
         Ok(Scorer::Pixels(Box::new(move |clip, pixels| {
-            clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs()), text.clone())
+            clip.logits_per_image(clip.encode_image(pixels, &prompts.inputs(f16)), text.clone())
         })))
     }
 

@@ -167,7 +167,12 @@ impl<B: Backend> Session<'_, B> {
             }
             let n = prepared.kept.len();
             let batch = Batch {
-                pixels: Tensor::<Ad<B>, 4>::from_data(TensorData::new(prepared.pixels, [n, 3, s, s]), device),
+                // f32 whatever the cell's format, as upstream's loader gives them: the tower casts them
+                // to its own (`VisionTransformer::forward`), an f32 teacher takes them as they are.
+                pixels: Tensor::<Ad<B>, 4>::from_data(
+                    TensorData::new(prepared.pixels, [n, 3, s, s]),
+                    (device, burn::tensor::DType::F32),
+                ),
                 labels: Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch_labels[b].clone(), [n]), device),
             };
             let epoch = batch_epoch[b];

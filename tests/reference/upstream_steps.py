@@ -19,6 +19,7 @@ checks gram-bench's methods against them. Run once:
 | prograd, prograd_agree, prograd_template, prograd_template_on_target (logits only) | BeierZhu/Prompt-align ProGrad.public/trainers/prograd.py + its Dassl.ProGrad.pytorch (`prograd_backward_and_update`) | ProGrad |
 | vpt, vpt_as_published, maple, ivlp | muzairkhattak/multimodal-prompt-learning trainers/vpt.py, maple.py, independentVL.py, clip/model.py + Dassl.pytorch | VPT, MaPLe, IVLP |
 | promptsrc, promptsrc_60_templates | muzairkhattak/PromptSRC trainers/promptsrc.py, clip/model.py + Dassl.pytorch | PromptSRC |
+| prograd_teacher_f16_run (logits), promptsrc_anchors_f16_run (anchors) | ProGrad's `CLIP` teacher and PromptSRC's `fixed_embeddings` as an fp16 run builds them (stand-in 10) | — |
 
 Every method runs on the batch, class names, template, learning rate and initial learnable tensors of
 tests/fixtures/method_steps.* (the project's own re-implementation), so the two fixture sets compare
@@ -66,6 +67,11 @@ on the tiny CLIP needs, and nothing else, is stood in (each also in the JSON's `
    runs here.
 9. PromptSRC's anchor templates. `promptsrc` replaces promptsrc.py's `IMAGENET_TEMPLATES` with
    method_steps' two templates; `promptsrc_60_templates` runs with upstream's own 60.
+10. fp16 weights. An fp16 run's checkpoint holds fp16 values (OpenAI's release); the fixture's are
+   f32. For `prograd_teacher_f16_run` and `promptsrc_anchors_f16_run`, `clip._download` returns the
+   fixture rounded to fp16 (what gram-bench's f16 cell loads), and upstream's own `.float()` widens it
+   for the teacher (prograd.py `CLIP`) and the anchors (promptsrc.py `load_clip_to_cpu(cfg, True).float()`),
+   which run at fp32 on the f32 pixels as in a PREC fp16 run.
 """
 import argparse
 import contextlib
@@ -202,6 +208,8 @@ state_dict = load_file(os.path.join(FIX, "tiny-clip-openai.safetensors"))
 tmp = tempfile.TemporaryDirectory()
 WEIGHTS = os.path.join(tmp.name, "tiny-clip-openai.pt")
 torch.save(state_dict, WEIGHTS)
+WEIGHTS16 = os.path.join(tmp.name, "tiny-clip-openai-fp16-values.pt")  # stand-in 10
+torch.save({k: v.half().float() for k, v in state_dict.items()}, WEIGHTS16)
 hf_tok = CLIPTokenizerFast.from_pretrained(MODEL)
 
 
@@ -274,6 +282,7 @@ def repository(key, dassl_key="dassl"):
         clip_mod._download = lambda url, root=None: WEIGHTS  # stand-in 1
         clip_mod.tokenize = fixture_tokenize  # stand-in 5
         clip_mod._tokenizer = FixtureTokenizer()
+        published_convert_weights = clip_model_mod.convert_weights
         clip_model_mod.convert_weights = lambda model: None  # stand-in 3
         real_build = clip_mod.build_model
 
@@ -285,6 +294,7 @@ def repository(key, dassl_key="dassl"):
             return m
 
         clip_mod.build_model = build_model
+        clip_mod.published_convert_weights = published_convert_weights  # for the GPA fixture
         for name, mod in list(sys.modules.items()):
             if name.startswith("trainers.") and hasattr(mod, "_tokenizer"):
                 mod._tokenizer = FixtureTokenizer()
@@ -387,6 +397,8 @@ meta = {
         f"absent packages imported as inert modules: {', '.join(inert) or 'none'}",
         "promptsrc: promptsrc.py's IMAGENET_TEMPLATES replaced by method_steps' templates "
         "(promptsrc_60_templates keeps upstream's 60)",
+        "fp16 weights: for prograd_teacher_f16_run and promptsrc_anchors_f16_run, clip._download returns the "
+        "fixture rounded to fp16, which upstream's own .float() widens",
     ],
     "runs": {},
     "comparison": {},
@@ -497,8 +509,18 @@ with repository("prograd") as train, patched():
           "LOSS.NAME": "prograd", "LOSS.T": ms_meta["prograd"]["temperature"],
           "LOSS.LAMBDA": ms_meta["prograd"]["lambda"]}
     extra = {"lambda": ms_meta["prograd"]["lambda"], "temperature": ms_meta["prograd"]["temperature"]}
-    t, _ = make_trainer(train, "ProGrad", pg)
+    t, pg_cfg = make_trainer(train, "ProGrad", pg)
     record("prograd", t, init_of("prograd"), torch.tensor(ms_meta["prograd"]["labels"]), "xe_loss", extra)
+    # Stand-in 10: the zero-shot teacher as a PREC fp16 run builds it (prograd.py `CLIP`:
+    # `clip_model.float()`), on the f32 pixels.
+    from clip import clip as clip_mod
+
+    clip_mod._download = lambda url, root=None: WEIGHTS16
+    zs = sys.modules["trainers.prograd"].CLIP(pg_cfg, classnames)
+    with torch.no_grad():
+        put("prograd_teacher_f16_run.logits", zs(pixels))
+    clip_mod._download = lambda url, root=None: WEIGHTS
+    meta["prograd_teacher_f16_run"] = {"template": sys.modules["trainers.prograd"].CUSTOM_TEMPLATES["Caltech101"]}
     t, _ = make_trainer(train, "ProGrad", pg)
     record("prograd_agree", t, init_of("prograd"), torch.tensor(ms_meta["prograd_agree"]["labels"]), "xe_loss",
            extra)
@@ -593,10 +615,54 @@ with repository("promptsrc") as train, patched():
     t, _ = make_trainer(train, "PromptSRC", src)
     own = record("promptsrc", t, init_of("promptsrc"), labels, extra=dict(ps))
     meta["promptsrc"]["own_init_ctx_vs_fixture"] = (own["ctx"] - init_of("promptsrc")["ctx"]).abs().max().item()
+    # Stand-in 10: the anchors as a PREC fp16 run builds them (`load_clip_to_cpu(cfg, True).float()`).
+    from clip import clip as clip_mod
+
+    clip_mod._download = lambda url, root=None: WEIGHTS16
+    t, _ = make_trainer(train, "PromptSRC", src)
+    fe = t.model.prompt_learner.fixed_embeddings
+    put("promptsrc_anchors_f16_run.anchors", fe / fe.norm(dim=-1, keepdim=True))
+    clip_mod._download = lambda url, root=None: WEIGHTS
+    meta["promptsrc_anchors_f16_run"] = {"templates": list(ps["templates"])}
     promptsrc_py.IMAGENET_TEMPLATES = upstream_templates
     t, _ = make_trainer(train, "PromptSRC", src)
     record("promptsrc_60_templates", t, init_of("promptsrc"), labels, extra=dict(ps, templates=upstream_templates))
     meta["runs"]["promptsrc"] = "muzairkhattak/PromptSRC trainers/promptsrc.py: PromptSRC"
+    # GPA over the whole state dict (promptsrc.py:322-335, `prompt_only=False`): the frozen backbone
+    # of an fp16 run (the fixture's fp16 values; clip/model.py's own `convert_weights` makes its
+    # dtype mix) and of an fp32 run, aggregated by the trainer's own `state_dict_weighting` and
+    # `state_dict_add` over GPA_EPOCHS epochs. Written in the OpenAI layout, as f32.
+    import copy
+
+    import numpy as np
+
+    GPA_EPOCHS, GPA_MEAN, GPA_STD = 20, 15.0, 1.0
+    gauss = t.get_gauss(GPA_MEAN, GPA_STD)
+    g = np.array([gauss(a) for a in range(1, GPA_EPOCHS + 1)])
+    g = g / sum(g)
+    gpa_meta = {"epochs": GPA_EPOCHS, "mean": GPA_MEAN, "std": GPA_STD}
+    clip_mod._download = lambda url, root=None: WEIGHTS16
+    for run in ["fp16", "fp32"]:
+        m = promptsrc_py.load_clip_to_cpu(t.cfg, True)  # the frozen model PromptSRC builds
+        if run == "fp16":
+            identity, torch.Tensor.half = torch.Tensor.half, lambda self, *a, **k: self.to(torch.float16)
+            clip_mod.published_convert_weights(m)  # with a real .half(), which stand-in 3 makes the identity
+            torch.Tensor.half = identity
+        sd = m.state_dict()
+        if run == "fp16":
+            # PromptSRC's state dict holds no token_embedding: the class-name token embeddings it
+            # aggregates are the `token_prefix`/`token_suffix` buffers, taken at the run's dtype
+            # (promptsrc.py:117,131-132). Their fold is the table's, rows at fp16.
+            sd["token_embedding.weight"] = sd["token_embedding.weight"].to(torch.float16)
+        gpa_meta[run] = {"fp16": sorted(k for k, v in sd.items() if v.dtype == torch.float16)}
+        prev = None
+        for e in range(GPA_EPOCHS):
+            w = t.state_dict_weighting(copy.deepcopy(sd), g[e])
+            prev = w if prev is None else t.state_dict_add(w, prev)
+        save_file({k: v.float().contiguous() for k, v in prev.items()},
+                  os.path.join(FIX, f"gpa_whole_model_{run}.safetensors"))
+    clip_mod._download = lambda url, root=None: WEIGHTS
+    meta["gpa_whole_model"] = gpa_meta
 
 sys.meta_path.remove(finder)
 for name in [n for n in sys.modules if any(n == r or n.startswith(r + ".") for r in inert)]:
