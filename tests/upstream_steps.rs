@@ -38,8 +38,6 @@ struct Measured {
     loss: f32,
     /// max |after − fixture's after| over every learnable tensor
     after: f32,
-    /// the learner's tensors after the step
-    artifact: PromptArtifact,
     /// the learner, after the step
     learner: Box<dyn Learner<AB>>,
 }
@@ -95,7 +93,6 @@ fn measure(
         logits,
         loss,
         after,
-        artifact,
         learner: m,
     }
 }

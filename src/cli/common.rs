@@ -1,6 +1,6 @@
 //! Arguments and helpers several subcommands share: the store/lock/data/cache arguments, `--only` filters, resolving a suite against them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -76,4 +76,37 @@ pub(super) fn cache_of(s: &StoreArgs) -> std::path::PathBuf {
 /// parts, the Slurm tasks).
 pub(super) fn this_binary() -> Result<PathBuf> {
     std::env::current_exe().map_err(|e| Error::Internal(format!("this binary's path: {e}")))
+}
+
+/// A word as a shell reads it back, for the commands a message tells the user to run.
+pub(super) fn quote(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@%".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// `program COMMAND SUITE` with the store arguments that differ from their defaults, shell-quoted:
+/// the exact command for another step on the same store (`run` after `report`, and back).
+pub(super) fn suite_command(command: &str, suite: &Path, s: &StoreArgs, extra: &[(&str, &Path)]) -> String {
+    let program = std::env::args().next().unwrap_or_else(|| "gram-bench".into());
+    let mut words = vec![program, command.to_string(), suite.display().to_string()];
+    let mut flag = |name: &str, value: &Path| words.extend([name.to_string(), value.display().to_string()]);
+    if s.store != Path::new("results") {
+        flag("--store", &s.store);
+    }
+    if let Some(c) = &s.cache {
+        flag("--cache", c);
+    }
+    if s.lock != Path::new("datasets.lock") {
+        flag("--lock", &s.lock);
+    }
+    if let Some(d) = &s.data_root {
+        flag("--data-root", d);
+    }
+    for (name, value) in extra {
+        flag(name, value);
+    }
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }

@@ -69,10 +69,14 @@ pub(super) fn world_note(suite: &Suite, cache: &Path) -> String {
 
 pub fn report(a: &ReportArgs) -> Result<()> {
     let resolved = resolve(Suite::load(&a.suite)?, &a.store)?;
-    if let SuiteReport::NothingFinished =
-        write_suite_report(&resolved, &a.suite, &a.store, &a.out, a.compare.is_none())?
-    {
-        return Err(nothing_finished(&resolved, &a.suite, &a.store));
+    match write_suite_report(&resolved, &a.suite, &a.store, &a.out, a.compare.is_none())? {
+        SuiteReport::NothingFinished => return Err(nothing_finished(&resolved, &a.suite, &a.store)),
+        // A report of part of a suite is still a report: say what it leaves out and what fills it.
+        SuiteReport::Written { missing, failed } if missing + failed > 0 => eprintln!(
+            "left: the report leaves out {missing} cells with no record and {failed} failed ones; `{}` computes them",
+            suite_command("run", &a.suite, &a.store, &[])
+        ),
+        SuiteReport::Written { .. } => {}
     }
     let Some(other_store) = &a.compare else {
         return Ok(());
@@ -144,7 +148,8 @@ fn run_labels(this: &Path, other: &Path) -> (String, String) {
 
 /// What [`write_suite_report`] did.
 pub(super) enum SuiteReport {
-    Written,
+    /// Written, leaving out the cells with no record and the failed ones.
+    Written { missing: usize, failed: usize },
     /// The store holds no finished cell of the suite: there is nothing to report yet.
     NothingFinished,
 }
@@ -152,10 +157,10 @@ pub(super) enum SuiteReport {
 /// The error for a report of a suite with no finished cells.
 pub(super) fn nothing_finished(resolved: &ResolvedSuite, suite_path: &Path, store: &StoreArgs) -> Error {
     Error::Input(format!(
-        "no finished cells of suite `{}` in {}: run `gram-bench run {}` first",
+        "no finished cells of suite `{}` in {}: run `{}` first",
         resolved.suite.name,
         store.store.display(),
-        suite_path.display()
+        suite_command("run", suite_path, store, &[])
     ))
 }
 
@@ -186,5 +191,8 @@ pub(super) fn write_suite_report(
         println!("{md}");
     }
     eprintln!("wrote {} (and aggregate.csv, aggregate.json beside it)", path.display());
-    Ok(SuiteReport::Written)
+    Ok(SuiteReport::Written {
+        missing: data.missing.len(),
+        failed: data.failed.len(),
+    })
 }

@@ -1,11 +1,11 @@
 //! `gram-bench run`: run a suite's cells (resuming), then write its report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::run::{run_suite, Jobs, Overwrite, RunOptions};
+use crate::run::{run_suite, Jobs, Overwrite, RunOptions, RunSummary};
 use crate::suite::Suite;
 
 use super::common::*;
@@ -103,29 +103,128 @@ pub fn run(a: &RunArgs) -> Result<()> {
             ));
         }
     }
+    let mut busy_said = false;
     if !a.no_report && problems.is_empty() {
         if let SuiteReport::NothingFinished = write_suite_report(&resolved, &a.suite, &a.store, &a.out, false)? {
+            busy_said = true;
             // Every cell this run could take is another runner's: not a failure, nothing to report yet.
             if s.busy + s.waiting == 0 {
                 return Err(nothing_finished(&resolved, &a.suite, &a.store));
             }
             eprintln!(
-                "nothing finished yet: {} cells are being computed by other runners{}; `gram-bench report {}` \
-                 writes the report once they are done",
+                "nothing finished yet: {} cells are being computed by other runners{}; `{}` writes the report \
+                 once they are done",
                 s.busy,
                 if s.waiting > 0 {
                     format!(" and {} wait on other shards", s.waiting)
                 } else {
                     String::new()
                 },
-                a.suite.display()
+                report_command(a)
             );
+        }
+    }
+    // A run can end well with cells left: say which and the command that runs them (a relaunched
+    // precision's process leaves that to the run that started it).
+    if a.precision_group.is_none() {
+        for line in left(a, &s, busy_said) {
+            eprintln!("left: {line}");
         }
     }
     if !problems.is_empty() {
         return Err(Error::Run(problems.join("; ")));
     }
     Ok(())
+}
+
+/// What a run that succeeded did not compute, one line each with the command that does (cells busy
+/// in other runners only if the report step has not already said so).
+fn left(a: &RunArgs, s: &RunSummary, busy_said: bool) -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let mut lines = Vec::new();
+    if s.unselected > 0 {
+        lines.push(format!(
+            "{} cells of the suite outside `--only` have no finished record; `{}` runs them",
+            s.unselected,
+            command(&args, &["--only"], &[])
+        ));
+    }
+    if let (Some(sh), false) = (a.shard, s.other_shards.is_empty()) {
+        let n: usize = s.other_shards.iter().map(|(_, n)| n).sum();
+        let runs: Vec<String> = s
+            .other_shards
+            .iter()
+            .map(|(i, n)| {
+                let shard = format!("{i}/{}", sh.count);
+                format!("`{}` ({n})", command(&args, &["--shard"], &["--shard", &shard]))
+            })
+            .collect();
+        lines.push(format!(
+            "{n} cells of other shards have no finished record; their shards run them: {}",
+            runs.join(", ")
+        ));
+    }
+    if s.waiting > 0 {
+        lines.push(format!(
+            "{} cells wait on cells of other shards; `{}` runs them once those are recorded",
+            s.waiting,
+            command(&args, &[], &[])
+        ));
+    }
+    if s.kept_failed > 0 {
+        lines.push(format!(
+            "{} cells failed earlier and `--overwrite never` keeps their records; `{}` runs them again",
+            s.kept_failed,
+            command(&args, &["--overwrite"], &[])
+        ));
+    }
+    if s.busy > 0 && !busy_said {
+        lines.push(format!(
+            "{} cells are being computed by other runners{}; `{}` reports them once they finish",
+            s.busy,
+            if a.no_report {
+                ""
+            } else {
+                " (the report written above leaves them out)"
+            },
+            report_command(a)
+        ));
+    }
+    lines
+}
+
+/// The `report` command for this run's store and report folder.
+fn report_command(a: &RunArgs) -> String {
+    let out = [("--out", a.out.as_path())];
+    suite_command(
+        "report",
+        &a.suite,
+        &a.store,
+        if a.out != Path::new("reports") { &out } else { &[] },
+    )
+}
+
+/// This command line with the options in `drop` (and the internal `--precision-group`) taken out
+/// and `add` appended: every other option as given (store, cache, backend, …), shell-quoted.
+fn command(args: &[String], drop: &[&str], add: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        let dropped = drop
+            .iter()
+            .chain(&["--precision-group"])
+            .find(|o| a == *o || a.strip_prefix(*o).is_some_and(|rest| rest.starts_with('=')));
+        match dropped {
+            // `--only X`: its value is the next word; `--only=X` is one word.
+            Some(o) => skip = a == o,
+            None => out.push(quote(a)),
+        }
+    }
+    out.extend(add.iter().map(|w| quote(w)));
+    out.join(" ")
 }
 
 /// Runs this command again for the cells at precision `p` (without a report: this process
@@ -151,4 +250,39 @@ fn relaunch_at(p: Precision, no_report_given: bool) -> Result<bool> {
     crate::run::interrupt::hold_if_stopping();
     let status = status.map_err(|e| Error::Run(format!("waiting for {}: {e}", exe.display())))?;
     Ok(status.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_for_what_is_left_keeps_every_other_option() {
+        let args: Vec<String> = [
+            "gram-bench",
+            "run",
+            "s.toml",
+            "--only",
+            "method=zs",
+            "--store",
+            "my results",
+            "--only=seed=1",
+            "--shard",
+            "1/3",
+            "--precision-group",
+            "bf16",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            command(&args, &["--only"], &[]),
+            "gram-bench run s.toml --store 'my results' --shard 1/3"
+        );
+        assert_eq!(
+            command(&args, &["--shard"], &["--shard", "2/3"]),
+            "gram-bench run s.toml --only method=zs --store 'my results' --only=seed=1 --shard 2/3"
+        );
+        assert_eq!(quote("it's"), "'it'\\''s'");
+    }
 }

@@ -7,6 +7,7 @@ pub mod export;
 pub mod flops;
 pub mod fused;
 pub mod model;
+pub(crate) mod pickle;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;

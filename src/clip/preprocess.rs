@@ -54,6 +54,12 @@ pub fn load_rgb_for(path: &Path, processor: Processor) -> Result<RgbImage> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(&bytes).map_err(bad);
     }
+    let header = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    if let Ok((w, h)) = header.into_dimensions() {
+        check_pixels(w as u64, h as u64).map_err(bad)?;
+    }
     let img = image::load_from_memory(&bytes).map_err(|e| bad(e.to_string()))?;
     Ok(match processor {
         Processor::Transformers if img.color().has_alpha() => on_white(&img.to_rgba8()),
@@ -79,6 +85,30 @@ fn on_white(img: &image::RgbaImage) -> RgbImage {
             image::Rgb([px(r), px(g), px(b)])
         }
     })
+}
+
+/// PIL's decompression-bomb bound: `Image.open` refuses an image of more than twice
+/// `Image.MAX_IMAGE_PIXELS` (89,478,485) pixels, so no image the reference code reads is larger.
+/// Checked from the header, before anything is decoded: a few changed header bytes can claim
+/// 65,500 × 65,500 pixels, whose buffer alone is 12 GB.
+const MAX_PIXELS: u64 = 2 * 89_478_485;
+
+fn check_pixels(w: u64, h: u64) -> std::result::Result<(), String> {
+    if w * h > MAX_PIXELS {
+        return Err(format!(
+            "{w} × {h} pixels are more than {MAX_PIXELS} (PIL's decompression-bomb limit, which the reference code reads under)"
+        ));
+    }
+    Ok(())
+}
+
+/// What libjpeg made of a file.
+enum Jpeg {
+    Rgb(usize, usize, Vec<u8>),
+    /// CMYK, read to its end, for the image crate to convert.
+    Cmyk,
+    /// Refused from its header: the reason.
+    Refused(String),
 }
 
 thread_local! {
@@ -112,11 +142,14 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     let ran_out = std::sync::atomic::AtomicBool::new(false);
     install_quiet_hook();
     QUIET_PANICS.with(|q| q.set(true));
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Jpeg> {
         let d = mozjpeg::Decompress::new_reader(EndWatch {
             rest: bytes,
             ran_out: &ran_out,
         })?;
+        if let Err(e) = check_pixels(d.width() as u64, d.height() as u64) {
+            return Ok(Jpeg::Refused(e));
+        }
         if matches!(
             d.color_space(),
             mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
@@ -124,13 +157,13 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
             let mut img = d.to_colorspace(mozjpeg::ColorSpace::JCS_CMYK)?;
             let _: Vec<[u8; 4]> = img.read_scanlines()?;
             img.finish()?;
-            return Ok(None);
+            return Ok(Jpeg::Cmyk);
         }
         let mut img = d.rgb()?;
         let (w, h) = (img.width(), img.height());
         let px: Vec<[u8; 3]> = img.read_scanlines()?;
         img.finish()?;
-        Ok(Some((w, h, px.into_iter().flatten().collect())))
+        Ok(Jpeg::Rgb(w, h, px.into_iter().flatten().collect()))
     });
     QUIET_PANICS.with(|q| q.set(false));
     if ran_out.load(std::sync::atomic::Ordering::Relaxed) {
@@ -139,9 +172,10 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         );
     }
     match decoded {
-        Ok(Ok(Some((w, h, rgb)))) => RgbImage::from_raw(w as u32, h as u32, rgb)
+        Ok(Ok(Jpeg::Rgb(w, h, rgb))) => RgbImage::from_raw(w as u32, h as u32, rgb)
             .ok_or_else(|| "decoded size does not match the header".to_string()),
-        Ok(Ok(None)) => image::load_from_memory(bytes)
+        Ok(Ok(Jpeg::Refused(e))) => Err(e),
+        Ok(Ok(Jpeg::Cmyk)) => image::load_from_memory(bytes)
             .map(|i| i.to_rgb8())
             .map_err(|e| e.to_string()),
         Ok(Err(e)) => Err(format!("corrupt JPEG: {e}")),
@@ -453,6 +487,40 @@ mod tests {
                 .to_string();
             assert!(e.contains("truncated JPEG"), "commented, cut by {cut}: {e}");
         }
+    }
+
+    #[test]
+    fn an_image_claiming_more_pixels_than_pil_opens_is_refused_from_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        // The JPEG fixture with its frame header changed to 65,500 × 65,500 (12 GB as RGB): refused
+        // before libjpeg allocates a row, in milliseconds.
+        let mut jpeg =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/hopper_gray.jpg")).unwrap();
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w[0] == 0xFF && matches!(w[1], 0xC0..=0xC2))
+            .unwrap();
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFF, 0xDC, 0xFF, 0xDC]);
+        let p = dir.path().join("huge.jpg");
+        std::fs::write(&p, &jpeg).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.ends_with("65500 × 65500 pixels are more than 178956970 (PIL's decompression-bomb limit, which the reference code reads under)"), "{e}");
+        // A PNG whose header claims the same (its checksum made to match).
+        let mut png = Vec::new();
+        gradient(4, 4)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png[16..24].copy_from_slice(&[0, 0, 0xFF, 0xDC, 0, 0, 0xFF, 0xDC]);
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let p = dir.path().join("huge.png");
+        std::fs::write(&p, &png).unwrap();
+        let e = load_rgb(&p).unwrap_err().to_string();
+        assert!(e.contains("65500 × 65500 pixels are more than 178956970"), "{e}");
+        // PIL's own edge: more than twice MAX_IMAGE_PIXELS is refused, twice is not.
+        assert!(check_pixels(2 * 89_478_485, 1).is_ok());
+        assert!(check_pixels(2 * 89_478_485 + 1, 1).is_err());
     }
 
     #[test]

@@ -13,39 +13,14 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
+use super::pickle::{Node, Pickle, TensorRef, MAX_PICKLE_BYTES};
 use crate::error::{Error, Result};
 
-/// A pickled value, as far as a state dict needs it.
-#[derive(Clone, Debug, PartialEq)]
-enum Value {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
-    /// Insertion-ordered; keys of any kind (Dassl's optimizer state has integers).
-    Dict(Vec<(Value, Value)>),
-    /// `module.name` of a GLOBAL not yet called.
-    Global(String),
-    /// A persistent storage reference: (element type, key of `data/<key>`).
-    Storage(String, String),
-    Tensor(TensorRef),
-    /// An object of a class this reader does not build (optimizers, schedulers, …).
-    Opaque(String),
-    Mark,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct TensorRef {
-    dtype: String,
-    key: String,
-    offset: usize,
-    size: Vec<usize>,
-    stride: Vec<usize>,
-}
+/// The most bytes a checkpoint's tensors may take, both as the storage bytes read for them and as
+/// the f32 values they decode to (4 GiB). Released prompt checkpoints take under 160 MB (CoOp's
+/// ImageNet `token_suffix` is 1000 × 72 × 512 floats); the bound keeps a hostile file — a storage
+/// that claims terabytes, one tensor under a million names — from taking memory without end.
+const MAX_TENSOR_BYTES: u64 = 4 << 30;
 
 /// One tensor of a state dict, as f32 values in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +50,19 @@ pub(crate) fn is_zip(path: &Path) -> bool {
         && head == *b"PK\x03\x04"
 }
 
+/// Reads `data.pkl`, refusing one over `limit` bytes (a small compressed member can inflate to any
+/// size, whatever the archive claims).
+fn read_pickle(f: impl Read, limit: u64) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("data.pkl: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("data.pkl holds more than {limit} bytes (this reader's limit)"));
+    }
+    Ok(bytes)
+}
+
 /// Reads the state dict of a `torch.save` zip archive.
 pub fn read(path: &Path) -> Result<Checkpoint> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -85,78 +73,186 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
         .map(str::to_string)
         .ok_or_else(|| bad(path, "no <archive>/data.pkl in the zip"))?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    let mut pkl = Vec::new();
-    zip.by_name(&pkl_name)
-        .and_then(|mut f| f.read_to_end(&mut pkl).map_err(Into::into))
+    let pkl = zip
+        .by_name(&pkl_name)
+        .map_err(|e| e.to_string())
+        .and_then(|f| read_pickle(f, MAX_PICKLE_BYTES))
         .map_err(|e| bad(path, e))?;
-    let top = Machine::new(&pkl)
-        .run()
-        .map_err(|m| bad(path, format!("data.pkl: {m}")))?;
-    let entries = match &top {
-        Value::Dict(d) => d,
-        _ => return Err(bad(path, "the pickle's top level is not a dict")),
-    };
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|(key, _)| *key == Value::Str(k.into()))
-            .map(|(_, v)| v)
-    };
-    let epoch = match get("epoch") {
-        Some(Value::Int(e)) => Some(*e),
-        _ => None,
-    };
-    let state = match get("state_dict") {
-        Some(Value::Dict(d)) => d,
-        Some(_) => return Err(bad(path, "`state_dict` is not a dict")),
-        None => entries,
-    };
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut tensors = Vec::new();
-    for (k, v) in state {
-        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
-            continue;
-        };
-        if !storages.contains_key(&t.key) {
+    let pickle = Pickle::parse(&pkl).map_err(|m| bad(path, format!("data.pkl: {m}")))?;
+    let (epoch, tensors) = state_dict(&pickle).map_err(|m| bad(path, m))?;
+    let needed = storage_needs(&tensors, MAX_TENSOR_BYTES).map_err(|m| bad(path, m))?;
+    let mut storages: HashMap<&str, Vec<u8>> = HashMap::new();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        if !storages.contains_key(t.key.as_str()) {
+            // Only the bytes its views reach are read: a storage member cannot take more memory
+            // than the bound checked above, whatever size it claims or inflates to.
             let mut bytes = Vec::new();
             zip.by_name(&format!("{prefix}data/{}", t.key))
-                .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    f.take(needed[t.key.as_str()])
+                        .read_to_end(&mut bytes)
+                        .map_err(|e| e.to_string())
+                })
                 .map_err(|e| bad(path, format!("storage {} of `{name}`: {e}", t.key)))?;
-            storages.insert(t.key.clone(), bytes);
+            storages.insert(&t.key, bytes);
         }
-        let values = gather(t, &storages[&t.key]).map_err(|m| bad(path, format!("`{name}`: {m}")))?;
-        tensors.push((
-            name.clone(),
-            Tensor {
-                shape: t.size.clone(),
-                values,
-            },
-        ));
+        let values = gather(t, &storages[t.key.as_str()]).map_err(|m| bad(path, format!("`{name}`: {m}")))?;
+        let shape = t.size.iter().map(|&d| d as usize).collect();
+        out.push((name.to_string(), Tensor { shape, values }));
     }
-    if tensors.is_empty() {
+    if out.is_empty() {
         return Err(bad(path, "no tensors in its state dict"));
     }
-    Ok(Checkpoint { tensors, epoch })
+    Ok(Checkpoint { tensors: out, epoch })
 }
 
-/// The tensor's elements in row-major order, read through its offset and strides.
-fn gather(t: &TensorRef, storage: &[u8]) -> std::result::Result<Vec<f32>, String> {
-    let (width, decode): (usize, fn(&[u8]) -> f32) = match t.dtype.as_str() {
+/// A checkpoint's `epoch` and its state dict's tensors by name, as the pickle holds them.
+type StateDict<'p> = (Option<i64>, Vec<(&'p str, &'p TensorRef)>);
+
+/// The pickle's `epoch` and the tensors of its state dict (its `state_dict` entry, or its top level),
+/// one per name: a name set twice keeps its first place and its last tensor, as a Python dict does.
+fn state_dict(p: &Pickle) -> std::result::Result<StateDict<'_>, String> {
+    let Node::Dict(entries) = p.root() else {
+        return Err("the pickle's top level is not a dict".into());
+    };
+    let epoch = match p.get(entries, "epoch") {
+        Some(Node::Int(e)) => Some(*e),
+        _ => None,
+    };
+    let state = match p.get(entries, "state_dict") {
+        Some(Node::Dict(d)) => d,
+        Some(_) => return Err("`state_dict` is not a dict".into()),
+        None => entries,
+    };
+    let mut tensors: Vec<(&str, &TensorRef)> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for &(k, v) in state {
+        let (Some(name), Node::Tensor(t)) = (p.str(k), p.node(v)) else {
+            continue;
+        };
+        match at.get(name) {
+            Some(&i) => tensors[i].1 = t,
+            None => {
+                at.insert(name, tensors.len());
+                tensors.push((name, t));
+            }
+        }
+    }
+    Ok((epoch, tensors))
+}
+
+/// How a tensor sits in its storage: bytes per element and how to decode one, its element count,
+/// and how many of the storage's elements its last one needs (`last index + 1`, 0 when empty).
+struct Layout {
+    width: u64,
+    decode: fn(&[u8]) -> f32,
+    numel: u64,
+    reach: u64,
+}
+
+/// Every size, stride and offset comes from the file, so the arithmetic is checked: an overflow is
+/// an error naming the numbers.
+fn layout(t: &TensorRef) -> std::result::Result<Layout, String> {
+    let (width, decode): (u64, fn(&[u8]) -> f32) = match t.dtype.as_str() {
         "FloatStorage" => (4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         "DoubleStorage" => (8, |b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32),
         "HalfStorage" => (2, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
         "BFloat16Storage" => (2, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
         other => return Err(format!("storage type {other} is not a float type")),
     };
-    let n: usize = t.size.iter().product();
+    if t.size.len() != t.stride.len() {
+        return Err(format!(
+            "its size {:?} and stride {:?} differ in rank",
+            t.size, t.stride
+        ));
+    }
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("its size {:?} overflows 64 bits", t.size))?;
+    if numel == 0 {
+        return Ok(Layout {
+            width,
+            decode,
+            numel,
+            reach: 0,
+        });
+    }
+    // The last element's index, offset + Σ (size − 1) · stride, and the bytes up to it.
+    let reach = t
+        .size
+        .iter()
+        .zip(&t.stride)
+        .try_fold(t.offset, |a, (&d, &s)| {
+            (d - 1).checked_mul(s).and_then(|x| a.checked_add(x))
+        })
+        .and_then(|last| last.checked_add(1))
+        .filter(|r| r.checked_mul(width).is_some())
+        .ok_or_else(|| format!("its offset {} and strides {:?} overflow 64 bits", t.offset, t.stride))?;
+    Ok(Layout {
+        width,
+        decode,
+        numel,
+        reach,
+    })
+}
+
+/// The bytes to read of each storage (as far as its furthest view reaches), refusing a state dict
+/// whose tensors would take more than `limit` bytes, read or decoded, before anything is read.
+fn storage_needs<'p>(
+    tensors: &[(&str, &'p TensorRef)],
+    limit: u64,
+) -> std::result::Result<HashMap<&'p str, u64>, String> {
+    let mut needs: HashMap<&str, u64> = HashMap::new();
+    let (mut read, mut decoded) = (0u64, 0u64);
+    for (name, t) in tensors {
+        let l = layout(t).map_err(|m| format!("`{name}`: {m}"))?;
+        let need = needs.entry(&t.key).or_default();
+        let more = (l.reach * l.width).saturating_sub(*need);
+        *need += more;
+        read = read.saturating_add(more);
+        decoded = decoded.saturating_add(l.numel.saturating_mul(4));
+        if decoded > limit || read > limit {
+            return Err(format!(
+                "its tensors take more than {limit} bytes (this reader's limit, which bounds its memory)"
+            ));
+        }
+    }
+    Ok(needs)
+}
+
+/// The tensor's elements in row-major order, read through its offset and strides; a view that does
+/// not fit its storage is refused before its output is allocated.
+fn gather(t: &TensorRef, storage: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    let Layout {
+        width,
+        decode,
+        numel,
+        reach,
+    } = layout(t)?;
+    let have = storage.len() as u64 / width;
+    if reach > have {
+        return Err(format!(
+            "element {} is beyond its storage of {have} elements ({} bytes)",
+            reach - 1,
+            storage.len()
+        ));
+    }
+    if numel > have {
+        return Err(format!(
+            "its {numel} elements are more than its storage holds ({have}): an overlapping view"
+        ));
+    }
+    // Every index below is at most `reach − 1`, inside `storage`: no arithmetic here can overflow.
+    let (n, width) = (numel as usize, width as usize);
     let mut out = Vec::with_capacity(n);
-    let mut idx = vec![0usize; t.size.len()];
+    let mut idx = vec![0u64; t.size.len()];
     for _ in 0..n {
-        let at = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-        let b = storage
-            .get(at * width..(at + 1) * width)
-            .ok_or_else(|| format!("element {at} is beyond its storage of {} bytes", storage.len()))?;
-        out.push(decode(b));
+        let at = (t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<u64>()) as usize;
+        out.push(decode(&storage[at * width..(at + 1) * width]));
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
             if idx[d] < t.size[d] {
@@ -166,393 +262,6 @@ fn gather(t: &TensorRef, storage: &[u8]) -> std::result::Result<Vec<f32>, String
         }
     }
     Ok(out)
-}
-
-/// A pickle machine for protocols 0–5 over the opcodes `torch.save` emits.
-struct Machine<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    stack: Vec<Value>,
-    memo: HashMap<u64, Value>,
-}
-
-type Step<T> = std::result::Result<T, String>;
-
-impl<'a> Machine<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Machine {
-            bytes,
-            pos: 0,
-            stack: Vec::new(),
-            memo: HashMap::new(),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Step<&'a [u8]> {
-        let s = self
-            .bytes
-            .get(self.pos..self.pos + n)
-            .ok_or_else(|| "the pickle ends early".to_string())?;
-        self.pos += n;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Step<u8> {
-        Ok(self.take(1)?[0])
-    }
-    fn le(&mut self, n: usize) -> Step<u64> {
-        Ok(self.take(n)?.iter().rev().fold(0u64, |a, &b| (a << 8) | b as u64))
-    }
-    fn line(&mut self) -> Step<String> {
-        let rest = &self.bytes[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or("an unterminated text argument")?;
-        self.pos += end + 1;
-        Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
-    }
-    fn pop(&mut self) -> Step<Value> {
-        self.stack.pop().ok_or_else(|| "stack underflow".to_string())
-    }
-    fn pop_mark(&mut self) -> Step<Vec<Value>> {
-        let at = self
-            .stack
-            .iter()
-            .rposition(|v| *v == Value::Mark)
-            .ok_or("no mark on the stack")?;
-        let items = self.stack.split_off(at + 1);
-        self.stack.pop();
-        Ok(items)
-    }
-    fn top(&mut self) -> Step<&mut Value> {
-        self.stack.last_mut().ok_or_else(|| "stack underflow".to_string())
-    }
-    fn text(b: &[u8]) -> Step<Value> {
-        Ok(Value::Str(
-            String::from_utf8(b.to_vec()).map_err(|_| "a string that is not UTF-8")?,
-        ))
-    }
-    /// The memo holds a copy: containers filled after being memoized are not seen through a later
-    /// GET (a state dict's tensors never need that; shared storages go by key).
-    fn put(&mut self, id: u64) -> Step<()> {
-        let v = self.stack.last().ok_or("stack underflow")?.clone();
-        self.memo.insert(id, v);
-        Ok(())
-    }
-    fn get(&mut self, id: u64) -> Step<()> {
-        let v = self
-            .memo
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| format!("memo {id} was never stored"))?;
-        self.stack.push(v);
-        Ok(())
-    }
-
-    fn run(mut self) -> Step<Value> {
-        loop {
-            let op = self.u8()?;
-            match op {
-                0x80 => {
-                    self.u8()?;
-                }
-                0x95 => {
-                    self.le(8)?;
-                }
-                b'.' => return self.pop(),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b']' => self.stack.push(Value::List(Vec::new())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                0x8f => self.stack.push(Value::List(Vec::new())),
-                b'(' => self.stack.push(Value::Mark),
-                b'q' => {
-                    let id = self.le(1)?;
-                    self.put(id)?
-                }
-                b'r' => {
-                    let id = self.le(4)?;
-                    self.put(id)?
-                }
-                0x94 => {
-                    let id = self.memo.len() as u64;
-                    self.put(id)?
-                }
-                b'p' => {
-                    let id = self.line()?.parse().map_err(|_| "a bad PUT index")?;
-                    self.put(id)?
-                }
-                b'h' => {
-                    let id = self.le(1)?;
-                    self.get(id)?
-                }
-                b'j' => {
-                    let id = self.le(4)?;
-                    self.get(id)?
-                }
-                b'g' => {
-                    let id = self.line()?.parse().map_err(|_| "a bad GET index")?;
-                    self.get(id)?
-                }
-                b'X' => {
-                    let n = self.le(4)? as usize;
-                    let v = Self::text(self.take(n)?)?;
-                    self.stack.push(v)
-                }
-                0x8c => {
-                    let n = self.le(1)? as usize;
-                    let v = Self::text(self.take(n)?)?;
-                    self.stack.push(v)
-                }
-                0x8d => {
-                    let n = self.le(8)? as usize;
-                    let v = Self::text(self.take(n)?)?;
-                    self.stack.push(v)
-                }
-                b'T' | b'B' => {
-                    let n = self.le(4)? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
-                }
-                b'U' | b'C' => {
-                    let n = self.le(1)? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
-                }
-                0x8e => {
-                    let n = self.le(8)? as usize;
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b))
-                }
-                b'J' => {
-                    let v = self.le(4)? as u32 as i32 as i64;
-                    self.stack.push(Value::Int(v))
-                }
-                b'K' => {
-                    let v = self.le(1)? as i64;
-                    self.stack.push(Value::Int(v))
-                }
-                b'M' => {
-                    let v = self.le(2)? as i64;
-                    self.stack.push(Value::Int(v))
-                }
-                0x8a | 0x8b => {
-                    let n = if op == 0x8a { self.le(1)? } else { self.le(4)? } as usize;
-                    let b = self.take(n)?;
-                    // Little-endian two's complement; wider than 64 bits does not occur in a state dict.
-                    let mut v: i64 = 0;
-                    for (i, &x) in b.iter().enumerate().take(8) {
-                        v |= (x as i64) << (8 * i);
-                    }
-                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                        v -= 1i64 << (8 * n);
-                    }
-                    self.stack.push(Value::Int(v))
-                }
-                b'I' | b'L' => {
-                    let l = self.line()?;
-                    let v = match l.trim_end_matches('L') {
-                        "00" => Value::Bool(false),
-                        "01" => Value::Bool(true),
-                        s => Value::Int(s.parse().map_err(|_| format!("a bad INT {s}"))?),
-                    };
-                    self.stack.push(v)
-                }
-                b'G' => {
-                    let b = self.take(8)?;
-                    self.stack
-                        .push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))))
-                }
-                b'F' => {
-                    let l = self.line()?;
-                    self.stack
-                        .push(Value::Float(l.parse().map_err(|_| format!("a bad FLOAT {l}"))?))
-                }
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items))
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    if self.stack.len() < n {
-                        return Err("stack underflow".into());
-                    }
-                    let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items))
-                }
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items))
-                }
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(pairs(items)?))
-                }
-                b'a' => {
-                    let v = self.pop()?;
-                    if let Value::List(l) = self.top()? {
-                        l.push(v)
-                    }
-                }
-                b'e' | 0x90 => {
-                    let items = self.pop_mark()?;
-                    if let Value::List(l) = self.top()? {
-                        l.extend(items)
-                    }
-                }
-                0x91 => {
-                    let items = self.pop_mark()?;
-                    self.stack.push(Value::List(items))
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    if let Value::Dict(d) = self.top()? {
-                        d.push((k, v))
-                    }
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let items = pairs(items)?;
-                    if let Value::Dict(d) = self.top()? {
-                        d.extend(items)
-                    }
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.stack.push(Value::Global(format!("{module}.{name}")))
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Value::Str(m), Value::Str(n)) = (module, name) else {
-                        return Err("STACK_GLOBAL without two strings".into());
-                    };
-                    self.stack.push(Value::Global(format!("{m}.{n}")))
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let callee = self.pop()?;
-                    self.stack.push(reduce(callee, args)?)
-                }
-                0x81 => {
-                    let _args = self.pop()?;
-                    let cls = self.pop()?;
-                    self.stack.push(Value::Opaque(name_of(&cls)))
-                }
-                0x92 => {
-                    let _kwargs = self.pop()?;
-                    let _args = self.pop()?;
-                    let cls = self.pop()?;
-                    self.stack.push(Value::Opaque(name_of(&cls)))
-                }
-                b'b' => {
-                    // Object state (`__setstate__`): only opaque objects and dicts get one here,
-                    // and neither needs it.
-                    self.pop()?;
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    self.stack.push(storage(pid)?)
-                }
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let v = self.top()?.clone();
-                    self.stack.push(v)
-                }
-                other => {
-                    return Err(format!(
-                        "opcode 0x{other:02x} at byte {} is not supported",
-                        self.pos - 1
-                    ))
-                }
-            }
-        }
-    }
-}
-
-fn pairs(items: Vec<Value>) -> Step<Vec<(Value, Value)>> {
-    if !items.len().is_multiple_of(2) {
-        return Err("a dict with an odd number of items".into());
-    }
-    let mut it = items.into_iter();
-    let mut out = Vec::new();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
-fn name_of(v: &Value) -> String {
-    match v {
-        Value::Global(g) => g.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn usizes(v: &Value, what: &str) -> Step<Vec<usize>> {
-    match v {
-        Value::Tuple(items) | Value::List(items) => items
-            .iter()
-            .map(|x| match x {
-                Value::Int(i) if *i >= 0 => Ok(*i as usize),
-                _ => Err(format!("a tensor's {what} is not a tuple of sizes")),
-            })
-            .collect(),
-        _ => Err(format!("a tensor's {what} is not a tuple")),
-    }
-}
-
-/// Calls a GLOBAL: the few that build containers and tensors; any other is an opaque object.
-fn reduce(callee: Value, args: Value) -> Step<Value> {
-    let name = name_of(&callee);
-    let Value::Tuple(args) = args else {
-        return Ok(Value::Opaque(name));
-    };
-    Ok(match name.as_str() {
-        // OrderedDict() and defaultdict(factory): dicts, filled by the SETITEMS that follow.
-        "collections.OrderedDict" | "collections.defaultdict" => Value::Dict(Vec::new()),
-        "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor" => {
-            let (Some(Value::Storage(dtype, key)), Some(Value::Int(offset)), Some(size), Some(stride)) =
-                (args.first(), args.get(1), args.get(2), args.get(3))
-            else {
-                return Err("a _rebuild_tensor call without (storage, offset, size, stride)".into());
-            };
-            Value::Tensor(TensorRef {
-                dtype: dtype.clone(),
-                key: key.clone(),
-                offset: *offset as usize,
-                size: usizes(size, "size")?,
-                stride: usizes(stride, "stride")?,
-            })
-        }
-        "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state" => {
-            args.into_iter().next().unwrap_or(Value::None)
-        }
-        _ => Value::Opaque(name),
-    })
-}
-
-/// A persistent id `('storage', torch.<Type>Storage, key, location, numel)`.
-fn storage(pid: Value) -> Step<Value> {
-    let Value::Tuple(t) = pid else {
-        return Err("a persistent id that is not a tuple".into());
-    };
-    match (t.first(), t.get(1), t.get(2)) {
-        (Some(Value::Str(kind)), Some(Value::Global(ty)), Some(Value::Str(key))) if kind == "storage" => {
-            let ty = ty.rsplit('.').next().unwrap_or(ty).to_string();
-            Ok(Value::Storage(ty, key.clone()))
-        }
-        _ => Err("a persistent id that is not a storage".into()),
-    }
 }
 
 #[cfg(test)]
@@ -595,6 +304,253 @@ mod tests {
         // What every released CoOp checkpoint met before this reader (kept as the reason for it).
         let e = burn_store::pytorch::PytorchReader::with_top_level_key(fixture(), "state_dict").err();
         assert!(e.is_some());
+    }
+
+    /// SHORT_BINUNICODE.
+    fn s(x: &str) -> Vec<u8> {
+        let mut b = vec![0x8c, x.len() as u8];
+        b.extend_from_slice(x.as_bytes());
+        b
+    }
+
+    /// LONG1 of 8 bytes: any i64.
+    fn int(v: i64) -> Vec<u8> {
+        let mut b = vec![0x8a, 8];
+        b.extend(v.to_le_bytes());
+        b
+    }
+
+    /// MARK, the items, TUPLE.
+    fn tuple(items: &[Vec<u8>]) -> Vec<u8> {
+        let mut b = vec![b'('];
+        items.iter().for_each(|i| b.extend(i));
+        b.push(b't');
+        b
+    }
+
+    /// `_rebuild_tensor_v2(('storage', torch.FloatStorage, '0', 'cpu', 4), offset, size, stride)`.
+    fn tensor(offset: i64, size: &[i64], stride: &[i64]) -> Vec<u8> {
+        let mut pid = tuple(&[
+            s("storage"),
+            b"ctorch\nFloatStorage\n".to_vec(),
+            s("0"),
+            s("cpu"),
+            int(4),
+        ]);
+        pid.push(b'Q');
+        let ints = |v: &[i64]| tuple(&v.iter().map(|&x| int(x)).collect::<Vec<_>>());
+        let mut b = b"ctorch._utils\n_rebuild_tensor_v2\n".to_vec();
+        b.extend(tuple(&[pid, int(offset), ints(size), ints(stride)]));
+        b.push(b'R');
+        b
+    }
+
+    /// Protocol 2: `{key: value, …}` of already encoded items, then STOP.
+    fn dict(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut b = vec![b'}', b'('];
+        for (k, v) in entries {
+            b.extend(s(k));
+            b.extend(v);
+        }
+        b.push(b'u');
+        b
+    }
+
+    fn pickle(ops: &[u8]) -> Vec<u8> {
+        let mut b = vec![0x80, 2];
+        b.extend(ops);
+        b.push(b'.');
+        b
+    }
+
+    /// A `torch.save`-shaped archive of `pkl` and one storage `0`.
+    fn archive(dir: &Path, pkl: &[u8], storage: &[u8]) -> std::path::PathBuf {
+        use std::io::Write;
+        let p = dir.join("model.pth");
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("archive/data.pkl", o).unwrap();
+        z.write_all(pkl).unwrap();
+        z.start_file("archive/data/0", o).unwrap();
+        z.write_all(storage).unwrap();
+        z.finish().unwrap();
+        p
+    }
+
+    fn floats(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn read_err(pkl: &[u8], storage: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read(&archive(dir.path(), pkl, storage)).unwrap_err().to_string();
+        assert!(e.contains("not a readable PyTorch checkpoint"), "{e}");
+        e
+    }
+
+    #[test]
+    fn a_hand_written_state_dict_reads_through_offset_and_strides() {
+        // A 2 × 2 transposed view at offset 1 of [0, 1, 2, 3, 4]: [[1, 3], [2, 4]].
+        let pkl = pickle(&dict(&[("state_dict", dict(&[("w", tensor(1, &[2, 2], &[1, 2]))]))]));
+        let dir = tempfile::tempdir().unwrap();
+        let c = read(&archive(dir.path(), &pkl, &floats(&[0., 1., 2., 3., 4.]))).unwrap();
+        assert_eq!(c.tensors[0].1.shape, [2, 2]);
+        assert_eq!(c.tensors[0].1.values, [1., 3., 2., 4.]);
+    }
+
+    #[test]
+    fn a_size_of_two_to_the_forty_is_refused_before_anything_is_allocated() {
+        let storage = floats(&[1., 2., 3., 4.]);
+        // Strided: it would reach 4 TiB of storage. Broadcast (stride 0): it reads 4 bytes but would
+        // decode to 4 TiB.
+        for stride in [1, 0] {
+            let pkl = pickle(&dict(&[("w", tensor(0, &[1 << 40], &[stride]))]));
+            let e = read_err(&pkl, &storage);
+            assert!(
+                e.contains("its tensors take more than 4294967296 bytes (this reader's limit"),
+                "{e}"
+            );
+        }
+        // `gather` itself refuses both before allocating its output.
+        let t = |stride| TensorRef {
+            dtype: "FloatStorage".into(),
+            key: "0".into(),
+            offset: 0,
+            size: vec![1 << 40],
+            stride: vec![stride],
+        };
+        let e = gather(&t(1), &storage).unwrap_err();
+        assert_eq!(
+            e,
+            "element 1099511627775 is beyond its storage of 4 elements (16 bytes)"
+        );
+        let e = gather(&t(0), &storage).unwrap_err();
+        assert_eq!(
+            e,
+            "its 1099511627776 elements are more than its storage holds (4): an overlapping view"
+        );
+    }
+
+    #[test]
+    fn overflowing_sizes_strides_and_offsets_are_errors() {
+        let t = |offset: u64, size: Vec<u64>, stride: Vec<u64>| TensorRef {
+            dtype: "FloatStorage".into(),
+            key: "0".into(),
+            offset,
+            size,
+            stride,
+        };
+        let storage = floats(&[1., 2.]);
+        for (t, want) in [
+            (
+                t(0, vec![1 << 32, 1 << 32, 2], vec![1, 1, 1]),
+                "its size [4294967296, 4294967296, 2] overflows 64 bits",
+            ),
+            (
+                t(0, vec![3], vec![1 << 63]),
+                "its offset 0 and strides [9223372036854775808] overflow 64 bits",
+            ),
+            (
+                t(u64::MAX, vec![1], vec![1]),
+                "its offset 18446744073709551615 and strides [1] overflow 64 bits",
+            ),
+            // The byte position of the last element overflows (× 4 bytes).
+            (
+                t(1 << 62, vec![1], vec![1]),
+                "its offset 4611686018427387904 and strides [1] overflow 64 bits",
+            ),
+            (
+                t(0, vec![2, 2], vec![1]),
+                "its size [2, 2] and stride [1] differ in rank",
+            ),
+        ] {
+            assert_eq!(gather(&t, &storage).unwrap_err(), want);
+            let e = storage_needs(&[("w", &t)], MAX_TENSOR_BYTES).unwrap_err();
+            assert_eq!(e, format!("`w`: {want}"));
+        }
+        // A negative offset is refused where the pickle builds the tensor.
+        let e = read_err(&pickle(&dict(&[("w", tensor(-1, &[1], &[1]))])), &storage);
+        assert!(e.contains("a tensor's offset -1 is negative"), "{e}");
+    }
+
+    #[test]
+    fn one_tensor_under_many_names_is_bounded_by_what_it_decodes_to() {
+        // A clone bomb at the state dict's level: the same 2-element tensor under 1,000 names would
+        // decode to 8,000 bytes; a 4,000-byte limit refuses it before any storage is read.
+        let mut ops = vec![b'}'];
+        ops.extend(tensor(0, &[2], &[1]));
+        ops.extend([b'q', 0, b'0', b'(']);
+        for i in 0..1000 {
+            ops.extend(s(&format!("w{i}")));
+            ops.extend([b'h', 0]);
+        }
+        ops.push(b'u');
+        let p = Pickle::parse(&pickle(&ops)).unwrap();
+        let (_, tensors) = state_dict(&p).unwrap();
+        assert_eq!(tensors.len(), 1000);
+        let e = storage_needs(&tensors, 4000).unwrap_err();
+        assert_eq!(
+            e,
+            "its tensors take more than 4000 bytes (this reader's limit, which bounds its memory)"
+        );
+        // The storage is read once however many views share it.
+        assert_eq!(storage_needs(&tensors, 8000).unwrap()["0"], 8);
+    }
+
+    #[test]
+    fn a_deep_pickle_is_one_error_and_a_deep_optimizer_beside_the_state_dict_reads() {
+        const N: usize = 300_000;
+        let mut deep = vec![b'('; N];
+        deep.extend(std::iter::repeat_n(b'l', N));
+        let e = read_err(&pickle(&deep), &floats(&[1.]));
+        assert!(e.contains("the pickle's top level is not a dict"), "{e}");
+        let pkl = pickle(&dict(&[
+            ("state_dict", dict(&[("w", tensor(0, &[1], &[1]))])),
+            ("optimizer", deep),
+        ]));
+        let dir = tempfile::tempdir().unwrap();
+        let c = read(&archive(dir.path(), &pkl, &floats(&[7.]))).unwrap();
+        assert_eq!(
+            c.tensors,
+            [(
+                "w".to_string(),
+                Tensor {
+                    shape: vec![1],
+                    values: vec![7.]
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_state_dict_memoized_before_it_was_filled_reads_its_tensors() {
+        // {"source": {} PUT 1 (filled by SETITEMS after the PUT), "state_dict": GET 1}: a memo
+        // holding a copy taken at the PUT read the state dict as empty ("no tensors").
+        let mut ops = vec![b'}', b'('];
+        ops.extend(s("source"));
+        ops.extend([b'}', b'q', 1, b'(']);
+        ops.extend(s("w"));
+        ops.extend(tensor(0, &[1], &[1]));
+        ops.push(b'u');
+        ops.extend(s("state_dict"));
+        ops.extend([b'h', 1, b'u']);
+        let dir = tempfile::tempdir().unwrap();
+        let c = read(&archive(dir.path(), &pickle(&ops), &floats(&[5.]))).unwrap();
+        assert_eq!(c.tensors[0].1.values, [5.]);
+    }
+
+    #[test]
+    fn a_huge_length_or_an_oversized_pickle_is_one_error() {
+        let mut pkl = vec![0x80, 2, 0x8d];
+        pkl.extend([0xff; 8]);
+        let e = read_err(&pkl, &[]);
+        assert!(
+            e.contains("data.pkl: a length of 18446744073709551615 bytes at byte 11 runs past the end"),
+            "{e}"
+        );
+        let e = read_pickle(&[0u8; 100][..], 50).unwrap_err();
+        assert_eq!(e, "data.pkl holds more than 50 bytes (this reader's limit)");
+        assert_eq!(read_pickle(&[0u8; 50][..], 50).unwrap().len(), 50);
     }
 
     #[test]

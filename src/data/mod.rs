@@ -99,7 +99,8 @@ impl Dataset {
             if let Some(prev) = names.insert(d.label, d.classname.clone()) {
                 if prev != d.classname {
                     return Err(Error::Input(format!(
-                        "{}: label {} is both `{prev}` and `{}`",
+                        // Names as the file spells them, quoted and escaped: the error stays one line.
+                        "{}: label {} is both {prev:?} and {:?}",
                         dir.display(),
                         d.label,
                         d.classname
@@ -245,6 +246,21 @@ mod tests {
         assert_eq!(it[a[0]].label, 1);
         let seeds: std::collections::HashSet<Vec<usize>> = (0..20).map(|s| few_shot_indices(&it, 2, s)).collect();
         assert!(seeds.len() > 1, "different seeds should pick different subsets");
+    }
+
+    #[test]
+    fn a_class_named_two_ways_is_one_line_error_whatever_the_names_hold() {
+        // Found by tests/fuzz.rs: a name with an escaped newline broke the error over two lines.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("eurosat")).unwrap();
+        std::fs::write(
+            dir.path().join("eurosat/split_zhou_EuroSAT.json"),
+            r#"{"train": [["a.png", 0, "River"]], "val": [], "test": [["b.png", 0, "\nRiver"]]}"#,
+        )
+        .unwrap();
+        let def = dataset_def("eurosat", &Default::default()).unwrap();
+        let e = Dataset::load(dir.path(), &def).unwrap_err().to_string();
+        assert!(e.ends_with(r#"eurosat: label 0 is both "River" and "\nRiver""#), "{e}");
     }
 
     #[test]

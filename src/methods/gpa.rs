@@ -28,7 +28,7 @@ pub fn gpa_weights(epochs: usize, mean: f64, std: f64) -> Vec<f64> {
 /// Rounding of GPA's products and sums: to the format the tensor is stored in, as torch computes
 /// `half_tensor * python_float` (in f32, rounded once) and `half + half`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Fold(DType);
+pub struct Fold(DType);
 
 impl Fold {
     /// Rounding to `dtype` (f32, f16 or bf16; any other format folds at f32).

@@ -132,6 +132,12 @@ pub struct RunSummary {
     /// Cells left to run at other precisions, each in a process of its own, after this one (the
     /// default precision runs first: GRAM's meta-training cells are at it).
     pub later: Vec<(Precision, usize)>,
+    /// Cells of the suite outside `--only` that have no finished record: what the selection left.
+    pub unselected: usize,
+    /// Selected cells that other shards own and have not finished: (shard, cells), by shard.
+    pub other_shards: Vec<(usize, usize)>,
+    /// Failed records `--overwrite never` kept as they are.
+    pub kept_failed: usize,
 }
 
 /// Human-readable cell label for progress lines.
@@ -170,12 +176,32 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
     // A partial run (a shard, a Slurm task's cells) runs only the cells it owns.
     let owns =
         |c: &Cell| opts.shard.is_none_or(|sh| sh.owns(c)) && opts.keys.as_ref().is_none_or(|k| k.contains(&c.key));
-    let selected: Vec<Cell> = selected.into_iter().filter(|c| owns(c)).collect();
+    let (selected, others): (Vec<Cell>, Vec<Cell>) = selected.into_iter().partition(|c| owns(c));
     // Only now, with the suite accepted, is its results folder created.
     let store = Store::open(&opts.store, &suite.name)?;
+    let mut summary = RunSummary::default();
+    // What a partial run leaves, so that it can say so and how to run it: cells outside `--only`,
+    // and other shards' cells, that have no finished record.
+    let finished = |c: &Cell| -> Result<bool> { Ok(store.get(&c.key)?.is_some_and(|r| r.status == Status::Ok)) };
+    if !opts.only.is_empty() {
+        let chosen: HashSet<&str> = selected.iter().chain(&others).map(|c| c.key.as_str()).collect();
+        for c in &resolved.plan.cells {
+            if !chosen.contains(c.key.as_str()) && !finished(c)? {
+                summary.unselected += 1;
+            }
+        }
+    }
+    if let Some(sh) = opts.shard {
+        let mut by_shard: BTreeMap<usize, usize> = BTreeMap::new();
+        for c in &others {
+            if !finished(c)? {
+                *by_shard.entry(shard::Shard::owner(c, sh.count)).or_default() += 1;
+            }
+        }
+        summary.other_shards = by_shard.into_iter().collect();
+    }
     // Decide what to run before building anything.
     let mut todo = Vec::new();
-    let mut summary = RunSummary::default();
     for c in &selected {
         let existing = store.get(&c.key)?;
         let run = matches!(
@@ -184,6 +210,9 @@ pub fn run_suite(resolved: &ResolvedSuite, opts: &RunOptions) -> Result<RunSumma
         );
         if !run {
             summary.skipped += 1;
+            if existing.is_some_and(|r| r.status == Status::Failed) {
+                summary.kept_failed += 1;
+            }
             continue;
         }
         if opts.shard.is_some() || opts.keys.is_some() {

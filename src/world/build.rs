@@ -100,28 +100,38 @@ pub(crate) fn cached_world(cache: &Path, cfg: &WorldConfig) -> Option<WorldArtif
 /// match, would otherwise give records under the same keys as sound ones).
 fn verify_cached(world: &WorldArtifacts, dir: &Path) -> Result<()> {
     let now = world_digests(&world.data_root, &world.model_dir)?;
-    let damaged = |what: String| {
+    let committed = crate::world::pinned::committed_digests(&world.manifest.key)?;
+    cached_world_damage(world.manifest.digests.as_ref(), committed.as_ref(), &now).map_err(|what| {
         Error::Input(format!(
             "{}: the cached world {what}; delete that folder and run again (the world is rebuilt)",
             dir.display()
         ))
-    };
-    // A world built before builds recorded digests is checked against the committed ones only.
-    if let Some(built) = &world.manifest.digests {
-        let diff = differences(built, &now);
+    })
+}
+
+/// What is wrong with a cached world whose files hash to `now`, given what its build recorded
+/// (`built`: absent for a world built before builds recorded digests) and what the repository
+/// records for its key (`committed`). The committed digests are checked whatever the build
+/// recorded: a manifest is a file in the cache, and can be edited to match changed files.
+fn cached_world_damage(
+    built: Option<&WorldDigests>,
+    committed: Option<&WorldDigests>,
+    now: &WorldDigests,
+) -> std::result::Result<(), String> {
+    if let Some(built) = built {
+        let diff = differences(built, now);
         if !diff.is_empty() {
-            return Err(damaged(format!("differs from its build: {}", diff.join(", "))));
+            return Err(format!("differs from its build: {}", diff.join(", ")));
         }
     }
-    let committed = crate::world::pinned::committed_digests(&world.manifest.key)?;
     if let Some(committed) = committed {
-        let diff = differences(&committed, &now);
+        let diff = differences(committed, now);
         if !diff.is_empty() {
-            return Err(damaged(format!(
+            return Err(format!(
                 "differs from the world the repository records ({}): {}",
                 super::pinned::DIGESTS_PATH,
                 diff.join(", ")
-            )));
+            ));
         }
     }
     Ok(())
@@ -247,4 +257,35 @@ fn build_into(
     )
     .map_err(|e| Error::io(&mpath, e))?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+
+    fn digests(weights: &str) -> WorldDigests {
+        WorldDigests {
+            datasets: [("world".to_string(), "d1".to_string())].into(),
+            weights_sha256: weights.into(),
+        }
+    }
+
+    #[test]
+    fn changed_weights_with_the_manifest_edited_to_match_are_refused_by_the_committed_digests() {
+        let (good, changed) = (digests("w-good"), digests("w-changed"));
+        assert_eq!(cached_world_damage(Some(&good), Some(&good), &good), Ok(()));
+        assert_eq!(
+            cached_world_damage(None, None, &changed),
+            Ok(()),
+            "nothing recorded: nothing to compare"
+        );
+        let e = cached_world_damage(Some(&good), Some(&good), &changed).unwrap_err();
+        assert!(e.starts_with("differs from its build"), "{e}");
+        // The manifest edited to record the changed weights: only the committed digests know.
+        let e = cached_world_damage(Some(&changed), Some(&good), &changed).unwrap_err();
+        assert!(e.starts_with("differs from the world the repository records"), "{e}");
+        assert!(e.contains("weights"), "{e}");
+        let e = cached_world_damage(None, Some(&good), &changed).unwrap_err();
+        assert!(e.starts_with("differs from the world the repository records"), "{e}");
+    }
 }

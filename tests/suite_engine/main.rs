@@ -14,6 +14,7 @@ mod estimates;
 mod figures;
 mod findings;
 mod gram;
+mod left;
 mod parsing;
 mod precision;
 mod resume;
