@@ -8,10 +8,14 @@
 #   SIGINT: the run says what it recorded and how to resume
 #   three runners at once on a suite with GRAM cross-domain: every runner exits 0, no false failure
 #   a truncated JPEG; bit-flipped cached micro-CLIP weights; a relabelled cached split; a feature-cache entry with a damaged
-#   payload; a test image truncated while its features are cached; a record copied under another
+#   payload; a feature cache that cannot be written; a test image truncated while its features are cached; a record copied under another
 #   cell's name; a record of schema 99; temp files of a killed writer and a live one; more shots than a class
 #   has; --only twice on one field (plan and run agree); a refused suite leaves no results folder;
-#   a runner whose every cell is busy in another runner exits 0; SIGTERM stops a child run too
+#   a runner whose every cell is busy in another runner exits 0; a bit flipped in an epoch checkpoint;
+#   absurd suite numbers (a huge
+#   epoch count, NaN tolerance, zero corpus, negative rate) refused in one line with nothing built;
+#   released checkpoints of 300,000 nested lists or a 2^40 memo bomb fail their cells cleanly; an
+#   sbatch value with a newline is refused; SIGTERM stops a child run too
 #
 # Usage (repository root): tests/fault_injection.sh [BIN]   (default: the debug build, built here)
 set -uo pipefail
@@ -278,6 +282,20 @@ else
   miss "damaged feature cache" "${why:-$(tail -2 "$dir/run.log")}"
 fi
 
+# 6b. A feature cache that cannot be written (issue item 11; here its folder is a file, as a full
+# disk would refuse it) is a warning: the cells run without it, to the reference's numbers.
+new_case featwrite
+cp -r "$ref/cache" "$dir/cache"
+cp -r "$ref/results" "$dir/results"
+rm -rf "$dir/cache/features"
+touch "$dir/cache/features"
+if gb run faults.toml --no-report --only method=zs --overwrite always >"$dir/run.log" 2>&1 &&
+  grep -qi "warning.*feature" "$dir/run.log" && why=$(same_as_reference); then
+  ok "a feature cache that cannot be written is a warning; the cells equal the reference"
+else
+  miss "unwritable feature cache" "${why:-$(grep -m1 -i "error\|warning" "$dir/run.log")}"
+fi
+
 # 7. A test image truncated while its features are cached: the world's digests stop the run
 # before any cell (the feature cache's own key, for datasets outside the world, is `features::tests`).
 new_case image
@@ -378,6 +396,97 @@ if [ "$held" = 1 ] && [ "$rc" -eq 0 ] && grep -Eq "nothing finished yet: [0-9]+ 
   ok "every cell busy in another runner: exit 0, saying what the other runner is computing"
 else
   miss "every cell busy" "lock seen: $held, exit $rc: $(tail -2 <<<"$out")"
+fi
+
+# 14b. A bit flipped in an epoch checkpoint (issue item 4) is refused, naming the file, instead of
+# resuming from it; the cell's failed record replaces it, and the next run starts the cell over to
+# the reference's numbers.
+new_case epochflip
+gb world build faults.toml >/dev/null 2>&1
+(cd "$dir" && GRAM_BENCH_CACHE="$dir/cache" exec "$bin" run faults.toml --no-report >"$dir/first.log" 2>&1) &
+pid=$!
+disown "$pid"
+for _ in $(seq 1 600); do
+  ls "$dir"/results/faults/artifacts/*.train-checkpoint.json >/dev/null 2>&1 && break
+  sleep 0.05
+done
+kill -9 "$pid" 2>/dev/null
+while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+cp=$(ls "$dir"/results/faults/artifacts/*.train-checkpoint.json 2>/dev/null | head -1)
+if [ -z "$cp" ]; then
+  miss "flipped epoch checkpoint" "no epoch checkpoint was written before the kill"
+else
+  size=$(stat -c %s "$cp")
+  byte=$(od -An -tu1 -j $((size / 2)) -N1 "$cp" | tr -d ' ')
+  printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$cp" bs=1 seek=$((size / 2)) conv=notrunc status=none
+  out=$(gb run faults.toml --no-report 2>&1)
+  if grep -q "damaged training checkpoint" <<<"$out" && grep -q "$(basename "$cp")" <<<"$out" && [ ! -e "$cp" ] &&
+    gb run faults.toml --no-report >"$dir/last.log" 2>&1 && why=$(same_as_reference); then
+    ok "a bit flipped in an epoch checkpoint is refused; the next run starts the cell over to the reference's numbers"
+  else
+    miss "flipped epoch checkpoint" "${why:-$(grep -m1 -i "checkpoint\|error" <<<"$out")}"
+  fi
+fi
+
+# 15. Absurd numbers in a suite (issue items 3 and 6) are refused by `validate` and by `run`, one
+# line naming the field, before anything is built or recorded.
+new_case numbers
+for edit in 's/^epochs = 120$/epochs = 1000000000000/' 's/^abs_tolerance = 0.0$/abs_tolerance = nan/' \
+  's/^corpus_size = 64$/corpus_size = 0/' 's/^lr = 0.001$/lr = -1.0/'; do
+  suite | sed "$edit" >"$dir/faults.toml"
+  field=$(sed -E 's|^s/\^([a-z_]+) .*|\1|' <<<"$edit")
+  out=$(gb validate faults.toml 2>&1)
+  rc=$?
+  run_out=$(gb run faults.toml --no-report 2>&1)
+  run_rc=$?
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ $run_rc -ne 0 ] && [ $run_rc -lt 128 ] && grep -q "$field" <<<"$out" &&
+    [ "$(grep -c . <<<"$out")" -le 2 ] && [ ! -d "$dir/results" ] && [ ! -d "$dir/cache" ]; then
+    ok "suite value refused in one message, nothing built or recorded: $(sed -E 's|^s/\^(.*)\$/(.*)/$|\2|' <<<"$edit")"
+  else
+    miss "suite value $edit" "validate rc=$rc, run rc=$run_rc: $(tail -1 <<<"$out")"
+  fi
+  rm -rf "$dir/results" "$dir/cache"
+done
+
+# 16. Hostile released checkpoints (issue item 7): 300,000 nested lists and a memo chain that would
+# expand to 2^40 items. Each cell fails with one error naming the file; the process neither
+# overflows its stack nor runs out of memory, and the next cell still runs.
+new_case pickle
+python3 - "$dir" <<'PY'
+import struct, sys, zipfile
+d = sys.argv[1]
+deep = b"\x80\x02" + b"]" * 300000 + b"a" * 299999 + b"."
+bomb = b"\x80\x02]q\x00"
+for i in range(1, 41):
+    bomb += b"(h" + bytes([i - 1]) + b"h" + bytes([i - 1]) + b"lq" + bytes([i])
+bomb += b"."
+for name, pkl in [("deep", deep), ("bomb", bomb)]:
+    with zipfile.ZipFile(f"{d}/{name}.pth.tar", "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/version", "3\n")
+PY
+for name in deep bomb; do
+  suite | sed -e 's/^methods = \["zs", "coop"\]$/methods = ["coop"]/' \
+    -e "s|^seeds = \[1, 2, 3\]\$|seeds = [1]\ncheckpoint = \"$dir/$name.pth.tar\"|" >"$dir/faults.toml"
+  out=$(gb run faults.toml --no-report 2>&1)
+  rc=$?
+  failed=$(grep -c "FAILED" <<<"$out")
+  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && [ "$failed" -ge 2 ] && grep -q "$name.pth.tar" <<<"$out"; then
+    ok "a released checkpoint of $([ $name = deep ] && echo '300,000 nested lists' || echo 'a 2^40 memo bomb') fails its cells with one error each, no crash"
+  else
+    miss "hostile checkpoint $name" "rc=$rc, $failed failed: $(tail -2 <<<"$out")"
+  fi
+  rm -rf "$dir/results"
+done
+
+# 17. An sbatch value with a newline (issue item 10) is refused before any script is written.
+new_case sbatch
+out=$(gb slurm submit faults.toml --dry-run --partition "$(printf 'gpu\n#SBATCH --dependency=none')" 2>&1)
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -lt 128 ] && ! grep -q "^#SBATCH" <<<"$out" && grep -qi "partition" <<<"$out"; then
+  ok "an sbatch value holding a newline is refused"
+else
+  miss "sbatch newline" "rc=$rc: $(tail -1 <<<"$out")"
 fi
 
 # 14. SIGTERM while another precision's cells run in a child process: the child stops with the

@@ -48,7 +48,8 @@ impl EpochCheckpoint {
         };
         let damaged = |why: String| {
             Error::Store(format!(
-                "{}: damaged training checkpoint ({why}); move it away and the cell starts from its first epoch",
+                "{}: damaged training checkpoint ({why}), not resumed from; the cell's failed record supersedes it \
+                 (the file is removed) and the next run starts the cell from its first epoch",
                 self.path.display()
             ))
         };
@@ -68,7 +69,8 @@ impl EpochCheckpoint {
         let saved: SavedEpochs = serde_json::from_slice(body).map_err(|e| damaged(e.to_string()))?;
         if saved.key != self.key {
             return Err(Error::Store(format!(
-                "{}: the training checkpoint of cell {}, not of {}; move it away",
+                "{}: the training checkpoint of cell {}, not of {}; not resumed from (the cell's failed record \
+                 supersedes it, and the next run starts the cell afresh)",
                 self.path.display(),
                 saved.key,
                 self.key
@@ -139,7 +141,8 @@ impl<B: Backend> Session<'_, B> {
             if let Some(saved) = cp.read()? {
                 if saved.sums.len() != epochs || saved.epochs_done >= epochs {
                     return Err(Error::Store(format!(
-                        "{}: a checkpoint of {} of {} epochs does not fit this cell's {epochs}; move it away",
+                        "{}: a checkpoint of {} of {} epochs does not fit this cell's {epochs}; not resumed from (the \
+                         cell's failed record supersedes it, and the next run starts the cell afresh)",
                         cp.path.display(),
                         saved.epochs_done,
                         saved.sums.len()
@@ -285,7 +288,8 @@ mod tests {
             std::fs::write(&cp.path, &bad).unwrap();
             let e = cp.read().err().expect("a damaged checkpoint is refused").to_string();
             assert!(
-                e.contains("damaged training checkpoint") && e.contains("move it away"),
+                e.contains("damaged training checkpoint")
+                    && e.contains("the next run starts the cell from its first epoch"),
                 "{e}"
             );
         }
