@@ -14,7 +14,8 @@
 #   a runner whose every cell is busy in another runner exits 0; a bit flipped in an epoch checkpoint;
 #   absurd suite numbers (a huge
 #   epoch count, NaN tolerance, zero corpus, negative rate) refused in one line with nothing built;
-#   released checkpoints of 300,000 nested lists or a 2^40 memo bomb fail their cells cleanly; an
+#   released checkpoints of 300,000 nested lists or a 2^40 memo bomb fail their cells cleanly, one of
+#   NaN prompts is refused; an
 #   sbatch value with a newline is refused; SIGTERM stops a child run too
 #
 # Usage (repository root): tests/fault_injection.sh [BIN]   (default: the debug build, built here)
@@ -478,6 +479,40 @@ for name in deep bomb; do
   fi
   rm -rf "$dir/results"
 done
+
+# 16b. A released prompt of NaN (issue item 5) fails its cells, naming the tensor; the same file
+# with finite values is evaluated (a torch.save archive written here with the standard library).
+new_case nanprompt
+python3 - "$dir" <<'PY'
+import struct, sys, zipfile
+d = sys.argv[1]
+rows, width = 4, 32  # CoOp's 4 context vectors at the test world's width
+def u(s):
+    b = s.encode(); return b"X" + struct.pack("<I", len(b)) + b
+def i(n): return b"J" + struct.pack("<i", n)
+n = rows * width
+storage = b"(" + u("storage") + b"ctorch\nFloatStorage\n" + u("0") + u("cpu") + i(n) + b"tQ"
+tensor = (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + i(0) + b"(" + i(rows) + i(width) + b"t"
+          + b"(" + i(width) + i(1) + b"t" + b"\x89" + b"ccollections\nOrderedDict\n)R" + b"tR")
+pkl = b"\x80\x02}" + u("state_dict") + b"}" + u("ctx") + tensor + b"s" + b"s" + u("epoch") + i(2) + b"s."
+for name, value in [("nan", float("nan")), ("finite", 0.01)]:
+    with zipfile.ZipFile(f"{d}/{name}.pth.tar", "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/data/0", struct.pack("<f", value) * n)
+        z.writestr("archive/version", "3\n")
+PY
+for name in nan finite; do
+  suite | sed -e 's/^methods = \["zs", "coop"\]$/methods = ["coop"]/' \
+    -e "s|^seeds = \[1, 2, 3\]\$|seeds = [1]\ncheckpoint = \"$dir/$name.pth.tar\"|" >"$dir/faults.toml"
+  gb run faults.toml --no-report >"$dir/$name.log" 2>&1
+  eval "rc_$name=$?"
+  rm -rf "$dir/results"
+done
+if [ "$rc_nan" -eq 1 ] && [ "$(grep -c "ctx\` holds NaN" "$dir/nan.log")" -eq 2 ] && [ "$rc_finite" -eq 0 ]; then
+  ok "a released prompt of NaN fails its cells naming the tensor; the same file with finite values is evaluated"
+else
+  miss "NaN released prompt" "rc $rc_nan / $rc_finite: $(tail -1 "$dir/nan.log") / $(tail -1 "$dir/finite.log")"
+fi
 
 # 17. An sbatch value with a newline (issue item 10) is refused before any script is written.
 new_case sbatch
