@@ -137,13 +137,12 @@ impl<B: Backend> ZeroShotTeacher<B> {
         })
     }
 
-    /// Logits `[images, classes]` at f32. `pixels`: the f32 pixels, needed (and only given) when
-    /// the teacher has its own widened backbone; `own`: the cell backbone's normalized image
-    /// features of the same images, which an f32 cell's teacher takes as its own.
-    pub fn logits(&self, pixels: Option<Tensor<B, 4>>, own: Tensor<B, 2>) -> Tensor<B, 2> {
-        let img = match (&self.clip, pixels) {
-            (Some(c), Some(p)) => Clip::normalize(c.encode_image(p, &Default::default())).detach(),
-            _ => own,
+    /// Logits `[images, classes]` at f32 for `pixels` (f32). `own`: the cell backbone's normalized
+    /// image features of the same images, which an f32 cell's teacher takes as its own.
+    pub fn logits(&self, pixels: Tensor<B, 4>, own: Tensor<B, 2>) -> Tensor<B, 2> {
+        let img = match &self.clip {
+            Some(c) => Clip::normalize(c.encode_image(pixels, &Default::default())).detach(),
+            None => own,
         };
         Clip::normalize(img).matmul(Clip::normalize(self.text.clone()).transpose()) * self.scale.clone()
     }
@@ -268,13 +267,8 @@ impl<B: AutodiffBackend> SgdMethod<B> for CoOp<B> {
 
     fn loss(&self, prompt: &CoOpPrompt<B>, clip: &Clip<B>, batch: Batch<B>) -> Result<(f32, GradientsParams)> {
         let pos = self.config.class_token_position;
-        // An f32 teacher in a cell at another format encodes the f32 pixels itself.
-        let teacher_pixels = self
-            .teacher
-            .as_ref()
-            .filter(|t| t.clip.is_some())
-            .map(|_| batch.pixels.clone());
-        let img = Clip::normalize(clip.encode_image(batch.pixels, &Default::default())).detach();
+        // A tensor clone shares its data: the teacher may need the f32 pixels after the student.
+        let img = Clip::normalize(clip.encode_image(batch.pixels.clone(), &Default::default())).detach();
         let n = self.train.eos.len();
         let target = batch.labels.one_hot(n).float();
         let ce_of =
@@ -290,7 +284,7 @@ impl<B: AutodiffBackend> SgdMethod<B> for CoOp<B> {
             (Prior::Projected { lambda, temperature }, _, Some(teacher)) => {
                 // burn's backward consumes the graph, so each loss gets its own text forward.
                 let t = *temperature;
-                let teacher = softmax(teacher.logits(teacher_pixels, img.clone()).div_scalar(t), 1).detach();
+                let teacher = softmax(teacher.logits(batch.pixels, img.clone()).div_scalar(t), 1).detach();
                 let student =
                     clip.logits_per_image(img.clone(), encode_prompts(clip, prompt.ctx.val(), &self.train, pos));
                 // As torch promotes `tea_prob * log_softmax(stu)`: the product at the teacher's f32.
